@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 host (as root) to run Stasis. Idempotent: every
+# step checks before it acts, so a second run finishes in seconds.
+#
+#   1. apt packages needed at run time (only the missing ones)
+#   2. CRIU >= 4.2 under /usr/local            (scripts/install-criu.sh)
+#   3. build + install the stasis binaries     (scripts/build.sh)
+#   4. host configuration, data dir            (configure_host)
+#   5. the "base" sandbox template             (scripts/build-template.sh)
+#   6. (re)start `stasis serve`                 (unless --no-start)
+#
+# Usage: setup.sh [--no-start] [--skip-build] [--data-dir /var/lib/stasis]
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STASIS_LOG_TAG=setup
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
+
+DATA=/var/lib/stasis
+START=1
+BUILD=1
+STASIS_BIN=/usr/local/bin/stasis
+PID_FILE=/run/stasis.pid
+LOG_FILE=/var/log/stasis.log
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-start) START=0; shift ;;
+        --skip-build) BUILD=0; shift ;;
+        --data-dir) [ $# -ge 2 ] || die "--data-dir needs a value"; DATA=$2; shift 2 ;;
+        --data-dir=*) DATA=${1#*=}; shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+case "$DATA" in /*) ;; *) die "--data-dir must be an absolute path" ;; esac
+
+require_root
+[ -r /etc/debian_version ] || die "this script supports Debian 12 (bookworm) only"
+[ "$(host_codename)" = bookworm ] || warn "host is $(host_codename), not bookworm; continuing"
+
+# Run time: networking for sandboxes (iproute2, nftables, iptables), the
+# template builder (debootstrap, python3 for shift-owner.py), the CRIU
+# build (build-essential, pkg-config; its -dev packages are installed by
+# install-criu.sh) and CRIU's shared libraries.
+RUNTIME_PACKAGES=(
+    iproute2 nftables iptables debootstrap python3 pkg-config build-essential
+    ca-certificates util-linux
+    libprotobuf-c1 libnl-3-200 libnet1 libbsd0 libcap2 libgnutls30
+    libnftables1 libuuid1
+)
+
+T0=$SECONDS
+STEP=0
+NSTEPS=6
+step() { STEP=$((STEP + 1)); STEP_T=$SECONDS; log "[$STEP/$NSTEPS] $*"; }
+step_done() { log "      ok ($((SECONDS - STEP_T))s)"; }
+
+# Placeholder for host tuning (sysctls etc.) the runtime will need; for now
+# it only makes sure the data dir exists. 0711: sandbox uids (100000+) may
+# traverse it to reach their rootfs, but nobody can list it.
+configure_host() {
+    mkdir -p "$DATA"
+    chmod 0711 "$DATA"
+    chown root:root "$DATA"
+}
+
+# True if $1 is a live `stasis serve` process.
+is_stasis_serve() {
+    local pid=$1 cmd
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline")
+    case "$cmd" in *stasis*serve*) return 0 ;; *) return 1 ;; esac
+}
+
+stop_server() {
+    local pid
+    pid=$(cat "$PID_FILE" 2>/dev/null || true)
+    if is_stasis_serve "$pid"; then
+        log "stopping running stasis serve (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            is_stasis_serve "$pid" || break
+            sleep 0.2
+        done
+        if is_stasis_serve "$pid"; then
+            warn "pid $pid did not stop within 10s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$PID_FILE"
+}
+
+start_server() {
+    local help pid args=(serve)
+    if [ ! -x "$STASIS_BIN" ]; then
+        log "$STASIS_BIN is not installed: 'stasis serve' not available yet; not starting"
+        return 0
+    fi
+    if ! help=$("$STASIS_BIN" serve --help 2>&1); then
+        log "'stasis serve' not available yet in this build; not starting"
+        return 0
+    fi
+    if grep -q -- '--data-dir' <<<"$help"; then
+        args+=(--data-dir "$DATA")
+    fi
+    stop_server
+    mkdir -p "$(dirname "$LOG_FILE")"
+    log "starting: $STASIS_BIN ${args[*]} (log $LOG_FILE, pid file $PID_FILE)"
+    setsid "$STASIS_BIN" "${args[@]}" >>"$LOG_FILE" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    sleep 1
+    if ! kill -0 "$pid" 2>/dev/null; then
+        rm -f "$PID_FILE"
+        tail -n 20 "$LOG_FILE" >&2 || true
+        die "stasis serve exited right after starting (see $LOG_FILE)"
+    fi
+    log "stasis serve running (pid $pid)"
+}
+
+step "apt packages needed at run time"
+apt_install_missing "${RUNTIME_PACKAGES[@]}"
+step_done
+
+step "CRIU >= 4.2"
+"$SCRIPT_DIR/install-criu.sh"
+step_done
+
+if [ $BUILD -eq 1 ]; then
+    step "build and install stasis binaries (scripts/build.sh)"
+    "$SCRIPT_DIR/build.sh"
+    step_done
+else
+    step "build skipped (--skip-build)"
+fi
+
+step "host configuration ($DATA)"
+configure_host
+step_done
+
+step "sandbox template 'base'"
+"$SCRIPT_DIR/build-template.sh" --data-dir "$DATA"
+step_done
+
+if [ $START -eq 1 ]; then
+    step "stasis serve"
+    start_server
+    step_done
+else
+    step "not starting stasis serve (--no-start)"
+fi
+
+log "setup complete in $((SECONDS - T0))s"

@@ -1,0 +1,98 @@
+//! Boot: from a host process to the sandbox's PID 1.
+//!
+//! Stage 1 (`stasis-agent boot CONFIG`) starts as host root, joins the sandbox's cgroups,
+//! unshares every namespace in one call (user first, so all are owned by the sandbox's user
+//! namespace and CRIU can dump them), waits for the host to write its id maps, and forks the
+//! sandbox's PID 1. PID 1 builds the mount tree, pivots into the overlay root, seals itself
+//! with seccomp, and re-executes the agent from inside the sandbox (`stasis-agent serve`) so
+//! a checkpoint never references a host file.
+
+pub mod config;
+mod mounts;
+mod net;
+pub mod seccomp;
+pub mod sync;
+
+use std::ffi::CString;
+
+use anyhow::{bail, Context, Result};
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Uid};
+
+pub use config::BootConfig;
+use sync::SyncChannel;
+
+/// Entry of `stasis-agent boot`. Returns only on failure; the error is also reported to
+/// the host on the sync channel.
+pub fn stage1(config_json: &str) -> Result<()> {
+    let mut chan = SyncChannel::from_fd(config::SYNC_FD);
+    let result = stage1_inner(config_json, &mut chan);
+    if let Err(e) = &result {
+        chan.send(&format!("{} stage1: {e:#}", config::sync::ERROR));
+    }
+    result
+}
+
+fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
+    let cfg: BootConfig = serde_json::from_str(config_json).context("parse boot config")?;
+    let me = std::process::id().to_string();
+    for procs in &cfg.cgroup_procs {
+        std::fs::write(procs, &me).with_context(|| format!("join cgroup {procs}"))?;
+    }
+    unshare(
+        CloneFlags::CLONE_NEWUSER
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID,
+    )
+    .context("unshare namespaces")?;
+    chan.send(config::sync::UNSHARED);
+    let reply = chan.recv().context("wait for id maps")?;
+    if reply != config::sync::MAPPED {
+        bail!("host did not map ids: {reply}");
+    }
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).context("setresgid 0")?;
+    nix::unistd::setgroups(&[]).context("setgroups")?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).context("setresuid 0")?;
+
+    // SAFETY: stage 1 is single-threaded; the child only runs plain Rust until it execs.
+    match unsafe { fork() }.context("fork sandbox init")? {
+        ForkResult::Parent { child } => {
+            chan.send(&format!("{} {}", config::sync::PID, child.as_raw()));
+            // Stage 1 is done: PID 1 reports readiness itself on the same channel.
+            std::process::exit(0);
+        }
+        ForkResult::Child => {
+            if let Err(e) = pid1(&cfg, chan) {
+                chan.send(&format!("{} init: {e:#}", config::sync::ERROR));
+                std::process::exit(1);
+            }
+            unreachable!("pid1 execs or fails");
+        }
+    }
+}
+
+/// Runs as PID 1 of the new PID namespace: builds the sandbox's world, then execs the
+/// in-sandbox copy of the agent.
+fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
+    setsid().context("setsid")?;
+    mounts::enter_rootfs(&cfg.rootfs)?;
+    nix::unistd::sethostname(&cfg.hostname).context("sethostname")?;
+    net::loopback_up()?;
+    mounts::redirect_stdio()?;
+    seccomp::install().context("install seccomp filter")?;
+
+    let path = CString::new(cfg.agent_path.as_str())?;
+    let args = [
+        path.clone(),
+        CString::new("serve")?,
+        CString::new(serde_json::to_string(cfg)?)?,
+    ];
+    let env = [CString::new("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?];
+    // The sync fd stays open across exec (no CLOEXEC): `serve` reports readiness on it
+    // and then closes it, so no host object is left in the checkpointed tree.
+    nix::unistd::execve(&path, &args, &env).context("exec agent inside sandbox")?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The sandbox's mount tree, built by PID 1 inside its own user and mount namespaces.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, pivot_root};
+
+/// Device nodes the sandbox gets, bind-mounted from the agent layer (a user namespace
+/// cannot `mknod`, and binding from inside the root keeps the checkpoint self-contained).
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn mnt(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
+    mount(src, target, fstype, flags, data).with_context(|| format!("mount {:?} on {}", fstype.or(src), target.display()))
+}
+
+pub fn enter_rootfs(rootfs: &str) -> Result<()> {
+    let root = Path::new(rootfs);
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).context("make / private")?;
+    // The overlay was mounted by the host: re-bind it so it is a mount of this namespace
+    // that pivot_root accepts.
+    mnt(Some(rootfs), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mnt(Some("proc"), &root.join("proc"), Some("proc"), nosuid_nodev_noexec, None)?;
+    mnt(Some("sysfs"), &root.join("sys"), Some("sysfs"), nosuid_nodev_noexec | MsFlags::MS_RDONLY, None)?;
+
+    let dev = root.join("dev");
+    mnt(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=1m"))?;
+    let agent_dev = root.join(".stasis/dev");
+    for name in DEVICES {
+        let target = dev.join(name);
+        std::fs::File::create(&target).with_context(|| format!("create {}", target.display()))?;
+        let src = agent_dev.join(name);
+        mnt(src.to_str(), &target, None, MsFlags::MS_BIND, None)?;
+    }
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts)?;
+    mnt(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+    symlink("pts/ptmx", dev.join("ptmx"))?;
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm)?;
+    mnt(Some("shm"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=64m"))?;
+    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        symlink(target, dev.join(link))?;
+    }
+
+    chdir(root).context("chdir rootfs")?;
+    pivot_root(".", ".").context("pivot_root")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detach old root")?;
+    chdir("/").context("chdir /")?;
+    Ok(())
+}
+
+/// Points stdio at files inside the sandbox: CRIU refuses host pipes or a host /dev/null.
+pub fn redirect_stdio() -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("open /dev/null")?;
+    std::fs::create_dir_all("/var/log").ok();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/var/log/stasis-agent.log")
+        .context("open agent log")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    nix::unistd::dup2(log.as_raw_fd(), 1)?;
+    nix::unistd::dup2(log.as_raw_fd(), 2)?;
+    // Drop our handles first: closing fds that Rust objects still own is an IO-safety abort.
+    drop((null, log));
+    close_fds_above(2, &[super::config::SYNC_FD]);
+    Ok(())
+}
+
+fn close_fds_above(min: i32, keep: &[i32]) {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for fd in fds {
+        if fd > min && !keep.contains(&fd) {
+            // SAFETY: closing fds we do not own is the point: nothing host-side may survive.
+            unsafe { libc::close(fd) };
+        }
+    }
+}

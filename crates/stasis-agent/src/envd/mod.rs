@@ -1,0 +1,72 @@
+//! envd: the sandbox API the E2B / Novita SDKs speak, served by the agent.
+//!
+//! Connect (JSON codec) over HTTP/1.1 for `process.Process` and `filesystem.Filesystem`,
+//! plain HTTP for `/files` and `/health`. This module maps the wire to the supervisor and
+//! the filesystem; what a process *is* lives in `supervisor`.
+
+mod auth;
+mod files;
+mod filesystem;
+mod process;
+mod rpc;
+
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Request, State as AxState};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use stasis_proto::connect::{parse_route, ConnectError, Route};
+
+use crate::boot::config::BootConfig;
+use crate::supervisor::Supervisor;
+
+pub use auth::DEFAULT_USER;
+
+#[derive(Clone)]
+pub struct State {
+    pub supervisor: Supervisor,
+    access_token: Arc<RwLock<Option<String>>>,
+    watchers: filesystem::Watchers,
+}
+
+impl State {
+    pub fn new(supervisor: Supervisor, cfg: &BootConfig) -> Self {
+        Self { supervisor, access_token: Arc::new(RwLock::new(cfg.access_token.clone())), watchers: Default::default() }
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/files", get(files::download).post(files::upload))
+        .fallback(connect_call)
+        .with_state(state)
+}
+
+async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// Every Connect call: route, authenticate, dispatch.
+async fn connect_call(AxState(state): AxState<State>, req: Request<Body>) -> Response {
+    let route = match parse_route(req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => return rpc::unary_error(&e),
+    };
+    if req.method() != axum::http::Method::POST {
+        return rpc::unary_error(&ConnectError::new(
+            stasis_proto::connect::Code::Unimplemented,
+            format!("{} takes POST, not {}", route.path(), req.method()),
+        ));
+    }
+    if let Err(e) = auth::check_token(&state, req.headers()) {
+        return rpc::unary_error(&e);
+    }
+    match route {
+        Route::Process(m) => process::dispatch(state, m, req).await,
+        Route::Filesystem(m) => filesystem::dispatch(state, m, req).await,
+    }
+}

@@ -1,0 +1,11 @@
+//! The Stasis agent: the init (PID 1) of every sandbox.
+//!
+//! It owns everything that happens *inside* a sandbox: entering the namespaces and the
+//! root filesystem at boot (`boot`), starting and reaping processes (`supervisor`), and
+//! serving the envd protocol to the host (`envd`). It never touches host state after boot:
+//! the host side (cgroups, overlay, checkpoints) belongs to `stasis-runtime`.
+
+pub mod boot;
+pub mod envd;
+pub mod serve;
+pub mod supervisor;

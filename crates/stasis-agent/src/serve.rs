@@ -1,0 +1,30 @@
+//! `stasis-agent serve`: PID 1 inside the sandbox, after boot. Reports readiness to the
+//! host, then serves envd until the sandbox ends.
+
+use anyhow::{Context, Result};
+
+use crate::boot::config::{sync, BootConfig, ENVD_PORT, SYNC_FD};
+use crate::boot::sync::SyncChannel;
+use crate::envd;
+use crate::supervisor::Supervisor;
+
+pub fn run(config_json: &str) -> Result<()> {
+    let cfg: BootConfig = serde_json::from_str(config_json).context("parse boot config")?;
+    let mut chan = SyncChannel::from_fd(SYNC_FD);
+    // Two threads at most: the agent must stay light (it lives in every sandbox).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let result = rt.block_on(async {
+        let supervisor = Supervisor::new(cfg.env.clone());
+        supervisor.start_reaper().context("start reaper")?;
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", ENVD_PORT)).await.context("bind envd port")?;
+        let state = envd::State::new(supervisor, &cfg);
+        chan.send(sync::READY);
+        // Nothing of the host may stay open in a sandbox that will be checkpointed.
+        chan.close();
+        axum::serve(listener, envd::router(state)).await.context("serve envd")
+    });
+    if let Err(e) = &result {
+        chan.send(&format!("{} serve: {e:#}", sync::ERROR));
+    }
+    result
+}

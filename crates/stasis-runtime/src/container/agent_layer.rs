@@ -1,0 +1,59 @@
+//! The agent layer: the topmost overlay lower of every sandbox, holding the agent binary
+//! and the device nodes PID 1 bind-mounts into /dev.
+//!
+//! Content-addressed by the agent binary's hash and never modified once made, so a
+//! sandbox paused under one agent version resumes with exactly the binary it ran.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use sha2::{Digest, Sha256};
+
+use crate::container::idmap;
+use crate::error::{IoContext, Result};
+
+/// Character devices: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+pub const AGENT_IN_SANDBOX: &str = "/.stasis/agent";
+
+/// Returns the layer for `agent_binary`, building it on first use.
+pub fn ensure(agents_dir: &Path, agent_binary: &Path) -> Result<PathBuf> {
+    let bytes = std::fs::read(agent_binary).ctx(|| format!("read agent binary {}", agent_binary.display()))?;
+    let hash = hex::encode(&Sha256::digest(&bytes)[..8]);
+    let layer = agents_dir.join(&hash);
+    if layer.join(".stasis/complete").exists() {
+        return Ok(layer);
+    }
+    let tmp = agents_dir.join(format!(".{hash}.tmp-{}", std::process::id()));
+    let build = || -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let dir = tmp.join(".stasis");
+        std::fs::create_dir_all(dir.join("dev"))?;
+        let agent = dir.join("agent");
+        let mut f = std::fs::File::create(&agent)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))?;
+        for (name, major, minor) in DEVICES {
+            let p = dir.join("dev").join(name);
+            mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)).map_err(std::io::Error::from)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))?;
+        }
+        for p in [tmp.clone(), dir.clone(), dir.join("dev"), agent] {
+            idmap::chown_to_sandbox_root(&p)?;
+        }
+        std::fs::File::create(dir.join("complete"))?.sync_all()?;
+        match std::fs::rename(&tmp, &layer) {
+            // Another process built the same layer first: theirs is identical.
+            Err(_) if layer.join(".stasis/complete").exists() => std::fs::remove_dir_all(&tmp),
+            other => other,
+        }
+    };
+    std::fs::create_dir_all(agents_dir).ctx(|| format!("create {}", agents_dir.display()))?;
+    build().ctx(|| format!("build agent layer {}", layer.display()))?;
+    Ok(layer)
+}

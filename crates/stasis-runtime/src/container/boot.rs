@@ -1,0 +1,96 @@
+//! Starting a sandbox's init: runs `stasis-agent boot` and walks it through the sync
+//! protocol (id maps, PID 1's host pid, readiness).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use stasis_agent::boot::config::{sync, BootConfig, SYNC_FD};
+
+use crate::container::idmap;
+use crate::error::{IoContext, Result, RuntimeError};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Boots the sandbox and returns the host pid of its init once the agent listens.
+pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path) -> Result<u32> {
+    let (host_end, child_end) = UnixStream::pair().ctx(|| "boot socketpair".into())?;
+    host_end.set_read_timeout(Some(BOOT_TIMEOUT)).ctx(|| "boot socket timeout".into())?;
+    let log_file = std::fs::File::create(log).ctx(|| format!("create {}", log.display()))?;
+    let mut cmd = Command::new(agent_binary);
+    cmd.arg("boot")
+        .arg(serde_json::to_string(cfg).expect("boot config serialises"))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().ctx(|| "dup log".into())?)
+        .stderr(log_file);
+    let child_fd = child_end.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if child_fd == SYNC_FD {
+                let flags = libc::fcntl(SYNC_FD, libc::F_GETFD);
+                libc::fcntl(SYNC_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(child_fd, SYNC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut stage1 = cmd.spawn().ctx(|| format!("start {}", agent_binary.display()))?;
+    drop(child_end);
+
+    let result = drive(&host_end, stage1.id());
+    // Stage 1 exits right after forking PID 1 (or on failure); reap it either way.
+    if result.is_err() {
+        let _ = stage1.kill();
+    }
+    let _ = stage1.wait();
+    result.map_err(|e| match e {
+        RuntimeError::Boot(msg) => {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            RuntimeError::Boot(if tail.trim().is_empty() { msg } else { format!("{msg} (log: {})", tail.trim()) })
+        }
+        other => other,
+    })
+}
+
+fn drive(sock: &UnixStream, stage1_pid: u32) -> Result<u32> {
+    let mut reader = BufReader::new(sock);
+    let mut next = || -> Result<String> {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => Err(RuntimeError::Boot("agent exited during boot".into())),
+            Ok(_) => {
+                let line = line.trim_end().to_string();
+                match line.strip_prefix(sync::ERROR) {
+                    Some(msg) => Err(RuntimeError::Boot(msg.trim().to_string())),
+                    None => Ok(line),
+                }
+            }
+            Err(e) => Err(RuntimeError::Boot(format!("no answer from agent: {e}"))),
+        }
+    };
+    expect(&next()?, sync::UNSHARED)?;
+    idmap::write_maps(stage1_pid).ctx(|| format!("write id maps of {stage1_pid}"))?;
+    (&*sock).write_all(format!("{}\n", sync::MAPPED).as_bytes()).ctx(|| "boot sync".into())?;
+    let pid_line = next()?;
+    let pid = pid_line
+        .strip_prefix(sync::PID)
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .ok_or_else(|| RuntimeError::Boot(format!("unexpected boot message {pid_line:?}")))?;
+    expect(&next()?, sync::READY)?;
+    Ok(pid)
+}
+
+fn expect(got: &str, want: &str) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(RuntimeError::Boot(format!("expected {want:?} from agent, got {got:?}")))
+    }
+}

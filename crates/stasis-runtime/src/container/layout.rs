@@ -1,0 +1,73 @@
+//! Where a container runtime keeps things under its data directory.
+//!
+//! ```text
+//! DATA/templates/NAME/rootfs        template root filesystems (read-only lower layers)
+//! DATA/agents/HASH/                 agent layer: the agent binary and device nodes
+//! DATA/sandboxes/ID/record.json     the sandbox's persisted record (atomically replaced)
+//! DATA/sandboxes/ID/upper, work     its writable layer (overlay upper and work dirs)
+//! DATA/sandboxes/ID/rootfs          mount point of its root overlay while it runs
+//! DATA/sandboxes/ID/checkpoints/N   memory images of checkpoint generation N
+//! ```
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn template_rootfs(&self, name: &str) -> PathBuf {
+        self.root.join("templates").join(name).join("rootfs")
+    }
+
+    pub fn agents(&self) -> PathBuf {
+        self.root.join("agents")
+    }
+
+    pub fn sandboxes(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    pub fn sandbox(&self, id: &str) -> SandboxDir {
+        SandboxDir(self.sandboxes().join(id))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxDir(pub PathBuf);
+
+impl SandboxDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn record(&self) -> PathBuf {
+        self.0.join("record.json")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.0.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.0.join("work")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.0.join("rootfs")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.0.join("checkpoints")
+    }
+    pub fn checkpoint(&self, generation: u64) -> PathBuf {
+        self.checkpoints().join(generation.to_string())
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.0.join(format!("{name}.log"))
+    }
+}

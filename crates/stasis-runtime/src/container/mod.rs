@@ -1,0 +1,377 @@
+//! The container runtime: a sandbox is a set of Linux namespaces owned by its own user
+//! namespace, an overlay root, and cgroups; pausing it is a CRIU dump, resuming a restore.
+//!
+//! Each operation on one sandbox holds that sandbox's lock, so concurrent calls are
+//! serialised and each ends in a defined state.
+
+mod agent_layer;
+mod boot;
+mod cgroups;
+mod criu;
+pub mod idmap;
+mod layout;
+pub mod overlay;
+mod record;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use stasis_agent::boot::config::BootConfig;
+
+pub use cgroups::Cgroups;
+pub use layout::{Layout, SandboxDir};
+use record::Record;
+
+use crate::error::{IoContext, Result, RuntimeError};
+use crate::{CheckpointStats, Runtime, SandboxSpec, SandboxState, SandboxUsage};
+
+/// Template names that mean `base` (E2B's default names).
+const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
+
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    pub data_dir: PathBuf,
+    /// Host path of the static `stasis-agent` binary.
+    pub agent_binary: PathBuf,
+}
+
+impl ContainerConfig {
+    /// `$STASIS_AGENT`, else /usr/local/lib/stasis/stasis-agent (where setup installs it).
+    pub fn default_agent_binary() -> PathBuf {
+        std::env::var_os("STASIS_AGENT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/local/lib/stasis/stasis-agent"))
+    }
+}
+
+#[derive(Clone)]
+pub struct ContainerRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    layout: Layout,
+    cgroups: Cgroups,
+    criu: criu::Criu,
+    agent_binary: PathBuf,
+    agent_layer: PathBuf,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        return Err(RuntimeError::InvalidId(id.to_string()));
+    }
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(v)
+}
+
+impl ContainerRuntime {
+    pub fn new(config: ContainerConfig) -> Result<Self> {
+        let layout = Layout::new(&config.data_dir);
+        for d in [layout.root().to_path_buf(), layout.sandboxes()] {
+            std::fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
+        }
+        let criu = criu::Criu::locate()?;
+        let cgroups = Cgroups::detect()?;
+        if !config.agent_binary.is_file() {
+            return Err(RuntimeError::Boot(format!(
+                "agent binary {} not found: run scripts/setup.sh (or set STASIS_AGENT)",
+                config.agent_binary.display()
+            )));
+        }
+        let agent_layer = agent_layer::ensure(&layout.agents(), &config.agent_binary)?;
+        Ok(Self {
+            inner: Arc::new(Inner { layout, cgroups, criu, agent_binary: config.agent_binary, agent_layer, locks: Mutex::default() }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.inner.cgroups
+    }
+
+    /// Host pid of a running sandbox's init.
+    pub fn init_pid(&self, id: &str) -> Result<u32> {
+        let rec = self.inner.load(id)?;
+        match (rec.state, rec.init_pid) {
+            (SandboxState::Running, Some(pid)) => Ok(pid),
+            _ => Err(RuntimeError::NotRunning(id.to_string())),
+        }
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.locks.lock().unwrap().entry(id.to_string()).or_default().clone()
+    }
+
+    /// Runs blocking work for one sandbox under its lock.
+    async fn locked<T: Send + 'static>(&self, id: &str, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+        validate_id(id)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner)).await.expect("runtime task panicked")
+    }
+}
+
+impl Inner {
+    fn dir(&self, id: &str) -> SandboxDir {
+        self.layout.sandbox(id)
+    }
+
+    fn load(&self, id: &str) -> Result<Record> {
+        let dir = self.dir(id);
+        if !dir.record().exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        Record::load(&dir.record())
+    }
+
+    fn template_dir(&self, name: &str) -> Result<PathBuf> {
+        let name = if BASE_ALIASES.contains(&name) { "base" } else { name };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(RuntimeError::TemplateNotFound(name.to_string()));
+        }
+        let p = self.layout.template_rootfs(name);
+        if p.is_dir() {
+            Ok(p)
+        } else {
+            Err(RuntimeError::TemplateNotFound(name.to_string()))
+        }
+    }
+
+    fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()> {
+        let dir = self.dir(id);
+        if dir.path().exists() {
+            return Err(RuntimeError::AlreadyExists(id.to_string()));
+        }
+        let template = self.template_dir(&spec.template)?;
+        let result = self.create_inner(id, spec, &dir, &template);
+        if result.is_err() {
+            self.destroy(id);
+        }
+        result
+    }
+
+    fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
+        idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+        let mut rec = Record {
+            id: id.to_string(),
+            spec: spec.clone(),
+            state: SandboxState::Running,
+            init_pid: None,
+            lower_dirs: vec![self.agent_layer.display().to_string(), template.display().to_string()],
+            agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
+            checkpoint: None,
+            boot_id: random_hex(16),
+        };
+        self.cgroups.create(id, spec)?;
+        overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())?;
+        let cfg = BootConfig {
+            sandbox_id: id.to_string(),
+            rootfs: dir.rootfs().display().to_string(),
+            cgroup_procs: self.cgroups.procs_files(id).iter().map(|p| p.display().to_string()).collect(),
+            hostname: "sandbox".into(),
+            boot_id: rec.boot_id.clone(),
+            agent_path: rec.agent_path.clone(),
+            env: spec.env.clone(),
+            access_token: spec.access_token.clone(),
+        };
+        let pid = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"))?;
+        // The agent is the sandbox's lifeline: the OOM killer takes the user's processes first.
+        let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+        rec.init_pid = Some(pid);
+        rec.store(&dir.record())
+    }
+
+    fn pause(&self, id: &str) -> Result<CheckpointStats> {
+        let mut rec = self.load(id)?;
+        let pid = match (rec.state, rec.init_pid) {
+            (SandboxState::Paused, _) => return Err(RuntimeError::AlreadyPaused(id.to_string())),
+            (SandboxState::Running, Some(pid)) => pid,
+            (SandboxState::Running, None) => return Err(RuntimeError::NotRunning(id.to_string())),
+        };
+        let dir = self.dir(id);
+        let generation = next_generation(&dir);
+        let images = dir.checkpoint(generation);
+        std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
+        let t0 = Instant::now();
+        if let Err(e) = self.criu.dump(pid, &images, &self.cgroups.freezer(id), false) {
+            // CRIU leaves the tree running when a dump fails; make sure it is thawed and
+            // keep nothing of the attempt.
+            let _ = self.cgroups.set_frozen(id, false);
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(e);
+        }
+        let dump_ms = t0.elapsed().as_millis() as u64;
+        let t1 = Instant::now();
+        syncfs(&images)?;
+        let sync_ms = t1.elapsed().as_millis() as u64;
+        rec.state = SandboxState::Paused;
+        rec.init_pid = None;
+        rec.checkpoint = Some(generation);
+        // The commit point: from here the sandbox is paused, durably.
+        rec.store(&dir.record())?;
+        overlay::unmount(&dir.rootfs())?;
+        self.cgroups.remove(id)?;
+        remove_other_generations(&dir, Some(generation));
+        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
+    }
+
+    fn resume(&self, id: &str) -> Result<()> {
+        let mut rec = self.load(id)?;
+        let generation = match (rec.state, rec.checkpoint) {
+            (SandboxState::Paused, Some(g)) => g,
+            _ => return Err(RuntimeError::NotPaused(id.to_string())),
+        };
+        let dir = self.dir(id);
+        self.cgroups.create(id, &rec.spec)?;
+        let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
+            self.criu.restore(&dir.checkpoint(generation), &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(id))
+        });
+        let pid = match restored {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Leave it exactly as paused: nothing running, images untouched.
+                let _ = self.cgroups.kill_all(id);
+                let _ = overlay::unmount(&dir.rootfs());
+                let _ = self.cgroups.remove(id);
+                return Err(e);
+            }
+        };
+        if let Cgroups::V1(_) = self.cgroups {
+            let _ = self.cgroups.set_frozen(id, false);
+        }
+        rec.state = SandboxState::Running;
+        rec.init_pid = Some(pid);
+        rec.checkpoint = None;
+        rec.store(&dir.record())?;
+        remove_other_generations(&dir, None);
+        Ok(())
+    }
+
+    /// Removes everything a sandbox owns; safe on partly created sandboxes.
+    fn destroy(&self, id: &str) {
+        let dir = self.dir(id);
+        let _ = self.cgroups.kill_all(id);
+        let _ = overlay::unmount(&dir.rootfs());
+        let _ = self.cgroups.remove(id);
+        if !overlay::has_mounts_under(dir.path()) {
+            let _ = std::fs::remove_dir_all(dir.path());
+        }
+    }
+
+    fn kill(&self, id: &str) -> Result<()> {
+        self.load(id)?;
+        let dir = self.dir(id);
+        self.cgroups.kill_all(id)?;
+        overlay::unmount(&dir.rootfs())?;
+        self.cgroups.remove(id)?;
+        if overlay::has_mounts_under(dir.path()) {
+            return Err(RuntimeError::Io {
+                context: format!("remove {}", dir.path().display()),
+                source: std::io::Error::other("something is still mounted inside"),
+            });
+        }
+        std::fs::remove_dir_all(dir.path()).ctx(|| format!("remove {}", dir.path().display()))
+    }
+}
+
+fn next_generation(dir: &SandboxDir) -> u64 {
+    generations(dir).into_iter().max().unwrap_or(0) + 1
+}
+
+fn generations(dir: &SandboxDir) -> Vec<u64> {
+    std::fs::read_dir(dir.checkpoints())
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn remove_other_generations(dir: &SandboxDir, keep: Option<u64>) {
+    for g in generations(dir) {
+        if Some(g) != keep {
+            let _ = std::fs::remove_dir_all(dir.checkpoint(g));
+        }
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// Flushes the filesystem holding `path`: memory images and the writable layer share it.
+fn syncfs(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
+    // SAFETY: syncfs on an fd we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("syncfs {}", path.display()));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Runtime for ContainerRuntime {
+    async fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()> {
+        let (id2, spec) = (id.to_string(), spec.clone());
+        self.locked(id, move |rt| rt.create(&id2, &spec)).await
+    }
+
+    async fn pause(&self, id: &str) -> Result<CheckpointStats> {
+        let id2 = id.to_string();
+        self.locked(id, move |rt| rt.pause(&id2)).await
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let id2 = id.to_string();
+        self.locked(id, move |rt| rt.resume(&id2)).await
+    }
+
+    async fn kill(&self, id: &str) -> Result<()> {
+        let id2 = id.to_string();
+        self.locked(id, move |rt| rt.kill(&id2)).await
+    }
+
+    async fn state(&self, id: &str) -> Result<SandboxState> {
+        validate_id(id)?;
+        Ok(self.inner.load(id)?.state)
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        let dir = self.inner.layout.sandboxes();
+        let mut ids: Vec<String> = std::fs::read_dir(&dir)
+            .ctx(|| format!("read {}", dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|id| validate_id(id).is_ok() && self.inner.dir(id).record().exists())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn usage(&self, id: &str) -> Result<SandboxUsage> {
+        validate_id(id)?;
+        let rec = self.inner.load(id)?;
+        if rec.state != SandboxState::Running {
+            return Err(RuntimeError::NotRunning(id.to_string()));
+        }
+        Ok(self.inner.cgroups.usage(id))
+    }
+
+    async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream> {
+        validate_id(id)?;
+        let pid = self.init_pid(id)?;
+        crate::netns::connect(pid, port).await.ctx(|| format!("connect to port {port} in sandbox {id}"))
+    }
+}

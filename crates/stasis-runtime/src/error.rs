@@ -1,0 +1,44 @@
+//! The runtime's error type: one variant per thing a caller may handle differently.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    #[error("sandbox {0} already exists")]
+    AlreadyExists(String),
+    #[error("sandbox {0} is already paused")]
+    AlreadyPaused(String),
+    #[error("sandbox {0} is not paused")]
+    NotPaused(String),
+    #[error("sandbox {0} is not running")]
+    NotRunning(String),
+    #[error("template {0:?} not found")]
+    TemplateNotFound(String),
+    #[error("invalid sandbox id {0:?}: use 1-64 characters a-z and 0-9")]
+    InvalidId(String),
+    #[error("sandbox boot failed: {0}")]
+    Boot(String),
+    #[error("checkpoint ({op}) failed: {message}")]
+    Checkpoint { op: &'static str, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Adds what was being done to an I/O error.
+pub trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| RuntimeError::Io { context: context(), source })
+    }
+}

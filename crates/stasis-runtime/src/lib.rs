@@ -1,0 +1,87 @@
+//! Sandbox runtimes.
+//!
+//! [`Runtime`] is the boundary the rest of Stasis talks to: create, pause, resume, kill,
+//! and a way to reach the sandbox's agent. [`container::ContainerRuntime`] implements it
+//! with Linux namespaces, cgroups, overlayfs and CRIU; a microVM runtime would be a second
+//! implementation. Runtimes own host resources only: they know nothing of the API, of
+//! timeouts or of users.
+
+pub mod container;
+mod error;
+mod netns;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{Result, RuntimeError};
+pub use stasis_agent::boot::config::ENVD_PORT;
+
+/// What a sandbox is made of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSpec {
+    /// Template name (its root filesystem is the overlay's lower layer).
+    pub template: String,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub max_pids: u64,
+    /// Environment for every process of the sandbox.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Token the agent requires on every envd call (`X-Access-Token`).
+    #[serde(default)]
+    pub access_token: Option<String>,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, max_pids: 1024, env: BTreeMap::new(), access_token: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    Running,
+    Paused,
+}
+
+/// What a pause or a checkpoint wrote, for progress and benchmarks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointStats {
+    pub image_bytes: u64,
+    pub dump_ms: u64,
+    pub sync_ms: u64,
+}
+
+/// Usage figures read from the sandbox's cgroups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxUsage {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub cpu_usage_ns: u64,
+    pub pids: u64,
+    /// Times the kernel killed a process of the sandbox for exceeding its memory limit.
+    pub oom_kills: u64,
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// Boots a new sandbox and returns when its agent answers.
+    async fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()>;
+    /// Checkpoints the whole sandbox to disk and stops it; durable when this returns.
+    async fn pause(&self, id: &str) -> Result<CheckpointStats>;
+    /// Restores a paused sandbox; its processes continue where they stopped.
+    async fn resume(&self, id: &str) -> Result<()>;
+    /// Stops the sandbox if it runs and deletes everything it owns.
+    async fn kill(&self, id: &str) -> Result<()>;
+    async fn state(&self, id: &str) -> Result<SandboxState>;
+    /// Ids of every sandbox this runtime holds, running or paused.
+    async fn list(&self) -> Result<Vec<String>>;
+    async fn usage(&self, id: &str) -> Result<SandboxUsage>;
+    /// A TCP connection to `port` inside the sandbox.
+    async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream>;
+}

@@ -1,0 +1,38 @@
+//! Reaching into a sandbox's network namespace from the host.
+//!
+//! A socket belongs to the network namespace it was created in. The host creates the
+//! socket inside the sandbox's namespace (on a short-lived thread that enters it), then
+//! connects from anywhere: every sandbox can use the same addresses, with no routes, no
+//! bridges and no address shared with the host.
+
+use std::fs::File;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+use nix::sched::{setns, CloneFlags};
+
+fn socket_in_netns(pid: u32) -> io::Result<OwnedFd> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::spawn(move || -> io::Result<OwnedFd> {
+        // This thread exists only for this call, so leaving it in the sandbox's
+        // namespace affects nothing else.
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        // SAFETY: a fresh socket; ownership moves into the OwnedFd.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .join()
+    .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Connects to `127.0.0.1:port` as seen inside the network namespace of process `pid`.
+pub async fn connect(pid: u32, port: u16) -> io::Result<tokio::net::TcpStream> {
+    let fd = tokio::task::spawn_blocking(move || socket_in_netns(pid)).await.map_err(io::Error::other)??;
+    // SAFETY: `fd` is a valid, owned, non-blocking TCP socket.
+    let socket = unsafe { tokio::net::TcpSocket::from_raw_fd(fd.into_raw_fd()) };
+    socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
+}

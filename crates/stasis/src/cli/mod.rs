@@ -1,0 +1,43 @@
+//! Command-line interface.
+//!
+//! `stasis runtime ...` drives the container runtime directly on this host (no daemon):
+//! for operators and for the runtime's own end-to-end tests.
+
+mod runtime;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "stasis", version, about = "Sandboxes that pause and resume with their whole state")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drive the local container runtime directly (no daemon).
+    Runtime(runtime::Args),
+}
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const CONFLICT: u8 = 4;
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let code = rt.block_on(async {
+        match cli.command {
+            Command::Runtime(args) => runtime::run(args).await,
+        }
+    });
+    ExitCode::from(code)
+}

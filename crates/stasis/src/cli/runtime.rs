@@ -1,0 +1,125 @@
+//! `stasis runtime`: create, exec, pause, resume, kill and inspect sandboxes through the
+//! container runtime of this host, without the daemon.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
+use stasis_runtime::{Runtime, RuntimeError, SandboxSpec};
+
+use super::exit;
+use crate::envd_client;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, env = "STASIS_DATA_DIR", default_value = "/var/lib/stasis", global = true)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create and boot a sandbox.
+    Create {
+        id: String,
+        #[arg(long, default_value = "base")]
+        template: String,
+        #[arg(long, default_value_t = 512)]
+        memory_mb: u64,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// KEY=VALUE, repeatable: environment of every process.
+        #[arg(long = "env")]
+        envs: Vec<String>,
+    },
+    /// Run a shell command in a sandbox; prints its output, exits with its exit code.
+    Exec {
+        id: String,
+        #[arg(long)]
+        user: Option<String>,
+        cmd: String,
+    },
+    /// Checkpoint a sandbox to disk and stop it.
+    Pause { id: String },
+    /// Restore a paused sandbox.
+    Resume { id: String },
+    /// Stop a sandbox and delete everything it owns.
+    Kill { id: String },
+    /// Print a sandbox's state and usage as JSON.
+    Info { id: String },
+    /// List sandbox ids and states.
+    Ls,
+}
+
+fn code_for(e: &RuntimeError) -> u8 {
+    match e {
+        RuntimeError::NotFound(_) | RuntimeError::TemplateNotFound(_) => exit::NOT_FOUND,
+        RuntimeError::AlreadyExists(_) | RuntimeError::AlreadyPaused(_) | RuntimeError::NotPaused(_) | RuntimeError::NotRunning(_) => {
+            exit::CONFLICT
+        }
+        RuntimeError::InvalidId(_) => exit::USAGE,
+        _ => exit::ERROR,
+    }
+}
+
+pub async fn run(args: Args) -> u8 {
+    let rt = match ContainerRuntime::new(ContainerConfig { data_dir: args.data_dir, agent_binary: ContainerConfig::default_agent_binary() }) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    match execute(&rt, args.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            code_for(&e)
+        }
+    }
+}
+
+async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
+    match cmd {
+        Cmd::Create { id, template, memory_mb, cpus, envs } => {
+            let env = envs.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let spec = SandboxSpec { template, memory_mb, cpu_count: cpus, env, ..Default::default() };
+            rt.create(&id, &spec).await?;
+            println!("{id}");
+        }
+        Cmd::Exec { id, user, cmd } => {
+            let stream = rt.connect(&id, stasis_runtime::ENVD_PORT).await?;
+            match envd_client::run(stream, &cmd, user.as_deref(), Default::default()).await {
+                Ok(out) => {
+                    print!("{}", out.stdout);
+                    eprint!("{}", out.stderr);
+                    return Ok(if out.exit_code < 0 { 128 } else { out.exit_code.min(255) as u8 });
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(exit::ERROR);
+                }
+            }
+        }
+        Cmd::Pause { id } => {
+            let stats = rt.pause(&id).await?;
+            println!("{}", serde_json::to_string(&stats).unwrap());
+        }
+        Cmd::Resume { id } => rt.resume(&id).await?,
+        Cmd::Kill { id } => rt.kill(&id).await?,
+        Cmd::Info { id } => {
+            let state = rt.state(&id).await?;
+            let usage = rt.usage(&id).await.ok();
+            let pid = rt.init_pid(&id).ok();
+            println!("{}", serde_json::json!({"id": id, "state": state, "initPid": pid, "usage": usage}));
+        }
+        Cmd::Ls => {
+            for id in rt.list().await? {
+                let state = rt.state(&id).await?;
+                println!("{id}\t{}", serde_json::to_value(state).unwrap().as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,107 @@
+//! A small envd client: runs commands in a sandbox over any byte stream to its agent.
+//! Used by the CLI and the tests; the SDKs are the real clients.
+
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use stasis_proto::connect::{decode_stream_message, encode_envelope, EnvelopeDecoder, StreamFrame};
+use stasis_proto::process as pb;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a finished command produced.
+#[derive(Debug, Default, Clone)]
+pub struct CommandOutput {
+    pub pid: u32,
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    pub status: String,
+}
+
+async fn post(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+    headers: &[(&str, String)],
+) -> Result<hyper::Response<hyper::body::Incoming>> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.context("envd handshake")?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post(path).header("content-type", content_type).header("host", "envd");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = sender.send_request(req.body(Full::new(body))?).await.context("envd request")?;
+    Ok(resp)
+}
+
+/// Starts `cmd` (run by `/bin/bash -l -c`) and collects its output until it ends.
+pub async fn run(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    cmd: &str,
+    user: Option<&str>,
+    envs: HashMap<String, String>,
+) -> Result<CommandOutput> {
+    let req = pb::StartRequest {
+        process: Some(pb::ProcessConfig {
+            cmd: "/bin/bash".into(),
+            args: vec!["-l".into(), "-c".into(), cmd.into()],
+            envs,
+            cwd: None,
+        }),
+        pty: None,
+        tag: None,
+        stdin: Some(false),
+    };
+    let body = encode_envelope(0, &serde_json::to_vec(&req)?);
+    let mut headers = Vec::new();
+    if let Some(u) = user {
+        use base64::Engine;
+        headers.push(("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:")))));
+    }
+    let resp = post(io, "/process.Process/Start", "application/connect+json", body, &headers).await?;
+    if !resp.status().is_success() {
+        bail!("envd answered {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut dec = EnvelopeDecoder::new();
+    let mut out = CommandOutput::default();
+    let mut ended = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        dec.push(&data);
+        while let Some(env) = dec.next_frame()? {
+            match decode_stream_message::<pb::StartResponse>(&env)? {
+                StreamFrame::Message(m) => {
+                    use pb::process_event::{data_event::Output, Event};
+                    match m.event.and_then(|e| e.event) {
+                        Some(Event::Start(s)) => out.pid = s.pid,
+                        Some(Event::Data(d)) => match d.output {
+                            Some(Output::Stdout(b)) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
+                            Some(Output::Stderr(b)) => out.stderr.push_str(&String::from_utf8_lossy(&b)),
+                            Some(Output::Pty(b)) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
+                            None => {}
+                        },
+                        Some(Event::End(e)) => {
+                            out.exit_code = e.exit_code;
+                            out.status = e.status;
+                            ended = true;
+                        }
+                        _ => {}
+                    }
+                }
+                StreamFrame::End(Ok(())) => {
+                    if !ended {
+                        bail!("stream ended without an end event");
+                    }
+                    return Ok(out);
+                }
+                StreamFrame::End(Err(e)) => return Err(anyhow!("envd: {e}")),
+            }
+        }
+    }
+    bail!("envd stream closed before its end frame")
+}

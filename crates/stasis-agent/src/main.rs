@@ -1,18 +1,25 @@
-//! `stasis-agent boot CONFIG` (started by the host runtime) and `stasis-agent serve CONFIG`
-//! (re-executed by the sandbox's PID 1 from inside the sandbox).
+//! `stasis-agent boot CONFIG` (started by the host runtime) and `stasis-agent serve`
+//! (re-executed by the sandbox's PID 1 from inside the sandbox, config in the environment).
 
 use std::process::ExitCode;
 
+use stasis_agent::boot::config::CONFIG_ENV;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(cmd), Some(config)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: stasis-agent boot|serve CONFIG_JSON");
-        return ExitCode::from(2);
-    };
-    let result = match cmd.as_str() {
-        "boot" => stasis_agent::boot::stage1(config),
-        "serve" => stasis_agent::serve::run(config),
-        other => Err(anyhow::anyhow!("unknown command {other:?}")),
+    let result = match (args.get(1).map(String::as_str), args.get(2)) {
+        (Some("boot"), Some(config)) => stasis_agent::boot::stage1(config),
+        (Some("serve"), None) => match std::env::var(CONFIG_ENV) {
+            Ok(config) => {
+                std::env::remove_var(CONFIG_ENV);
+                stasis_agent::serve::run(&config)
+            }
+            Err(_) => Err(anyhow::anyhow!("{CONFIG_ENV} is not set")),
+        },
+        _ => {
+            eprintln!("usage: stasis-agent boot CONFIG_JSON | stasis-agent serve");
+            return ExitCode::from(2);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,9 @@ pub const ENVD_PORT: u16 = 49983;
 /// File descriptor on which the agent's boot stages talk to the host runtime.
 pub const SYNC_FD: i32 = 3;
 
+/// Environment variable carrying the boot config from PID 1 to `stasis-agent serve`.
+pub const CONFIG_ENV: &str = "STASIS_BOOT_CONFIG";
+
 /// Where, inside the sandbox, the agent keeps its own files (binary, device nodes, log).
 pub const AGENT_DIR: &str = "/.stasis";
 

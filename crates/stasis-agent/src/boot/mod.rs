@@ -85,12 +85,13 @@ fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
     seccomp::install().context("install seccomp filter")?;
 
     let path = CString::new(cfg.agent_path.as_str())?;
-    let args = [
-        path.clone(),
-        CString::new("serve")?,
-        CString::new(serde_json::to_string(cfg)?)?,
+    let args = [path.clone(), CString::new("serve")?];
+    // The config (it holds the access token) goes in the environment, which only
+    // in-sandbox root can read, not in the world-readable command line.
+    let env = [
+        CString::new("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?,
+        CString::new(format!("{}={}", config::CONFIG_ENV, serde_json::to_string(cfg)?))?,
     ];
-    let env = [CString::new("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?];
     // The sync fd stays open across exec (no CLOEXEC): `serve` reports readiness on it
     // and then closes it, so no host object is left in the checkpointed tree.
     nix::unistd::execve(&path, &args, &env).context("exec agent inside sandbox")?;

@@ -15,7 +15,7 @@ mod record;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use stasis_agent::boot::config::BootConfig;
@@ -56,7 +56,8 @@ struct Inner {
     cgroups: Cgroups,
     criu: criu::Criu,
     agent_binary: PathBuf,
-    agent_layer: PathBuf,
+    /// Made on first create: only creating a sandbox needs the agent binary.
+    agent_layer: OnceLock<PathBuf>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -80,15 +81,15 @@ impl ContainerRuntime {
         }
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
-        if !config.agent_binary.is_file() {
-            return Err(RuntimeError::Boot(format!(
-                "agent binary {} not found: run scripts/setup.sh (or set STASIS_AGENT)",
-                config.agent_binary.display()
-            )));
-        }
-        let agent_layer = agent_layer::ensure(&layout.agents(), &config.agent_binary)?;
         Ok(Self {
-            inner: Arc::new(Inner { layout, cgroups, criu, agent_binary: config.agent_binary, agent_layer, locks: Mutex::default() }),
+            inner: Arc::new(Inner {
+                layout,
+                cgroups,
+                criu,
+                agent_binary: config.agent_binary,
+                agent_layer: OnceLock::new(),
+                locks: Mutex::default(),
+            }),
         })
     }
 
@@ -162,7 +163,22 @@ impl Inner {
         result
     }
 
+    fn agent_layer(&self) -> Result<PathBuf> {
+        if let Some(l) = self.agent_layer.get() {
+            return Ok(l.clone());
+        }
+        if !self.agent_binary.is_file() {
+            return Err(RuntimeError::Boot(format!(
+                "agent binary {} not found: run scripts/setup.sh (or set STASIS_AGENT)",
+                self.agent_binary.display()
+            )));
+        }
+        let layer = agent_layer::ensure(&self.layout.agents(), &self.agent_binary)?;
+        Ok(self.agent_layer.get_or_init(|| layer).clone())
+    }
+
     fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Path) -> Result<()> {
+        let agent_layer = self.agent_layer()?;
         std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
         idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
         let mut rec = Record {
@@ -170,7 +186,7 @@ impl Inner {
             spec: spec.clone(),
             state: SandboxState::Running,
             init_pid: None,
-            lower_dirs: vec![self.agent_layer.display().to_string(), template.display().to_string()],
+            lower_dirs: vec![agent_layer.display().to_string(), template.display().to_string()],
             agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
             checkpoint: None,
             boot_id: random_hex(16),

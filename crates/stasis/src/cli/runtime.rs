@@ -90,11 +90,24 @@ async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
         }
         Cmd::Exec { id, user, cmd } => {
             let stream = rt.connect(&id, stasis_runtime::ENVD_PORT).await?;
+            let oom_before = rt.usage(&id).await.map(|u| u.oom_kills).unwrap_or(0);
             match envd_client::run(stream, &cmd, user.as_deref(), Default::default()).await {
                 Ok(out) => {
                     print!("{}", out.stdout);
                     eprint!("{}", out.stderr);
-                    return Ok(if out.exit_code < 0 { 128 } else { out.exit_code.min(255) as u8 });
+                    if out.exit_code < 0 {
+                        let usage = rt.usage(&id).await.unwrap_or_default();
+                        if usage.oom_kills > oom_before {
+                            eprintln!(
+                                "error: out of memory: the command exceeded the sandbox's memory limit ({} MiB) and was killed",
+                                usage.memory_limit_bytes >> 20
+                            );
+                        } else {
+                            eprintln!("error: the command ended by {}", out.status);
+                        }
+                        return Ok(128);
+                    }
+                    return Ok(out.exit_code.min(255) as u8);
                 }
                 Err(e) => {
                     eprintln!("error: {e:#}");

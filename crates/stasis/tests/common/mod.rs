@@ -1,0 +1,159 @@
+//! Shared helpers of the end-to-end tests: a private data dir, and the `stasis` binary
+//! driven as a separate process for every operation (so every step also proves that
+//! nothing lives only in one process's memory).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Where `scripts/setup.sh` puts the base template.
+const SYSTEM_TEMPLATES: &str = "/var/lib/stasis/templates";
+
+pub struct Host {
+    pub data_dir: PathBuf,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn unique_id(prefix: &str) -> String {
+    format!("{prefix}{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    u32::from_le_bytes(b)
+}
+
+/// The static agent: `$STASIS_AGENT`, else the one `scripts/test.sh` builds.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("STASIS_AGENT") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target/x86_64-unknown-linux-gnu").join(profile).join("stasis-agent");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("no static agent: run scripts/test.sh (it builds one) or set STASIS_AGENT");
+}
+
+impl Host {
+    pub fn new(name: &str) -> Self {
+        let data_dir = PathBuf::from("/var/lib/stasis-test").join(unique_id(name));
+        std::fs::create_dir_all(data_dir.join("templates")).unwrap();
+        let base = Path::new(SYSTEM_TEMPLATES).join("base");
+        assert!(base.join("rootfs").is_dir(), "base template missing: run scripts/setup.sh");
+        std::os::unix::fs::symlink(&base, data_dir.join("templates/base")).unwrap();
+        Host { data_dir }
+    }
+
+    pub fn stasis(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_stasis"))
+            .args(args)
+            .env("STASIS_DATA_DIR", &self.data_dir)
+            .env("STASIS_AGENT", agent_binary())
+            .output()
+            .expect("run stasis");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a `stasis runtime` subcommand and requires success.
+    pub fn rt(&self, args: &[&str]) -> String {
+        let mut full = vec!["runtime"];
+        full.extend_from_slice(args);
+        let out = self.stasis(&full);
+        assert_eq!(out.code, 0, "stasis {full:?} failed: {}{}", out.stdout, out.stderr);
+        out.stdout
+    }
+
+    pub fn rt_fails(&self, args: &[&str]) -> Output {
+        let mut full = vec!["runtime"];
+        full.extend_from_slice(args);
+        let out = self.stasis(&full);
+        assert_ne!(out.code, 0, "stasis {full:?} should fail: {}", out.stdout);
+        out
+    }
+
+    /// Runs a shell command in the sandbox; returns its stdout, requiring exit 0.
+    pub fn sh(&self, id: &str, cmd: &str) -> String {
+        self.rt(&["exec", id, cmd])
+    }
+
+    pub fn sh_as(&self, id: &str, user: &str, cmd: &str) -> String {
+        self.rt(&["exec", "--user", user, id, cmd])
+    }
+
+    pub fn info(&self, id: &str) -> Value {
+        serde_json::from_str(&self.rt(&["info", id])).unwrap()
+    }
+
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("sandboxes").join(id)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new(env!("CARGO_BIN_EXE_stasis"))
+            .args(["runtime", "ls"])
+            .env("STASIS_DATA_DIR", &self.data_dir)
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(id) = line.split('\t').next() {
+                    let _ = Command::new(env!("CARGO_BIN_EXE_stasis"))
+                        .args(["runtime", "kill", id])
+                        .env("STASIS_DATA_DIR", &self.data_dir)
+                        .output();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Mounts currently under `path` on the host.
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_string_lossy().to_string();
+    info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&p)).map(str::to_string).collect()
+}
+
+/// Cgroup directories a sandbox may own, on v1 and v2.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for c in ["memory", "pids", "cpu", "cpuacct", "freezer", "unified", ""] {
+        v.push(Path::new("/sys/fs/cgroup").join(c).join("stasis").join(id));
+    }
+    v
+}
+
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// True while `pid` is a live (not zombie) process. An exited sandbox init waits as a
+/// zombie until whoever adopted it reaps it: it holds no memory and uses no CPU.
+pub fn process_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(") ").next().and_then(|r| r.chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,165 @@
+//! Issue 2: sandboxes pause to disk and resume with files, memory and processes intact.
+//! Real namespaces, real CRIU; every `stasis runtime` call is its own process, so the
+//! runtime "restarts" between every step.
+
+mod common;
+
+use common::{cgroup_dirs, mounts_under, process_alive, wait_for, Host};
+
+/// A bash loop whose counter lives only in the shell's memory, appended to a file every 100 ms.
+const COUNTER: &str = r#"nohup bash -c 'i=0; while true; do i=$((i+1)); echo $i >> /home/user/counter; sleep 0.1; done' >/dev/null 2>&1 &"#;
+
+/// A python3 process holding a random value in a variable; SIGUSR1 makes it write the value out.
+const PYVAR: &str = r#"nohup python3 -c '
+import random, signal, time
+v = random.getrandbits(62)
+open("/home/user/py-initial", "w").write(str(v))
+def dump(*_):
+    open("/home/user/py-now.tmp", "w").write(str(v))
+    __import__("os").rename("/home/user/py-now.tmp", "/home/user/py-now")
+signal.signal(signal.SIGUSR1, dump)
+while True:
+    time.sleep(1)
+' >/dev/null 2>&1 &"#;
+
+fn start_workload(h: &Host, id: &str) -> String {
+    h.sh(id, COUNTER);
+    h.sh(id, PYVAR);
+    h.sh(id, "head -c 1048576 /dev/urandom > /home/user/blob && sha256sum /home/user/blob > /home/user/blob.sha");
+    wait_for("python value", || h.sh(id, "cat /home/user/py-initial 2>/dev/null || true").trim().len() > 3);
+    wait_for("counter", || last_count(h, id) >= 3);
+    h.sh(id, "cat /home/user/py-initial")
+}
+
+fn last_count(h: &Host, id: &str) -> u64 {
+    h.sh(id, "tail -n1 /home/user/counter 2>/dev/null || echo 0").trim().parse().unwrap_or(0)
+}
+
+fn python_value_now(h: &Host, id: &str) -> String {
+    h.sh(id, "rm -f /home/user/py-now; pkill -USR1 -f 'random.getrandbits' ");
+    wait_for("python answer", || h.sh(id, "cat /home/user/py-now 2>/dev/null || true").trim().len() > 3);
+    h.sh(id, "cat /home/user/py-now")
+}
+
+/// Every line of the counter file is the previous plus one: the count never restarted.
+fn assert_counter_continuous(h: &Host, id: &str) -> u64 {
+    let text = h.sh(id, "cat /home/user/counter");
+    let nums: Vec<u64> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "counter restarted or skipped at line {i}: {:?}", &nums[i.saturating_sub(3)..(i + 2).min(nums.len())]);
+    }
+    *nums.last().unwrap()
+}
+
+fn assert_paused_on_disk(h: &Host, id: &str, pid_before: u64) {
+    let info = h.info(id);
+    assert_eq!(info["state"], "paused");
+    assert!(!process_alive(pid_before), "init {pid_before} still runs on the host");
+    for d in cgroup_dirs(id) {
+        assert!(!d.exists(), "cgroup {} left while paused (would hold CPU/memory accounting)", d.display());
+    }
+    let ckpt = h.sandbox_dir(id).join("checkpoints");
+    let images: Vec<_> = std::fs::read_dir(&ckpt).unwrap().flatten().flat_map(|g| std::fs::read_dir(g.path()).unwrap().flatten()).collect();
+    assert!(images.iter().any(|e| e.file_name().to_string_lossy().starts_with("pages-")), "no memory images in {}", ckpt.display());
+    assert!(mounts_under(&h.sandbox_dir(id)).is_empty(), "root filesystem still mounted while paused");
+}
+
+#[test]
+fn pause_and_resume_keep_memory_processes_and_files() {
+    let h = Host::new("pr");
+    let id = common::unique_id("pr");
+    h.rt(&["create", &id]);
+    let value = start_workload(&h, &id);
+    let pid = h.info(&id)["initPid"].as_u64().unwrap();
+    let blob_sha = h.sh(&id, "cat /home/user/blob.sha");
+
+    let before = last_count(&h, &id);
+    h.rt(&["pause", &id]);
+    assert_paused_on_disk(&h, &id, pid);
+
+    // A new process resumes it: the state was found on disk.
+    h.rt(&["resume", &id]);
+    assert_eq!(h.info(&id)["state"], "running");
+    let after_resume = last_count(&h, &id);
+    assert!(after_resume >= before, "counter went back: {before} -> {after_resume}");
+    wait_for("counter moving after resume", || last_count(&h, &id) > after_resume);
+    assert_counter_continuous(&h, &id);
+    assert_eq!(python_value_now(&h, &id), value, "python variable changed across pause/resume");
+    assert_eq!(h.sh(&id, "sha256sum /home/user/blob"), blob_sha, "file written before pause changed");
+    h.rt(&["kill", &id]);
+}
+
+#[test]
+fn ten_pause_resume_cycles_keep_state() {
+    let h = Host::new("cy");
+    let id = common::unique_id("cy");
+    h.rt(&["create", &id]);
+    let value = start_workload(&h, &id);
+    let mut last = 0;
+    for cycle in 0..10 {
+        let pid = h.info(&id)["initPid"].as_u64().unwrap();
+        h.rt(&["pause", &id]);
+        assert_paused_on_disk(&h, &id, pid);
+        h.rt(&["resume", &id]);
+        let now = assert_counter_continuous(&h, &id);
+        assert!(now >= last, "cycle {cycle}: counter went back {last} -> {now}");
+        last = now;
+        assert_eq!(python_value_now(&h, &id), value, "cycle {cycle}: python variable changed");
+    }
+    wait_for("counter moving after the last resume", || last_count(&h, &id) > last);
+    h.rt(&["kill", &id]);
+}
+
+#[test]
+fn errors_are_typed_and_kill_removes_everything() {
+    let h = Host::new("er");
+    let id = common::unique_id("er");
+
+    let out = h.rt_fails(&["resume", "nosuchsandbox"]);
+    assert_eq!(out.code, 3, "unknown id must exit 3 (not found): {}", out.stderr);
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+
+    let out = h.rt_fails(&["pause", "Bad-Id"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid sandbox id"), "{}", out.stderr);
+
+    let out = h.rt_fails(&["create", &id, "--template", "nosuchtemplate"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("template"), "{}", out.stderr);
+    assert!(!h.sandbox_dir(&id).exists(), "a failed create left files behind");
+
+    h.rt(&["create", &id]);
+    let out = h.rt_fails(&["resume", &id]);
+    assert_eq!(out.code, 4, "resume of a running sandbox is a conflict: {}", out.stderr);
+    assert!(out.stderr.contains("not paused"), "{}", out.stderr);
+
+    h.rt(&["pause", &id]);
+    let out = h.rt_fails(&["pause", &id]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("already paused"), "{}", out.stderr);
+
+    // Kill of a paused sandbox removes every file, cgroup and mount it had.
+    h.rt(&["kill", &id]);
+    assert!(!h.sandbox_dir(&id).exists(), "kill left {}", h.sandbox_dir(&id).display());
+    assert!(mounts_under(&h.sandbox_dir(&id)).is_empty());
+    for d in cgroup_dirs(&id) {
+        assert!(!d.exists(), "kill left cgroup {}", d.display());
+    }
+    let out = h.rt_fails(&["kill", &id]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+}
+
+#[test]
+fn kill_of_a_running_sandbox_leaves_no_process() {
+    let h = Host::new("kr");
+    let id = common::unique_id("kr");
+    h.rt(&["create", &id]);
+    h.sh(&id, COUNTER);
+    let pid = h.info(&id)["initPid"].as_u64().unwrap();
+    h.rt(&["kill", &id]);
+    assert!(!process_alive(pid), "init {pid} survived kill");
+    assert!(!h.sandbox_dir(&id).exists());
+    for d in cgroup_dirs(&id) {
+        assert!(!d.exists(), "kill left cgroup {}", d.display());
+    }
+}

@@ -40,6 +40,16 @@ impl Default for SandboxSpec {
     }
 }
 
+/// What a pause keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseMode {
+    /// Files, memory and processes (a CRIU checkpoint).
+    Memory,
+    /// Files only: the next resume is a fresh boot on them.
+    Filesystem,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxState {
@@ -72,10 +82,13 @@ pub struct SandboxUsage {
 pub trait Runtime: Send + Sync {
     /// Boots a new sandbox and returns when its agent answers.
     async fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()>;
-    /// Checkpoints the whole sandbox to disk and stops it; durable when this returns.
-    async fn pause(&self, id: &str) -> Result<CheckpointStats>;
-    /// Restores a paused sandbox; its processes continue where they stopped.
-    async fn resume(&self, id: &str) -> Result<()>;
+    /// Stops the sandbox, keeping its state on disk; durable when this returns.
+    /// `Memory` checkpoints every process; `Filesystem` keeps only the files.
+    async fn pause(&self, id: &str, mode: PauseMode) -> Result<CheckpointStats>;
+    /// Starts a paused sandbox again: from its memory checkpoint when it has one and
+    /// `mode` is `Memory` (processes continue where they stopped), else a fresh boot on
+    /// its saved files.
+    async fn resume(&self, id: &str, mode: PauseMode) -> Result<()>;
     /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;

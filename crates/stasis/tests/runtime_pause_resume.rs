@@ -163,3 +163,26 @@ fn kill_of_a_running_sandbox_leaves_no_process() {
         assert!(!d.exists(), "kill left cgroup {}", d.display());
     }
 }
+
+#[test]
+fn filesystem_only_pause_keeps_files_and_boots_fresh() {
+    let h = Host::new("fs");
+    let id = common::unique_id("fs");
+    h.rt(&["create", &id]);
+    h.sh(&id, "echo kept > /home/user/note; (nohup sleep 600 >/dev/null 2>&1 &)");
+    let boot_before = h.sh(&id, "cat /proc/sys/kernel/random/boot_id");
+    assert_ne!(boot_before.trim(), std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(), "a sandbox must not show the host's boot id");
+    h.rt(&["pause", "--filesystem-only", &id]);
+    assert_eq!(h.info(&id)["state"], "paused");
+    h.rt(&["resume", &id]);
+    assert_eq!(h.sh(&id, "cat /home/user/note").trim(), "kept");
+    assert!(!h.sh(&id, "ps -eo args").contains("sleep 600"), "processes must not survive a filesystem-only pause");
+    assert_ne!(h.sh(&id, "cat /proc/sys/kernel/random/boot_id"), boot_before, "a fresh boot has a new boot id");
+
+    // A memory pause resumed with --no-memory is a reboot on the saved files too.
+    h.sh(&id, "echo again > /home/user/note2");
+    h.rt(&["pause", &id]);
+    h.rt(&["resume", "--no-memory", &id]);
+    assert_eq!(h.sh(&id, "cat /home/user/note2").trim(), "again");
+    h.rt(&["kill", &id]);
+}

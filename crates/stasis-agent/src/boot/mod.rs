@@ -78,7 +78,7 @@ fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
 /// in-sandbox copy of the agent.
 fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
     setsid().context("setsid")?;
-    mounts::enter_rootfs(&cfg.rootfs)?;
+    mounts::enter_rootfs(&cfg.rootfs, &cfg.boot_id)?;
     nix::unistd::sethostname(&cfg.hostname).context("sethostname")?;
     net::loopback_up()?;
     mounts::redirect_stdio()?;

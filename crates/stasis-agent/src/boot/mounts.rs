@@ -15,7 +15,15 @@ fn mnt(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, d
     mount(src, target, fstype, flags, data).with_context(|| format!("mount {:?} on {}", fstype.or(src), target.display()))
 }
 
-pub fn enter_rootfs(rootfs: &str) -> Result<()> {
+/// `boot_id` (32 hex digits) in the kernel's UUID form.
+fn uuid_form(hex: &str) -> String {
+    if hex.len() != 32 {
+        return hex.to_string();
+    }
+    format!("{}-{}-{}-{}-{}\n", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+pub fn enter_rootfs(rootfs: &str, boot_id: &str) -> Result<()> {
     let root = Path::new(rootfs);
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).context("make / private")?;
@@ -43,6 +51,10 @@ pub fn enter_rootfs(rootfs: &str) -> Result<()> {
     let shm = dev.join("shm");
     std::fs::create_dir(&shm)?;
     mnt(Some("shm"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=64m"))?;
+    // Each boot of a sandbox has its own boot id (the kernel's is the host's).
+    let boot_id_file = dev.join(".boot_id");
+    std::fs::write(&boot_id_file, uuid_form(boot_id))?;
+    mnt(boot_id_file.to_str(), &root.join("proc/sys/kernel/random/boot_id"), None, MsFlags::MS_BIND, None)?;
     for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
         symlink(target, dev.join(link))?;
     }

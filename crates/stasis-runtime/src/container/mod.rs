@@ -25,7 +25,7 @@ pub use layout::{Layout, SandboxDir};
 use record::Record;
 
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::{CheckpointStats, Runtime, SandboxSpec, SandboxState, SandboxUsage};
+use crate::{CheckpointStats, PauseMode, Runtime, SandboxSpec, SandboxState, SandboxUsage};
 
 /// Template names that mean `base` (E2B's default names).
 const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
@@ -191,8 +191,16 @@ impl Inner {
             checkpoint: None,
             boot_id: random_hex(16),
         };
-        self.cgroups.create(id, spec)?;
+        self.boot(&mut rec, dir)
+    }
+
+    /// Boots the sandbox of `rec` on its writable layer (a new boot: new boot id, no
+    /// processes) and records it as running.
+    fn boot(&self, rec: &mut Record, dir: &SandboxDir) -> Result<()> {
+        let id = rec.id.as_str();
+        self.cgroups.create(id, &rec.spec)?;
         overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())?;
+        rec.boot_id = random_hex(16);
         let cfg = BootConfig {
             sandbox_id: id.to_string(),
             rootfs: dir.rootfs().display().to_string(),
@@ -200,17 +208,19 @@ impl Inner {
             hostname: "sandbox".into(),
             boot_id: rec.boot_id.clone(),
             agent_path: rec.agent_path.clone(),
-            env: spec.env.clone(),
-            access_token: spec.access_token.clone(),
+            env: rec.spec.env.clone(),
+            access_token: rec.spec.access_token.clone(),
         };
         let pid = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"))?;
         // The agent is the sandbox's lifeline: the OOM killer takes the user's processes first.
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+        rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
+        rec.checkpoint = None;
         rec.store(&dir.record())
     }
 
-    fn pause(&self, id: &str) -> Result<CheckpointStats> {
+    fn pause(&self, id: &str, mode: PauseMode) -> Result<CheckpointStats> {
         let mut rec = self.load(id)?;
         let pid = match (rec.state, rec.init_pid) {
             (SandboxState::Paused, _) => return Err(RuntimeError::AlreadyPaused(id.to_string())),
@@ -218,6 +228,9 @@ impl Inner {
             (SandboxState::Running, None) => return Err(RuntimeError::NotRunning(id.to_string())),
         };
         let dir = self.dir(id);
+        if mode == PauseMode::Filesystem {
+            return self.pause_filesystem(&mut rec, &dir);
+        }
         let generation = next_generation(&dir);
         let images = dir.checkpoint(generation);
         std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
@@ -244,13 +257,46 @@ impl Inner {
         Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
     }
 
-    fn resume(&self, id: &str) -> Result<()> {
+    /// Stops every process, keeps the files: the next resume is a fresh boot.
+    fn pause_filesystem(&self, rec: &mut Record, dir: &SandboxDir) -> Result<CheckpointStats> {
+        let id = rec.id.clone();
+        let t0 = Instant::now();
+        self.cgroups.kill_all(&id)?;
+        overlay::unmount(&dir.rootfs())?;
+        let dump_ms = t0.elapsed().as_millis() as u64;
+        let t1 = Instant::now();
+        syncfs(dir.path())?;
+        rec.state = SandboxState::Paused;
+        rec.init_pid = None;
+        rec.checkpoint = None;
+        rec.store(&dir.record())?;
+        self.cgroups.remove(&id)?;
+        remove_other_generations(dir, None);
+        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64 })
+    }
+
+    fn resume(&self, id: &str, mode: PauseMode) -> Result<()> {
         let mut rec = self.load(id)?;
-        let generation = match (rec.state, rec.checkpoint) {
-            (SandboxState::Paused, Some(g)) => g,
-            _ => return Err(RuntimeError::NotPaused(id.to_string())),
-        };
+        if rec.state != SandboxState::Paused {
+            return Err(RuntimeError::NotPaused(id.to_string()));
+        }
         let dir = self.dir(id);
+        let generation = match (rec.checkpoint, mode) {
+            (Some(g), PauseMode::Memory) => g,
+            // No memory image (or the caller wants a reboot): a fresh boot on the files.
+            // The images are dropped only once the new boot is recorded.
+            _ => {
+                let result = self.boot(&mut rec, &dir);
+                if result.is_err() {
+                    let _ = self.cgroups.kill_all(id);
+                    let _ = overlay::unmount(&dir.rootfs());
+                    let _ = self.cgroups.remove(id);
+                } else {
+                    remove_other_generations(&dir, None);
+                }
+                return result;
+            }
+        };
         self.cgroups.create(id, &rec.spec)?;
         let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
             self.criu.restore(&dir.checkpoint(generation), &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(id))
@@ -345,14 +391,14 @@ impl Runtime for ContainerRuntime {
         self.locked(id, move |rt| rt.create(&id2, &spec)).await
     }
 
-    async fn pause(&self, id: &str) -> Result<CheckpointStats> {
+    async fn pause(&self, id: &str, mode: PauseMode) -> Result<CheckpointStats> {
         let id2 = id.to_string();
-        self.locked(id, move |rt| rt.pause(&id2)).await
+        self.locked(id, move |rt| rt.pause(&id2, mode)).await
     }
 
-    async fn resume(&self, id: &str) -> Result<()> {
+    async fn resume(&self, id: &str, mode: PauseMode) -> Result<()> {
         let id2 = id.to_string();
-        self.locked(id, move |rt| rt.resume(&id2)).await
+        self.locked(id, move |rt| rt.resume(&id2, mode)).await
     }
 
     async fn kill(&self, id: &str) -> Result<()> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
-use stasis_runtime::{Runtime, RuntimeError, SandboxSpec};
+use stasis_runtime::{PauseMode, Runtime, RuntimeError, SandboxSpec};
 
 use super::exit;
 use crate::envd_client;
@@ -41,9 +41,19 @@ enum Cmd {
         cmd: String,
     },
     /// Checkpoint a sandbox to disk and stop it.
-    Pause { id: String },
+    Pause {
+        id: String,
+        /// Keep only the files (the next resume is a fresh boot).
+        #[arg(long)]
+        filesystem_only: bool,
+    },
     /// Restore a paused sandbox.
-    Resume { id: String },
+    Resume {
+        id: String,
+        /// Boot fresh on the saved files instead of restoring memory.
+        #[arg(long)]
+        no_memory: bool,
+    },
     /// Stop a sandbox and delete everything it owns.
     Kill { id: String },
     /// Print a sandbox's state and usage as JSON.
@@ -115,11 +125,11 @@ async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
                 }
             }
         }
-        Cmd::Pause { id } => {
-            let stats = rt.pause(&id).await?;
+        Cmd::Pause { id, filesystem_only } => {
+            let stats = rt.pause(&id, if filesystem_only { PauseMode::Filesystem } else { PauseMode::Memory }).await?;
             println!("{}", serde_json::to_string(&stats).unwrap());
         }
-        Cmd::Resume { id } => rt.resume(&id).await?,
+        Cmd::Resume { id, no_memory } => rt.resume(&id, if no_memory { PauseMode::Filesystem } else { PauseMode::Memory }).await?,
         Cmd::Kill { id } => rt.kill(&id).await?,
         Cmd::Info { id } => {
             let state = rt.state(&id).await?;

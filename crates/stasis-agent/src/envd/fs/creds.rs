@@ -27,6 +27,13 @@ where
     .map_err(|e| io::Error::other(format!("filesystem worker failed: {e}")))?
 }
 
+/// Run `op` on the current thread with `user`'s filesystem rights. For short operations
+/// only; `op` cannot await, so nothing else runs on this thread meanwhile.
+pub fn as_user_here<T>(user: &User, op: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let _guard = FsCreds::switch(user.uid, user.gid, &user.groups)?;
+    op()
+}
+
 /// The switched credentials of the current thread; dropping it switches back.
 struct FsCreds {
     saved_groups: Option<Vec<libc::gid_t>>,
@@ -110,7 +117,7 @@ mod tests {
         User { name: "t".into(), uid, gid, home: "/".into(), shell: "/bin/sh".into(), groups: vec![gid] }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    #[tokio::test]
     async fn created_files_belong_to_the_user_and_thread_is_restored() {
         if unsafe { libc::geteuid() } != 0 {
             return; // needs root to switch ids

@@ -1,0 +1,35 @@
+//! The store's one error type. The HTTP layer maps it to wire errors once:
+//! `NotFound` → 404, `Conflict`/`AlreadyExists` → 409, `InvalidQuery` → 400, the rest → 500.
+
+use crate::model::SandboxState;
+use crate::query::QueryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A compare-and-set lost: the row is in `current`, not in any of the expected states.
+    #[error("sandbox is {current}")]
+    Conflict { current: SandboxState },
+    /// An insert hit an existing id or snapshot name.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error(transparent)]
+    InvalidQuery(#[from] QueryError),
+    /// The database was written by a newer Stasis; opening it could corrupt it.
+    #[error(
+        "database schema version {found} is newer than this build supports ({supported}); \
+         upgrade Stasis or point it at another data directory"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    /// A stored value that does not read back (hand-edited row, bad JSON).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The blocking task running a query panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}

@@ -1,0 +1,118 @@
+//! Durable control-plane state for Stasis.
+//!
+//! This crate owns:
+//! - the records the control plane must not lose: sandboxes (with their lifecycle state),
+//!   snapshots and API keys ([`model`]);
+//! - the [`Store`] trait, and [`SqliteStore`], its SQLite implementation (WAL,
+//!   `synchronous=FULL`, versioned migrations);
+//! - the semantics of list requests: default states, metadata filters, ordering, limits
+//!   and pagination tokens ([`query`]);
+//! - an atomic compare-and-set on a sandbox's state ([`Store::transition`]), so two
+//!   concurrent operations on one sandbox cannot both win.
+//!
+//! It must not decide anything about a sandbox's life (when to pause, kill, resume: that is
+//! the lifecycle's job), call the runtime, or know about HTTP beyond parsing list queries.
+//! The store records what the lifecycle decided, durably, before the lifecycle acts on it.
+
+pub mod api_key;
+pub mod error;
+pub mod model;
+pub mod query;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+pub use api_key::{generate_api_key, hash_api_key};
+pub use error::StoreError;
+pub use model::{now_ms, ApiKeyRow, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
+pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
+pub use sqlite::SqliteStore;
+
+/// Changes applied to a row inside a state transition's transaction (e.g. set `paused_at`
+/// together with the flip to `Paused`). It must not change `id`; `state` and `updated_at` are
+/// set by the store after it runs.
+pub type RowUpdate = Box<dyn FnOnce(&mut SandboxRow) + Send + 'static>;
+
+/// One page of a listing and the token for the next one (`None` on the last page).
+pub type Page<T> = (Vec<T>, Option<String>);
+
+/// The control plane's persistent state. Every write is durable when the call returns.
+///
+/// Implementations: [`SqliteStore`] for one node; a PostgreSQL store for several nodes
+/// would implement the same trait with the same schema (see the crate README).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts a new sandbox. `AlreadyExists` when the id is taken.
+    async fn insert_sandbox(&self, row: &SandboxRow) -> Result<(), StoreError>;
+
+    async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRow>, StoreError>;
+
+    /// Overwrites every field of an existing sandbox except `state`, which only
+    /// [`Store::transition`] changes: if the stored state differs from `row.state` (someone
+    /// transitioned it since `row` was read), nothing is written and the result is
+    /// `Conflict { current }`. Sets `updated_at`; returns the row as stored.
+    async fn update_sandbox(&self, row: &SandboxRow) -> Result<SandboxRow, StoreError>;
+
+    /// Compare-and-set of a sandbox's state in one transaction: moves it to `to` if it is in
+    /// one of `from`, else fails with `Conflict { current }` (`NotFound` if there is no such
+    /// sandbox). Returns the row as stored.
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[SandboxState],
+        to: SandboxState,
+    ) -> Result<SandboxRow, StoreError> {
+        self.transition_with(id, from, to, Box::new(|_| {})).await
+    }
+
+    /// [`Store::transition`] that also applies `update` to the row in the same transaction.
+    async fn transition_with(
+        &self,
+        id: &str,
+        from: &[SandboxState],
+        to: SandboxState,
+        update: RowUpdate,
+    ) -> Result<SandboxRow, StoreError>;
+
+    /// Deletes a sandbox's row. Returns whether it existed.
+    async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// One page of sandboxes matching `query`, in its order.
+    async fn list_sandboxes(&self, query: &ListQuery) -> Result<Page<SandboxRow>, StoreError>;
+
+    /// Every sandbox in one of `states`, unpaginated, oldest first: for recovery at start-up
+    /// (rows left in `Pausing`, `Killing`, ...) and for re-arming timers.
+    async fn sandboxes_in_states(
+        &self,
+        states: &[SandboxState],
+    ) -> Result<Vec<SandboxRow>, StoreError>;
+
+    /// Inserts a snapshot and its names. `AlreadyExists` when the id or any name is taken.
+    async fn insert_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError>;
+
+    async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
+
+    async fn find_snapshot_by_name(&self, name: &str) -> Result<Option<SnapshotRow>, StoreError>;
+
+    /// A snapshot by id, or else by name (the API accepts either where a template id goes).
+    async fn resolve_snapshot(&self, id_or_name: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        match self.get_snapshot(id_or_name).await? {
+            Some(s) => Ok(Some(s)),
+            None => self.find_snapshot_by_name(id_or_name).await,
+        }
+    }
+
+    /// One page of snapshots, newest first (`created_at` then id, descending).
+    async fn list_snapshots(&self, query: &SnapshotQuery) -> Result<Page<SnapshotRow>, StoreError>;
+
+    /// Deletes a snapshot and frees its names. Returns whether it existed.
+    async fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records a key (only its hash is stored). `AlreadyExists` when the same key was added.
+    async fn add_api_key(&self, name: &str, key: &str) -> Result<ApiKeyRow, StoreError>;
+
+    /// Whether `key` is one of the recorded keys.
+    async fn verify_api_key(&self, key: &str) -> Result<bool, StoreError>;
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,100 @@
+//! The schema, as an ordered list of migrations. Migration `i` (0-based) takes a database
+//! from `PRAGMA user_version = i` to `i + 1`. Append only: never edit a released migration,
+//! since databases in the field have already run it.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: sandboxes and API keys.
+    r#"
+    CREATE TABLE sandboxes (
+        id                    TEXT PRIMARY KEY,
+        template_id           TEXT NOT NULL,
+        alias                 TEXT,
+        client_id             TEXT NOT NULL,
+        state                 TEXT NOT NULL CHECK (state IN
+            ('creating','running','pausing','paused','resuming','killing','killed')),
+        metadata              TEXT NOT NULL DEFAULT '{}',
+        env_vars              TEXT NOT NULL DEFAULT '{}',
+        cpu_count             INTEGER NOT NULL,
+        memory_mb             INTEGER NOT NULL,
+        disk_size_mb          INTEGER NOT NULL,
+        envd_access_token     TEXT,
+        traffic_access_token  TEXT,
+        started_at            INTEGER NOT NULL,
+        end_at                INTEGER NOT NULL,
+        timeout_secs          INTEGER NOT NULL,
+        auto_pause            INTEGER NOT NULL,
+        auto_resume           INTEGER NOT NULL,
+        pause_memory          INTEGER NOT NULL,
+        secure                INTEGER NOT NULL,
+        allow_internet_access INTEGER NOT NULL,
+        network               TEXT NOT NULL DEFAULT 'null',
+        paused_at             INTEGER,
+        idle_timeout_secs     INTEGER,
+        created_at            INTEGER NOT NULL,
+        updated_at            INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX sandboxes_by_start ON sandboxes (started_at, id);
+    CREATE INDEX sandboxes_by_state ON sandboxes (state, started_at, id);
+
+    CREATE TABLE api_keys (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_hash   TEXT NOT NULL UNIQUE,
+        name       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
+    // 2: snapshots; names live in their own table so uniqueness is a primary key.
+    r#"
+    CREATE TABLE snapshots (
+        id                TEXT PRIMARY KEY,
+        source_sandbox_id TEXT NOT NULL,
+        template_id       TEXT NOT NULL,
+        memory            INTEGER NOT NULL,
+        size_bytes        INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX snapshots_by_creation ON snapshots (created_at, id);
+    CREATE INDEX snapshots_by_source ON snapshots (source_sandbox_id, created_at, id);
+
+    CREATE TABLE snapshot_names (
+        name        TEXT PRIMARY KEY,
+        snapshot_id TEXT NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX snapshot_names_by_snapshot ON snapshot_names (snapshot_id, position);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`] in one transaction, or refuses a database
+/// from a newer build. The version is re-read under the write lock, so two processes
+/// opening the same file at once migrate it only once.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies migrations up to version `target` (tests build old databases with it).
+pub(crate) fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let start = usize::try_from(found)
+        .map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(start) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,658 @@
+//! [`Store`] on one SQLite file.
+//!
+//! One connection, behind a mutex, used from `spawn_blocking`: SQLite serialises writers
+//! anyway, the control plane's write rate is small, and one connection makes every
+//! operation trivially ordered within the process. Writes that read before they write
+//! (transitions, updates) take the write lock up front (`BEGIN IMMEDIATE`), so they stay
+//! correct when another process opens the same file.
+//!
+//! Durability: WAL with `synchronous=FULL`, so a committed transaction (a state flip) has
+//! been fsynced to the WAL when the call returns, and survives power loss.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{
+    params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior,
+};
+
+pub use migrations::SCHEMA_VERSION;
+
+use crate::api_key::{constant_time_eq, hash_api_key};
+use crate::model::{now_ms, ApiKeyRow, SandboxRow, SandboxState, SnapshotRow};
+use crate::query::{effective_limit, Cursor, ListQuery, Order, SnapshotQuery};
+use crate::{Page, RowUpdate, Store, StoreError};
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite store. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directory if needed) the database at `path`,
+    /// e.g. `DATA/stasis.db`, and migrates it to [`SCHEMA_VERSION`]. Fails with
+    /// [`StoreError::SchemaTooNew`] on a database written by a newer build.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<SqliteStore, StoreError> {
+        let path = path.into();
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// [`SqliteStore::open`] for callers outside an async context.
+    pub fn open_blocking(path: impl Into<PathBuf>) -> Result<SqliteStore, StoreError> {
+        let path = path.into();
+        let conn = open_connection(&path)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection in the blocking pool.
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `f` rolled its transaction back while unwinding, so the
+            // connection behind a poisoned lock is still consistent.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Refuse a newer database before touching anything in it.
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "could not enable WAL (journal_mode is {mode})"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrations::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+// ---- row mapping ----
+
+const SANDBOX_COLUMNS: &str = "id, template_id, alias, client_id, state, metadata, env_vars, \
+    cpu_count, memory_mb, disk_size_mb, envd_access_token, traffic_access_token, started_at, \
+    end_at, timeout_secs, auto_pause, auto_resume, pause_memory, secure, \
+    allow_internet_access, network, paused_at, idle_timeout_secs, created_at, updated_at";
+
+fn conversion_error(
+    idx: usize,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(r: &Row, idx: usize) -> rusqlite::Result<T> {
+    let text: String = r.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| conversion_error(idx, e))
+}
+
+fn get_u64(r: &Row, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(idx)?;
+    u64::try_from(v).map_err(|e| conversion_error(idx, e))
+}
+
+fn sandbox_from_row(r: &Row) -> rusqlite::Result<SandboxRow> {
+    let state: String = r.get(4)?;
+    Ok(SandboxRow {
+        id: r.get(0)?,
+        template_id: r.get(1)?,
+        alias: r.get(2)?,
+        client_id: r.get(3)?,
+        state: state.parse().map_err(|e| conversion_error(4, e))?,
+        metadata: get_json(r, 5)?,
+        env_vars: get_json(r, 6)?,
+        cpu_count: r.get(7)?,
+        memory_mb: get_u64(r, 8)?,
+        disk_size_mb: get_u64(r, 9)?,
+        envd_access_token: r.get(10)?,
+        traffic_access_token: r.get(11)?,
+        started_at: r.get(12)?,
+        end_at: r.get(13)?,
+        timeout_secs: get_u64(r, 14)?,
+        auto_pause: r.get(15)?,
+        auto_resume: r.get(16)?,
+        pause_memory: r.get(17)?,
+        secure: r.get(18)?,
+        allow_internet_access: r.get(19)?,
+        network: get_json(r, 20)?,
+        paused_at: r.get(21)?,
+        idle_timeout_secs: r
+            .get::<_, Option<i64>>(22)?
+            .map(u64::try_from)
+            .transpose()
+            .map_err(|e| conversion_error(22, e))?,
+        created_at: r.get(23)?,
+        updated_at: r.get(24)?,
+    })
+}
+
+/// The row's columns as SQL values, in [`SANDBOX_COLUMNS`] order.
+fn sandbox_values(row: &SandboxRow) -> Result<Vec<Value>, StoreError> {
+    fn int(name: &str, v: u64) -> Result<Value, StoreError> {
+        i64::try_from(v)
+            .map(Value::Integer)
+            .map_err(|_| StoreError::Corrupt(format!("{name} out of range: {v}")))
+    }
+    fn json(v: &impl serde::Serialize) -> Result<Value, StoreError> {
+        serde_json::to_string(v)
+            .map(Value::Text)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+    let opt_text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    Ok(vec![
+        Value::Text(row.id.clone()),
+        Value::Text(row.template_id.clone()),
+        opt_text(&row.alias),
+        Value::Text(row.client_id.clone()),
+        Value::Text(row.state.as_str().to_owned()),
+        json(&row.metadata)?,
+        json(&row.env_vars)?,
+        Value::Integer(row.cpu_count.into()),
+        int("memory_mb", row.memory_mb)?,
+        int("disk_size_mb", row.disk_size_mb)?,
+        opt_text(&row.envd_access_token),
+        opt_text(&row.traffic_access_token),
+        Value::Integer(row.started_at),
+        Value::Integer(row.end_at),
+        int("timeout_secs", row.timeout_secs)?,
+        Value::Integer(row.auto_pause.into()),
+        Value::Integer(row.auto_resume.into()),
+        Value::Integer(row.pause_memory.into()),
+        Value::Integer(row.secure.into()),
+        Value::Integer(row.allow_internet_access.into()),
+        json(&row.network)?,
+        row.paused_at.map_or(Value::Null, Value::Integer),
+        match row.idle_timeout_secs {
+            Some(v) => int("idle_timeout_secs", v)?,
+            None => Value::Null,
+        },
+        Value::Integer(row.created_at),
+        Value::Integer(row.updated_at),
+    ])
+}
+
+fn read_sandbox(conn: &Connection, id: &str) -> Result<Option<SandboxRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1"),
+            [id],
+            sandbox_from_row,
+        )
+        .optional()?)
+}
+
+/// Rewrites every column of an existing row (by id).
+fn write_sandbox(conn: &Connection, row: &SandboxRow) -> Result<(), StoreError> {
+    let assignments = SANDBOX_COLUMNS
+        .split(',')
+        .map(str::trim)
+        .skip(1)
+        .enumerate()
+        .map(|(i, col)| format!("{col} = ?{}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.execute(
+        &format!("UPDATE sandboxes SET {assignments} WHERE id = ?1"),
+        params_from_iter(sandbox_values(row)?),
+    )?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation
+        && matches!(f.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY | rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE))
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn snapshot_from_row(conn: &Connection, r: &Row) -> rusqlite::Result<SnapshotRow> {
+    let id: String = r.get(0)?;
+    let names = conn
+        .prepare_cached("SELECT name FROM snapshot_names WHERE snapshot_id = ?1 ORDER BY position")?
+        .query_map([&id], |n| n.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(SnapshotRow {
+        id,
+        names,
+        source_sandbox_id: r.get(1)?,
+        template_id: r.get(2)?,
+        memory: r.get(3)?,
+        size_bytes: get_u64(r, 4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+const SNAPSHOT_COLUMNS: &str = "s.id, s.source_sandbox_id, s.template_id, s.memory, \
+    s.size_bytes, s.created_at";
+
+fn read_snapshot(
+    conn: &Connection,
+    where_clause: &str,
+    key: &str,
+) -> Result<Option<SnapshotRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots s WHERE {where_clause}"
+    ))?;
+    let mut rows = stmt.query([key])?;
+    match rows.next()? {
+        Some(r) => Ok(Some(snapshot_from_row(conn, r)?)),
+        None => Ok(None),
+    }
+}
+
+/// Appends the keyset condition and order for a page after `cursor`.
+fn page_clause(
+    sql: &mut String,
+    args: &mut Vec<Value>,
+    time_col: &str,
+    id_col: &str,
+    order: Order,
+    cursor: Option<Cursor>,
+    limit: u32,
+) {
+    let (cmp, dir) = match order {
+        Order::Desc => ("<", "DESC"),
+        Order::Asc => (">", "ASC"),
+    };
+    if let Some(c) = cursor {
+        sql.push_str(&format!(" AND ({time_col}, {id_col}) {cmp} (?, ?)"));
+        args.push(Value::Integer(c.time));
+        args.push(Value::Text(c.id));
+    }
+    // One extra row tells whether another page exists.
+    sql.push_str(&format!(
+        " ORDER BY {time_col} {dir}, {id_col} {dir} LIMIT {}",
+        limit + 1
+    ));
+}
+
+fn finish_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        let token = rows.last().map(|r| key(r).encode());
+        (rows, token)
+    } else {
+        (rows, None)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_sandbox(&self, row: &SandboxRow) -> Result<(), StoreError> {
+        let mut row = row.clone();
+        self.call(move |conn| {
+            row.updated_at = now_ms();
+            let sql = format!(
+                "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ({})",
+                placeholders(25)
+            );
+            match conn.execute(&sql, params_from_iter(sandbox_values(&row)?)) {
+                Ok(_) => Ok(()),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(StoreError::AlreadyExists(format!("sandbox {}", row.id)))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRow>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| read_sandbox(conn, &id)).await
+    }
+
+    async fn update_sandbox(&self, row: &SandboxRow) -> Result<SandboxRow, StoreError> {
+        let mut row = row.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM sandboxes WHERE id = ?1",
+                    [&row.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let current: SandboxState = current
+                .ok_or(StoreError::NotFound)?
+                .parse()
+                .map_err(|e: crate::model::UnknownState| StoreError::Corrupt(e.to_string()))?;
+            if current != row.state {
+                return Err(StoreError::Conflict { current });
+            }
+            row.updated_at = now_ms();
+            write_sandbox(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn transition_with(
+        &self,
+        id: &str,
+        from: &[SandboxState],
+        to: SandboxState,
+        update: RowUpdate,
+    ) -> Result<SandboxRow, StoreError> {
+        let id = id.to_owned();
+        let from = from.to_vec();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut row = read_sandbox(&tx, &id)?.ok_or(StoreError::NotFound)?;
+            if !from.contains(&row.state) {
+                return Err(StoreError::Conflict { current: row.state });
+            }
+            update(&mut row);
+            row.id = id;
+            row.state = to;
+            row.updated_at = now_ms();
+            write_sandbox(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| Ok(conn.execute("DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0))
+            .await
+    }
+
+    async fn list_sandboxes(&self, query: &ListQuery) -> Result<Page<SandboxRow>, StoreError> {
+        let limit = effective_limit(query.limit)?;
+        let cursor = query
+            .next_token
+            .as_deref()
+            .map(Cursor::decode)
+            .transpose()?;
+        let states = query.effective_states();
+        let query = query.clone();
+        self.call(move |conn| {
+            let mut args: Vec<Value> = states
+                .iter()
+                .map(|s| Value::Text(s.as_str().to_owned()))
+                .collect();
+            let mut sql = format!(
+                "SELECT {SANDBOX_COLUMNS} FROM sandboxes s WHERE s.state IN ({})",
+                placeholders(states.len())
+            );
+            for (k, v) in query.metadata {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM json_each(s.metadata) m \
+                     WHERE m.key = ? AND m.type = 'text' AND m.value = ?)",
+                );
+                args.push(Value::Text(k));
+                args.push(Value::Text(v));
+            }
+            if let Some(t) = query.template {
+                sql.push_str(" AND (s.template_id = ? OR s.alias = ?)");
+                args.push(Value::Text(t.clone()));
+                args.push(Value::Text(t));
+            }
+            if let Some(after) = query.started_after {
+                sql.push_str(" AND s.started_at > ?");
+                args.push(Value::Integer(after));
+            }
+            page_clause(
+                &mut sql,
+                &mut args,
+                "s.started_at",
+                "s.id",
+                query.order,
+                cursor,
+                limit,
+            );
+            let rows = conn
+                .prepare(&sql)?
+                .query_map(params_from_iter(args), sandbox_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(finish_page(rows, limit, |r: &SandboxRow| Cursor {
+                time: r.started_at,
+                id: r.id.clone(),
+            }))
+        })
+        .await
+    }
+
+    async fn sandboxes_in_states(
+        &self,
+        states: &[SandboxState],
+    ) -> Result<Vec<SandboxRow>, StoreError> {
+        let states: Vec<Value> = states
+            .iter()
+            .map(|s| Value::Text(s.as_str().to_owned()))
+            .collect();
+        self.call(move |conn| {
+            if states.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE state IN ({}) \
+                 ORDER BY started_at, id",
+                placeholders(states.len())
+            );
+            let rows = conn
+                .prepare(&sql)?
+                .query_map(params_from_iter(states), sandbox_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn insert_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError> {
+        let row = row.clone();
+        self.call(move |conn| {
+            let size = i64::try_from(row.size_bytes).map_err(|_| {
+                StoreError::Corrupt(format!("size_bytes out of range: {}", row.size_bytes))
+            })?;
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO snapshots (id, source_sandbox_id, template_id, memory, size_bytes, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    row.id,
+                    row.source_sandbox_id,
+                    row.template_id,
+                    row.memory,
+                    size,
+                    row.created_at
+                ],
+            )
+            .map_err(|e| match e {
+                e if is_unique_violation(&e) => {
+                    StoreError::AlreadyExists(format!("snapshot {}", row.id))
+                }
+                e => e.into(),
+            })?;
+            for (pos, name) in row.names.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO snapshot_names (name, snapshot_id, position) VALUES (?1, ?2, ?3)",
+                    params![name, row.id, pos as i64],
+                )
+                .map_err(|e| match e {
+                    e if is_unique_violation(&e) => {
+                        StoreError::AlreadyExists(format!("snapshot name {name:?}"))
+                    }
+                    e => e.into(),
+                })?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| read_snapshot(conn, "s.id = ?1", &id))
+            .await
+    }
+
+    async fn find_snapshot_by_name(&self, name: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            read_snapshot(
+                conn,
+                "s.id = (SELECT snapshot_id FROM snapshot_names WHERE name = ?1)",
+                &name,
+            )
+        })
+        .await
+    }
+
+    async fn list_snapshots(&self, query: &SnapshotQuery) -> Result<Page<SnapshotRow>, StoreError> {
+        let limit = effective_limit(query.limit)?;
+        let cursor = query
+            .next_token
+            .as_deref()
+            .map(Cursor::decode)
+            .transpose()?;
+        let query = query.clone();
+        self.call(move |conn| {
+            let mut sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots s WHERE 1 = 1");
+            let mut args = Vec::new();
+            if let Some(src) = query.source_sandbox_id {
+                sql.push_str(" AND s.source_sandbox_id = ?");
+                args.push(Value::Text(src));
+            }
+            if let Some(name) = query.name {
+                sql.push_str(
+                    " AND EXISTS (SELECT 1 FROM snapshot_names n \
+                     WHERE n.snapshot_id = s.id AND n.name = ?)",
+                );
+                args.push(Value::Text(name));
+            }
+            page_clause(
+                &mut sql,
+                &mut args,
+                "s.created_at",
+                "s.id",
+                Order::Desc,
+                cursor,
+                limit,
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(args))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(snapshot_from_row(conn, r)?);
+            }
+            Ok(finish_page(out, limit, |r: &SnapshotRow| Cursor {
+                time: r.created_at,
+                id: r.id.clone(),
+            }))
+        })
+        .await
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        // Names go with it (ON DELETE CASCADE).
+        self.call(move |conn| Ok(conn.execute("DELETE FROM snapshots WHERE id = ?1", [&id])? > 0))
+            .await
+    }
+
+    async fn add_api_key(&self, name: &str, key: &str) -> Result<ApiKeyRow, StoreError> {
+        let name = name.to_owned();
+        let key_hash = hash_api_key(key);
+        self.call(move |conn| {
+            let created_at = now_ms();
+            match conn.execute(
+                "INSERT INTO api_keys (key_hash, name, created_at) VALUES (?1, ?2, ?3)",
+                params![key_hash, name, created_at],
+            ) {
+                Ok(_) => Ok(ApiKeyRow {
+                    id: conn.last_insert_rowid(),
+                    key_hash,
+                    name,
+                    created_at,
+                }),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(StoreError::AlreadyExists("api key".into()))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn verify_api_key(&self, key: &str) -> Result<bool, StoreError> {
+        let wanted = hash_api_key(key);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT key_hash FROM api_keys")?;
+            let hashes = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            // Compare against every key, without stopping at a match.
+            let mut found = false;
+            for h in hashes {
+                found |= constant_time_eq(h?.as_bytes(), wanted.as_bytes());
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        self.call(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM api_keys", [], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -76,6 +76,8 @@ pub struct SandboxUsage {
     pub pids: u64,
     /// Times the kernel killed a process of the sandbox for exceeding its memory limit.
     pub oom_kills: u64,
+    /// Bytes the sandbox's writable layer holds on disk.
+    pub disk_bytes: u64,
 }
 
 #[async_trait::async_trait]

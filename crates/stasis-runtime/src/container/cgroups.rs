@@ -213,6 +213,7 @@ impl Cgroups {
                     cpu_usage_ns: read_u64(&self.dir(id, "cpuacct").join("cpuacct.usage")),
                     pids: read_u64(&self.dir(id, "pids").join("pids.current")),
                     oom_kills: read_key(&m.join("memory.oom_control"), "oom_kill"),
+                    disk_bytes: 0,
                 }
             }
             Cgroups::V2(_) => {
@@ -223,6 +224,7 @@ impl Cgroups {
                     cpu_usage_ns: read_key(&d.join("cpu.stat"), "usage_usec") * 1000,
                     pids: read_u64(&d.join("pids.current")),
                     oom_kills: read_key(&d.join("memory.events"), "oom_kill"),
+                    disk_bytes: 0,
                 }
             }
         }

@@ -367,6 +367,24 @@ fn remove_other_generations(dir: &SandboxDir, keep: Option<u64>) {
     }
 }
 
+/// Allocated bytes under `p` (not following symlinks or crossing into mounts).
+fn disk_usage(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
         .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
@@ -428,7 +446,10 @@ impl Runtime for ContainerRuntime {
         if rec.state != SandboxState::Running {
             return Err(RuntimeError::NotRunning(id.to_string()));
         }
-        Ok(self.inner.cgroups.usage(id))
+        let mut usage = self.inner.cgroups.usage(id);
+        let upper = self.inner.dir(id).upper();
+        usage.disk_bytes = tokio::task::spawn_blocking(move || disk_usage(&upper)).await.unwrap_or(0);
+        Ok(usage)
     }
 
     async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream> {

@@ -4,6 +4,7 @@
 //! for operators and for the runtime's own end-to-end tests.
 
 mod runtime;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: control API, sandbox proxy and lifecycle scheduler on one port.
+    Serve(serve::Args),
     /// Drive the local container runtime directly (no daemon).
     Runtime(runtime::Args),
 }
@@ -36,6 +39,7 @@ pub fn main() -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve::run(args).await,
             Command::Runtime(args) => runtime::run(args).await,
         }
     });

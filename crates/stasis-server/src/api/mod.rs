@@ -1,0 +1,67 @@
+//! The control API (E2B REST v1 + v2): parses and validates requests, calls the
+//! lifecycle, maps results and errors back to the wire. No lifecycle rule lives here.
+
+mod auth;
+mod error;
+mod sandboxes;
+pub mod wire;
+
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+
+use crate::lifecycle::{Lifecycle, LifecycleError};
+
+/// Largest JSON body the control API reads.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub lifecycle: Lifecycle,
+    pub domain: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/sandboxes", post(sandboxes::create_v1).get(sandboxes::list_v1))
+        .route("/v2/sandboxes", post(sandboxes::create_v2).get(sandboxes::list_v2))
+        .route("/sandboxes/{id}", get(sandboxes::info).delete(sandboxes::kill))
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/resume", post(sandboxes::resume))
+        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
+        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))
+        .with_state(state)
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::NotFound(id) => ApiError::not_found(format!("sandbox {id} not found")),
+            LifecycleError::Conflict(m) => ApiError::conflict(m),
+            LifecycleError::BadRequest(m) => ApiError::bad_request(m),
+            LifecycleError::TemplateNotFound(t) => ApiError::not_found(format!("template {t:?} not found")),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// Reads a JSON body: empty means `T::default()`; too big, or bad JSON, is a clear 4xx.
+pub async fn json_body<T: DeserializeOwned + Default>(body: Body) -> Result<T, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY_BYTES} bytes")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}

@@ -1,0 +1,191 @@
+//! Sandbox endpoints: create, list, info, connect/resume, pause, kill, timeout, metrics.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use stasis_store::{ListQuery, SandboxState};
+
+use super::wire::{self, NewSandbox};
+use super::{json_body, ApiError, AppState};
+use crate::lifecycle::{CreateParams, MAX_TIMEOUT_SECS};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn check_id(id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        return Err(ApiError::not_found(format!("sandbox {id:?} not found (ids are lowercase letters and digits)")));
+    }
+    Ok(())
+}
+
+fn check_timeout(t: u64) -> ApiResult<u64> {
+    if t == 0 || t > MAX_TIMEOUT_SECS {
+        return Err(ApiError::bad_request(format!("timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {t}")));
+    }
+    Ok(t)
+}
+
+/// Validates a create request into lifecycle parameters.
+fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParams> {
+    let template = req.template_id.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "base".into());
+    if template.len() > 256 || template.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad_request("templateID is not a valid template name"));
+    }
+    let metadata = req.metadata.unwrap_or_default();
+    let auto_pause = match req.lifecycle.as_ref().and_then(|l| l.on_timeout.as_deref()) {
+        Some("pause") => true,
+        Some("kill") => false,
+        Some(other) => return Err(ApiError::bad_request(format!("lifecycle.onTimeout must be \"kill\" or \"pause\", got {other:?}"))),
+        None => req.auto_pause.unwrap_or(false),
+    };
+    // Novita's legacy form: metadata auto_resume = "true".
+    let auto_resume = req.auto_resume.map(|a| a.enabled).unwrap_or(false)
+        || req.lifecycle.as_ref().and_then(|l| l.auto_resume).unwrap_or(false)
+        || metadata.get("auto_resume").is_some_and(|v| v == "true");
+    let network = req.network.unwrap_or(serde_json::Value::Null);
+    if !(network.is_null() || network.is_object()) {
+        return Err(ApiError::bad_request("network must be an object"));
+    }
+    Ok(CreateParams {
+        template,
+        timeout_secs: check_timeout(req.timeout.unwrap_or(default_timeout))?,
+        metadata,
+        env_vars: req.env_vars.unwrap_or_default(),
+        auto_pause,
+        pause_memory: req.auto_pause_memory.unwrap_or(true),
+        auto_resume,
+        secure: req.secure.unwrap_or(false),
+        allow_internet_access: req.allow_internet_access.unwrap_or(true),
+        network,
+    })
+}
+
+async fn create(state: AppState, body: Body, default_timeout: u64) -> ApiResult<Response> {
+    let req: NewSandbox = json_body(body).await?;
+    let params = create_params(req, default_timeout)?;
+    let row = state.lifecycle.create(params).await?;
+    Ok((StatusCode::CREATED, Json(wire::Sandbox::from_row(&row, &state.domain))).into_response())
+}
+
+pub async fn create_v1(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
+    create(state, body, 15).await
+}
+
+pub async fn create_v2(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
+    create(state, body, 300).await
+}
+
+async fn list(state: &AppState, mut q: ListQuery) -> ApiResult<Response> {
+    q.states.retain(|s| *s != SandboxState::Killed);
+    let (rows, next) = state.lifecycle.list(&q).await.map_err(|e| match e {
+        crate::lifecycle::LifecycleError::Store(stasis_store::StoreError::InvalidQuery(q)) => ApiError::bad_request(q.to_string()),
+        other => other.into(),
+    })?;
+    let body: Vec<wire::ListedSandbox> = rows.iter().map(wire::ListedSandbox::from_row).collect();
+    let mut r = Json(body).into_response();
+    if let Some(token) = next {
+        if let Ok(v) = HeaderValue::from_str(&token) {
+            r.headers_mut().insert("x-next-token", v);
+        }
+    }
+    Ok(r)
+}
+
+pub async fn list_v2(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let q = ListQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    list(&state, q).await
+}
+
+/// v1 lists running sandboxes only.
+pub async fn list_v1(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let mut q = ListQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    q.states = vec![SandboxState::Running];
+    list(&state, q).await
+}
+
+pub async fn info(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    check_id(&id)?;
+    let row = state.lifecycle.get(&id).await?;
+    Ok(Json(wire::SandboxDetail::from_row(&row, &state.domain)).into_response())
+}
+
+pub async fn kill(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    state.lifecycle.kill(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn pause(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    let req: wire::PauseBody = json_body(body).await?;
+    state.lifecycle.pause(&id, req.memory.unwrap_or(true)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn connect_or_resume(state: AppState, id: String, body: Body, resume_only: bool) -> ApiResult<Response> {
+    check_id(&id)?;
+    let req: wire::ConnectBody = json_body(body).await?;
+    let timeout = req.timeout.map(check_timeout).transpose()?;
+    let (row, resumed) = state.lifecycle.connect(&id, timeout, req.memory.unwrap_or(true)).await?;
+    if resume_only && !resumed {
+        return Err(ApiError::conflict(format!("sandbox {id} is already running")));
+    }
+    let status = if resumed { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(wire::Sandbox::from_row(&row, &state.domain))).into_response())
+}
+
+pub async fn connect(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    connect_or_resume(state, id, body, false).await
+}
+
+/// The old resume endpoint: 201 when resumed, 409 when it was running.
+pub async fn resume(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    connect_or_resume(state, id, body, true).await
+}
+
+pub async fn set_timeout(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| ApiError::bad_request("body too large"))?;
+    let req: wire::TimeoutBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e} (expected {{\"timeout\": seconds}})")))?;
+    state.lifecycle.set_timeout(&id, check_timeout(req.timeout)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Legacy keep-alive: `{"duration": seconds}` extends like connect.
+pub async fn refresh(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<StatusCode> {
+    check_id(&id)?;
+    let req: BTreeMap<String, serde_json::Value> = json_body(body).await?;
+    let secs = req.get("duration").and_then(|d| d.as_u64()).unwrap_or(60);
+    let row = state.lifecycle.get(&id).await?;
+    if row.state != SandboxState::Running {
+        return Err(ApiError::conflict(format!("sandbox {id} is not running")));
+    }
+    state.lifecycle.connect(&id, Some(check_timeout(secs)?), true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn metrics(State(state): State<AppState>, Path(id): Path<String>, _headers: HeaderMap) -> ApiResult<Response> {
+    check_id(&id)?;
+    let row = state.lifecycle.get(&id).await?;
+    let Some(usage) = state.lifecycle.usage(&id).await? else {
+        return Ok(Json(Vec::<wire::Metric>::new()).into_response());
+    };
+    let cpu_pct = state.lifecycle.cpu_percent(&id, usage.cpu_usage_ns, row.cpu_count).await;
+    let now = stasis_store::now_ms();
+    let metric = wire::Metric {
+        timestamp: wire::rfc3339(now),
+        timestamp_unix: now / 1000,
+        cpu_count: row.cpu_count,
+        cpu_used_pct: cpu_pct,
+        mem_used: usage.memory_bytes,
+        mem_total: usage.memory_limit_bytes,
+        mem_cache: 0,
+        disk_used: usage.disk_bytes,
+        disk_total: row.disk_size_mb << 20,
+    };
+    Ok(Json(vec![metric]).into_response())
+}

@@ -1,0 +1,187 @@
+//! The E2B / Novita REST schemas, as the SDKs send and expect them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use stasis_store::SandboxRow;
+
+/// envd version reported to the SDKs: new enough that they use stdin, closeStdin, file
+/// metadata, octet-stream uploads and watch entries (all of which the agent serves).
+pub const ENVD_VERSION: &str = "0.6.13";
+
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AutoResume {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleSpec {
+    /// "kill" or "pause".
+    pub on_timeout: Option<String>,
+    pub auto_resume: Option<bool>,
+}
+
+/// `POST /sandboxes` and `POST /v2/sandboxes`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: Option<String>,
+    pub timeout: Option<u64>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+    pub auto_pause: Option<bool>,
+    pub auto_pause_memory: Option<bool>,
+    pub auto_resume: Option<AutoResume>,
+    pub lifecycle: Option<LifecycleSpec>,
+    pub secure: Option<bool>,
+    #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
+    pub allow_internet_access: Option<bool>,
+    pub network: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectBody {
+    pub timeout: Option<u64>,
+    pub memory: Option<bool>,
+    pub auto_pause: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct PauseBody {
+    pub memory: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimeoutBody {
+    pub timeout: u64,
+}
+
+/// Answer of create / connect / resume.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub alias: Option<String>,
+    pub envd_version: &'static str,
+    pub envd_access_token: Option<String>,
+    pub traffic_access_token: Option<String>,
+    pub domain: Option<String>,
+}
+
+impl Sandbox {
+    pub fn from_row(r: &SandboxRow, domain: &str) -> Self {
+        Self {
+            template_id: r.template_id.clone(),
+            sandbox_id: r.id.clone(),
+            client_id: r.client_id.clone(),
+            alias: r.alias.clone(),
+            envd_version: ENVD_VERSION,
+            envd_access_token: r.envd_access_token.clone(),
+            traffic_access_token: r.traffic_access_token.clone(),
+            domain: Some(domain.to_string()),
+        }
+    }
+}
+
+/// One entry of the list APIs.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    pub alias: Option<String>,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub started_at: String,
+    pub end_at: String,
+    pub cpu_count: u32,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    pub metadata: BTreeMap<String, String>,
+    pub state: &'static str,
+    pub envd_version: &'static str,
+}
+
+impl ListedSandbox {
+    pub fn from_row(r: &SandboxRow) -> Self {
+        Self {
+            template_id: r.template_id.clone(),
+            alias: r.alias.clone(),
+            sandbox_id: r.id.clone(),
+            client_id: r.client_id.clone(),
+            started_at: rfc3339(r.started_at),
+            end_at: rfc3339(r.end_at),
+            cpu_count: r.cpu_count,
+            memory_mb: r.memory_mb,
+            disk_size_mb: r.disk_size_mb,
+            metadata: r.metadata.clone(),
+            state: r.state.listed_as().unwrap_or("running"),
+            envd_version: ENVD_VERSION,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleInfo {
+    pub on_timeout: &'static str,
+    pub auto_resume: bool,
+}
+
+/// `GET /sandboxes/{id}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxDetail {
+    #[serde(flatten)]
+    pub listed: ListedSandbox,
+    pub envd_access_token: Option<String>,
+    pub domain: Option<String>,
+    pub lifecycle: LifecycleInfo,
+    /// "memory" or "filesystem": what a pause keeps.
+    pub pause_mode: &'static str,
+}
+
+impl SandboxDetail {
+    pub fn from_row(r: &SandboxRow, domain: &str) -> Self {
+        Self {
+            listed: ListedSandbox::from_row(r),
+            envd_access_token: r.envd_access_token.clone(),
+            domain: Some(domain.to_string()),
+            lifecycle: LifecycleInfo { on_timeout: if r.auto_pause { "pause" } else { "kill" }, auto_resume: r.auto_resume },
+            pause_mode: if r.pause_memory { "memory" } else { "filesystem" },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    pub timestamp: String,
+    pub timestamp_unix: i64,
+    pub cpu_count: u32,
+    pub cpu_used_pct: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}

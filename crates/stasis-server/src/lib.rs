@@ -1,0 +1,101 @@
+//! `stasis serve`: one daemon with the control API (E2B REST v1 + v2), the sandbox proxy
+//! and the lifecycle scheduler, on one port.
+//!
+//! Requests naming a sandbox (`E2b-Sandbox-Id` / `Novita-Sandbox-Id` headers, or a Host
+//! `{port}-{id}.{domain}`) go to the proxy; everything else is the control API.
+
+pub mod api;
+pub mod ids;
+pub mod lifecycle;
+pub mod proxy;
+mod recovery;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
+use stasis_store::{SqliteStore, Store};
+
+use api::AppState;
+use lifecycle::Lifecycle;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub api_key: Option<String>,
+    pub domain: String,
+    pub agent_binary: PathBuf,
+}
+
+/// Sends sandbox-addressed requests to the proxy, the rest on to the control API.
+async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match proxy::target::resolve(req.headers(), &state.domain) {
+        Ok(Some(target)) => proxy::handle(state, target, req).await,
+        Ok(None) => next.run(req).await,
+        Err(e) => api::ApiError::bad_request(e.to_string()).into_response(),
+    }
+}
+
+/// Makes sure a key exists: the given one, or a generated one printed once and kept in
+/// `DATA/api-key` (mode 0600).
+async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
+    if let Some(key) = &cfg.api_key {
+        match store.add_api_key("configured", key).await {
+            Ok(_) | Err(stasis_store::StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(());
+    }
+    if store.count_api_keys().await? > 0 {
+        eprintln!("stasis: API key in {}", cfg.data_dir.join("api-key").display());
+        return Ok(());
+    }
+    let key = ids::api_key();
+    store.add_api_key("generated", &key).await?;
+    let path = cfg.data_dir.join("api-key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+        writeln!(f, "{key}")?;
+    }
+    println!("stasis: generated API key (also in {}): {key}", path.display());
+    Ok(())
+}
+
+pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(cfg.data_dir.join("stasis.db")).await.context("open the state database")?);
+    ensure_api_key(store.as_ref(), cfg).await?;
+    let runtime = ContainerRuntime::new(ContainerConfig { data_dir: cfg.data_dir.clone(), agent_binary: cfg.agent_binary.clone() })
+        .context("start the container runtime")?;
+    let lifecycle = Lifecycle::new(store, Arc::new(runtime), proxy::activity::Activity::default());
+    recovery::reconcile(&lifecycle).await.context("recover sandboxes after restart")?;
+    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
+    let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, route));
+    Ok((app, lifecycle))
+}
+
+pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    let (app, lifecycle) = build(&cfg).await?;
+    lifecycle.start();
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+    eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,33 @@
+//! The lifecycle's error: what went wrong with an operation on a sandbox.
+
+use stasis_runtime::RuntimeError;
+use stasis_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("template {0:?} not found")]
+    TemplateNotFound(String),
+    #[error("runtime: {0}")]
+    Runtime(RuntimeError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<RuntimeError> for LifecycleError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::NotFound(id) => LifecycleError::NotFound(id),
+            RuntimeError::TemplateNotFound(t) => LifecycleError::TemplateNotFound(t),
+            RuntimeError::InvalidId(id) => LifecycleError::NotFound(id),
+            other => LifecycleError::Runtime(other),
+        }
+    }
+}
+
+pub type Result<T, E = LifecycleError> = std::result::Result<T, E>;

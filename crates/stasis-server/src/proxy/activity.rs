@@ -1,0 +1,94 @@
+//! Open client connections per sandbox: counted for the idle timeout, and cut when the
+//! sandbox pauses (a paused sandbox serves nobody; clients reconnect after resume).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Default)]
+pub struct Activity {
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+struct Entry {
+    open: usize,
+    last_closed: Instant,
+    cancel: CancellationToken,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Self { open: 0, last_closed: Instant::now(), cancel: CancellationToken::new() }
+    }
+}
+
+/// Held while a proxied connection or stream is open.
+pub struct Guard {
+    activity: Activity,
+    id: String,
+    pub cancel: CancellationToken,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut m = self.activity.inner.lock().unwrap();
+        if let Some(e) = m.get_mut(&self.id) {
+            e.open = e.open.saturating_sub(1);
+            e.last_closed = Instant::now();
+        }
+    }
+}
+
+impl Activity {
+    pub fn enter(&self, id: &str) -> Guard {
+        let mut m = self.inner.lock().unwrap();
+        let e = m.entry(id.to_string()).or_default();
+        e.open += 1;
+        Guard { activity: self.clone(), id: id.to_string(), cancel: e.cancel.clone() }
+    }
+
+    /// Connections open now.
+    pub fn open(&self, id: &str) -> usize {
+        self.inner.lock().unwrap().get(id).map_or(0, |e| e.open)
+    }
+
+    /// Closes every open connection of the sandbox; later ones are unaffected.
+    pub fn disconnect_all(&self, id: &str) {
+        let mut m = self.inner.lock().unwrap();
+        if let Some(e) = m.get_mut(id) {
+            e.cancel.cancel();
+            e.cancel = CancellationToken::new();
+        }
+    }
+
+    pub fn forget(&self, id: &str) {
+        let mut m = self.inner.lock().unwrap();
+        if let Some(e) = m.get(id) {
+            e.cancel.cancel();
+            if e.open == 0 {
+                m.remove(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_cancels() {
+        let a = Activity::default();
+        let g1 = a.enter("s");
+        let g2 = a.enter("s");
+        assert_eq!(a.open("s"), 2);
+        a.disconnect_all("s");
+        assert!(g1.cancel.is_cancelled() && g2.cancel.is_cancelled());
+        let g3 = a.enter("s");
+        assert!(!g3.cancel.is_cancelled(), "a connection opened after the pause is not cut");
+        drop((g1, g2));
+        assert_eq!(a.open("s"), 1);
+    }
+}

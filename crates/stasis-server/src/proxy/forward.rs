@@ -1,0 +1,81 @@
+//! Forwarding one HTTP/1.1 request to a port inside a sandbox, streaming both ways
+//! (no buffering), with protocol upgrades (WebSocket) bridged as raw byte streams.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::activity::Guard;
+
+fn is_upgrade(req: &Request) -> bool {
+    req.headers().get(header::UPGRADE).is_some()
+        && req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Sends `req` over `stream` and returns the sandbox's response. The connection lives as
+/// long as the response body (or the upgraded stream) and ends when `guard` is cancelled.
+pub async fn forward(stream: TcpStream, mut req: Request, guard: Guard) -> Result<Response, String> {
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake with the sandbox failed: {e}"))?;
+    let cancel = guard.cancel.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = conn.with_upgrades() => {}
+            _ = cancel.cancelled() => {}
+        }
+    });
+    let mut resp = sender.send_request(req).await.map_err(|e| format!("the sandbox did not answer: {e}"))?;
+
+    if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let backend_upgrade = hyper::upgrade::on(&mut resp);
+        let client_upgrade = client_upgrade.expect("upgrade requested");
+        tokio::spawn(async move {
+            let (Ok(backend), Ok(client)) = (backend_upgrade.await, client_upgrade.await) else { return };
+            let (mut b, mut c) = (TokioIo::new(backend), TokioIo::new(client));
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut c, &mut b) => {}
+                _ = guard.cancel.cancelled() => {}
+            }
+            drop(guard);
+        });
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+
+    let (parts, body) = resp.into_parts();
+    // The guard rides with the body: the connection counts as open until the client has
+    // the whole response. At pause the body fails, so the client sees the connection cut
+    // (not a response that merely ended).
+    let body = async_stream::stream! {
+        let guard = guard;
+        let mut frames = http_body_util::BodyStream::new(body);
+        loop {
+            tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(f)) => if let Ok(data) = f.into_data() { yield Ok::<_, BoxError>(data) },
+                    Some(Err(e)) => { yield Err(Box::new(e) as BoxError); break }
+                    None => break,
+                },
+                _ = guard.cancel.cancelled() => {
+                    yield Err("the sandbox was paused".into());
+                    break;
+                }
+            }
+        }
+    };
+    Ok(Response::from_parts(parts, Body::from_stream(body)))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,45 @@
+//! `stasis serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use stasis_runtime::container::ContainerConfig;
+use stasis_server::ServeConfig;
+
+use super::exit;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address of the API and proxy.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    #[arg(long, env = "STASIS_DATA_DIR", default_value = "/var/lib/stasis")]
+    data_dir: PathBuf,
+    /// API key clients must send; generated (and printed once) when none is set.
+    #[arg(long, env = "STASIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Domain of sandbox hosts: `{port}-{id}.{domain}`.
+    #[arg(long, env = "STASIS_DOMAIN", default_value = "localhost")]
+    domain: String,
+}
+
+pub async fn run(args: Args) -> u8 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = ServeConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        api_key: args.api_key,
+        domain: args.domain,
+        agent_binary: ContainerConfig::default_agent_binary(),
+    };
+    match stasis_server::serve(cfg).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::ERROR
+        }
+    }
+}

@@ -87,7 +87,7 @@ impl DirWatch {
             }
             let inotify = Inotify::init()?;
             let mut dirs = HashMap::new();
-            add_tree(&mut inotify.watches(), &root2, recursive, &mut dirs, true)?;
+            add_tree(&mut inotify.watches(), &root2, recursive, &mut dirs, true, &mut None)?;
             Ok((inotify, dirs, Names::load()))
         })
         .await
@@ -133,20 +133,19 @@ impl DirWatch {
                 }
                 continue;
             }
+            let mut found = None;
             if self.recursive && ev.mask.contains(EventMask::ISDIR) && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                 let (mut watches, user) = (self.watches.clone(), &self.user);
                 let mut added = HashMap::new();
+                found = Some(Vec::new());
                 // Failing to watch a new subdirectory (gone already, no permission) only
                 // means its contents are not reported.
-                let _ = creds::as_user_here(user, || add_tree(&mut watches, &path, true, &mut added, false));
+                let _ = creds::as_user_here(user, || add_tree(&mut watches, &path, true, &mut added, false, &mut found));
                 self.dirs.extend(added);
             }
-            let entry = if self.include_entry { entry::stat(&path, &self.names).ok() } else { None };
-            let name = relative_name(&self.root, &path);
-            let events: Vec<FilesystemEvent> = event_types(ev.mask)
-                .into_iter()
-                .map(|t| FilesystemEvent { name: name.clone(), r#type: t as i32, entry: entry.clone() })
-                .collect();
+            let mut events: Vec<FilesystemEvent> =
+                event_types(ev.mask).into_iter().map(|t| self.event(&path, t)).collect();
+            events.extend(found.unwrap_or_default().iter().map(|p| self.event(p, EventType::Create)));
             if !events.is_empty() {
                 return Some(Ok(events));
             }
@@ -154,13 +153,24 @@ impl DirWatch {
     }
 }
 
+impl DirWatch {
+    fn event(&self, path: &Path, t: EventType) -> FilesystemEvent {
+        let entry = if self.include_entry { entry::stat(path, &self.names).ok() } else { None };
+        FilesystemEvent { name: relative_name(&self.root, path), r#type: t as i32, entry }
+    }
+}
+
 /// Watch `dir`, and with `recursive` every directory below it (symlinks not followed).
+///
+/// `found` collects what already exists below `dir` when it is a new directory: created
+/// before its watch was in place, those entries would otherwise go unreported.
 fn add_tree(
     watches: &mut Watches,
     dir: &Path,
     recursive: bool,
     dirs: &mut HashMap<WatchDescriptor, PathBuf>,
     top: bool,
+    found: &mut Option<Vec<PathBuf>>,
 ) -> std::io::Result<()> {
     // The watched directory itself may be reached through a symlink; those below are not followed.
     let m = if top { mask() | WatchMask::ONLYDIR } else { mask() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW };
@@ -173,9 +183,14 @@ fn add_tree(
     }
     if recursive {
         let Ok(rd) = std::fs::read_dir(dir) else { return Ok(()) };
-        for child in rd.flatten() {
+        let mut children: Vec<_> = rd.flatten().collect();
+        children.sort_by_key(|c| c.file_name());
+        for child in children {
+            if let Some(f) = found.as_mut() {
+                f.push(child.path());
+            }
             if child.file_type().is_ok_and(|t| t.is_dir()) {
-                add_tree(watches, &child.path(), true, dirs, false)?;
+                add_tree(watches, &child.path(), true, dirs, false, found)?;
             }
         }
     }
@@ -314,6 +329,16 @@ mod tests {
         assert_eq!(evs[1], ("sub/f.txt".to_string(), EventType::Write));
         std::fs::remove_file(t.path().join("sub/f.txt")).unwrap();
         assert_eq!(collect(&mut w, 1).await, [("sub/f.txt".to_string(), EventType::Remove)]);
+    }
+
+    #[tokio::test]
+    async fn entries_made_before_a_new_directory_is_watched_are_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = DirWatch::open(t.path().to_path_buf(), true, false, me(t.path())).await.unwrap();
+        std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
+        let evs = collect(&mut w, 3).await;
+        let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "a/b", "a/b/c"]);
     }
 
     #[tokio::test]

@@ -44,6 +44,7 @@ pub async fn run(
     cmd: &str,
     user: Option<&str>,
     envs: HashMap<String, String>,
+    extra_headers: &[(&str, String)],
 ) -> Result<CommandOutput> {
     let req = pb::StartRequest {
         process: Some(pb::ProcessConfig {
@@ -57,14 +58,16 @@ pub async fn run(
         stdin: Some(false),
     };
     let body = encode_envelope(0, &serde_json::to_vec(&req)?);
-    let mut headers = Vec::new();
+    let mut headers: Vec<(&str, String)> = extra_headers.to_vec();
     if let Some(u) = user {
         use base64::Engine;
         headers.push(("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:")))));
     }
     let resp = post(io, "/process.Process/Start", "application/connect+json", body, &headers).await?;
     if !resp.status().is_success() {
-        bail!("envd answered {}", resp.status());
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        bail!("sandbox answered {status}: {}", String::from_utf8_lossy(&body).trim());
     }
     let mut body = resp.into_body();
     let mut dec = EnvelopeDecoder::new();

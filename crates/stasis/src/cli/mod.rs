@@ -4,6 +4,7 @@
 //! for operators and for the runtime's own end-to-end tests.
 
 mod runtime;
+mod sandbox;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: control API, sandbox proxy and lifecycle scheduler on one port.
     Serve(serve::Args),
+    /// Manage sandboxes through `stasis serve` (create, ls, exec, pause, resume, kill, info).
+    Sandbox(sandbox::Args),
     /// Drive the local container runtime directly (no daemon).
     Runtime(runtime::Args),
 }
@@ -32,6 +35,7 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 3;
     pub const CONFLICT: u8 = 4;
+    pub const UNAUTHORIZED: u8 = 5;
 }
 
 pub fn main() -> ExitCode {
@@ -40,6 +44,7 @@ pub fn main() -> ExitCode {
     let code = rt.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Sandbox(args) => sandbox::run(args).await,
             Command::Runtime(args) => runtime::run(args).await,
         }
     });

@@ -107,6 +107,9 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        if self.data_dir.as_os_str().is_empty() {
+            return;
+        }
         if let Ok(out) = Command::new(env!("CARGO_BIN_EXE_stasis"))
             .args(["runtime", "ls"])
             .env("STASIS_DATA_DIR", &self.data_dir)
@@ -155,5 +158,88 @@ pub fn process_alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat.rsplit(") ").next().and_then(|r| r.chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
         Err(_) => false,
+    }
+}
+
+pub const API_KEY: &str = "e2b_00000000000000000000000000000000000000aa";
+
+/// A `stasis serve` of its own on a free loopback port, stopped on drop.
+pub struct Server {
+    pub host: Host,
+    pub url: String,
+    child: std::process::Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    pub fn start(name: &str) -> Self {
+        Self::start_on(Host::new(name), &[])
+    }
+
+    /// Starts serve on `host`'s data dir (reusing it across restarts).
+    pub fn start_on(host: Host, extra: &[&str]) -> Self {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(host.data_dir.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stasis"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", API_KEY])
+            .args(extra)
+            .env("STASIS_DATA_DIR", &host.data_dir)
+            .env("STASIS_AGENT", agent_binary())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start stasis serve");
+        let s = Server { host, url, child };
+        wait_for("stasis serve to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        s
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.host.data_dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// `stasis sandbox ...` against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_stasis"))
+            .arg("sandbox")
+            .args(args)
+            .env("STASIS_API_URL", &self.url)
+            .env("STASIS_API_KEY", API_KEY)
+            .output()
+            .expect("run stasis sandbox");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stops the server (SIGKILL: as a crash would) and gives back its data dir.
+    pub fn crash(mut self) -> Host {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let host = std::mem::replace(&mut self.host, Host { data_dir: PathBuf::new() });
+        std::mem::forget(self);
+        host
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

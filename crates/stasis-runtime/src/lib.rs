@@ -57,6 +57,19 @@ pub enum SandboxState {
     Paused,
 }
 
+/// Where a sandbox stands after [`Runtime::recover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Recovered {
+    /// Its processes run (re-adopted, or a restore that completed).
+    Running,
+    /// Paused with its checkpoint (or a pause that completed is now committed).
+    Paused,
+    /// Its processes were gone without a checkpoint (host reboot, killed from outside):
+    /// its files are kept and it is now paused without memory.
+    MemoryLost,
+}
+
 /// What a pause or a checkpoint wrote, for progress and benchmarks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +107,9 @@ pub trait Runtime: Send + Sync {
     /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;
+    /// After a daemon restart: finishes or undoes whatever operation was cut short and
+    /// re-adopts the sandbox. Never deletes a sandbox's data.
+    async fn recover(&self, id: &str) -> Result<Recovered>;
     /// Ids of every sandbox this runtime holds, running or paused.
     async fn list(&self) -> Result<Vec<String>>;
     async fn usage(&self, id: &str) -> Result<SandboxUsage>;

@@ -31,7 +31,15 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     pub domain: String,
     pub agent_binary: PathBuf,
+    /// Kill paused sandboxes older than this (default: keep until killed).
+    pub paused_retention: Option<std::time::Duration>,
+    /// On SIGTERM, pause every running sandbox; the next start resumes them.
+    pub pause_on_shutdown: bool,
 }
+
+/// Ids paused at shutdown, to resume at the next start. Written (durably) before the
+/// pauses begin, so a crash during shutdown still resumes what was paused.
+const RESUME_ON_START: &str = "resume-on-start.json";
 
 /// Sends sandbox-addressed requests to the proxy, the rest on to the control API.
 async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -75,11 +83,40 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     ensure_api_key(store.as_ref(), cfg).await?;
     let runtime = ContainerRuntime::new(ContainerConfig { data_dir: cfg.data_dir.clone(), agent_binary: cfg.agent_binary.clone() })
         .context("start the container runtime")?;
-    let lifecycle = Lifecycle::new(store, Arc::new(runtime), proxy::activity::Activity::default());
+    let lifecycle = Lifecycle::new(
+        store,
+        Arc::new(runtime),
+        proxy::activity::Activity::default(),
+        lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention },
+    );
     recovery::reconcile(&lifecycle).await.context("recover sandboxes after restart")?;
+    resume_paused_at_shutdown(&lifecycle, cfg).await;
     let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
     let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, route));
     Ok((app, lifecycle))
+}
+
+async fn resume_paused_at_shutdown(lc: &Lifecycle, cfg: &ServeConfig) {
+    let path = cfg.data_dir.join(RESUME_ON_START);
+    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let ids: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+    for id in ids {
+        match lc.connect(&id, None, true).await {
+            Ok(_) => tracing::info!(sandbox = %id, "resumed after the restart (it was running at shutdown)"),
+            Err(e) => tracing::warn!(sandbox = %id, "not resumed after the restart: {e}"),
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn write_durably(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(path.parent().unwrap_or(std::path::Path::new("/")))?.sync_all()
 }
 
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
@@ -87,7 +124,18 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     lifecycle.start();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
     eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tokio::select! {
+        r = axum::serve(listener, app) => r?,
+        _ = shutdown_signal() => {}
+    }
+    if cfg.pause_on_shutdown {
+        let running = lifecycle.store().sandboxes_in_states(&[stasis_store::SandboxState::Running]).await?;
+        let ids: Vec<&str> = running.iter().map(|r| r.id.as_str()).collect();
+        write_durably(&cfg.data_dir.join(RESUME_ON_START), serde_json::to_string(&ids)?.as_bytes())?;
+        eprintln!("stasis: pausing {} running sandboxes before exit", ids.len());
+        let paused = lifecycle.pause_all().await;
+        eprintln!("stasis: paused {}; they resume at the next start", paused.len());
+    }
     Ok(())
 }
 

@@ -21,8 +21,34 @@ const COMMON: &[&str] = &[
     "--file-locks",
     "--link-remap",
     "--manage-cgroups=ignore",
-    "-v2",
+    // Info level: the log says "finished successfully", which recovery reads when the
+    // daemon died before it saw CRIU's exit status (~20 KB a dump).
+    "-v3",
 ];
+
+/// Line CRIU logs at the end of a successful dump.
+pub const DUMP_OK: &str = "Dumping finished successfully";
+
+/// True if the dump into `images` completed (even if nobody saw CRIU exit).
+pub fn dump_completed(images: &Path) -> bool {
+    std::fs::read_to_string(images.join("dump.log")).is_ok_and(|l| l.contains(DUMP_OK))
+}
+
+/// Pids of CRIU processes working on anything under `dir` (a daemon that crashed may have
+/// left one running: it finishes its work on its own).
+pub fn running_for(dir: &Path) -> Vec<u32> {
+    let needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return vec![] };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let argv0 = c.split(|b| *b == 0).next().unwrap_or_default();
+                argv0.ends_with(b"criu") && c.windows(needle.len()).any(|w| w == needle.as_slice())
+            })
+        })
+        .collect()
+}
 
 impl Criu {
     /// Finds CRIU: `$STASIS_CRIU`, then /usr/local/sbin/criu (where setup installs it),

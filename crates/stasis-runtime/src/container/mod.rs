@@ -25,7 +25,7 @@ pub use layout::{Layout, SandboxDir};
 use record::Record;
 
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::{CheckpointStats, PauseMode, Runtime, SandboxSpec, SandboxState, SandboxUsage};
+use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage};
 
 /// Template names that mean `base` (E2B's default names).
 const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
@@ -190,6 +190,7 @@ impl Inner {
             agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
             checkpoint: None,
             boot_id: random_hex(16),
+            init_start: None,
         };
         self.boot(&mut rec, dir)
     }
@@ -216,6 +217,7 @@ impl Inner {
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
+        rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
         rec.store(&dir.record())
     }
@@ -251,6 +253,7 @@ impl Inner {
         rec.checkpoint = Some(generation);
         // The commit point: from here the sandbox is paused, durably.
         rec.store(&dir.record())?;
+        let _ = std::fs::remove_file(dir.path().join("restore/init.pid"));
         overlay::unmount(&dir.rootfs())?;
         self.cgroups.remove(id)?;
         remove_other_generations(&dir, Some(generation));
@@ -316,10 +319,80 @@ impl Inner {
         }
         rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
+        rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
         rec.store(&dir.record())?;
         remove_other_generations(&dir, None);
         Ok(())
+    }
+
+    fn init_alive(rec: &Record) -> bool {
+        rec.init_pid.is_some_and(|p| rec.init_start.is_some() && record::start_time(p) == rec.init_start)
+    }
+
+    /// Brings a sandbox whose last operation may have been cut short (the daemon died)
+    /// to a consistent state, and says which.
+    fn recover(&self, id: &str) -> Result<Recovered> {
+        let mut rec = self.load(id)?;
+        let dir = self.dir(id);
+        // A CRIU left running by a dead daemon finishes on its own: wait for it.
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while !criu::running_for(dir.path()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        match rec.state {
+            SandboxState::Running if Self::init_alive(&rec) => {
+                // A dump that was cut short may have left it frozen.
+                let _ = self.cgroups.set_frozen(id, false);
+                Ok(Recovered::Running)
+            }
+            SandboxState::Running => {
+                // The init is gone. If a dump completed, the pause did happen: commit it.
+                let done = generations(&dir).into_iter().filter(|g| criu::dump_completed(&dir.checkpoint(*g))).max();
+                let _ = self.cgroups.kill_all(id);
+                overlay::unmount(&dir.rootfs())?;
+                let _ = self.cgroups.remove(id);
+                if let Some(g) = done {
+                    syncfs(&dir.checkpoint(g))?;
+                    rec.state = SandboxState::Paused;
+                    rec.init_pid = None;
+                    rec.checkpoint = Some(g);
+                    rec.store(&dir.record())?;
+                    remove_other_generations(&dir, Some(g));
+                    return Ok(Recovered::Paused);
+                }
+                // Its memory is lost (host reboot, or killed from outside); its files are
+                // not: keep them as a filesystem-only paused sandbox.
+                syncfs(dir.path())?;
+                rec.state = SandboxState::Paused;
+                rec.init_pid = None;
+                rec.checkpoint = None;
+                rec.store(&dir.record())?;
+                remove_other_generations(&dir, None);
+                Ok(Recovered::MemoryLost)
+            }
+            SandboxState::Paused => {
+                // A restore that completed after the daemon died: adopt it.
+                let pidfile = dir.path().join("restore/init.pid");
+                let restored = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok());
+                if let Some(pid) = restored.filter(|p| self.cgroups.pids(id).contains(p)) {
+                    rec.state = SandboxState::Running;
+                    rec.init_pid = Some(pid);
+                    rec.init_start = record::start_time(pid);
+                    rec.checkpoint = None;
+                    let _ = self.cgroups.set_frozen(id, false);
+                    rec.store(&dir.record())?;
+                    remove_other_generations(&dir, None);
+                    return Ok(Recovered::Running);
+                }
+                // Anything half-restored goes; the images stay.
+                let _ = self.cgroups.kill_all(id);
+                overlay::unmount(&dir.rootfs())?;
+                let _ = self.cgroups.remove(id);
+                remove_other_generations(&dir, rec.checkpoint);
+                Ok(Recovered::Paused)
+            }
+        }
     }
 
     /// Removes everything a sandbox owns; safe on partly created sandboxes.
@@ -422,6 +495,11 @@ impl Runtime for ContainerRuntime {
     async fn kill(&self, id: &str) -> Result<()> {
         let id2 = id.to_string();
         self.locked(id, move |rt| rt.kill(&id2)).await
+    }
+
+    async fn recover(&self, id: &str) -> Result<Recovered> {
+        let id2 = id.to_string();
+        self.locked(id, move |rt| rt.recover(&id2)).await
     }
 
     async fn state(&self, id: &str) -> Result<SandboxState> {

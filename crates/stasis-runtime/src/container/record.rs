@@ -24,6 +24,22 @@ pub struct Record {
     /// Checkpoint generation holding the memory images while paused.
     pub checkpoint: Option<u64>,
     pub boot_id: String,
+    /// Start time (clock ticks since host boot) of `init_pid`: tells a live init from a
+    /// reused pid after a crash or a host reboot.
+    #[serde(default)]
+    pub init_start: Option<u64>,
+}
+
+/// Start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    // Fields after the command: state is field 3, start time field 22.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    if f.first().is_some_and(|s| *s == "Z" || *s == "X") {
+        return None;
+    }
+    f.get(19)?.parse().ok()
 }
 
 impl Record {

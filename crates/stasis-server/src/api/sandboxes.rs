@@ -46,6 +46,13 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
     let auto_resume = req.auto_resume.map(|a| a.enabled).unwrap_or(false)
         || req.lifecycle.as_ref().and_then(|l| l.auto_resume).unwrap_or(false)
         || metadata.get("auto_resume").is_some_and(|v| v == "true");
+    let idle_timeout_secs = match metadata.get("idle_timeout") {
+        None => None,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 60 => Some(n),
+            _ => return Err(ApiError::bad_request(format!("metadata idle_timeout must be a number of seconds >= 60, got {v:?}"))),
+        },
+    };
     let network = req.network.unwrap_or(serde_json::Value::Null);
     if !(network.is_null() || network.is_object()) {
         return Err(ApiError::bad_request("network must be an object"));
@@ -61,6 +68,7 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
         secure: req.secure.unwrap_or(false),
         allow_internet_access: req.allow_internet_access.unwrap_or(true),
         network,
+        idle_timeout_secs,
     })
 }
 

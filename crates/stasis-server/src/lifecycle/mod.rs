@@ -41,6 +41,15 @@ pub struct CreateParams {
     pub secure: bool,
     pub allow_internet_access: bool,
     pub network: serde_json::Value,
+    /// Novita's `idle_timeout` metadata: seconds without an open client connection.
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// Operator settings of the lifecycle.
+#[derive(Debug, Clone, Default)]
+pub struct LifecycleConfig {
+    /// Paused sandboxes older than this are killed; `None` keeps them until killed.
+    pub paused_retention: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -49,6 +58,7 @@ pub struct Lifecycle {
 }
 
 struct Inner {
+    config: LifecycleConfig,
     store: Arc<dyn Store>,
     runtime: Arc<dyn Runtime>,
     activity: Activity,
@@ -70,8 +80,26 @@ fn mode(memory: bool) -> PauseMode {
 }
 
 impl Lifecycle {
-    pub fn new(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, activity: Activity) -> Self {
-        Self { inner: Arc::new(Inner { store, runtime, activity, locks: Mutex::default(), cpu_samples: Mutex::default() }) }
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, activity: Activity, config: LifecycleConfig) -> Self {
+        Self { inner: Arc::new(Inner { config, store, runtime, activity, locks: Mutex::default(), cpu_samples: Mutex::default() }) }
+    }
+
+    pub fn config(&self) -> &LifecycleConfig {
+        &self.inner.config
+    }
+
+    /// When the sandbox ends: its timeout end, or with an idle timeout and no client
+    /// connection open, idle-since + idle timeout.
+    pub fn effective_end(&self, row: &SandboxRow) -> i64 {
+        match (row.idle_timeout_secs, self.inner.activity.idle_since(&row.id)) {
+            (Some(idle), Some(since)) if row.state == SandboxState::Running => since + ms(idle),
+            _ => row.end_at,
+        }
+    }
+
+    fn with_effective_end(&self, mut row: SandboxRow) -> SandboxRow {
+        row.end_at = self.effective_end(&row);
+        row
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -133,7 +161,7 @@ impl Lifecycle {
             allow_internet_access: p.allow_internet_access,
             network: p.network,
             paused_at: None,
-            idle_timeout_secs: None,
+            idle_timeout_secs: p.idle_timeout_secs,
             created_at: now,
             updated_at: now,
         };
@@ -155,6 +183,7 @@ impl Lifecycle {
         }
         let started = now_ms();
         let timeout = row.timeout_secs;
+        self.inner.activity.started(&id);
         self.flip(&id, &[SandboxState::Creating], SandboxState::Running, move |r| {
             r.started_at = started;
             r.end_at = started + ms(timeout);
@@ -194,6 +223,7 @@ impl Lifecycle {
             return Err(e.into());
         }
         let now = now_ms();
+        self.inner.activity.started(&id);
         self.flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
             r.end_at = now + ms(timeout_secs);
             r.paused_at = None;
@@ -264,11 +294,12 @@ impl Lifecycle {
         if row.state.listed_as().is_none() {
             return Err(LifecycleError::NotFound(id.to_string()));
         }
-        Ok(row)
+        Ok(self.with_effective_end(row))
     }
 
     pub async fn list(&self, q: &ListQuery) -> Result<Page<SandboxRow>> {
-        Ok(self.inner.store.list_sandboxes(q).await?)
+        let (rows, next) = self.inner.store.list_sandboxes(q).await?;
+        Ok((rows.into_iter().map(|r| self.with_effective_end(r)).collect(), next))
     }
 
     pub async fn usage(&self, id: &str) -> Result<Option<SandboxUsage>> {
@@ -320,7 +351,7 @@ impl Lifecycle {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(()) };
-        if row.state != SandboxState::Running || row.end_at > now_ms() {
+        if row.state != SandboxState::Running || self.effective_end(&row) > now_ms() {
             return Ok(());
         }
         if row.auto_pause {
@@ -328,6 +359,43 @@ impl Lifecycle {
         } else {
             self.kill_locked(id).await
         }
+    }
+
+    /// Kills a paused sandbox older than the operator's retention (checked under its lock).
+    pub async fn retire_if_due(&self, id: &str) -> Result<()> {
+        let Some(retention) = self.inner.config.paused_retention else { return Ok(()) };
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(()) };
+        let due = row.paused_at.is_some_and(|p| p + retention.as_millis() as i64 <= now_ms());
+        if row.state == SandboxState::Paused && due {
+            tracing::info!(sandbox = %id, "paused longer than the retention: killed");
+            self.kill_locked(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
+    /// the ids it paused.
+    pub async fn pause_all(&self) -> Vec<String> {
+        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else { return vec![] };
+        let mut paused = Vec::new();
+        let tasks: Vec<_> = rows
+            .into_iter()
+            .map(|row| {
+                let lc = self.clone();
+                tokio::spawn(async move { (row.id.clone(), lc.pause(&row.id, row.pause_memory).await) })
+            })
+            .collect();
+        for t in tasks {
+            if let Ok((id, r)) = t.await {
+                match r {
+                    Ok(_) => paused.push(id),
+                    Err(e) => tracing::error!(sandbox = %id, "pause at shutdown failed: {e}"),
+                }
+            }
+        }
+        paused
     }
 
     /// Starts the background jobs (timeouts).

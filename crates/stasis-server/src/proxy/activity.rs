@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,13 +13,15 @@ pub struct Activity {
 
 struct Entry {
     open: usize,
-    last_closed: Instant,
+    /// Wall-clock ms when the sandbox last became idle (last connection closed, or it
+    /// started running).
+    idle_since: i64,
     cancel: CancellationToken,
 }
 
 impl Default for Entry {
     fn default() -> Self {
-        Self { open: 0, last_closed: Instant::now(), cancel: CancellationToken::new() }
+        Self { open: 0, idle_since: stasis_store::now_ms(), cancel: CancellationToken::new() }
     }
 }
 
@@ -36,7 +37,9 @@ impl Drop for Guard {
         let mut m = self.activity.inner.lock().unwrap();
         if let Some(e) = m.get_mut(&self.id) {
             e.open = e.open.saturating_sub(1);
-            e.last_closed = Instant::now();
+            if e.open == 0 {
+                e.idle_since = stasis_store::now_ms();
+            }
         }
     }
 }
@@ -52,6 +55,19 @@ impl Activity {
     /// Connections open now.
     pub fn open(&self, id: &str) -> usize {
         self.inner.lock().unwrap().get(id).map_or(0, |e| e.open)
+    }
+
+    /// When the sandbox has been idle since (no connection open), or `None` while one is.
+    pub fn idle_since(&self, id: &str) -> Option<i64> {
+        let mut m = self.inner.lock().unwrap();
+        let e = m.entry(id.to_string()).or_default();
+        (e.open == 0).then_some(e.idle_since)
+    }
+
+    /// The sandbox (re)started: idle time counts from now.
+    pub fn started(&self, id: &str) {
+        let mut m = self.inner.lock().unwrap();
+        m.entry(id.to_string()).or_default().idle_since = stasis_store::now_ms();
     }
 
     /// Closes every open connection of the sandbox; later ones are unaffected.

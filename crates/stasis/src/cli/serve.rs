@@ -21,6 +21,12 @@ pub struct Args {
     /// Domain of sandbox hosts: `{port}-{id}.{domain}`.
     #[arg(long, env = "STASIS_DOMAIN", default_value = "localhost")]
     domain: String,
+    /// Kill paused sandboxes older than this (e.g. 7d, 12h). Default: keep until killed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    paused_retention: Option<std::time::Duration>,
+    /// On SIGTERM, pause every running sandbox; the next start resumes them.
+    #[arg(long)]
+    pause_on_shutdown: bool,
 }
 
 pub async fn run(args: Args) -> u8 {
@@ -34,6 +40,8 @@ pub async fn run(args: Args) -> u8 {
         api_key: args.api_key,
         domain: args.domain,
         agent_binary: ContainerConfig::default_agent_binary(),
+        paused_retention: args.paused_retention,
+        pause_on_shutdown: args.pause_on_shutdown,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

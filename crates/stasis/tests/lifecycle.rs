@@ -1,0 +1,263 @@
+//! Issue 5: lifecycle rules with real sandboxes behind a real `stasis serve`: timeouts,
+//! auto-pause, auto-resume, idle timeout, serialised operations, restarts and crashes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, API_KEY};
+use serde_json::{json, Value};
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(s: &Server) -> Self {
+        Api { url: s.url.clone(), http: reqwest::Client::new() }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).header("x-api-key", API_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let (s, v) = self.call(reqwest::Method::POST, "/v2/sandboxes", Some(body)).await;
+        assert_eq!(s, 201, "create: {v}");
+        v
+    }
+
+    async fn info(&self, id: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, &format!("/sandboxes/{id}"), None).await
+    }
+
+    async fn state(&self, id: &str) -> Option<String> {
+        let (s, v) = self.info(id).await;
+        (s == 200).then(|| v["state"].as_str().unwrap().to_string())
+    }
+
+    async fn connect(&self, id: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, &format!("/v2/sandboxes/{id}/connect"), Some(body)).await
+    }
+
+    async fn pause(&self, id: &str) -> u16 {
+        self.call(reqwest::Method::POST, &format!("/sandboxes/{id}/pause"), None).await.0
+    }
+
+    async fn kill(&self, id: &str) -> u16 {
+        self.call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None).await.0
+    }
+
+    /// Seconds until the sandbox's end, as info reports it.
+    async fn secs_left(&self, id: &str) -> f64 {
+        let (_, v) = self.info(id).await;
+        let end = humantime::parse_rfc3339(v["endAt"].as_str().unwrap()).unwrap();
+        match end.duration_since(std::time::SystemTime::now()) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        }
+    }
+
+    /// Runs a shell command through the sandbox proxy (envd), returns stdout.
+    async fn sh(&self, sbx: &Value, cmd: &str) -> String {
+        envd_run(&self.url, sbx["sandboxID"].as_str().unwrap(), sbx["envdAccessToken"].as_str().unwrap(), cmd).await
+    }
+}
+
+/// A minimal envd `Start` over the proxy, collecting stdout.
+async fn envd_run(url: &str, id: &str, token: &str, cmd: &str) -> String {
+    let msg = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": false}).to_string();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(msg.as_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/process.Process/Start"))
+        .header("content-type", "application/connect+json")
+        .header("e2b-sandbox-id", id)
+        .header("e2b-sandbox-port", "49983")
+        .header("x-access-token", token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let mut out = String::new();
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[i + 1..i + 5].try_into().unwrap()) as usize;
+        let frame: Value = serde_json::from_slice(&bytes[i + 5..i + 5 + len]).unwrap();
+        if let Some(b64) = frame["event"]["data"]["stdout"].as_str() {
+            use base64::Engine;
+            out.push_str(&String::from_utf8_lossy(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()));
+        }
+        i += 5 + len;
+    }
+    out
+}
+
+async fn wait_state(api: &Api, id: &str, want: Option<&str>, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let st = api.state(id).await;
+        if st.as_deref() == want {
+            return;
+        }
+        assert!(start.elapsed() < within, "sandbox {id}: state {st:?}, wanted {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn id(v: &Value) -> String {
+    v["sandboxID"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn timeout_kills_or_pauses_and_the_policy_survives_resume() {
+    let s = Server::start("lcto");
+    let api = Api::new(&s);
+    let killed = api.create(json!({"timeout": 2})).await;
+    let paused = api.create(json!({"timeout": 2, "autoPause": true})).await;
+    let v2 = api.create(json!({"timeout": 2, "lifecycle": {"onTimeout": "pause"}})).await;
+    wait_state(&api, &id(&killed), None, Duration::from_secs(10)).await;
+    wait_state(&api, &id(&paused), Some("paused"), Duration::from_secs(10)).await;
+    wait_state(&api, &id(&v2), Some("paused"), Duration::from_secs(10)).await;
+    assert!(!s.host.sandbox_dir(&id(&killed)).exists(), "a timed-out sandbox leaves no files");
+
+    // Resumed with a new 2 s timeout: it pauses again at its next end.
+    let (st, _) = api.connect(&id(&paused), json!({"timeout": 2})).await;
+    assert_eq!(st, 201);
+    assert_eq!(api.state(&id(&paused)).await.as_deref(), Some("running"));
+    wait_state(&api, &id(&paused), Some("paused"), Duration::from_secs(10)).await;
+    api.kill(&id(&paused)).await;
+    api.kill(&id(&v2)).await;
+}
+
+#[tokio::test]
+async fn paused_time_does_not_count_and_connect_never_shortens() {
+    let s = Server::start("lcpt");
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 4, "autoPause": true})).await;
+    let id = id(&sbx);
+    assert_eq!(api.pause(&id).await, 204);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The 4 s timeout applies from the resume: 5 s paused did not use it up.
+    assert_eq!(api.connect(&id, json!({})).await.0, 201);
+    let left = api.secs_left(&id).await;
+    assert!(left > 2.5 && left <= 4.1, "after resume the end is 4 s away, got {left}");
+
+    // Connect with a timeout extends but never shortens a running sandbox.
+    assert_eq!(api.connect(&id, json!({"timeout": 100})).await.0, 200);
+    let long = api.secs_left(&id).await;
+    assert!(long > 95.0, "{long}");
+    assert_eq!(api.connect(&id, json!({"timeout": 5})).await.0, 200);
+    assert!(api.secs_left(&id).await > 90.0, "connect must not shorten");
+    // setTimeout may shorten.
+    let (st, _) = api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/timeout"), Some(json!({"timeout": 30}))).await;
+    assert_eq!(st, 204);
+    let left = api.secs_left(&id).await;
+    assert!(left > 25.0 && left <= 30.5, "{left}");
+    api.kill(&id).await;
+}
+
+#[tokio::test]
+async fn auto_resume_on_proxy_traffic_only_when_asked() {
+    let s = Server::start("lcar");
+    let api = Api::new(&s);
+    let auto = api.create(json!({"timeout": 60, "autoResume": {"enabled": true}})).await;
+    let legacy = api.create(json!({"timeout": 60, "metadata": {"auto_resume": "true"}})).await;
+    let plain = api.create(json!({"timeout": 60})).await;
+    for sbx in [&auto, &legacy, &plain] {
+        api.sh(sbx, "echo before > /tmp/mark").await;
+        assert_eq!(api.pause(&id(sbx)).await, 204);
+    }
+    // Auto-resume: the request resumes it and is then served, with its files.
+    assert_eq!(api.sh(&auto, "cat /tmp/mark").await.trim(), "before");
+    assert_eq!(api.state(&id(&auto)).await.as_deref(), Some("running"));
+    // After an auto-resume the sandbox lives at least 5 minutes.
+    assert!(api.secs_left(&id(&auto)).await > 290.0);
+    assert_eq!(api.sh(&legacy, "cat /tmp/mark").await.trim(), "before");
+
+    // Without auto-resume: 502, still paused.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/health", s.url))
+        .header("e2b-sandbox-id", id(&plain))
+        .header("x-access-token", plain["envdAccessToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(api.state(&id(&plain)).await.as_deref(), Some("paused"));
+    // And a request without the token never resumes anything.
+    assert_eq!(api.pause(&id(&auto)).await, 204);
+    let resp = reqwest::Client::new().get(format!("{}/health", s.url)).header("e2b-sandbox-id", id(&auto)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(api.state(&id(&auto)).await.as_deref(), Some("paused"));
+    for sbx in [&auto, &legacy, &plain] {
+        api.kill(&id(sbx)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_timeout_moves_the_end_while_no_client_is_connected() {
+    let s = Server::start("lcid");
+    let api = Api::new(&s);
+    let (st, body) = api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"metadata": {"idle_timeout": "30"}}))).await;
+    assert_eq!(st, 400, "idle_timeout below 60 s is refused: {body}");
+    let sbx = api.create(json!({"timeout": 3000, "metadata": {"idle_timeout": "60"}})).await;
+    let id = id(&sbx);
+    let idle_left = api.secs_left(&id).await;
+    assert!(idle_left > 55.0 && idle_left <= 60.5, "no client: end = idle start + 60 s, got {idle_left}");
+    // While a client connection is open (a command streaming), the normal end applies.
+    let (url, token, sid) = (s.url.clone(), sbx["envdAccessToken"].as_str().unwrap().to_string(), id.clone());
+    let streaming = tokio::spawn(async move { envd_run(&url, &sid, &token, "sleep 3; echo done").await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let busy_left = api.secs_left(&id).await;
+    assert!(busy_left > 2900.0, "with a client connected the end is the normal one, got {busy_left}");
+    assert_eq!(streaming.await.unwrap().trim(), "done");
+    let after = api.secs_left(&id).await;
+    assert!(after > 55.0 && after <= 60.5, "idle again: end = now + 60 s, got {after}");
+    api.kill(&id).await;
+}
+
+#[tokio::test]
+async fn concurrent_operations_on_one_sandbox_end_in_defined_states() {
+    let s = Server::start("lccc");
+    let api = std::sync::Arc::new(Api::new(&s));
+    for round in 0..3 {
+        let sbx = api.create(json!({"timeout": 120})).await;
+        let id = id(&sbx);
+        let ops = (0..6).map(|i| {
+            let (api, id) = (api.clone(), id.clone());
+            tokio::spawn(async move {
+                match (i + round) % 3 {
+                    0 => api.pause(&id).await,
+                    1 => api.connect(&id, json!({"timeout": 60})).await.0,
+                    _ => api.call(reqwest::Method::GET, &format!("/sandboxes/{id}"), None).await.0,
+                }
+            })
+        });
+        for op in ops {
+            let st = op.await.unwrap();
+            assert!([200, 201, 204, 409].contains(&st), "round {round}: unexpected status {st}");
+        }
+        let state = api.state(&id).await.expect("sandbox still exists");
+        assert!(state == "running" || state == "paused", "{state}");
+        // Kill racing a pause: one of them wins cleanly, the sandbox ends up gone.
+        let (a, b) = tokio::join!(api.pause(&id), api.kill(&id));
+        assert!([204, 409, 404].contains(&a) && [204, 409].contains(&b), "pause {a}, kill {b}");
+        if b != 204 {
+            assert_eq!(api.kill(&id).await, 204);
+        }
+        assert_eq!(api.state(&id).await, None);
+        assert!(!s.host.sandbox_dir(&id).exists());
+    }
+}

@@ -3,6 +3,8 @@
 //! nothing lives only in one process's memory).
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -220,6 +222,19 @@ impl Server {
 
     pub fn signal(&self, sig: i32) {
         unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
+    /// Stops the server with SIGTERM, waits for it to exit, gives back its data dir.
+    pub fn terminate(mut self) -> Host {
+        self.signal(15);
+        let start = std::time::Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(120), "serve did not exit on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let host = std::mem::replace(&mut self.host, Host { data_dir: PathBuf::new() });
+        std::mem::forget(self);
+        host
     }
 
     /// Stops the server (SIGKILL: as a crash would) and gives back its data dir.

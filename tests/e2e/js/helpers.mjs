@@ -1,0 +1,69 @@
+// Shared helpers of the JS end-to-end tests. The server and the SDK environment
+// (E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY, NOVITA_*) come from run.sh.
+import { appendFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { Sandbox } from 'e2b'
+
+for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
+  if (!process.env[v]) throw new Error(`${v} is not set: run these tests through tests/e2e/run.sh`)
+  if (v !== 'E2B_API_KEY' && !/^http:\/\/127\.0\.0\.1:\d+$/.test(process.env[v])) {
+    throw new Error(`${v}=${process.env[v]}: the e2e tests only talk to 127.0.0.1`)
+  }
+}
+if (process.env.E2B_DEBUG) throw new Error('E2B_DEBUG must not be set (it skips the control API)')
+
+/** A metadata value unique to one test, so list filters see only that test's sandboxes. */
+export function runTag(prefix = 't') {
+  return `${prefix}-${randomBytes(6).toString('hex')}`
+}
+
+/** Remembers a sandbox id for run.sh's leak check (cgroups named after it). */
+export function seen(id) {
+  if (process.env.E2E_SEEN_IDS) appendFileSync(process.env.E2E_SEEN_IDS, `${id}\n`)
+}
+
+/** Creates a sandbox with e2b and records its id. */
+export async function createSandbox(opts = {}) {
+  const sbx = await Sandbox.create({ timeoutMs: 300_000, requestTimeoutMs: 60_000, ...opts })
+  seen(sbx.sandboxId)
+  return sbx
+}
+
+/** Kills sandboxes, ignoring ones already gone; never throws (used in finally). */
+export async function killAll(...ids) {
+  for (const id of ids.flat()) {
+    if (!id) continue
+    try {
+      await Sandbox.kill(typeof id === 'string' ? id : id.sandboxId)
+    } catch (e) {
+      console.error(`cleanup: kill ${typeof id === 'string' ? id : id.sandboxId}: ${e}`)
+    }
+  }
+}
+
+/** Polls `f` until it returns a truthy value or `ms` passes. */
+export async function waitFor(what, f, ms = 15_000, every = 100) {
+  const end = Date.now() + ms
+  let last
+  while (Date.now() < end) {
+    last = await f()
+    if (last) return last
+    await new Promise((r) => setTimeout(r, every))
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${JSON.stringify(last)})`)
+}
+
+/** All items of a paginator, page by page; returns [items, pages]. */
+export async function drain(paginator) {
+  const items = []
+  let pages = 0
+  while (paginator.hasNext) {
+    const page = await paginator.nextItems()
+    pages++
+    items.push(...page)
+    if (pages > 1000) throw new Error('paginator does not end')
+  }
+  return [items, pages]
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))

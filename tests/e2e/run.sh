@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# End-to-end tests of Stasis with the official SDKs (npm e2b + novita-sandbox, PyPI e2b).
+#
+#   bash tests/e2e/run.sh                 # install deps (idempotent), start a server, run all, check leaks
+#   bash tests/e2e/run.sh js/lifecycle.test.mjs py/test_lifecycle.py   # only these files
+#   E2E_SUITES=js bash tests/e2e/run.sh   # only the JS suites (or: py)
+#
+# Env: STASIS_BIN (default /usr/local/bin/stasis), STASIS_AGENT (default
+# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success.
+# Must run as root (sandboxes need namespaces and cgroups). Talks only to 127.0.0.1.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STASIS_BIN=${STASIS_BIN:-/usr/local/bin/stasis}
+STASIS_AGENT=${STASIS_AGENT:-/usr/local/lib/stasis/stasis-agent}
+TEMPLATE_BASE=/var/lib/stasis/templates/base
+SUITES=${E2E_SUITES:-js py}
+START=$(date +%s)
+
+say() { printf '== e2e: %s\n' "$*"; }
+die() { printf 'e2e: %s\n' "$*" >&2; exit 2; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (sandboxes need namespaces and cgroups)"
+[ -x "$STASIS_BIN" ] || die "no stasis binary at $STASIS_BIN (run scripts/setup.sh or set STASIS_BIN)"
+[ -f "$STASIS_AGENT" ] || die "no static agent at $STASIS_AGENT (set STASIS_AGENT)"
+[ -d "$TEMPLATE_BASE/rootfs" ] || die "base template missing at $TEMPLATE_BASE (run scripts/setup.sh)"
+command -v node >/dev/null || die "node is required"
+command -v python3 >/dev/null || die "python3 is required"
+
+# Files named on the command line select what runs (paths relative to tests/e2e).
+JS_FILES=() PY_FILES=()
+for f in "$@"; do
+  case "$f" in
+    js/*|*.mjs) JS_FILES+=("${f#js/}") ;;
+    py/*|*.py) PY_FILES+=("${f#py/}") ;;
+    *) die "unknown test file $f" ;;
+  esac
+done
+if [ $# -gt 0 ]; then
+  SUITES=""
+  [ ${#JS_FILES[@]} -gt 0 ] && SUITES="$SUITES js"
+  [ ${#PY_FILES[@]} -gt 0 ] && SUITES="$SUITES py"
+fi
+
+# ---------------------------------------------------------------- (a) dependencies
+install_js() {
+  cd "$HERE/js" || return 1
+  # Reinstall only when the lock file changed since the last install.
+  if [ -f node_modules/.package-lock.json ] && cmp -s package-lock.json node_modules/.e2e-installed-lock; then
+    return 0
+  fi
+  say "npm ci (tests/e2e/js)"
+  npm ci --no-audit --no-fund --prefer-offline >/dev/null || return 1
+  cp package-lock.json node_modules/.e2e-installed-lock
+}
+
+install_py() {
+  local venv="$HERE/.venv" req="$HERE/py/requirements.txt"
+  if [ -x "$venv/bin/python" ] && [ -f "$venv/.e2e-installed-req" ] && cmp -s "$req" "$venv/.e2e-installed-req"; then
+    return 0
+  fi
+  say "python venv (tests/e2e/.venv)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || return 1
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" || return 1
+  cp "$req" "$venv/.e2e-installed-req"
+}
+
+case " $SUITES " in *" js "*) install_js || die "installing the JS deps failed" ;; esac
+case " $SUITES " in *" py "*) install_py || die "installing the Python deps failed" ;; esac
+
+# ---------------------------------------------------------------- (b) the server
+mkdir -p /var/lib/stasis-test
+DATA_DIR=$(mktemp -d /var/lib/stasis-test/e2e-XXXXXX)
+# mktemp makes it 0700; the sandboxes' user namespaces must be able to traverse it.
+chmod 755 /var/lib/stasis-test "$DATA_DIR"
+mkdir -p "$DATA_DIR/templates"
+ln -s "$TEMPLATE_BASE" "$DATA_DIR/templates/base"
+LOG="$DATA_DIR.server.log"
+API_KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+BASE_URL="http://127.0.0.1:$PORT"
+SERVER_PID=""
+# Every sandbox id the server ever reported (collected by the tests' list calls, and
+# from the log), so the leak check can look for their cgroups after the data dir is gone.
+SEEN_IDS="$DATA_DIR.ids"
+: >"$SEEN_IDS"
+
+leak_check() {
+  local leaked=0 id
+  # Ids: sandbox dirs present now + ids named in the server log + ids the tests recorded.
+  {
+    ls "$DATA_DIR/sandboxes" 2>/dev/null
+    grep -oE '\b[a-z0-9]{20}\b' "$LOG" 2>/dev/null
+    cat "$SEEN_IDS" 2>/dev/null
+  } | sort -u >"$DATA_DIR.allids"
+  if [ -d "$DATA_DIR/sandboxes" ] && [ -n "$(ls -A "$DATA_DIR/sandboxes")" ]; then
+    echo "LEAK: sandbox dirs left in $DATA_DIR/sandboxes:" >&2
+    ls -A "$DATA_DIR/sandboxes" >&2
+    leaked=1
+  fi
+  while read -r id; do
+    [ -n "$id" ] || continue
+    for d in /sys/fs/cgroup/stasis/"$id" /sys/fs/cgroup/*/stasis/"$id"; do
+      if [ -e "$d" ]; then echo "LEAK: cgroup $d" >&2; leaked=1; fi
+    done
+  done <"$DATA_DIR.allids"
+  # Processes still in one of its sandboxes' cgroups (a sandbox's agent or its children).
+  if [ -s "$DATA_DIR.allids" ]; then
+    local p
+    for p in $(grep -lsF -f "$DATA_DIR.allids" /proc/[0-9]*/cgroup 2>/dev/null); do
+      p=${p#/proc/}; p=${p%/cgroup}
+      echo "LEAK: process $p in a sandbox cgroup: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" >&2
+      leaked=1
+    done
+  fi
+  if awk '{print $5}' /proc/self/mountinfo | grep -q "^$DATA_DIR"; then
+    echo "LEAK: mounts under $DATA_DIR:" >&2
+    awk '{print $5}' /proc/self/mountinfo | grep "^$DATA_DIR" >&2
+    leaked=1
+  fi
+  return $leaked
+}
+
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "e2e: server did not stop on SIGTERM within 10 s; killing it" >&2
+      kill -KILL "$SERVER_PID" 2>/dev/null
+      SERVER_STOP_FAILED=1
+    fi
+    wait "$SERVER_PID" 2>/dev/null
+  fi
+  SERVER_PID=""
+}
+
+FAILED=()
+SERVER_STOP_FAILED=0
+finish() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_server
+  say "leak check ($DATA_DIR)"
+  if ! leak_check; then
+    FAILED+=("leak-check")
+    # Reported above; now clean up so the machine is not left with running sandboxes.
+    local id
+    for id in $(ls "$DATA_DIR/sandboxes" 2>/dev/null); do
+      STASIS_DATA_DIR="$DATA_DIR" STASIS_AGENT="$STASIS_AGENT" timeout 30 "$STASIS_BIN" runtime kill "$id" >/dev/null 2>&1 \
+        || echo "e2e: could not kill leaked sandbox $id" >&2
+    done
+  fi
+  [ "$SERVER_STOP_FAILED" = 1 ] && FAILED+=("server-stop")
+  local secs=$(( $(date +%s) - START ))
+  if [ ${#FAILED[@]} -eq 0 ] && [ "$rc" -eq 0 ]; then
+    say "ALL PASSED in ${secs}s"
+    if [ "${E2E_KEEP_LOG:-0}" != 1 ]; then rm -f "$LOG"; fi
+    rm -rf "$DATA_DIR" "$DATA_DIR.ids" "$DATA_DIR.allids"
+    exit 0
+  fi
+  say "FAILED (${FAILED[*]:-rc=$rc}) in ${secs}s; server log: $LOG; data dir: $DATA_DIR"
+  echo "---- last 40 lines of the server log" >&2
+  tail -n 40 "$LOG" >&2
+  exit 1
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
+STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
+  "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
+  >"$LOG" 2>&1 &
+SERVER_PID=$!
+
+ready=0
+for _ in $(seq 1 300); do
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "e2e: server exited at start:" >&2; cat "$LOG" >&2; FAILED+=("server-start"); exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-KEY: $API_KEY" "$BASE_URL/v2/sandboxes" 2>/dev/null) || code=000
+  if [ "$code" = 200 ]; then ready=1; break; fi
+  sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "e2e: server did not answer GET /v2/sandboxes with 200 within 30 s" >&2; FAILED+=("server-start"); exit 1; }
+
+# The SDKs' environment: only loopback, never E2B_DEBUG.
+unset E2B_DEBUG E2B_DOMAIN NOVITA_DOMAIN E2B_ACCESS_TOKEN
+export E2B_API_URL="$BASE_URL" E2B_SANDBOX_URL="$BASE_URL" E2B_API_KEY="$API_KEY"
+export NOVITA_API_URL="$BASE_URL" NOVITA_SANDBOX_URL="$BASE_URL" NOVITA_API_KEY="$API_KEY"
+export E2E_SEEN_IDS="$SEEN_IDS" NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
+
+if [ "${E2E_SERVE_ONLY:-0}" = 1 ]; then
+  # Debugging aid: keep the server up and print how to reach it, until interrupted.
+  echo "export E2B_API_URL=$BASE_URL E2B_SANDBOX_URL=$BASE_URL E2B_API_KEY=$API_KEY NOVITA_API_URL=$BASE_URL NOVITA_SANDBOX_URL=$BASE_URL NOVITA_API_KEY=$API_KEY"
+  wait "$SERVER_PID"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- (c) the tests
+case " $SUITES " in *" js "*)
+  say "JS tests (node --test)"
+  cd "$HERE/js"
+  [ ${#JS_FILES[@]} -gt 0 ] || JS_FILES=(*.test.mjs)
+  # One file at a time: the machine is small and each test creates real sandboxes.
+  if ! node --test --test-concurrency=1 --test-reporter=spec "${JS_FILES[@]}"; then FAILED+=("js"); fi
+;; esac
+
+case " $SUITES " in *" py "*)
+  say "Python tests (pytest)"
+  cd "$HERE/py"
+  [ ${#PY_FILES[@]} -gt 0 ] || PY_FILES=(test_*.py)
+  if ! "$HERE/.venv/bin/python" -m pytest -p no:cacheprovider -rA -q "${PY_FILES[@]}"; then FAILED+=("py"); fi
+;; esac
+
+[ ${#FAILED[@]} -eq 0 ]

@@ -14,6 +14,8 @@ pub enum RuntimeError {
     NotPaused(String),
     #[error("sandbox {0} is not running")]
     NotRunning(String),
+    #[error("snapshot {0:?} not found")]
+    SnapshotNotFound(String),
     #[error("template {0:?} not found")]
     TemplateNotFound(String),
     #[error("invalid sandbox id {0:?}: use 1-64 characters a-z and 0-9")]

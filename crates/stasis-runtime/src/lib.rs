@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use container::SnapshotMeta;
 pub use error::{Result, RuntimeError};
 pub use stasis_agent::boot::config::ENVD_PORT;
 
@@ -79,6 +80,16 @@ pub struct CheckpointStats {
     pub sync_ms: u64,
 }
 
+/// What a snapshot captured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStats {
+    /// How long the source sandbox was frozen for the capture.
+    pub frozen_ms: u64,
+    pub size_bytes: u64,
+    pub memory: bool,
+}
+
 /// Usage figures read from the sandbox's cgroups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,6 +115,14 @@ pub trait Runtime: Send + Sync {
     /// `mode` is `Memory` (processes continue where they stopped), else a fresh boot on
     /// its saved files.
     async fn resume(&self, id: &str, mode: PauseMode) -> Result<()>;
+    /// Captures a running sandbox as snapshot `snapshot_id` (files, and memory with
+    /// `PauseMode::Memory`); the sandbox is frozen only for the capture.
+    async fn snapshot(&self, id: &str, snapshot_id: &str, mode: PauseMode) -> Result<SnapshotStats>;
+    /// Creates sandbox `id` from a snapshot: its files, and its processes when the snapshot
+    /// holds memory, continuing in a copy of their own. `spec` gives env and access token.
+    async fn create_from_snapshot(&self, id: &str, snapshot_id: &str, spec: &SandboxSpec) -> Result<()>;
+    /// Deletes a snapshot; sandboxes made from it keep working.
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
     /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;

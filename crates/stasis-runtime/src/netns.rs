@@ -29,6 +29,18 @@ fn socket_in_netns(pid: u32) -> io::Result<OwnedFd> {
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// Blocking connect to `127.0.0.1:port` inside the network namespace of process `pid`.
+pub fn connect_blocking(pid: u32, port: u16, timeout: std::time::Duration) -> io::Result<std::net::TcpStream> {
+    let fd = socket_in_netns(pid)?;
+    let sock = socket2::Socket::from(fd);
+    sock.set_nonblocking(false)?;
+    sock.connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(), timeout)?;
+    let stream: std::net::TcpStream = sock.into();
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
 /// Connects to `127.0.0.1:port` as seen inside the network namespace of process `pid`.
 pub async fn connect(pid: u32, port: u16) -> io::Result<tokio::net::TcpStream> {
     let fd = tokio::task::spawn_blocking(move || socket_in_netns(pid)).await.map_err(io::Error::other)??;

@@ -115,12 +115,18 @@ struct Inner {
     running: Mutex<HashMap<u32, Arc<Process>>>,
     reaper: reaper::Reaper,
     /// Environment of every process: the sandbox's `envVars` from its create request.
-    env: BTreeMap<String, String>,
+    env: std::sync::RwLock<BTreeMap<String, String>>,
 }
 
 impl Supervisor {
     pub fn new(env: BTreeMap<String, String>) -> Self {
-        Self { inner: Arc::new(Inner { env, ..Default::default() }) }
+        Self { inner: Arc::new(Inner { env: std::sync::RwLock::new(env), ..Default::default() }) }
+    }
+
+    /// Adds (or replaces) variables of the sandbox-wide environment, for processes
+    /// started from now on.
+    pub fn set_env(&self, vars: BTreeMap<String, String>) {
+        self.inner.env.write().unwrap().extend(vars);
     }
 
     /// Starts reaping; call once from inside the runtime.
@@ -135,7 +141,8 @@ impl Supervisor {
             }
         }
         let (spawned, exit_rx) = self.inner.reaper.spawn_watched(|| {
-            let s = spawn::spawn(&spec, &self.inner.env)?;
+            let env = self.inner.env.read().unwrap().clone();
+            let s = spawn::spawn(&spec, &env)?;
             Ok((s.pid, s))
         })?;
         let pid = spawned.pid;

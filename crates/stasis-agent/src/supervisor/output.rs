@@ -1,9 +1,11 @@
 //! A process's event log: what it printed, kept until a client has read it.
 //!
-//! Events are numbered. A client that attaches gets every event no client has received
-//! yet, then live ones; events some client already received are dropped. The log is
-//! bounded: past `cap` bytes of unread output the oldest unread output is dropped and
-//! the loss is counted, so a chatty process with nobody listening cannot eat the sandbox.
+//! Events are numbered. Every attached client reads every event from where it attached
+//! (several clients all see the live output, as with envd). A client that attaches gets
+//! first every event no client has received yet, then live ones. An event is dropped once
+//! some client received it and every attached client has read past it. The log is
+//! bounded: past `cap` bytes the oldest output is dropped and the loss is counted, so a
+//! chatty process with nobody listening cannot eat the sandbox.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -44,6 +46,9 @@ struct State {
     next_seq: u64,
     /// Every event with a lower number has reached some client.
     delivered: u64,
+    /// Next event each attached reader will read, by reader id.
+    readers: std::collections::HashMap<u64, u64>,
+    next_reader: u64,
     bytes: usize,
     cap: usize,
     dropped_bytes: u64,
@@ -53,7 +58,17 @@ struct State {
 impl Output {
     pub fn new(cap: usize) -> Self {
         Self {
-            state: Mutex::new(State { events: VecDeque::new(), next_seq: 0, delivered: 0, bytes: 0, cap, dropped_bytes: 0, closed: false }),
+            state: Mutex::new(State {
+                events: VecDeque::new(),
+                next_seq: 0,
+                delivered: 0,
+                readers: Default::default(),
+                next_reader: 0,
+                bytes: 0,
+                cap,
+                dropped_bytes: 0,
+                closed: false,
+            }),
             notify: Notify::new(),
         }
     }
@@ -87,30 +102,53 @@ impl Output {
 
     /// A reader starting at the first event no client has received.
     pub fn cursor(&self) -> OutputCursor<'_> {
-        let next = self.state.lock().unwrap().delivered;
-        OutputCursor { output: self, next }
+        let mut s = self.state.lock().unwrap();
+        let (id, next) = (s.next_reader, s.delivered);
+        s.next_reader += 1;
+        s.readers.insert(id, next);
+        OutputCursor { output: self, id, next }
     }
 
-    fn take_from(&self, from: u64) -> (Vec<(u64, ProcEvent)>, bool) {
+    fn take_from(&self, reader: u64, from: u64) -> (Vec<(u64, ProcEvent)>, bool) {
         let mut s = self.state.lock().unwrap();
         let evs: Vec<_> = s.events.iter().filter(|(seq, _)| *seq >= from).cloned().collect();
         if let Some((last, _)) = evs.last() {
-            if *last + 1 > s.delivered {
-                s.delivered = *last + 1;
-            }
-            let delivered = s.delivered;
-            while s.events.front().is_some_and(|(seq, _)| *seq < delivered) {
-                let (_, e) = s.events.pop_front().unwrap();
-                s.bytes -= e.size();
-            }
+            let next = *last + 1;
+            s.delivered = s.delivered.max(next);
+            s.readers.insert(reader, next);
+            s.trim();
         }
         (evs, s.closed)
+    }
+
+    fn detach(&self, reader: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.readers.remove(&reader);
+        s.trim();
+    }
+}
+
+impl State {
+    /// Drops events every attached reader is past and some client has received.
+    fn trim(&mut self) {
+        let keep_from = self.readers.values().copied().min().unwrap_or(u64::MAX).min(self.delivered);
+        while self.events.front().is_some_and(|(seq, _)| *seq < keep_from) {
+            let (_, e) = self.events.pop_front().unwrap();
+            self.bytes -= e.size();
+        }
     }
 }
 
 pub struct OutputCursor<'a> {
     output: &'a Output,
+    id: u64,
     next: u64,
+}
+
+impl Drop for OutputCursor<'_> {
+    fn drop(&mut self) {
+        self.output.detach(self.id);
+    }
 }
 
 impl OutputCursor<'_> {
@@ -120,7 +158,7 @@ impl OutputCursor<'_> {
             let notified = self.output.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (evs, closed) = self.output.take_from(self.next);
+            let (evs, closed) = self.output.take_from(self.id, self.next);
             if let Some((last, _)) = evs.last() {
                 self.next = last + 1;
                 return evs.into_iter().map(|(_, e)| e).collect();
@@ -148,12 +186,28 @@ mod tests {
         o.push(out("a"));
         let mut c1 = o.cursor();
         assert_eq!(c1.next_batch().await, vec![ProcEvent::Start { pid: 7 }, out("a")]);
+        drop(c1);
         o.push(out("b"));
-        // A second client sees only what nobody received yet.
+        // A client attaching later sees only what nobody received yet.
         let mut c2 = o.cursor();
         assert_eq!(c2.next_batch().await, vec![out("b")]);
         o.close();
         assert!(c2.next_batch().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_attached_client_gets_live_output() {
+        let o = Output::new(1024);
+        o.push(ProcEvent::Start { pid: 3 });
+        let mut a = o.cursor();
+        assert_eq!(a.next_batch().await, vec![ProcEvent::Start { pid: 3 }]);
+        let mut b = o.cursor();
+        o.push(out("one"));
+        o.push(out("two"));
+        assert_eq!(a.next_batch().await, vec![out("one"), out("two")]);
+        assert_eq!(b.next_batch().await, vec![out("one"), out("two")], "a second client must see the same live output");
+        o.close();
+        assert!(a.next_batch().await.is_empty() && b.next_batch().await.is_empty());
     }
 
     #[tokio::test]

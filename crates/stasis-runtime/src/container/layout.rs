@@ -7,6 +7,9 @@
 //! DATA/sandboxes/ID/upper, work     its writable layer (overlay upper and work dirs)
 //! DATA/sandboxes/ID/rootfs          mount point of its root overlay while it runs
 //! DATA/sandboxes/ID/checkpoints/N   memory images of checkpoint generation N
+//! DATA/snapshots/SID/layer          a snapshot's files (a copy of the source's writable layer)
+//! DATA/snapshots/SID/images         its memory images (memory snapshots only)
+//! DATA/snapshots/SID/snapshot.json  what it was made from
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -35,6 +38,14 @@ impl Layout {
 
     pub fn sandboxes(&self) -> PathBuf {
         self.root.join("sandboxes")
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    pub fn snapshot(&self, id: &str) -> PathBuf {
+        self.snapshots().join(id)
     }
 
     pub fn sandbox(&self, id: &str) -> SandboxDir {

@@ -12,6 +12,7 @@ pub mod idmap;
 mod layout;
 pub mod overlay;
 mod record;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,10 +23,11 @@ use stasis_agent::boot::config::BootConfig;
 
 pub use cgroups::Cgroups;
 pub use layout::{Layout, SandboxDir};
+pub use snapshot::SnapshotMeta;
 use record::Record;
 
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage};
+use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};
 
 /// Template names that mean `base` (E2B's default names).
 const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
@@ -59,6 +61,8 @@ struct Inner {
     /// Made on first create: only creating a sandbox needs the agent binary.
     agent_layer: OnceLock<PathBuf>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Creating from a snapshot reads it (shared); deleting one writes (exclusive).
+    snapshot_lock: tokio::sync::RwLock<()>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -76,9 +80,10 @@ fn random_hex(bytes: usize) -> String {
 impl ContainerRuntime {
     pub fn new(config: ContainerConfig) -> Result<Self> {
         let layout = Layout::new(&config.data_dir);
-        for d in [layout.root().to_path_buf(), layout.sandboxes()] {
+        for d in [layout.root().to_path_buf(), layout.sandboxes(), layout.snapshots()] {
             std::fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
         }
+        ensure_traversable(layout.root())?;
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
         Ok(Self {
@@ -89,6 +94,7 @@ impl ContainerRuntime {
                 agent_binary: config.agent_binary,
                 agent_layer: OnceLock::new(),
                 locks: Mutex::default(),
+                snapshot_lock: tokio::sync::RwLock::new(()),
             }),
         })
     }
@@ -300,30 +306,36 @@ impl Inner {
                 return result;
             }
         };
-        self.cgroups.create(id, &rec.spec)?;
-        let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
-            self.criu.restore(&dir.checkpoint(generation), &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(id))
-        });
+        self.restore_from(&mut rec, &dir, &dir.checkpoint(generation))?;
+        remove_other_generations(&dir, None);
+        Ok(())
+    }
+
+    /// Restores the memory images in `images` into the sandbox of `rec` (its overlay
+    /// mounted, its cgroups made) and records it as running. On failure nothing of the
+    /// attempt is left running and `rec` is unchanged on disk.
+    fn restore_from(&self, rec: &mut Record, dir: &SandboxDir, images: &Path) -> Result<()> {
+        let id = rec.id.clone();
+        self.cgroups.create(&id, &rec.spec)?;
+        let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())
+            .and_then(|_| self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id)));
         let pid = match restored {
             Ok(pid) => pid,
             Err(e) => {
-                // Leave it exactly as paused: nothing running, images untouched.
-                let _ = self.cgroups.kill_all(id);
+                let _ = self.cgroups.kill_all(&id);
                 let _ = overlay::unmount(&dir.rootfs());
-                let _ = self.cgroups.remove(id);
+                let _ = self.cgroups.remove(&id);
                 return Err(e);
             }
         };
         if let Cgroups::V1(_) = self.cgroups {
-            let _ = self.cgroups.set_frozen(id, false);
+            let _ = self.cgroups.set_frozen(&id, false);
         }
         rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
         rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
-        rec.store(&dir.record())?;
-        remove_other_generations(&dir, None);
-        Ok(())
+        rec.store(&dir.record())
     }
 
     fn init_alive(rec: &Record) -> bool {
@@ -422,6 +434,33 @@ impl Inner {
     }
 }
 
+/// Sandbox roots live under the data dir and are entered by the sandbox's own root, an
+/// unprivileged host uid: every directory on the way must be searchable by others (0711
+/// is enough; nothing becomes listable or readable). Our own directories are fixed; a
+/// parent we do not own is reported.
+fn ensure_traversable(data_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let data_dir = data_dir.canonicalize().ctx(|| format!("resolve {}", data_dir.display()))?;
+    for d in [data_dir.join("sandboxes"), data_dir.join("snapshots"), data_dir.clone()] {
+        let mode = std::fs::metadata(&d).ctx(|| format!("stat {}", d.display()))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode((mode & 0o7777) | 0o011)).ctx(|| format!("chmod {}", d.display()))?;
+        }
+    }
+    for a in data_dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(a).ctx(|| format!("stat {}", a.display()))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(RuntimeError::Boot(format!(
+                "{} (mode {:o}) is not searchable by others: sandboxes (unprivileged host uids) could not reach their root under {}; chmod o+x it or choose another --data-dir",
+                a.display(),
+                mode & 0o7777,
+                data_dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn next_generation(dir: &SandboxDir) -> u64 {
     generations(dir).into_iter().max().unwrap_or(0) + 1
 }
@@ -441,7 +480,7 @@ fn remove_other_generations(dir: &SandboxDir, keep: Option<u64>) {
 }
 
 /// Allocated bytes under `p` (not following symlinks or crossing into mounts).
-fn disk_usage(p: &Path) -> u64 {
+pub(crate) fn disk_usage(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
@@ -494,7 +533,29 @@ impl Runtime for ContainerRuntime {
 
     async fn kill(&self, id: &str) -> Result<()> {
         let id2 = id.to_string();
-        self.locked(id, move |rt| rt.kill(&id2)).await
+        self.locked(id, move |rt| rt.kill(&id2)).await?;
+        // Its snapshot layers may now be free.
+        let inner = self.inner.clone();
+        let _g = self.inner.snapshot_lock.write().await;
+        tokio::task::spawn_blocking(move || inner.collect_snapshots()).await.expect("gc task");
+        Ok(())
+    }
+
+    async fn snapshot(&self, id: &str, snapshot_id: &str, mode: PauseMode) -> Result<SnapshotStats> {
+        let (id2, snap) = (id.to_string(), snapshot_id.to_string());
+        self.locked(id, move |rt| rt.snapshot(&id2, &snap, mode)).await
+    }
+
+    async fn create_from_snapshot(&self, id: &str, snapshot_id: &str, spec: &SandboxSpec) -> Result<()> {
+        let _g = self.inner.snapshot_lock.read().await;
+        let (id2, snap, spec) = (id.to_string(), snapshot_id.to_string(), spec.clone());
+        self.locked(id, move |rt| rt.create_from_snapshot(&id2, &snap, &spec)).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
+        let _g = self.inner.snapshot_lock.write().await;
+        let (inner, snap) = (self.inner.clone(), snapshot_id.to_string());
+        tokio::task::spawn_blocking(move || inner.delete_snapshot(&snap)).await.expect("snapshot task")
     }
 
     async fn recover(&self, id: &str) -> Result<Recovered> {

@@ -156,7 +156,7 @@ pub struct SandboxDetail {
     pub envd_access_token: Option<String>,
     pub domain: Option<String>,
     pub lifecycle: LifecycleInfo,
-    /// "memory" or "filesystem": what a pause keeps.
+    /// "full" (memory and files) or "filesystem": what a pause keeps (the SDKs' enum).
     pub pause_mode: &'static str,
 }
 
@@ -167,7 +167,7 @@ impl SandboxDetail {
             envd_access_token: r.envd_access_token.clone(),
             domain: Some(domain.to_string()),
             lifecycle: LifecycleInfo { on_timeout: if r.auto_pause { "pause" } else { "kill" }, auto_resume: r.auto_resume },
-            pause_mode: if r.pause_memory { "memory" } else { "filesystem" },
+            pause_mode: if r.pause_memory { "full" } else { "filesystem" },
         }
     }
 }

@@ -32,7 +32,19 @@ enum Cmd {
         /// KEY=VALUE, repeatable: environment of every process.
         #[arg(long = "env")]
         envs: Vec<String>,
+        /// Start from this snapshot (its files, and its processes if it holds memory).
+        #[arg(long)]
+        from: Option<String>,
     },
+    /// Capture a running sandbox as a snapshot (it keeps running).
+    Snapshot {
+        id: String,
+        snapshot: String,
+        #[arg(long)]
+        filesystem_only: bool,
+    },
+    /// Delete a snapshot (sandboxes made from it keep working).
+    SnapshotRm { snapshot: String },
     /// Run a shell command in a sandbox; prints its output, exits with its exit code.
     Exec {
         id: String,
@@ -64,7 +76,7 @@ enum Cmd {
 
 fn code_for(e: &RuntimeError) -> u8 {
     match e {
-        RuntimeError::NotFound(_) | RuntimeError::TemplateNotFound(_) => exit::NOT_FOUND,
+        RuntimeError::NotFound(_) | RuntimeError::TemplateNotFound(_) | RuntimeError::SnapshotNotFound(_) => exit::NOT_FOUND,
         RuntimeError::AlreadyExists(_) | RuntimeError::AlreadyPaused(_) | RuntimeError::NotPaused(_) | RuntimeError::NotRunning(_) => {
             exit::CONFLICT
         }
@@ -92,12 +104,20 @@ pub async fn run(args: Args) -> u8 {
 
 async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
     match cmd {
-        Cmd::Create { id, template, memory_mb, cpus, envs } => {
+        Cmd::Create { id, template, memory_mb, cpus, envs, from } => {
             let env = envs.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let spec = SandboxSpec { template, memory_mb, cpu_count: cpus, env, ..Default::default() };
-            rt.create(&id, &spec).await?;
+            match from {
+                Some(snap) => rt.create_from_snapshot(&id, &snap, &spec).await?,
+                None => rt.create(&id, &spec).await?,
+            }
             println!("{id}");
         }
+        Cmd::Snapshot { id, snapshot, filesystem_only } => {
+            let stats = rt.snapshot(&id, &snapshot, if filesystem_only { PauseMode::Filesystem } else { PauseMode::Memory }).await?;
+            println!("{}", serde_json::to_string(&stats).unwrap());
+        }
+        Cmd::SnapshotRm { snapshot } => rt.delete_snapshot(&snapshot).await?,
         Cmd::Exec { id, user, cmd } => {
             let stream = rt.connect(&id, stasis_runtime::ENVD_PORT).await?;
             let oom_before = rt.usage(&id).await.map(|u| u.oom_kills).unwrap_or(0);

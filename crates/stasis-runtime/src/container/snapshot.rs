@@ -1,0 +1,239 @@
+//! Snapshots: a running sandbox's files and memory captured at one instant (it is frozen
+//! only for the capture), from which any number of new sandboxes start.
+//!
+//! A snapshot is immutable and stored once. Its `layer` (the source's writable layer at
+//! that instant) becomes a read-only overlay lower of every sandbox made from it, each of
+//! which gets its own empty writable layer; its memory images are restored into each new
+//! sandbox's own namespaces. Deleting a snapshot only marks it: its files go when no
+//! sandbox (and no other snapshot) still uses its layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::Record;
+use super::{idmap, random_hex, syncfs, validate_id, Inner};
+use crate::error::{IoContext, Result, RuntimeError};
+use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotMeta {
+    pub id: String,
+    pub source: String,
+    pub memory: bool,
+    /// The source's lower layers (top first) at the time: the snapshot's layer goes on top.
+    pub lower_dirs: Vec<String>,
+    pub spec: SandboxSpec,
+    pub agent_path: String,
+}
+
+const DELETED: &str = "deleted";
+
+impl Inner {
+    fn snapshot_meta(&self, snap: &str) -> Result<SnapshotMeta> {
+        validate_id(snap).map_err(|_| RuntimeError::SnapshotNotFound(snap.to_string()))?;
+        let dir = self.layout.snapshot(snap);
+        let path = dir.join("snapshot.json");
+        if !path.exists() || dir.join(DELETED).exists() {
+            return Err(RuntimeError::SnapshotNotFound(snap.to_string()));
+        }
+        let data = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&data).map_err(std::io::Error::from).ctx(|| format!("parse {}", path.display()))
+    }
+
+    /// Captures sandbox `id` as snapshot `snap`; the sandbox keeps running.
+    pub(super) fn snapshot(&self, id: &str, snap: &str, mode: PauseMode) -> Result<SnapshotStats> {
+        validate_id(snap)?;
+        let rec = self.load(id)?;
+        let pid = match (rec.state, rec.init_pid) {
+            (SandboxState::Running, Some(pid)) => pid,
+            _ => return Err(RuntimeError::NotRunning(id.to_string())),
+        };
+        let final_dir = self.layout.snapshot(snap);
+        if final_dir.exists() {
+            return Err(RuntimeError::AlreadyExists(format!("snapshot {snap}")));
+        }
+        let tmp = self.layout.snapshots().join(format!(".{snap}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let dir = self.dir(id);
+        let t0 = Instant::now();
+        // Frozen for the whole capture: memory and files are of one instant (CRIU checks
+        // the sizes of open files against the files it will find at restore).
+        self.cgroups.set_frozen(id, true)?;
+        let captured = (|| -> Result<()> {
+            if mode == PauseMode::Memory {
+                let images = tmp.join("images");
+                std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
+                self.criu.dump(pid, &images, &self.cgroups.freezer(id), true)?;
+            }
+            copy_tree(&dir.upper(), &tmp.join("layer"))
+        })();
+        let thawed = self.cgroups.set_frozen(id, false);
+        let frozen_ms = t0.elapsed().as_millis() as u64;
+        if let Err(e) = captured.and(thawed) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let meta = SnapshotMeta {
+            id: snap.to_string(),
+            source: id.to_string(),
+            memory: mode == PauseMode::Memory,
+            lower_dirs: rec.lower_dirs.clone(),
+            // Kept (root-only, like the record): a sandbox restored from the snapshot starts
+            // with the source's agent in memory, which still wants this token until the
+            // handover gives it the new sandbox's own.
+            spec: rec.spec.clone(),
+            agent_path: rec.agent_path.clone(),
+        };
+        let write = || -> std::io::Result<()> {
+            std::fs::write(tmp.join("snapshot.json"), serde_json::to_vec_pretty(&meta)?)?;
+            Ok(())
+        };
+        write().ctx(|| "write snapshot.json".into())?;
+        syncfs(&tmp)?;
+        std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
+        std::fs::File::open(self.layout.snapshots()).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())?;
+        Ok(SnapshotStats { frozen_ms, size_bytes: super::disk_usage(&final_dir), memory: meta.memory })
+    }
+
+    /// Creates sandbox `id` from snapshot `snap`: its files, and with a memory snapshot
+    /// its processes, continuing from the snapshot's instant in a copy of their own.
+    pub(super) fn create_from_snapshot(&self, id: &str, snap: &str, spec: &SandboxSpec) -> Result<()> {
+        let meta = self.snapshot_meta(snap)?;
+        let dir = self.dir(id);
+        if dir.path().exists() {
+            return Err(RuntimeError::AlreadyExists(id.to_string()));
+        }
+        let snap_dir = self.layout.snapshot(snap);
+        let mut lower_dirs = meta.lower_dirs.clone();
+        // The snapshot's layer sits right under the agent layer (always first).
+        lower_dirs.insert(1, snap_dir.join("layer").display().to_string());
+        let result = (|| -> Result<()> {
+            std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
+            idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+            let mut rec = Record {
+                id: id.to_string(),
+                spec: SandboxSpec { env: spec.env.clone(), access_token: spec.access_token.clone(), ..meta.spec.clone() },
+                state: SandboxState::Running,
+                init_pid: None,
+                lower_dirs,
+                agent_path: meta.agent_path.clone(),
+                checkpoint: None,
+                boot_id: random_hex(16),
+                init_start: None,
+            };
+            if meta.memory {
+                self.restore_from(&mut rec, &dir, &snap_dir.join("images"))?;
+                agent_handover(&rec, meta.spec.access_token.as_deref(), spec)
+            } else {
+                self.boot(&mut rec, &dir)
+            }
+        })();
+        if result.is_err() {
+            self.destroy(id);
+        }
+        result
+    }
+
+    /// Marks a snapshot deleted (new sandboxes can no longer start from it) and frees
+    /// whatever no sandbox uses any more.
+    pub(super) fn delete_snapshot(&self, snap: &str) -> Result<()> {
+        self.snapshot_meta(snap)?;
+        let dir = self.layout.snapshot(snap);
+        std::fs::File::create(dir.join(DELETED)).and_then(|f| f.sync_all()).ctx(|| "mark snapshot deleted".into())?;
+        // Memory images only serve sandboxes being created; those hold the runtime's
+        // snapshot lock, so none is reading them now.
+        let _ = std::fs::remove_dir_all(dir.join("images"));
+        self.collect_snapshots();
+        Ok(())
+    }
+
+    /// Removes deleted snapshots whose layer no sandbox and no live snapshot uses.
+    pub(super) fn collect_snapshots(&self) {
+        let Ok(entries) = std::fs::read_dir(self.layout.snapshots()) else { return };
+        let snaps: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.join("snapshot.json").exists()).collect();
+        let mut in_use: Vec<String> = Vec::new();
+        if let Ok(sbx) = std::fs::read_dir(self.layout.sandboxes()) {
+            for e in sbx.flatten() {
+                if let Ok(rec) = Record::load(&e.path().join("record.json")) {
+                    in_use.extend(rec.lower_dirs);
+                }
+            }
+        }
+        // A live snapshot made from a sandbox that ran on another snapshot uses that one too.
+        let metas: Vec<(PathBuf, bool, Vec<String>)> = snaps
+            .iter()
+            .filter_map(|p| {
+                let m: SnapshotMeta = serde_json::from_slice(&std::fs::read(p.join("snapshot.json")).ok()?).ok()?;
+                Some((p.clone(), p.join(DELETED).exists(), m.lower_dirs))
+            })
+            .collect();
+        let mut changed = true;
+        let mut removed: Vec<PathBuf> = Vec::new();
+        while changed {
+            changed = false;
+            for (p, deleted, _) in &metas {
+                if !deleted || removed.contains(p) {
+                    continue;
+                }
+                let layer = p.join("layer").display().to_string();
+                let used_by_other = metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
+                if !in_use.contains(&layer) && !used_by_other {
+                    let _ = std::fs::remove_dir_all(p);
+                    removed.push(p.clone());
+                    changed = true;
+                }
+            }
+        }
+    }
+}
+
+/// Gives the restored agent (which still holds the source's token and environment) the
+/// new sandbox's own, through its `/init` endpoint.
+fn agent_handover(rec: &Record, old_token: Option<&str>, spec: &SandboxSpec) -> Result<()> {
+    use std::io::{Read, Write};
+    let pid = rec.init_pid.expect("restored sandbox has an init");
+    let body = serde_json::json!({ "accessToken": spec.access_token.clone().unwrap_or_default(), "envVars": spec.env }).to_string();
+    let mut req = format!("POST /init HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if let Some(t) = old_token {
+        req.push_str(&format!("X-Access-Token: {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let talk = || -> std::io::Result<String> {
+        let mut s = crate::netns::connect_blocking(pid, stasis_agent::boot::config::ENVD_PORT, std::time::Duration::from_secs(10))?;
+        s.write_all(req.as_bytes())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    };
+    let resp = talk().ctx(|| "hand the new access token to the restored agent".into())?;
+    let status = resp.split_whitespace().nth(1).unwrap_or("");
+    if status != "204" && status != "200" {
+        return Err(RuntimeError::Boot(format!("the restored agent refused its new token: {}", resp.lines().next().unwrap_or(""))));
+    }
+    Ok(())
+}
+
+/// `cp -a`: ownership, modes, times, xattrs (overlay whiteouts and opaque markers), hard
+/// links and device nodes, exactly.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg("--reflink=auto")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| RuntimeError::Io { context: "run cp".into(), source: e })?;
+    if !out.status.success() {
+        return Err(RuntimeError::Io {
+            context: format!("copy {} to {}", from.display(), to.display()),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        });
+    }
+    Ok(())
+}

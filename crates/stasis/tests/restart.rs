@@ -40,7 +40,7 @@ async fn start_pyvar(api: &Api, sbx: &Value, mib: u32) -> String {
 }
 
 async fn pyvar_now(api: &Api, sbx: &Value) -> String {
-    api.sh(sbx, "rm -f /tmp/pyval; pkill -USR1 -f random.getrandbits").await;
+    api.sh(sbx, "rm -f /tmp/pyval; pkill -USR1 -f 'random.getrandbit[s]'").await;
     for _ in 0..200 {
         let v = api.sh(sbx, "cat /tmp/pyval 2>/dev/null").await;
         if v.trim().len() > 3 {
@@ -58,7 +58,7 @@ async fn a_crashed_server_readopts_running_sandboxes_and_keeps_paused_ones() {
     let running = api.create(json!({"timeout": 600})).await;
     let paused = api.create(json!({"timeout": 600})).await;
     let run_val = start_pyvar(&api, &running, 0).await;
-    let run_pid = api.sh(&running, "pgrep -f random.getrandbits").await;
+    let run_pid = api.sh(&running, "pgrep -f 'random.getrandbit[s]'").await;
     let paused_val = start_pyvar(&api, &paused, 0).await;
     assert_eq!(api.pause(&id(&paused)).await, 204);
 
@@ -67,7 +67,7 @@ async fn a_crashed_server_readopts_running_sandboxes_and_keeps_paused_ones() {
     let api = Api::new(&s);
     // Re-adopted: the same process, same memory, never restarted.
     assert_eq!(api.state(&id(&running)).await.as_deref(), Some("running"));
-    assert_eq!(api.sh(&running, "pgrep -f random.getrandbits").await, run_pid, "the running sandbox's process was restarted");
+    assert_eq!(api.sh(&running, "pgrep -f 'random.getrandbit[s]'").await, run_pid, "the running sandbox's process was restarted");
     assert_eq!(pyvar_now(&api, &running).await, run_val);
     // Paused stays paused, and resumes with its memory.
     assert_eq!(api.state(&id(&paused)).await.as_deref(), Some("paused"));

@@ -36,7 +36,7 @@ fn last_count(h: &Host, id: &str) -> u64 {
 }
 
 fn python_value_now(h: &Host, id: &str) -> String {
-    h.sh(id, "rm -f /home/user/py-now; pkill -USR1 -f 'random.getrandbits' ");
+    h.sh(id, "rm -f /home/user/py-now; pkill -USR1 -f 'random.getrandbit[s]'");
     wait_for("python answer", || h.sh(id, "cat /home/user/py-now 2>/dev/null || true").trim().len() > 3);
     h.sh(id, "cat /home/user/py-now")
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod sandboxes;
+mod snapshots;
 pub mod wire;
 
 use axum::body::{Body, Bytes};
@@ -37,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/snapshots", post(snapshots::create))
+        .route("/sandboxes/{id}/fork", post(snapshots::fork))
+        .route("/snapshots", get(snapshots::list))
+        .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))

@@ -15,14 +15,14 @@ use crate::lifecycle::{CreateParams, MAX_TIMEOUT_SECS};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn check_id(id: &str) -> ApiResult<()> {
+pub(super) fn check_id(id: &str) -> ApiResult<()> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
         return Err(ApiError::not_found(format!("sandbox {id:?} not found (ids are lowercase letters and digits)")));
     }
     Ok(())
 }
 
-fn check_timeout(t: u64) -> ApiResult<u64> {
+pub(super) fn check_timeout(t: u64) -> ApiResult<u64> {
     if t == 0 || t > MAX_TIMEOUT_SECS {
         return Err(ApiError::bad_request(format!("timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {t}")));
     }

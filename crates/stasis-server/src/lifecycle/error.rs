@@ -24,6 +24,7 @@ impl From<RuntimeError> for LifecycleError {
         match e {
             RuntimeError::NotFound(id) => LifecycleError::NotFound(id),
             RuntimeError::TemplateNotFound(t) => LifecycleError::TemplateNotFound(t),
+            RuntimeError::SnapshotNotFound(s) => LifecycleError::TemplateNotFound(s),
             RuntimeError::InvalidId(id) => LifecycleError::NotFound(id),
             other => LifecycleError::Runtime(other),
         }

@@ -7,6 +7,7 @@
 
 mod error;
 mod scheduler;
+pub mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -135,7 +136,20 @@ impl Lifecycle {
         }
     }
 
+    /// Creates a sandbox from a template, or from a snapshot when `p.template` names one.
     pub async fn create(&self, p: CreateParams) -> Result<SandboxRow> {
+        match self.resolve_snapshot(&p.template).await? {
+            Some(snap) => {
+                let mut p = p;
+                p.template = snapshots::public_id(&snap);
+                self.create_with(p, Some(snap.id)).await
+            }
+            None => self.create_with(p, None).await,
+        }
+    }
+
+    /// Creates a sandbox; from runtime snapshot `snapshot` when given.
+    async fn create_with(&self, p: CreateParams, snapshot: Option<String>) -> Result<SandboxRow> {
         let id = ids::sandbox_id();
         let now = now_ms();
         let row = SandboxRow {
@@ -177,7 +191,11 @@ impl Lifecycle {
             env: p.env_vars,
             access_token: row.envd_access_token.clone(),
         };
-        if let Err(e) = self.inner.runtime.create(&id, &spec).await {
+        let created = match &snapshot {
+            Some(snap) => self.inner.runtime.create_from_snapshot(&id, snap, &spec).await,
+            None => self.inner.runtime.create(&id, &spec).await,
+        };
+        if let Err(e) = created {
             let _ = self.inner.store.delete_sandbox(&id).await;
             return Err(e.into());
         }

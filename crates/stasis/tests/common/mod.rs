@@ -38,14 +38,15 @@ pub fn agent_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("STASIS_AGENT") {
         return p.into();
     }
+    // The most recently built one: a stale build of the other profile must not win.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for profile in ["release", "debug"] {
-        let p = root.join("target/x86_64-unknown-linux-gnu").join(profile).join("stasis-agent");
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("no static agent: run scripts/test.sh (it builds one) or set STASIS_AGENT");
+    ["release", "debug"]
+        .iter()
+        .map(|profile| root.join("target/x86_64-unknown-linux-gnu").join(profile).join("stasis-agent"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .expect("no static agent: run scripts/test.sh (it builds one) or set STASIS_AGENT")
 }
 
 impl Host {

@@ -1,0 +1,95 @@
+//! Snapshot endpoints: take one, list them, delete one (`DELETE /templates/{id}`), fork.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use stasis_store::SnapshotQuery;
+
+use super::{json_body, wire, ApiError, AppState};
+use crate::lifecycle::snapshots::{public_id, public_names};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Forks at once at most (each is a whole sandbox).
+pub const MAX_FORKS: u32 = 20;
+
+#[derive(Deserialize, Default)]
+pub struct SnapshotBody {
+    name: Option<String>,
+    /// Stasis extension: `false` captures the files only.
+    memory: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInfo {
+    #[serde(rename = "snapshotID")]
+    snapshot_id: String,
+    names: Vec<String>,
+}
+
+fn info(row: &stasis_store::SnapshotRow) -> SnapshotInfo {
+    SnapshotInfo { snapshot_id: public_id(row), names: public_names(row) }
+}
+
+pub async fn create(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    super::sandboxes::check_id(&id)?;
+    let req: SnapshotBody = json_body(body).await?;
+    let row = state.lifecycle.snapshot(&id, req.name, req.memory.unwrap_or(true)).await?;
+    Ok((StatusCode::CREATED, Json(info(&row))).into_response())
+}
+
+pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let q = SnapshotQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (rows, next) = state.lifecycle.list_snapshots(q).await?;
+    let mut r = Json(rows.iter().map(info).collect::<Vec<_>>()).into_response();
+    if let Some(t) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        r.headers_mut().insert("x-next-token", t);
+    }
+    Ok(r)
+}
+
+/// `DELETE /templates/{id}`: the SDKs delete snapshots as templates; the id arrives
+/// URL-encoded in one segment (`ns%2Fname%3Atag`) and the router hands it over decoded.
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if id.is_empty() || id.len() > 300 {
+        return Err(ApiError::not_found("no such snapshot"));
+    }
+    match state.lifecycle.delete_snapshot(&id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(crate::lifecycle::LifecycleError::NotFound(_)) => Err(ApiError::not_found(format!("snapshot or template {id:?} not found"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ForkBody {
+    count: Option<u32>,
+    timeout: Option<u64>,
+}
+
+pub async fn fork(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+    super::sandboxes::check_id(&id)?;
+    let req: ForkBody = json_body(body).await?;
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_FORKS {
+        return Err(ApiError::bad_request(format!("count must be between 1 and {MAX_FORKS}, got {count}")));
+    }
+    let timeout = super::sandboxes::check_timeout(req.timeout.unwrap_or(15))?;
+    let results = state.lifecycle.fork(&id, count, timeout).await?;
+    let body: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(row) => json!({ "sandbox": wire::Sandbox::from_row(&row, &state.domain) }),
+            Err(e) => {
+                let e = ApiError::from(e);
+                json!({ "error": { "code": e.status.as_u16(), "message": e.message } })
+            }
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}

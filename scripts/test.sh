@@ -15,5 +15,11 @@ export STASIS_AGENT=/usr/local/lib/stasis/stasis-agent
 rm -rf /var/lib/stasis-test
 mkdir -p /var/lib/stasis-test
 
-echo "== cargo test (unit + end-to-end)"
-cargo test --workspace "$@"
+status=0
+echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots)"
+cargo test --workspace "$@" || status=1
+
+echo "== SDK end-to-end tests (npm e2b, novita-sandbox, PyPI e2b) against the installed stasis"
+STASIS_BIN=/usr/local/bin/stasis bash "$REPO/tests/e2e/run.sh" || status=1
+
+exit $status

@@ -53,6 +53,14 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
             _ => return Err(ApiError::bad_request(format!("metadata idle_timeout must be a number of seconds >= 60, got {v:?}"))),
         },
     };
+    let memory_mb = req.memory_mb.unwrap_or(crate::lifecycle::DEFAULT_MEMORY_MB);
+    if !(64..=262_144).contains(&memory_mb) {
+        return Err(ApiError::bad_request(format!("memoryMB must be between 64 and 262144, got {memory_mb}")));
+    }
+    let cpu_count = req.cpu_count.unwrap_or(crate::lifecycle::DEFAULT_CPU);
+    if !(1..=256).contains(&cpu_count) {
+        return Err(ApiError::bad_request(format!("cpuCount must be between 1 and 256, got {cpu_count}")));
+    }
     let network = req.network.unwrap_or(serde_json::Value::Null);
     if !(network.is_null() || network.is_object()) {
         return Err(ApiError::bad_request("network must be an object"));
@@ -69,6 +77,8 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
         allow_internet_access: req.allow_internet_access.unwrap_or(true),
         network,
         idle_timeout_secs,
+        memory_mb,
+        cpu_count,
     })
 }
 

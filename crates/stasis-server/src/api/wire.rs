@@ -46,6 +46,11 @@ pub struct NewSandbox {
     #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
     pub allow_internet_access: Option<bool>,
     pub network: Option<serde_json::Value>,
+    /// Stasis extension: the sandbox's memory limit (E2B takes it from the template).
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: Option<u64>,
+    /// Stasis extension: CPU quota in cores.
+    pub cpu_count: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -44,6 +44,8 @@ pub struct CreateParams {
     pub network: serde_json::Value,
     /// Novita's `idle_timeout` metadata: seconds without an open client connection.
     pub idle_timeout_secs: Option<u64>,
+    pub memory_mb: u64,
+    pub cpu_count: u32,
 }
 
 /// Operator settings of the lifecycle.
@@ -160,8 +162,8 @@ impl Lifecycle {
             state: SandboxState::Creating,
             metadata: p.metadata,
             env_vars: p.env_vars.clone(),
-            cpu_count: DEFAULT_CPU,
-            memory_mb: DEFAULT_MEMORY_MB,
+            cpu_count: p.cpu_count,
+            memory_mb: p.memory_mb,
             disk_size_mb: DEFAULT_DISK_MB,
             envd_access_token: Some(ids::token()),
             traffic_access_token: p.secure.then(ids::token),

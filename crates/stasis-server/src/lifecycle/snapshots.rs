@@ -140,6 +140,8 @@ impl Lifecycle {
                     allow_internet_access: source.allow_internet_access,
                     network: source.network.clone(),
                     idle_timeout_secs: source.idle_timeout_secs,
+                    memory_mb: source.memory_mb,
+                    cpu_count: source.cpu_count,
                 };
                 let snap = snap_id.clone();
                 tokio::spawn(async move { lc.create_with(params, Some(snap)).await })

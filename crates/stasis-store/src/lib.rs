@@ -20,6 +20,9 @@ pub mod model;
 pub mod query;
 pub mod sqlite;
 
+#[cfg(test)]
+mod query_fuzz_tests;
+
 use async_trait::async_trait;
 
 pub use api_key::{generate_api_key, hash_api_key};

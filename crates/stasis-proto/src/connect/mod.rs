@@ -12,6 +12,9 @@ pub mod message;
 pub mod route;
 pub mod timeout;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use envelope::{encode_envelope, Envelope, EnvelopeDecoder};
 pub use error::{end_stream_frame, Code, ConnectError};
 pub use message::{

@@ -7,6 +7,9 @@ mod sandboxes;
 mod snapshots;
 pub mod wire;
 
+#[cfg(test)]
+mod body_fuzz_tests;
+
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
 use axum::routing::{get, post};

@@ -20,6 +20,10 @@ pub enum RuntimeError {
     TemplateNotFound(String),
     #[error("invalid sandbox id {0:?}: use 1-64 characters a-z and 0-9")]
     InvalidId(String),
+    #[error("invalid network policy: {0}")]
+    InvalidNetwork(String),
+    #[error("network: {0}")]
+    Network(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint ({op}) failed: {message}")]

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use container::network::NetworkPolicy;
 pub use container::SnapshotMeta;
 pub use error::{Result, RuntimeError};
 pub use stasis_agent::boot::config::ENVD_PORT;
@@ -33,11 +34,14 @@ pub struct SandboxSpec {
     /// Token the agent requires on every envd call (`X-Access-Token`).
     #[serde(default)]
     pub access_token: Option<String>,
+    /// Outbound network; `None`: loopback only (the host still reaches its ports).
+    #[serde(default)]
+    pub network: Option<NetworkPolicy>,
 }
 
 impl Default for SandboxSpec {
     fn default() -> Self {
-        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, max_pids: 1024, env: BTreeMap::new(), access_token: None }
+        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, max_pids: 1024, env: BTreeMap::new(), access_token: None, network: Some(NetworkPolicy::open()) }
     }
 }
 

@@ -118,7 +118,8 @@ async fn five_sandboxes_from_one_snapshot_continue_independently() {
     for c in copies.iter().chain(std::iter::once(&by_name)) {
         assert_eq!(api.sh(c, "cat /home/user/before.txt").await.trim(), "before");
         assert_eq!(api.pause(&id(c)).await, 204);
-        assert_eq!(api.connect(&id(c), json!({})).await.0, 201);
+        let (st, body) = api.connect(&id(c), json!({})).await;
+        assert_eq!(st, 201, "resume of a copy: {body}");
         assert!(state(&api, c).await.0 > n0);
     }
     for c in copies.iter().chain(std::iter::once(&by_name)) {

@@ -35,6 +35,13 @@ pub struct BootConfig {
     /// When set, every envd call must carry it in `X-Access-Token`.
     #[serde(default)]
     pub access_token: Option<String>,
+    /// Network device the host moved into the sandbox: it becomes eth0.
+    #[serde(default)]
+    pub net_device: Option<String>,
+    #[serde(default)]
+    pub sandbox_ip: String,
+    #[serde(default)]
+    pub gateway_ip: String,
 }
 
 /// Messages the boot stages write on [`SYNC_FD`]; one line each.

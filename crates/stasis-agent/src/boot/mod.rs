@@ -81,6 +81,9 @@ fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
     mounts::enter_rootfs(&cfg.rootfs, &cfg.boot_id)?;
     nix::unistd::sethostname(&cfg.hostname).context("sethostname")?;
     net::loopback_up()?;
+    if let Some(dev) = &cfg.net_device {
+        net::configure_eth0(dev, &cfg.sandbox_ip, &cfg.gateway_ip).context("configure eth0")?;
+    }
     mounts::redirect_stdio()?;
     seccomp::install().context("install seccomp filter")?;
 

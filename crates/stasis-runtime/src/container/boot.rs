@@ -17,7 +17,9 @@ use crate::error::{IoContext, Result, RuntimeError};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Boots the sandbox and returns the host pid of its init once the agent listens.
-pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path) -> Result<u32> {
+/// `after_unshare` runs once the new namespaces exist (with the pid of the process in
+/// them), before the agent goes on: the host plugs the sandbox's network device in there.
+pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
     let (host_end, child_end) = UnixStream::pair().ctx(|| "boot socketpair".into())?;
     host_end.set_read_timeout(Some(BOOT_TIMEOUT)).ctx(|| "boot socket timeout".into())?;
     let log_file = std::fs::File::create(log).ctx(|| format!("create {}", log.display()))?;
@@ -44,7 +46,7 @@ pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path) -> Result<u32> {
     let mut stage1 = cmd.spawn().ctx(|| format!("start {}", agent_binary.display()))?;
     drop(child_end);
 
-    let result = drive(&host_end, stage1.id());
+    let result = drive(&host_end, stage1.id(), after_unshare);
     // Stage 1 exits right after forking PID 1 (or on failure); reap it either way.
     if result.is_err() {
         let _ = stage1.kill();
@@ -59,7 +61,7 @@ pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path) -> Result<u32> {
     })
 }
 
-fn drive(sock: &UnixStream, stage1_pid: u32) -> Result<u32> {
+fn drive(sock: &UnixStream, stage1_pid: u32, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
     let mut reader = BufReader::new(sock);
     let mut next = || -> Result<String> {
         let mut line = String::new();
@@ -77,6 +79,7 @@ fn drive(sock: &UnixStream, stage1_pid: u32) -> Result<u32> {
     };
     expect(&next()?, sync::UNSHARED)?;
     idmap::write_maps(stage1_pid).ctx(|| format!("write id maps of {stage1_pid}"))?;
+    after_unshare(stage1_pid)?;
     (&*sock).write_all(format!("{}\n", sync::MAPPED).as_bytes()).ctx(|| "boot sync".into())?;
     let pid_line = next()?;
     let pid = pid_line

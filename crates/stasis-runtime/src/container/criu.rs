@@ -96,7 +96,9 @@ impl Criu {
     /// Restores `images` into a new set of namespaces rooted at `root`, with every
     /// restored process placed in the cgroups whose `cgroup.procs` files are given.
     /// Returns the host pid of the restored init.
-    pub fn restore(&self, images: &Path, root: &Path, work: &Path, cgroup_procs: &[PathBuf]) -> Result<u32> {
+    /// `net_device`: a veth made in the host namespace that CRIU moves in as the
+    /// sandbox's eth0 (the checkpointed eth0's peer lived outside the sandbox).
+    pub fn restore(&self, images: &Path, root: &Path, work: &Path, cgroup_procs: &[PathBuf], net_device: Option<&str>) -> Result<u32> {
         std::fs::create_dir_all(work).map_err(|e| RuntimeError::Checkpoint { op: "restore", message: format!("create {}: {e}", work.display()) })?;
         let log = work.join("restore.log");
         let pidfile = work.join("init.pid");
@@ -105,6 +107,9 @@ impl Criu {
         cmd.arg("restore").arg("-D").arg(images).arg("-W").arg(work).arg("-o").arg(&log);
         cmd.arg("--root").arg(root).arg("--restore-detached").arg("--pidfile").arg(&pidfile);
         cmd.args(COMMON);
+        if let Some(dev) = net_device {
+            cmd.arg("--external").arg(format!("netdev[eth0]:{dev}"));
+        }
         let procs: Vec<CString> = cgroup_procs.iter().map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap()).collect();
         // CRIU is placed in the sandbox's cgroups before it starts, so every task it
         // forks is born there (it does not manage cgroups itself: --manage-cgroups=ignore).

@@ -10,6 +10,7 @@ mod cgroups;
 mod criu;
 pub mod idmap;
 mod layout;
+pub mod network;
 pub mod overlay;
 mod record;
 mod snapshot;
@@ -63,6 +64,10 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Creating from a snapshot reads it (shared); deleting one writes (exclusive).
     snapshot_lock: tokio::sync::RwLock<()>,
+    /// Host network rules, installed on first use.
+    net_init: OnceLock<std::result::Result<(), String>>,
+    /// Held while a transit index is chosen and recorded.
+    net_alloc: Mutex<()>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -95,6 +100,8 @@ impl ContainerRuntime {
                 agent_layer: OnceLock::new(),
                 locks: Mutex::default(),
                 snapshot_lock: tokio::sync::RwLock::new(()),
+                net_init: OnceLock::new(),
+                net_alloc: Mutex::new(()),
             }),
         })
     }
@@ -197,6 +204,7 @@ impl Inner {
             checkpoint: None,
             boot_id: random_hex(16),
             init_start: None,
+            net_index: None,
         };
         self.boot(&mut rec, dir)
     }
@@ -204,10 +212,12 @@ impl Inner {
     /// Boots the sandbox of `rec` on its writable layer (a new boot: new boot id, no
     /// processes) and records it as running.
     fn boot(&self, rec: &mut Record, dir: &SandboxDir) -> Result<()> {
-        let id = rec.id.as_str();
+        let id = rec.id.clone();
+        let id = id.as_str();
         self.cgroups.create(id, &rec.spec)?;
         overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())?;
         rec.boot_id = random_hex(16);
+        let net = self.network_up(rec)?;
         let cfg = BootConfig {
             sandbox_id: id.to_string(),
             rootfs: dir.rootfs().display().to_string(),
@@ -217,8 +227,21 @@ impl Inner {
             agent_path: rec.agent_path.clone(),
             env: rec.spec.env.clone(),
             access_token: rec.spec.access_token.clone(),
+            net_device: net.as_ref().map(|n| n.sandbox_if.clone()),
+            sandbox_ip: network::SANDBOX_IP.to_string(),
+            gateway_ip: network::GATEWAY_IP.to_string(),
         };
-        let pid = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"))?;
+        let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), |pid| match &net {
+            Some(n) => network::move_into(n, pid),
+            None => Ok(()),
+        });
+        let pid = match booted {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.network_down(rec);
+                return Err(e);
+            }
+        };
         // The agent is the sandbox's lifeline: the OOM killer takes the user's processes first.
         let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         rec.state = SandboxState::Running;
@@ -260,6 +283,7 @@ impl Inner {
         // The commit point: from here the sandbox is paused, durably.
         rec.store(&dir.record())?;
         let _ = std::fs::remove_file(dir.path().join("restore/init.pid"));
+        self.network_down(&rec);
         overlay::unmount(&dir.rootfs())?;
         self.cgroups.remove(id)?;
         remove_other_generations(&dir, Some(generation));
@@ -271,6 +295,7 @@ impl Inner {
         let id = rec.id.clone();
         let t0 = Instant::now();
         self.cgroups.kill_all(&id)?;
+        self.network_down(rec);
         overlay::unmount(&dir.rootfs())?;
         let dump_ms = t0.elapsed().as_millis() as u64;
         let t1 = Instant::now();
@@ -317,11 +342,15 @@ impl Inner {
     fn restore_from(&self, rec: &mut Record, dir: &SandboxDir, images: &Path) -> Result<()> {
         let id = rec.id.clone();
         self.cgroups.create(&id, &rec.spec)?;
-        let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())
-            .and_then(|_| self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id)));
+        let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
+            let net = self.network_up(rec)?;
+            let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+            self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id), dev)
+        });
         let pid = match restored {
             Ok(pid) => pid,
             Err(e) => {
+                self.network_down(rec);
                 let _ = self.cgroups.kill_all(&id);
                 let _ = overlay::unmount(&dir.rootfs());
                 let _ = self.cgroups.remove(&id);
@@ -336,6 +365,35 @@ impl Inner {
         rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
         rec.store(&dir.record())
+    }
+
+    /// Sets up the sandbox's network (gateway namespace, veths, policy) if it has one,
+    /// choosing a free transit index; the index is kept in `rec`.
+    fn network_up(&self, rec: &mut Record) -> Result<Option<network::Names>> {
+        let Some(policy) = rec.spec.network.clone() else { return Ok(None) };
+        policy.validate()?;
+        if let Err(e) = self.net_init.get_or_init(|| network::init_host().map_err(|e| e.to_string())) {
+            return Err(RuntimeError::Network(e.clone()));
+        }
+        let _g = self.net_alloc.lock().unwrap();
+        // Transit subnets and device names are host-wide: every Stasis runtime on the host
+        // (other data dirs too) allocates under the same lock, from the devices that exist.
+        let _host_lock = network::HostLock::acquire()?;
+        let used = network::used_indexes()?;
+        let index = rec
+            .net_index
+            .filter(|i| !used.contains(i))
+            .or_else(|| (0..=network::MAX_INDEX).find(|i| !used.contains(i)))
+            .ok_or_else(|| RuntimeError::Network("no free transit subnet (16384 sandboxes with a network)".into()))?;
+        rec.net_index = Some(index);
+        rec.store(&self.dir(&rec.id).record())?;
+        network::setup(&rec.id, index, &policy).map(Some)
+    }
+
+    fn network_down(&self, rec: &Record) {
+        if let Some(i) = rec.net_index {
+            network::teardown(&rec.id, i);
+        }
     }
 
     fn init_alive(rec: &Record) -> bool {
@@ -362,6 +420,7 @@ impl Inner {
                 // The init is gone. If a dump completed, the pause did happen: commit it.
                 let done = generations(&dir).into_iter().filter(|g| criu::dump_completed(&dir.checkpoint(*g))).max();
                 let _ = self.cgroups.kill_all(id);
+                self.network_down(&rec);
                 overlay::unmount(&dir.rootfs())?;
                 let _ = self.cgroups.remove(id);
                 if let Some(g) = done {
@@ -399,6 +458,7 @@ impl Inner {
                 }
                 // Anything half-restored goes; the images stay.
                 let _ = self.cgroups.kill_all(id);
+                self.network_down(&rec);
                 overlay::unmount(&dir.rootfs())?;
                 let _ = self.cgroups.remove(id);
                 remove_other_generations(&dir, rec.checkpoint);
@@ -411,6 +471,9 @@ impl Inner {
     fn destroy(&self, id: &str) {
         let dir = self.dir(id);
         let _ = self.cgroups.kill_all(id);
+        if let Ok(rec) = self.load(id) {
+            self.network_down(&rec);
+        }
         let _ = overlay::unmount(&dir.rootfs());
         let _ = self.cgroups.remove(id);
         if !overlay::has_mounts_under(dir.path()) {
@@ -419,9 +482,10 @@ impl Inner {
     }
 
     fn kill(&self, id: &str) -> Result<()> {
-        self.load(id)?;
+        let rec = self.load(id)?;
         let dir = self.dir(id);
         self.cgroups.kill_all(id)?;
+        self.network_down(&rec);
         overlay::unmount(&dir.rootfs())?;
         self.cgroups.remove(id)?;
         if overlay::has_mounts_under(dir.path()) {

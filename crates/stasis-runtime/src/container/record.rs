@@ -28,6 +28,9 @@ pub struct Record {
     /// reused pid after a crash or a host reboot.
     #[serde(default)]
     pub init_start: Option<u64>,
+    /// Index of its transit subnet and device names while it has a network.
+    #[serde(default)]
+    pub net_index: Option<u32>,
 }
 
 /// Start time of process `pid` (field 22 of /proc/PID/stat), if it exists.

@@ -125,6 +125,7 @@ impl Inner {
                 checkpoint: None,
                 boot_id: random_hex(16),
                 init_start: None,
+                net_index: None,
             };
             if meta.memory {
                 self.restore_from(&mut rec, &dir, &snap_dir.join("images"))?;

@@ -65,6 +65,14 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
     if !(network.is_null() || network.is_object()) {
         return Err(ApiError::bad_request("network must be an object"));
     }
+    for key in ["allowOut", "denyOut"] {
+        if let Some(v) = network.get(key) {
+            if !v.as_array().is_some_and(|a| a.iter().all(|x| x.is_string())) {
+                return Err(ApiError::bad_request(format!("network.{key} must be a list of CIDR strings")));
+            }
+        }
+    }
+    crate::lifecycle::network_policy(true, &network).validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(CreateParams {
         template,
         timeout_secs: check_timeout(req.timeout.unwrap_or(default_timeout))?,

@@ -12,7 +12,7 @@ pub mod snapshots;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use stasis_runtime::{PauseMode, Runtime, SandboxSpec, SandboxUsage};
+use stasis_runtime::{NetworkPolicy, PauseMode, Runtime, SandboxSpec, SandboxUsage};
 use stasis_store::{now_ms, ListQuery, Page, SandboxRow, SandboxState, Store, StoreError};
 
 pub use error::{LifecycleError, Result};
@@ -186,6 +186,7 @@ impl Lifecycle {
         let lock = self.lock(&id);
         let _g = lock.lock().await;
         let spec = SandboxSpec {
+            network: Some(network_policy(p.allow_internet_access, &row.network)),
             template: p.template,
             cpu_count: row.cpu_count,
             memory_mb: row.memory_mb,
@@ -422,6 +423,15 @@ impl Lifecycle {
     pub fn start(&self) {
         scheduler::spawn(self.clone());
     }
+}
+
+/// The runtime's outbound policy from E2B's `allow_internet_access` and
+/// `network.{allowOut,denyOut}` (validated by the API layer).
+pub fn network_policy(allow_internet: bool, network: &serde_json::Value) -> NetworkPolicy {
+    let list = |k: &str| -> Vec<String> {
+        network.get(k).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    NetworkPolicy { allow_internet, allow_out: list("allowOut"), deny_out: list("denyOut") }
 }
 
 fn conflict(id: &str, current: SandboxState) -> LifecycleError {

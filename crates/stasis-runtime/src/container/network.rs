@@ -1,0 +1,244 @@
+//! Sandbox networking: every sandbox sees the same address (169.254.0.21 on its eth0, so
+//! restored and forked TCP state stays valid), and reaches the outside through a gateway
+//! network namespace of its own that translates it to a unique address and enforces its
+//! outbound policy with nftables, out of the sandbox's reach.
+//!
+//! ```text
+//! sandbox netns                gateway netns "stasis-ID"           host
+//! eth0 169.254.0.21/30  <->  gw 169.254.0.22/30
+//!                            up 10.200.X.2/30 (masquerade) <->  stxN 10.200.X.1/30 -> masquerade out
+//! ```
+//! The host reaches sandbox ports without any of this: sockets made inside the sandbox's
+//! namespace (see `netns`). Sandboxes cannot reach each other or the host's own services.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+
+pub const SANDBOX_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 21);
+pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 22);
+/// Transit addresses: 10.200.0.0/16, one /30 per sandbox.
+const TRANSIT_PREFIX: [u8; 2] = [10, 200];
+pub const MAX_INDEX: u32 = 16_383;
+
+/// What a sandbox may reach outside.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicy {
+    /// Outbound access at all (E2B's `allow_internet_access`, default true).
+    pub allow_internet: bool,
+    /// CIDRs reachable even when internet access is off or they are denied.
+    #[serde(default)]
+    pub allow_out: Vec<String>,
+    /// CIDRs never reachable (unless allowed above).
+    #[serde(default)]
+    pub deny_out: Vec<String>,
+}
+
+impl NetworkPolicy {
+    pub fn open() -> Self {
+        Self { allow_internet: true, ..Default::default() }
+    }
+
+    /// Checks every CIDR (`a.b.c.d` or `a.b.c.d/n`) before anything is configured.
+    pub fn validate(&self) -> Result<()> {
+        for c in self.allow_out.iter().chain(&self.deny_out) {
+            parse_cidr(c).ok_or_else(|| RuntimeError::InvalidNetwork(format!("{c:?} is not an IPv4 address or CIDR")))?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip, len.parse().ok().filter(|l| *l <= 32)?),
+        None => (s, 32),
+    };
+    Some((ip.parse().ok()?, len))
+}
+
+fn transit(index: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let base = index * 4;
+    let (c, d) = ((base >> 8) as u8, (base & 0xff) as u8);
+    let host = Ipv4Addr::new(TRANSIT_PREFIX[0], TRANSIT_PREFIX[1], c, d + 1);
+    let gw = Ipv4Addr::new(TRANSIT_PREFIX[0], TRANSIT_PREFIX[1], c, d + 2);
+    (host, gw)
+}
+
+/// An exclusive lock shared by every Stasis runtime on the host while it picks and sets
+/// up a transit subnet.
+pub struct HostLock(std::fs::File);
+
+impl HostLock {
+    pub fn acquire() -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let _ = std::fs::create_dir_all("/run/stasis");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/stasis/network.lock")
+            .map_err(|e| RuntimeError::Network(format!("open /run/stasis/network.lock: {e}")))?;
+        // SAFETY: flock on an fd we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(RuntimeError::Network(format!("lock: {}", std::io::Error::last_os_error())));
+        }
+        Ok(HostLock(f))
+    }
+}
+
+/// Transit indexes in use on the host: from the addresses of existing `stx*` devices.
+pub fn used_indexes() -> Result<std::collections::HashSet<u32>> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map_err(|e| RuntimeError::Network(format!("ip addr: {e}")))?;
+    let mut used = std::collections::HashSet::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dev), Some(addr)) = (f.get(1), f.get(3)) else { continue };
+        if !dev.starts_with("stx") {
+            continue;
+        }
+        if let Some((ip, _)) = parse_cidr(addr) {
+            let o = ip.octets();
+            if o[0] == TRANSIT_PREFIX[0] && o[1] == TRANSIT_PREFIX[1] {
+                used.insert(((o[2] as u32) << 8 | o[3] as u32) / 4);
+            }
+        }
+    }
+    Ok(used)
+}
+
+/// Names of one sandbox's network objects.
+pub struct Names {
+    pub netns: String,
+    /// Host end of the transit pair.
+    pub host_if: String,
+    /// The device that becomes the sandbox's eth0 (made in the host namespace).
+    pub sandbox_if: String,
+}
+
+pub fn names(id: &str, index: u32) -> Names {
+    Names { netns: format!("stasis-{id}"), host_if: format!("stx{index}"), sandbox_if: format!("sts{index}") }
+}
+
+fn run(what: &str, cmd: &mut Command, input: Option<&str>) -> Result<()> {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| RuntimeError::Network(format!("{what}: cannot run: {e}")))?;
+    if let Some(text) = input {
+        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| RuntimeError::Network(format!("{what}: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Network(format!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(())
+}
+
+/// Host-wide rules, once per daemon start: forwarding on, sandboxes' traffic masqueraded
+/// out, never to each other nor to the host itself.
+pub fn init_host() -> Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| RuntimeError::Network(format!("enable ip_forward: {e}")))?;
+    let rules = "table ip stasis\n\
+        delete table ip stasis\n\
+        table ip stasis {\n\
+          chain input { type filter hook input priority -10; policy accept;\n\
+            iifname \"stx*\" ct state established,related accept\n\
+            iifname \"stx*\" drop\n\
+          }\n\
+          chain forward { type filter hook forward priority -10; policy accept;\n\
+            iifname \"stx*\" oifname \"stx*\" drop\n\
+          }\n\
+          chain postrouting { type nat hook postrouting priority 100; policy accept;\n\
+            ip saddr 10.200.0.0/16 oifname != \"stx*\" masquerade\n\
+          }\n\
+        }\n";
+    run("nft host rules", Command::new("nft").arg("-f").arg("-"), Some(rules))
+}
+
+/// Makes the sandbox's gateway namespace and both veth pairs; the sandbox end stays in the
+/// host namespace until it is moved into the sandbox (at boot) or by CRIU (at restore).
+pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
+    let n = names(id, index);
+    teardown(id, index);
+    let (host_ip, gw_ip) = transit(index);
+    let host = format!(
+        "netns add {ns}\n\
+         link add {hi} type veth peer name uplink netns {ns}\n\
+         link add {si} type veth peer name gw netns {ns}\n\
+         addr add {host_ip}/30 dev {hi}\n\
+         link set {hi} up\n",
+        ns = n.netns,
+        hi = n.host_if,
+        si = n.sandbox_if,
+    );
+    run("ip setup", Command::new("ip").arg("-batch").arg("-"), Some(&host))?;
+    let inside = format!(
+        "link set dev lo up\n\
+         addr add {gw_ip}/30 dev uplink\n\
+         link set dev uplink up\n\
+         addr add {GATEWAY_IP}/30 dev gw\n\
+         link set dev gw up\n\
+         route add default via {host_ip}\n"
+    );
+    run("ip setup (gateway)", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&inside))?;
+    let mut rules = String::from(
+        "table ip gw {\n\
+           chain forward { type filter hook forward priority 0; policy drop;\n\
+             ct state established,related accept\n\
+             iifname \"uplink\" drop\n",
+    );
+    for c in &policy.allow_out {
+        rules.push_str(&format!("    ip daddr {c} accept\n"));
+    }
+    for c in &policy.deny_out {
+        rules.push_str(&format!("    ip daddr {c} drop\n"));
+    }
+    if policy.allow_internet {
+        rules.push_str("    accept\n");
+    }
+    rules.push_str(&format!(
+        "  }}\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    oifname \"uplink\" snat to {gw_ip}\n  }}\n}}\n"
+    ));
+    run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))?;
+    Ok(n)
+}
+
+/// Removes the gateway namespace, and with it every veth of the sandbox (each pair has an
+/// end in there). Devices are never deleted by name: once torn down, the index may
+/// already belong to another sandbox. Idempotent.
+pub fn teardown(id: &str, index: u32) {
+    let n = names(id, index);
+    let _ = run("ip netns del", Command::new("ip").args(["netns", "del", &n.netns]), None);
+}
+
+/// Moves the sandbox end into the namespace of process `pid` (a booting sandbox).
+pub fn move_into(n: &Names, pid: u32) -> Result<()> {
+    run("move veth into sandbox", Command::new("ip").args(["link", "set", &n.sandbox_if, "netns", &pid.to_string()]), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transit_subnets_do_not_overlap() {
+        assert_eq!(transit(0), (Ipv4Addr::new(10, 200, 0, 1), Ipv4Addr::new(10, 200, 0, 2)));
+        assert_eq!(transit(1), (Ipv4Addr::new(10, 200, 0, 5), Ipv4Addr::new(10, 200, 0, 6)));
+        assert_eq!(transit(64), (Ipv4Addr::new(10, 200, 1, 1), Ipv4Addr::new(10, 200, 1, 2)));
+        assert_eq!(transit(MAX_INDEX).1, Ipv4Addr::new(10, 200, 255, 254));
+    }
+
+    #[test]
+    fn cidrs_are_checked() {
+        assert!(NetworkPolicy { allow_out: vec!["10.0.0.0/8".into(), "1.2.3.4".into()], ..NetworkPolicy::open() }.validate().is_ok());
+        assert!(NetworkPolicy { deny_out: vec!["10.0.0.0/33".into()], ..NetworkPolicy::open() }.validate().is_err());
+        assert!(NetworkPolicy { deny_out: vec!["example.com".into()], ..NetworkPolicy::open() }.validate().is_err());
+        assert!(NetworkPolicy { deny_out: vec!["1.2.3.4; drop".into()], ..NetworkPolicy::open() }.validate().is_err());
+    }
+}

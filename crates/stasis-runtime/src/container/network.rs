@@ -187,6 +187,7 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
          route add default via {host_ip}\n"
     );
     run("ip setup (gateway)", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&inside))?;
+    enable_forwarding(&n.netns)?;
     let mut rules = String::from(
         "table ip gw {\n\
            chain forward { type filter hook forward priority 0; policy drop;\n\
@@ -207,6 +208,19 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     ));
     run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))?;
     Ok(n)
+}
+
+/// Turns IPv4 forwarding on inside a named namespace (the setting is per namespace and
+/// new ones start with it off): from a thread that enters the namespace.
+fn enable_forwarding(netns: &str) -> Result<()> {
+    let ns = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| RuntimeError::Network(format!("open netns {netns}: {e}")))?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+    })
+    .join()
+    .map_err(|_| RuntimeError::Network("forwarding thread panicked".into()))?
+    .map_err(|e| RuntimeError::Network(format!("enable forwarding in {netns}: {e}")))
 }
 
 /// Removes the gateway namespace, and with it every veth of the sandbox (each pair has an

@@ -1,0 +1,254 @@
+//! Issue 7: services in sandboxes, reachable through the proxy (by Host and by header,
+//! HTTP streaming and WebSocket), cut at pause, back after resume with the same process;
+//! outbound access per policy; sandboxes cannot reach each other.
+//! Traffic goes only to 127.0.0.1 and to a network namespace this test makes itself.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::api::{id, Api};
+use common::Server;
+use serde_json::{json, Value};
+
+/// An HTTP server in the sandbox: `/` answers "hello from PID", `/stream` sends a line
+/// every 100 ms forever, `/ws` is a WebSocket echo (stdlib only).
+const APP: &str = r#"cat > /tmp/app.py <<'PY'
+import base64, hashlib, http.server, os, socketserver, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/ws":
+            key = self.headers["Sec-WebSocket-Key"]
+            acc = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            self.send_response(101); self.send_header("Upgrade", "websocket"); self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", acc); self.end_headers(); self.wfile.flush()
+            while True:
+                h = self.rfile.read(2)
+                if len(h) < 2: return
+                n = h[1] & 127
+                if n == 126: n = int.from_bytes(self.rfile.read(2), "big")
+                mask = self.rfile.read(4); data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(n)))
+                self.wfile.write(bytes([0x81, len(data)]) + data); self.wfile.flush()
+        elif self.path == "/stream":
+            self.send_response(200); self.send_header("Transfer-Encoding", "chunked"); self.end_headers()
+            i = 0
+            while True:
+                line = ("line %d\n" % i).encode(); i += 1
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line)); self.wfile.flush(); time.sleep(0.1)
+        else:
+            body = ("hello from %d" % os.getpid()).encode()
+            self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+S(("0.0.0.0", 8000), H).serve_forever()
+PY
+nohup python3 /tmp/app.py >/dev/null 2>&1 &"#;
+
+async fn start_app(api: &Api, sbx: &Value) {
+    api.sh(sbx, APP).await;
+    for _ in 0..100 {
+        if api.sh(sbx, "python3 -c \"import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8000/').status)\" 2>/dev/null").await.trim() == "200" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("app did not start");
+}
+
+fn by_host(s: &Server, sbx: &Value, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().get(format!("{}{path}", s.url)).header("host", format!("8000-{}.localhost", id(sbx)))
+}
+
+fn by_header(s: &Server, sbx: &Value, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().get(format!("{}{path}", s.url)).header("e2b-sandbox-id", id(sbx)).header("e2b-sandbox-port", "8000")
+}
+
+/// A WebSocket round trip over a raw TCP connection to the proxy.
+fn websocket_echo(s: &Server, sbx: &Value, text: &str) -> String {
+    let addr = s.url.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /ws HTTP/1.1\r\nHost: 8000-{}.localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        id(sbx)
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key passes through: {head}");
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    c.write_all(&frame).unwrap();
+    let mut hdr = [0u8; 2];
+    c.read_exact(&mut hdr).unwrap();
+    let mut data = vec![0u8; (hdr[1] & 127) as usize];
+    c.read_exact(&mut data).unwrap();
+    String::from_utf8(data).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_answer_by_host_and_header_are_cut_at_pause_and_come_back() {
+    let s = Server::start("ports");
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 300})).await;
+    start_app(&api, &sbx).await;
+
+    let r = by_host(&s, &sbx, "/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let hello = r.text().await.unwrap();
+    assert!(hello.starts_with("hello from "), "{hello}");
+    assert_eq!(by_header(&s, &sbx, "/").send().await.unwrap().text().await.unwrap(), hello);
+    assert_eq!(websocket_echo(&s, &sbx, "ping over websocket"), "ping over websocket");
+
+    // A streaming client is cut at pause (not left hanging), and gets no clean end.
+    let mut stream = by_host(&s, &sbx, "/stream").send().await.unwrap();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("line 0"));
+    let reader = tokio::spawn(async move {
+        let mut lines = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), stream.chunk()).await {
+                Ok(Ok(Some(_))) => lines += 1,
+                Ok(Ok(None)) => return (lines, "clean end"),
+                Ok(Err(_)) => return (lines, "cut"),
+                Err(_) => return (lines, "hung"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.pause(&id(&sbx)).await, 204);
+    let (lines, how) = reader.await.unwrap();
+    assert_eq!(how, "cut", "the open connection must be disconnected at pause (after {lines} lines)");
+    // While paused: 502.
+    let r = by_host(&s, &sbx, "/").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    // After resume: the same URL, the same server process.
+    assert_eq!(api.connect(&id(&sbx), json!({})).await.0, 201);
+    let r = by_host(&s, &sbx, "/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), hello, "after resume the same process answers");
+    assert_eq!(websocket_echo(&s, &sbx, "again"), "again");
+    api.kill(&id(&sbx)).await;
+}
+
+#[tokio::test]
+async fn auto_resume_on_http_and_traffic_token_for_secure_sandboxes() {
+    let s = Server::start("portar");
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 300, "autoResume": {"enabled": true}})).await;
+    start_app(&api, &sbx).await;
+    let hello = by_host(&s, &sbx, "/").send().await.unwrap().text().await.unwrap();
+    assert_eq!(api.pause(&id(&sbx)).await, 204);
+    let r = by_host(&s, &sbx, "/").send().await.unwrap();
+    assert_eq!(r.status(), 200, "the request resumes the sandbox and is served");
+    assert_eq!(r.text().await.unwrap(), hello);
+    assert_eq!(api.state(&id(&sbx)).await.as_deref(), Some("running"));
+
+    // secure: ports need the traffic token.
+    let sec = api.create(json!({"timeout": 300, "secure": true})).await;
+    start_app(&api, &sec).await;
+    let token = sec["trafficAccessToken"].as_str().expect("secure sandboxes get a traffic token").to_string();
+    assert_eq!(by_host(&s, &sec, "/").send().await.unwrap().status(), 403);
+    let r = by_host(&s, &sec, "/").header("e2b-traffic-access-token", &token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    api.kill(&id(&sbx)).await;
+    api.kill(&id(&sec)).await;
+}
+
+/// A network namespace of the test's own, with an HTTP server at 10.99.R.2:8080.
+struct TestServerNs {
+    name: String,
+    ip: String,
+    server: std::process::Child,
+}
+
+impl TestServerNs {
+    fn start() -> Self {
+        let r = (std::process::id() % 200) as u8 + 20;
+        let name = format!("stasistest{r}");
+        let (host_if, ip) = (format!("sttest{r}"), format!("10.99.{r}.2"));
+        let sh = |cmd: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+            assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip link add {host_if} type veth peer name eth0 netns {name}"));
+        sh(&format!("ip addr add 10.99.{r}.1/30 dev {host_if} && ip link set {host_if} up"));
+        sh(&format!("ip -n {name} addr add {ip}/30 dev eth0 && ip -n {name} link set eth0 up && ip -n {name} link set lo up"));
+        sh(&format!("ip -n {name} route add default via 10.99.{r}.1"));
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &name, "/usr/bin/python3", "-m", "http.server", "--bind", &ip, "8080"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
+        common::wait_for("the test server in its namespace", || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
+        TestServerNs { name, ip, server }
+    }
+}
+
+impl Drop for TestServerNs {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+async fn reach(api: &Api, sbx: &Value, url: &str) -> bool {
+    let cmd = format!("python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}', timeout=3).status)\" 2>/dev/null || echo blocked");
+    api.sh(sbx, &cmd).await.trim() == "200"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_follows_the_policy_and_sandboxes_cannot_reach_each_other() {
+    let s = Server::start("netpol");
+    let api = Api::new(&s);
+    let srv = TestServerNs::start();
+    let url = format!("http://{}:8080/", srv.ip);
+    let subnet = format!("{}/30", srv.ip.rsplit_once('.').map(|(a, _)| format!("{a}.0")).unwrap());
+
+    let open = api.create(json!({"timeout": 120})).await;
+    let closed = api.create(json!({"timeout": 120, "allow_internet_access": false})).await;
+    let allowed = api.create(json!({"timeout": 120, "allow_internet_access": false, "network": {"allowOut": [subnet]}})).await;
+    let denied = api.create(json!({"timeout": 120, "network": {"denyOut": [format!("{}/32", srv.ip)]}})).await;
+    assert!(reach(&api, &open, &url).await, "default policy reaches the test server");
+    assert!(!reach(&api, &closed, &url).await, "allow_internet_access=false must block");
+    assert!(reach(&api, &allowed, &url).await, "allowOut opens a CIDR even with internet off");
+    assert!(!reach(&api, &denied, &url).await, "denyOut blocks a CIDR");
+    // The policy survives pause/resume.
+    assert_eq!(api.pause(&id(&closed)).await, 204);
+    assert_eq!(api.connect(&id(&closed), json!({})).await.0, 201);
+    assert!(!reach(&api, &closed, &url).await, "policy lost across pause/resume");
+    assert_eq!(api.pause(&id(&open)).await, 204);
+    assert_eq!(api.connect(&id(&open), json!({})).await.0, 201);
+    assert!(reach(&api, &open, &url).await, "network lost across pause/resume");
+
+    // Two sandboxes: b cannot reach a's server, by the shared address or a's transit one.
+    start_app(&api, &open).await;
+    assert!(!reach(&api, &denied, "http://169.254.0.21:8000/").await, "169.254.0.21 is each sandbox itself");
+    let transit = api.sh(&open, "python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.connect(('10.99.0.1',9));print(s.getsockname()[0])\"").await;
+    assert_eq!(transit.trim(), "169.254.0.21", "every sandbox has the same address");
+    assert!(!reach(&api, &denied, "http://10.200.0.2:8000/").await);
+    assert!(!reach(&api, &denied, "http://10.200.0.6:8000/").await);
+    // Bad CIDRs are refused up front.
+    let (st, body) = api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"network": {"denyOut": ["not-a-cidr"]}}))).await;
+    assert_eq!(st, 400, "{body}");
+    for sbx in [&open, &closed, &allowed, &denied] {
+        api.kill(&id(sbx)).await;
+    }
+}

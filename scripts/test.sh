@@ -12,8 +12,9 @@ cd "$REPO"
 
 # The tests use the agent and CRIU that setup just installed, and their own data dirs.
 export STASIS_AGENT=/usr/local/lib/stasis/stasis-agent
-rm -rf /var/lib/stasis-test
+"$REPO/scripts/clean-test-data.sh"
 mkdir -p /var/lib/stasis-test
+chmod 0711 /var/lib/stasis-test
 
 status=0
 echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots)"

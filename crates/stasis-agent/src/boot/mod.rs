@@ -22,6 +22,9 @@ use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Uid};
 pub use config::BootConfig;
 use sync::SyncChannel;
 
+/// Open files per sandbox process (soft and hard limit).
+pub const OPEN_FILES: u64 = 65_536;
+
 /// Entry of `stasis-agent boot`. Returns only on failure; the error is also reported to
 /// the host on the sync channel.
 pub fn stage1(config_json: &str) -> Result<()> {
@@ -39,6 +42,14 @@ fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
     for procs in &cfg.cgroup_procs {
         std::fs::write(procs, &me).with_context(|| format!("join cgroup {procs}"))?;
     }
+    // Open files per process: set here (while host root may), not inherited from whoever
+    // started the daemon. Memory and pids cgroups bound the total.
+    // (Capped by the current hard limit: raising it needs CAP_SYS_RESOURCE, which a
+    // containerised host may not grant.)
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("get RLIMIT_NOFILE")?;
+    let files = OPEN_FILES.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, files, files).context("set RLIMIT_NOFILE")?;
     unshare(
         CloneFlags::CLONE_NEWUSER
             | CloneFlags::CLONE_NEWNS

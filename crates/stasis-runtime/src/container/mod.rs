@@ -332,7 +332,9 @@ impl Inner {
             }
         };
         self.restore_from(&mut rec, &dir, &dir.checkpoint(generation))?;
-        remove_other_generations(&dir, None);
+        // Deleting a GiB of images takes longer than the restore itself: moved aside now,
+        // deleted in the background (a leftover is removed at kill).
+        discard_generations_later(&dir);
         Ok(())
     }
 
@@ -559,6 +561,19 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Moves every checkpoint generation to the sandbox's trash and deletes it on a
+/// background thread.
+fn discard_generations_later(dir: &SandboxDir) {
+    let trash = dir.path().join("trash");
+    let _ = std::fs::create_dir_all(&trash);
+    for g in generations(dir) {
+        let _ = std::fs::rename(dir.checkpoint(g), trash.join(format!("{g}-{}", random_hex(4))));
+    }
+    std::thread::spawn(move || {
+        let _ = std::fs::remove_dir_all(&trash);
+    });
 }
 
 fn dir_size(p: &Path) -> u64 {

@@ -266,10 +266,17 @@ impl Lifecycle {
         self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {}).await?;
         // A paused sandbox serves nobody: open connections are cut now, cleanly.
         self.inner.activity.disconnect_all(id);
-        if let Err(e) = self.inner.runtime.pause(id, mode(memory)).await {
-            // The runtime leaves the sandbox running when a pause fails.
-            let _ = self.flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {}).await;
-            return Err(e.into());
+        let started = std::time::Instant::now();
+        match self.inner.runtime.pause(id, mode(memory)).await {
+            Ok(stats) => tracing::info!(
+                sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
+                dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
+            ),
+            Err(e) => {
+                // The runtime leaves the sandbox running when a pause fails.
+                let _ = self.flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {}).await;
+                return Err(e.into());
+            }
         }
         let now = now_ms();
         self.flip(id, &[SandboxState::Pausing], SandboxState::Paused, move |r| {

@@ -64,6 +64,16 @@ configure_host() {
     mkdir -p "$DATA"
     chmod 0711 "$DATA"
     chown root:root "$DATA"
+    # Lazy restore (resume in ~0.1 s whatever the memory size) uses userfaultfd from
+    # inside the sandbox's user namespace, which needs this host-wide switch. Sandboxed
+    # code itself cannot use userfaultfd (seccomp); see docs/security.md for the trade-off.
+    # STASIS_LAZY_RESTORE=0 at setup keeps it off (resume then copies memory eagerly).
+    local conf=/etc/sysctl.d/60-stasis.conf want=1
+    [ "${STASIS_LAZY_RESTORE:-1}" = 0 ] && want=0
+    if [ "$(cat "$conf" 2>/dev/null)" != "vm.unprivileged_userfaultfd = $want" ]; then
+        echo "vm.unprivileged_userfaultfd = $want" >"$conf"
+    fi
+    sysctl -q -w "vm.unprivileged_userfaultfd=$want" || warn "cannot set vm.unprivileged_userfaultfd (resume will not be lazy)"
 }
 
 # True if $1 is a live `stasis serve` process.

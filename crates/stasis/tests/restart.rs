@@ -39,10 +39,13 @@ async fn start_pyvar(api: &Api, sbx: &Value, mib: u32) -> String {
     panic!("python never started");
 }
 
+/// Asks the python process for its value. The signal is re-sent on every poll: right
+/// after a lazy restore, another process's command line can read as empty until its
+/// pages are in, so one `pkill -f` may match nothing.
 async fn pyvar_now(api: &Api, sbx: &Value) -> String {
-    api.sh(sbx, "rm -f /tmp/pyval; pkill -USR1 -f 'random.getrandbit[s]'").await;
+    api.sh(sbx, "rm -f /tmp/pyval").await;
     for _ in 0..200 {
-        let v = api.sh(sbx, "cat /tmp/pyval 2>/dev/null").await;
+        let v = api.sh(sbx, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /tmp/pyval 2>/dev/null").await;
         if v.trim().len() > 3 {
             return v.trim().to_string();
         }

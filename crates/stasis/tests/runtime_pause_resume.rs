@@ -35,9 +35,13 @@ fn last_count(h: &Host, id: &str) -> u64 {
     h.sh(id, "tail -n1 /home/user/counter 2>/dev/null || echo 0").trim().parse().unwrap_or(0)
 }
 
+/// The signal is re-sent on every poll: right after a lazy restore another process's
+/// command line can read as empty until its pages are in.
 fn python_value_now(h: &Host, id: &str) -> String {
-    h.sh(id, "rm -f /home/user/py-now; pkill -USR1 -f 'random.getrandbit[s]'");
-    wait_for("python answer", || h.sh(id, "cat /home/user/py-now 2>/dev/null || true").trim().len() > 3);
+    h.sh(id, "rm -f /home/user/py-now");
+    wait_for("python answer", || {
+        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true").trim().len() > 3
+    });
     h.sh(id, "cat /home/user/py-now")
 }
 

@@ -98,13 +98,28 @@ impl Criu {
     /// Returns the host pid of the restored init.
     /// `net_device`: a veth made in the host namespace that CRIU moves in as the
     /// sandbox's eth0 (the checkpointed eth0's peer lived outside the sandbox).
-    pub fn restore(&self, images: &Path, root: &Path, work: &Path, cgroup_procs: &[PathBuf], net_device: Option<&str>) -> Result<u32> {
+    /// With `lazy`, memory is not copied before the tree runs: a `criu lazy-pages` daemon
+    /// (returned) serves each page on first touch and pushes the rest in the background,
+    /// reading the images, which must stay until it exits.
+    pub fn restore(
+        &self,
+        images: &Path,
+        root: &Path,
+        work: &Path,
+        cgroup_procs: &[PathBuf],
+        net_device: Option<&str>,
+        lazy: bool,
+    ) -> Result<(u32, Option<std::process::Child>)> {
         std::fs::create_dir_all(work).map_err(|e| RuntimeError::Checkpoint { op: "restore", message: format!("create {}: {e}", work.display()) })?;
         let log = work.join("restore.log");
         let pidfile = work.join("init.pid");
         let _ = std::fs::remove_file(&pidfile);
+        let daemon = if lazy { Some(self.start_lazy_pages(images, work)?) } else { None };
         let mut cmd = Command::new(&self.binary);
         cmd.arg("restore").arg("-D").arg(images).arg("-W").arg(work).arg("-o").arg(&log);
+        if lazy {
+            cmd.arg("--lazy-pages");
+        }
         cmd.arg("--root").arg(root).arg("--restore-detached").arg("--pidfile").arg(&pidfile);
         cmd.args(COMMON);
         if let Some(dev) = net_device {
@@ -128,11 +143,66 @@ impl Criu {
                 Ok(())
             });
         }
-        self.run("restore", cmd, &log)?;
-        let pid = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
-            RuntimeError::Checkpoint { op: "restore", message: format!("criu wrote no pid to {}", pidfile.display()) }
-        })?;
-        Ok(pid)
+        let stop_daemon = |mut d: Option<std::process::Child>| {
+            if let Some(d) = d.as_mut() {
+                let _ = d.kill();
+                let _ = d.wait();
+            }
+        };
+        if let Err(e) = self.run("restore", cmd, &log) {
+            stop_daemon(daemon);
+            return Err(e);
+        }
+        let pid = match std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
+            Some(p) => p,
+            None => {
+                stop_daemon(daemon);
+                return Err(RuntimeError::Checkpoint { op: "restore", message: format!("criu wrote no pid to {}", pidfile.display()) });
+            }
+        };
+        Ok((pid, daemon))
+    }
+
+    /// Starts the lazy-pages daemon for `images` and waits until it listens (its socket
+    /// is `lazy-pages.socket` in the shared work dir).
+    fn start_lazy_pages(&self, images: &Path, work: &Path) -> Result<std::process::Child> {
+        let sock = work.join("lazy-pages.socket");
+        let _ = std::fs::remove_file(&sock);
+        let log = work.join("lazy-pages.log");
+        let mut child = Command::new(&self.binary)
+            .arg("lazy-pages")
+            .arg("-D")
+            .arg(images)
+            .arg("-W")
+            .arg(work)
+            .arg("-o")
+            .arg(&log)
+            .arg("-v2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| RuntimeError::Checkpoint { op: "lazy-pages", message: format!("cannot run {}: {e}", self.binary.display()) })?;
+        let start = std::time::Instant::now();
+        while !sock.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(RuntimeError::Checkpoint { op: "lazy-pages", message: format!("daemon exited with {status}: {}", log_errors(&log, b"")) });
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RuntimeError::Checkpoint { op: "lazy-pages", message: "daemon did not start listening within 5 s".into() });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(child)
+    }
+
+    /// Whether lazy restore can work here: CRIU restores into a user namespace, where
+    /// userfaultfd needs `vm.unprivileged_userfaultfd = 1`.
+    pub fn lazy_supported() -> bool {
+        std::env::var("STASIS_LAZY_RESTORE").map_or(true, |v| v != "0")
+            && std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").is_ok_and(|v| v.trim() == "1")
     }
 }
 

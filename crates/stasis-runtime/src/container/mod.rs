@@ -7,7 +7,7 @@
 mod agent_layer;
 mod boot;
 mod cgroups;
-mod criu;
+pub(crate) mod criu;
 pub mod idmap;
 mod layout;
 pub mod network;
@@ -68,6 +68,8 @@ struct Inner {
     net_init: OnceLock<std::result::Result<(), String>>,
     /// Held while a transit index is chosen and recorded.
     net_alloc: Mutex<()>,
+    /// Restore memory lazily (userfaultfd) when the host allows it.
+    lazy: bool,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -102,6 +104,7 @@ impl ContainerRuntime {
                 snapshot_lock: tokio::sync::RwLock::new(()),
                 net_init: OnceLock::new(),
                 net_alloc: Mutex::new(()),
+                lazy: criu::Criu::lazy_supported(),
             }),
         })
     }
@@ -259,6 +262,7 @@ impl Inner {
             (SandboxState::Running, None) => return Err(RuntimeError::NotRunning(id.to_string())),
         };
         let dir = self.dir(id);
+        wait_for_lazy_pages(&dir);
         if mode == PauseMode::Filesystem {
             return self.pause_filesystem(&mut rec, &dir);
         }
@@ -331,26 +335,28 @@ impl Inner {
                 return result;
             }
         };
-        self.restore_from(&mut rec, &dir, &dir.checkpoint(generation))?;
+        let daemon = self.restore_from(&mut rec, &dir, &dir.checkpoint(generation))?;
         // Deleting a GiB of images takes longer than the restore itself: moved aside now,
-        // deleted in the background (a leftover is removed at kill).
-        discard_generations_later(&dir);
+        // deleted in the background once no lazy-pages daemon reads them (a leftover is
+        // removed at kill).
+        discard_generations_later(&dir, daemon);
         Ok(())
     }
 
     /// Restores the memory images in `images` into the sandbox of `rec` (its overlay
     /// mounted, its cgroups made) and records it as running. On failure nothing of the
     /// attempt is left running and `rec` is unchanged on disk.
-    fn restore_from(&self, rec: &mut Record, dir: &SandboxDir, images: &Path) -> Result<()> {
+    /// Returns the lazy-pages daemon still filling memory in, if restore was lazy.
+    fn restore_from(&self, rec: &mut Record, dir: &SandboxDir, images: &Path) -> Result<Option<std::process::Child>> {
         let id = rec.id.clone();
         self.cgroups.create(&id, &rec.spec)?;
         let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
             let net = self.network_up(rec)?;
             let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
-            self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id), dev)
+            self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id), dev, self.lazy)
         });
-        let pid = match restored {
-            Ok(pid) => pid,
+        let (pid, daemon) = match restored {
+            Ok(r) => r,
             Err(e) => {
                 self.network_down(rec);
                 let _ = self.cgroups.kill_all(&id);
@@ -366,7 +372,8 @@ impl Inner {
         rec.init_pid = Some(pid);
         rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
-        rec.store(&dir.record())
+        rec.store(&dir.record())?;
+        Ok(daemon)
     }
 
     /// Sets up the sandbox's network (gateway namespace, veths, policy) if it has one,
@@ -563,15 +570,28 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
     total
 }
 
+/// A lazy restore is still filling memory in: its pages must all be in before the tree
+/// is dumped again (a fresh dump reads every page anyway; this bounds the wait).
+fn wait_for_lazy_pages(dir: &SandboxDir) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !criu::running_for(dir.path()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Moves every checkpoint generation to the sandbox's trash and deletes it on a
 /// background thread.
-fn discard_generations_later(dir: &SandboxDir) {
+fn discard_generations_later(dir: &SandboxDir, lazy_daemon: Option<std::process::Child>) {
     let trash = dir.path().join("trash");
     let _ = std::fs::create_dir_all(&trash);
     for g in generations(dir) {
         let _ = std::fs::rename(dir.checkpoint(g), trash.join(format!("{g}-{}", random_hex(4))));
     }
     std::thread::spawn(move || {
+        // The daemon reads the (renamed: same files) images until every page is in.
+        if let Some(mut d) = lazy_daemon {
+            let _ = d.wait();
+        }
         let _ = std::fs::remove_dir_all(&trash);
     });
 }

@@ -60,6 +60,7 @@ impl Inner {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let dir = self.dir(id);
+        super::wait_for_lazy_pages(&dir);
         let t0 = Instant::now();
         // Frozen for the whole capture: memory and files are of one instant (CRIU checks
         // the sizes of open files against the files it will find at restore).
@@ -128,7 +129,15 @@ impl Inner {
                 net_index: None,
             };
             if meta.memory {
-                self.restore_from(&mut rec, &dir, &snap_dir.join("images"))?;
+                if let Some(mut daemon) = self.restore_from(&mut rec, &dir, &snap_dir.join("images"))? {
+                    // Reaped when it has filled the memory in. A snapshot deleted meanwhile
+                    // kept its images for this daemon: the last reader drops them.
+                    let snap_dir = snap_dir.clone();
+                    std::thread::spawn(move || {
+                        let _ = daemon.wait();
+                        drop_images_if_deleted(&snap_dir);
+                    });
+                }
                 agent_handover(&rec, meta.spec.access_token.as_deref(), spec)
             } else {
                 self.boot(&mut rec, &dir)
@@ -146,9 +155,9 @@ impl Inner {
         self.snapshot_meta(snap)?;
         let dir = self.layout.snapshot(snap);
         std::fs::File::create(dir.join(DELETED)).and_then(|f| f.sync_all()).ctx(|| "mark snapshot deleted".into())?;
-        // Memory images only serve sandboxes being created; those hold the runtime's
-        // snapshot lock, so none is reading them now.
-        let _ = std::fs::remove_dir_all(dir.join("images"));
+        // Memory images only serve sandboxes being created, and lazy restores still
+        // filling memory in: they go now unless such a restore still reads them.
+        drop_images_if_deleted(&dir);
         self.collect_snapshots();
         Ok(())
     }
@@ -190,6 +199,13 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// Removes a deleted snapshot's memory images once no CRIU (lazy-pages daemon) reads them.
+fn drop_images_if_deleted(snap_dir: &Path) {
+    if snap_dir.join(DELETED).exists() && super::criu::running_for(&snap_dir.join("images")).is_empty() {
+        let _ = std::fs::remove_dir_all(snap_dir.join("images"));
     }
 }
 

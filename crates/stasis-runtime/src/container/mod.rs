@@ -6,6 +6,7 @@
 
 mod agent_layer;
 mod boot;
+mod flush;
 mod cgroups;
 pub(crate) mod criu;
 pub mod idmap;
@@ -270,7 +271,10 @@ impl Inner {
         let images = dir.checkpoint(generation);
         std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
         let t0 = Instant::now();
-        if let Err(e) = self.criu.dump(pid, &images, &self.cgroups.freezer(id), false) {
+        let flusher = flush::Flusher::start(&images);
+        let dumped = self.criu.dump(pid, &images, &self.cgroups.freezer(id), false);
+        flusher.stop();
+        if let Err(e) = dumped {
             // CRIU leaves the tree running when a dump fails; make sure it is thawed and
             // keep nothing of the attempt.
             let _ = self.cgroups.set_frozen(id, false);
@@ -279,7 +283,10 @@ impl Inner {
         }
         let dump_ms = t0.elapsed().as_millis() as u64;
         let t1 = Instant::now();
-        syncfs(&images)?;
+        // The images file by file (their writeback is mostly done), then the filesystem
+        // for the writable layer, whose dirty files we cannot name.
+        flush::fsync_dir(&images).ctx(|| format!("fsync {}", images.display()))?;
+        syncfs(&dir.upper())?;
         let sync_ms = t1.elapsed().as_millis() as u64;
         rec.state = SandboxState::Paused;
         rec.init_pid = None;

@@ -115,6 +115,10 @@ start_server() {
     if grep -q -- '--data-dir' <<<"$help"; then
         args+=(--data-dir "$DATA")
     fi
+    # HTTPS beside HTTP: https://{port}-{id}.localhost:3443 with the local CA (docs/network.md).
+    if grep -q -- '--tls-listen' <<<"$help" && "$STASIS_BIN" tls init --data-dir "$DATA" >/dev/null; then
+        args+=(--tls-listen 127.0.0.1:3443)
+    fi
     stop_server
     mkdir -p "$(dirname "$LOG_FILE")"
     log "starting: $STASIS_BIN ${args[*]} (log $LOG_FILE, pid file $PID_FILE)"

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod proxy;
 mod recovery;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct ServeConfig {
     pub paused_retention: Option<std::time::Duration>,
     /// On SIGTERM, pause every running sandbox; the next start resumes them.
     pub pause_on_shutdown: bool,
+    /// Also serve over TLS here, with the certificate from `stasis tls init`.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -43,6 +46,18 @@ const RESUME_ON_START: &str = "resume-on-start.json";
 
 /// Sends sandbox-addressed requests to the proxy, the rest on to the control API.
 async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::CONNECT {
+        let by_authority = req.uri().authority().and_then(|a| proxy::target::from_host(a.as_str(), &state.domain));
+        let target = match by_authority {
+            Some(t) => Ok(Some(t)),
+            None => proxy::target::resolve(req.headers(), &state.domain),
+        };
+        return match target {
+            Ok(Some(target)) => proxy::tunnel(state, target, req).await,
+            Err(e) => api::ApiError::bad_request(e.to_string()).into_response(),
+            Ok(None) => api::ApiError::bad_request("CONNECT needs a sandbox host {port}-{id}.{domain} or the sandbox headers").into_response(),
+        };
+    }
     match proxy::target::resolve(req.headers(), &state.domain) {
         Ok(Some(target)) => proxy::handle(state, target, req).await,
         Ok(None) => next.run(req).await,
@@ -124,6 +139,16 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     lifecycle.start();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
     eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
+    let tls_task = match cfg.tls_listen {
+        Some(addr) => {
+            let tls_cfg = tls::server_config(&cfg.data_dir.join("tls"), &cfg.domain).context("TLS (--tls-listen)")?;
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
+            eprintln!("stasis: serving on https://{} (CA: {})", l.local_addr()?, tls::files(&cfg.data_dir.join("tls")).ca_cert.display());
+            Some(tokio::spawn(tls::serve(l, app.clone(), tls_cfg)))
+        }
+        None => None,
+    };
+    let _abort_tls = tls_task.map(|t| t.abort_handle());
     tokio::select! {
         r = axum::serve(listener, app) => r?,
         _ = shutdown_signal() => {}

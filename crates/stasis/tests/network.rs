@@ -252,3 +252,69 @@ async fn outbound_follows_the_policy_and_sandboxes_cannot_reach_each_other() {
         api.kill(&id(sbx)).await;
     }
 }
+
+#[tokio::test]
+async fn https_with_the_local_ca_and_raw_tcp_through_connect() {
+    let host = common::Host::new("tls");
+    let out = host.stasis(&["tls", "init", "--data-dir", host.data_dir.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let s = Server::start_on(host, &["--tls-listen", &format!("127.0.0.1:{tls_port}")]);
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 300})).await;
+    start_app(&api, &sbx).await;
+    common::wait_for("TLS listener", || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok());
+
+    // https://{port}-{id}.{domain} verified against the CA `stasis tls init` made.
+    let name = format!("8000-{}.localhost", id(&sbx));
+    let ca = s.host.data_dir.join("tls/ca.pem");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", ca.to_str().unwrap()])
+        .args(["--resolve", &format!("{name}:{tls_port}:127.0.0.1"), &format!("https://{name}:{tls_port}/")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl over TLS failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from "), "{}", String::from_utf8_lossy(&out.stdout));
+    // The same certificate does not verify for another domain.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", ca.to_str().unwrap()])
+        .args(["--resolve", &format!("8000-x.example.test:{tls_port}:127.0.0.1"), &format!("https://8000-x.example.test:{tls_port}/")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a certificate for another name must not verify");
+
+    // Raw TCP (not HTTP) through CONNECT.
+    api.sh(&sbx, r#"cat > /tmp/echo.py <<'PY'
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen()
+while True:
+    c, _ = s.accept()
+    data = c.recv(1024)
+    c.sendall(b"echo:" + data); c.close()
+PY
+nohup python3 /tmp/echo.py >/dev/null 2>&1 &"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let sid = id(&sbx);
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "CONNECT 9000-{sid}.localhost:9000 HTTP/1.1\r\nHost: 9000-{sid}.localhost:9000\r\n\r\n").unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+        c.write_all(b"raw bytes\x00\x01").unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(reply, b"echo:raw bytes\x00\x01");
+    api.kill(&id(&sbx)).await;
+}

@@ -29,52 +29,98 @@ fn error(status: StatusCode, id: &str, message: String) -> Response {
     r
 }
 
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
+/// Checks the request's tokens and makes sure the sandbox runs (auto-resuming it when it
+/// asked for that). `Err` is the answer to send instead.
+async fn admit(state: &AppState, target: &Target, headers: &axum::http::HeaderMap) -> Result<(), Response> {
     let id = target.sandbox_id.as_str();
     // Authenticate before anything else: an unauthenticated request must not even
     // auto-resume a sandbox.
     let row = match state.lifecycle.store().get_sandbox(id).await {
         Ok(Some(r)) => r,
-        Ok(None) => return not_running(id),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, id, format!("store: {e}")),
+        Ok(None) => return Err(not_running(id)),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, id, format!("store: {e}"))),
     };
     if target.port == ENVD_PORT {
         if let Some(token) = &row.envd_access_token {
-            match header(&req, "x-access-token") {
+            match header(headers, "x-access-token") {
                 Some(t) if same(t, token) => {}
-                Some(_) => return error(StatusCode::UNAUTHORIZED, id, "invalid access token".into()),
-                None => return error(StatusCode::UNAUTHORIZED, id, "missing access token (X-Access-Token header)".into()),
+                Some(_) => return Err(error(StatusCode::UNAUTHORIZED, id, "invalid access token".into())),
+                None => return Err(error(StatusCode::UNAUTHORIZED, id, "missing access token (X-Access-Token header)".into())),
             }
         }
     } else if let Some(token) = &row.traffic_access_token {
-        match header(&req, "e2b-traffic-access-token") {
+        match header(headers, "e2b-traffic-access-token") {
             Some(t) if same(t, token) => {}
-            _ => return error(StatusCode::FORBIDDEN, id, "this sandbox's ports need its traffic access token (e2b-traffic-access-token header)".into()),
+            _ => {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    id,
+                    "this sandbox's ports need its traffic access token (e2b-traffic-access-token header)".into(),
+                ))
+            }
         }
     }
     match state.lifecycle.route(id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_running(id),
-        Err(e) => return error(StatusCode::BAD_GATEWAY, id, format!("cannot resume the sandbox: {e}")),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(not_running(id)),
+        Err(e) => Err(error(StatusCode::BAD_GATEWAY, id, format!("cannot resume the sandbox: {e}"))),
+    }
+}
+
+async fn open(state: &AppState, target: &Target) -> Result<tokio::net::TcpStream, Response> {
+    let id = target.sandbox_id.as_str();
+    match state.lifecycle.runtime().connect(id, target.port).await {
+        Ok(s) => Ok(s),
+        Err(stasis_runtime::RuntimeError::NotRunning(_)) | Err(stasis_runtime::RuntimeError::NotFound(_)) => Err(not_running(id)),
+        Err(_) => Err(error(StatusCode::BAD_GATEWAY, id, format!("The sandbox is running but port {} is not open", target.port))),
+    }
+}
+
+pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
+    let id = target.sandbox_id.as_str();
+    if let Err(r) = admit(&state, &target, req.headers()).await {
+        return r;
     }
     let guard = state.lifecycle.activity().enter(id);
-    let stream = match state.lifecycle.runtime().connect(id, target.port).await {
+    let stream = match open(&state, &target).await {
         Ok(s) => s,
-        Err(stasis_runtime::RuntimeError::NotRunning(_)) | Err(stasis_runtime::RuntimeError::NotFound(_)) => return not_running(id),
-        Err(_) => {
-            return error(StatusCode::BAD_GATEWAY, id, format!("The sandbox is running but port {} is not open", target.port));
-        }
+        Err(r) => return r,
     };
     match forward::forward(stream, req, guard).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::BAD_GATEWAY, id, e),
     }
+}
+
+/// `CONNECT {port}-{id}.{domain}:N` (or with the sandbox headers): a raw TCP tunnel to
+/// the port, for protocols that are not HTTP. Cut at pause like every connection.
+pub async fn tunnel(state: AppState, target: Target, mut req: Request) -> Response {
+    if let Err(r) = admit(&state, &target, req.headers()).await {
+        return r;
+    }
+    let stream = match open(&state, &target).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let guard = state.lifecycle.activity().enter(&target.sandbox_id);
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(client) = upgrade.await else { return };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut stream = stream;
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut stream) => {}
+            _ = guard.cancel.cancelled() => {}
+        }
+        drop(guard);
+    });
+    StatusCode::OK.into_response()
 }

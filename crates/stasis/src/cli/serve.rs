@@ -27,6 +27,9 @@ pub struct Args {
     /// On SIGTERM, pause every running sandbox; the next start resumes them.
     #[arg(long)]
     pause_on_shutdown: bool,
+    /// Also serve HTTPS here (certificate from `stasis tls init` in the data dir).
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: Args) -> u8 {
@@ -42,6 +45,7 @@ pub async fn run(args: Args) -> u8 {
         agent_binary: ContainerConfig::default_agent_binary(),
         paused_retention: args.paused_retention,
         pause_on_shutdown: args.pause_on_shutdown,
+        tls_listen: args.tls_listen,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

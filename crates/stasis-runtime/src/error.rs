@@ -26,6 +26,8 @@ pub enum RuntimeError {
     Network(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
+    #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]
+    CorruptCheckpoint(String),
     #[error("checkpoint ({op}) failed: {message}")]
     Checkpoint { op: &'static str, message: String },
     #[error("{context}: {source}")]

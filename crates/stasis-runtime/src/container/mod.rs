@@ -6,6 +6,7 @@
 
 mod agent_layer;
 mod boot;
+mod checksum;
 mod flush;
 mod cgroups;
 pub(crate) mod criu;
@@ -285,6 +286,7 @@ impl Inner {
         let t1 = Instant::now();
         // The images file by file (their writeback is mostly done), then the filesystem
         // for the writable layer, whose dirty files we cannot name.
+        checksum::write(&images)?;
         flush::fsync_dir(&images).ctx(|| format!("fsync {}", images.display()))?;
         syncfs(&dir.upper())?;
         let sync_ms = t1.elapsed().as_millis() as u64;
@@ -356,6 +358,7 @@ impl Inner {
     /// Returns the lazy-pages daemon still filling memory in, if restore was lazy.
     fn restore_from(&self, rec: &mut Record, dir: &SandboxDir, images: &Path) -> Result<Option<std::process::Child>> {
         let id = rec.id.clone();
+        checksum::verify(images)?;
         self.cgroups.create(&id, &rec.spec)?;
         let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
             let net = self.network_up(rec)?;
@@ -440,6 +443,8 @@ impl Inner {
                 overlay::unmount(&dir.rootfs())?;
                 let _ = self.cgroups.remove(id);
                 if let Some(g) = done {
+                    // Its checksums were never written: the dump completed, so sum it now.
+                    checksum::write(&dir.checkpoint(g))?;
                     syncfs(&dir.checkpoint(g))?;
                     rec.state = SandboxState::Paused;
                     rec.init_pid = None;

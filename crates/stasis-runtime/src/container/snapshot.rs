@@ -70,6 +70,7 @@ impl Inner {
                 let images = tmp.join("images");
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
                 self.criu.dump(pid, &images, &self.cgroups.freezer(id), true)?;
+                super::checksum::write(&images)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
         })();

@@ -27,6 +27,9 @@ pub struct SandboxSpec {
     pub template: String,
     pub cpu_count: u32,
     pub memory_mb: u64,
+    /// Disk size: the most the sandbox can write. 0: no limit (writes go to the data dir).
+    #[serde(default)]
+    pub disk_mb: u64,
     pub max_pids: u64,
     /// Environment for every process of the sandbox.
     #[serde(default)]
@@ -41,7 +44,7 @@ pub struct SandboxSpec {
 
 impl Default for SandboxSpec {
     fn default() -> Self {
-        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, max_pids: 1024, env: BTreeMap::new(), access_token: None, network: Some(NetworkPolicy::open()) }
+        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, disk_mb: 4096, max_pids: 1024, env: BTreeMap::new(), access_token: None, network: Some(NetworkPolicy::open()) }
     }
 }
 

@@ -4,7 +4,8 @@
 //! DATA/templates/NAME/rootfs        template root filesystems (read-only lower layers)
 //! DATA/agents/HASH/                 agent layer: the agent binary and device nodes
 //! DATA/sandboxes/ID/record.json     the sandbox's persisted record (atomically replaced)
-//! DATA/sandboxes/ID/upper, work     its writable layer (overlay upper and work dirs)
+//! DATA/sandboxes/ID/disk.img        its disk: a sparse ext4 image of its disk size
+//! DATA/sandboxes/ID/disk/upper,work its writable layer, on that disk (loop-mounted)
 //! DATA/sandboxes/ID/rootfs          mount point of its root overlay while it runs
 //! DATA/sandboxes/ID/checkpoints/N   memory images of checkpoint generation N
 //! DATA/snapshots/SID/layer          a snapshot's files (a copy of the source's writable layer)
@@ -63,11 +64,18 @@ impl SandboxDir {
     pub fn record(&self) -> PathBuf {
         self.0.join("record.json")
     }
+    /// The sandbox's own filesystem (its disk image mounted here): holds upper and work.
+    pub fn disk(&self) -> PathBuf {
+        self.0.join("disk")
+    }
+    pub fn disk_image(&self) -> PathBuf {
+        self.0.join("disk.img")
+    }
     pub fn upper(&self) -> PathBuf {
-        self.0.join("upper")
+        self.disk().join("upper")
     }
     pub fn work(&self) -> PathBuf {
-        self.0.join("work")
+        self.disk().join("work")
     }
     pub fn rootfs(&self) -> PathBuf {
         self.0.join("rootfs")

@@ -7,6 +7,7 @@
 mod agent_layer;
 mod boot;
 mod checksum;
+mod disk;
 mod flush;
 mod cgroups;
 pub(crate) mod criu;
@@ -197,8 +198,7 @@ impl Inner {
 
     fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Path) -> Result<()> {
         let agent_layer = self.agent_layer()?;
-        std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
-        idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+        std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
         let mut rec = Record {
             id: id.to_string(),
             spec: spec.clone(),
@@ -220,7 +220,7 @@ impl Inner {
         let id = rec.id.clone();
         let id = id.as_str();
         self.cgroups.create(id, &rec.spec)?;
-        overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())?;
+        mount_fs(rec, dir)?;
         rec.boot_id = random_hex(16);
         let net = self.network_up(rec)?;
         let cfg = BootConfig {
@@ -297,7 +297,7 @@ impl Inner {
         rec.store(&dir.record())?;
         let _ = std::fs::remove_file(dir.path().join("restore/init.pid"));
         self.network_down(&rec);
-        overlay::unmount(&dir.rootfs())?;
+        unmount_fs(&dir)?;
         self.cgroups.remove(id)?;
         remove_other_generations(&dir, Some(generation));
         Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
@@ -309,7 +309,7 @@ impl Inner {
         let t0 = Instant::now();
         self.cgroups.kill_all(&id)?;
         self.network_down(rec);
-        overlay::unmount(&dir.rootfs())?;
+        unmount_fs(&dir)?;
         let dump_ms = t0.elapsed().as_millis() as u64;
         let t1 = Instant::now();
         syncfs(dir.path())?;
@@ -336,7 +336,7 @@ impl Inner {
                 let result = self.boot(&mut rec, &dir);
                 if result.is_err() {
                     let _ = self.cgroups.kill_all(id);
-                    let _ = overlay::unmount(&dir.rootfs());
+                    let _ = unmount_fs(&dir);
                     let _ = self.cgroups.remove(id);
                 } else {
                     remove_other_generations(&dir, None);
@@ -360,7 +360,7 @@ impl Inner {
         let id = rec.id.clone();
         checksum::verify(images)?;
         self.cgroups.create(&id, &rec.spec)?;
-        let restored = overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs()).and_then(|_| {
+        let restored = mount_fs(rec, dir).and_then(|_| {
             let net = self.network_up(rec)?;
             let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
             self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id), dev, self.lazy)
@@ -370,7 +370,7 @@ impl Inner {
             Err(e) => {
                 self.network_down(rec);
                 let _ = self.cgroups.kill_all(&id);
-                let _ = overlay::unmount(&dir.rootfs());
+                let _ = unmount_fs(&dir);
                 let _ = self.cgroups.remove(&id);
                 return Err(e);
             }
@@ -440,7 +440,7 @@ impl Inner {
                 let done = generations(&dir).into_iter().filter(|g| criu::dump_completed(&dir.checkpoint(*g))).max();
                 let _ = self.cgroups.kill_all(id);
                 self.network_down(&rec);
-                overlay::unmount(&dir.rootfs())?;
+                unmount_fs(&dir)?;
                 let _ = self.cgroups.remove(id);
                 if let Some(g) = done {
                     // Its checksums were never written: the dump completed, so sum it now.
@@ -480,7 +480,7 @@ impl Inner {
                 // Anything half-restored goes; the images stay.
                 let _ = self.cgroups.kill_all(id);
                 self.network_down(&rec);
-                overlay::unmount(&dir.rootfs())?;
+                unmount_fs(&dir)?;
                 let _ = self.cgroups.remove(id);
                 remove_other_generations(&dir, rec.checkpoint);
                 Ok(Recovered::Paused)
@@ -495,7 +495,7 @@ impl Inner {
         if let Ok(rec) = self.load(id) {
             self.network_down(&rec);
         }
-        let _ = overlay::unmount(&dir.rootfs());
+        let _ = unmount_fs(&dir);
         let _ = self.cgroups.remove(id);
         if !overlay::has_mounts_under(dir.path()) {
             let _ = std::fs::remove_dir_all(dir.path());
@@ -507,7 +507,7 @@ impl Inner {
         let dir = self.dir(id);
         self.cgroups.kill_all(id)?;
         self.network_down(&rec);
-        overlay::unmount(&dir.rootfs())?;
+        unmount_fs(&dir)?;
         self.cgroups.remove(id)?;
         if overlay::has_mounts_under(dir.path()) {
             return Err(RuntimeError::Io {
@@ -544,6 +544,24 @@ fn ensure_traversable(data_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Mounts the sandbox's disk (when it has a size) and its root overlay on it.
+fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
+    if rec.spec.disk_mb > 0 {
+        disk::mount(&dir.disk_image(), &dir.disk(), rec.spec.disk_mb)?;
+    }
+    if !dir.upper().exists() {
+        std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
+        idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+    }
+    overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())
+}
+
+/// Unmounts the root overlay, then the disk under it (idempotent).
+fn unmount_fs(dir: &SandboxDir) -> Result<()> {
+    overlay::unmount(&dir.rootfs())?;
+    disk::unmount(&dir.disk())
 }
 
 fn next_generation(dir: &SandboxDir) -> u64 {

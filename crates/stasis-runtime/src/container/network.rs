@@ -71,7 +71,9 @@ fn transit(index: u32) -> (Ipv4Addr, Ipv4Addr) {
 
 /// An exclusive lock shared by every Stasis runtime on the host while it picks and sets
 /// up a transit subnet.
-pub struct HostLock(std::fs::File);
+pub struct HostLock {
+    _file: std::fs::File,
+}
 
 impl HostLock {
     pub fn acquire() -> Result<Self> {
@@ -87,7 +89,7 @@ impl HostLock {
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(RuntimeError::Network(format!("lock: {}", std::io::Error::last_os_error())));
         }
-        Ok(HostLock(f))
+        Ok(HostLock { _file: f })
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::record::Record;
-use super::{idmap, random_hex, syncfs, validate_id, Inner};
+use super::{random_hex, syncfs, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
 
@@ -115,11 +115,15 @@ impl Inner {
         // The snapshot's layer sits right under the agent layer (always first).
         lower_dirs.insert(1, snap_dir.join("layer").display().to_string());
         let result = (|| -> Result<()> {
-            std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
-            idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+            std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
             let mut rec = Record {
                 id: id.to_string(),
-                spec: SandboxSpec { env: spec.env.clone(), access_token: spec.access_token.clone(), ..meta.spec.clone() },
+                spec: SandboxSpec {
+                    env: spec.env.clone(),
+                    access_token: spec.access_token.clone(),
+                    network: spec.network.clone(),
+                    ..meta.spec.clone()
+                },
                 state: SandboxState::Running,
                 init_pid: None,
                 lower_dirs,

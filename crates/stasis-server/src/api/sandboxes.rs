@@ -61,6 +61,10 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
     if !(1..=256).contains(&cpu_count) {
         return Err(ApiError::bad_request(format!("cpuCount must be between 1 and 256, got {cpu_count}")));
     }
+    let disk_mb = req.disk_size_mb.unwrap_or(crate::lifecycle::DEFAULT_DISK_MB);
+    if !(64..=1_048_576).contains(&disk_mb) {
+        return Err(ApiError::bad_request(format!("diskSizeMB must be between 64 and 1048576, got {disk_mb}")));
+    }
     let network = req.network.unwrap_or(serde_json::Value::Null);
     if !(network.is_null() || network.is_object()) {
         return Err(ApiError::bad_request("network must be an object"));
@@ -87,6 +91,7 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
         idle_timeout_secs,
         memory_mb,
         cpu_count,
+        disk_mb,
     })
 }
 

@@ -51,6 +51,9 @@ pub struct NewSandbox {
     pub memory_mb: Option<u64>,
     /// Stasis extension: CPU quota in cores.
     pub cpu_count: Option<u32>,
+    /// Stasis extension: disk size (the most the sandbox can write).
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -46,6 +46,7 @@ pub struct CreateParams {
     pub idle_timeout_secs: Option<u64>,
     pub memory_mb: u64,
     pub cpu_count: u32,
+    pub disk_mb: u64,
 }
 
 /// Operator settings of the lifecycle.
@@ -164,7 +165,7 @@ impl Lifecycle {
             env_vars: p.env_vars.clone(),
             cpu_count: p.cpu_count,
             memory_mb: p.memory_mb,
-            disk_size_mb: DEFAULT_DISK_MB,
+            disk_size_mb: p.disk_mb,
             envd_access_token: Some(ids::token()),
             traffic_access_token: p.secure.then(ids::token),
             started_at: now,
@@ -190,6 +191,7 @@ impl Lifecycle {
             template: p.template,
             cpu_count: row.cpu_count,
             memory_mb: row.memory_mb,
+            disk_mb: row.disk_size_mb,
             max_pids: 1024,
             env: p.env_vars,
             access_token: row.envd_access_token.clone(),

@@ -142,6 +142,7 @@ impl Lifecycle {
                     idle_timeout_secs: source.idle_timeout_secs,
                     memory_mb: source.memory_mb,
                     cpu_count: source.cpu_count,
+                    disk_mb: source.disk_size_mb,
                 };
                 let snap = snap_id.clone();
                 tokio::spawn(async move { lc.create_with(params, Some(snap)).await })

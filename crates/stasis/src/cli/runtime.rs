@@ -29,6 +29,9 @@ enum Cmd {
         memory_mb: u64,
         #[arg(long, default_value_t = 2)]
         cpus: u32,
+        /// Disk size in MiB: the most the sandbox can write (0: no limit).
+        #[arg(long, default_value_t = 4096)]
+        disk_mb: u64,
         /// KEY=VALUE, repeatable: environment of every process.
         #[arg(long = "env")]
         envs: Vec<String>,
@@ -104,9 +107,9 @@ pub async fn run(args: Args) -> u8 {
 
 async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
     match cmd {
-        Cmd::Create { id, template, memory_mb, cpus, envs, from } => {
+        Cmd::Create { id, template, memory_mb, cpus, disk_mb, envs, from } => {
             let env = envs.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let spec = SandboxSpec { template, memory_mb, cpu_count: cpus, env, ..Default::default() };
+            let spec = SandboxSpec { template, memory_mb, cpu_count: cpus, disk_mb, env, ..Default::default() };
             match from {
                 Some(snap) => rt.create_from_snapshot(&id, &snap, &spec).await?,
                 None => rt.create(&id, &spec).await?,

@@ -1,0 +1,849 @@
+//! Issue 9, "Faults": what happens when the host misbehaves under a sandbox operation.
+//!
+//! - the disk fills up during a pause (a loop-mounted ext4 of the test's own);
+//! - a checkpoint is truncated or has a flipped byte when it is resumed;
+//! - CRIU is missing, or its dump / restore fails (a wrapper script as `STASIS_CRIU`);
+//! - `stasis serve` is SIGKILLed at a random point of create / pause / resume / kill,
+//!   over and over, and every sandbox must come back consistent with nothing leaked.
+//!   `STASIS_FAULT_ITERATIONS` sets the rounds (8 here; `scripts/fault-loop.sh` runs 50).
+//!
+//! Every server here is this file's own (its own environment: `STASIS_CRIU`), on
+//! 127.0.0.1; nothing else is contacted.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::api::envd_run;
+use common::{agent_binary, cgroup_dirs, mounts_under, unique_id, Host, API_KEY};
+use serde_json::{json, Value};
+
+const TEST_ROOT: &str = "/var/lib/stasis-test";
+const SYSTEM_BASE: &str = "/var/lib/stasis/templates/base";
+const REAL_CRIU: &str = "/usr/local/sbin/criu";
+
+// ------------------------------------------------------------------ data dirs and servers
+
+/// A data dir at `dir` (created, base template linked); cleaned by `Host`'s drop.
+fn host_at(dir: &Path) -> Host {
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    assert!(Path::new(SYSTEM_BASE).join("rootfs").is_dir(), "base template missing: run scripts/setup.sh");
+    std::os::unix::fs::symlink(SYSTEM_BASE, dir.join("templates/base")).unwrap();
+    Host { data_dir: dir.to_path_buf() }
+}
+
+fn test_root() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = PathBuf::from(TEST_ROOT);
+    std::fs::create_dir_all(&root).unwrap();
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    root
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A small ext4 of the test's own, loop-mounted; unmounted and deleted on drop (panics
+/// included). `-m 0`: nothing reserved for root (the server and CRIU run as root).
+struct LoopFs {
+    dir: PathBuf,
+    mnt: PathBuf,
+}
+
+impl LoopFs {
+    fn new(size_mb: u64) -> Self {
+        let dir = test_root().join(unique_id("fsfull"));
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let img = dir.join("img");
+        let fs = LoopFs { dir, mnt };
+        run("truncate", &["-s", &format!("{size_mb}M"), img.to_str().unwrap()]);
+        run("mkfs.ext4", &["-q", "-F", "-m", "0", img.to_str().unwrap()]);
+        run("mount", &["-o", "loop", img.to_str().unwrap(), fs.mnt.to_str().unwrap()]);
+        run("chmod", &["0711", fs.mnt.to_str().unwrap()]);
+        fs
+    }
+
+    /// Bytes free for root.
+    fn avail(&self) -> u64 {
+        let out = run("df", &["-B1", "--output=avail", self.mnt.to_str().unwrap()]);
+        out.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        // Whatever a failed test left mounted below first, then the fs itself.
+        let mut below = mounts_under(&self.mnt);
+        below.sort_by(|a, b| b.len().cmp(&a.len()));
+        for m in below {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `stasis serve` of this file's own: like `common::Server`, plus an environment and a
+/// start that may fail (returned with the log).
+struct Srv {
+    host: Option<Host>,
+    url: String,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Srv {
+    fn start(host: Host, env: &[(&str, &str)]) -> Result<Srv, (Host, String)> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stasis"));
+        cmd.env("STASIS_AGENT", agent_binary());
+        Self::spawn(host, env, cmd)
+    }
+
+    /// `wrap`: the program (with its args) that execs `stasis serve ...` appended to it.
+    fn spawn(host: Host, env: &[(&str, &str)], mut cmd: Command) -> Result<Srv, (Host, String)> {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let logp = host.data_dir.join("serve.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&logp).unwrap();
+        if cmd.get_program() != env!("CARGO_BIN_EXE_stasis") {
+            cmd.arg(env!("CARGO_BIN_EXE_stasis"));
+        }
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", API_KEY])
+            .env("STASIS_DATA_DIR", &host.data_dir)
+            .env("STASIS_AGENT", agent_binary())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("start stasis serve");
+        let start = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Srv { host: Some(host), url, child });
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let log = std::fs::read_to_string(&logp).unwrap_or_default();
+                return Err((host, format!("serve exited ({st}):\n{log}")));
+            }
+            // Recovery may wait for a CRIU a crashed server left running (<= 120 s).
+            if start.elapsed() > Duration::from_secs(180) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("serve did not listen within 180 s:\n{}", std::fs::read_to_string(&logp).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn host(&self) -> &Host {
+        self.host.as_ref().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.host().data_dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash; gives the data dir back.
+    fn crash(mut self) -> Host {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.host.take().unwrap()
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ API client
+
+struct Ctl {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Ctl {
+    fn new(s: &Srv) -> Self {
+        Ctl { url: s.url.clone(), http: reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap() }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).header("x-api-key", API_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let (s, v) = self.call(reqwest::Method::POST, "/v2/sandboxes", Some(body)).await;
+        assert_eq!(s, 201, "create: {v}");
+        v
+    }
+
+    async fn state(&self, id: &str) -> Option<String> {
+        let (s, v) = self.call(reqwest::Method::GET, &format!("/sandboxes/{id}"), None).await;
+        (s == 200).then(|| v["state"].as_str().unwrap_or("?").to_string())
+    }
+
+    async fn pause(&self, id: &str) -> (u16, Value) {
+        self.call(reqwest::Method::POST, &format!("/sandboxes/{id}/pause"), None).await
+    }
+
+    async fn connect(&self, id: &str) -> (u16, Value) {
+        self.call(reqwest::Method::POST, &format!("/v2/sandboxes/{id}/connect"), Some(json!({}))).await
+    }
+
+    async fn kill(&self, id: &str) -> u16 {
+        self.call(reqwest::Method::DELETE, &format!("/sandboxes/{id}"), None).await.0
+    }
+
+    async fn sh(&self, sbx: &Sbx, cmd: &str) -> String {
+        envd_run(&self.url, &sbx.id, &sbx.token, cmd).await
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Sbx {
+    id: String,
+    token: String,
+}
+
+impl Sbx {
+    fn of(v: &Value) -> Self {
+        Sbx { id: v["sandboxID"].as_str().unwrap().to_string(), token: v["envdAccessToken"].as_str().unwrap_or_default().to_string() }
+    }
+}
+
+/// A python3 process holding a random value and `mib` MiB of touched memory; SIGUSR1
+/// makes it write the value to /tmp/pyval (as in restart.rs).
+fn pyvar_cmd(mib: u32) -> String {
+    format!(
+        r#"nohup python3 -c '
+import os, random, signal, time
+ballast = bytearray(os.urandom(1 << 20)) * {mib}
+v = random.getrandbits(62)
+open("/tmp/py-initial", "w").write(str(v))
+def dump(*_):
+    open("/tmp/pyval.tmp", "w").write(str(v)); os.rename("/tmp/pyval.tmp", "/tmp/pyval")
+signal.signal(signal.SIGUSR1, dump)
+while True: time.sleep(1)
+' >/dev/null 2>&1 &"#
+    )
+}
+
+async fn start_pyvar(c: &Ctl, sbx: &Sbx, mib: u32) -> String {
+    c.sh(sbx, &pyvar_cmd(mib)).await;
+    for _ in 0..600 {
+        let v = c.sh(sbx, "cat /tmp/py-initial 2>/dev/null").await;
+        if v.trim().len() > 3 {
+            return v.trim().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("python never started");
+}
+
+/// The python process's value now (re-signalled on every poll: see restart.rs).
+async fn pyvar_now(c: &Ctl, sbx: &Sbx) -> String {
+    c.sh(sbx, "rm -f /tmp/pyval").await;
+    for _ in 0..200 {
+        let v = c.sh(sbx, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /tmp/pyval 2>/dev/null").await;
+        if v.trim().len() > 3 {
+            return v.trim().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("python did not answer");
+}
+
+/// Checkpoint generations present under a sandbox dir.
+fn generations(sandbox_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(sandbox_dir.join("checkpoints"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn record_state(sandbox_dir: &Path) -> Option<String> {
+    let rec: Value = serde_json::from_slice(&std::fs::read(sandbox_dir.join("record.json")).ok()?).ok()?;
+    rec["state"].as_str().map(str::to_string)
+}
+
+fn msg(v: &Value) -> String {
+    v["message"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+}
+
+// ------------------------------------------------------------------ 1. disk full
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_during_pause_fails_cleanly_and_the_sandbox_keeps_running() {
+    let fs = LoopFs::new(1024);
+    let s = Srv::start(host_at(&fs.mnt.join("data")), &[]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600, "memoryMB": 1024})).await);
+    let val = start_pyvar(&c, &sbx, 300).await;
+    let pid_before = c.sh(&sbx, "pgrep -f 'random.getrandbit[s]'").await;
+
+    // Leave ~100 MiB: less than the 300 MiB the dump must write.
+    let filler = fs.mnt.join("filler");
+    let fill = fs.avail().saturating_sub(100 << 20);
+    run("fallocate", &["-l", &fill.to_string(), filler.to_str().unwrap()]);
+    assert!(fs.avail() < 150 << 20, "could not fill the fs: {} bytes free", fs.avail());
+
+    let (status, body) = c.pause(&sbx.id).await;
+    assert!((500..600).contains(&status), "pause on a full disk: {status} {body}");
+    assert!(body.is_object() && body["code"].as_u64() == Some(status as u64), "not a JSON error: {body}");
+    let m = msg(&body).to_lowercase();
+    assert!(m.contains("no space") || m.contains("enospc"), "the error does not say why: {m}");
+
+    // Still running, same process, same memory; nothing of the attempt kept.
+    assert_eq!(c.state(&sbx.id).await.as_deref(), Some("running"));
+    let dir = s.host().sandbox_dir(&sbx.id);
+    assert_eq!(record_state(&dir).as_deref(), Some("running"));
+    assert_eq!(c.sh(&sbx, "pgrep -f 'random.getrandbit[s]'").await, pid_before, "process restarted");
+    assert_eq!(pyvar_now(&c, &sbx).await, val, "memory changed by the failed pause");
+    assert_eq!(generations(&dir), Vec::<String>::new(), "a partial checkpoint was left");
+    assert!(c.sh(&sbx, "echo alive").await.contains("alive"));
+
+    // Room again: the same sandbox pauses and resumes with its memory.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body) = c.pause(&sbx.id).await;
+    assert_eq!(status, 204, "pause after freeing space: {body}");
+    assert_eq!(c.connect(&sbx.id).await.0, 201);
+    assert_eq!(pyvar_now(&c, &sbx).await, val);
+    assert_eq!(c.kill(&sbx.id).await, 204);
+}
+
+// ------------------------------------------------------------------ 2. damaged checkpoints
+
+/// The biggest `pages-*.img` of the sandbox's (single) checkpoint.
+fn biggest_pages_image(sandbox_dir: &Path) -> PathBuf {
+    let gens = generations(sandbox_dir);
+    assert_eq!(gens.len(), 1, "checkpoints: {gens:?}");
+    let images = sandbox_dir.join("checkpoints").join(&gens[0]);
+    std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .map(|e| e.path())
+        .expect("no pages image")
+}
+
+/// Pauses a sandbox holding 64 MiB, damages its pages image with `damage`, resumes:
+/// the resume must fail clearly and keep everything; undoing the damage must then give
+/// a normal resume with the same memory (so nothing was deleted).
+async fn damaged_checkpoint_case(name: &str, damage: impl FnOnce(&Path) -> Box<dyn FnOnce()>) {
+    let s = Srv::start(Host::new(name), &[]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
+    let val = start_pyvar(&c, &sbx, 64).await;
+    c.sh(&sbx, "echo keep-me > /root/file-on-disk").await;
+    assert_eq!(c.pause(&sbx.id).await.0, 204);
+    let dir = s.host().sandbox_dir(&sbx.id);
+    let pages = biggest_pages_image(&dir);
+    let undo = damage(&pages);
+
+    let (status, body) = c.connect(&sbx.id).await;
+    let after = c.state(&sbx.id).await;
+    let verdict = if (200..300).contains(&status) {
+        // "Resumed": what does the sandbox hold now?
+        let alive = tokio::time::timeout(Duration::from_secs(20), c.sh(&sbx, "pgrep -f 'random.getrandbit[s]' || echo gone")).await;
+        format!("resume of a damaged checkpoint succeeded ({status}); state {after:?}; python: {alive:?}")
+    } else {
+        String::new()
+    };
+    assert!(verdict.is_empty(), "{verdict}\nserver log:\n{}", s.log());
+    assert!((500..600).contains(&status), "resume of a damaged checkpoint: {status} {body}");
+    assert!(!msg(&body).is_empty(), "no error message: {body}");
+    assert_eq!(after.as_deref(), Some("paused"), "after a failed resume");
+    assert_eq!(record_state(&dir).as_deref(), Some("paused"));
+    assert!(pages.exists(), "the checkpoint was deleted");
+    assert!(dir.join("upper/root/file-on-disk").exists(), "the writable layer was deleted");
+    assert!(mounts_under(&dir).is_empty(), "a failed resume left mounts: {:?}", mounts_under(&dir));
+
+    // Repaired, it resumes as if nothing happened.
+    undo();
+    assert_eq!(c.connect(&sbx.id).await.0, 201, "resume after repair\n{}", s.log());
+    assert_eq!(pyvar_now(&c, &sbx).await, val);
+    assert_eq!(c.sh(&sbx, "cat /root/file-on-disk").await.trim(), "keep-me");
+    assert_eq!(c.kill(&sbx.id).await, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_checkpoint_fails_resume_clearly_and_keeps_the_sandbox_paused() {
+    damaged_checkpoint_case("ftrunc", |pages| {
+        let data = std::fs::read(pages).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(pages).unwrap();
+        f.set_len(data.len() as u64 / 2).unwrap();
+        let p = pages.to_path_buf();
+        Box::new(move || std::fs::write(&p, &data).unwrap())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not enforced yet: checkpoints carry no checksums; a flipped byte in pages-*.img restores 'successfully' with corrupted memory"]
+async fn flipped_byte_in_checkpoint_fails_resume_clearly_and_keeps_the_sandbox_paused() {
+    damaged_checkpoint_case("fflip", |pages| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(pages).unwrap();
+        let len = f.metadata().unwrap().len();
+        let at = len / 2 + 123;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
+        f.sync_all().unwrap();
+        let p = pages.to_path_buf();
+        Box::new(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.write_all_at(&b, at).unwrap();
+        })
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ 3. CRIU missing or failing
+
+/// CRIU hidden from the server (a private mount namespace with /dev/null over every
+/// criu binary; `STASIS_CRIU` pointing nowhere): start, or the first create/pause, must
+/// say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_criu_is_a_clear_error() {
+    let mut hide = String::from("set -e; ");
+    for p in ["/usr/local/sbin/criu", "/usr/sbin/criu", "/sbin/criu", "/usr/bin/criu", "/bin/criu"] {
+        hide.push_str(&format!("if [ -f {p} ] && [ ! -L {p} ]; then mount --bind /dev/null {p}; fi; "));
+    }
+    hide.push_str("exec \"$@\"");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &hide, "sh"]);
+    match Srv::spawn(Host::new("fnocriu"), &[("STASIS_CRIU", "/nonexistent")], cmd) {
+        Err((_, log)) => assert!(log.to_lowercase().contains("criu"), "serve failed without naming CRIU:\n{log}"),
+        Ok(s) => {
+            let c = Ctl::new(&s);
+            let (st, v) = c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await;
+            if st == 201 {
+                let sbx = Sbx::of(&v);
+                let (ps, pv) = c.pause(&sbx.id).await;
+                c.kill(&sbx.id).await;
+                assert!(ps >= 500 && msg(&pv).to_lowercase().contains("criu"), "pause without CRIU: {ps} {pv}");
+            } else {
+                assert!(st >= 500 && msg(&v).to_lowercase().contains("criu"), "create without CRIU: {st} {v}");
+            }
+        }
+    }
+}
+
+/// `STASIS_CRIU` set to a path that does not exist is a configuration error: it must not
+/// silently run another CRIU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not enforced yet: Criu::locate() falls back to /usr/local/sbin/criu or PATH when $STASIS_CRIU does not exist"]
+async fn stasis_criu_pointing_nowhere_is_an_error_not_a_silent_fallback() {
+    match Srv::start(Host::new("fcriuenv"), &[("STASIS_CRIU", "/nonexistent")]) {
+        Err((_, log)) => assert!(log.contains("/nonexistent") || log.to_lowercase().contains("criu"), "{log}"),
+        Ok(s) => {
+            let c = Ctl::new(&s);
+            let (st, v) = c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await;
+            let (ps, pv) = if st == 201 { c.pause(v["sandboxID"].as_str().unwrap()).await } else { (st, v.clone()) };
+            if st == 201 {
+                c.kill(v["sandboxID"].as_str().unwrap()).await;
+            }
+            assert!(ps >= 500 && msg(&pv).to_lowercase().contains("criu"), "STASIS_CRIU=/nonexistent, yet: create {st}, pause {ps} {pv}");
+        }
+    }
+}
+
+/// A CRIU wrapper whose dump or restore fails on demand (`mode` file: ok, fail-dump,
+/// fail-restore). Named `criu` so the runtime sees it as one.
+fn criu_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mode = dir.join("criu-mode");
+    std::fs::write(&mode, "ok").unwrap();
+    let script = format!(
+        "#!/bin/sh\nmode=$(cat {mode} 2>/dev/null)\n\
+         if [ \"$1\" = dump ] && [ \"$mode\" = fail-dump ]; then echo 'injected failure: criu dump disabled by the test' >&2; exit 1; fi\n\
+         if [ \"$1\" = restore ] && [ \"$mode\" = fail-restore ]; then echo 'injected failure: criu restore disabled by the test' >&2; exit 1; fi\n\
+         exec {REAL_CRIU} \"$@\"\n",
+        mode = mode.display()
+    );
+    let path = bin.join("criu");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (path, mode)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_criu_dump_or_restore_never_loses_the_sandbox() {
+    let host = Host::new("fcriufail");
+    let (wrapper, mode) = criu_wrapper(&host.data_dir);
+    let s = Srv::start(host, &[("STASIS_CRIU", wrapper.to_str().unwrap())]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
+    let val = start_pyvar(&c, &sbx, 16).await;
+    let dir = s.host().sandbox_dir(&sbx.id);
+
+    // Dump fails: pause is a clear 5xx, the sandbox runs on with its memory.
+    std::fs::write(&mode, "fail-dump").unwrap();
+    let (st, body) = c.pause(&sbx.id).await;
+    assert!((500..600).contains(&st), "pause with a failing dump: {st} {body}");
+    let m = msg(&body);
+    assert!(m.contains("dump") && m.contains("injected failure"), "the error does not say what failed: {m}");
+    assert_eq!(c.state(&sbx.id).await.as_deref(), Some("running"));
+    assert_eq!(record_state(&dir).as_deref(), Some("running"));
+    assert_eq!(pyvar_now(&c, &sbx).await, val);
+    assert!(generations(&dir).is_empty(), "failed dump left {:?}", generations(&dir));
+
+    // Restore fails: connect is a clear 5xx, the sandbox stays paused with its images.
+    std::fs::write(&mode, "ok").unwrap();
+    assert_eq!(c.pause(&sbx.id).await.0, 204);
+    std::fs::write(&mode, "fail-restore").unwrap();
+    for attempt in 0..2 {
+        let (st, body) = c.connect(&sbx.id).await;
+        assert!((500..600).contains(&st), "resume #{attempt} with a failing restore: {st} {body}");
+        let m = msg(&body);
+        assert!(m.contains("restore") && m.contains("injected failure"), "the error does not say what failed: {m}");
+        assert_eq!(c.state(&sbx.id).await.as_deref(), Some("paused"));
+        assert_eq!(record_state(&dir).as_deref(), Some("paused"));
+        assert_eq!(generations(&dir).len(), 1, "the checkpoint is gone");
+        assert!(mounts_under(&dir).is_empty(), "failed restore left mounts: {:?}", mounts_under(&dir));
+        for d in cgroup_dirs(&sbx.id) {
+            assert!(!d.exists(), "failed restore left cgroup {}", d.display());
+        }
+    }
+    // CRIU works again: resumable, memory intact.
+    std::fs::write(&mode, "ok").unwrap();
+    let (st, body) = c.connect(&sbx.id).await;
+    assert_eq!(st, 201, "resume once CRIU works: {body}");
+    assert_eq!(pyvar_now(&c, &sbx).await, val);
+    assert_eq!(c.kill(&sbx.id).await, 204);
+}
+
+// ------------------------------------------------------------------ 4. SIGKILL loop
+
+/// xorshift64, seeded from /dev/urandom (the seed is printed; `STASIS_FAULT_SEED` replays).
+struct Rng(u64);
+impl Rng {
+    fn new() -> Self {
+        let seed = std::env::var("STASIS_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+            u64::from_le_bytes(b) | 1
+        });
+        eprintln!("sigkill loop: STASIS_FAULT_SEED={seed}");
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Host processes whose root or cwd is inside `dir`.
+fn processes_inside(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for link in ["root", "cwd"] {
+            if let Ok(t) = std::fs::read_link(format!("/proc/{pid}/{link}")) {
+                if t.starts_with(dir) {
+                    found.push(format!("{pid} ({link} -> {})", t.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Every id the store knows, in any state (read while the server is down).
+async fn store_ids(data_dir: &Path) -> BTreeSet<String> {
+    let db = data_dir.join("stasis.db");
+    if !db.exists() {
+        return BTreeSet::new();
+    }
+    let store = stasis_store::SqliteStore::open(db).await.expect("open the state database");
+    use stasis_store::Store;
+    store.sandboxes_in_states(&stasis_store::SandboxState::ALL).await.unwrap().into_iter().map(|r| r.id).collect()
+}
+
+fn dir_ids(data_dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(data_dir.join("sandboxes"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// What the loop knows of a sandbox: its token and the python value in its memory.
+#[derive(Clone, Debug)]
+struct Known {
+    sbx: Sbx,
+    val: Option<String>,
+}
+
+/// Everything that must hold for `id` after a restart. Returns its state, or None if
+/// it is cleanly gone. Failures are collected in `bad`.
+async fn check_one(c: &Ctl, data_dir: &Path, id: &str, known: Option<&Known>, bad: &mut Vec<String>) -> Option<String> {
+    let dir = data_dir.join("sandboxes").join(id);
+    let state = c.state(id).await;
+    let netns = PathBuf::from(format!("/run/netns/stasis-{id}"));
+    let cgroups: Vec<_> = cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
+    match state.as_deref() {
+        None => {
+            if dir.exists() {
+                bad.push(format!("{id}: unknown to the server, but its dir is left ({:?})", std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())));
+            }
+            if !cgroups.is_empty() {
+                bad.push(format!("{id}: unknown to the server, but cgroups are left: {cgroups:?}"));
+            }
+            if netns.exists() {
+                bad.push(format!("{id}: unknown to the server, but netns {} is left", netns.display()));
+            }
+            if !mounts_under(&dir).is_empty() {
+                bad.push(format!("{id}: unknown to the server, but mounts are left: {:?}", mounts_under(&dir)));
+            }
+            let procs = processes_inside(&dir);
+            if !procs.is_empty() {
+                bad.push(format!("{id}: unknown to the server, but processes are left: {procs:?}"));
+            }
+            None
+        }
+        Some("running") => {
+            if record_state(&dir).as_deref() != Some("running") {
+                bad.push(format!("{id}: running, but record.json says {:?}", record_state(&dir)));
+            }
+            if let Some(k) = known {
+                let out = tokio::time::timeout(Duration::from_secs(30), c.sh(&k.sbx, "echo ok")).await;
+                if !matches!(&out, Ok(o) if o.trim() == "ok") {
+                    bad.push(format!("{id}: running, but does not answer: {out:?}"));
+                } else if let Some(v) = &k.val {
+                    let now = pyvar_now(c, &k.sbx).await;
+                    if &now != v {
+                        bad.push(format!("{id}: running, memory lost (value {now} != {v})"));
+                    }
+                }
+            }
+            state
+        }
+        Some("paused") => {
+            if record_state(&dir).as_deref() != Some("paused") {
+                bad.push(format!("{id}: paused, but record.json says {:?}", record_state(&dir)));
+            }
+            if !cgroups.is_empty() {
+                bad.push(format!("{id}: paused, but cgroups are left: {cgroups:?}"));
+            }
+            if !mounts_under(&dir).is_empty() {
+                bad.push(format!("{id}: paused, but mounts are left: {:?}", mounts_under(&dir)));
+            }
+            if netns.exists() {
+                bad.push(format!("{id}: paused, but netns {} is left", netns.display()));
+            }
+            state
+        }
+        Some(other) => {
+            bad.push(format!("{id}: left in state {other}"));
+            state
+        }
+    }
+}
+
+/// Resumes a paused sandbox and checks its memory.
+async fn resume_and_check(c: &Ctl, k: &Known, bad: &mut Vec<String>) {
+    let (st, body) = c.connect(&k.sbx.id).await;
+    if st != 201 {
+        bad.push(format!("{}: paused, but resume fails: {st} {body}", k.sbx.id));
+        return;
+    }
+    if let Some(v) = &k.val {
+        let now = pyvar_now(c, &k.sbx).await;
+        if &now != v {
+            bad.push(format!("{}: resumed, memory lost (value {now} != {v})", k.sbx.id));
+        }
+    }
+}
+
+fn iterations() -> usize {
+    std::env::var("STASIS_FAULT_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(8)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
+    let n = iterations();
+    let mut rng = Rng::new();
+    let mut host = Host::new("fkill");
+    let data_dir = host.data_dir.clone();
+    let mut known: BTreeMap<String, Known> = BTreeMap::new();
+    let mut ever: BTreeSet<String> = BTreeSet::new();
+    let mut states: BTreeMap<String, String> = BTreeMap::new();
+    let mut ops: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let started = Instant::now();
+
+    for it in 0..n {
+        let s = Srv::start(host, &[]).map_err(|(_, l)| l).unwrap();
+        let c = Ctl::new(&s);
+        // Keep 2-4 sandboxes in play; every running one holds a value in memory.
+        while states.len() < 2 {
+            let sbx = Sbx::of(&c.create(json!({"timeout": 3600})).await);
+            states.insert(sbx.id.clone(), "running".into());
+            known.insert(sbx.id.clone(), Known { sbx, val: None });
+        }
+        for (id, st) in &states {
+            let k = known.get_mut(id).unwrap();
+            if st == "running" && k.val.is_none() {
+                k.val = Some(start_pyvar(&c, &k.sbx, 32).await);
+            }
+        }
+        ever.extend(states.keys().cloned());
+
+        // One operation, cut short by a SIGKILL 0-600 ms in.
+        let running: Vec<String> = states.iter().filter(|(_, s)| *s == "running").map(|(i, _)| i.clone()).collect();
+        let paused: Vec<String> = states.iter().filter(|(_, s)| *s == "paused").map(|(i, _)| i.clone()).collect();
+        let pick = |v: &Vec<String>, r: &mut Rng| v[r.below(v.len() as u64) as usize].clone();
+        let mut choices = vec!["kill"];
+        if states.len() < 4 {
+            choices.push("create");
+        }
+        if !running.is_empty() {
+            choices.extend(["pause", "pause"]);
+        }
+        if !paused.is_empty() {
+            choices.extend(["resume", "resume"]);
+        }
+        let op = choices[rng.below(choices.len() as u64) as usize];
+        let target = match op {
+            "pause" => pick(&running, &mut rng),
+            "resume" => pick(&paused, &mut rng),
+            "kill" => pick(&states.keys().cloned().collect(), &mut rng),
+            _ => String::new(),
+        };
+        *ops.entry(op).or_default() += 1;
+        let (method, path, body) = match op {
+            "create" => (reqwest::Method::POST, "/v2/sandboxes".to_string(), Some(json!({"timeout": 3600}))),
+            "pause" => (reqwest::Method::POST, format!("/sandboxes/{target}/pause"), None),
+            "resume" => (reqwest::Method::POST, format!("/v2/sandboxes/{target}/connect"), Some(json!({}))),
+            _ => (reqwest::Method::DELETE, format!("/sandboxes/{target}"), None),
+        };
+        let url = format!("{}{path}", s.url);
+        let inflight = tokio::spawn(async move {
+            let mut req = reqwest::Client::new().request(method, url).header("x-api-key", API_KEY);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            match req.send().await {
+                Ok(r) => {
+                    let st = r.status().as_u16();
+                    (Some(st), r.json::<Value>().await.ok())
+                }
+                Err(_) => (None, None),
+            }
+        });
+        let delay = rng.below(601);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        host = s.crash();
+        let (answer, created) = inflight.await.unwrap();
+        eprintln!("round {it}: {op} {target} killed after {delay} ms (answered before the kill: {answer:?})");
+        if let Some(v) = created.filter(|_| op == "create" && answer == Some(201)) {
+            let sbx = Sbx::of(&v);
+            known.insert(sbx.id.clone(), Known { sbx, val: None });
+        }
+
+        // Every id the server or the disk may hold, taken while it is down.
+        let mut candidates = store_ids(&data_dir).await;
+        candidates.extend(dir_ids(&data_dir));
+        candidates.extend(states.keys().cloned());
+        ever.extend(candidates.iter().cloned());
+
+        let s = Srv::start(host, &[]).map_err(|(_, l)| l).unwrap();
+        let c = Ctl::new(&s);
+        let mut bad = Vec::new();
+        let mut next = BTreeMap::new();
+        for id in &candidates {
+            match check_one(&c, &data_dir, id, known.get(id), &mut bad).await {
+                Some(st) => {
+                    if !known.contains_key(id) {
+                        // Created, but the answer was lost in the crash: it exists, so it
+                        // must be killable; the loop cannot reach it through envd (no token).
+                        let code = c.kill(id).await;
+                        if code != 204 {
+                            bad.push(format!("{id}: created before the crash, kill gives {code}"));
+                        }
+                        continue;
+                    }
+                    // Paused ones: resume half of them now (the rest stay paused into the
+                    // next round; all are resumed at the end).
+                    if st == "paused" && rng.below(2) == 0 {
+                        resume_and_check(&c, &known[id], &mut bad).await;
+                        next.insert(id.clone(), "running".to_string());
+                    } else {
+                        next.insert(id.clone(), st);
+                    }
+                }
+                None => {
+                    known.remove(id);
+                }
+            }
+        }
+        // No sandbox dir the server does not know.
+        for id in dir_ids(&data_dir) {
+            if c.state(&id).await.is_none() {
+                bad.push(format!("{id}: a sandbox dir the server does not know"));
+            }
+        }
+        assert!(bad.is_empty(), "round {it} ({op} {target}, killed after {delay} ms):\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
+        states = next;
+        host = s.crash();
+    }
+
+    // Finally: every paused one resumes with its memory, then all go and nothing is left.
+    let s = Srv::start(host, &[]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let mut bad = Vec::new();
+    for (id, st) in &states {
+        if st == "paused" {
+            resume_and_check(&c, &known[id], &mut bad).await;
+        }
+        let code = c.kill(id).await;
+        if code != 204 {
+            bad.push(format!("{id}: final kill gives {code}"));
+        }
+    }
+    for id in &ever {
+        check_one(&c, &data_dir, id, None, &mut bad).await;
+    }
+    let left = dir_ids(&data_dir);
+    if !left.is_empty() {
+        bad.push(format!("sandbox dirs left: {left:?}"));
+    }
+    if !mounts_under(&data_dir).is_empty() {
+        bad.push(format!("mounts left: {:?}", mounts_under(&data_dir)));
+    }
+    assert!(bad.is_empty(), "after {n} rounds:\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
+    assert!(!s.log().contains("panicked"), "{}", s.log());
+    eprintln!("sigkill loop: {n} rounds in {:?}, operations cut short: {ops:?}, sandboxes seen: {}", started.elapsed(), ever.len());
+}

@@ -97,6 +97,18 @@ pub struct SnapshotStats {
     pub memory: bool,
 }
 
+/// How far a long operation on a sandbox (a pause writing memory, a resume reading it)
+/// has come, for progress reporting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpProgress {
+    /// "pausing" or "resuming".
+    pub kind: String,
+    pub bytes_done: u64,
+    /// Estimate: the sandbox's memory for a pause, the images' size for a resume.
+    pub bytes_total: u64,
+}
+
 /// Usage figures read from the sandbox's cgroups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +151,8 @@ pub trait Runtime: Send + Sync {
     /// Ids of every sandbox this runtime holds, running or paused.
     async fn list(&self) -> Result<Vec<String>>;
     async fn usage(&self, id: &str) -> Result<SandboxUsage>;
+    /// Progress of the pause or resume under way, if any.
+    fn progress(&self, id: &str) -> Option<OpProgress>;
     /// A TCP connection to `port` inside the sandbox.
     async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream>;
 }

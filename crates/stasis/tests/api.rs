@@ -135,3 +135,43 @@ fn cli_drives_the_api_with_tables_json_and_exit_codes() {
     let out = Server::cli(&s, &["--api-key", "e2b_bad", "ls"]);
     assert_eq!(out.code, 5, "a wrong key exits 5: {}", out.stderr);
 }
+
+/// Issue 8: a long pause reports its progress (bytes written so far) in the sandbox's
+/// info, which is what `stasis sandbox pause` draws on a terminal.
+#[tokio::test]
+async fn a_long_pause_reports_bytes_written() {
+    use reqwest::Method;
+    let s = Server::start("progress");
+    let (st, sbx) = call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":120,"memoryMB":1536}"#.to_vec())).await;
+    assert_eq!(st, 201, "{sbx}");
+    let id = sbx["sandboxID"].as_str().unwrap().to_string();
+    let api = common::api::Api::new(&s);
+    api.sh(&sbx, "nohup python3 -c \"import os,time; b = bytearray(os.urandom(1<<20)) * 768; open('/tmp/ready','w').write('1'); time.sleep(3600)\" >/dev/null 2>&1 &").await;
+    for _ in 0..200 {
+        if api.sh(&sbx, "cat /tmp/ready 2>/dev/null").await.trim() == "1" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (url, sid) = (s.url.clone(), id.clone());
+    let pause = tokio::spawn(async move {
+        reqwest::Client::new().post(format!("{url}/sandboxes/{sid}/pause")).header("x-api-key", API_KEY).send().await.unwrap().status().as_u16()
+    });
+    let mut seen = Vec::new();
+    while !pause.is_finished() {
+        let (_, info) = call(&s, Method::GET, &format!("/sandboxes/{id}"), &[KEY], None).await;
+        if info["operation"]["kind"] == "pausing" {
+            seen.push((info["operation"]["bytesDone"].as_u64().unwrap(), info["operation"]["bytesTotal"].as_u64().unwrap()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pause.await.unwrap(), 204);
+    assert!(!seen.is_empty(), "no progress was reported during a 768 MiB pause");
+    let (done, total) = *seen.last().unwrap();
+    assert!(total >= 768 << 20, "the estimate covers the sandbox's memory: {total}");
+    assert!(seen.windows(2).all(|w| w[1].0 >= w[0].0), "bytes written never go back: {seen:?}");
+    assert!(done > 0, "{seen:?}");
+    let (_, info) = call(&s, Method::GET, &format!("/sandboxes/{id}"), &[KEY], None).await;
+    assert!(info.get("operation").is_none(), "no operation once paused: {info}");
+    assert_eq!(call(&s, Method::DELETE, &format!("/sandboxes/{id}"), &[KEY], None).await.0, 204);
+}

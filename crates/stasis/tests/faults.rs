@@ -83,7 +83,7 @@ impl LoopFs {
 impl Drop for LoopFs {
     fn drop(&mut self) {
         // Whatever a failed test left mounted below first, then the fs itself.
-        let mut below = mounts_under(&self.mnt);
+        let mut below: Vec<String> = mounts_under(&self.mnt).into_iter().filter(|m| Path::new(m) != self.mnt).collect();
         below.sort_by(|a, b| b.len().cmp(&a.len()));
         for m in below {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
@@ -357,13 +357,15 @@ async fn damaged_checkpoint_case(name: &str, damage: impl FnOnce(&Path) -> Box<d
     let c = Ctl::new(&s);
     let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
     let val = start_pyvar(&c, &sbx, 64).await;
-    c.sh(&sbx, "echo keep-me > /root/file-on-disk").await;
+    let home = c.sh(&sbx, "echo keep-me > ~/file-on-disk && echo ~").await.trim().to_string();
+    assert!(home.starts_with('/'), "no home: {home:?}");
     assert_eq!(c.pause(&sbx.id).await.0, 204);
     let dir = s.host().sandbox_dir(&sbx.id);
     let pages = biggest_pages_image(&dir);
     let undo = damage(&pages);
 
     let (status, body) = c.connect(&sbx.id).await;
+    eprintln!("{name}: resume of the damaged checkpoint: {status} {body}");
     let after = c.state(&sbx.id).await;
     let verdict = if (200..300).contains(&status) {
         // "Resumed": what does the sandbox hold now?
@@ -378,14 +380,21 @@ async fn damaged_checkpoint_case(name: &str, damage: impl FnOnce(&Path) -> Box<d
     assert_eq!(after.as_deref(), Some("paused"), "after a failed resume");
     assert_eq!(record_state(&dir).as_deref(), Some("paused"));
     assert!(pages.exists(), "the checkpoint was deleted");
-    assert!(dir.join("upper/root/file-on-disk").exists(), "the writable layer was deleted");
+    // The writable layer: on the sandbox's disk image (unmounted while paused), or in
+    // upper/ directly for a sandbox without one. Its content is proven by the resume below.
+    let file = Path::new("upper").join(home.trim_start_matches('/')).join("file-on-disk");
+    assert!(
+        dir.join("disk.img").is_file() || dir.join("disk").join(&file).exists() || dir.join(&file).exists(),
+        "the writable layer was deleted: {:?}",
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
     assert!(mounts_under(&dir).is_empty(), "a failed resume left mounts: {:?}", mounts_under(&dir));
 
     // Repaired, it resumes as if nothing happened.
     undo();
     assert_eq!(c.connect(&sbx.id).await.0, 201, "resume after repair\n{}", s.log());
     assert_eq!(pyvar_now(&c, &sbx).await, val);
-    assert_eq!(c.sh(&sbx, "cat /root/file-on-disk").await.trim(), "keep-me");
+    assert_eq!(c.sh(&sbx, "cat ~/file-on-disk").await.trim(), "keep-me");
     assert_eq!(c.kill(&sbx.id).await, 204);
 }
 
@@ -402,7 +411,6 @@ async fn truncated_checkpoint_fails_resume_clearly_and_keeps_the_sandbox_paused(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not enforced yet: checkpoints carry no checksums; a flipped byte in pages-*.img restores 'successfully' with corrupted memory"]
 async fn flipped_byte_in_checkpoint_fails_resume_clearly_and_keeps_the_sandbox_paused() {
     damaged_checkpoint_case("fflip", |pages| {
         use std::os::unix::fs::FileExt;
@@ -816,6 +824,7 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
             }
         }
         assert!(bad.is_empty(), "round {it} ({op} {target}, killed after {delay} ms):\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
+        eprintln!("round {it}: after restart: {next:?}");
         states = next;
         host = s.crash();
     }
@@ -846,4 +855,31 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
     assert!(bad.is_empty(), "after {n} rounds:\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
     assert!(!s.log().contains("panicked"), "{}", s.log());
     eprintln!("sigkill loop: {n} rounds in {:?}, operations cut short: {ops:?}, sandboxes seen: {}", started.elapsed(), ever.len());
+}
+
+// ------------------------------------------------------------------ found by bench/load.py
+
+/// The first creates on a fresh data dir, at once (as a load test or a busy start does):
+/// all must succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not enforced yet: concurrent first creates race in agent_layer::ensure (one tmp dir per process, not per call): 500 'build agent layer ...: File exists' / 'No such file or directory'"]
+async fn concurrent_first_creates_on_a_fresh_data_dir_all_succeed() {
+    let s = Srv::start(Host::new("fconc"), &[]).map_err(|(_, l)| l).unwrap();
+    let c = std::sync::Arc::new(Ctl::new(&s));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await })
+        })
+        .collect();
+    let mut bad = Vec::new();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        if st == 201 {
+            c.kill(v["sandboxID"].as_str().unwrap()).await;
+        } else {
+            bad.push(format!("{st} {v}"));
+        }
+    }
+    assert!(bad.is_empty(), "concurrent first creates failed: {bad:#?}");
 }

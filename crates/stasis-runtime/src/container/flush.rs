@@ -16,12 +16,13 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub fn start(dir: &Path) -> Self {
+    /// `written` follows the bytes the images hold so far (progress reporting).
+    pub fn start(dir: &Path, written: Arc<std::sync::atomic::AtomicU64>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, d) = (stop.clone(), dir.to_path_buf());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                start_writeback(&d);
+                written.store(start_writeback(&d), Ordering::Relaxed);
                 std::thread::sleep(INTERVAL);
             }
         });
@@ -46,14 +47,17 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect()).unwrap_or_default()
 }
 
-/// Starts (does not wait for) writeback of every file in `dir`.
-fn start_writeback(dir: &Path) {
+/// Starts (does not wait for) writeback of every file in `dir`; returns their total size.
+fn start_writeback(dir: &Path) -> u64 {
+    let mut total = 0;
     for f in files(dir) {
         if let Ok(file) = std::fs::File::open(&f) {
+            total += file.metadata().map(|m| m.len()).unwrap_or(0);
             // SAFETY: sync_file_range on an fd we own; WRITE only initiates I/O.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
     }
+    total
 }
 
 /// Makes every file in `dir` and the directory itself durable.

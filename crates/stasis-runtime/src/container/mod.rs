@@ -73,6 +73,8 @@ struct Inner {
     net_alloc: Mutex<()>,
     /// Restore memory lazily (userfaultfd) when the host allows it.
     lazy: bool,
+    /// Pauses and resumes under way: (kind, bytes done, bytes total).
+    progress: Mutex<HashMap<String, (&'static str, Arc<std::sync::atomic::AtomicU64>, u64)>>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -108,6 +110,7 @@ impl ContainerRuntime {
                 net_init: OnceLock::new(),
                 net_alloc: Mutex::new(()),
                 lazy: criu::Criu::lazy_supported(),
+                progress: Mutex::default(),
             }),
         })
     }
@@ -272,9 +275,11 @@ impl Inner {
         let images = dir.checkpoint(generation);
         std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
         let t0 = Instant::now();
-        let flusher = flush::Flusher::start(&images);
+        let written = self.track(id, "pausing", self.cgroups.usage(id).memory_bytes);
+        let flusher = flush::Flusher::start(&images, written);
         let dumped = self.criu.dump(pid, &images, &self.cgroups.freezer(id), false);
         flusher.stop();
+        self.untrack(id);
         if let Err(e) = dumped {
             // CRIU leaves the tree running when a dump fails; make sure it is thawed and
             // keep nothing of the attempt.
@@ -355,10 +360,38 @@ impl Inner {
     /// Restores the memory images in `images` into the sandbox of `rec` (its overlay
     /// mounted, its cgroups made) and records it as running. On failure nothing of the
     /// attempt is left running and `rec` is unchanged on disk.
+    /// Registers an operation's progress; the counter is updated by whoever does the work.
+    fn track(&self, id: &str, kind: &'static str, total: u64) -> Arc<std::sync::atomic::AtomicU64> {
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.progress.lock().unwrap().insert(id.to_string(), (kind, done.clone(), total));
+        done
+    }
+
+    fn untrack(&self, id: &str) {
+        self.progress.lock().unwrap().remove(id);
+    }
+
     /// Returns the lazy-pages daemon still filling memory in, if restore was lazy.
     fn restore_from(&self, rec: &mut Record, dir: &SandboxDir, images: &Path) -> Result<Option<std::process::Child>> {
         let id = rec.id.clone();
+        let total = dir_size(images);
+        let read = self.track(&id, "resuming", total);
+        let result = self.restore_tracked(rec, dir, images, read);
+        self.untrack(&id);
+        result
+    }
+
+    fn restore_tracked(
+        &self,
+        rec: &mut Record,
+        dir: &SandboxDir,
+        images: &Path,
+        read: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Option<std::process::Child>> {
+        let id = rec.id.clone();
+        // Verifying reads every image once: that is the bulk of a resume's reading.
         checksum::verify(images)?;
+        read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
         self.cgroups.create(&id, &rec.spec)?;
         let restored = mount_fs(rec, dir).and_then(|_| {
             let net = self.network_up(rec)?;
@@ -718,6 +751,13 @@ impl Runtime for ContainerRuntime {
         let upper = self.inner.dir(id).upper();
         usage.disk_bytes = tokio::task::spawn_blocking(move || disk_usage(&upper)).await.unwrap_or(0);
         Ok(usage)
+    }
+
+    fn progress(&self, id: &str) -> Option<crate::OpProgress> {
+        let p = self.inner.progress.lock().unwrap();
+        let (kind, done, total) = p.get(id)?;
+        let done = done.load(std::sync::atomic::Ordering::Relaxed);
+        Some(crate::OpProgress { kind: kind.to_string(), bytes_done: done, bytes_total: (*total).max(done) })
     }
 
     async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream> {

@@ -141,7 +141,9 @@ pub async fn list_v1(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
 pub async fn info(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     check_id(&id)?;
     let row = state.lifecycle.get(&id).await?;
-    Ok(Json(wire::SandboxDetail::from_row(&row, &state.domain)).into_response())
+    let mut detail = wire::SandboxDetail::from_row(&row, &state.domain);
+    detail.operation = state.lifecycle.runtime().progress(&id);
+    Ok(Json(detail).into_response())
 }
 
 pub async fn kill(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -166,6 +166,9 @@ pub struct SandboxDetail {
     pub lifecycle: LifecycleInfo,
     /// "full" (memory and files) or "filesystem": what a pause keeps (the SDKs' enum).
     pub pause_mode: &'static str,
+    /// Stasis extension: a pause or resume under way, with bytes written or read so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<stasis_runtime::OpProgress>,
 }
 
 impl SandboxDetail {
@@ -176,6 +179,7 @@ impl SandboxDetail {
             domain: Some(domain.to_string()),
             lifecycle: LifecycleInfo { on_timeout: if r.auto_pause { "pause" } else { "kill" }, auto_resume: r.auto_resume },
             pause_mode: if r.pause_memory { "full" } else { "filesystem" },
+            operation: None,
         }
     }
 }

@@ -176,6 +176,37 @@ fn print_table(rows: &[Value]) {
     }
 }
 
+/// Runs a pause or resume call; on a terminal, shows the bytes written (pause) or read
+/// (resume) as the server reports them, until the call returns.
+async fn with_progress<T>(api: &Api, id: &str, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return call.await;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").unwrap().progress_chars("=> "),
+    );
+    let poll = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            if let Ok((_, v)) = api.call(reqwest::Method::GET, &format!("/sandboxes/{id}"), None).await {
+                if let Some(op) = v.get("operation") {
+                    bar.set_message(op["kind"].as_str().unwrap_or("working").to_string());
+                    bar.set_length(op["bytesTotal"].as_u64().unwrap_or(0));
+                    bar.set_position(op["bytesDone"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = call => r,
+        _ = poll => unreachable!("the poll loop never ends"),
+    };
+    bar.finish_and_clear();
+    result
+}
+
 async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
     use reqwest::Method;
     match cmd {
@@ -251,14 +282,18 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             return Ok(if out.exit_code < 0 { 128 } else { out.exit_code.min(255) as u8 });
         }
         Cmd::Pause { id, filesystem_only } => {
-            api.call(Method::POST, &format!("/sandboxes/{id}/pause"), Some(json!({"memory": !filesystem_only}))).await?;
+            let path = format!("/sandboxes/{id}/pause");
+            let call = api.call(Method::POST, &path, Some(json!({"memory": !filesystem_only})));
+            with_progress(api, &id, call).await?;
         }
         Cmd::Resume { id, timeout } => {
             let body = match timeout {
                 Some(t) => json!({"timeout": t}),
                 None => json!({}),
             };
-            let (_, v) = api.call(Method::POST, &format!("/v2/sandboxes/{id}/connect"), Some(body)).await?;
+            let path = format!("/v2/sandboxes/{id}/connect");
+            let call = api.call(Method::POST, &path, Some(body));
+            let (_, v) = with_progress(api, &id, call).await?;
             if as_json {
                 println!("{v}");
             }

@@ -591,6 +591,32 @@ fn processes_inside(dir: &Path) -> Vec<String> {
     found
 }
 
+/// Start time of a process (clock ticks since boot), from /proc/PID/stat.
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(") ").next()?.split(' ').nth(19)?.parse().ok()
+}
+
+/// CRIU processes working on `dir` that were started before `server_pid` (so before the
+/// restart) and are still alive once it listens: recovery waits (up to 120 s) for a CRIU a
+/// dead server left running to finish, so one still there is stuck and leaked.
+fn stale_criu(dir: &Path, server_pid: u32) -> Vec<String> {
+    let Some(server_start) = proc_start(server_pid) else { return vec![] };
+    let needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if argv0.ends_with(b"criu") && cmdline.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            if proc_start(pid).is_some_and(|t| t < server_start) {
+                found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+            }
+        }
+    }
+    found
+}
+
 /// Every id the store knows, in any state (read while the server is down).
 async fn store_ids(data_dir: &Path) -> BTreeSet<String> {
     let db = data_dir.join("stasis.db");
@@ -617,8 +643,12 @@ struct Known {
 
 /// Everything that must hold for `id` after a restart. Returns its state, or None if
 /// it is cleanly gone. Failures are collected in `bad`.
-async fn check_one(c: &Ctl, data_dir: &Path, id: &str, known: Option<&Known>, bad: &mut Vec<String>) -> Option<String> {
+async fn check_one(c: &Ctl, server_pid: u32, data_dir: &Path, id: &str, known: Option<&Known>, bad: &mut Vec<String>) -> Option<String> {
     let dir = data_dir.join("sandboxes").join(id);
+    let criu = stale_criu(&dir, server_pid);
+    if !criu.is_empty() {
+        bad.push(format!("{id}: CRIU processes from before the restart are still running after recovery: {criu:?}"));
+    }
     let state = c.state(id).await;
     let netns = PathBuf::from(format!("/run/netns/stasis-{id}"));
     let cgroups: Vec<_> = cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
@@ -792,7 +822,7 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
         let mut bad = Vec::new();
         let mut next = BTreeMap::new();
         for id in &candidates {
-            match check_one(&c, &data_dir, id, known.get(id), &mut bad).await {
+            match check_one(&c, s.child.id(), &data_dir, id, known.get(id), &mut bad).await {
                 Some(st) => {
                     if !known.contains_key(id) {
                         // Created, but the answer was lost in the crash: it exists, so it
@@ -843,7 +873,7 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
         }
     }
     for id in &ever {
-        check_one(&c, &data_dir, id, None, &mut bad).await;
+        check_one(&c, s.child.id(), &data_dir, id, None, &mut bad).await;
     }
     let left = dir_ids(&data_dir);
     if !left.is_empty() {

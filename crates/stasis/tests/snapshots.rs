@@ -194,3 +194,27 @@ async fn fork_and_filesystem_only_snapshots_and_listing() {
         api.kill(&id(sbx)).await;
     }
 }
+
+#[test]
+fn cli_takes_lists_uses_and_removes_snapshots() {
+    let s = Server::start("snapcli");
+    let id = s.cli(&["create"]).stdout.trim().to_string();
+    assert_eq!(s.cli(&["exec", &id, "echo from-cli > /home/user/f.txt"]).code, 0);
+    let out = s.command(&["snapshot", "create", &id, "--name", "clisnap"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "stasis/clisnap:default");
+    let out = s.command(&["snapshot", "ls", "--sandbox", &id]);
+    assert!(out.stdout.contains("stasis/clisnap:default"), "{}", out.stdout);
+    let copy = s.cli(&["create", "--from", "clisnap"]);
+    assert_eq!(copy.code, 0, "{}", copy.stderr);
+    let copy = copy.stdout.trim().to_string();
+    assert_eq!(s.cli(&["exec", &copy, "cat /home/user/f.txt"]).stdout.trim(), "from-cli");
+    assert_eq!(s.command(&["snapshot", "rm", "stasis/clisnap:default"]).code, 0);
+    let out = s.command(&["snapshot", "rm", "clisnap"]);
+    assert_eq!(out.code, 3, "removing it again: not found: {}", out.stderr);
+    assert!(!s.command(&["snapshot", "ls"]).stdout.contains("clisnap"));
+    assert_eq!(s.cli(&["exec", &copy, "cat /home/user/f.txt"]).stdout.trim(), "from-cli", "the copy outlives the snapshot");
+    for sbx in [&id, &copy] {
+        assert_eq!(s.cli(&["kill", sbx]).code, 0);
+    }
+}

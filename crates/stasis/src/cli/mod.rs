@@ -6,6 +6,7 @@
 mod runtime;
 mod sandbox;
 mod serve;
+mod snapshot;
 mod tls;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Serve(serve::Args),
     /// Manage sandboxes through `stasis serve` (create, ls, exec, pause, resume, kill, info).
     Sandbox(sandbox::Args),
+    /// Snapshots through `stasis serve` (create, ls, rm).
+    Snapshot(snapshot::Args),
     /// TLS for `stasis serve`: `stasis tls init` makes a local CA and a wildcard certificate.
     Tls(tls::Args),
     /// Drive the local container runtime directly (no daemon).
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
+            Command::Snapshot(args) => snapshot::run(args).await,
             Command::Tls(args) => tls::run(args),
             Command::Runtime(args) => runtime::run(args).await,
         }

@@ -46,6 +46,9 @@ enum Cmd {
         /// Resume on the first request through the proxy while paused.
         #[arg(long)]
         auto_resume: bool,
+        /// Start from this snapshot (id or name) instead of a template.
+        #[arg(long)]
+        from: Option<String>,
     },
     /// List sandboxes (running and paused).
     Ls {
@@ -81,15 +84,15 @@ enum Cmd {
     Kill { id: String },
 }
 
-struct Api {
-    base: String,
+pub(super) struct Api {
+    pub(super) base: String,
     key: String,
     http: reqwest::Client,
 }
 
 /// An error answer of the API, with the exit code it maps to.
 #[derive(Debug)]
-struct ApiFailure {
+pub(super) struct ApiFailure {
     status: u16,
     message: String,
 }
@@ -103,7 +106,7 @@ impl std::fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(reqwest::header::HeaderMap, Value)> {
+    pub(super) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(reqwest::header::HeaderMap, Value)> {
         let mut req = self.http.request(method, format!("{}{}", self.base.trim_end_matches('/'), path)).header("x-api-key", &self.key);
         if let Some(b) = body {
             req = req.json(&b);
@@ -127,32 +130,41 @@ fn pairs(kvs: &[String], what: &str) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn default_key() -> Option<String> {
+pub(super) fn default_key() -> Option<String> {
     std::fs::read_to_string("/var/lib/stasis/api-key").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-pub async fn run(args: Args) -> u8 {
-    let Some(key) = args.api_key.clone().or_else(default_key) else {
-        eprintln!("error: no API key: pass --api-key or set STASIS_API_KEY");
-        return exit::USAGE;
-    };
-    let api = Api { base: args.api_url.clone(), key, http: reqwest::Client::new() };
-    match execute(&api, args.json, args.command).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            match e.downcast_ref::<ApiFailure>().map(|f| f.status) {
-                Some(404) => exit::NOT_FOUND,
-                Some(409) => exit::CONFLICT,
-                Some(400) => exit::USAGE,
-                Some(401) => exit::UNAUTHORIZED,
-                _ => exit::ERROR,
-            }
-        }
+impl Api {
+    pub(super) fn new(url: &str, key: Option<String>) -> Option<Api> {
+        let key = key.or_else(default_key)?;
+        Some(Api { base: url.to_string(), key, http: reqwest::Client::new() })
     }
 }
 
-fn print_table(rows: &[Value]) {
+/// The exit code for an error of an API call.
+pub(super) fn exit_code(e: &anyhow::Error) -> u8 {
+    eprintln!("error: {e:#}");
+    match e.downcast_ref::<ApiFailure>().map(|f| f.status) {
+        Some(404) => exit::NOT_FOUND,
+        Some(409) => exit::CONFLICT,
+        Some(400) => exit::USAGE,
+        Some(401) => exit::UNAUTHORIZED,
+        _ => exit::ERROR,
+    }
+}
+
+pub async fn run(args: Args) -> u8 {
+    let Some(api) = Api::new(&args.api_url, args.api_key.clone()) else {
+        eprintln!("error: no API key: pass --api-key or set STASIS_API_KEY");
+        return exit::USAGE;
+    };
+    match execute(&api, args.json, args.command).await {
+        Ok(code) => code,
+        Err(e) => exit_code(&e),
+    }
+}
+
+pub(super) fn print_table(rows: &[Value]) {
     let cols = ["sandboxID", "state", "templateID", "startedAt", "endAt", "metadata"];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -210,9 +222,9 @@ async fn with_progress<T>(api: &Api, id: &str, call: impl std::future::Future<Ou
 async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
     use reqwest::Method;
     match cmd {
-        Cmd::Create { template, timeout, metadata, envs, auto_pause, auto_resume } => {
+        Cmd::Create { template, timeout, metadata, envs, auto_pause, auto_resume, from } => {
             let body = json!({
-                "templateID": template, "timeout": timeout,
+                "templateID": from.unwrap_or(template), "timeout": timeout,
                 "metadata": pairs(&metadata, "--metadata")?, "envVars": pairs(&envs, "--env")?,
                 "autoPause": auto_pause, "autoResume": {"enabled": auto_resume},
             });

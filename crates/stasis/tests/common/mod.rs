@@ -207,8 +207,14 @@ impl Server {
 
     /// `stasis sandbox ...` against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
+        let mut full = vec!["sandbox"];
+        full.extend_from_slice(args);
+        self.command(&full)
+    }
+
+    /// `stasis ARGS...` with this server's URL and key in the environment.
+    pub fn command(&self, args: &[&str]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_stasis"))
-            .arg("sandbox")
             .args(args)
             .env("STASIS_API_URL", &self.url)
             .env("STASIS_API_KEY", API_KEY)

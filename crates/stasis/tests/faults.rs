@@ -464,7 +464,6 @@ async fn missing_criu_is_a_clear_error() {
 /// `STASIS_CRIU` set to a path that does not exist is a configuration error: it must not
 /// silently run another CRIU.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not enforced yet: Criu::locate() falls back to /usr/local/sbin/criu or PATH when $STASIS_CRIU does not exist"]
 async fn stasis_criu_pointing_nowhere_is_an_error_not_a_silent_fallback() {
     match Srv::start(Host::new("fcriuenv"), &[("STASIS_CRIU", "/nonexistent")]) {
         Err((_, log)) => assert!(log.contains("/nonexistent") || log.to_lowercase().contains("criu"), "{log}"),
@@ -893,7 +892,6 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
 /// The first creates on a fresh data dir, at once (as a load test or a busy start does):
 /// all must succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not enforced yet: concurrent first creates race in agent_layer::ensure (one tmp dir per process, not per call): 500 'build agent layer ...: File exists' / 'No such file or directory'"]
 async fn concurrent_first_creates_on_a_fresh_data_dir_all_succeed() {
     let s = Srv::start(Host::new("fconc"), &[]).map_err(|(_, l)| l).unwrap();
     let c = std::sync::Arc::new(Ctl::new(&s));
@@ -919,7 +917,6 @@ async fn concurrent_first_creates_on_a_fresh_data_dir_all_succeed() {
 /// before `criu restore` ran: the restart must not hang on, nor leak, that daemon, and
 /// the sandbox stays paused and resumes with its memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not enforced yet: an orphaned `criu lazy-pages` (server killed between starting it and `criu restore`) is never killed: every restart's recovery waits 120 s for it (criu::running_for) and it stays forever"]
 async fn sigkill_between_lazy_pages_and_restore_neither_hangs_nor_leaks() {
     let host = Host::new("flazy");
     let (wrapper, mode) = criu_wrapper(&host.data_dir);

@@ -150,3 +150,48 @@ async fn concurrent_operations_on_one_sandbox_end_in_defined_states() {
         assert!(!s.host.sandbox_dir(&id).exists());
     }
 }
+
+#[tokio::test]
+async fn paused_sandboxes_are_kept_unless_the_operator_sets_a_retention() {
+    // Default: no expiry. A paused sandbox outlives any timeout.
+    let s = Server::start("lcret0");
+    let api = Api::new(&s);
+    let kept = api.create(json!({"timeout": 1, "autoPause": true})).await;
+    wait_state(&api, &id(&kept), Some("paused"), Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(api.state(&id(&kept)).await.as_deref(), Some("paused"), "paused sandboxes have no expiry by default");
+    api.kill(&id(&kept)).await;
+    drop(s);
+
+    // With --paused-retention, a sandbox paused longer than that is killed.
+    let s = Server::start_on(common::Host::new("lcret"), &["--paused-retention", "2s"]);
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 300})).await;
+    assert_eq!(api.pause(&id(&sbx)).await, 204);
+    wait_state(&api, &id(&sbx), None, Duration::from_secs(15)).await;
+    // The row goes first (killing is not listed), the files right after.
+    common::wait_for("a retired sandbox's files to go", || !s.host.sandbox_dir(&id(&sbx)).exists());
+}
+
+#[tokio::test]
+async fn metrics_report_cpu_memory_and_disk_from_cgroups() {
+    let s = Server::start("lcmet");
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 120, "memoryMB": 768})).await;
+    api.sh(&sbx, "head -c 20000000 /dev/urandom > /home/user/blob").await;
+    let (st, m) = api.call(reqwest::Method::GET, &format!("/sandboxes/{}/metrics", id(&sbx)), None).await;
+    assert_eq!(st, 200, "{m}");
+    let m = &m[0];
+    for k in ["timestamp", "timestampUnix", "cpuCount", "cpuUsedPct", "memUsed", "memTotal", "memCache", "diskUsed", "diskTotal"] {
+        assert!(!m[k].is_null(), "metric field {k} missing: {m}");
+    }
+    assert_eq!(m["memTotal"].as_u64(), Some(768 << 20));
+    assert!(m["memUsed"].as_u64().unwrap() > 0);
+    assert!(m["diskUsed"].as_u64().unwrap() >= 20_000_000, "the 20 MB file counts: {m}");
+    assert_eq!(m["diskTotal"].as_u64(), Some(4096 << 20));
+    // Paused: no metrics (nothing runs).
+    assert_eq!(api.pause(&id(&sbx)).await, 204);
+    let (st, m) = api.call(reqwest::Method::GET, &format!("/sandboxes/{}/metrics", id(&sbx)), None).await;
+    assert_eq!((st, m), (200, json!([])));
+    api.kill(&id(&sbx)).await;
+}

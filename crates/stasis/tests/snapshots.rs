@@ -10,14 +10,20 @@ use common::api::{id, Api};
 use common::Server;
 use serde_json::{json, Value};
 
-/// A worker with a 64 MiB in-memory table and a counter; SIGUSR1 dumps
+/// A worker with a 64 MiB in-memory table and a counter; SIGUSR1 dumps (a dump is not
+/// re-entered: signals re-sent while it hashes are ignored)
 /// "counter sha256(table)" to /tmp/state, SIGUSR2 changes the table.
 const WORKER: &str = r#"nohup python3 -c '
 import hashlib, os, signal, time
 table = bytearray(os.urandom(1 << 20)) * 64
 n = 0
+busy = False
 def dump(*_):
+    global busy
+    if busy: return
+    busy = True
     open("/tmp/state.tmp", "w").write("%d %s" % (n, hashlib.sha256(table).hexdigest())); os.rename("/tmp/state.tmp", "/tmp/state")
+    busy = False
 def mutate(*_):
     table[0:8] = b"MUTATED!"
 signal.signal(signal.SIGUSR1, dump)
@@ -26,7 +32,7 @@ while True:
     n += 1
     open("/tmp/count.tmp", "w").write(str(n)); os.rename("/tmp/count.tmp", "/tmp/count")
     time.sleep(0.05)
-' >/dev/null 2>&1 &"#;
+' >/tmp/worker.log 2>&1 &"#;
 
 /// Starts the worker and waits until its signal handlers are in place.
 async fn start_worker(api: &Api, sbx: &Value) {
@@ -51,7 +57,8 @@ async fn state(api: &Api, sbx: &Value) -> (u64, String) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("worker did not answer in {}", id(sbx));
+    let ps = api.sh(sbx, "ps -eo stat,pid,args | cut -c1-80; ls -la /tmp; cat /tmp/worker.log").await;
+    panic!("worker did not answer in {}:\n{ps}", id(sbx));
 }
 
 async fn snapshot(api: &Api, id: &str, body: Value) -> Value {

@@ -28,7 +28,8 @@ pub fn ensure(agents_dir: &Path, agent_binary: &Path) -> Result<PathBuf> {
     if layer.join(".stasis/complete").exists() {
         return Ok(layer);
     }
-    let tmp = agents_dir.join(format!(".{hash}.tmp-{}", std::process::id()));
+    // One tmp dir per call: concurrent first creates each build their own, one wins.
+    let tmp = agents_dir.join(format!(".{hash}.tmp-{}-{}", std::process::id(), super::random_hex(6)));
     let build = || -> std::io::Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
         let dir = tmp.join(".stasis");

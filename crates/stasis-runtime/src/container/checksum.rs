@@ -81,9 +81,7 @@ pub fn write(dir: &Path) -> Result<()> {
     run().map_err(|e| RuntimeError::Checkpoint { op: "checksum", message: format!("cannot checksum {}: {e}", dir.display()) })
 }
 
-/// Verifies every image against the manifest; a missing manifest is an error too (a
-/// checkpoint without one was cut short).
-pub fn verify(dir: &Path) -> Result<()> {
+fn manifest(dir: &Path) -> Result<Manifest> {
     let bad = |message: String| RuntimeError::CorruptCheckpoint(format!("{}: {message}", dir.display()));
     let data = std::fs::read(dir.join(MANIFEST)).map_err(|e| bad(format!("no checksum manifest ({e})")))?;
     let m: Manifest = serde_json::from_slice(&data).map_err(|e| bad(format!("unreadable checksum manifest ({e})")))?;
@@ -91,11 +89,27 @@ pub fn verify(dir: &Path) -> Result<()> {
         return Err(bad(format!("manifest chunk size {} is not {CHUNK}", m.chunk)));
     }
     for (name, want) in &m.files {
-        let path = dir.join(name);
-        let size = std::fs::metadata(&path).map_err(|e| bad(format!("{name} is missing ({e})")))?.len();
+        let size = std::fs::metadata(dir.join(name)).map_err(|e| bad(format!("{name} is missing ({e})")))?.len();
         if size != want.size {
             return Err(bad(format!("{name} is {size} bytes, the checkpoint wrote {} (truncated or overwritten)", want.size)));
         }
+    }
+    Ok(m)
+}
+
+/// The quick half of verification: the manifest exists and every image has its size
+/// (catches truncation and missing files in microseconds).
+pub fn verify_sizes(dir: &Path) -> Result<()> {
+    manifest(dir).map(|_| ())
+}
+
+/// Verifies every image against the manifest; a missing manifest is an error too (a
+/// checkpoint without one was cut short).
+pub fn verify(dir: &Path) -> Result<()> {
+    let bad = |message: String| RuntimeError::CorruptCheckpoint(format!("{}: {message}", dir.display()));
+    let m = manifest(dir)?;
+    for (name, want) in &m.files {
+        let path = dir.join(name);
         let got = sum_file(&path).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
         if let Some(i) = got.crc32.iter().zip(&want.crc32).position(|(a, b)| a != b) {
             return Err(bad(format!("{name} is corrupted (checksum mismatch in the 64 MiB chunk at byte {})", i * CHUNK)));

@@ -34,6 +34,20 @@ pub fn dump_completed(images: &Path) -> bool {
     std::fs::read_to_string(images.join("dump.log")).is_ok_and(|l| l.contains(DUMP_OK))
 }
 
+/// CRIU dump/restore processes (not lazy-pages daemons) working under `dir`.
+pub fn operations_for(dir: &Path) -> Vec<u32> {
+    running_for(dir).into_iter().filter(|p| !is_lazy_daemon(*p)).collect()
+}
+
+/// `criu lazy-pages` daemons serving images under `dir`.
+pub fn lazy_daemons_for(dir: &Path) -> Vec<u32> {
+    running_for(dir).into_iter().filter(|p| is_lazy_daemon(*p)).collect()
+}
+
+fn is_lazy_daemon(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"lazy-pages".as_slice()))
+}
+
 /// Pids of CRIU processes working on anything under `dir` (a daemon that crashed may have
 /// left one running: it finishes its work on its own).
 pub fn running_for(dir: &Path) -> Vec<u32> {
@@ -54,6 +68,14 @@ impl Criu {
     /// Finds CRIU: `$STASIS_CRIU`, then /usr/local/sbin/criu (where setup installs it),
     /// then `criu` on PATH.
     pub fn locate() -> Result<Self> {
+        // Named explicitly: that one or an error, never a silent fallback to another CRIU.
+        if let Some(p) = std::env::var_os("STASIS_CRIU") {
+            let p = PathBuf::from(p);
+            if p.is_file() {
+                return Ok(Self { binary: p });
+            }
+            return Err(RuntimeError::Checkpoint { op: "locate", message: format!("STASIS_CRIU={} does not exist", p.display()) });
+        }
         let path = std::env::var_os("PATH").unwrap_or_default();
         let candidates = std::env::var_os("STASIS_CRIU")
             .map(PathBuf::from)
@@ -109,6 +131,7 @@ impl Criu {
         cgroup_procs: &[PathBuf],
         net_device: Option<&str>,
         lazy: bool,
+        leave_stopped: bool,
     ) -> Result<(u32, Option<std::process::Child>)> {
         std::fs::create_dir_all(work).map_err(|e| RuntimeError::Checkpoint { op: "restore", message: format!("create {}: {e}", work.display()) })?;
         let log = work.join("restore.log");
@@ -119,6 +142,10 @@ impl Criu {
         cmd.arg("restore").arg("-D").arg(images).arg("-W").arg(work).arg("-o").arg(&log);
         if lazy {
             cmd.arg("--lazy-pages");
+        }
+        if leave_stopped {
+            // The caller lets the tree run (SIGCONT) once it has checked the images.
+            cmd.arg("--leave-stopped");
         }
         cmd.arg("--root").arg(root).arg("--restore-detached").arg("--pidfile").arg(&pidfile);
         cmd.args(COMMON);

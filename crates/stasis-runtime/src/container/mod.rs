@@ -389,15 +389,31 @@ impl Inner {
         read: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Option<std::process::Child>> {
         let id = rec.id.clone();
-        // Verifying reads every image once: that is the bulk of a resume's reading.
-        checksum::verify(images)?;
-        read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
-        self.cgroups.create(&id, &rec.spec)?;
-        let restored = mount_fs(rec, dir).and_then(|_| {
-            let net = self.network_up(rec)?;
-            let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
-            self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id), dev, self.lazy)
+        checksum::verify_sizes(images)?;
+        // The checksums are verified while CRIU restores (reading every image is as long
+        // as a lazy restore); the restored tree stays stopped until both are done, so it
+        // never runs on damaged memory.
+        let (verified, restored) = std::thread::scope(|s| {
+            let verifier = s.spawn(|| checksum::verify(images));
+            let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir)).and_then(|_| {
+                let net = self.network_up(rec)?;
+                let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+                self.criu.restore(images, &dir.rootfs(), &dir.path().join("restore"), &self.cgroups.procs_files(&id), dev, self.lazy, true)
+            });
+            (verifier.join().expect("checksum thread panicked"), restored)
         });
+        read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
+        let restored = match (verified, restored) {
+            (Ok(()), r) => r,
+            (Err(e), Ok((_, daemon))) => {
+                if let Some(mut d) = daemon {
+                    let _ = d.kill();
+                    let _ = d.wait();
+                }
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        };
         let (pid, daemon) = match restored {
             Ok(r) => r,
             Err(e) => {
@@ -410,6 +426,9 @@ impl Inner {
         };
         if let Cgroups::V1(_) = self.cgroups {
             let _ = self.cgroups.set_frozen(&id, false);
+        }
+        for p in self.cgroups.pids(&id) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
         }
         rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
@@ -457,9 +476,10 @@ impl Inner {
     fn recover(&self, id: &str) -> Result<Recovered> {
         let mut rec = self.load(id)?;
         let dir = self.dir(id);
-        // A CRIU left running by a dead daemon finishes on its own: wait for it.
+        // A CRIU dump or restore left running by a dead daemon finishes on its own: wait
+        // for it. (Lazy-pages daemons serve a restored tree for as long as it needs them.)
         let deadline = Instant::now() + std::time::Duration::from_secs(120);
-        while !criu::running_for(dir.path()).is_empty() && Instant::now() < deadline {
+        while !criu::operations_for(dir.path()).is_empty() && Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         match rec.state {
@@ -500,17 +520,35 @@ impl Inner {
                 // A restore that completed after the daemon died: adopt it.
                 let pidfile = dir.path().join("restore/init.pid");
                 let restored = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                if let Some(pid) = restored.filter(|p| self.cgroups.pids(id).contains(p)) {
+                let images = rec.checkpoint.map(|g| dir.checkpoint(g));
+                let intact = images.as_ref().is_some_and(|i| checksum::verify(i).is_ok());
+                if let Some(pid) = restored.filter(|p| intact && self.cgroups.pids(id).contains(p)) {
+                    // Restores leave the tree stopped until its images are verified: they
+                    // are (above), so let it run.
+                    let _ = self.cgroups.set_frozen(id, false);
+                    for p in self.cgroups.pids(id) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
+                    }
                     rec.state = SandboxState::Running;
                     rec.init_pid = Some(pid);
                     rec.init_start = record::start_time(pid);
                     rec.checkpoint = None;
-                    let _ = self.cgroups.set_frozen(id, false);
                     rec.store(&dir.record())?;
-                    remove_other_generations(&dir, None);
+                    // Its lazy-pages daemon (if any) still reads the images.
+                    let d = dir.clone();
+                    std::thread::spawn(move || {
+                        while !criu::lazy_daemons_for(d.path()).is_empty() {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        remove_other_generations(&d, None);
+                    });
                     return Ok(Recovered::Running);
                 }
-                // Anything half-restored goes; the images stay.
+                // Anything half-restored goes, with a lazy-pages daemon started for a
+                // restore that never happened; the images stay.
+                for p in criu::lazy_daemons_for(dir.path()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+                }
                 let _ = self.cgroups.kill_all(id);
                 self.network_down(&rec);
                 unmount_fs(&dir)?;
@@ -536,6 +574,19 @@ impl Inner {
     }
 
     fn kill(&self, id: &str) -> Result<()> {
+        let dir = self.dir(id);
+        if !dir.record().exists() {
+            // A create cut short before its record was written: remove what it made.
+            if !dir.path().exists() {
+                return Err(RuntimeError::NotFound(id.to_string()));
+            }
+            self.destroy(id);
+            return if dir.path().exists() {
+                Err(RuntimeError::Io { context: format!("remove {}", dir.path().display()), source: std::io::Error::other("still in use") })
+            } else {
+                Ok(())
+            };
+        }
         let rec = self.load(id)?;
         let dir = self.dir(id);
         self.cgroups.kill_all(id)?;

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 use super::exit;
 use crate::envd_client;
 
+/// How to reach `stasis serve`: shared by every command that goes through the API.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct ApiArgs {
     /// Base URL of `stasis serve`.
     #[arg(long, env = "STASIS_API_URL", default_value = "http://127.0.0.1:3000", global = true)]
     api_url: String,
@@ -20,7 +21,23 @@ pub struct Args {
     api_key: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
+}
+
+impl ApiArgs {
+    /// The client, or the exit code for a missing key.
+    pub fn client(&self) -> Result<Api, u8> {
+        Api::new(&self.api_url, self.api_key.clone()).ok_or_else(|| {
+            eprintln!("error: no API key: pass --api-key or set STASIS_API_KEY");
+            exit::USAGE
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -154,11 +171,11 @@ pub(super) fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 pub async fn run(args: Args) -> u8 {
-    let Some(api) = Api::new(&args.api_url, args.api_key.clone()) else {
-        eprintln!("error: no API key: pass --api-key or set STASIS_API_KEY");
-        return exit::USAGE;
+    let api = match args.api.client() {
+        Ok(a) => a,
+        Err(code) => return code,
     };
-    match execute(&api, args.json, args.command).await {
+    match execute(&api, args.api.json, args.command).await {
         Ok(code) => code,
         Err(e) => exit_code(&e),
     }

@@ -5,16 +5,12 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::exit;
-use super::sandbox::{exit_code, Api};
+use super::sandbox::{exit_code, Api, ApiArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, env = "STASIS_API_URL", default_value = "http://127.0.0.1:3000", global = true)]
-    api_url: String,
-    #[arg(long, env = "STASIS_API_KEY", hide_env_values = true, global = true)]
-    api_key: Option<String>,
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -41,11 +37,11 @@ enum Cmd {
 }
 
 pub async fn run(args: Args) -> u8 {
-    let Some(api) = Api::new(&args.api_url, args.api_key.clone()) else {
-        eprintln!("error: no API key: pass --api-key or set STASIS_API_KEY");
-        return exit::USAGE;
+    let api = match args.api.client() {
+        Ok(a) => a,
+        Err(code) => return code,
     };
-    match execute(&api, args.json, args.command).await {
+    match execute(&api, args.api.json, args.command).await {
         Ok(()) => exit::OK,
         Err(e) => exit_code(&e),
     }

@@ -190,3 +190,30 @@ fn filesystem_only_pause_keeps_files_and_boots_fresh() {
     assert_eq!(h.sh(&id, "cat /home/user/note2").trim(), "again");
     h.rt(&["kill", &id]);
 }
+
+/// inotify watches (editors, dev servers, envd's own WatchDir) survive a pause: the overlay
+/// is mounted with `index=on,nfs_export=on`, so CRIU can encode the watched inodes' handles.
+#[test]
+fn inotify_watches_survive_pause_and_resume() {
+    let h = Host::new("ino");
+    let id = common::unique_id("ino");
+    h.rt(&["create", &id]);
+    h.sh(&id, r#"nohup python3 -c '
+import ctypes, os
+libc = ctypes.CDLL("libc.so.6")
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, b"/home/user", 0x100)
+open("/tmp/watching", "w").write("1")
+while True:
+    os.read(fd, 4096)
+    open("/tmp/events", "a").write("event\n")
+' >/dev/null 2>&1 &"#);
+    wait_for("watcher", || h.sh(&id, "cat /tmp/watching 2>/dev/null || true").trim() == "1");
+    h.sh(&id, "touch /home/user/before");
+    wait_for("first event", || h.sh(&id, "cat /tmp/events 2>/dev/null || true").lines().count() == 1);
+    h.rt(&["pause", &id]);
+    h.rt(&["resume", &id]);
+    h.sh(&id, "touch /home/user/after");
+    wait_for("an event after the resume", || h.sh(&id, "cat /tmp/events 2>/dev/null || true").lines().count() == 2);
+    h.rt(&["kill", &id]);
+}

@@ -14,7 +14,7 @@ pub fn mount_root(lowers: &[String], upper: &Path, work: &Path, target: &Path) -
     for d in [upper, work, target] {
         std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={}", lowers.join(":"), upper.display(), work.display());
+    let opts = format!("lowerdir={},upperdir={},workdir={},index=on,nfs_export=on", lowers.join(":"), upper.display(), work.display());
     mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
         .map_err(std::io::Error::from)
         .ctx(|| format!("mount overlay at {} ({opts})", target.display()))

@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_TEMPLATE = "/var/lib/stasis/templates/base"
 API_KEY = "e2b_" + "b" * 38 + "01"
 MiB = 1 << 20
+LOAD_AT_START = "?"
 
 # Targets from issue 8: (what, size) -> seconds or MiB.
 TARGETS = {
@@ -135,6 +137,45 @@ def host_mem(pids_cg, memcg):
         r["cg_rss"] = ms.get("total_rss", ms.get("rss", 0)) / MiB
         r["cg_cache"] = ms.get("total_cache", ms.get("cache", 0)) / MiB
     return r
+
+
+def dir_mib(d):
+    """Apparent size of the files under d (MiB); files vanishing meanwhile count 0."""
+    total = 0
+    for dp, _, fs in os.walk(d):
+        for f in fs:
+            try:
+                total += os.path.getsize(os.path.join(dp, f))
+            except FileNotFoundError:
+                pass
+    return total / MiB
+
+
+def lazy_restore_on():
+    """Whether the server will restore lazily (CRIU lazy pages): the same test as the runtime."""
+    try:
+        with open("/proc/sys/vm/unprivileged_userfaultfd") as f:
+            uffd = f.read().strip() == "1"
+    except OSError:
+        uffd = False
+    return uffd and os.environ.get("STASIS_LAZY_RESTORE", "1") != "0"
+
+
+def server_pause_phases(log_path, sid):
+    """(dump_ms, sync_ms) of every pause of `sid` the server logged ("paused" lines)."""
+    out = []
+    try:
+        with open(log_path, errors="replace") as f:
+            for line in f:
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                if sid in line and " paused" in line and "dump_ms=" in line:
+                    d = re.search(r"dump_ms=(\d+)", line)
+                    y = re.search(r"sync_ms=(\d+)", line)
+                    if d and y:
+                        out.append((int(d.group(1)), int(y.group(1))))
+    except FileNotFoundError:
+        pass
+    return out
 
 
 def wait_rss(pids_cg, size, within=180):
@@ -477,8 +518,7 @@ def stasis_touched(st, size, runs, res, snapshot_runs):
         # Paused: the cgroups must be gone; count any process still in them.
         paused_procs.append(0 if m is None else m["procs"])
         paused_mem.append(0.0 if m is None else m.get("cg_usage", 0.0))
-        ck = os.path.join(st.dir, "sandboxes", sid, "checkpoints")
-        img.append(sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(ck) for f in fs) / MiB)
+        img.append(dir_mib(os.path.join(st.dir, "sandboxes", sid, "checkpoints")))
         t2 = t_now()
         st.connect(sid)
         t3 = t_now()
@@ -507,8 +547,9 @@ def stasis_touched(st, size, runs, res, snapshot_runs):
             st.kill(s2["sandboxID"])
             log(f"[{size} MiB] create from snapshot #{i}: {t1 - t0:.3f}s (fork RSS {fr:.0f} MiB)")
         st.delete_snapshot(snap)
+    phases = server_pause_phases(os.path.join(st.dir, "serve.log"), sid)[:runs]
     st.kill(sid)
-    return dict(pause=pauses, resume=resumes, connect=connects, paused_procs=paused_procs, paused_mem=paused_mem,
+    return dict(dump_ms=[d / 1000 for d, _ in phases], sync_ms=[y / 1000 for _, y in phases], pause=pauses, resume=resumes, connect=connects, paused_procs=paused_procs, paused_mem=paused_mem,
                 image=img, snapshot=snaps, snapshot_take=snap_take, running=running_mem)
 
 
@@ -697,7 +738,7 @@ def density(st, n, parallel):
         f"- cgroup usage incl. page cache (memory.usage_in_bytes): {msumm('cg_usage')}",
         f"- processes per sandbox: {statistics.median([m['procs'] for m in mems if m])} ({', '.join(mems[0]['comms']) if mems and mems[0] else ''})",
         f"- host MemAvailable: {avail0:.0f} MiB before, {avail1:.0f} MiB with {n} running "
-        f"(-{(avail0 - avail1) / n:.1f} MiB per sandbox), {avail2:.0f} MiB with all paused",
+        f"({(avail1 - avail0) / n:+.1f} MiB per sandbox; host-wide), {avail2:.0f} MiB with all paused",
         f"- after pausing all: sandboxes with a cgroup or process left: {sum(1 for m in left if m)}",
     ]
     return "\n".join(lines)
@@ -760,8 +801,10 @@ def machine_notes():
     with open("/proc/meminfo") as f:
         notes.append("RAM: " + f.readline().split(":", 1)[1].strip())
     notes.append("kernel: " + os.uname().release)
-    notes.append("load average (1/5/15 min) at the end of the run: " + " ".join(open("/proc/loadavg").read().split()[:3])
-                 + " (the 2 cores are shared with other work)")
+    notes.append(f"load average (1/5/15 min) at the start of the run: {LOAD_AT_START}; at the end: "
+                 + " ".join(open("/proc/loadavg").read().split()[:3]) + " (the 2 cores are shared with other work)")
+    notes.append("restore: " + ("lazy (CRIU lazy pages, userfaultfd)" if lazy_restore_on() else
+                                "eager (STASIS_LAZY_RESTORE=0 or vm.unprivileged_userfaultfd != 1)"))
     for cmd in (["/usr/local/sbin/criu", "--version"], ["runc", "--version"]):
         try:
             notes.append(subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0])
@@ -799,12 +842,17 @@ def main():
     st = Stasis(a.stasis, a.agent, os.path.join(work, "data"))
     rc = Runc(os.path.join(work, "runc"))
     started = time.time()
+    global LOAD_AT_START
+    LOAD_AT_START = " ".join(open("/proc/loadavg").read().split()[:3])
+    log(f"load average at start: {LOAD_AT_START}; restore {'lazy' if lazy_restore_on() else 'eager'}")
     try:
         st.start()
         log(f"stasis serve on 127.0.0.1:{st.port}, data dir {st.dir}")
         if a.density:
             report = density(st, a.density, a.parallel)
             print(report)
+            print(f"\n(load average at start {LOAD_AT_START}, at end {' '.join(open('/proc/loadavg').read().split()[:3])}; "
+                  f"restore {'lazy' if lazy_restore_on() else 'eager'})")
             print(f"\n(wall time {time.time() - started:.0f} s)")
             return
         res = Results()
@@ -823,6 +871,10 @@ def main():
             br = runc_touched(rc, size, runs, runs) if not a.no_baseline else {}
             res.add(("pause", size), "pause until durable, API answered", "s", sr["pause"], br.get("pause"),
                     "runc: checkpoint + syncfs")
+            if sr["dump_ms"]:
+                res.add(("pause_dump", size), "  of which: CRIU dump (server log dump_ms)", "s", sr["dump_ms"])
+                res.add(("pause_sync", size), "  of which: checksums + fsync images + syncfs (server log sync_ms)", "s",
+                        sr["sync_ms"])
             res.add(("resume", size), "resume: connect + `echo` output", "s", sr["resume"], br.get("resume"),
                     "runc: restore -d + exec")
             res.add(("resume_connect", size), "  of which: connect answered", "s", sr["connect"], br.get("restore"),
@@ -840,7 +892,7 @@ def main():
         print(res.table(f"Idle sandbox processes: {', '.join(comms)}."))
         if breakdown:
             print("\n## Pause phases (`stasis runtime pause`, same runtime code, no API)\n")
-            print("| size | dumpMs (CRIU dump) | syncMs (syncfs) | pause wall ms (CLI) | resume wall ms (CLI) | image MiB |")
+            print("| size | dumpMs (CRIU dump, writeback overlapped) | syncMs (CRC-32 + fsync images + syncfs layer) | pause wall ms (CLI) | resume wall ms (CLI) | image MiB |")
             print("|---|---|---|---|---|---|")
             for size, rows in breakdown.items():
                 for r in rows:

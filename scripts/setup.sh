@@ -132,6 +132,12 @@ start_server() {
         die "stasis serve exited right after starting (see $LOG_FILE)"
     fi
     log "stasis serve running (pid $pid)"
+    # The key serve generated on its first start (printed once, into its log): show where.
+    for _ in $(seq 20); do [ -s "$DATA/api-key" ] && break; sleep 0.1; done
+    if [ -s "$DATA/api-key" ]; then
+        log "API on http://127.0.0.1:3000 (and https://localhost:3443, CA $DATA/tls/ca.pem)"
+        log "API key in $DATA/api-key: export E2B_API_KEY=\$(cat $DATA/api-key) E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000"
+    fi
 }
 
 step "apt packages needed at run time"

@@ -9,45 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::api::{id, Api};
-use common::{cgroup_dirs, mounts_under, Server};
+use common::{cgroup_dirs, mounts_under, processes_inside, Rng, Server};
 use serde_json::json;
 
 const SANDBOXES: usize = 20;
 const WORKERS: usize = 8;
 const RUN_FOR: Duration = Duration::from_secs(30);
-
-/// xorshift: deterministic per worker, no extra dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Host processes whose root or cwd is inside `dir` (a sandbox's overlay).
-fn processes_inside(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = e.file_name().to_string_lossy().to_string();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        for link in ["root", "cwd"] {
-            if let Ok(t) = std::fs::read_link(format!("/proc/{pid}/{link}")) {
-                if t.starts_with(dir) {
-                    found.push(format!("{pid} ({link} -> {})", t.display()));
-                }
-            }
-        }
-    }
-    found
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_concurrent_operations_leave_nothing_behind() {
@@ -74,7 +41,13 @@ async fn random_concurrent_operations_leave_nothing_behind() {
                     let id = ids.lock().unwrap()[slot].clone();
                     let id = &id;
                     let (what, status) = match rng.below(12) {
-                        0..=2 => ("connect", api.connect(id, json!({"timeout": 1 + rng.below(20)})).await.0),
+                        0..=2 => {
+                            let (st, body) = api.connect(id, json!({"timeout": 1 + rng.below(20)})).await;
+                            if st >= 500 {
+                                bad.push(format!("connect {id}: {body}"));
+                            }
+                            ("connect", st)
+                        }
                         3..=5 => ("pause", api.pause(id).await),
                         6 => {
                             let st = api.kill(id).await;

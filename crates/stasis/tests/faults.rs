@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::api::envd_run;
-use common::{agent_binary, cgroup_dirs, mounts_under, unique_id, Host, API_KEY};
+use common::{agent_binary, cgroup_dirs, mounts_under, processes_inside, unique_id, Host, API_KEY};
 use serde_json::{json, Value};
 
 const TEST_ROOT: &str = "/var/lib/stasis-test";
@@ -570,25 +570,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-/// Host processes whose root or cwd is inside `dir`.
-fn processes_inside(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = e.file_name().to_string_lossy().to_string();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        for link in ["root", "cwd"] {
-            if let Ok(t) = std::fs::read_link(format!("/proc/{pid}/{link}")) {
-                if t.starts_with(dir) {
-                    found.push(format!("{pid} ({link} -> {})", t.display()));
-                }
-            }
-        }
-    }
-    found
 }
 
 /// Start time of a process (clock ticks since boot), from /proc/PID/stat.

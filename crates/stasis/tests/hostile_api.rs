@@ -8,11 +8,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::api::Api;
-use common::{unique_id, Server, API_KEY};
+use common::{HostMarker, Server, API_KEY};
 use serde_json::{json, Value};
 
 const TEMPLATE_ROOTFS: &str = "/var/lib/stasis/templates/base/rootfs";
@@ -65,30 +64,6 @@ async fn files_put(s: &Server, sbx: &Value, path: &str, user: &str, data: &[u8])
         .expect("proxy answers")
         .status()
         .as_u16()
-}
-
-/// A secret on the host, outside the data dir.
-struct HostMarker {
-    dir: PathBuf,
-    file: PathBuf,
-    secret: String,
-}
-
-impl HostMarker {
-    fn new() -> Self {
-        let dir = PathBuf::from("/tmp").join(unique_id("stasis-hostile-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("secret");
-        let secret = unique_id("host-secret-");
-        std::fs::write(&file, &secret).unwrap();
-        HostMarker { dir, file, secret }
-    }
-}
-
-impl Drop for HostMarker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn sandbox_dirs(s: &Server) -> Vec<String> {

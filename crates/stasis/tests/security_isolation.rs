@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{unique_id, wait_for, Host, Output};
+use common::{unique_id, wait_for, Host, HostMarker, Output};
 
 /// Runs `cmd` as root in the sandbox, whatever its exit code.
 fn root(h: &Host, id: &str, cmd: &str) -> Output {
@@ -32,38 +32,6 @@ fn sandbox(h: &Host, prefix: &str, extra: &[&str]) -> String {
     args.extend_from_slice(extra);
     h.rt(&args);
     id
-}
-
-/// A directory on the host, outside any data dir, removed on drop.
-struct HostMarker {
-    dir: PathBuf,
-    file: PathBuf,
-    secret: String,
-}
-
-impl HostMarker {
-    fn new() -> Self {
-        let dir = PathBuf::from("/tmp").join(unique_id("stasis-sec-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("secret");
-        let secret = unique_id("host-secret-");
-        std::fs::write(&file, &secret).unwrap();
-        HostMarker { dir, file, secret }
-    }
-
-    fn path(&self) -> &str {
-        self.file.to_str().unwrap()
-    }
-
-    fn unchanged(&self) -> bool {
-        std::fs::read_to_string(&self.file).ok().as_deref() == Some(self.secret.as_str())
-    }
-}
-
-impl Drop for HostMarker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn cgroup_file(controller: &str, id: &str, file: &str) -> PathBuf {

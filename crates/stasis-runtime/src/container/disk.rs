@@ -18,11 +18,39 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// True while a loop device is attached to `image`: its filesystem is still alive
+/// somewhere (a detached mount whose last user has not let go yet).
+fn attached(image: &Path) -> bool {
+    let Ok(want) = image.canonicalize() else { return false };
+    let Ok(blocks) = std::fs::read_dir("/sys/block") else { return false };
+    blocks.flatten().any(|b| {
+        std::fs::read_to_string(b.path().join("loop/backing_file")).is_ok_and(|f| Path::new(f.trim()) == want)
+    })
+}
+
+/// Waits until the image's filesystem is fully released (detached mounts are torn down
+/// asynchronously by the kernel). Mounting it again before that would make a second
+/// live filesystem on the same bytes.
+fn wait_released(image: &Path) -> Result<()> {
+    let start = std::time::Instant::now();
+    while attached(image) {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(RuntimeError::Io {
+                context: format!("release {}", image.display()),
+                source: std::io::Error::other("the sandbox's disk is still in use 10 s after it was unmounted"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// Makes the image (once) and mounts it at `mount_point` (if not mounted).
 pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
     if super::overlay::is_mounted(mount_point) {
         return Ok(());
     }
+    wait_released(image)?;
     std::fs::create_dir_all(mount_point).map_err(|e| RuntimeError::Io { context: format!("create {}", mount_point.display()), source: e })?;
     if !image.exists() {
         let tmp = image.with_extension("img.tmp");
@@ -40,6 +68,8 @@ pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
     run("mount sandbox disk", Command::new("mount").args(["-o", "loop,noatime"]).arg(image).arg(mount_point))
 }
 
-pub fn unmount(mount_point: &Path) -> Result<()> {
-    super::overlay::unmount(mount_point)
+/// Unmounts the disk and waits until its filesystem is really gone.
+pub fn unmount(image: &Path, mount_point: &Path) -> Result<()> {
+    super::overlay::unmount(mount_point)?;
+    wait_released(image)
 }

@@ -645,7 +645,7 @@ fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
 /// Unmounts the root overlay, then the disk under it (idempotent).
 fn unmount_fs(dir: &SandboxDir) -> Result<()> {
     overlay::unmount(&dir.rootfs())?;
-    disk::unmount(&dir.disk())
+    disk::unmount(&dir.disk_image(), &dir.disk())
 }
 
 fn next_generation(dir: &SandboxDir) -> u64 {

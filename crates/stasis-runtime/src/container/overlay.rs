@@ -15,9 +15,19 @@ pub fn mount_root(lowers: &[String], upper: &Path, work: &Path, target: &Path) -
         std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
     }
     let opts = format!("lowerdir={},upperdir={},workdir={},index=on,nfs_export=on", lowers.join(":"), upper.display(), work.display());
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-        .map_err(std::io::Error::from)
-        .ctx(|| format!("mount overlay at {} ({opts})", target.display()))
+    // EBUSY: the previous overlay on this upper dir (unmounted with MNT_DETACH) is still
+    // being torn down by the kernel; index=on refuses a second one until it is gone.
+    let start = std::time::Instant::now();
+    loop {
+        match mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str())) {
+            Err(nix::errno::Errno::EBUSY) if start.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => {
+                return r.map_err(std::io::Error::from).ctx(|| format!("mount overlay at {} ({opts})", target.display()));
+            }
+        }
+    }
 }
 
 pub fn unmount(target: &Path) -> Result<()> {

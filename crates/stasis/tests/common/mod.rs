@@ -265,3 +265,69 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// xorshift: deterministic per worker, no extra dependency.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Host processes whose root or cwd is inside `dir` (a sandbox's overlay).
+pub fn processes_inside(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for link in ["root", "cwd"] {
+            if let Ok(t) = std::fs::read_link(format!("/proc/{pid}/{link}")) {
+                if t.starts_with(dir) {
+                    found.push(format!("{pid} ({link} -> {})", t.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A secret file on the host, outside any data dir (what sandboxes must not reach).
+pub struct HostMarker {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub secret: String,
+}
+
+impl HostMarker {
+    pub fn new() -> Self {
+        let dir = PathBuf::from("/tmp").join(unique_id("stasis-marker-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        let secret = unique_id("host-secret-");
+        std::fs::write(&file, &secret).unwrap();
+        HostMarker { dir, file, secret }
+    }
+
+    pub fn path(&self) -> &str {
+        self.file.to_str().unwrap()
+    }
+
+    pub fn unchanged(&self) -> bool {
+        std::fs::read_to_string(&self.file).ok().as_deref() == Some(self.secret.as_str())
+    }
+}
+
+impl Drop for HostMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+

@@ -192,6 +192,32 @@ def wait_rss(pids_cg, size, within=180):
 
 # ---------------------------------------------------------------- Stasis API client
 
+def start_body(cmd):
+    """The request of envd `Process.Start` for `bash -l -c cmd`: one Connect envelope."""
+    msg = json.dumps({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": False}).encode()
+    return b"\x00" + len(msg).to_bytes(4, "big") + msg
+
+
+def start_stdout(raw):
+    """The stdout of a whole `Process.Start` response stream; fails unless it ended cleanly."""
+    out, i, ended = b"", 0, False
+    while i + 5 <= len(raw):
+        flag, n = raw[i], int.from_bytes(raw[i + 1:i + 5], "big")
+        frame = json.loads(raw[i + 5:i + 5 + n] or b"{}")
+        if flag & 0x02:
+            ended = True
+            if frame.get("error"):
+                raise RuntimeError(f"process.Start: {frame['error']}")
+        else:
+            d = frame.get("event", {}).get("data", {})
+            if "stdout" in d:
+                out += base64.b64decode(d["stdout"])
+        i += 5 + n
+    if not ended:
+        raise RuntimeError("process stream did not end")
+    return out.decode(errors="replace")
+
+
 class Stasis:
     def __init__(self, stasis_bin, agent, data_dir):
         self.bin, self.agent, self.dir = stasis_bin, agent, data_dir
@@ -279,9 +305,7 @@ class Stasis:
 
     def run(self, sbx, cmd):
         """Runs `bash -l -c cmd` through the proxy (envd Process.Start); returns stdout."""
-        msg = json.dumps({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": False}).encode()
-        body = b"\x00" + len(msg).to_bytes(4, "big") + msg
-        st, raw = self._req("px", "POST", "/process.Process/Start", body, {
+        st, raw = self._req("px", "POST", "/process.Process/Start", start_body(cmd), {
             "content-type": "application/connect+json",
             "e2b-sandbox-id": sbx["sandboxID"],
             "e2b-sandbox-port": "49983",
@@ -289,22 +313,7 @@ class Stasis:
         })
         if st != 200:
             raise RuntimeError(f"process.Start: {st} {raw[:300]!r}")
-        out, i, ended = b"", 0, False
-        while i + 5 <= len(raw):
-            flag, n = raw[i], int.from_bytes(raw[i + 1:i + 5], "big")
-            frame = json.loads(raw[i + 5:i + 5 + n] or b"{}")
-            if flag & 0x02:
-                ended = True
-                if frame.get("error"):
-                    raise RuntimeError(f"process.Start: {frame['error']}")
-            else:
-                d = frame.get("event", {}).get("data", {})
-                if "stdout" in d:
-                    out += base64.b64decode(d["stdout"])
-            i += 5 + n
-        if not ended:
-            raise RuntimeError("process stream did not end")
-        return out.decode(errors="replace")
+        return start_stdout(raw)
 
     def cg(self, sid):
         return (f"/sys/fs/cgroup/pids/stasis/{sid}", f"/sys/fs/cgroup/memory/stasis/{sid}")

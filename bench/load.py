@@ -41,7 +41,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import API_KEY, REPO, Stasis, log, machine_notes  # noqa: E402
+from bench import API_KEY, REPO, Stasis, log, machine_notes, start_body, start_stdout  # noqa: E402
 
 SIZES = [4 << 10, 64 << 10, 1 << 20]
 
@@ -83,28 +83,11 @@ class Client:
         return h
 
     def exec(self, sbx, cmd):
-        msg = json.dumps({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}, "stdin": False}).encode()
-        body = b"\x00" + len(msg).to_bytes(4, "big") + msg
-        st, raw = self.req("POST", "/process.Process/Start", body,
+        st, raw = self.req("POST", "/process.Process/Start", start_body(cmd),
                            self.envd_headers(sbx, {"content-type": "application/connect+json"}))
         if st != 200:
             raise RuntimeError(f"process.Start: {st} {raw[:200]!r}")
-        out, i, ended = b"", 0, False
-        while i + 5 <= len(raw):
-            flag, n = raw[i], int.from_bytes(raw[i + 1:i + 5], "big")
-            frame = json.loads(raw[i + 5:i + 5 + n] or b"{}")
-            if flag & 0x02:
-                ended = True
-                if frame.get("error"):
-                    raise RuntimeError(f"process.Start: {frame['error']}")
-            else:
-                d = frame.get("event", {}).get("data", {})
-                if "stdout" in d:
-                    out += base64.b64decode(d["stdout"])
-            i += 5 + n
-        if not ended:
-            raise RuntimeError("process stream did not end")
-        return out.decode(errors="replace")
+        return start_stdout(raw)
 
     def upload(self, sbx, path, data):
         boundary = "stasisload" + os.urandom(8).hex()

@@ -254,8 +254,9 @@ fn fmt_u32(mut v: u32, buf: &mut [u8; 16]) -> usize {
 fn log_errors(log: &Path, stderr: &[u8]) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let errs: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("error")).collect();
-    let picked = if errs.is_empty() { text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect() } else { errs };
-    let mut msg = picked.into_iter().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+    // The last 8 error lines; with none, the log's last 5 lines.
+    let (lines, n) = if errs.is_empty() { (text.lines().collect::<Vec<_>>(), 5) } else { (errs, 8) };
+    let mut msg = lines[lines.len().saturating_sub(n)..].join(" | ");
     if msg.is_empty() {
         msg = String::from_utf8_lossy(stderr).trim().to_string();
     }

@@ -424,12 +424,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        if let Cgroups::V1(_) = self.cgroups {
-            let _ = self.cgroups.set_frozen(&id, false);
-        }
-        for p in self.cgroups.pids(&id) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
-        }
+        self.let_run(&id);
         rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
         rec.init_start = record::start_time(pid);
@@ -464,6 +459,15 @@ impl Inner {
     fn network_down(&self, rec: &Record) {
         if let Some(i) = rec.net_index {
             network::teardown(&rec.id, i);
+        }
+    }
+
+    /// Starts a restored tree: restores leave it stopped (and, on v1, possibly frozen)
+    /// until its images are verified.
+    fn let_run(&self, id: &str) {
+        let _ = self.cgroups.set_frozen(id, false);
+        for p in self.cgroups.pids(id) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
         }
     }
 
@@ -523,12 +527,8 @@ impl Inner {
                 let images = rec.checkpoint.map(|g| dir.checkpoint(g));
                 let intact = images.as_ref().is_some_and(|i| checksum::verify(i).is_ok());
                 if let Some(pid) = restored.filter(|p| intact && self.cgroups.pids(id).contains(p)) {
-                    // Restores leave the tree stopped until its images are verified: they
-                    // are (above), so let it run.
-                    let _ = self.cgroups.set_frozen(id, false);
-                    for p in self.cgroups.pids(id) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
-                    }
+                    // Its images are verified (above): let it run.
+                    self.let_run(id);
                     rec.state = SandboxState::Running;
                     rec.init_pid = Some(pid);
                     rec.init_start = record::start_time(pid);
@@ -559,40 +559,18 @@ impl Inner {
         }
     }
 
-    /// Removes everything a sandbox owns; safe on partly created sandboxes.
-    fn destroy(&self, id: &str) {
+    /// Removes everything a sandbox owns (processes, network, mounts, cgroups, files),
+    /// also when it was only partly created (no record yet). Every step is tried; the
+    /// first failure is returned.
+    fn teardown(&self, id: &str) -> Result<()> {
         let dir = self.dir(id);
-        let _ = self.cgroups.kill_all(id);
+        let killed = self.cgroups.kill_all(id);
         if let Ok(rec) = self.load(id) {
             self.network_down(&rec);
         }
-        let _ = unmount_fs(&dir);
-        let _ = self.cgroups.remove(id);
-        if !overlay::has_mounts_under(dir.path()) {
-            let _ = std::fs::remove_dir_all(dir.path());
-        }
-    }
-
-    fn kill(&self, id: &str) -> Result<()> {
-        let dir = self.dir(id);
-        if !dir.record().exists() {
-            // A create cut short before its record was written: remove what it made.
-            if !dir.path().exists() {
-                return Err(RuntimeError::NotFound(id.to_string()));
-            }
-            self.destroy(id);
-            return if dir.path().exists() {
-                Err(RuntimeError::Io { context: format!("remove {}", dir.path().display()), source: std::io::Error::other("still in use") })
-            } else {
-                Ok(())
-            };
-        }
-        let rec = self.load(id)?;
-        let dir = self.dir(id);
-        self.cgroups.kill_all(id)?;
-        self.network_down(&rec);
-        unmount_fs(&dir)?;
-        self.cgroups.remove(id)?;
+        let unmounted = unmount_fs(&dir);
+        let removed = self.cgroups.remove(id);
+        killed.and(unmounted).and(removed)?;
         if overlay::has_mounts_under(dir.path()) {
             return Err(RuntimeError::Io {
                 context: format!("remove {}", dir.path().display()),
@@ -600,6 +578,18 @@ impl Inner {
             });
         }
         std::fs::remove_dir_all(dir.path()).ctx(|| format!("remove {}", dir.path().display()))
+    }
+
+    /// Best effort, for a create that failed: its error is what the caller reports.
+    fn destroy(&self, id: &str) {
+        let _ = self.teardown(id);
+    }
+
+    fn kill(&self, id: &str) -> Result<()> {
+        if !self.dir(id).path().exists() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        self.teardown(id)
     }
 }
 
@@ -688,7 +678,7 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
 /// is dumped again (a fresh dump reads every page anyway; this bounds the wait).
 fn wait_for_lazy_pages(dir: &SandboxDir) {
     let deadline = Instant::now() + std::time::Duration::from_secs(120);
-    while !criu::running_for(dir.path()).is_empty() && Instant::now() < deadline {
+    while !criu::lazy_daemons_for(dir.path()).is_empty() && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

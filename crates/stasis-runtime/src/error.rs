@@ -30,6 +30,10 @@ pub enum RuntimeError {
     CorruptCheckpoint(String),
     #[error("checkpoint ({op}) failed: {message}")]
     Checkpoint { op: &'static str, message: String },
+    #[error("sandbox {id}: its init (pid {pid}) is gone; its processes and memory are lost")]
+    InitGone { id: String, pid: u32 },
+    #[error("data dir {} is in use by {holder}: stop it first, or use another --data-dir", dir.display())]
+    DataDirInUse { dir: std::path::PathBuf, holder: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

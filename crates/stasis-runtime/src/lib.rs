@@ -8,6 +8,7 @@
 
 pub mod container;
 mod error;
+pub mod lock;
 mod netns;
 
 use std::collections::BTreeMap;

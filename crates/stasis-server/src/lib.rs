@@ -135,6 +135,8 @@ fn write_durably(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    // Before anything touches the data dir: a second daemon must not even recover it.
+    let _owner = stasis_runtime::lock::DataDirLock::acquire(&cfg.data_dir, stasis_runtime::lock::LockKind::Daemon)?;
     let (app, lifecycle) = build(&cfg).await?;
     lifecycle.start();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use stasis_runtime::lock::{DataDirLock, LockKind};
 use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
 use stasis_runtime::{PauseMode, Runtime, RuntimeError, SandboxSpec};
 
@@ -89,6 +90,14 @@ fn code_for(e: &RuntimeError) -> u8 {
 }
 
 pub async fn run(args: Args) -> u8 {
+    // Held until the command is done; refused while `stasis serve` owns the data dir.
+    let _lock = match DataDirLock::acquire(&args.data_dir, LockKind::Command) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
     let rt = match ContainerRuntime::new(ContainerConfig { data_dir: args.data_dir, agent_binary: ContainerConfig::default_agent_binary() }) {
         Ok(rt) => rt,
         Err(e) => {

@@ -227,6 +227,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc_kill(self.child.id() as i32, sig) };
     }

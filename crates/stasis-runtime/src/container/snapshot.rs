@@ -13,8 +13,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::fs::{disk_usage, syncfs};
+use super::pause::wait_for_lazy_pages;
 use super::record::Record;
-use super::{random_hex, syncfs, validate_id, Inner};
+use super::{random_hex, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
 
@@ -60,7 +62,7 @@ impl Inner {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let dir = self.dir(id);
-        super::wait_for_lazy_pages(&dir);
+        wait_for_lazy_pages(&dir);
         let t0 = Instant::now();
         // Frozen for the whole capture: memory and files are of one instant (CRIU checks
         // the sizes of open files against the files it will find at restore).
@@ -99,7 +101,7 @@ impl Inner {
         syncfs(&tmp)?;
         std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
         std::fs::File::open(self.layout.snapshots()).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())?;
-        Ok(SnapshotStats { frozen_ms, size_bytes: super::disk_usage(&final_dir), memory: meta.memory })
+        Ok(SnapshotStats { frozen_ms, size_bytes: disk_usage(&final_dir), memory: meta.memory })
     }
 
     /// Creates sandbox `id` from snapshot `snap`: its files, and with a memory snapshot

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stasis_agent::boot::config::BootConfig;
+use stasis_proto::agent::BootConfig;
 
 use super::fs::mount_fs;
 use super::layout::SandboxDir;

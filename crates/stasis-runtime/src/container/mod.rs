@@ -14,6 +14,7 @@
 //! | `recover.rs` | finishing or undoing an operation a dead daemon left |
 //! | `teardown.rs` | kill, and cleaning up a failed create |
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
+//! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
 //!
@@ -31,6 +32,7 @@ mod disk;
 mod flush;
 mod fs;
 mod generations;
+mod handover;
 pub mod idmap;
 mod layout;
 pub mod network;

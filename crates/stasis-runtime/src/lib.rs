@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use container::network::NetworkPolicy;
 pub use container::SnapshotMeta;
 pub use error::{Result, RuntimeError};
-pub use stasis_agent::boot::config::ENVD_PORT;
+pub use stasis_proto::agent::ENVD_PORT;
 
 /// What a sandbox is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -81,7 +81,7 @@ pub fn redirect_stdio() -> Result<()> {
     nix::unistd::dup2(log.as_raw_fd(), 2)?;
     // Drop our handles first: closing fds that Rust objects still own is an IO-safety abort.
     drop((null, log));
-    close_fds_above(2, &[super::config::SYNC_FD]);
+    close_fds_above(2, &[stasis_proto::agent::SYNC_FD]);
     Ok(())
 }
 

@@ -12,9 +12,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use stasis_proto::agent::InitRequest;
 
+use super::fs::{disk_usage, syncfs};
+use super::pause::wait_for_lazy_pages;
 use super::record::Record;
-use super::{random_hex, syncfs, validate_id, Inner};
+use super::handover;
+use super::{random_hex, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
 
@@ -60,7 +64,7 @@ impl Inner {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let dir = self.dir(id);
-        super::wait_for_lazy_pages(&dir);
+        wait_for_lazy_pages(&dir);
         let t0 = Instant::now();
         // Frozen for the whole capture: memory and files are of one instant (CRIU checks
         // the sizes of open files against the files it will find at restore).
@@ -99,7 +103,7 @@ impl Inner {
         syncfs(&tmp)?;
         std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
         std::fs::File::open(self.layout.snapshots()).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())?;
-        Ok(SnapshotStats { frozen_ms, size_bytes: super::disk_usage(&final_dir), memory: meta.memory })
+        Ok(SnapshotStats { frozen_ms, size_bytes: disk_usage(&final_dir), memory: meta.memory })
     }
 
     /// Creates sandbox `id` from snapshot `snap`: its files, and with a memory snapshot
@@ -143,7 +147,10 @@ impl Inner {
                         drop_images_if_deleted(&snap_dir);
                     });
                 }
-                agent_handover(&rec, meta.spec.access_token.as_deref(), spec)
+                // The restored agent still holds the source's token and environment.
+                let init = InitRequest { access_token: spec.access_token.clone(), env_vars: spec.env.clone() };
+                let pid = rec.init_pid.expect("restored sandbox has an init");
+                handover::hand_over(pid, meta.spec.access_token.as_deref(), &init)
             } else {
                 self.boot(&mut rec, &dir)
             }
@@ -212,33 +219,6 @@ fn drop_images_if_deleted(snap_dir: &Path) {
     if snap_dir.join(DELETED).exists() && super::criu::running_for(&snap_dir.join("images")).is_empty() {
         let _ = std::fs::remove_dir_all(snap_dir.join("images"));
     }
-}
-
-/// Gives the restored agent (which still holds the source's token and environment) the
-/// new sandbox's own, through its `/init` endpoint.
-fn agent_handover(rec: &Record, old_token: Option<&str>, spec: &SandboxSpec) -> Result<()> {
-    use std::io::{Read, Write};
-    let pid = rec.init_pid.expect("restored sandbox has an init");
-    let body = serde_json::json!({ "accessToken": spec.access_token.clone().unwrap_or_default(), "envVars": spec.env }).to_string();
-    let mut req = format!("POST /init HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-    if let Some(t) = old_token {
-        req.push_str(&format!("X-Access-Token: {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    let talk = || -> std::io::Result<String> {
-        let mut s = crate::netns::connect_blocking(pid, stasis_agent::boot::config::ENVD_PORT, std::time::Duration::from_secs(10))?;
-        s.write_all(req.as_bytes())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        Ok(resp)
-    };
-    let resp = talk().ctx(|| "hand the new access token to the restored agent".into())?;
-    let status = resp.split_whitespace().nth(1).unwrap_or("");
-    if status != "204" && status != "200" {
-        return Err(RuntimeError::Boot(format!("the restored agent refused its new token: {}", resp.lines().next().unwrap_or(""))));
-    }
-    Ok(())
 }
 
 /// `cp -a`: ownership, modes, times, xattrs (overlay whiteouts and opaque markers), hard

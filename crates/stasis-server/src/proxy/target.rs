@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 
 /// The agent's (envd's) port: the default when only a sandbox id is given.
-pub const ENVD_PORT: u16 = 49983;
+pub use stasis_runtime::ENVD_PORT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

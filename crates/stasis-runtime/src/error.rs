@@ -32,6 +32,8 @@ pub enum RuntimeError {
     Checkpoint { op: &'static str, message: String },
     #[error("sandbox {id}: its init (pid {pid}) is gone; its processes and memory are lost")]
     InitGone { id: String, pid: u32 },
+    #[error("sandbox {id} was checkpointed and its processes stopped, but the checkpoint could not be made durable ({message}); it will be completed from its images as soon as possible")]
+    PauseIncomplete { id: String, message: String },
     #[error("data dir {} is in use by {holder}: stop it first, or use another --data-dir", dir.display())]
     DataDirInUse { dir: std::path::PathBuf, holder: String },
     #[error("{context}: {source}")]

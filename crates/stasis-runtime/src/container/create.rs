@@ -139,6 +139,9 @@ impl Inner {
         rec.init_pid = Some(pid);
         rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
-        rec.store(&dir.record())
+        rec.store(&dir.record())?;
+        // Held and watched from now on.
+        self.init_of(rec)?;
+        Ok(())
     }
 }

@@ -22,9 +22,9 @@ use crate::error::{IoContext, Result, RuntimeError};
 /// For the connect, and again for the whole exchange.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends `req` to the agent of the sandbox whose init is `init_pid`.
-pub(super) fn hand_over(init_pid: u32, old_token: Option<&str>, req: &InitRequest) -> Result<()> {
-    let stream = crate::netns::connect_blocking(init_pid, ENVD_PORT, TIMEOUT)
+/// Sends `req` to the agent of the sandbox whose init is `init`.
+pub(super) fn hand_over(init: std::sync::Arc<super::InitHandle>, old_token: Option<&str>, req: &InitRequest) -> Result<()> {
+    let stream = crate::netns::connect_blocking(init, ENVD_PORT, TIMEOUT)
         .ctx(|| "hand the new access token to the restored agent".into())?;
     init_over(stream, old_token, req)
 }

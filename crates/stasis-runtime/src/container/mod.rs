@@ -34,6 +34,8 @@ mod fs;
 mod generations;
 mod handover;
 pub mod idmap;
+mod init;
+mod init_watch;
 mod layout;
 pub mod network;
 pub mod overlay;
@@ -51,6 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cgroups::Cgroups;
+pub use init::InitHandle;
 pub use layout::{Layout, SandboxDir};
 pub use snapshot::SnapshotMeta;
 use record::Record;
@@ -97,6 +100,12 @@ struct Inner {
     lazy: bool,
     /// Pauses and resumes under way: (kind, bytes done, bytes total).
     progress: Mutex<HashMap<String, (&'static str, Arc<std::sync::atomic::AtomicU64>, u64)>>,
+    /// A pidfd on the init of every running sandbox this process has seen (`init_watch.rs`).
+    inits: Mutex<HashMap<String, Arc<InitHandle>>>,
+    /// Told when an init exits while its sandbox is meant to be running.
+    exits: tokio::sync::broadcast::Sender<crate::InitExit>,
+    /// Itself, for the tasks that watch inits.
+    me: std::sync::Weak<Inner>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -121,7 +130,7 @@ impl ContainerRuntime {
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 layout,
                 cgroups,
                 criu,
@@ -133,6 +142,9 @@ impl ContainerRuntime {
                 net_alloc: Mutex::new(()),
                 lazy: criu::Criu::lazy_supported(),
                 progress: Mutex::default(),
+                inits: Mutex::default(),
+                exits: tokio::sync::broadcast::channel(64).0,
+                me: me.clone(),
             }),
         })
     }
@@ -154,14 +166,10 @@ impl ContainerRuntime {
         }
     }
 
-    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner.locks.lock().unwrap().entry(id.to_string()).or_default().clone()
-    }
-
     /// Runs blocking work for one sandbox under its lock.
     async fn locked<T: Send + 'static>(&self, id: &str, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         validate_id(id)?;
-        let lock = self.lock(id);
+        let lock = self.inner.lock_of(id);
         let _guard = lock.lock().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner)).await.expect("runtime task panicked")
@@ -169,6 +177,10 @@ impl ContainerRuntime {
 }
 
 impl Inner {
+    fn lock_of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap().entry(id.to_string()).or_default().clone()
+    }
+
     fn dir(&self, id: &str) -> SandboxDir {
         self.layout.sandbox(id)
     }
@@ -293,7 +305,15 @@ impl Runtime for ContainerRuntime {
 
     async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream> {
         validate_id(id)?;
-        let pid = self.init_pid(id)?;
-        crate::netns::connect(pid, port).await.ctx(|| format!("connect to port {port} in sandbox {id}"))
+        let rec = self.inner.load(id)?;
+        if rec.state != SandboxState::Running {
+            return Err(RuntimeError::NotRunning(id.to_string()));
+        }
+        let init = self.inner.init_of(&rec)?;
+        crate::netns::connect(init, port).await.ctx(|| format!("connect to port {port} in sandbox {id}"))
+    }
+
+    fn init_exits(&self) -> tokio::sync::broadcast::Receiver<crate::InitExit> {
+        self.inner.exits.subscribe()
     }
 }

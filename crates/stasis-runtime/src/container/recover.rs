@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use super::fs::{syncfs, unmount_fs};
+use super::pause::{seal, written_this_boot};
 use super::generations::{generations, remove_other_generations};
 use super::record::{self, Record};
 use super::{checksum, criu, Inner};
@@ -36,22 +37,27 @@ impl Inner {
             SandboxState::Running if Self::init_alive(&rec) => {
                 // A dump that was cut short may have left it frozen.
                 let _ = self.cgroups.set_frozen(id, false);
+                // Held and watched from now on.
+                self.init_of(&rec)?;
                 Ok(Recovered::Running)
             }
             SandboxState::Running => {
-                // The init is gone. If a dump completed, the pause did happen: commit it.
+                // The init is gone. If a dump completed, the pause did happen: commit it,
+                // unless the host restarted since (its images may never have reached
+                // the disk, and were not sealed).
+                self.forget_init(id);
                 let done = generations(&dir)
                     .into_iter()
                     .filter(|g| criu::dump_completed(&dir.checkpoint(*g)))
+                    .filter(|g| checksum::verify_sizes(&dir.checkpoint(*g)).is_ok() || written_this_boot(&dir.checkpoint(*g)))
                     .max();
                 let _ = self.cgroups.kill_all(id);
                 self.network_down(&rec);
                 unmount_fs(&dir)?;
                 let _ = self.cgroups.remove(id);
                 if let Some(g) = done {
-                    // Its checksums were never written: the dump completed, so sum it now.
-                    checksum::write(&dir.checkpoint(g))?;
-                    syncfs(&dir.checkpoint(g))?;
+                    // Its images may not be durable nor summed yet: seal them now.
+                    seal(&dir.checkpoint(g))?;
                     rec.state = SandboxState::Paused;
                     rec.init_pid = None;
                     rec.checkpoint = Some(g);
@@ -79,13 +85,14 @@ impl Inner {
                 let intact = images.as_ref().is_some_and(|i| checksum::verify(i).is_ok());
                 if let Some(pid) = restored.filter(|p| intact && self.cgroups.pids(id).contains(p))
                 {
-                    // Its images are verified (above): let it run.
-                    self.let_run(id);
+                    // Its images are verified (above): record it, then let it run.
                     rec.state = SandboxState::Running;
                     rec.init_pid = Some(pid);
                     rec.init_start = record::start_time(pid);
                     rec.checkpoint = None;
                     rec.store(&dir.record())?;
+                    self.let_run(id);
+                    self.init_of(&rec)?;
                     // Its lazy-pages daemon (if any) still reads the images.
                     let d = dir.clone();
                     std::thread::spawn(move || {

@@ -74,18 +74,29 @@ impl Inner {
         read: Arc<AtomicU64>,
     ) -> Result<Option<std::process::Child>> {
         let id = rec.id.clone();
+        // A tree still alive in its cgroups (an earlier attempt that did run) is never
+        // torn down by a retry: refuse instead.
+        if !self.cgroups.pids(&id).is_empty() {
+            return Err(RuntimeError::Checkpoint {
+                op: "restore",
+                message: format!("sandbox {id} still has processes from an earlier attempt; recover it first"),
+            });
+        }
         checksum::verify_sizes(images)?;
-        // The checksums are verified while CRIU restores (reading every image is as long
-        // as a lazy restore); the restored tree stays stopped until both are done, so it
-        // never runs on damaged memory.
+        // What CRIU parses (every image but the raw memory pages) is verified before it
+        // starts; the pages are verified while it restores, and the restored tree stays
+        // stopped until both are done, so it never runs on damaged memory.
+        checksum::verify_parsed(images)?;
+        let mut net_up = false;
         let (verified, restored) = std::thread::scope(|s| {
-            let verifier = s.spawn(|| checksum::verify(images));
+            let verifier = s.spawn(|| checksum::verify_pages(images));
             let restored = self
                 .cgroups
                 .create(&id, &rec.spec)
                 .and_then(|_| mount_fs(rec, dir))
                 .and_then(|_| {
                     let net = self.network_up(rec)?;
+                    net_up = net.is_some();
                     let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
                     self.criu.restore(
                         images,
@@ -103,30 +114,42 @@ impl Inner {
         let restored = match (verified, restored) {
             (Ok(()), r) => r,
             (Err(e), Ok((_, daemon))) => {
-                if let Some(mut d) = daemon {
-                    let _ = d.kill();
-                    let _ = d.wait();
-                }
+                stop_daemon(daemon);
                 Err(e)
             }
             (Err(e), Err(_)) => Err(e),
         };
+        let undo = |rec: &Record| {
+            let _ = self.cgroups.kill_all(&id);
+            // Only what this attempt set up: the index in `rec` may be another run's.
+            if net_up {
+                self.network_down(rec);
+            }
+            let _ = unmount_fs(dir);
+            let _ = self.cgroups.remove(&id);
+        };
         let (pid, daemon) = match restored {
             Ok(r) => r,
             Err(e) => {
-                self.network_down(rec);
-                let _ = self.cgroups.kill_all(&id);
-                let _ = unmount_fs(&dir);
-                let _ = self.cgroups.remove(&id);
+                undo(rec);
                 return Err(e);
             }
         };
-        self.let_run(&id);
+        let before = rec.clone();
         rec.state = SandboxState::Running;
         rec.init_pid = Some(pid);
         rec.init_start = record::start_time(pid);
         rec.checkpoint = None;
-        rec.store(&dir.record())?;
+        // Recorded before it runs: a tree that runs is always one the record names.
+        if let Err(e) = rec.store(&dir.record()) {
+            stop_daemon(daemon);
+            undo(rec);
+            *rec = before;
+            return Err(e);
+        }
+        self.let_run(&id);
+        // Watched from now on (an init that died already is found by the next operation).
+        let _ = self.init_of(rec);
         Ok(daemon)
     }
 
@@ -140,5 +163,12 @@ impl Inner {
                 nix::sys::signal::Signal::SIGCONT,
             );
         }
+    }
+}
+
+fn stop_daemon(daemon: Option<std::process::Child>) {
+    if let Some(mut d) = daemon {
+        let _ = d.kill();
+        let _ = d.wait();
     }
 }

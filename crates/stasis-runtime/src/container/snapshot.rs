@@ -52,10 +52,7 @@ impl Inner {
     pub(super) fn snapshot(&self, id: &str, snap: &str, mode: PauseMode) -> Result<SnapshotStats> {
         validate_id(snap)?;
         let rec = self.load(id)?;
-        let pid = match (rec.state, rec.init_pid) {
-            (SandboxState::Running, Some(pid)) => pid,
-            _ => return Err(RuntimeError::NotRunning(id.to_string())),
-        };
+        let init = self.init_of(&rec)?;
         let final_dir = self.layout.snapshot(snap);
         if final_dir.exists() {
             return Err(RuntimeError::AlreadyExists(format!("snapshot {snap}")));
@@ -68,13 +65,13 @@ impl Inner {
         let t0 = Instant::now();
         // Frozen for the whole capture: memory and files are of one instant (CRIU checks
         // the sizes of open files against the files it will find at restore).
-        self.cgroups.set_frozen(id, true)?;
+        self.freeze_for_dump(id, &init)?;
         let captured = (|| -> Result<()> {
             if mode == PauseMode::Memory {
                 let images = tmp.join("images");
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
-                self.criu.dump(pid, &images, &self.cgroups.freezer(id), true)?;
-                super::checksum::write(&images)?;
+                self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true)?;
+                super::pause::seal(&images)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
         })();
@@ -149,8 +146,8 @@ impl Inner {
                 }
                 // The restored agent still holds the source's token and environment.
                 let init = InitRequest { access_token: spec.access_token.clone(), env_vars: spec.env.clone() };
-                let pid = rec.init_pid.expect("restored sandbox has an init");
-                handover::hand_over(pid, meta.spec.access_token.as_deref(), &init)
+                let handle = self.init_of(&rec)?;
+                handover::hand_over(handle, meta.spec.access_token.as_deref(), &init)
             } else {
                 self.boot(&mut rec, &dir)
             }

@@ -10,6 +10,7 @@ impl Inner {
     /// also when it was only partly created (no record yet). Every step is tried; the
     /// first failure is returned.
     fn teardown(&self, id: &str) -> Result<()> {
+        self.forget_init(id);
         let dir = self.dir(id);
         let killed = self.cgroups.kill_all(id);
         if let Ok(rec) = self.load(id) {

@@ -17,6 +17,7 @@
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
+//! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
 //! `flush`, `disk`, `overlay`, `network`, `idmap`, `agent_layer`, `boot`, `layout`,
@@ -30,6 +31,7 @@ mod create;
 pub(crate) mod criu;
 mod disk;
 mod flush;
+mod format;
 mod fs;
 mod generations;
 mod handover;

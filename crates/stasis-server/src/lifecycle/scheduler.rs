@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stasis_store::{now_ms, SandboxState};
+use stasis_store::SandboxState;
 
 use super::Lifecycle;
 
@@ -25,7 +25,7 @@ pub fn spawn(lc: Lifecycle) {
                     continue;
                 }
             };
-            let now = now_ms();
+            let now = lc.now();
             let retention = lc.config().paused_retention.map(|r| r.as_millis() as i64);
             for row in rows {
                 let due = match row.state {

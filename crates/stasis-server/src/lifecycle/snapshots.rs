@@ -2,7 +2,7 @@
 //! from the capture, list and delete captures.
 
 use stasis_runtime::PauseMode;
-use stasis_store::{now_ms, Page, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, StoreError};
+use stasis_store::{Page, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, StoreError};
 
 use super::{CreateParams, Lifecycle, LifecycleError, Result};
 use crate::ids;
@@ -76,7 +76,7 @@ impl Lifecycle {
             template_id: row.template_id.clone(),
             memory: stats.memory,
             size_bytes: stats.size_bytes,
-            created_at: now_ms(),
+            created_at: self.now(),
         };
         if let Err(e) = self.inner.store.insert_snapshot(&snap).await {
             let _ = self.inner.runtime.delete_snapshot(&snap_id).await;

@@ -1,0 +1,88 @@
+//! Connecting to a sandbox: a running one has its end extended, a paused one is resumed
+//! (by an API call, or by proxied traffic when it asked for auto-resume).
+
+use stasis_store::{SandboxRow, SandboxState};
+
+use super::{conflict, mode, ms, Lifecycle, LifecycleError, Result, MIN_AUTO_RESUME_SECS};
+
+impl Lifecycle {
+    /// Connect: a running sandbox gets its end extended (never shortened); a paused one is
+    /// resumed. Returns the row and whether it was resumed.
+    pub async fn connect(
+        &self,
+        id: &str,
+        timeout_secs: Option<u64>,
+        memory: bool,
+    ) -> Result<(SandboxRow, bool)> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let row = self.row(id).await?;
+        match row.state {
+            SandboxState::Running => {
+                let Some(t) = timeout_secs else {
+                    return Ok((row, false));
+                };
+                let end = (self.now() + ms(t)).max(row.end_at);
+                let mut r = row;
+                r.end_at = end;
+                Ok((self.inner.store.update_sandbox(&r).await?, false))
+            }
+            SandboxState::Paused => {
+                let t = timeout_secs.unwrap_or(row.timeout_secs);
+                Ok((self.resume_locked(row, t, memory).await?, true))
+            }
+            other => Err(conflict(id, other)),
+        }
+    }
+
+    pub(super) async fn resume_locked(
+        &self,
+        row: SandboxRow,
+        timeout_secs: u64,
+        memory: bool,
+    ) -> Result<SandboxRow> {
+        let id = row.id.clone();
+        self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {})
+            .await?;
+        let memory = memory && row.pause_memory;
+        if let Err(e) = self.inner.runtime.resume(&id, mode(memory)).await {
+            // Nothing was lost: the checkpoint is intact, the sandbox stays paused.
+            let _ = self
+                .flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {})
+                .await;
+            return Err(e.into());
+        }
+        let now = self.now();
+        self.inner.activity.started(&id);
+        self.flip(
+            &id,
+            &[SandboxState::Resuming],
+            SandboxState::Running,
+            move |r| {
+                r.end_at = now + ms(timeout_secs);
+                r.paused_at = None;
+            },
+        )
+        .await
+    }
+
+    /// For the proxy: the running sandbox `id`, resumed first if it is paused and asked
+    /// for auto-resume. `Ok(None)`: not running (paused without auto-resume, or unknown).
+    pub async fn route(&self, id: &str) -> Result<Option<SandboxRow>> {
+        let Some(row) = self.inner.store.get_sandbox(id).await? else {
+            return Ok(None);
+        };
+        match row.state {
+            SandboxState::Running => Ok(Some(row)),
+            SandboxState::Paused | SandboxState::Resuming if row.auto_resume => {
+                let timeout = row.timeout_secs.max(MIN_AUTO_RESUME_SECS);
+                match self.connect(id, Some(timeout), true).await {
+                    Ok((r, _)) => Ok(Some(r)),
+                    Err(LifecycleError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+}

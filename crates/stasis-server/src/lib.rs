@@ -98,7 +98,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     ensure_api_key(store.as_ref(), cfg).await?;
     let runtime = ContainerRuntime::new(ContainerConfig { data_dir: cfg.data_dir.clone(), agent_binary: cfg.agent_binary.clone() })
         .context("start the container runtime")?;
-    let lifecycle = Lifecycle::new(store, Arc::new(runtime), lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention });
+    let lifecycle = Lifecycle::new(store, Arc::new(runtime), lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention, ..Default::default() });
     recovery::reconcile(&lifecycle).await.context("recover sandboxes after restart")?;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
     let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };

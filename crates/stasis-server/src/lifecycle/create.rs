@@ -53,6 +53,7 @@ impl Lifecycle {
             idle_timeout_secs: p.idle_timeout_secs,
             created_at: now,
             updated_at: now,
+            last_error: None,
         };
         // Recorded first: a crash during the boot leaves a `creating` row that recovery cleans.
         self.inner.store.insert_sandbox(&row).await?;

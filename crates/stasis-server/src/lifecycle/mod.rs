@@ -8,15 +8,16 @@
 mod clock;
 mod create;
 mod error;
+mod failures;
 #[cfg(test)]
-mod fake_runtime;
+pub(crate) mod fake_runtime;
 mod kill;
 mod pause;
 mod resume;
 mod scheduler;
 pub mod snapshots;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod timeouts;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,7 @@ use stasis_store::{ListQuery, Page, SandboxRow, SandboxState, Store, StoreError}
 
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
+pub use failures::{Backoff, FailedActionCounts};
 
 use crate::proxy::activity::Activity;
 
@@ -64,6 +66,8 @@ pub struct CreateParams {
 pub struct LifecycleConfig {
     /// Paused sandboxes older than this are killed; `None` keeps them until killed.
     pub paused_retention: Option<std::time::Duration>,
+    /// How the lifecycle spaces its own retries of a failed action.
+    pub backoff: Backoff,
 }
 
 #[derive(Clone)]
@@ -77,6 +81,7 @@ struct Inner {
     store: Arc<dyn Store>,
     runtime: Arc<dyn Runtime>,
     activity: Activity,
+    failures: failures::Counters,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox (cumulative ns, when), for a usage percentage.
     cpu_samples: Mutex<HashMap<String, (u64, std::time::Instant)>>,
@@ -102,7 +107,7 @@ impl Lifecycle {
     /// [`Lifecycle::new`] reading time from `clock` (tests: [`Clock::tokio`]).
     pub fn with_clock(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, config: LifecycleConfig, clock: Clock) -> Self {
         let activity = Activity::new(clock);
-        let inner = Inner { config, clock, store, runtime, activity, locks: Mutex::default(), cpu_samples: Mutex::default() };
+        let inner = Inner { config, clock, store, runtime, activity, failures: Default::default(), locks: Mutex::default(), cpu_samples: Mutex::default() };
         Self { inner: Arc::new(inner) }
     }
 

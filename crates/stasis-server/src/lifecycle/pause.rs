@@ -1,13 +1,15 @@
 //! Pausing a sandbox: connections cut, the runtime checkpoints it, the row says paused.
 
-use stasis_store::{SandboxRow, SandboxState};
+use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
 
 impl Lifecycle {
+    /// An API pause: starts a failed action's back-off over, then pauses.
     pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxRow> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
+        self.touched(self.row(id).await?).await?;
         self.pause_locked(id, memory).await
     }
 
@@ -33,7 +35,7 @@ impl Lifecycle {
                 let _ = self
                     .flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {})
                     .await;
-                return Err(e.into());
+                return Err(self.record_failure(id, Operation::Pause, e.into()).await);
             }
         }
         let now = self.now();
@@ -44,13 +46,14 @@ impl Lifecycle {
             move |r| {
                 r.paused_at = Some(now);
                 r.pause_memory = memory;
+                r.last_error = None;
             },
         )
         .await
     }
 
     /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
-    /// the ids it paused.
+    /// the ids it paused. Tried even where an auto-pause gave up: the operator asked.
     pub async fn pause_all(&self) -> Vec<String> {
         let Ok(rows) = self
             .inner
@@ -65,9 +68,14 @@ impl Lifecycle {
             .into_iter()
             .map(|row| {
                 let lc = self.clone();
-                tokio::spawn(
-                    async move { (row.id.clone(), lc.pause(&row.id, row.pause_memory).await) },
-                )
+                tokio::spawn(async move {
+                    let lock = lc.lock(&row.id);
+                    let _g = lock.lock().await;
+                    (
+                        row.id.clone(),
+                        lc.pause_locked(&row.id, row.pause_memory).await,
+                    )
+                })
             })
             .collect();
         for t in tasks {

@@ -1,13 +1,13 @@
 //! Connecting to a sandbox: a running one has its end extended, a paused one is resumed
 //! (by an API call, or by proxied traffic when it asked for auto-resume).
 
-use stasis_store::{SandboxRow, SandboxState};
+use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{conflict, mode, ms, Lifecycle, LifecycleError, Result, MIN_AUTO_RESUME_SECS};
 
 impl Lifecycle {
-    /// Connect: a running sandbox gets its end extended (never shortened); a paused one is
-    /// resumed. Returns the row and whether it was resumed.
+    /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
+    /// paused one is resumed. Returns the row and whether it was resumed.
     pub async fn connect(
         &self,
         id: &str,
@@ -16,7 +16,16 @@ impl Lifecycle {
     ) -> Result<(SandboxRow, bool)> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
-        let row = self.row(id).await?;
+        let row = self.touched(self.row(id).await?).await?;
+        self.connect_locked(row, timeout_secs, memory).await
+    }
+
+    async fn connect_locked(
+        &self,
+        row: SandboxRow,
+        timeout_secs: Option<u64>,
+        memory: bool,
+    ) -> Result<(SandboxRow, bool)> {
         match row.state {
             SandboxState::Running => {
                 let Some(t) = timeout_secs else {
@@ -31,7 +40,7 @@ impl Lifecycle {
                 let t = timeout_secs.unwrap_or(row.timeout_secs);
                 Ok((self.resume_locked(row, t, memory).await?, true))
             }
-            other => Err(conflict(id, other)),
+            other => Err(conflict(&row.id, other)),
         }
     }
 
@@ -50,7 +59,7 @@ impl Lifecycle {
             let _ = self
                 .flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {})
                 .await;
-            return Err(e.into());
+            return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
         let now = self.now();
         self.inner.activity.started(&id);
@@ -61,6 +70,7 @@ impl Lifecycle {
             move |r| {
                 r.end_at = now + ms(timeout_secs);
                 r.paused_at = None;
+                r.last_error = None;
             },
         )
         .await
@@ -68,6 +78,7 @@ impl Lifecycle {
 
     /// For the proxy: the running sandbox `id`, resumed first if it is paused and asked
     /// for auto-resume. `Ok(None)`: not running (paused without auto-resume, or unknown).
+    /// A resume that failed is not tried again per request: only once its back-off ran.
     pub async fn route(&self, id: &str) -> Result<Option<SandboxRow>> {
         let Some(row) = self.inner.store.get_sandbox(id).await? else {
             return Ok(None);
@@ -75,8 +86,20 @@ impl Lifecycle {
         match row.state {
             SandboxState::Running => Ok(Some(row)),
             SandboxState::Paused | SandboxState::Resuming if row.auto_resume => {
+                let lock = self.lock(id);
+                let _g = lock.lock().await;
+                let row = match self.row(id).await {
+                    Ok(r) => r,
+                    Err(LifecycleError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                if row.state == SandboxState::Paused
+                    && !self.may_retry(&row, Operation::Resume, self.now())
+                {
+                    return Err(backing_off(&row));
+                }
                 let timeout = row.timeout_secs.max(MIN_AUTO_RESUME_SECS);
-                match self.connect(id, Some(timeout), true).await {
+                match self.connect_locked(row, Some(timeout), true).await {
                     Ok((r, _)) => Ok(Some(r)),
                     Err(LifecycleError::NotFound(_)) => Ok(None),
                     Err(e) => Err(e),
@@ -85,4 +108,19 @@ impl Lifecycle {
             _ => Ok(None),
         }
     }
+}
+
+/// Why an auto-resume is not tried now.
+fn backing_off(row: &SandboxRow) -> LifecycleError {
+    let Some(f) = &row.last_error else {
+        return LifecycleError::RetryLater(format!("sandbox {} cannot be resumed now", row.id));
+    };
+    let when = match f.next_attempt_at {
+        Some(t) => format!("the next attempt is at {}", crate::api::wire::rfc3339(t)),
+        None => "no more attempts until an API call (connect) resumes it".to_string(),
+    };
+    LifecycleError::RetryLater(format!(
+        "resuming sandbox {} failed {} time(s), last: {}; {when}",
+        row.id, f.attempts, f.message
+    ))
 }

@@ -55,7 +55,7 @@ impl Lifecycle {
         }
         let lock = self.lock(id);
         let _g = lock.lock().await;
-        let row = self.row(id).await?;
+        let row = self.touched(self.row(id).await?).await?;
         if row.state != SandboxState::Running {
             return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be snapshotted", row.state)));
         }
@@ -118,7 +118,7 @@ impl Lifecycle {
         let source = {
             let lock = self.lock(id);
             let _g = lock.lock().await;
-            let row = self.row(id).await?;
+            let row = self.touched(self.row(id).await?).await?;
             if row.state != SandboxState::Running {
                 return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be forked", row.state)));
             }

@@ -2,6 +2,7 @@
 //! runtime, and tokio's paused clock, so they need no root and run in seconds while
 //! covering hours of timeouts.
 
+mod backoff;
 mod conflicts;
 mod failures;
 mod proxy;
@@ -15,7 +16,7 @@ use stasis_store::{SandboxRow, SandboxState, SqliteStore, Store};
 use super::fake_runtime::FakeRuntime;
 use super::{Clock, CreateParams, Lifecycle, LifecycleConfig};
 
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub lc: Lifecycle,
     pub rt: Arc<FakeRuntime>,
     pub store: Arc<SqliteStore>,
@@ -23,7 +24,7 @@ pub(super) struct Harness {
     dir: tempfile::TempDir,
 }
 
-pub(super) async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     harness_with(LifecycleConfig::default()).await
 }
 

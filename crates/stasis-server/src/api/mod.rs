@@ -82,7 +82,6 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Conflict(m) => ApiError::conflict(m),
             LifecycleError::BadRequest(m) => ApiError::bad_request(m),
             LifecycleError::TemplateNotFound(t) => ApiError::not_found(format!("template {t:?} not found")),
-            LifecycleError::RetryLater(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::CorruptCheckpoint(_)) => ApiError::internal(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }

@@ -80,6 +80,7 @@ impl Lifecycle {
         };
         if let Err(e) = created {
             let _ = self.inner.store.delete_sandbox(&id).await;
+            self.inner.routes.forget(&id);
             return Err(e.into());
         }
         let started = self.now();

@@ -11,9 +11,6 @@ pub enum LifecycleError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
-    /// A failed action's back-off runs: the lifecycle does not try it again yet.
-    #[error("{0}")]
-    RetryLater(String),
     #[error("template {0:?} not found")]
     TemplateNotFound(String),
     #[error("runtime: {0}")]

@@ -25,6 +25,7 @@ impl Lifecycle {
             Err(e) => return Err(self.record_failure(id, Operation::Kill, e.into()).await),
         }
         self.inner.store.delete_sandbox(id).await?;
+        self.inner.routes.forget(id);
         Ok(())
     }
 }

@@ -5,6 +5,8 @@
 //! is written to the store (compare-and-set) before and after it is acted on, so a crash
 //! mid-operation leaves a row that says which operation was interrupted.
 
+mod activity;
+mod admission;
 mod clock;
 mod create;
 mod error;
@@ -15,6 +17,8 @@ mod kill;
 mod pause;
 mod resume;
 mod scheduler;
+mod recovery;
+mod routes;
 pub mod snapshots;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -26,11 +30,13 @@ use std::sync::{Arc, Mutex};
 use stasis_runtime::{NetworkPolicy, PauseMode, Runtime, SandboxUsage};
 use stasis_store::{ListQuery, Page, SandboxRow, SandboxState, Store, StoreError};
 
+pub use activity::Guard;
+pub use admission::{Credentials, PortConnection, Refusal};
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
 
-use crate::proxy::activity::Activity;
+use activity::Activity;
 
 /// Defaults of a created sandbox, as E2B's `base` template.
 pub const DEFAULT_CPU: u32 = 2;
@@ -81,6 +87,7 @@ struct Inner {
     store: Arc<dyn Store>,
     runtime: Arc<dyn Runtime>,
     activity: Activity,
+    routes: routes::Routes,
     failures: failures::Counters,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox (cumulative ns, when), for a usage percentage.
@@ -107,7 +114,7 @@ impl Lifecycle {
     /// [`Lifecycle::new`] reading time from `clock` (tests: [`Clock::tokio`]).
     pub fn with_clock(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, config: LifecycleConfig, clock: Clock) -> Self {
         let activity = Activity::new(clock);
-        let inner = Inner { config, clock, store, runtime, activity, failures: Default::default(), locks: Mutex::default(), cpu_samples: Mutex::default() };
+        let inner = Inner { config, clock, store, runtime, activity, routes: Default::default(), failures: Default::default(), locks: Mutex::default(), cpu_samples: Mutex::default() };
         Self { inner: Arc::new(inner) }
     }
 
@@ -134,16 +141,15 @@ impl Lifecycle {
         row
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Progress of the pause or resume under way, if any.
+    pub fn progress(&self, id: &str) -> Option<stasis_runtime::OpProgress> {
+        self.inner.runtime.progress(id)
     }
 
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.inner.runtime
-    }
-
-    pub fn activity(&self) -> &Activity {
-        &self.inner.activity
+    /// Ids of the running sandboxes.
+    pub async fn running_ids(&self) -> Result<Vec<String>> {
+        let rows = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
     fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -158,8 +164,12 @@ impl Lifecycle {
     }
 
     /// Moves `id` from one of `from` to `to`, mapping a lost race to a clear error.
+    /// Every state change goes through here: it also invalidates the sandbox's cached
+    /// route, so no proxied request is let through on the state it left.
     async fn flip(&self, id: &str, from: &[SandboxState], to: SandboxState, update: impl FnOnce(&mut SandboxRow) + Send + 'static) -> Result<SandboxRow> {
-        match self.inner.store.transition_with(id, from, to, Box::new(update)).await {
+        let result = self.inner.store.transition_with(id, from, to, Box::new(update)).await;
+        self.inner.routes.invalidate(id);
+        match result {
             Ok(r) => Ok(r),
             Err(StoreError::NotFound) => Err(LifecycleError::NotFound(id.to_string())),
             Err(StoreError::Conflict { current }) => Err(conflict(id, current)),

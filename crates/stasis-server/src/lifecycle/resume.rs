@@ -3,7 +3,7 @@
 
 use stasis_store::{Operation, SandboxRow, SandboxState};
 
-use super::{conflict, mode, ms, Lifecycle, LifecycleError, Result, MIN_AUTO_RESUME_SECS};
+use super::{conflict, mode, ms, Lifecycle, Result};
 
 impl Lifecycle {
     /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
@@ -75,52 +75,19 @@ impl Lifecycle {
         )
         .await
     }
-
-    /// For the proxy: the running sandbox `id`, resumed first if it is paused and asked
-    /// for auto-resume. `Ok(None)`: not running (paused without auto-resume, or unknown).
-    /// A resume that failed is not tried again per request: only once its back-off ran.
-    pub async fn route(&self, id: &str) -> Result<Option<SandboxRow>> {
-        let Some(row) = self.inner.store.get_sandbox(id).await? else {
-            return Ok(None);
-        };
-        match row.state {
-            SandboxState::Running => Ok(Some(row)),
-            SandboxState::Paused | SandboxState::Resuming if row.auto_resume => {
-                let lock = self.lock(id);
-                let _g = lock.lock().await;
-                let row = match self.row(id).await {
-                    Ok(r) => r,
-                    Err(LifecycleError::NotFound(_)) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
-                if row.state == SandboxState::Paused
-                    && !self.may_retry(&row, Operation::Resume, self.now())
-                {
-                    return Err(backing_off(&row));
-                }
-                let timeout = row.timeout_secs.max(MIN_AUTO_RESUME_SECS);
-                match self.connect_locked(row, Some(timeout), true).await {
-                    Ok((r, _)) => Ok(Some(r)),
-                    Err(LifecycleError::NotFound(_)) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-            _ => Ok(None),
-        }
-    }
 }
 
 /// Why an auto-resume is not tried now.
-fn backing_off(row: &SandboxRow) -> LifecycleError {
+pub(super) fn backing_off(row: &SandboxRow) -> String {
     let Some(f) = &row.last_error else {
-        return LifecycleError::RetryLater(format!("sandbox {} cannot be resumed now", row.id));
+        return format!("sandbox {} cannot be resumed now", row.id);
     };
     let when = match f.next_attempt_at {
         Some(t) => format!("the next attempt is at {}", crate::api::wire::rfc3339(t)),
         None => "no more attempts until an API call (connect) resumes it".to_string(),
     };
-    LifecycleError::RetryLater(format!(
+    format!(
         "resuming sandbox {} failed {} time(s), last: {}; {when}",
         row.id, f.attempts, f.message
-    ))
+    )
 }

@@ -4,11 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use stasis_runtime::SandboxState as RtState;
+use stasis_runtime::{SandboxState as RtState, ENVD_PORT};
 use stasis_store::{Operation, SandboxState};
 
 use super::super::fake_runtime::Op;
-use super::super::LifecycleError;
+use super::super::{LifecycleError, Refusal};
 use super::{after, harness, Harness};
 
 /// A running auto-pause sandbox whose every pause fails, with the scheduler running.
@@ -49,7 +49,7 @@ async fn a_failing_auto_pause_backs_off_then_gives_up_and_the_sandbox_keeps_runn
     assert_eq!(h.state(&id).await, Some(SandboxState::Running));
     assert_eq!(h.rt.state_of(&id), Some(RtState::Running));
     assert!(
-        h.lc.route(&id).await.unwrap().is_some(),
+        h.request(&id, ENVD_PORT).await.is_ok(),
         "proxied traffic still reaches it"
     );
     // Visible: on the row (as the info API shows it) and in the counters.
@@ -205,14 +205,17 @@ async fn a_failing_auto_resume_is_tried_after_its_backoff_not_on_every_request()
     let id = h.create(|p| p.auto_resume = true).await;
     h.lc.pause(&id, true).await.unwrap();
     h.rt.fail_always(Op::Resume);
-    assert!(matches!(
-        h.lc.route(&id).await,
-        Err(LifecycleError::Runtime(_))
-    ));
+    match h.request(&id, ENVD_PORT).await {
+        Err(Refusal::ResumeFailed(m)) => assert!(m.contains("injected Resume failure"), "{m}"),
+        other => panic!("expected a failed resume, got {:?}", other.err()),
+    }
     for _ in 0..10 {
-        match h.lc.route(&id).await {
-            Err(LifecycleError::RetryLater(m)) => assert!(m.contains("next attempt"), "{m}"),
-            other => panic!("expected RetryLater, got {other:?}"),
+        match h.request(&id, ENVD_PORT).await {
+            Err(Refusal::ResumeFailed(m)) => assert!(m.contains("the next attempt is at"), "{m}"),
+            other => panic!(
+                "expected a refusal during the back-off, got {:?}",
+                other.err()
+            ),
         }
     }
     assert_eq!(
@@ -221,7 +224,7 @@ async fn a_failing_auto_resume_is_tried_after_its_backoff_not_on_every_request()
         "requests during the back-off do not restore"
     );
     after(1.1).await;
-    assert!(h.lc.route(&id).await.is_err());
+    assert!(h.request(&id, ENVD_PORT).await.is_err());
     assert_eq!(
         h.rt.count(Op::Resume),
         2,

@@ -36,7 +36,7 @@ async fn a_pause_while_pausing_waits_then_finds_it_paused() {
         Some("running"),
         "a pausing sandbox lists as running"
     );
-    assert_eq!(h.lc.runtime().progress(&id).unwrap().kind, "pausing");
+    assert_eq!(h.lc.progress(&id).unwrap().kind, "pausing");
 
     let second = tokio::spawn({
         let (lc, id) = (h.lc.clone(), id.clone());

@@ -4,24 +4,49 @@
 
 mod backoff;
 mod conflicts;
+mod counting_store;
 mod failures;
 mod proxy;
 mod timeouts;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use stasis_store::{SandboxRow, SandboxState, SqliteStore, Store};
 
 use super::fake_runtime::FakeRuntime;
-use super::{Clock, CreateParams, Lifecycle, LifecycleConfig};
+use super::{
+    Clock, CreateParams, Credentials, Lifecycle, LifecycleConfig, PortConnection, Refusal,
+};
+use counting_store::CountingStore;
 
 pub(crate) struct Harness {
     pub lc: Lifecycle,
     pub rt: Arc<FakeRuntime>,
     pub store: Arc<SqliteStore>,
     pub config: LifecycleConfig,
+    /// Sandbox reads the lifecycle made from the store.
+    pub sandbox_reads: Arc<AtomicUsize>,
     dir: tempfile::TempDir,
+}
+
+/// A lifecycle over the database in `dir`, reading time from tokio's clock.
+async fn open(
+    dir: &tempfile::TempDir,
+    rt: &Arc<FakeRuntime>,
+    config: &LifecycleConfig,
+) -> (Lifecycle, Arc<SqliteStore>, Arc<AtomicUsize>) {
+    let store = SqliteStore::open(dir.path().join("stasis.db"))
+        .await
+        .unwrap();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counting = Arc::new(CountingStore {
+        inner: store.clone(),
+        sandbox_reads: reads.clone(),
+    });
+    let lc = Lifecycle::with_clock(counting, rt.clone(), config.clone(), Clock::tokio());
+    (lc, Arc::new(store), reads)
 }
 
 pub(crate) async fn harness() -> Harness {
@@ -30,18 +55,14 @@ pub(crate) async fn harness() -> Harness {
 
 pub(super) async fn harness_with(config: LifecycleConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        SqliteStore::open(dir.path().join("stasis.db"))
-            .await
-            .unwrap(),
-    );
     let rt = FakeRuntime::new();
-    let lc = Lifecycle::with_clock(store.clone(), rt.clone(), config.clone(), Clock::tokio());
+    let (lc, store, sandbox_reads) = open(&dir, &rt, &config).await;
     Harness {
         lc,
         rt,
         store,
         config,
+        sandbox_reads,
         dir,
     }
 }
@@ -94,20 +115,33 @@ impl Harness {
         let Harness {
             rt, config, dir, ..
         } = self;
-        let store = Arc::new(
-            SqliteStore::open(dir.path().join("stasis.db"))
-                .await
-                .unwrap(),
-        );
-        let lc = Lifecycle::with_clock(store.clone(), rt.clone(), config.clone(), Clock::tokio());
-        crate::recovery::reconcile(&lc).await.unwrap();
+        let (lc, store, sandbox_reads) = open(&dir, &rt, &config).await;
+        lc.reconcile().await.unwrap();
         Harness {
             lc,
             rt,
             store,
             config,
+            sandbox_reads,
             dir,
         }
+    }
+
+    /// A proxied request to `port` of `id` with the sandbox's own tokens.
+    pub async fn request(&self, id: &str, port: u16) -> Result<PortConnection, Refusal> {
+        let row = self.store.get_sandbox(id).await.unwrap();
+        let (envd, traffic) = row
+            .map(|r| (r.envd_access_token, r.traffic_access_token))
+            .unwrap_or_default();
+        let creds = Credentials {
+            access_token: envd.as_deref(),
+            traffic_token: traffic.as_deref(),
+        };
+        self.lc.connect_port(id, port, creds).await
+    }
+
+    pub fn reads(&self) -> usize {
+        self.sandbox_reads.load(Ordering::Relaxed)
     }
 }
 

@@ -117,7 +117,7 @@ async fn the_idle_timeout_counts_only_while_no_client_is_connected() {
     );
 
     // While a client connection is open, the normal end applies, however long it stays.
-    let conn = h.lc.activity().enter(&id);
+    let conn = h.request(&id, stasis_runtime::ENVD_PORT).await.unwrap();
     assert_eq!(h.secs_left(&id).await, 3000.0);
     after(120.0).await;
     assert_eq!(

@@ -64,6 +64,7 @@ impl Activity {
     }
 
     /// Connections open now.
+    #[cfg(test)]
     pub fn open(&self, id: &str) -> usize {
         self.inner.lock().unwrap().get(id).map_or(0, |e| e.open)
     }

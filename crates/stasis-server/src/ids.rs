@@ -16,6 +16,12 @@ pub fn token() -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
 }
 
+/// Whether a presented secret (token, key) equals the expected one, in time that does not
+/// depend on where they differ.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// An API key in E2B's shape: `e2b_` + 40 hex digits (some SDK versions check it).
 pub fn api_key() -> String {
     let bytes: [u8; 20] = rand::thread_rng().gen();

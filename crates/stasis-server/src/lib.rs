@@ -8,7 +8,6 @@ pub mod api;
 pub mod ids;
 pub mod lifecycle;
 pub mod proxy;
-mod recovery;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -98,13 +97,8 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     ensure_api_key(store.as_ref(), cfg).await?;
     let runtime = ContainerRuntime::new(ContainerConfig { data_dir: cfg.data_dir.clone(), agent_binary: cfg.agent_binary.clone() })
         .context("start the container runtime")?;
-    let lifecycle = Lifecycle::new(
-        store,
-        Arc::new(runtime),
-        proxy::activity::Activity::default(),
-        lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention },
-    );
-    recovery::reconcile(&lifecycle).await.context("recover sandboxes after restart")?;
+    let lifecycle = Lifecycle::new(store, Arc::new(runtime), lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention, ..Default::default() });
+    lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
     let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
     let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, route));
@@ -156,8 +150,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         _ = shutdown_signal() => {}
     }
     if cfg.pause_on_shutdown {
-        let running = lifecycle.store().sandboxes_in_states(&[stasis_store::SandboxState::Running]).await?;
-        let ids: Vec<&str> = running.iter().map(|r| r.id.as_str()).collect();
+        let ids = lifecycle.running_ids().await?;
         write_durably(&cfg.data_dir.join(RESUME_ON_START), serde_json::to_string(&ids)?.as_bytes())?;
         eprintln!("stasis: pausing {} running sandboxes before exit", ids.len());
         let paused = lifecycle.pause_all().await;

@@ -27,7 +27,9 @@ use async_trait::async_trait;
 
 pub use api_key::{generate_api_key, hash_api_key};
 pub use error::StoreError;
-pub use model::{now_ms, ApiKeyRow, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
+pub use model::{
+    now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis,
+};
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
 pub use sqlite::SqliteStore;
 

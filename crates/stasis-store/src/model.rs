@@ -141,6 +141,51 @@ pub struct SandboxRow {
     pub created_at: UnixMillis,
     /// Set by the store on every write.
     pub updated_at: UnixMillis,
+    /// The last lifecycle action on this sandbox that failed, until one succeeds: kept on
+    /// the row so the failure stays visible (API, CLI) and its back-off survives a restart.
+    pub last_error: Option<FailedAction>,
+}
+
+/// A lifecycle action the runtime carries out on a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Pause,
+    Resume,
+    Kill,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Pause => "pause",
+            Operation::Resume => "resume",
+            Operation::Kill => "kill",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed lifecycle action and where its retries stand (the lifecycle decides both;
+/// the store only keeps them). Stored as JSON in `sandboxes.last_error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedAction {
+    pub operation: Operation,
+    /// The error, as the runtime reported it.
+    pub message: String,
+    /// When it last failed.
+    pub at: UnixMillis,
+    /// Consecutive failures since the last success or the last API call on the sandbox.
+    pub attempts: u32,
+    /// When the lifecycle tries again by itself; `None`: it stopped trying until an API
+    /// call touches the sandbox.
+    pub next_attempt_at: Option<UnixMillis>,
 }
 
 /// A saved sandbox image that can be resumed from or forked, addressed by id or by any of its

@@ -21,7 +21,7 @@ pub async fn require_api_key(State(state): State<AppState>, req: Request, next: 
     let Some(key) = key_from(req.headers()) else {
         return ApiError::unauthorized("missing API key: send it in the X-API-KEY header").into_response();
     };
-    match state.lifecycle.store().verify_api_key(key).await {
+    match state.lifecycle.verify_api_key(key).await {
         Ok(true) => next.run(req).await,
         Ok(false) => ApiError::unauthorized("invalid API key").into_response(),
         Err(e) => ApiError::internal(format!("cannot check the API key: {e}")).into_response(),

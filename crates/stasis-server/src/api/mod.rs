@@ -5,10 +5,13 @@ mod auth;
 mod error;
 mod sandboxes;
 mod snapshots;
+mod status;
 pub mod wire;
 
 #[cfg(test)]
 mod body_fuzz_tests;
+#[cfg(test)]
+mod tests;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
@@ -45,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
+        .route("/stasis/lifecycle", get(status::lifecycle))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))

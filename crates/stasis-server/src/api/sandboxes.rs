@@ -142,7 +142,7 @@ pub async fn info(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     check_id(&id)?;
     let row = state.lifecycle.get(&id).await?;
     let mut detail = wire::SandboxDetail::from_row(&row, &state.domain);
-    detail.operation = state.lifecycle.runtime().progress(&id);
+    detail.operation = state.lifecycle.progress(&id);
     Ok(Json(detail).into_response())
 }
 

@@ -169,6 +169,39 @@ pub struct SandboxDetail {
     /// Stasis extension: a pause or resume under way, with bytes written or read so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<stasis_runtime::OpProgress>,
+    /// Stasis extension: the last lifecycle action on the sandbox that failed, until one
+    /// succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+/// A failed lifecycle action as the API shows it (`lastError`).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    /// "pause", "resume" or "kill".
+    pub operation: &'static str,
+    pub message: String,
+    /// When it last failed.
+    pub at: String,
+    /// Consecutive failures since the last success or the last API call on the sandbox.
+    pub attempts: u32,
+    /// When the lifecycle tries again by itself; absent once it stopped trying (the next
+    /// API call on the sandbox, such as connect or setTimeout, starts over).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+impl LastError {
+    pub fn from_failed(f: &stasis_store::FailedAction) -> Self {
+        Self {
+            operation: f.operation.as_str(),
+            message: f.message.clone(),
+            at: rfc3339(f.at),
+            attempts: f.attempts,
+            next_attempt_at: f.next_attempt_at.map(rfc3339),
+        }
+    }
 }
 
 impl SandboxDetail {
@@ -180,6 +213,7 @@ impl SandboxDetail {
             lifecycle: LifecycleInfo { on_timeout: if r.auto_pause { "pause" } else { "kill" }, auto_resume: r.auto_resume },
             pause_mode: if r.pause_memory { "full" } else { "filesystem" },
             operation: None,
+            last_error: r.last_error.as_ref().map(LastError::from_failed),
         }
     }
 }

@@ -5,20 +5,38 @@
 //! is written to the store (compare-and-set) before and after it is acted on, so a crash
 //! mid-operation leaves a row that says which operation was interrupted.
 
+mod activity;
+mod admission;
+mod clock;
+mod create;
 mod error;
+mod failures;
+#[cfg(test)]
+pub(crate) mod fake_runtime;
+mod kill;
+mod pause;
+mod resume;
 mod scheduler;
+mod recovery;
+mod routes;
 pub mod snapshots;
+#[cfg(test)]
+pub(crate) mod tests;
+mod timeouts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use stasis_runtime::{NetworkPolicy, PauseMode, Runtime, SandboxSpec, SandboxUsage};
-use stasis_store::{now_ms, ListQuery, Page, SandboxRow, SandboxState, Store, StoreError};
+use stasis_runtime::{NetworkPolicy, PauseMode, Runtime, SandboxUsage};
+use stasis_store::{ListQuery, Page, SandboxRow, SandboxState, Store, StoreError};
 
+pub use activity::Guard;
+pub use admission::{Credentials, PortConnection, Refusal};
+pub use clock::Clock;
 pub use error::{LifecycleError, Result};
+pub use failures::{Backoff, FailedActionCounts};
 
-use crate::ids;
-use crate::proxy::activity::Activity;
+use activity::Activity;
 
 /// Defaults of a created sandbox, as E2B's `base` template.
 pub const DEFAULT_CPU: u32 = 2;
@@ -54,6 +72,8 @@ pub struct CreateParams {
 pub struct LifecycleConfig {
     /// Paused sandboxes older than this are killed; `None` keeps them until killed.
     pub paused_retention: Option<std::time::Duration>,
+    /// How the lifecycle spaces its own retries of a failed action.
+    pub backoff: Backoff,
 }
 
 #[derive(Clone)]
@@ -63,9 +83,12 @@ pub struct Lifecycle {
 
 struct Inner {
     config: LifecycleConfig,
+    clock: Clock,
     store: Arc<dyn Store>,
     runtime: Arc<dyn Runtime>,
     activity: Activity,
+    routes: routes::Routes,
+    failures: failures::Counters,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox (cumulative ns, when), for a usage percentage.
     cpu_samples: Mutex<HashMap<String, (u64, std::time::Instant)>>,
@@ -84,8 +107,20 @@ fn mode(memory: bool) -> PauseMode {
 }
 
 impl Lifecycle {
-    pub fn new(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, activity: Activity, config: LifecycleConfig) -> Self {
-        Self { inner: Arc::new(Inner { config, store, runtime, activity, locks: Mutex::default(), cpu_samples: Mutex::default() }) }
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, config: LifecycleConfig) -> Self {
+        Self::with_clock(store, runtime, config, Clock::wall())
+    }
+
+    /// [`Lifecycle::new`] reading time from `clock` (tests: [`Clock::tokio`]).
+    pub fn with_clock(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, config: LifecycleConfig, clock: Clock) -> Self {
+        let activity = Activity::new(clock);
+        let inner = Inner { config, clock, store, runtime, activity, routes: Default::default(), failures: Default::default(), locks: Mutex::default(), cpu_samples: Mutex::default() };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Now, in ms since the epoch, as every lifecycle rule sees it.
+    pub fn now(&self) -> stasis_store::UnixMillis {
+        self.inner.clock.now_ms()
     }
 
     pub fn config(&self) -> &LifecycleConfig {
@@ -106,16 +141,15 @@ impl Lifecycle {
         row
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// Progress of the pause or resume under way, if any.
+    pub fn progress(&self, id: &str) -> Option<stasis_runtime::OpProgress> {
+        self.inner.runtime.progress(id)
     }
 
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.inner.runtime
-    }
-
-    pub fn activity(&self) -> &Activity {
-        &self.inner.activity
+    /// Ids of the running sandboxes.
+    pub async fn running_ids(&self) -> Result<Vec<String>> {
+        let rows = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
     fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -130,192 +164,17 @@ impl Lifecycle {
     }
 
     /// Moves `id` from one of `from` to `to`, mapping a lost race to a clear error.
+    /// Every state change goes through here: it also invalidates the sandbox's cached
+    /// route, so no proxied request is let through on the state it left.
     async fn flip(&self, id: &str, from: &[SandboxState], to: SandboxState, update: impl FnOnce(&mut SandboxRow) + Send + 'static) -> Result<SandboxRow> {
-        match self.inner.store.transition_with(id, from, to, Box::new(update)).await {
+        let result = self.inner.store.transition_with(id, from, to, Box::new(update)).await;
+        self.inner.routes.invalidate(id);
+        match result {
             Ok(r) => Ok(r),
             Err(StoreError::NotFound) => Err(LifecycleError::NotFound(id.to_string())),
             Err(StoreError::Conflict { current }) => Err(conflict(id, current)),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Creates a sandbox from a template, or from a snapshot when `p.template` names one.
-    pub async fn create(&self, p: CreateParams) -> Result<SandboxRow> {
-        match self.resolve_snapshot(&p.template).await? {
-            Some(snap) => {
-                let mut p = p;
-                p.template = snapshots::public_id(&snap);
-                self.create_with(p, Some(snap.id)).await
-            }
-            None => self.create_with(p, None).await,
-        }
-    }
-
-    /// Creates a sandbox; from runtime snapshot `snapshot` when given.
-    async fn create_with(&self, p: CreateParams, snapshot: Option<String>) -> Result<SandboxRow> {
-        let id = ids::sandbox_id();
-        let now = now_ms();
-        let row = SandboxRow {
-            id: id.clone(),
-            template_id: p.template.clone(),
-            alias: Some(p.template.clone()),
-            client_id: "stasis".into(),
-            state: SandboxState::Creating,
-            metadata: p.metadata,
-            env_vars: p.env_vars.clone(),
-            cpu_count: p.cpu_count,
-            memory_mb: p.memory_mb,
-            disk_size_mb: p.disk_mb,
-            envd_access_token: Some(ids::token()),
-            traffic_access_token: p.secure.then(ids::token),
-            started_at: now,
-            end_at: now + ms(p.timeout_secs),
-            timeout_secs: p.timeout_secs,
-            auto_pause: p.auto_pause,
-            auto_resume: p.auto_resume,
-            pause_memory: p.pause_memory,
-            secure: p.secure,
-            allow_internet_access: p.allow_internet_access,
-            network: p.network,
-            paused_at: None,
-            idle_timeout_secs: p.idle_timeout_secs,
-            created_at: now,
-            updated_at: now,
-        };
-        // Recorded first: a crash during the boot leaves a `creating` row that recovery cleans.
-        self.inner.store.insert_sandbox(&row).await?;
-        let lock = self.lock(&id);
-        let _g = lock.lock().await;
-        let spec = SandboxSpec {
-            network: Some(network_policy(p.allow_internet_access, &row.network)),
-            template: p.template,
-            cpu_count: row.cpu_count,
-            memory_mb: row.memory_mb,
-            disk_mb: row.disk_size_mb,
-            max_pids: 1024,
-            env: p.env_vars,
-            access_token: row.envd_access_token.clone(),
-        };
-        let created = match &snapshot {
-            Some(snap) => self.inner.runtime.create_from_snapshot(&id, snap, &spec).await,
-            None => self.inner.runtime.create(&id, &spec).await,
-        };
-        if let Err(e) = created {
-            let _ = self.inner.store.delete_sandbox(&id).await;
-            return Err(e.into());
-        }
-        let started = now_ms();
-        let timeout = row.timeout_secs;
-        self.inner.activity.started(&id);
-        self.flip(&id, &[SandboxState::Creating], SandboxState::Running, move |r| {
-            r.started_at = started;
-            r.end_at = started + ms(timeout);
-        })
-        .await
-    }
-
-    /// Connect: a running sandbox gets its end extended (never shortened); a paused one is
-    /// resumed. Returns the row and whether it was resumed.
-    pub async fn connect(&self, id: &str, timeout_secs: Option<u64>, memory: bool) -> Result<(SandboxRow, bool)> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        let row = self.row(id).await?;
-        match row.state {
-            SandboxState::Running => {
-                let Some(t) = timeout_secs else { return Ok((row, false)) };
-                let end = (now_ms() + ms(t)).max(row.end_at);
-                let mut r = row;
-                r.end_at = end;
-                Ok((self.inner.store.update_sandbox(&r).await?, false))
-            }
-            SandboxState::Paused => {
-                let t = timeout_secs.unwrap_or(row.timeout_secs);
-                Ok((self.resume_locked(row, t, memory).await?, true))
-            }
-            other => Err(conflict(id, other)),
-        }
-    }
-
-    async fn resume_locked(&self, row: SandboxRow, timeout_secs: u64, memory: bool) -> Result<SandboxRow> {
-        let id = row.id.clone();
-        self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
-        let memory = memory && row.pause_memory;
-        if let Err(e) = self.inner.runtime.resume(&id, mode(memory)).await {
-            // Nothing was lost: the checkpoint is intact, the sandbox stays paused.
-            let _ = self.flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {}).await;
-            return Err(e.into());
-        }
-        let now = now_ms();
-        self.inner.activity.started(&id);
-        self.flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
-            r.end_at = now + ms(timeout_secs);
-            r.paused_at = None;
-        })
-        .await
-    }
-
-    pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxRow> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        self.pause_locked(id, memory).await
-    }
-
-    async fn pause_locked(&self, id: &str, memory: bool) -> Result<SandboxRow> {
-        let row = self.row(id).await?;
-        if row.state == SandboxState::Paused {
-            return Err(LifecycleError::Conflict(format!("sandbox {id} is already paused")));
-        }
-        self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {}).await?;
-        // A paused sandbox serves nobody: open connections are cut now, cleanly.
-        self.inner.activity.disconnect_all(id);
-        let started = std::time::Instant::now();
-        match self.inner.runtime.pause(id, mode(memory)).await {
-            Ok(stats) => tracing::info!(
-                sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
-                dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
-            ),
-            Err(e) => {
-                // The runtime leaves the sandbox running when a pause fails.
-                let _ = self.flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {}).await;
-                return Err(e.into());
-            }
-        }
-        let now = now_ms();
-        self.flip(id, &[SandboxState::Pausing], SandboxState::Paused, move |r| {
-            r.paused_at = Some(now);
-            r.pause_memory = memory;
-        })
-        .await
-    }
-
-    pub async fn kill(&self, id: &str) -> Result<()> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        self.kill_locked(id).await
-    }
-
-    async fn kill_locked(&self, id: &str) -> Result<()> {
-        let row = self.row(id).await?;
-        self.flip(id, &[row.state], SandboxState::Killing, |_| {}).await?;
-        self.inner.activity.forget(id);
-        match self.inner.runtime.kill(id).await {
-            Ok(()) | Err(stasis_runtime::RuntimeError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.inner.store.delete_sandbox(id).await?;
-        Ok(())
-    }
-
-    /// Sets the end to now + `secs` (may shorten, unlike connect).
-    pub async fn set_timeout(&self, id: &str, secs: u64) -> Result<SandboxRow> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        let mut row = self.row(id).await?;
-        row.timeout_secs = secs;
-        if row.state == SandboxState::Running {
-            row.end_at = now_ms() + ms(secs);
-        }
-        Ok(self.inner.store.update_sandbox(&row).await?)
     }
 
     /// A sandbox as the info API shows it (running or paused).
@@ -356,76 +215,6 @@ impl Lifecycle {
             }
         };
         pct(cpu_ns.saturating_sub(prev_ns), now - prev_t, cpus)
-    }
-
-    /// For the proxy: the running sandbox `id`, resumed first if it is paused and asked
-    /// for auto-resume. `Ok(None)`: not running (paused without auto-resume, or unknown).
-    pub async fn route(&self, id: &str) -> Result<Option<SandboxRow>> {
-        let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(None) };
-        match row.state {
-            SandboxState::Running => Ok(Some(row)),
-            SandboxState::Paused | SandboxState::Resuming if row.auto_resume => {
-                let timeout = row.timeout_secs.max(MIN_AUTO_RESUME_SECS);
-                match self.connect(id, Some(timeout), true).await {
-                    Ok((r, _)) => Ok(Some(r)),
-                    Err(LifecycleError::NotFound(_)) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Runs the sandbox's timeout policy if its end has passed (checked under its lock).
-    pub async fn expire_if_due(&self, id: &str) -> Result<()> {
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(()) };
-        if row.state != SandboxState::Running || self.effective_end(&row) > now_ms() {
-            return Ok(());
-        }
-        if row.auto_pause {
-            self.pause_locked(id, row.pause_memory).await.map(|_| ())
-        } else {
-            self.kill_locked(id).await
-        }
-    }
-
-    /// Kills a paused sandbox older than the operator's retention (checked under its lock).
-    pub async fn retire_if_due(&self, id: &str) -> Result<()> {
-        let Some(retention) = self.inner.config.paused_retention else { return Ok(()) };
-        let lock = self.lock(id);
-        let _g = lock.lock().await;
-        let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(()) };
-        let due = row.paused_at.is_some_and(|p| p + retention.as_millis() as i64 <= now_ms());
-        if row.state == SandboxState::Paused && due {
-            tracing::info!(sandbox = %id, "paused longer than the retention: killed");
-            self.kill_locked(id).await?;
-        }
-        Ok(())
-    }
-
-    /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
-    /// the ids it paused.
-    pub async fn pause_all(&self) -> Vec<String> {
-        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else { return vec![] };
-        let mut paused = Vec::new();
-        let tasks: Vec<_> = rows
-            .into_iter()
-            .map(|row| {
-                let lc = self.clone();
-                tokio::spawn(async move { (row.id.clone(), lc.pause(&row.id, row.pause_memory).await) })
-            })
-            .collect();
-        for t in tasks {
-            if let Ok((id, r)) = t.await {
-                match r {
-                    Ok(_) => paused.push(id),
-                    Err(e) => tracing::error!(sandbox = %id, "pause at shutdown failed: {e}"),
-                }
-            }
-        }
-        paused
     }
 
     /// Starts the background jobs (timeouts).

@@ -1,10 +1,13 @@
-//! Timeouts: a sandbox whose end has passed is paused (auto-pause) or killed.
+//! The background job: on every tick, each sandbox the lifecycle owes an action (its
+//! timeout action, a retention kill, the retry of a failed kill: see
+//! [`Lifecycle::due_action`]) gets it, on its own task. A failed action is not retried on
+//! the next tick but after its back-off (`failures.rs`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stasis_store::{now_ms, SandboxState};
+use stasis_store::SandboxState;
 
 use super::Lifecycle;
 
@@ -18,32 +21,24 @@ pub fn spawn(lc: Lifecycle) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let rows = match lc.store().sandboxes_in_states(&[SandboxState::Running, SandboxState::Paused]).await {
+            let states = [SandboxState::Running, SandboxState::Paused, SandboxState::Killing];
+            let rows = match lc.inner.store.sandboxes_in_states(&states).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("timeout scan failed: {e}");
                     continue;
                 }
             };
-            let now = now_ms();
-            let retention = lc.config().paused_retention.map(|r| r.as_millis() as i64);
+            let now = lc.now();
             for row in rows {
-                let due = match row.state {
-                    SandboxState::Running => lc.effective_end(&row) <= now,
-                    _ => retention.is_some_and(|r| row.paused_at.is_some_and(|p| p + r <= now)),
-                };
-                if !due || !in_flight.lock().unwrap().insert(row.id.clone()) {
+                if lc.due_action(&row, now).is_none() || !in_flight.lock().unwrap().insert(row.id.clone()) {
                     continue;
                 }
                 let (lc, in_flight) = (lc.clone(), in_flight.clone());
-                // Each expiry on its own task: one slow pause must not delay the others.
+                // Each action on its own task: one slow pause must not delay the others.
                 tokio::spawn(async move {
-                    let r = match row.state {
-                        SandboxState::Running => lc.expire_if_due(&row.id).await,
-                        _ => lc.retire_if_due(&row.id).await,
-                    };
-                    if let Err(e) = r {
-                        tracing::warn!(sandbox = %row.id, "timeout action failed: {e}");
+                    if let Err(e) = lc.run_due_action(&row.id).await {
+                        tracing::warn!(sandbox = %row.id, "timeout action: {e}");
                     }
                     in_flight.lock().unwrap().remove(&row.id);
                 });

@@ -2,7 +2,7 @@
 //! from the capture, list and delete captures.
 
 use stasis_runtime::PauseMode;
-use stasis_store::{now_ms, Page, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, StoreError};
+use stasis_store::{Page, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, StoreError};
 
 use super::{CreateParams, Lifecycle, LifecycleError, Result};
 use crate::ids;
@@ -55,7 +55,7 @@ impl Lifecycle {
         }
         let lock = self.lock(id);
         let _g = lock.lock().await;
-        let row = self.row(id).await?;
+        let row = self.touched(self.row(id).await?).await?;
         if row.state != SandboxState::Running {
             return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be snapshotted", row.state)));
         }
@@ -76,7 +76,7 @@ impl Lifecycle {
             template_id: row.template_id.clone(),
             memory: stats.memory,
             size_bytes: stats.size_bytes,
-            created_at: now_ms(),
+            created_at: self.now(),
         };
         if let Err(e) = self.inner.store.insert_snapshot(&snap).await {
             let _ = self.inner.runtime.delete_snapshot(&snap_id).await;
@@ -118,7 +118,7 @@ impl Lifecycle {
         let source = {
             let lock = self.lock(id);
             let _g = lock.lock().await;
-            let row = self.row(id).await?;
+            let row = self.touched(self.row(id).await?).await?;
             if row.state != SandboxState::Running {
                 return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be forked", row.state)));
             }

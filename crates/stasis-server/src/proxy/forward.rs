@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::activity::Guard;
+use crate::lifecycle::Guard;
 
 fn is_upgrade(req: &Request) -> bool {
     req.headers().get(header::UPGRADE).is_some()

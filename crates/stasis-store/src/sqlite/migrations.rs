@@ -67,6 +67,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX snapshot_names_by_snapshot ON snapshot_names (snapshot_id, position);
     "#,
+    // 3: the last failed lifecycle action of a sandbox (JSON `FailedAction`, NULL: none).
+    r#"
+    ALTER TABLE sandboxes ADD COLUMN last_error TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -120,7 +120,13 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 const SANDBOX_COLUMNS: &str = "id, template_id, alias, client_id, state, metadata, env_vars, \
     cpu_count, memory_mb, disk_size_mb, envd_access_token, traffic_access_token, started_at, \
     end_at, timeout_secs, auto_pause, auto_resume, pause_memory, secure, \
-    allow_internet_access, network, paused_at, idle_timeout_secs, created_at, updated_at";
+    allow_internet_access, network, paused_at, idle_timeout_secs, created_at, updated_at, \
+    last_error";
+
+/// How many columns [`SANDBOX_COLUMNS`] names.
+fn sandbox_column_count() -> usize {
+    SANDBOX_COLUMNS.split(',').count()
+}
 
 fn conversion_error(
     idx: usize,
@@ -171,6 +177,10 @@ fn sandbox_from_row(r: &Row) -> rusqlite::Result<SandboxRow> {
             .map_err(|e| conversion_error(22, e))?,
         created_at: r.get(23)?,
         updated_at: r.get(24)?,
+        last_error: r
+            .get::<_, Option<String>>(25)?
+            .map(|text| serde_json::from_str(&text).map_err(|e| conversion_error(25, e)))
+            .transpose()?,
     })
 }
 
@@ -216,6 +226,10 @@ fn sandbox_values(row: &SandboxRow) -> Result<Vec<Value>, StoreError> {
         },
         Value::Integer(row.created_at),
         Value::Integer(row.updated_at),
+        match &row.last_error {
+            Some(e) => json(e)?,
+            None => Value::Null,
+        },
     ])
 }
 
@@ -335,7 +349,7 @@ impl Store for SqliteStore {
             row.updated_at = now_ms();
             let sql = format!(
                 "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ({})",
-                placeholders(25)
+                placeholders(sandbox_column_count())
             );
             match conn.execute(&sql, params_from_iter(sandbox_values(&row)?)) {
                 Ok(_) => Ok(()),

@@ -205,6 +205,23 @@ pub(super) fn print_table(rows: &[Value]) {
     }
 }
 
+/// The sandbox's failed lifecycle action (`lastError` of its info), for people.
+fn last_error_line(info: &Value) -> Option<String> {
+    let e = info.get("lastError")?;
+    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let next = match e["nextAttemptAt"].as_str() {
+        Some(t) => format!("next attempt at {t}"),
+        None => "no more attempts until an API call (connect, pause, timeout, kill) touches the sandbox".to_string(),
+    };
+    Some(format!(
+        "LAST ERROR: {} failed at {} ({} attempt(s) in a row; {next}): {}",
+        s("operation"),
+        s("at"),
+        e["attempts"].as_u64().unwrap_or(0),
+        s("message")
+    ))
+}
+
 /// Runs a pause or resume call; on a terminal, shows the bytes written (pause) or read
 /// (resume) as the server reports them, until the call returns.
 async fn with_progress<T>(api: &Api, id: &str, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -286,7 +303,10 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             if as_json {
                 println!("{v}");
             } else {
-                print_table(&[v]);
+                print_table(&[v.clone()]);
+                if let Some(line) = last_error_line(&v) {
+                    println!("{line}");
+                }
             }
         }
         Cmd::Exec { id, user, cmd } => {
@@ -332,4 +352,25 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_shows_the_last_error_with_its_next_attempt_or_that_it_gave_up() {
+        assert_eq!(last_error_line(&json!({"state": "running"})), None);
+        let mut info = json!({"lastError": {
+            "operation": "pause", "message": "checkpoint (dump) failed: disk full",
+            "at": "2025-01-02T03:04:05.000Z", "attempts": 2, "nextAttemptAt": "2025-01-02T03:04:07.000Z"
+        }});
+        assert_eq!(
+            last_error_line(&info).unwrap(),
+            "LAST ERROR: pause failed at 2025-01-02T03:04:05.000Z (2 attempt(s) in a row; next attempt at \
+             2025-01-02T03:04:07.000Z): checkpoint (dump) failed: disk full"
+        );
+        info["lastError"].as_object_mut().unwrap().remove("nextAttemptAt");
+        assert!(last_error_line(&info).unwrap().contains("no more attempts until an API call"));
+    }
 }

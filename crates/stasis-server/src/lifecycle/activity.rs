@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Default)]
+use crate::lifecycle::Clock;
+
+#[derive(Clone)]
 pub struct Activity {
     inner: Arc<Mutex<HashMap<String, Entry>>>,
+    clock: Clock,
 }
 
 struct Entry {
@@ -19,9 +22,9 @@ struct Entry {
     cancel: CancellationToken,
 }
 
-impl Default for Entry {
-    fn default() -> Self {
-        Self { open: 0, idle_since: stasis_store::now_ms(), cancel: CancellationToken::new() }
+impl Entry {
+    fn new(now: i64) -> Self {
+        Self { open: 0, idle_since: now, cancel: CancellationToken::new() }
     }
 }
 
@@ -38,21 +41,30 @@ impl Drop for Guard {
         if let Some(e) = m.get_mut(&self.id) {
             e.open = e.open.saturating_sub(1);
             if e.open == 0 {
-                e.idle_since = stasis_store::now_ms();
+                e.idle_since = self.activity.clock.now_ms();
             }
         }
     }
 }
 
 impl Activity {
+    pub fn new(clock: Clock) -> Self {
+        Self { inner: Arc::default(), clock }
+    }
+
+    fn entry<'a>(&self, m: &'a mut HashMap<String, Entry>, id: &str) -> &'a mut Entry {
+        m.entry(id.to_string()).or_insert_with(|| Entry::new(self.clock.now_ms()))
+    }
+
     pub fn enter(&self, id: &str) -> Guard {
         let mut m = self.inner.lock().unwrap();
-        let e = m.entry(id.to_string()).or_default();
+        let e = self.entry(&mut m, id);
         e.open += 1;
         Guard { activity: self.clone(), id: id.to_string(), cancel: e.cancel.clone() }
     }
 
     /// Connections open now.
+    #[cfg(test)]
     pub fn open(&self, id: &str) -> usize {
         self.inner.lock().unwrap().get(id).map_or(0, |e| e.open)
     }
@@ -60,14 +72,15 @@ impl Activity {
     /// When the sandbox has been idle since (no connection open), or `None` while one is.
     pub fn idle_since(&self, id: &str) -> Option<i64> {
         let mut m = self.inner.lock().unwrap();
-        let e = m.entry(id.to_string()).or_default();
+        let e = self.entry(&mut m, id);
         (e.open == 0).then_some(e.idle_since)
     }
 
     /// The sandbox (re)started: idle time counts from now.
     pub fn started(&self, id: &str) {
         let mut m = self.inner.lock().unwrap();
-        m.entry(id.to_string()).or_default().idle_since = stasis_store::now_ms();
+        let now = self.clock.now_ms();
+        self.entry(&mut m, id).idle_since = now;
     }
 
     /// Closes every open connection of the sandbox; later ones are unaffected.
@@ -96,7 +109,7 @@ mod tests {
 
     #[test]
     fn counts_and_cancels() {
-        let a = Activity::default();
+        let a = Activity::new(Clock::wall());
         let g1 = a.enter("s");
         let g2 = a.enter("s");
         assert_eq!(a.open("s"), 2);

@@ -1,0 +1,173 @@
+//! Proxied requests: whether one may reach a port of a sandbox (its access token for the
+//! agent's port, its traffic token for the others on a `secure` sandbox), whether it
+//! resumes the sandbox (paused with auto-resume), and its connection to the port, counted
+//! as client activity (idle timeout) and cut when the sandbox pauses.
+//!
+//! A request to a running sandbox costs a lookup in the route cache (`routes.rs`), no
+//! database read; the runtime's connect is the rest.
+
+use stasis_runtime::{RuntimeError, ENVD_PORT};
+use stasis_store::SandboxState;
+use tokio::net::TcpStream;
+
+use super::activity::Guard;
+use super::routes::Route;
+use super::{Lifecycle, LifecycleError, MIN_AUTO_RESUME_SECS};
+
+/// The tokens a proxied request presents.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// `X-Access-Token`: required on the agent's (envd's) port.
+    pub access_token: Option<&'a str>,
+    /// `e2b-traffic-access-token`: required on the other ports of a `secure` sandbox.
+    pub traffic_token: Option<&'a str>,
+}
+
+/// Why a proxied request does not get through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown, or not running and not to be resumed.
+    NotRunning,
+    MissingAccessToken,
+    InvalidAccessToken,
+    /// A user port of a `secure` sandbox without its traffic token.
+    TrafficTokenRequired,
+    /// An auto-resume failed, or waits for its back-off.
+    ResumeFailed(String),
+    /// The sandbox runs but nothing listens on the port.
+    PortClosed(u16),
+    Internal(String),
+}
+
+/// A connection to a port inside a sandbox, counted as client activity while it lives.
+pub struct PortConnection {
+    pub stream: TcpStream,
+    /// Cancelled when the sandbox pauses or is killed: the connection must end then.
+    pub guard: Guard,
+}
+
+/// How many times a request is admitted again when the sandbox changed state between its
+/// admission and its connection (each time it waits for, or triggers, the change).
+const MAX_ADMISSIONS: usize = 3;
+
+impl Lifecycle {
+    /// Admits a request for `port` of sandbox `id` (checking its tokens before anything
+    /// else: an unauthenticated request must not even auto-resume a sandbox), resumes the
+    /// sandbox if it is paused and asked for auto-resume, and opens the connection.
+    pub async fn connect_port(
+        &self,
+        id: &str,
+        port: u16,
+        creds: Credentials<'_>,
+    ) -> Result<PortConnection, Refusal> {
+        for _ in 0..MAX_ADMISSIONS {
+            let generation = self.admit(id, port, creds).await?;
+            // Counted as open before the check: a pause that starts after the check cuts it.
+            let guard = self.inner.activity.enter(id);
+            if !self.inner.routes.is_current(id, generation) {
+                continue;
+            }
+            return match self.inner.runtime.connect(id, port).await {
+                Ok(stream) => Ok(PortConnection { stream, guard }),
+                Err(RuntimeError::NotRunning(_) | RuntimeError::NotFound(_)) => {
+                    Err(Refusal::NotRunning)
+                }
+                Err(_) => Err(Refusal::PortClosed(port)),
+            };
+        }
+        Err(Refusal::NotRunning)
+    }
+
+    /// The generation of the running sandbox's route the request was admitted on.
+    async fn admit(&self, id: &str, port: u16, creds: Credentials<'_>) -> Result<u64, Refusal> {
+        let route = self.route_of(id).await?;
+        check_tokens(&route, port, creds)?;
+        match route.state {
+            SandboxState::Running => Ok(route.generation),
+            // A pause under way is waited for (the sandbox lock), then undone.
+            SandboxState::Pausing | SandboxState::Paused | SandboxState::Resuming
+                if route.auto_resume =>
+            {
+                self.auto_resume(id).await?;
+                let route = self.route_of(id).await?;
+                match route.state {
+                    SandboxState::Running => Ok(route.generation),
+                    _ => Err(Refusal::NotRunning),
+                }
+            }
+            _ => Err(Refusal::NotRunning),
+        }
+    }
+
+    /// The cached route of `id`, or one read from the store (and cached).
+    async fn route_of(&self, id: &str) -> Result<std::sync::Arc<Route>, Refusal> {
+        let generation = match self.inner.routes.lookup(id) {
+            Ok(route) => return Ok(route),
+            Err(generation) => generation,
+        };
+        match self.inner.store.get_sandbox(id).await {
+            Ok(Some(row)) => Ok(self.inner.routes.fill(id, generation, &row)),
+            Ok(None) => {
+                self.inner.routes.forget(id);
+                Err(Refusal::NotRunning)
+            }
+            Err(e) => Err(Refusal::Internal(format!("store: {e}"))),
+        }
+    }
+
+    /// Resumes paused sandbox `id` for proxied traffic: it then lives at least
+    /// [`MIN_AUTO_RESUME_SECS`]. A resume that failed is not tried again per request, only
+    /// once its back-off ran (`failures.rs`).
+    async fn auto_resume(&self, id: &str) -> Result<(), Refusal> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let row = match self.row(id).await {
+            Ok(r) => r,
+            Err(LifecycleError::NotFound(_)) => return Err(Refusal::NotRunning),
+            Err(e) => return Err(Refusal::Internal(e.to_string())),
+        };
+        match row.state {
+            SandboxState::Running => Ok(()),
+            SandboxState::Paused
+                if !self.may_retry(&row, stasis_store::Operation::Resume, self.now()) =>
+            {
+                Err(Refusal::ResumeFailed(super::resume::backing_off(&row)))
+            }
+            SandboxState::Paused => {
+                let timeout = row.timeout_secs.max(MIN_AUTO_RESUME_SECS);
+                match self.resume_locked(row, timeout, true).await {
+                    Ok(_) => Ok(()),
+                    Err(LifecycleError::NotFound(_) | LifecycleError::Conflict(_)) => {
+                        Err(Refusal::NotRunning)
+                    }
+                    Err(e) => Err(Refusal::ResumeFailed(e.to_string())),
+                }
+            }
+            _ => Err(Refusal::NotRunning),
+        }
+    }
+
+    /// Whether `key` is one of the recorded API keys.
+    pub async fn verify_api_key(&self, key: &str) -> super::Result<bool> {
+        Ok(self.inner.store.verify_api_key(key).await?)
+    }
+}
+
+fn check_tokens(route: &Route, port: u16, creds: Credentials<'_>) -> Result<(), Refusal> {
+    let same = |given: &str, expected: &str| crate::ids::same_secret(given, expected);
+    if port == ENVD_PORT {
+        if let Some(token) = &route.envd_access_token {
+            return match creds.access_token {
+                Some(t) if same(t, token) => Ok(()),
+                Some(_) => Err(Refusal::InvalidAccessToken),
+                None => Err(Refusal::MissingAccessToken),
+            };
+        }
+    } else if let Some(token) = &route.traffic_access_token {
+        return match creds.traffic_token {
+            Some(t) if same(t, token) => Ok(()),
+            _ => Err(Refusal::TrafficTokenRequired),
+        };
+    }
+    Ok(())
+}

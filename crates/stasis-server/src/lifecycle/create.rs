@@ -1,0 +1,100 @@
+//! Creating a sandbox: the row is written `creating` first, then the runtime boots it.
+
+use stasis_runtime::SandboxSpec;
+use stasis_store::{SandboxRow, SandboxState};
+
+use super::{ms, network_policy, snapshots, CreateParams, Lifecycle, Result};
+use crate::ids;
+
+impl Lifecycle {
+    /// Creates a sandbox from a template, or from a snapshot when `p.template` names one.
+    pub async fn create(&self, p: CreateParams) -> Result<SandboxRow> {
+        match self.resolve_snapshot(&p.template).await? {
+            Some(snap) => {
+                let mut p = p;
+                p.template = snapshots::public_id(&snap);
+                self.create_with(p, Some(snap.id)).await
+            }
+            None => self.create_with(p, None).await,
+        }
+    }
+
+    /// Creates a sandbox; from runtime snapshot `snapshot` when given.
+    pub(super) async fn create_with(
+        &self,
+        p: CreateParams,
+        snapshot: Option<String>,
+    ) -> Result<SandboxRow> {
+        let id = ids::sandbox_id();
+        let now = self.now();
+        let row = SandboxRow {
+            id: id.clone(),
+            template_id: p.template.clone(),
+            alias: Some(p.template.clone()),
+            client_id: "stasis".into(),
+            state: SandboxState::Creating,
+            metadata: p.metadata,
+            env_vars: p.env_vars.clone(),
+            cpu_count: p.cpu_count,
+            memory_mb: p.memory_mb,
+            disk_size_mb: p.disk_mb,
+            envd_access_token: Some(ids::token()),
+            traffic_access_token: p.secure.then(ids::token),
+            started_at: now,
+            end_at: now + ms(p.timeout_secs),
+            timeout_secs: p.timeout_secs,
+            auto_pause: p.auto_pause,
+            auto_resume: p.auto_resume,
+            pause_memory: p.pause_memory,
+            secure: p.secure,
+            allow_internet_access: p.allow_internet_access,
+            network: p.network,
+            paused_at: None,
+            idle_timeout_secs: p.idle_timeout_secs,
+            created_at: now,
+            updated_at: now,
+            last_error: None,
+        };
+        // Recorded first: a crash during the boot leaves a `creating` row that recovery cleans.
+        self.inner.store.insert_sandbox(&row).await?;
+        let lock = self.lock(&id);
+        let _g = lock.lock().await;
+        let spec = SandboxSpec {
+            network: Some(network_policy(p.allow_internet_access, &row.network)),
+            template: p.template,
+            cpu_count: row.cpu_count,
+            memory_mb: row.memory_mb,
+            disk_mb: row.disk_size_mb,
+            max_pids: 1024,
+            env: p.env_vars,
+            access_token: row.envd_access_token.clone(),
+        };
+        let created = match &snapshot {
+            Some(snap) => {
+                self.inner
+                    .runtime
+                    .create_from_snapshot(&id, snap, &spec)
+                    .await
+            }
+            None => self.inner.runtime.create(&id, &spec).await,
+        };
+        if let Err(e) = created {
+            let _ = self.inner.store.delete_sandbox(&id).await;
+            self.inner.routes.forget(&id);
+            return Err(e.into());
+        }
+        let started = self.now();
+        let timeout = row.timeout_secs;
+        self.inner.activity.started(&id);
+        self.flip(
+            &id,
+            &[SandboxState::Creating],
+            SandboxState::Running,
+            move |r| {
+                r.started_at = started;
+                r.end_at = started + ms(timeout);
+            },
+        )
+        .await
+    }
+}

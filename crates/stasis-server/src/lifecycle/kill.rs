@@ -1,0 +1,31 @@
+//! Killing a sandbox: everything it owns goes, then its row.
+
+use stasis_store::{Operation, SandboxState};
+
+use super::{Lifecycle, Result};
+
+impl Lifecycle {
+    /// An API kill: starts a failed kill's back-off over, then kills.
+    pub async fn kill(&self, id: &str) -> Result<()> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        self.touched(self.row(id).await?).await?;
+        self.kill_locked(id).await
+    }
+
+    /// Kills `id`. If the runtime fails, the row stays `killing` (its processes may be
+    /// gone already) with the failure on it, and the lifecycle retries the kill.
+    pub(super) async fn kill_locked(&self, id: &str) -> Result<()> {
+        let row = self.row(id).await?;
+        self.flip(id, &[row.state], SandboxState::Killing, |_| {})
+            .await?;
+        self.inner.activity.forget(id);
+        match self.inner.runtime.kill(id).await {
+            Ok(()) | Err(stasis_runtime::RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(self.record_failure(id, Operation::Kill, e.into()).await),
+        }
+        self.inner.store.delete_sandbox(id).await?;
+        self.inner.routes.forget(id);
+        Ok(())
+    }
+}

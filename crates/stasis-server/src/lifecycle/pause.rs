@@ -1,0 +1,91 @@
+//! Pausing a sandbox: connections cut, the runtime checkpoints it, the row says paused.
+
+use stasis_store::{Operation, SandboxRow, SandboxState};
+
+use super::{mode, Lifecycle, LifecycleError, Result};
+
+impl Lifecycle {
+    /// An API pause: starts a failed action's back-off over, then pauses.
+    pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxRow> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        self.touched(self.row(id).await?).await?;
+        self.pause_locked(id, memory).await
+    }
+
+    pub(super) async fn pause_locked(&self, id: &str, memory: bool) -> Result<SandboxRow> {
+        let row = self.row(id).await?;
+        if row.state == SandboxState::Paused {
+            return Err(LifecycleError::Conflict(format!(
+                "sandbox {id} is already paused"
+            )));
+        }
+        self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {})
+            .await?;
+        // A paused sandbox serves nobody: open connections are cut now, cleanly.
+        self.inner.activity.disconnect_all(id);
+        let started = std::time::Instant::now();
+        match self.inner.runtime.pause(id, mode(memory)).await {
+            Ok(stats) => tracing::info!(
+                sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
+                dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
+            ),
+            Err(e) => {
+                // The runtime leaves the sandbox running when a pause fails.
+                let _ = self
+                    .flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {})
+                    .await;
+                return Err(self.record_failure(id, Operation::Pause, e.into()).await);
+            }
+        }
+        let now = self.now();
+        self.flip(
+            id,
+            &[SandboxState::Pausing],
+            SandboxState::Paused,
+            move |r| {
+                r.paused_at = Some(now);
+                r.pause_memory = memory;
+                r.last_error = None;
+            },
+        )
+        .await
+    }
+
+    /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
+    /// the ids it paused. Tried even where an auto-pause gave up: the operator asked.
+    pub async fn pause_all(&self) -> Vec<String> {
+        let Ok(rows) = self
+            .inner
+            .store
+            .sandboxes_in_states(&[SandboxState::Running])
+            .await
+        else {
+            return vec![];
+        };
+        let mut paused = Vec::new();
+        let tasks: Vec<_> = rows
+            .into_iter()
+            .map(|row| {
+                let lc = self.clone();
+                tokio::spawn(async move {
+                    let lock = lc.lock(&row.id);
+                    let _g = lock.lock().await;
+                    (
+                        row.id.clone(),
+                        lc.pause_locked(&row.id, row.pause_memory).await,
+                    )
+                })
+            })
+            .collect();
+        for t in tasks {
+            if let Ok((id, r)) = t.await {
+                match r {
+                    Ok(_) => paused.push(id),
+                    Err(e) => tracing::error!(sandbox = %id, "pause at shutdown failed: {e}"),
+                }
+            }
+        }
+        paused
+    }
+}

@@ -1,0 +1,93 @@
+//! Connecting to a sandbox: a running one has its end extended, a paused one is resumed
+//! (by an API call, or by proxied traffic when it asked for auto-resume).
+
+use stasis_store::{Operation, SandboxRow, SandboxState};
+
+use super::{conflict, mode, ms, Lifecycle, Result};
+
+impl Lifecycle {
+    /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
+    /// paused one is resumed. Returns the row and whether it was resumed.
+    pub async fn connect(
+        &self,
+        id: &str,
+        timeout_secs: Option<u64>,
+        memory: bool,
+    ) -> Result<(SandboxRow, bool)> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let row = self.touched(self.row(id).await?).await?;
+        self.connect_locked(row, timeout_secs, memory).await
+    }
+
+    async fn connect_locked(
+        &self,
+        row: SandboxRow,
+        timeout_secs: Option<u64>,
+        memory: bool,
+    ) -> Result<(SandboxRow, bool)> {
+        match row.state {
+            SandboxState::Running => {
+                let Some(t) = timeout_secs else {
+                    return Ok((row, false));
+                };
+                let end = (self.now() + ms(t)).max(row.end_at);
+                let mut r = row;
+                r.end_at = end;
+                Ok((self.inner.store.update_sandbox(&r).await?, false))
+            }
+            SandboxState::Paused => {
+                let t = timeout_secs.unwrap_or(row.timeout_secs);
+                Ok((self.resume_locked(row, t, memory).await?, true))
+            }
+            other => Err(conflict(&row.id, other)),
+        }
+    }
+
+    pub(super) async fn resume_locked(
+        &self,
+        row: SandboxRow,
+        timeout_secs: u64,
+        memory: bool,
+    ) -> Result<SandboxRow> {
+        let id = row.id.clone();
+        self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {})
+            .await?;
+        let memory = memory && row.pause_memory;
+        if let Err(e) = self.inner.runtime.resume(&id, mode(memory)).await {
+            // Nothing was lost: the checkpoint is intact, the sandbox stays paused.
+            let _ = self
+                .flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {})
+                .await;
+            return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
+        }
+        let now = self.now();
+        self.inner.activity.started(&id);
+        self.flip(
+            &id,
+            &[SandboxState::Resuming],
+            SandboxState::Running,
+            move |r| {
+                r.end_at = now + ms(timeout_secs);
+                r.paused_at = None;
+                r.last_error = None;
+            },
+        )
+        .await
+    }
+}
+
+/// Why an auto-resume is not tried now.
+pub(super) fn backing_off(row: &SandboxRow) -> String {
+    let Some(f) = &row.last_error else {
+        return format!("sandbox {} cannot be resumed now", row.id);
+    };
+    let when = match f.next_attempt_at {
+        Some(t) => format!("the next attempt is at {}", crate::api::wire::rfc3339(t)),
+        None => "no more attempts until an API call (connect) resumes it".to_string(),
+    };
+    format!(
+        "resuming sandbox {} failed {} time(s), last: {}; {when}",
+        row.id, f.attempts, f.message
+    )
+}

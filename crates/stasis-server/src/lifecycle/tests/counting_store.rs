@@ -1,0 +1,74 @@
+//! The SQLite store, counting the sandbox reads the lifecycle makes: to show what a
+//! proxied request costs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use stasis_store::{
+    ApiKeyRow, ListQuery, Page, RowUpdate, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow,
+    SqliteStore, Store, StoreError,
+};
+
+pub(crate) struct CountingStore {
+    pub inner: SqliteStore,
+    pub sandbox_reads: Arc<AtomicUsize>,
+}
+
+type R<T> = Result<T, StoreError>;
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn insert_sandbox(&self, row: &SandboxRow) -> R<()> {
+        self.inner.insert_sandbox(row).await
+    }
+    async fn get_sandbox(&self, id: &str) -> R<Option<SandboxRow>> {
+        self.sandbox_reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_sandbox(id).await
+    }
+    async fn update_sandbox(&self, row: &SandboxRow) -> R<SandboxRow> {
+        self.inner.update_sandbox(row).await
+    }
+    async fn transition_with(
+        &self,
+        id: &str,
+        from: &[SandboxState],
+        to: SandboxState,
+        update: RowUpdate,
+    ) -> R<SandboxRow> {
+        self.inner.transition_with(id, from, to, update).await
+    }
+    async fn delete_sandbox(&self, id: &str) -> R<bool> {
+        self.inner.delete_sandbox(id).await
+    }
+    async fn list_sandboxes(&self, query: &ListQuery) -> R<Page<SandboxRow>> {
+        self.sandbox_reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_sandboxes(query).await
+    }
+    async fn sandboxes_in_states(&self, states: &[SandboxState]) -> R<Vec<SandboxRow>> {
+        self.inner.sandboxes_in_states(states).await
+    }
+    async fn insert_snapshot(&self, row: &SnapshotRow) -> R<()> {
+        self.inner.insert_snapshot(row).await
+    }
+    async fn get_snapshot(&self, id: &str) -> R<Option<SnapshotRow>> {
+        self.inner.get_snapshot(id).await
+    }
+    async fn find_snapshot_by_name(&self, name: &str) -> R<Option<SnapshotRow>> {
+        self.inner.find_snapshot_by_name(name).await
+    }
+    async fn list_snapshots(&self, query: &SnapshotQuery) -> R<Page<SnapshotRow>> {
+        self.inner.list_snapshots(query).await
+    }
+    async fn delete_snapshot(&self, id: &str) -> R<bool> {
+        self.inner.delete_snapshot(id).await
+    }
+    async fn add_api_key(&self, name: &str, key: &str) -> R<ApiKeyRow> {
+        self.inner.add_api_key(name, key).await
+    }
+    async fn verify_api_key(&self, key: &str) -> R<bool> {
+        self.inner.verify_api_key(key).await
+    }
+    async fn count_api_keys(&self) -> R<u64> {
+        self.inner.count_api_keys().await
+    }
+}

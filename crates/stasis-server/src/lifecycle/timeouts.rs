@@ -1,0 +1,77 @@
+//! When a sandbox ends: its timeout (set by create, connect, setTimeout), the action at
+//! the end (pause or kill), the operator's retention of paused sandboxes, and the retry of
+//! a kill that failed. The scheduler asks [`Lifecycle::due_action`] on every tick.
+
+use stasis_store::{Operation, SandboxRow, SandboxState, UnixMillis};
+
+use super::{ms, Lifecycle, LifecycleError, Result};
+
+impl Lifecycle {
+    /// Sets the end to now + `secs` (may shorten, unlike connect).
+    pub async fn set_timeout(&self, id: &str, secs: u64) -> Result<SandboxRow> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let mut row = self.touched(self.row(id).await?).await?;
+        row.timeout_secs = secs;
+        if row.state == SandboxState::Running {
+            row.end_at = self.now() + ms(secs);
+        }
+        Ok(self.inner.store.update_sandbox(&row).await?)
+    }
+
+    /// The action the lifecycle owes `row` by itself at `now`, if any: its timeout action
+    /// once its end passed, a kill once it was paused longer than the retention, or the
+    /// retry of a kill that failed; none while a failed action's back-off runs.
+    pub(super) fn due_action(&self, row: &SandboxRow, now: UnixMillis) -> Option<Operation> {
+        let retention = self
+            .inner
+            .config
+            .paused_retention
+            .map(|r| r.as_millis() as i64);
+        let op = match row.state {
+            SandboxState::Running if self.effective_end(row) <= now => match row.auto_pause {
+                true => Operation::Pause,
+                false => Operation::Kill,
+            },
+            SandboxState::Paused
+                if retention.is_some_and(|r| row.paused_at.is_some_and(|p| p + r <= now)) =>
+            {
+                Operation::Kill
+            }
+            SandboxState::Killing
+                if row
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|f| f.operation == Operation::Kill) =>
+            {
+                Operation::Kill
+            }
+            _ => return None,
+        };
+        self.may_retry(row, op, now).then_some(op)
+    }
+
+    /// Runs the action due on sandbox `id`, if one still is under its lock. A failure is
+    /// recorded on the row and logged by the operation; it is not an error here.
+    pub async fn run_due_action(&self, id: &str) -> Result<()> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let Some(row) = self.inner.store.get_sandbox(id).await? else {
+            return Ok(());
+        };
+        let result = match self.due_action(&row, self.now()) {
+            None => return Ok(()),
+            Some(Operation::Pause) => self.pause_locked(id, row.pause_memory).await.map(drop),
+            Some(_) => {
+                if row.state == SandboxState::Paused {
+                    tracing::info!(sandbox = %id, "paused longer than the retention: killing it");
+                }
+                self.kill_locked(id).await
+            }
+        };
+        match result {
+            Err(e @ (LifecycleError::Store(_) | LifecycleError::Conflict(_))) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

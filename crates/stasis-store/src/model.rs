@@ -153,6 +153,9 @@ pub enum Operation {
     Pause,
     Resume,
     Kill,
+    /// Not an action: the sandbox's own processes ended while it was meant to run (its
+    /// init crashed, the OOM killer, a kill from outside).
+    Run,
 }
 
 impl Operation {
@@ -161,6 +164,7 @@ impl Operation {
             Operation::Pause => "pause",
             Operation::Resume => "resume",
             Operation::Kill => "kill",
+            Operation::Run => "run",
         }
     }
 }

@@ -547,6 +547,103 @@ async fn failing_criu_dump_or_restore_never_loses_the_sandbox() {
     assert_eq!(c.kill(&sbx.id).await, 204);
 }
 
+// ------------------------------------------------------------------ 3b. past the point of no return
+
+/// A CRIU whose dump, once it has succeeded, fills the filesystem of `fill_dir`: every
+/// step after the dump (fsync, checksums, the record) then meets ENOSPC.
+fn criu_filling_after_dump(dir: &Path, fill_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fill-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let filler = fill_dir.join("filler");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = dump ] && [ ! -e {filler}.done ]; then\n  {REAL_CRIU} \"$@\"; rc=$?\n  \
+         if [ $rc = 0 ]; then touch {filler}.done; fallocate -l $(( $(stat -f -c '%a*%S' {dir}) )) {filler}; fi\n  exit $rc\nfi\n\
+         exec {REAL_CRIU} \"$@\"\n",
+        filler = filler.display(),
+        dir = fill_dir.display()
+    );
+    let path = bin.join("criu");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_after_a_successful_dump_is_never_reported_running_and_resumes_with_its_memory() {
+    // The sandboxes (and their checkpoints) on a small volume of their own, the database
+    // on the data dir's disk: the pause's own steps meet ENOSPC, the store does not.
+    let fs = LoopFs::new(768);
+    let host = Host::new("fenospc");
+    let sandboxes = host.data_dir.join("sandboxes");
+    std::fs::create_dir_all(&sandboxes).unwrap();
+    run("mount", &["--bind", fs.mnt.to_str().unwrap(), sandboxes.to_str().unwrap()]);
+    let wrapper = criu_filling_after_dump(&fs.dir, &fs.mnt);
+    let s = Srv::start(host, &[("STASIS_CRIU", wrapper.to_str().unwrap())]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
+    let val = start_pyvar(&c, &sbx, 16).await;
+
+    let (status, body) = c.pause(&sbx.id).await;
+    assert!((500..600).contains(&status), "pause whose checkpoint cannot be made durable: {status} {body}");
+    let m = msg(&body);
+    assert!(m.contains("could not be made durable"), "the error does not say what happened: {m}");
+    // Its processes are gone: it must not read running.
+    assert_eq!(c.state(&sbx.id).await.as_deref(), Some("paused"), "after a pause that failed past its point of no return: {}", std::fs::read_to_string(s.host().data_dir.join("serve.log")).unwrap_or_default());
+    let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
+    assert_eq!(info["lastError"]["operation"], "pause", "the failure is visible: {info}");
+
+    // Room again: the resume completes the checkpoint and the memory is all there.
+    std::fs::remove_file(fs.mnt.join("filler")).unwrap();
+    let (st, body) = c.connect(&sbx.id).await;
+    assert_eq!(st, 201, "resume after freeing space: {body}");
+    assert_eq!(pyvar_now(&c, &sbx).await, val, "memory kept through the incomplete pause");
+    assert_eq!(c.pause(&sbx.id).await.0, 204, "and it pauses normally again");
+    assert_eq!(c.connect(&sbx.id).await.0, 201);
+    assert_eq!(pyvar_now(&c, &sbx).await, val);
+    assert_eq!(c.kill(&sbx.id).await, 204);
+    drop(s);
+    run("umount", &[sandboxes.to_str().unwrap()]);
+}
+
+fn record_init_pid(sandbox_dir: &Path) -> Option<u32> {
+    let v: Value = serde_json::from_slice(&std::fs::read(sandbox_dir.join("record.json")).ok()?).ok()?;
+    v["initPid"].as_u64().map(|p| p as u32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_killed_from_outside_is_noticed_at_once_and_its_files_are_kept() {
+    let host = Host::new("finitkill");
+    let s = Srv::start(host, &[]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
+    c.sh(&sbx, "echo kept > /home/user/kept.txt; sync").await;
+    let boot = c.sh(&sbx, "cat /proc/sys/kernel/random/boot_id").await;
+    let dir = s.host().sandbox_dir(&sbx.id);
+    let pid = record_init_pid(&dir).expect("a running sandbox records its init");
+
+    // The host (the OOM killer, an operator) kills the sandbox's init.
+    run("kill", &["-9", &pid.to_string()]);
+    let start = Instant::now();
+    while c.state(&sbx.id).await.as_deref() != Some("paused") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the dead sandbox still reads {:?}", c.state(&sbx.id).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(record_state(&dir).as_deref(), Some("paused"));
+    let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
+    assert_eq!(info["lastError"]["operation"], "run", "why it stopped is visible: {info}");
+    let why = info["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("pid {pid}")) && why.contains("files are kept"), "{why}");
+    assert!(processes_inside(&dir).is_empty(), "nothing of it runs");
+
+    // Connect boots it afresh on its files.
+    let (st, body) = c.connect(&sbx.id).await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(c.sh(&sbx, "cat /home/user/kept.txt").await.trim(), "kept");
+    assert_ne!(c.sh(&sbx, "cat /proc/sys/kernel/random/boot_id").await, boot, "a fresh boot");
+    assert_eq!(c.kill(&sbx.id).await, 204);
+}
+
 // ------------------------------------------------------------------ 4. SIGKILL loop
 
 /// xorshift64, seeded from /dev/urandom (the seed is printed; `STASIS_FAULT_SEED` replays).

@@ -49,6 +49,15 @@ impl Inner {
             let _ = std::fs::remove_dir_all(&images);
             return Err(e);
         }
+        // The writable layer first, while nothing can write to it: its blocks are then on
+        // disk before the images take space, so a disk that fills during the dump costs
+        // the pause, never the sandbox's files (a sparse disk image whose host disk is full
+        // would drop their writeback).
+        if let Err(e) = syncfs(&dir.upper()) {
+            let _ = self.cgroups.set_frozen(id, false);
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(e);
+        }
         let written = self.track(id, "pausing", self.cgroups.usage(id).memory_bytes);
         let flusher = flush::Flusher::start(&images, written);
         let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), false);

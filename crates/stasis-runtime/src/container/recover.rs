@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::{Recovered, SandboxState};
 
 impl Inner {
-    fn init_alive(rec: &Record) -> bool {
+    pub(super) fn init_alive(rec: &Record) -> bool {
         rec.init_pid
             .is_some_and(|p| rec.init_start.is_some() && record::start_time(p) == rec.init_start)
     }

@@ -20,6 +20,12 @@ use crate::{PauseMode, SandboxState};
 impl Inner {
     pub(super) fn resume(&self, id: &str, mode: PauseMode) -> Result<()> {
         let mut rec = self.load(id)?;
+        if rec.state == SandboxState::Running && !Self::init_alive(&rec) {
+            // A pause that could not be completed, or an init that died unnoticed: finish
+            // it from what is left (`recover.rs`) before resuming.
+            self.recover(id)?;
+            rec = self.load(id)?;
+        }
         if rec.state != SandboxState::Paused {
             return Err(RuntimeError::NotPaused(id.to_string()));
         }

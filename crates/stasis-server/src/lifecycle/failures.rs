@@ -65,6 +65,7 @@ pub(super) struct Counters {
     pause: AtomicU64,
     resume: AtomicU64,
     kill: AtomicU64,
+    run: AtomicU64,
 }
 
 impl Counters {
@@ -73,6 +74,7 @@ impl Counters {
             Operation::Pause => &self.pause,
             Operation::Resume => &self.resume,
             Operation::Kill => &self.kill,
+            Operation::Run => &self.run,
         }
     }
 }
@@ -84,6 +86,8 @@ pub struct FailedActionCounts {
     pub pause: u64,
     pub resume: u64,
     pub kill: u64,
+    /// Sandboxes whose processes ended while they were meant to run.
+    pub lost: u64,
     pub total: u64,
 }
 
@@ -94,16 +98,18 @@ fn ms(d: Duration) -> i64 {
 impl Lifecycle {
     pub fn failed_actions(&self) -> FailedActionCounts {
         let c = &self.inner.failures;
-        let (pause, resume, kill) = (
+        let (pause, resume, kill, lost) = (
             c.pause.load(Ordering::Relaxed),
             c.resume.load(Ordering::Relaxed),
             c.kill.load(Ordering::Relaxed),
+            c.run.load(Ordering::Relaxed),
         );
         FailedActionCounts {
             pause,
             resume,
             kill,
-            total: pause + resume + kill,
+            lost,
+            total: pause + resume + kill + lost,
         }
     }
 

@@ -10,6 +10,7 @@ mod admission;
 mod clock;
 mod create;
 mod error;
+mod exits;
 mod failures;
 #[cfg(test)]
 pub(crate) mod fake_runtime;
@@ -220,6 +221,7 @@ impl Lifecycle {
     /// Starts the background jobs (timeouts).
     pub fn start(&self) {
         scheduler::spawn(self.clone());
+        exits::spawn(self.clone());
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pausing a sandbox: connections cut, the runtime checkpoints it, the row says paused.
 
+use stasis_runtime::{Recovered, RuntimeError};
 use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
@@ -30,6 +31,17 @@ impl Lifecycle {
                 sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
                 dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
             ),
+            Err(e @ (RuntimeError::PauseIncomplete { .. } | RuntimeError::InitGone { .. })) => {
+                // Past the point of no return (or nothing left to pause): its processes
+                // are gone. Never reported as running: the row follows what the runtime
+                // recovers; a checkpoint it could not complete yet is completed by the
+                // next resume, so the sandbox reads paused.
+                let recovered = self.inner.runtime.recover(id).await.unwrap_or(Recovered::Paused);
+                if let Err(e) = self.settle(id, recovered, &[SandboxState::Pausing]).await {
+                    tracing::error!(sandbox = %id, "cannot record the pause's outcome: {e}");
+                }
+                return Err(self.record_failure(id, Operation::Pause, e.into()).await);
+            }
             Err(e) => {
                 // The runtime leaves the sandbox running when a pause fails.
                 let _ = self

@@ -105,13 +105,13 @@ mod tests {
 
     use super::*;
 
+    /// What the server received: request line, headers (names lowercased), body.
+    type Received = (String, Vec<(String, String)>, Vec<u8>);
+
     /// A one-request HTTP server: returns what it received and answers `response`.
     fn serve_once(
         response: &'static str,
-    ) -> (
-        std::net::TcpStream,
-        std::thread::JoinHandle<(String, Vec<(String, String)>, Vec<u8>)>,
-    ) {
+    ) -> (std::net::TcpStream, std::thread::JoinHandle<Received>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {

@@ -34,7 +34,7 @@ async fn random_concurrent_operations_leave_nothing_behind() {
         .map(|w| {
             let (api, ids, ops, all_ids) = (api.clone(), ids.clone(), ops.clone(), all_ids.clone());
             tokio::spawn(async move {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1) * 0x1234_5678_9ABC);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w as u64 + 1) * 0x1234_5678_9ABC));
                 let mut bad = Vec::new();
                 while Instant::now() < deadline {
                     let slot = rng.below(SANDBOXES as u64) as usize;

@@ -84,7 +84,7 @@ impl Drop for LoopFs {
     fn drop(&mut self) {
         // Whatever a failed test left mounted below first, then the fs itself.
         let mut below: Vec<String> = mounts_under(&self.mnt).into_iter().filter(|m| Path::new(m) != self.mnt).collect();
-        below.sort_by(|a, b| b.len().cmp(&a.len()));
+        below.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in below {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
@@ -686,10 +686,8 @@ fn stale_criu(dir: &Path, server_pid: u32) -> Vec<String> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        if argv0.ends_with(b"criu") && cmdline.windows(needle.len()).any(|w| w == needle.as_slice()) {
-            if proc_start(pid).is_some_and(|t| t < server_start) {
-                found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-            }
+        if argv0.ends_with(b"criu") && cmdline.windows(needle.len()).any(|w| w == needle.as_slice()) && proc_start(pid).is_some_and(|t| t < server_start) {
+            found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
     }
     found

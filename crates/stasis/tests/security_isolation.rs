@@ -138,7 +138,7 @@ fn host_and_other_sandbox_processes_are_invisible_and_untouchable() {
     wait_for("b's sleep on the host", || {
         b_sleep = sandbox_pids(&b)
             .into_iter()
-            .find(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().starts_with("sleep\0300"))
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().starts_with("sleep\x00300"))
             .unwrap_or(0);
         b_sleep != 0
     });

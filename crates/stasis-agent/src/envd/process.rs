@@ -57,9 +57,9 @@ fn to_pb(ev: ProcEvent) -> pb::ProcessEvent {
     use pb::process_event::{data_event::Output, DataEvent, EndEvent, Event, StartEvent};
     let event = match ev {
         ProcEvent::Start { pid } => Event::Start(StartEvent { pid }),
-        ProcEvent::Stdout(b) => Event::Data(DataEvent { output: Some(Output::Stdout(b.to_vec().into())) }),
-        ProcEvent::Stderr(b) => Event::Data(DataEvent { output: Some(Output::Stderr(b.to_vec().into())) }),
-        ProcEvent::Pty(b) => Event::Data(DataEvent { output: Some(Output::Pty(b.to_vec().into())) }),
+        ProcEvent::Stdout(b) => Event::Data(DataEvent { output: Some(Output::Stdout(b.to_vec())) }),
+        ProcEvent::Stderr(b) => Event::Data(DataEvent { output: Some(Output::Stderr(b.to_vec())) }),
+        ProcEvent::Pty(b) => Event::Data(DataEvent { output: Some(Output::Pty(b.to_vec())) }),
         ProcEvent::End(info) => Event::End(EndEvent {
             exit_code: info.exit_code,
             exited: info.exited,

@@ -123,6 +123,7 @@ impl Criu {
     /// With `lazy`, memory is not copied before the tree runs: a `criu lazy-pages` daemon
     /// (returned) serves each page on first touch and pushes the rest in the background,
     /// reading the images, which must stay until it exits.
+    #[allow(clippy::too_many_arguments)] // each is one of CRIU's own options
     pub fn restore(
         &self,
         images: &Path,

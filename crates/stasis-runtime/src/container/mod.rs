@@ -101,7 +101,7 @@ struct Inner {
     /// Restore memory lazily (userfaultfd) when the host allows it.
     lazy: bool,
     /// Pauses and resumes under way: (kind, bytes done, bytes total).
-    progress: Mutex<HashMap<String, (&'static str, Arc<std::sync::atomic::AtomicU64>, u64)>>,
+    progress: Mutex<HashMap<String, progress::Entry>>,
     /// A pidfd on the init of every running sandbox this process has seen (`init_watch.rs`).
     inits: Mutex<HashMap<String, Arc<InitHandle>>>,
     /// Told when an init exits while its sandbox is meant to be running.

@@ -107,7 +107,7 @@ impl Inner {
         self.forget_init(&id);
         self.cgroups.kill_all(&id)?;
         self.network_down(rec);
-        unmount_fs(&dir)?;
+        unmount_fs(dir)?;
         let dump_ms = t0.elapsed().as_millis() as u64;
         let t1 = Instant::now();
         syncfs(dir.path())?;

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use super::Inner;
 use crate::OpProgress;
 
+/// One operation under way: (kind, bytes done, bytes total).
+pub(super) type Entry = (&'static str, Arc<AtomicU64>, u64);
+
 impl Inner {
     /// Registers an operation's progress; the counter is updated by whoever does the work.
     pub(super) fn track(&self, id: &str, kind: &'static str, total: u64) -> Arc<AtomicU64> {

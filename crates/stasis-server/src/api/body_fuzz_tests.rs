@@ -112,7 +112,7 @@ proptest! {
     #[test]
     fn timeouts_are_bounded(t in any::<u64>()) {
         if let Ok(v) = super::sandboxes::check_timeout(t) {
-            prop_assert!(v >= 1 && v <= crate::lifecycle::MAX_TIMEOUT_SECS);
+            prop_assert!((1..=crate::lifecycle::MAX_TIMEOUT_SECS).contains(&v));
         }
     }
 }

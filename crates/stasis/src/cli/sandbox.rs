@@ -303,7 +303,7 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             if as_json {
                 println!("{v}");
             } else {
-                print_table(&[v.clone()]);
+                print_table(std::slice::from_ref(&v));
                 if let Some(line) = last_error_line(&v) {
                     println!("{line}");
                 }

@@ -23,7 +23,7 @@ pub mod agent;
 pub mod connect;
 pub mod timestamp;
 
-pub use timestamp::Timestamp;
+pub use timestamp::{rfc3339_millis, Timestamp};
 
 /// `process.Process`: start, attach to, signal and feed processes in the sandbox.
 #[allow(clippy::all, missing_docs)]

@@ -1,5 +1,6 @@
 //! `google.protobuf.Timestamp` with the canonical proto3 JSON form the SDKs parse:
-//! `2024-01-02T03:04:05.500Z` (UTC, `Z`, 0/3/6/9 fraction digits).
+//! `2024-01-02T03:04:05.500Z` (UTC, `Z`, 0/3/6/9 fraction digits), and the one RFC 3339
+//! formatter of Stasis: the control API's times ([`rfc3339_millis`]) are written here too.
 //!
 //! pbjson-types' Timestamp writes `+00:00` instead of `Z`, and protobuf-es (the JS SDK)
 //! rejects a fraction followed by an offset, so the wire types use this one instead.
@@ -30,6 +31,14 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 impl Timestamp {
     pub fn new(seconds: i64, nanos: i32) -> Self {
         Timestamp { seconds, nanos }
+    }
+
+    /// The time `ms` milliseconds after the Unix epoch (before it when negative).
+    pub fn from_unix_millis(ms: i64) -> Self {
+        Timestamp {
+            seconds: ms.div_euclid(1000),
+            nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -115,11 +124,13 @@ fn days_in_month(y: i64, m: i64) -> i64 {
     }
 }
 
-impl fmt::Display for Timestamp {
-    /// Canonical proto3 JSON text; for out-of-range values, a best effort.
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of seconds since the Unix epoch.
+struct DateTime(i64);
+
+impl fmt::Display for DateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.seconds.div_euclid(86_400);
-        let secs = self.seconds.rem_euclid(86_400);
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
         let (y, mo, d) = civil_from_days(days);
         write!(
             f,
@@ -127,7 +138,21 @@ impl fmt::Display for Timestamp {
             secs / 3600,
             secs / 60 % 60,
             secs % 60
-        )?;
+        )
+    }
+}
+
+/// RFC 3339 in UTC with exactly three fraction digits, `2024-01-02T03:04:05.000Z`: how
+/// the control API (E2B's REST schema) writes its times (`startedAt`, `endAt`, ...).
+pub fn rfc3339_millis(unix_ms: i64) -> String {
+    let t = Timestamp::from_unix_millis(unix_ms);
+    format!("{}.{:03}Z", DateTime(t.seconds), t.nanos / 1_000_000)
+}
+
+impl fmt::Display for Timestamp {
+    /// Canonical proto3 JSON text; for out-of-range values, a best effort.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", DateTime(self.seconds))?;
         let n = self.nanos;
         if n == 0 {
         } else if n % 1_000_000 == 0 {
@@ -326,6 +351,18 @@ mod tests {
     }
 
     #[test]
+    fn unix_millis_always_with_three_fraction_digits() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(1_704_164_645_500), "2024-01-02T03:04:05.500Z");
+        assert_eq!(rfc3339_millis(1_704_164_645_007), "2024-01-02T03:04:05.007Z");
+        assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            Timestamp::from_unix_millis(-1500),
+            Timestamp::new(-2, 500_000_000)
+        );
+    }
+
+    #[test]
     fn system_time_conversions() {
         let t = UNIX_EPOCH - Duration::from_millis(1500);
         let ts = Timestamp::from(t);
@@ -338,6 +375,13 @@ mod tests {
         fn text_round_trips(seconds in MIN_SECONDS..=MAX_SECONDS, nanos in 0i32..1_000_000_000) {
             let t = Timestamp::new(seconds, nanos);
             prop_assert_eq!(t.to_string().parse::<Timestamp>(), Ok(t));
+        }
+
+        #[test]
+        fn millis_text_parses_back(ms in MIN_SECONDS * 1000..=MAX_SECONDS * 1000 + 999) {
+            let text = rfc3339_millis(ms);
+            prop_assert_eq!(text.len(), 24);
+            prop_assert_eq!(text.parse::<Timestamp>(), Ok(Timestamp::from_unix_millis(ms)));
         }
 
         #[test]

@@ -78,7 +78,7 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
         eprintln!("stasis: API key in {}", cfg.data_dir.join("api-key").display());
         return Ok(());
     }
-    let key = ids::api_key();
+    let key = stasis_store::generate_api_key().context("generate an API key")?;
     store.add_api_key("generated", &key).await?;
     let path = cfg.data_dir.join("api-key");
     {
@@ -109,7 +109,7 @@ async fn resume_paused_at_shutdown(lc: &Lifecycle, cfg: &ServeConfig) {
     let path = cfg.data_dir.join(RESUME_ON_START);
     let Ok(text) = std::fs::read_to_string(&path) else { return };
     let ids: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
-    for id in ids {
+    for id in ids.iter().filter_map(|id| ids::SandboxId::parse(id).ok()) {
         match lc.connect(&id, None, true).await {
             Ok(_) => tracing::info!(sandbox = %id, "resumed after the restart (it was running at shutdown)"),
             Err(e) => tracing::warn!(sandbox = %id, "not resumed after the restart: {e}"),

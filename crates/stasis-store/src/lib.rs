@@ -25,7 +25,7 @@ mod query_fuzz_tests;
 
 use async_trait::async_trait;
 
-pub use api_key::{generate_api_key, hash_api_key};
+pub use api_key::{constant_time_eq, generate_api_key, hash_api_key};
 pub use error::StoreError;
 pub use model::{
     now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis,

@@ -103,7 +103,7 @@ proptest! {
 
     #[test]
     fn ids_from_paths_are_validated_without_panic(id in prop_oneof![".{0,80}", "[a-z0-9]{0,80}", "(\\.\\./)+[a-z]{0,8}"]) {
-        if super::sandboxes::check_id(&id).is_ok() {
+        if crate::ids::SandboxId::parse(&id).is_ok() {
             prop_assert!(!id.is_empty() && id.len() <= 64);
             prop_assert!(id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{:?}", id);
         }
@@ -111,8 +111,9 @@ proptest! {
 
     #[test]
     fn timeouts_are_bounded(t in any::<u64>()) {
-        if let Ok(v) = super::sandboxes::check_timeout(t) {
-            prop_assert!((1..=crate::lifecycle::MAX_TIMEOUT_SECS).contains(&v));
+        let max = crate::lifecycle::SandboxDefaults::default().max_timeout_secs;
+        if let Ok(v) = super::sandboxes::check_timeout(t, max) {
+            prop_assert!((1..=max).contains(&v));
         }
     }
 }

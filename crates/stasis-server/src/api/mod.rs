@@ -32,6 +32,13 @@ pub struct AppState {
     pub domain: String,
 }
 
+impl AppState {
+    /// What a request gets for what it does not say (the lifecycle's config).
+    pub fn defaults(&self) -> &crate::lifecycle::SandboxDefaults {
+        &self.lifecycle.config().defaults
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/sandboxes", post(sandboxes::create_v1).get(sandboxes::list_v1))

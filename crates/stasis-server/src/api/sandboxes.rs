@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,27 +12,36 @@ use stasis_store::{ListQuery, SandboxState};
 
 use super::wire::{self, NewSandbox};
 use super::{json_body, ApiError, AppState};
-use crate::lifecycle::{CreateParams, MAX_TIMEOUT_SECS};
+use crate::ids::SandboxId;
+use crate::lifecycle::{CreateParams, SandboxDefaults};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub(super) fn check_id(id: &str) -> ApiResult<()> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        return Err(ApiError::not_found(format!("sandbox {id:?} not found (ids are lowercase letters and digits)")));
+/// A sandbox id from the request path, parsed once here: an invalid one is a 404, as an
+/// unknown one is.
+pub struct SandboxPath(pub SandboxId);
+
+impl<S: Send + Sync> FromRequestParts<S> for SandboxPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        SandboxId::parse(&id)
+            .map(SandboxPath)
+            .map_err(|_| ApiError::not_found(format!("sandbox {id:?} not found (ids are lowercase letters and digits)")))
     }
-    Ok(())
 }
 
-pub(super) fn check_timeout(t: u64) -> ApiResult<u64> {
-    if t == 0 || t > MAX_TIMEOUT_SECS {
-        return Err(ApiError::bad_request(format!("timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {t}")));
+pub(super) fn check_timeout(t: u64, max: u64) -> ApiResult<u64> {
+    if t == 0 || t > max {
+        return Err(ApiError::bad_request(format!("timeout must be between 1 and {max} seconds, got {t}")));
     }
     Ok(t)
 }
 
 /// Validates a create request into lifecycle parameters.
-fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParams> {
-    let template = req.template_id.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| "base".into());
+fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> ApiResult<CreateParams> {
+    let template = req.template_id.filter(|t| !t.trim().is_empty()).unwrap_or_else(|| d.template.clone());
     if template.len() > 256 || template.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad_request("templateID is not a valid template name"));
     }
@@ -53,15 +63,15 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
             _ => return Err(ApiError::bad_request(format!("metadata idle_timeout must be a number of seconds >= 60, got {v:?}"))),
         },
     };
-    let memory_mb = req.memory_mb.unwrap_or(crate::lifecycle::DEFAULT_MEMORY_MB);
+    let memory_mb = req.memory_mb.unwrap_or(d.memory_mb);
     if !(64..=262_144).contains(&memory_mb) {
         return Err(ApiError::bad_request(format!("memoryMB must be between 64 and 262144, got {memory_mb}")));
     }
-    let cpu_count = req.cpu_count.unwrap_or(crate::lifecycle::DEFAULT_CPU);
+    let cpu_count = req.cpu_count.unwrap_or(d.cpu_count);
     if !(1..=256).contains(&cpu_count) {
         return Err(ApiError::bad_request(format!("cpuCount must be between 1 and 256, got {cpu_count}")));
     }
-    let disk_mb = req.disk_size_mb.unwrap_or(crate::lifecycle::DEFAULT_DISK_MB);
+    let disk_mb = req.disk_size_mb.unwrap_or(d.disk_mb);
     if !(64..=1_048_576).contains(&disk_mb) {
         return Err(ApiError::bad_request(format!("diskSizeMB must be between 64 and 1048576, got {disk_mb}")));
     }
@@ -79,7 +89,7 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
     crate::lifecycle::network_policy(true, &network).validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(CreateParams {
         template,
-        timeout_secs: check_timeout(req.timeout.unwrap_or(default_timeout))?,
+        timeout_secs: check_timeout(req.timeout.unwrap_or(default_timeout), d.max_timeout_secs)?,
         metadata,
         env_vars: req.env_vars.unwrap_or_default(),
         auto_pause,
@@ -95,19 +105,20 @@ fn create_params(req: NewSandbox, default_timeout: u64) -> ApiResult<CreateParam
     })
 }
 
-async fn create(state: AppState, body: Body, default_timeout: u64) -> ApiResult<Response> {
+async fn create(state: AppState, body: Body, default_timeout: fn(&SandboxDefaults) -> u64) -> ApiResult<Response> {
     let req: NewSandbox = json_body(body).await?;
-    let params = create_params(req, default_timeout)?;
+    let d = state.defaults();
+    let params = create_params(req, default_timeout(d), d)?;
     let row = state.lifecycle.create(params).await?;
     Ok((StatusCode::CREATED, Json(wire::Sandbox::from_row(&row, &state.domain))).into_response())
 }
 
 pub async fn create_v1(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
-    create(state, body, 15).await
+    create(state, body, |d| d.timeout_secs_v1).await
 }
 
 pub async fn create_v2(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
-    create(state, body, 300).await
+    create(state, body, |d| d.timeout_secs_v2).await
 }
 
 async fn list(state: &AppState, mut q: ListQuery) -> ApiResult<Response> {
@@ -138,31 +149,28 @@ pub async fn list_v1(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     list(&state, q).await
 }
 
-pub async fn info(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    check_id(&id)?;
+pub async fn info(State(state): State<AppState>, SandboxPath(id): SandboxPath) -> ApiResult<Response> {
     let row = state.lifecycle.get(&id).await?;
     let mut detail = wire::SandboxDetail::from_row(&row, &state.domain);
     detail.operation = state.lifecycle.progress(&id);
     Ok(Json(detail).into_response())
 }
 
-pub async fn kill(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+pub async fn kill(State(state): State<AppState>, SandboxPath(id): SandboxPath) -> ApiResult<StatusCode> {
     state.lifecycle.kill(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn pause(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+pub async fn pause(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<StatusCode> {
     let req: wire::PauseBody = json_body(body).await?;
     state.lifecycle.pause(&id, req.memory.unwrap_or(true)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn connect_or_resume(state: AppState, id: String, body: Body, resume_only: bool) -> ApiResult<Response> {
-    check_id(&id)?;
+async fn connect_or_resume(state: AppState, id: SandboxId, body: Body, resume_only: bool) -> ApiResult<Response> {
     let req: wire::ConnectBody = json_body(body).await?;
-    let timeout = req.timeout.map(check_timeout).transpose()?;
+    let max = state.defaults().max_timeout_secs;
+    let timeout = req.timeout.map(|t| check_timeout(t, max)).transpose()?;
     let (row, resumed) = state.lifecycle.connect(&id, timeout, req.memory.unwrap_or(true)).await?;
     if resume_only && !resumed {
         return Err(ApiError::conflict(format!("sandbox {id} is already running")));
@@ -171,38 +179,37 @@ async fn connect_or_resume(state: AppState, id: String, body: Body, resume_only:
     Ok((status, Json(wire::Sandbox::from_row(&row, &state.domain))).into_response())
 }
 
-pub async fn connect(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+pub async fn connect(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<Response> {
     connect_or_resume(state, id, body, false).await
 }
 
 /// The old resume endpoint: 201 when resumed, 409 when it was running.
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
+pub async fn resume(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<Response> {
     connect_or_resume(state, id, body, true).await
 }
 
-pub async fn set_timeout(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+pub async fn set_timeout(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<StatusCode> {
     let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| ApiError::bad_request("body too large"))?;
     let req: wire::TimeoutBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e} (expected {{\"timeout\": seconds}})")))?;
-    state.lifecycle.set_timeout(&id, check_timeout(req.timeout)?).await?;
+    let secs = check_timeout(req.timeout, state.defaults().max_timeout_secs)?;
+    state.lifecycle.set_timeout(&id, secs).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Legacy keep-alive: `{"duration": seconds}` extends like connect.
-pub async fn refresh(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<StatusCode> {
-    check_id(&id)?;
+pub async fn refresh(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<StatusCode> {
     let req: BTreeMap<String, serde_json::Value> = json_body(body).await?;
-    let secs = req.get("duration").and_then(|d| d.as_u64()).unwrap_or(60);
+    let d = state.defaults();
+    let secs = req.get("duration").and_then(|v| v.as_u64()).unwrap_or(d.refresh_secs);
     let row = state.lifecycle.get(&id).await?;
     if row.state != SandboxState::Running {
         return Err(ApiError::conflict(format!("sandbox {id} is not running")));
     }
-    state.lifecycle.connect(&id, Some(check_timeout(secs)?), true).await?;
+    state.lifecycle.connect(&id, Some(check_timeout(secs, d.max_timeout_secs)?), true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn metrics(State(state): State<AppState>, Path(id): Path<String>, _headers: HeaderMap) -> ApiResult<Response> {
-    check_id(&id)?;
+pub async fn metrics(State(state): State<AppState>, SandboxPath(id): SandboxPath, _headers: HeaderMap) -> ApiResult<Response> {
     let row = state.lifecycle.get(&id).await?;
     let Some(usage) = state.lifecycle.usage(&id).await? else {
         return Ok(Json(Vec::<wire::Metric>::new()).into_response());
@@ -210,7 +217,7 @@ pub async fn metrics(State(state): State<AppState>, Path(id): Path<String>, _hea
     let cpu_pct = state.lifecycle.cpu_percent(&id, usage.cpu_usage_ns, row.cpu_count).await;
     let now = stasis_store::now_ms();
     let metric = wire::Metric {
-        timestamp: wire::rfc3339(now),
+        timestamp: stasis_proto::rfc3339_millis(now),
         timestamp_unix: now / 1000,
         cpu_count: row.cpu_count,
         cpu_used_pct: cpu_pct,

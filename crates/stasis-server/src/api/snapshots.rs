@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use stasis_store::SnapshotQuery;
 
+use super::sandboxes::SandboxPath;
 use super::{json_body, wire, ApiError, AppState};
 use crate::lifecycle::snapshots::{public_id, public_names};
 
@@ -36,8 +37,7 @@ fn info(row: &stasis_store::SnapshotRow) -> SnapshotInfo {
     SnapshotInfo { snapshot_id: public_id(row), names: public_names(row) }
 }
 
-pub async fn create(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
-    super::sandboxes::check_id(&id)?;
+pub async fn create(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<Response> {
     let req: SnapshotBody = json_body(body).await?;
     let row = state.lifecycle.snapshot(&id, req.name, req.memory.unwrap_or(true)).await?;
     Ok((StatusCode::CREATED, Json(info(&row))).into_response())
@@ -72,14 +72,14 @@ pub struct ForkBody {
     timeout: Option<u64>,
 }
 
-pub async fn fork(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> ApiResult<Response> {
-    super::sandboxes::check_id(&id)?;
+pub async fn fork(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<Response> {
     let req: ForkBody = json_body(body).await?;
     let count = req.count.unwrap_or(1);
     if count == 0 || count > MAX_FORKS {
         return Err(ApiError::bad_request(format!("count must be between 1 and {MAX_FORKS}, got {count}")));
     }
-    let timeout = super::sandboxes::check_timeout(req.timeout.unwrap_or(15))?;
+    let d = state.defaults();
+    let timeout = super::sandboxes::check_timeout(req.timeout.unwrap_or(d.fork_timeout_secs), d.max_timeout_secs)?;
     let results = state.lifecycle.fork(&id, count, timeout).await?;
     let body: Vec<serde_json::Value> = results
         .into_iter()

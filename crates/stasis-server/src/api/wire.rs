@@ -1,19 +1,15 @@
 //! The E2B / Novita REST schemas, as the SDKs send and expect them.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use stasis_proto::rfc3339_millis;
 use stasis_store::SandboxRow;
 
 /// envd version reported to the SDKs: new enough that they use stdin, closeStdin, file
 /// metadata, octet-stream uploads and watch entries (all of which the agent serves).
 pub const ENVD_VERSION: &str = "0.6.13";
 
-pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 #[derive(Debug, Deserialize, Default)]
 pub struct AutoResume {
@@ -136,8 +132,8 @@ impl ListedSandbox {
             alias: r.alias.clone(),
             sandbox_id: r.id.clone(),
             client_id: r.client_id.clone(),
-            started_at: rfc3339(r.started_at),
-            end_at: rfc3339(r.end_at),
+            started_at: rfc3339_millis(r.started_at),
+            end_at: rfc3339_millis(r.end_at),
             cpu_count: r.cpu_count,
             memory_mb: r.memory_mb,
             disk_size_mb: r.disk_size_mb,
@@ -197,9 +193,9 @@ impl LastError {
         Self {
             operation: f.operation.as_str(),
             message: f.message.clone(),
-            at: rfc3339(f.at),
+            at: rfc3339_millis(f.at),
             attempts: f.attempts,
-            next_attempt_at: f.next_attempt_at.map(rfc3339),
+            next_attempt_at: f.next_attempt_at.map(rfc3339_millis),
         }
     }
 }
@@ -230,4 +226,20 @@ pub struct Metric {
     pub mem_cache: u64,
     pub disk_used: u64,
     pub disk_total: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The wire's times are written as they were with humantime, to the byte.
+        #[test]
+        fn times_are_written_as_before(ms in 0i64..253_402_300_800_000) {
+            let before = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string();
+            prop_assert_eq!(super::rfc3339_millis(ms), before);
+        }
+    }
 }

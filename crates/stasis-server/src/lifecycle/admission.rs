@@ -11,8 +11,9 @@ use stasis_store::SandboxState;
 use tokio::net::TcpStream;
 
 use super::activity::Guard;
+use crate::ids::SandboxId;
 use super::routes::Route;
-use super::{Lifecycle, LifecycleError, MIN_AUTO_RESUME_SECS};
+use super::{Lifecycle, LifecycleError};
 
 /// The tokens a proxied request presents.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,7 +57,7 @@ impl Lifecycle {
     /// sandbox if it is paused and asked for auto-resume, and opens the connection.
     pub async fn connect_port(
         &self,
-        id: &str,
+        id: &SandboxId,
         port: u16,
         creds: Credentials<'_>,
     ) -> Result<PortConnection, Refusal> {
@@ -116,7 +117,7 @@ impl Lifecycle {
     }
 
     /// Resumes paused sandbox `id` for proxied traffic: it then lives at least
-    /// [`MIN_AUTO_RESUME_SECS`]. A resume that failed is not tried again per request, only
+    /// `min_auto_resume_secs` ([`super::SandboxDefaults`]). A resume that failed is not tried again per request, only
     /// once its back-off ran (`failures.rs`).
     async fn auto_resume(&self, id: &str) -> Result<(), Refusal> {
         let lock = self.lock(id);
@@ -134,7 +135,7 @@ impl Lifecycle {
                 Err(Refusal::ResumeFailed(super::resume::backing_off(&row)))
             }
             SandboxState::Paused => {
-                let timeout = row.timeout_secs.max(MIN_AUTO_RESUME_SECS);
+                let timeout = row.timeout_secs.max(self.inner.config.defaults.min_auto_resume_secs);
                 match self.resume_locked(row, timeout, true).await {
                     Ok(_) => Ok(()),
                     Err(LifecycleError::NotFound(_) | LifecycleError::Conflict(_)) => {
@@ -154,7 +155,7 @@ impl Lifecycle {
 }
 
 fn check_tokens(route: &Route, port: u16, creds: Credentials<'_>) -> Result<(), Refusal> {
-    let same = |given: &str, expected: &str| crate::ids::same_secret(given, expected);
+    let same = |given: &str, expected: &str| stasis_store::constant_time_eq(given.as_bytes(), expected.as_bytes());
     if port == ENVD_PORT {
         if let Some(token) = &route.envd_access_token {
             return match creds.access_token {

@@ -4,7 +4,7 @@ use stasis_runtime::SandboxSpec;
 use stasis_store::{SandboxRow, SandboxState};
 
 use super::{ms, network_policy, snapshots, CreateParams, Lifecycle, Result};
-use crate::ids;
+use crate::ids::{self, SandboxId};
 
 impl Lifecycle {
     /// Creates a sandbox from a template, or from a snapshot when `p.template` names one.
@@ -25,7 +25,7 @@ impl Lifecycle {
         p: CreateParams,
         snapshot: Option<String>,
     ) -> Result<SandboxRow> {
-        let id = ids::sandbox_id();
+        let id = SandboxId::generate().to_string();
         let now = self.now();
         let row = SandboxRow {
             id: id.clone(),
@@ -65,7 +65,7 @@ impl Lifecycle {
             cpu_count: row.cpu_count,
             memory_mb: row.memory_mb,
             disk_mb: row.disk_size_mb,
-            max_pids: 1024,
+            max_pids: self.inner.config.defaults.max_pids,
             env: p.env_vars,
             access_token: row.envd_access_token.clone(),
         };

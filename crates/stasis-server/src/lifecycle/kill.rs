@@ -3,10 +3,11 @@
 use stasis_store::{Operation, SandboxState};
 
 use super::{Lifecycle, Result};
+use crate::ids::SandboxId;
 
 impl Lifecycle {
     /// An API kill: starts a failed kill's back-off over, then kills.
-    pub async fn kill(&self, id: &str) -> Result<()> {
+    pub async fn kill(&self, id: &SandboxId) -> Result<()> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         self.touched(self.row(id).await?).await?;

@@ -38,15 +38,7 @@ pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
 
 use activity::Activity;
-
-/// Defaults of a created sandbox, as E2B's `base` template.
-pub const DEFAULT_CPU: u32 = 2;
-pub const DEFAULT_MEMORY_MB: u64 = 512;
-pub const DEFAULT_DISK_MB: u64 = 4096;
-/// The longest timeout accepted (24 h, as E2B's paid tiers).
-pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
-/// After an auto-resume the sandbox lives at least this long.
-pub const MIN_AUTO_RESUME_SECS: u64 = 300;
+use crate::ids::SandboxId;
 
 /// What a create request asks for, validated by the API layer.
 #[derive(Debug, Clone)]
@@ -68,13 +60,57 @@ pub struct CreateParams {
     pub disk_mb: u64,
 }
 
-/// Operator settings of the lifecycle.
+/// Settings of the lifecycle, read once at start (from `ServeConfig`); no rule reads a
+/// default or an environment variable of its own.
 #[derive(Debug, Clone, Default)]
 pub struct LifecycleConfig {
     /// Paused sandboxes older than this are killed; `None` keeps them until killed.
     pub paused_retention: Option<std::time::Duration>,
     /// How the lifecycle spaces its own retries of a failed action.
     pub backoff: Backoff,
+    pub defaults: SandboxDefaults,
+}
+
+/// What a sandbox gets for what its create request does not say, and the bounds it is
+/// kept in: E2B's `base` template and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxDefaults {
+    /// The template of a create request without `templateID`.
+    pub template: String,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// Processes a sandbox may run at once.
+    pub max_pids: u64,
+    /// The timeout of a create without one: `POST /sandboxes` (v1) and `/v2/sandboxes`.
+    pub timeout_secs_v1: u64,
+    pub timeout_secs_v2: u64,
+    /// The timeout of a fork without one.
+    pub fork_timeout_secs: u64,
+    /// The extension of a legacy refresh without a `duration`.
+    pub refresh_secs: u64,
+    /// The longest timeout accepted (24 h, as E2B's paid tiers).
+    pub max_timeout_secs: u64,
+    /// After an auto-resume the sandbox lives at least this long.
+    pub min_auto_resume_secs: u64,
+}
+
+impl Default for SandboxDefaults {
+    fn default() -> Self {
+        Self {
+            template: "base".into(),
+            cpu_count: 2,
+            memory_mb: 512,
+            disk_mb: 4096,
+            max_pids: 1024,
+            timeout_secs_v1: 15,
+            timeout_secs_v2: 300,
+            fork_timeout_secs: 15,
+            refresh_secs: 60,
+            max_timeout_secs: 24 * 3600,
+            min_auto_resume_secs: 300,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -143,7 +179,7 @@ impl Lifecycle {
     }
 
     /// Progress of the pause or resume under way, if any.
-    pub fn progress(&self, id: &str) -> Option<stasis_runtime::OpProgress> {
+    pub fn progress(&self, id: &SandboxId) -> Option<stasis_runtime::OpProgress> {
         self.inner.runtime.progress(id)
     }
 
@@ -179,7 +215,7 @@ impl Lifecycle {
     }
 
     /// A sandbox as the info API shows it (running or paused).
-    pub async fn get(&self, id: &str) -> Result<SandboxRow> {
+    pub async fn get(&self, id: &SandboxId) -> Result<SandboxRow> {
         let row = self.row(id).await?;
         if row.state.listed_as().is_none() {
             return Err(LifecycleError::NotFound(id.to_string()));
@@ -192,7 +228,7 @@ impl Lifecycle {
         Ok((rows.into_iter().map(|r| self.with_effective_end(r)).collect(), next))
     }
 
-    pub async fn usage(&self, id: &str) -> Result<Option<SandboxUsage>> {
+    pub async fn usage(&self, id: &SandboxId) -> Result<Option<SandboxUsage>> {
         let row = self.get(id).await?;
         if row.state != SandboxState::Running {
             return Ok(None);
@@ -202,7 +238,7 @@ impl Lifecycle {
 
     /// CPU use since the previous call for this sandbox (or over the last second of a
     /// first call), as a percentage of its CPU quota.
-    pub async fn cpu_percent(&self, id: &str, cpu_ns: u64, cpus: u32) -> f64 {
+    pub async fn cpu_percent(&self, id: &SandboxId, cpu_ns: u64, cpus: u32) -> f64 {
         let now = std::time::Instant::now();
         let prev = self.inner.cpu_samples.lock().unwrap().insert(id.to_string(), (cpu_ns, now));
         let (prev_ns, prev_t) = match prev {

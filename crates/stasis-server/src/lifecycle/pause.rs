@@ -4,10 +4,11 @@ use stasis_runtime::{Recovered, RuntimeError};
 use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
+use crate::ids::SandboxId;
 
 impl Lifecycle {
     /// An API pause: starts a failed action's back-off over, then pauses.
-    pub async fn pause(&self, id: &str, memory: bool) -> Result<SandboxRow> {
+    pub async fn pause(&self, id: &SandboxId, memory: bool) -> Result<SandboxRow> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         self.touched(self.row(id).await?).await?;

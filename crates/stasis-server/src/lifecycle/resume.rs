@@ -4,13 +4,14 @@
 use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{conflict, mode, ms, Lifecycle, Result};
+use crate::ids::SandboxId;
 
 impl Lifecycle {
     /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
     /// paused one is resumed. Returns the row and whether it was resumed.
     pub async fn connect(
         &self,
-        id: &str,
+        id: &SandboxId,
         timeout_secs: Option<u64>,
         memory: bool,
     ) -> Result<(SandboxRow, bool)> {
@@ -83,7 +84,7 @@ pub(super) fn backing_off(row: &SandboxRow) -> String {
         return format!("sandbox {} cannot be resumed now", row.id);
     };
     let when = match f.next_attempt_at {
-        Some(t) => format!("the next attempt is at {}", crate::api::wire::rfc3339(t)),
+        Some(t) => format!("the next attempt is at {}", stasis_proto::rfc3339_millis(t)),
         None => "no more attempts until an API call (connect) resumes it".to_string(),
     };
     format!(

@@ -5,7 +5,7 @@ use stasis_runtime::PauseMode;
 use stasis_store::{Page, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, StoreError};
 
 use super::{CreateParams, Lifecycle, LifecycleError, Result};
-use crate::ids;
+use crate::ids::{self, SandboxId};
 
 /// Namespace shown in snapshot ids and names (E2B shows the team's slug there).
 pub const NAMESPACE: &str = "stasis";
@@ -46,7 +46,7 @@ impl Lifecycle {
     /// Captures running sandbox `id` (with its memory unless `memory` is false: then
     /// sandboxes made from it boot fresh on its files). A name already in use moves to the
     /// new capture (as a new build of a named E2B snapshot template), retiring the old one.
-    pub async fn snapshot(&self, id: &str, name: Option<String>, memory: bool) -> Result<SnapshotRow> {
+    pub async fn snapshot(&self, id: &SandboxId, name: Option<String>, memory: bool) -> Result<SnapshotRow> {
         let name = name.map(|n| normalize(&n).to_string()).filter(|n| !n.is_empty());
         if let Some(n) = &name {
             if !valid_name(n) {
@@ -59,7 +59,7 @@ impl Lifecycle {
         if row.state != SandboxState::Running {
             return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be snapshotted", row.state)));
         }
-        let snap_id = ids::sandbox_id();
+        let snap_id = ids::snapshot_id();
         let mode = if memory { PauseMode::Memory } else { PauseMode::Filesystem };
         let stats = self.inner.runtime.snapshot(id, &snap_id, mode).await?;
         let previous = match &name {
@@ -113,8 +113,8 @@ impl Lifecycle {
 
     /// Forks running sandbox `id` into `count` new sandboxes, each continuing from this
     /// instant in its own copy; the source keeps running. One result per fork.
-    pub async fn fork(&self, id: &str, count: u32, timeout_secs: u64) -> Result<Vec<Result<SandboxRow>>> {
-        let snap_id = ids::sandbox_id();
+    pub async fn fork(&self, id: &SandboxId, count: u32, timeout_secs: u64) -> Result<Vec<Result<SandboxRow>>> {
+        let snap_id = ids::snapshot_id();
         let source = {
             let lock = self.lock(id);
             let _g = lock.lock().await;

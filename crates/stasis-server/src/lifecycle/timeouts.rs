@@ -5,10 +5,11 @@
 use stasis_store::{Operation, SandboxRow, SandboxState, UnixMillis};
 
 use super::{ms, Lifecycle, LifecycleError, Result};
+use crate::ids::SandboxId;
 
 impl Lifecycle {
     /// Sets the end to now + `secs` (may shorten, unlike connect).
-    pub async fn set_timeout(&self, id: &str, secs: u64) -> Result<SandboxRow> {
+    pub async fn set_timeout(&self, id: &SandboxId, secs: u64) -> Result<SandboxRow> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let mut row = self.touched(self.row(id).await?).await?;
@@ -53,7 +54,7 @@ impl Lifecycle {
 
     /// Runs the action due on sandbox `id`, if one still is under its lock. A failure is
     /// recorded on the row and logged by the operation; it is not an error here.
-    pub async fn run_due_action(&self, id: &str) -> Result<()> {
+    pub(super) async fn run_due_action(&self, id: &str) -> Result<()> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let Some(row) = self.inner.store.get_sandbox(id).await? else {

@@ -60,7 +60,7 @@ async fn connect(state: &AppState, target: &Target, headers: &axum::http::Header
         access_token: header(headers, "x-access-token"),
         traffic_token: header(headers, "e2b-traffic-access-token"),
     };
-    let id = target.sandbox_id.as_str();
+    let id = &target.sandbox_id;
     state.lifecycle.connect_port(id, target.port, creds).await.map_err(|r| refused(id, r))
 }
 

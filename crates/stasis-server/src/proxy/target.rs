@@ -6,29 +6,27 @@ use axum::http::HeaderMap;
 /// The agent's (envd's) port: the default when only a sandbox id is given.
 pub use stasis_runtime::ENVD_PORT;
 
+use crate::ids::{InvalidSandboxId, SandboxId};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub sandbox_id: String,
+    pub sandbox_id: SandboxId,
     pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetError {
     BadPort(String),
-    BadId(String),
+    BadId(InvalidSandboxId),
 }
 
 impl std::fmt::Display for TargetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TargetError::BadPort(p) => write!(f, "invalid sandbox port {p:?}: use 1-65535"),
-            TargetError::BadId(id) => write!(f, "invalid sandbox id {id:?}: ids are lowercase letters and digits"),
+            TargetError::BadId(e) => e.fmt(f),
         }
     }
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn header<'a>(h: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
@@ -38,14 +36,12 @@ fn header<'a>(h: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
 /// `Ok(None)`: the request is for the control API.
 pub fn resolve(headers: &HeaderMap, domain: &str) -> Result<Option<Target>, TargetError> {
     if let Some(id) = header(headers, &["e2b-sandbox-id", "novita-sandbox-id"]) {
-        if !valid_id(id) {
-            return Err(TargetError::BadId(id.to_string()));
-        }
+        let id = SandboxId::parse(id).map_err(TargetError::BadId)?;
         let port = match header(headers, &["e2b-sandbox-port", "novita-sandbox-port"]) {
             Some(p) => p.parse().ok().filter(|p| *p != 0).ok_or_else(|| TargetError::BadPort(p.to_string()))?,
             None => ENVD_PORT,
         };
-        return Ok(Some(Target { sandbox_id: id.to_string(), port }));
+        return Ok(Some(Target { sandbox_id: id, port }));
     }
     let Some(host) = header(headers, &["host"]) else { return Ok(None) };
     Ok(from_host(host, domain))
@@ -60,7 +56,7 @@ pub fn from_host(host: &str, domain: &str) -> Option<Target> {
     }
     let (port, id) = label.split_once('-')?;
     let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    valid_id(id).then(|| Target { sandbox_id: id.to_string(), port })
+    SandboxId::parse(id).ok().map(|sandbox_id| Target { sandbox_id, port })
 }
 
 #[cfg(test)]
@@ -78,7 +74,7 @@ mod tests {
     #[test]
     fn headers_name_the_target() {
         let t = resolve(&h(&[("e2b-sandbox-id", "sbx1"), ("e2b-sandbox-port", "8000")]), "localhost").unwrap();
-        assert_eq!(t, Some(Target { sandbox_id: "sbx1".into(), port: 8000 }));
+        assert_eq!(t, Some(Target { sandbox_id: SandboxId::parse("sbx1").unwrap(), port: 8000 }));
         // Novita sends the id alone: the agent's port.
         let t = resolve(&h(&[("novita-sandbox-id", "sbx1")]), "localhost").unwrap();
         assert_eq!(t.unwrap().port, ENVD_PORT);
@@ -89,14 +85,17 @@ mod tests {
 
     #[test]
     fn host_names_the_target() {
-        assert_eq!(from_host("49983-abc123.localhost:3000", "localhost"), Some(Target { sandbox_id: "abc123".into(), port: 49983 }));
+        assert_eq!(
+            from_host("49983-abc123.localhost:3000", "localhost"),
+            Some(Target { sandbox_id: SandboxId::parse("abc123").unwrap(), port: 49983 })
+        );
         assert_eq!(from_host("8000-abc.sandbox.example.test", "sandbox.example.test").unwrap().port, 8000);
         assert_eq!(from_host("127.0.0.1:3000", "localhost"), None);
         assert_eq!(from_host("localhost:3000", "localhost"), None);
         assert_eq!(from_host("8000-abc.other.test", "localhost"), None);
         assert_eq!(from_host("x-abc.localhost", "localhost"), None);
         let t = resolve(&h(&[("host", "3000-zz9.localhost")]), "localhost").unwrap();
-        assert_eq!(t.unwrap().sandbox_id, "zz9");
+        assert_eq!(t.unwrap().sandbox_id.as_str(), "zz9");
         assert_eq!(resolve(&h(&[("host", "127.0.0.1:3000")]), "localhost").unwrap(), None);
     }
 }

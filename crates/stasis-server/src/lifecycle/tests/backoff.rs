@@ -10,9 +10,10 @@ use stasis_store::{Operation, SandboxState};
 use super::super::fake_runtime::Op;
 use super::super::{LifecycleError, Refusal};
 use super::{after, harness, Harness};
+use crate::ids::SandboxId;
 
 /// A running auto-pause sandbox whose every pause fails, with the scheduler running.
-async fn failing_auto_pause() -> (Harness, String) {
+async fn failing_auto_pause() -> (Harness, SandboxId) {
     let h = harness().await;
     h.rt.fail_always(Op::Pause);
     h.lc.start();

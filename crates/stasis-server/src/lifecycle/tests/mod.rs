@@ -19,6 +19,7 @@ use super::fake_runtime::FakeRuntime;
 use super::{
     Clock, CreateParams, Credentials, Lifecycle, LifecycleConfig, PortConnection, Refusal,
 };
+use crate::ids::SandboxId;
 use counting_store::CountingStore;
 
 pub(crate) struct Harness {
@@ -89,10 +90,10 @@ pub(super) fn params() -> CreateParams {
 
 impl Harness {
     /// Creates a sandbox with `params()` changed by `f`; returns its id.
-    pub async fn create(&self, f: impl FnOnce(&mut CreateParams)) -> String {
+    pub async fn create(&self, f: impl FnOnce(&mut CreateParams)) -> SandboxId {
         let mut p = params();
         f(&mut p);
-        self.lc.create(p).await.unwrap().id
+        SandboxId::parse(&self.lc.create(p).await.unwrap().id).unwrap()
     }
 
     pub async fn row(&self, id: &str) -> Option<SandboxRow> {
@@ -104,7 +105,7 @@ impl Harness {
     }
 
     /// Seconds from now to the sandbox's end as the info API reports it.
-    pub async fn secs_left(&self, id: &str) -> f64 {
+    pub async fn secs_left(&self, id: &SandboxId) -> f64 {
         let row = self.lc.get(id).await.unwrap();
         (row.end_at - self.lc.now()) as f64 / 1000.0
     }
@@ -128,7 +129,7 @@ impl Harness {
     }
 
     /// A proxied request to `port` of `id` with the sandbox's own tokens.
-    pub async fn request(&self, id: &str, port: u16) -> Result<PortConnection, Refusal> {
+    pub async fn request(&self, id: &SandboxId, port: u16) -> Result<PortConnection, Refusal> {
         let row = self.store.get_sandbox(id).await.unwrap();
         let (envd, traffic) = row
             .map(|r| (r.envd_access_token, r.traffic_access_token))

@@ -8,8 +8,9 @@ use stasis_runtime::ENVD_PORT;
 use stasis_store::SandboxState;
 
 use super::super::fake_runtime::Op;
-use super::super::{Credentials, Refusal, MIN_AUTO_RESUME_SECS};
+use super::super::{Credentials, Refusal};
 use super::harness;
+use crate::ids::SandboxId;
 
 #[tokio::test(start_paused = true)]
 async fn traffic_resumes_a_paused_sandbox_only_when_it_asked() {
@@ -24,7 +25,7 @@ async fn traffic_resumes_a_paused_sandbox_only_when_it_asked() {
         .expect("resumed and connected");
     assert_eq!(h.state(&auto).await, Some(SandboxState::Running));
     assert!(
-        h.secs_left(&auto).await >= MIN_AUTO_RESUME_SECS as f64,
+        h.secs_left(&auto).await >= h.config.defaults.min_auto_resume_secs as f64,
         "after an auto-resume it lives at least 5 minutes"
     );
 
@@ -38,7 +39,7 @@ async fn traffic_resumes_a_paused_sandbox_only_when_it_asked() {
         "and still paused"
     );
     assert_eq!(
-        h.request("nosuchsandbox", ENVD_PORT).await.err(),
+        h.request(&SandboxId::parse("nosuchsandbox").unwrap(), ENVD_PORT).await.err(),
         Some(Refusal::NotRunning)
     );
     assert_eq!(h.rt.count(Op::Resume), 1);

@@ -185,10 +185,7 @@ mod tests {
             (SyncMessage::Mapped, "mapped"),
             (SyncMessage::Pid(4242), "pid 4242"),
             (SyncMessage::Ready, "ready"),
-            (
-                SyncMessage::Error("stage1: join cgroup: EACCES".into()),
-                "error stage1: join cgroup: EACCES",
-            ),
+            (SyncMessage::Error("stage1: join cgroup: EACCES".into()), "error stage1: join cgroup: EACCES"),
         ];
         for (msg, line) in cases {
             assert_eq!(msg.to_line(), line);
@@ -199,35 +196,18 @@ mod tests {
 
     #[test]
     fn bad_sync_lines_are_refused() {
-        for line in [
-            "",
-            "pid",
-            "pid x",
-            "pid -1",
-            "ready now",
-            "unsharedx",
-            "hello",
-        ] {
+        for line in ["", "pid", "pid x", "pid -1", "ready now", "unsharedx", "hello"] {
             let e = SyncMessage::parse(line).unwrap_err();
-            assert!(
-                e.to_string().contains("unexpected boot message"),
-                "{line:?}: {e}"
-            );
+            assert!(e.to_string().contains("unexpected boot message"), "{line:?}: {e}");
         }
-        assert_eq!(
-            SyncMessage::parse("error"),
-            Ok(SyncMessage::Error(String::new()))
-        );
+        assert_eq!(SyncMessage::parse("error"), Ok(SyncMessage::Error(String::new())));
     }
 
     #[test]
     fn error_messages_stay_on_one_line() {
         let line = SyncMessage::Error("a\nb\r\nc".into()).to_line();
         assert!(!line.contains('\n') && !line.contains('\r'), "{line:?}");
-        assert_eq!(
-            SyncMessage::parse(&line),
-            Ok(SyncMessage::Error("a b  c".into()))
-        );
+        assert_eq!(SyncMessage::parse(&line), Ok(SyncMessage::Error("a b  c".into())));
     }
 
     #[test]
@@ -246,10 +226,7 @@ mod tests {
             gateway_ip: "169.254.0.22".into(),
         };
         let json = cfg.to_json();
-        assert!(
-            json.contains("\"sandboxId\":\"s1\"") && json.contains("\"cgroupProcs\""),
-            "{json}"
-        );
+        assert!(json.contains("\"sandboxId\":\"s1\"") && json.contains("\"cgroupProcs\""), "{json}");
         assert_eq!(BootConfig::from_json(&json).unwrap(), cfg);
         // Fields added later default when absent.
         let old = r#"{"sandboxId":"s","rootfs":"/r","cgroupProcs":[],"hostname":"h","bootId":"b","agentPath":"/a"}"#;
@@ -259,19 +236,14 @@ mod tests {
 
     #[test]
     fn init_request_matches_what_agents_accept() {
-        let req = InitRequest {
-            access_token: Some("new".into()),
-            env_vars: BTreeMap::from([("K".into(), "v".into())]),
-        };
+        let req =
+            InitRequest { access_token: Some("new".into()), env_vars: BTreeMap::from([("K".into(), "v".into())]) };
         let json = String::from_utf8(req.to_json()).unwrap();
         assert_eq!(json, r#"{"accessToken":"new","envVars":{"K":"v"}}"#);
         assert_eq!(InitRequest::from_json(json.as_bytes()).unwrap(), req);
         // No token: the field is left out, and an agent keeps its current one.
         let none = InitRequest::default();
-        assert_eq!(
-            String::from_utf8(none.to_json()).unwrap(),
-            r#"{"envVars":{}}"#
-        );
+        assert_eq!(String::from_utf8(none.to_json()).unwrap(), r#"{"envVars":{}}"#);
         assert_eq!(none.new_token(), None);
         // What older runtimes sent: an empty token for none.
         let old = InitRequest::from_json(br#"{"accessToken":"","envVars":{"K":"v"}}"#).unwrap();

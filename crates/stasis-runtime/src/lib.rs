@@ -45,7 +45,16 @@ pub struct SandboxSpec {
 
 impl Default for SandboxSpec {
     fn default() -> Self {
-        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, disk_mb: 4096, max_pids: 1024, env: BTreeMap::new(), access_token: None, network: Some(NetworkPolicy::open()) }
+        Self {
+            template: "base".into(),
+            cpu_count: 2,
+            memory_mb: 512,
+            disk_mb: 4096,
+            max_pids: 1024,
+            env: BTreeMap::new(),
+            access_token: None,
+            network: Some(NetworkPolicy::open()),
+        }
     }
 }
 

@@ -21,7 +21,8 @@ fn socket_in_netns(init: Arc<InitHandle>) -> io::Result<OwnedFd> {
         // namespace affects nothing else.
         init.enter_netns()?;
         // SAFETY: a fresh socket; ownership moves into the OwnedFd.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        let fd =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -32,7 +33,11 @@ fn socket_in_netns(init: Arc<InitHandle>) -> io::Result<OwnedFd> {
 }
 
 /// Blocking connect to `127.0.0.1:port` inside the network namespace of `init`.
-pub fn connect_blocking(init: Arc<InitHandle>, port: u16, timeout: std::time::Duration) -> io::Result<std::net::TcpStream> {
+pub fn connect_blocking(
+    init: Arc<InitHandle>,
+    port: u16,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
     let fd = socket_in_netns(init)?;
     let sock = socket2::Socket::from(fd);
     sock.set_nonblocking(false)?;

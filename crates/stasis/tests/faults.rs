@@ -230,7 +230,10 @@ struct Sbx {
 
 impl Sbx {
     fn of(v: &Value) -> Self {
-        Sbx { id: v["sandboxID"].as_str().unwrap().to_string(), token: v["envdAccessToken"].as_str().unwrap_or_default().to_string() }
+        Sbx {
+            id: v["sandboxID"].as_str().unwrap().to_string(),
+            token: v["envdAccessToken"].as_str().unwrap_or_default().to_string(),
+        }
     }
 }
 
@@ -369,7 +372,9 @@ async fn damaged_checkpoint_case(name: &str, damage: impl FnOnce(&Path) -> Box<d
     let after = c.state(&sbx.id).await;
     let verdict = if (200..300).contains(&status) {
         // "Resumed": what does the sandbox hold now?
-        let alive = tokio::time::timeout(Duration::from_secs(20), c.sh(&sbx, "pgrep -f 'random.getrandbit[s]' || echo gone")).await;
+        let alive =
+            tokio::time::timeout(Duration::from_secs(20), c.sh(&sbx, "pgrep -f 'random.getrandbit[s]' || echo gone"))
+                .await;
         format!("resume of a damaged checkpoint succeeded ({status}); state {after:?}; python: {alive:?}")
     } else {
         String::new()
@@ -474,7 +479,10 @@ async fn stasis_criu_pointing_nowhere_is_an_error_not_a_silent_fallback() {
             if st == 201 {
                 c.kill(v["sandboxID"].as_str().unwrap()).await;
             }
-            assert!(ps >= 500 && msg(&pv).to_lowercase().contains("criu"), "STASIS_CRIU=/nonexistent, yet: create {st}, pause {ps} {pv}");
+            assert!(
+                ps >= 500 && msg(&pv).to_lowercase().contains("criu"),
+                "STASIS_CRIU=/nonexistent, yet: create {st}, pause {ps} {pv}"
+            );
         }
     }
 }
@@ -589,7 +597,12 @@ async fn enospc_after_a_successful_dump_is_never_reported_running_and_resumes_wi
     let m = msg(&body);
     assert!(m.contains("could not be made durable"), "the error does not say what happened: {m}");
     // Its processes are gone: it must not read running.
-    assert_eq!(c.state(&sbx.id).await.as_deref(), Some("paused"), "after a pause that failed past its point of no return: {}", std::fs::read_to_string(s.host().data_dir.join("serve.log")).unwrap_or_default());
+    assert_eq!(
+        c.state(&sbx.id).await.as_deref(),
+        Some("paused"),
+        "after a pause that failed past its point of no return: {}",
+        std::fs::read_to_string(s.host().data_dir.join("serve.log")).unwrap_or_default()
+    );
     let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
     assert_eq!(info["lastError"]["operation"], "pause", "the failure is visible: {info}");
 
@@ -686,7 +699,10 @@ fn stale_criu(dir: &Path, server_pid: u32) -> Vec<String> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        if argv0.ends_with(b"criu") && cmdline.windows(needle.len()).any(|w| w == needle.as_slice()) && proc_start(pid).is_some_and(|t| t < server_start) {
+        if argv0.ends_with(b"criu")
+            && cmdline.windows(needle.len()).any(|w| w == needle.as_slice())
+            && proc_start(pid).is_some_and(|t| t < server_start)
+        {
             found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
     }
@@ -719,7 +735,14 @@ struct Known {
 
 /// Everything that must hold for `id` after a restart. Returns its state, or None if
 /// it is cleanly gone. Failures are collected in `bad`.
-async fn check_one(c: &Ctl, server_pid: u32, data_dir: &Path, id: &str, known: Option<&Known>, bad: &mut Vec<String>) -> Option<String> {
+async fn check_one(
+    c: &Ctl,
+    server_pid: u32,
+    data_dir: &Path,
+    id: &str,
+    known: Option<&Known>,
+    bad: &mut Vec<String>,
+) -> Option<String> {
     let dir = data_dir.join("sandboxes").join(id);
     let criu = stale_criu(&dir, server_pid);
     if !criu.is_empty() {
@@ -731,7 +754,10 @@ async fn check_one(c: &Ctl, server_pid: u32, data_dir: &Path, id: &str, known: O
     match state.as_deref() {
         None => {
             if dir.exists() {
-                bad.push(format!("{id}: unknown to the server, but its dir is left ({:?})", std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())));
+                bad.push(format!(
+                    "{id}: unknown to the server, but its dir is left ({:?})",
+                    std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                ));
             }
             if !cgroups.is_empty() {
                 bad.push(format!("{id}: unknown to the server, but cgroups are left: {cgroups:?}"));
@@ -929,7 +955,12 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
                 bad.push(format!("{id}: a sandbox dir the server does not know"));
             }
         }
-        assert!(bad.is_empty(), "round {it} ({op} {target}, killed after {delay} ms):\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
+        assert!(
+            bad.is_empty(),
+            "round {it} ({op} {target}, killed after {delay} ms):\n{}\n\nserver log:\n{}",
+            bad.join("\n"),
+            s.log()
+        );
         eprintln!("round {it}: after restart: {next:?}");
         states = next;
         host = s.crash();
@@ -960,7 +991,11 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
     }
     assert!(bad.is_empty(), "after {n} rounds:\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
     assert!(!s.log().contains("panicked"), "{}", s.log());
-    eprintln!("sigkill loop: {n} rounds in {:?}, operations cut short: {ops:?}, sandboxes seen: {}", started.elapsed(), ever.len());
+    eprintln!(
+        "sigkill loop: {n} rounds in {:?}, operations cut short: {ops:?}, sandboxes seen: {}",
+        started.elapsed(),
+        ever.len()
+    );
 }
 
 // ------------------------------------------------------------------ found by bench/load.py
@@ -974,7 +1009,9 @@ async fn concurrent_first_creates_on_a_fresh_data_dir_all_succeed() {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let c = c.clone();
-            tokio::spawn(async move { c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await })
+            tokio::spawn(
+                async move { c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await },
+            )
         })
         .collect();
     let mut bad = Vec::new();
@@ -1003,7 +1040,13 @@ async fn sigkill_between_lazy_pages_and_restore_neither_hangs_nor_leaks() {
     let val = start_pyvar(&c, &sbx, 16).await;
     assert_eq!(c.pause(&sbx.id).await.0, 204);
     std::fs::write(&mode, "crash-before-restore").unwrap();
-    let _ = c.http.post(format!("{}/v2/sandboxes/{}/connect", s.url, sbx.id)).header("x-api-key", API_KEY).json(&json!({})).send().await;
+    let _ = c
+        .http
+        .post(format!("{}/v2/sandboxes/{}/connect", s.url, sbx.id))
+        .header("x-api-key", API_KEY)
+        .json(&json!({}))
+        .send()
+        .await;
     let mut s = s;
     let _ = s.child.wait(); // killed by the wrapper
     let host = s.crash();

@@ -35,9 +35,8 @@ struct Old {
 
 impl Old {
     fn find() -> Option<Old> {
-        let binary = PathBuf::from(
-            std::env::var_os("STASIS_OLD_BINARY").unwrap_or_else(|| "/usr/local/bin/stasis".into()),
-        );
+        let binary =
+            PathBuf::from(std::env::var_os("STASIS_OLD_BINARY").unwrap_or_else(|| "/usr/local/bin/stasis".into()));
         if !binary.is_file() {
             return None;
         }
@@ -45,11 +44,7 @@ impl Old {
             .map(PathBuf::from)
             .unwrap_or_else(|| "/usr/local/lib/stasis/stasis-agent".into());
         // Without the agent it was installed with, it still writes the old formats.
-        let agent = if agent.is_file() {
-            agent
-        } else {
-            agent_binary()
-        };
+        let agent = if agent.is_file() { agent } else { agent_binary() };
         Some(Old { binary, agent })
     }
 
@@ -61,15 +56,8 @@ impl Old {
             .env("STASIS_AGENT", &self.agent)
             .output()
             .expect("run the previous stasis");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        assert!(
-            out.status.success(),
-            "{} runtime {args:?} failed: {stdout}{stderr}",
-            self.binary.display()
-        );
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{} runtime {args:?} failed: {stdout}{stderr}", self.binary.display());
         stdout.into_owned()
     }
 }
@@ -79,7 +67,10 @@ impl Old {
 fn python_value_now(h: &Host, id: &str) -> String {
     h.sh(id, "rm -f /home/user/py-now");
     wait_for("python answer", || {
-        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true").trim().len() > 3
+        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true")
+            .trim()
+            .len()
+            > 3
     });
     h.sh(id, "cat /home/user/py-now")
 }
@@ -100,18 +91,9 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     // The previous release: create, start a process with state in memory, snapshot, pause.
     old.rt(&h, &["create", &id, "--env", "ORIGIN=old"]);
     old.rt(&h, &["exec", &id, PYVAR]);
-    old.rt(
-        &h,
-        &["exec", &id, "echo written-by-old > /home/user/old.txt"],
-    );
+    old.rt(&h, &["exec", &id, "echo written-by-old > /home/user/old.txt"]);
     wait_for("python value", || {
-        old.rt(
-            &h,
-            &["exec", &id, "cat /home/user/py-initial 2>/dev/null || true"],
-        )
-        .trim()
-        .len()
-            > 3
+        old.rt(&h, &["exec", &id, "cat /home/user/py-initial 2>/dev/null || true"]).trim().len() > 3
     });
     let value = old.rt(&h, &["exec", &id, "cat /home/user/py-initial"]);
     old.rt(&h, &["snapshot", &id, &snap]);
@@ -129,18 +111,10 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     // This release resumes it: same process, same memory, same files.
     h.rt(&["resume", &id]);
     assert_eq!(h.info(&id)["state"], "running");
-    assert_eq!(
-        python_value_now(&h, &id),
-        value,
-        "the python process lost its memory across the upgrade"
-    );
+    assert_eq!(python_value_now(&h, &id), value, "the python process lost its memory across the upgrade");
     assert_eq!(h.sh(&id, "cat /home/user/old.txt").trim(), "written-by-old");
-    let rec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
-    assert_eq!(
-        rec["formatVersion"], 1,
-        "the record is written back in the current format: {rec}"
-    );
+    let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(rec["formatVersion"], 1, "the record is written back in the current format: {rec}");
 
     // And pauses and resumes it in its own format.
     h.rt(&["pause", &id]);
@@ -151,15 +125,8 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     // their own, with the environment this create gives it.
     let fork = common::unique_id("upfork");
     h.rt(&["create", &fork, "--from", &snap, "--env", "ORIGIN=new"]);
-    assert_eq!(
-        h.sh(&fork, "cat /home/user/old.txt").trim(),
-        "written-by-old"
-    );
-    assert_eq!(
-        python_value_now(&h, &fork),
-        value,
-        "the snapshot's process did not come back"
-    );
+    assert_eq!(h.sh(&fork, "cat /home/user/old.txt").trim(), "written-by-old");
+    assert_eq!(python_value_now(&h, &fork), value, "the snapshot's process did not come back");
     assert_eq!(
         h.sh(&fork, "echo $ORIGIN").trim(),
         "new",

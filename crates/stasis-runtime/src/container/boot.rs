@@ -20,7 +20,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Boots the sandbox and returns the host pid of its init once the agent listens.
 /// `after_unshare` runs once the new namespaces exist (with the pid of the process in
 /// them), before the agent goes on: the host plugs the sandbox's network device in there.
-pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
+pub fn boot(
+    agent_binary: &Path,
+    cfg: &BootConfig,
+    log: &Path,
+    after_unshare: impl FnOnce(u32) -> Result<()>,
+) -> Result<u32> {
     let (host_end, child_end) = UnixStream::pair().ctx(|| "boot socketpair".into())?;
     host_end.set_read_timeout(Some(BOOT_TIMEOUT)).ctx(|| "boot socket timeout".into())?;
     let log_file = std::fs::File::create(log).ctx(|| format!("create {}", log.display()))?;

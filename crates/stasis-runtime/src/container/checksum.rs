@@ -82,7 +82,10 @@ pub fn write(dir: &Path) -> Result<()> {
         std::fs::write(&path, format::to_json(CHECKSUMS_VERSION, &m, false))?;
         std::fs::File::open(&path)?.sync_all()
     };
-    run().map_err(|e| RuntimeError::Checkpoint { op: "checksum", message: format!("cannot checksum {}: {e}", dir.display()) })
+    run().map_err(|e| RuntimeError::Checkpoint {
+        op: "checksum",
+        message: format!("cannot checksum {}: {e}", dir.display()),
+    })
 }
 
 fn manifest(dir: &Path) -> Result<Manifest> {
@@ -97,7 +100,10 @@ fn manifest(dir: &Path) -> Result<Manifest> {
     for (name, want) in &m.files {
         let size = std::fs::metadata(dir.join(name)).map_err(|e| bad(format!("{name} is missing ({e})")))?.len();
         if size != want.size {
-            return Err(bad(format!("{name} is {size} bytes, the checkpoint wrote {} (truncated or overwritten)", want.size)));
+            return Err(bad(format!(
+                "{name} is {size} bytes, the checkpoint wrote {} (truncated or overwritten)",
+                want.size
+            )));
         }
     }
     Ok(m)
@@ -138,7 +144,10 @@ fn verify_where(dir: &Path, which: impl Fn(&str) -> bool) -> Result<()> {
         let path = dir.join(name);
         let got = sum_file(&path).map_err(|e| bad(format!("cannot read {name}: {e}")))?;
         if let Some(i) = got.crc32.iter().zip(&want.crc32).position(|(a, b)| a != b) {
-            return Err(bad(format!("{name} is corrupted (checksum mismatch in the 64 MiB chunk at byte {})", i * CHUNK)));
+            return Err(bad(format!(
+                "{name} is corrupted (checksum mismatch in the 64 MiB chunk at byte {})",
+                i * CHUNK
+            )));
         }
     }
     Ok(())

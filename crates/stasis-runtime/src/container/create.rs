@@ -20,11 +20,7 @@ const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
 
 impl Inner {
     fn template_dir(&self, name: &str) -> Result<PathBuf> {
-        let name = if BASE_ALIASES.contains(&name) {
-            "base"
-        } else {
-            name
-        };
+        let name = if BASE_ALIASES.contains(&name) { "base" } else { name };
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(RuntimeError::TemplateNotFound(name.to_string()));
         }
@@ -63,13 +59,7 @@ impl Inner {
         Ok(self.agent_layer.get_or_init(|| layer).clone())
     }
 
-    fn create_inner(
-        &self,
-        id: &str,
-        spec: &SandboxSpec,
-        dir: &SandboxDir,
-        template: &Path,
-    ) -> Result<()> {
+    fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Path) -> Result<()> {
         let agent_layer = self.agent_layer()?;
         std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
         let mut rec = Record {
@@ -77,10 +67,7 @@ impl Inner {
             spec: spec.clone(),
             state: SandboxState::Running,
             init_pid: None,
-            lower_dirs: vec![
-                agent_layer.display().to_string(),
-                template.display().to_string(),
-            ],
+            lower_dirs: vec![agent_layer.display().to_string(), template.display().to_string()],
             agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
             checkpoint: None,
             boot_id: random_hex(16),
@@ -102,12 +89,7 @@ impl Inner {
         let cfg = BootConfig {
             sandbox_id: id.to_string(),
             rootfs: dir.rootfs().display().to_string(),
-            cgroup_procs: self
-                .cgroups
-                .procs_files(id)
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            cgroup_procs: self.cgroups.procs_files(id).iter().map(|p| p.display().to_string()).collect(),
             hostname: "sandbox".into(),
             boot_id: rec.boot_id.clone(),
             agent_path: rec.agent_path.clone(),
@@ -117,15 +99,10 @@ impl Inner {
             sandbox_ip: network::SANDBOX_IP.to_string(),
             gateway_ip: network::GATEWAY_IP.to_string(),
         };
-        let booted = boot::boot(
-            &self.agent_binary,
-            &cfg,
-            &dir.log("boot"),
-            |pid| match &net {
-                Some(n) => network::move_into(n, pid),
-                None => Ok(()),
-            },
-        );
+        let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), |pid| match &net {
+            Some(n) => network::move_into(n, pid),
+            None => Ok(()),
+        });
         let pid = match booted {
             Ok(pid) => pid,
             Err(e) => {

@@ -68,15 +68,8 @@ pub(crate) fn check(path: &Path, data: &[u8], supported: u32) -> Result<u32> {
 
 /// `body` as JSON, with `formatVersion: version` first.
 pub(crate) fn to_json<T: Serialize>(version: u32, body: &T, pretty: bool) -> Vec<u8> {
-    let v = Versioned {
-        format_version: version,
-        body,
-    };
-    let json = if pretty {
-        serde_json::to_vec_pretty(&v)
-    } else {
-        serde_json::to_vec(&v)
-    };
+    let v = Versioned { format_version: version, body };
+    let json = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) };
     json.expect("on-disk values always serialise")
 }
 
@@ -84,9 +77,7 @@ pub(crate) fn to_json<T: Serialize>(version: u32, body: &T, pretty: bool) -> Vec
 pub(crate) fn load<T: DeserializeOwned>(path: &Path, supported: u32) -> Result<T> {
     let data = std::fs::read(path).ctx(|| format!("read {}", path.display()))?;
     check(path, &data, supported)?;
-    serde_json::from_slice(&data)
-        .map_err(std::io::Error::from)
-        .ctx(|| format!("parse {}", path.display()))
+    serde_json::from_slice(&data).map_err(std::io::Error::from).ctx(|| format!("parse {}", path.display()))
 }
 
 #[cfg(test)]
@@ -101,19 +92,13 @@ mod tests {
     #[test]
     fn versions_are_written_first_and_read_back() {
         let json = to_json(3, &Thing { name: "a".into() }, false);
-        assert_eq!(
-            String::from_utf8(json.clone()).unwrap(),
-            r#"{"formatVersion":3,"name":"a"}"#
-        );
+        assert_eq!(String::from_utf8(json.clone()).unwrap(), r#"{"formatVersion":3,"name":"a"}"#);
         let p = Path::new("x.json");
         assert_eq!(check(p, &json, 3).unwrap(), 3);
         assert_eq!(check(p, br#"{"name":"a"}"#, 1).unwrap(), UNVERSIONED);
         // Not JSON, or an odd version field: left to the full parse to report.
         assert_eq!(check(p, b"garbage", 1).unwrap(), UNVERSIONED);
-        assert_eq!(
-            check(p, br#"{"formatVersion":"2"}"#, 1).unwrap(),
-            UNVERSIONED
-        );
+        assert_eq!(check(p, br#"{"formatVersion":"2"}"#, 1).unwrap(), UNVERSIONED);
     }
 
     #[test]
@@ -121,20 +106,13 @@ mod tests {
         // Version 2 may have reshaped anything: the error is about the version.
         let data = br#"{"formatVersion":2,"name":{"first":"a"}}"#;
         match check(Path::new("/d/record.json"), data, 1) {
-            Err(RuntimeError::UnsupportedFormat {
-                path,
-                version: 2,
-                supported: 1,
-            }) => assert_eq!(path, "/d/record.json"),
+            Err(RuntimeError::UnsupportedFormat { path, version: 2, supported: 1 }) => {
+                assert_eq!(path, "/d/record.json")
+            }
             other => panic!("{other:?}"),
         }
-        let e = check(Path::new("/d/record.json"), data, 1)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("/d/record.json") && e.contains("newer Stasis") && e.contains("version 2"),
-            "{e}"
-        );
+        let e = check(Path::new("/d/record.json"), data, 1).unwrap_err().to_string();
+        assert!(e.contains("/d/record.json") && e.contains("newer Stasis") && e.contains("version 2"), "{e}");
     }
 
     #[test]
@@ -144,14 +122,8 @@ mod tests {
         std::fs::write(&p, to_json(1, &Thing { name: "b".into() }, true)).unwrap();
         assert_eq!(load::<Thing>(&p, 1).unwrap(), Thing { name: "b".into() });
         std::fs::write(&p, br#"{"formatVersion":9,"name":"b"}"#).unwrap();
-        assert!(matches!(
-            load::<Thing>(&p, 1),
-            Err(RuntimeError::UnsupportedFormat { version: 9, .. })
-        ));
+        assert!(matches!(load::<Thing>(&p, 1), Err(RuntimeError::UnsupportedFormat { version: 9, .. })));
         std::fs::write(&p, b"{").unwrap();
-        assert!(load::<Thing>(&p, 1)
-            .unwrap_err()
-            .to_string()
-            .contains("parse"));
+        assert!(load::<Thing>(&p, 1).unwrap_err().to_string().contains("parse"));
     }
 }

@@ -59,11 +59,5 @@ pub(crate) fn disk_usage(p: &Path) -> u64 {
 
 /// Apparent size of the files directly in `p` (a checkpoint's images).
 pub(super) fn dir_size(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+    std::fs::read_dir(p).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }

@@ -12,10 +12,7 @@ pub(super) fn next_generation(dir: &SandboxDir) -> u64 {
 
 pub(super) fn generations(dir: &SandboxDir) -> Vec<u64> {
     std::fs::read_dir(dir.checkpoints())
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()
 }
 
@@ -29,17 +26,11 @@ pub(super) fn remove_other_generations(dir: &SandboxDir, keep: Option<u64>) {
 
 /// Moves every checkpoint generation to the sandbox's trash and deletes it on a
 /// background thread.
-pub(super) fn discard_generations_later(
-    dir: &SandboxDir,
-    lazy_daemon: Option<std::process::Child>,
-) {
+pub(super) fn discard_generations_later(dir: &SandboxDir, lazy_daemon: Option<std::process::Child>) {
     let trash = dir.path().join("trash");
     let _ = std::fs::create_dir_all(&trash);
     for g in generations(dir) {
-        let _ = std::fs::rename(
-            dir.checkpoint(g),
-            trash.join(format!("{g}-{}", random_hex(4))),
-        );
+        let _ = std::fs::rename(dir.checkpoint(g), trash.join(format!("{g}-{}", random_hex(4))));
     }
     std::thread::spawn(move || {
         // The daemon reads the (renamed: same files) images until every page is in.

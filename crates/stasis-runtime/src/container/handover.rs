@@ -23,38 +23,30 @@ use crate::error::{IoContext, Result, RuntimeError};
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends `req` to the agent of the sandbox whose init is `init`.
-pub(super) fn hand_over(init: std::sync::Arc<super::InitHandle>, old_token: Option<&str>, req: &InitRequest) -> Result<()> {
+pub(super) fn hand_over(
+    init: std::sync::Arc<super::InitHandle>,
+    old_token: Option<&str>,
+    req: &InitRequest,
+) -> Result<()> {
     let stream = crate::netns::connect_blocking(init, ENVD_PORT, TIMEOUT)
         .ctx(|| "hand the new access token to the restored agent".into())?;
     init_over(stream, old_token, req)
 }
 
 /// `POST /init` on a connected stream; any status but 200 or 204 is a refusal.
-fn init_over(
-    stream: std::net::TcpStream,
-    old_token: Option<&str>,
-    req: &InitRequest,
-) -> Result<()> {
+fn init_over(stream: std::net::TcpStream, old_token: Option<&str>, req: &InitRequest) -> Result<()> {
     let context = || "hand the new access token to the restored agent".to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx(context)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ctx(context)?;
     let (status, body) = rt
         .block_on(async {
             match tokio::time::timeout(TIMEOUT, post_init(stream, old_token, req)).await {
                 Ok(r) => r,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no answer from the agent",
-                )),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from the agent")),
             }
         })
         .ctx(context)?;
     if status != StatusCode::NO_CONTENT && status != StatusCode::OK {
-        return Err(RuntimeError::Boot(format!(
-            "the restored agent refused its new token: {status} {body}"
-        )));
+        return Err(RuntimeError::Boot(format!("the restored agent refused its new token: {status} {body}")));
     }
     Ok(())
 }
@@ -66,34 +58,19 @@ async fn post_init(
 ) -> io::Result<(StatusCode, String)> {
     stream.set_nonblocking(true)?;
     let io = TokioIo::new(tokio::net::TcpStream::from_std(stream)?);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(io::Error::other)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io::Error::other)?;
     // Drives the connection until the exchange is over.
     tokio::spawn(conn);
-    let mut http = hyper::Request::post(INIT_PATH)
-        .header(HOST, "agent")
-        .header(CONTENT_TYPE, "application/json");
+    let mut http = hyper::Request::post(INIT_PATH).header(HOST, "agent").header(CONTENT_TYPE, "application/json");
     if let Some(t) = old_token {
         http = http.header(ACCESS_TOKEN_HEADER, t);
     }
-    let http = http
-        .body(Full::new(Bytes::from(req.to_json())))
-        .map_err(io::Error::other)?;
+    let http = http.body(Full::new(Bytes::from(req.to_json()))).map_err(io::Error::other)?;
     let resp = sender.send_request(http).await.map_err(io::Error::other)?;
     let status = resp.status();
     // The agent's reason (a Connect error) says why it refused.
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body = String::from_utf8_lossy(&body)
-        .trim()
-        .chars()
-        .take(300)
-        .collect();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).trim().chars().take(300).collect();
     Ok((status, body))
 }
 
@@ -109,9 +86,7 @@ mod tests {
     type Received = (String, Vec<(String, String)>, Vec<u8>);
 
     /// A one-request HTTP server: returns what it received and answers `response`.
-    fn serve_once(
-        response: &'static str,
-    ) -> (std::net::TcpStream, std::thread::JoinHandle<Received>) {
+    fn serve_once(response: &'static str) -> (std::net::TcpStream, std::thread::JoinHandle<Received>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
@@ -130,13 +105,7 @@ mod tests {
                 let (k, v) = l.split_once(':').unwrap();
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .unwrap()
-                .1
-                .parse()
-                .unwrap();
+            let len: usize = headers.iter().find(|(k, _)| k == "content-length").unwrap().1.parse().unwrap();
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
             (&s).write_all(response.as_bytes()).unwrap();
@@ -155,14 +124,8 @@ mod tests {
         init_over(stream, Some("old-token"), &req).unwrap();
         let (line, headers, body) = server.join().unwrap();
         assert_eq!(line, "POST /init HTTP/1.1");
-        assert!(
-            headers.contains(&("x-access-token".into(), "old-token".into())),
-            "{headers:?}"
-        );
-        assert!(
-            headers.contains(&("content-type".into(), "application/json".into())),
-            "{headers:?}"
-        );
+        assert!(headers.contains(&("x-access-token".into(), "old-token".into())), "{headers:?}");
+        assert!(headers.contains(&("content-type".into(), "application/json".into())), "{headers:?}");
         // Exactly what the agent's handler reads.
         assert_eq!(InitRequest::from_json(&body).unwrap(), req);
     }
@@ -172,17 +135,9 @@ mod tests {
         let (stream, server) = serve_once(
             "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 48\r\n\r\n{\"code\":\"unauthenticated\",\"message\":\"invalid!!\"}",
         );
-        let e = init_over(stream, None, &InitRequest::default())
-            .unwrap_err()
-            .to_string();
+        let e = init_over(stream, None, &InitRequest::default()).unwrap_err().to_string();
         let (_, headers, _) = server.join().unwrap();
-        assert!(
-            !headers.iter().any(|(k, _)| k == "x-access-token"),
-            "{headers:?}"
-        );
-        assert!(
-            e.contains("refused") && e.contains("401") && e.contains("invalid!!"),
-            "{e}"
-        );
+        assert!(!headers.iter().any(|(k, _)| k == "x-access-token"), "{headers:?}");
+        assert!(e.contains("refused") && e.contains("401") && e.contains("invalid!!"), "{e}");
     }
 }

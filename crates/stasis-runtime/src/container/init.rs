@@ -78,7 +78,15 @@ impl InitHandle {
     /// Sends `signal` to the init, never to a process that reused its pid.
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with a null siginfo.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.fd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

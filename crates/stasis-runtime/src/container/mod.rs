@@ -57,8 +57,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use cgroups::Cgroups;
 pub use init::InitHandle;
 pub use layout::{Layout, SandboxDir};
-pub use snapshot::SnapshotMeta;
 use record::Record;
+pub use snapshot::SnapshotMeta;
 
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};
@@ -169,7 +169,11 @@ impl ContainerRuntime {
     }
 
     /// Runs blocking work for one sandbox under its lock.
-    async fn locked<T: Send + 'static>(&self, id: &str, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn locked<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         validate_id(id)?;
         let lock = self.inner.lock_of(id);
         let _guard = lock.lock().await;
@@ -206,7 +210,8 @@ fn ensure_traversable(data_dir: &Path) -> Result<()> {
     for d in [data_dir.join("sandboxes"), data_dir.join("snapshots"), data_dir.clone()] {
         let mode = std::fs::metadata(&d).ctx(|| format!("stat {}", d.display()))?.permissions().mode();
         if mode & 0o001 == 0 {
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode((mode & 0o7777) | 0o011)).ctx(|| format!("chmod {}", d.display()))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode((mode & 0o7777) | 0o011))
+                .ctx(|| format!("chmod {}", d.display()))?;
         }
     }
     for a in data_dir.ancestors().skip(1) {
@@ -222,7 +227,6 @@ fn ensure_traversable(data_dir: &Path) -> Result<()> {
     }
     Ok(())
 }
-
 
 #[async_trait::async_trait]
 impl Runtime for ContainerRuntime {

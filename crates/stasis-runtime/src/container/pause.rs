@@ -93,11 +93,7 @@ impl Inner {
         unmount_fs(&dir)?;
         self.cgroups.remove(id)?;
         remove_other_generations(&dir, Some(generation));
-        Ok(CheckpointStats {
-            image_bytes: dir_size(&images),
-            dump_ms,
-            sync_ms,
-        })
+        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
     }
 
     /// Stops every process, keeps the files: the next resume is a fresh boot.
@@ -117,11 +113,7 @@ impl Inner {
         rec.store(&dir.record())?;
         self.cgroups.remove(&id)?;
         remove_other_generations(dir, None);
-        Ok(CheckpointStats {
-            image_bytes: 0,
-            dump_ms,
-            sync_ms: t1.elapsed().as_millis() as u64,
-        })
+        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64 })
     }
 }
 

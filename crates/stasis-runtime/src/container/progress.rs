@@ -14,10 +14,7 @@ impl Inner {
     /// Registers an operation's progress; the counter is updated by whoever does the work.
     pub(super) fn track(&self, id: &str, kind: &'static str, total: u64) -> Arc<AtomicU64> {
         let done = Arc::new(AtomicU64::new(0));
-        self.progress
-            .lock()
-            .unwrap()
-            .insert(id.to_string(), (kind, done.clone(), total));
+        self.progress.lock().unwrap().insert(id.to_string(), (kind, done.clone(), total));
         done
     }
 
@@ -30,10 +27,6 @@ impl Inner {
         let p = self.progress.lock().unwrap();
         let (kind, done, total) = p.get(id)?;
         let done = done.load(Ordering::Relaxed);
-        Some(OpProgress {
-            kind: kind.to_string(),
-            bytes_done: done,
-            bytes_total: (*total).max(done),
-        })
+        Some(OpProgress { kind: kind.to_string(), bytes_done: done, bytes_total: (*total).max(done) })
     }
 }

@@ -83,7 +83,10 @@ mod tests {
         let p = d.path().join("record.json");
         std::fs::write(&p, UNVERSIONED).unwrap();
         let rec = Record::load(&p).unwrap();
-        assert_eq!((rec.id.as_str(), rec.state, rec.checkpoint, rec.init_pid), ("fx1", SandboxState::Paused, Some(1), None));
+        assert_eq!(
+            (rec.id.as_str(), rec.state, rec.checkpoint, rec.init_pid),
+            ("fx1", SandboxState::Paused, Some(1), None)
+        );
         assert_eq!(rec.spec.env.get("FIXTURE").map(String::as_str), Some("1"));
         assert_eq!(rec.lower_dirs.len(), 2);
         assert_eq!(rec.net_index, Some(1));

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use super::fs::{syncfs, unmount_fs};
-use super::pause::{seal, written_this_boot};
 use super::generations::{generations, remove_other_generations};
+use super::pause::{seal, written_this_boot};
 use super::record::{self, Record};
 use super::{checksum, criu, Inner};
 use crate::error::Result;
@@ -18,8 +18,7 @@ use crate::{Recovered, SandboxState};
 
 impl Inner {
     pub(super) fn init_alive(rec: &Record) -> bool {
-        rec.init_pid
-            .is_some_and(|p| rec.init_start.is_some() && record::start_time(p) == rec.init_start)
+        rec.init_pid.is_some_and(|p| rec.init_start.is_some() && record::start_time(p) == rec.init_start)
     }
 
     /// Brings a sandbox whose last operation may have been cut short (the daemon died)
@@ -49,7 +48,9 @@ impl Inner {
                 let done = generations(&dir)
                     .into_iter()
                     .filter(|g| criu::dump_completed(&dir.checkpoint(*g)))
-                    .filter(|g| checksum::verify_sizes(&dir.checkpoint(*g)).is_ok() || written_this_boot(&dir.checkpoint(*g)))
+                    .filter(|g| {
+                        checksum::verify_sizes(&dir.checkpoint(*g)).is_ok() || written_this_boot(&dir.checkpoint(*g))
+                    })
                     .max();
                 let _ = self.cgroups.kill_all(id);
                 self.network_down(&rec);
@@ -78,13 +79,10 @@ impl Inner {
             SandboxState::Paused => {
                 // A restore that completed after the daemon died: adopt it.
                 let pidfile = dir.path().join("restore/init.pid");
-                let restored = std::fs::read_to_string(&pidfile)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u32>().ok());
+                let restored = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok());
                 let images = rec.checkpoint.map(|g| dir.checkpoint(g));
                 let intact = images.as_ref().is_some_and(|i| checksum::verify(i).is_ok());
-                if let Some(pid) = restored.filter(|p| intact && self.cgroups.pids(id).contains(p))
-                {
+                if let Some(pid) = restored.filter(|p| intact && self.cgroups.pids(id).contains(p)) {
                     // Its images are verified (above): record it, then let it run.
                     rec.state = SandboxState::Running;
                     rec.init_pid = Some(pid);
@@ -106,10 +104,8 @@ impl Inner {
                 // Anything half-restored goes, with a lazy-pages daemon started for a
                 // restore that never happened; the images stay.
                 for p in criu::lazy_daemons_for(dir.path()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(p as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
                 }
                 let _ = self.cgroups.kill_all(id);
                 self.network_down(&rec);

@@ -96,24 +96,20 @@ impl Inner {
         let mut net_up = false;
         let (verified, restored) = std::thread::scope(|s| {
             let verifier = s.spawn(|| checksum::verify_pages(images));
-            let restored = self
-                .cgroups
-                .create(&id, &rec.spec)
-                .and_then(|_| mount_fs(rec, dir))
-                .and_then(|_| {
-                    let net = self.network_up(rec)?;
-                    net_up = net.is_some();
-                    let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
-                    self.criu.restore(
-                        images,
-                        &dir.rootfs(),
-                        &dir.path().join("restore"),
-                        &self.cgroups.procs_files(&id),
-                        dev,
-                        self.lazy,
-                        true,
-                    )
-                });
+            let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir)).and_then(|_| {
+                let net = self.network_up(rec)?;
+                net_up = net.is_some();
+                let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+                self.criu.restore(
+                    images,
+                    &dir.rootfs(),
+                    &dir.path().join("restore"),
+                    &self.cgroups.procs_files(&id),
+                    dev,
+                    self.lazy,
+                    true,
+                )
+            });
             (verifier.join().expect("checksum thread panicked"), restored)
         });
         read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
@@ -164,10 +160,7 @@ impl Inner {
     pub(super) fn let_run(&self, id: &str) {
         let _ = self.cgroups.set_frozen(id, false);
         for p in self.cgroups.pids(id) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(p as i32),
-                nix::sys::signal::Signal::SIGCONT,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
         }
     }
 }

@@ -14,10 +14,7 @@ impl Inner {
             return Ok(None);
         };
         policy.validate()?;
-        if let Err(e) = self
-            .net_init
-            .get_or_init(|| network::init_host().map_err(|e| e.to_string()))
-        {
+        if let Err(e) = self.net_init.get_or_init(|| network::init_host().map_err(|e| e.to_string())) {
             return Err(RuntimeError::Network(e.clone()));
         }
         let _g = self.net_alloc.lock().unwrap();
@@ -29,11 +26,7 @@ impl Inner {
             .net_index
             .filter(|i| !used.contains(i))
             .or_else(|| (0..=network::MAX_INDEX).find(|i| !used.contains(i)))
-            .ok_or_else(|| {
-                RuntimeError::Network(
-                    "no free transit subnet (16384 sandboxes with a network)".into(),
-                )
-            })?;
+            .ok_or_else(|| RuntimeError::Network("no free transit subnet (16384 sandboxes with a network)".into()))?;
         rec.net_index = Some(index);
         rec.store(&self.dir(&rec.id).record())?;
         network::setup(&rec.id, index, &policy).map(Some)

@@ -20,9 +20,9 @@ use stasis_proto::agent::InitRequest;
 
 use super::format::{self, SNAPSHOT_VERSION};
 use super::fs::{disk_usage, syncfs};
+use super::handover;
 use super::pause::wait_for_lazy_pages;
 use super::record::Record;
-use super::handover;
 use super::{random_hex, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
@@ -224,7 +224,8 @@ impl Inner {
                     continue;
                 }
                 let layer = p.join("layer").display().to_string();
-                let used_by_other = metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
+                let used_by_other =
+                    metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
                 if !in_use.contains(&layer) && !used_by_other {
                     let _ = std::fs::remove_dir_all(p);
                     removed.push(p.clone());

@@ -18,12 +18,9 @@ impl Lifecycle {
     pub(super) async fn pause_locked(&self, id: &str, memory: bool) -> Result<SandboxRow> {
         let row = self.row(id).await?;
         if row.state == SandboxState::Paused {
-            return Err(LifecycleError::Conflict(format!(
-                "sandbox {id} is already paused"
-            )));
+            return Err(LifecycleError::Conflict(format!("sandbox {id} is already paused")));
         }
-        self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {})
-            .await?;
+        self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {}).await?;
         // A paused sandbox serves nobody: open connections are cut now, cleanly.
         self.inner.activity.disconnect_all(id);
         let started = std::time::Instant::now();
@@ -45,35 +42,23 @@ impl Lifecycle {
             }
             Err(e) => {
                 // The runtime leaves the sandbox running when a pause fails.
-                let _ = self
-                    .flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {})
-                    .await;
+                let _ = self.flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {}).await;
                 return Err(self.record_failure(id, Operation::Pause, e.into()).await);
             }
         }
         let now = self.now();
-        self.flip(
-            id,
-            &[SandboxState::Pausing],
-            SandboxState::Paused,
-            move |r| {
-                r.paused_at = Some(now);
-                r.pause_memory = memory;
-                r.last_error = None;
-            },
-        )
+        self.flip(id, &[SandboxState::Pausing], SandboxState::Paused, move |r| {
+            r.paused_at = Some(now);
+            r.pause_memory = memory;
+            r.last_error = None;
+        })
         .await
     }
 
     /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
     /// the ids it paused. Tried even where an auto-pause gave up: the operator asked.
     pub async fn pause_all(&self) -> Vec<String> {
-        let Ok(rows) = self
-            .inner
-            .store
-            .sandboxes_in_states(&[SandboxState::Running])
-            .await
-        else {
+        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else {
             return vec![];
         };
         let mut paused = Vec::new();
@@ -84,10 +69,7 @@ impl Lifecycle {
                 tokio::spawn(async move {
                     let lock = lc.lock(&row.id);
                     let _g = lock.lock().await;
-                    (
-                        row.id.clone(),
-                        lc.pause_locked(&row.id, row.pause_memory).await,
-                    )
+                    (row.id.clone(), lc.pause_locked(&row.id, row.pause_memory).await)
                 })
             })
             .collect();

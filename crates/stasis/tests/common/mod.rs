@@ -334,4 +334,3 @@ impl Drop for HostMarker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-

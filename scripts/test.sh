@@ -17,6 +17,10 @@ mkdir -p /var/lib/stasis-test
 chmod 0711 /var/lib/stasis-test
 
 status=0
+echo "== house rules: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all -- --check || status=1
+cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
+
 echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots)"
 cargo test --workspace "$@" || status=1
 

@@ -3,13 +3,14 @@
 
 use anyhow::{Context, Result};
 
-use crate::boot::config::{sync, BootConfig, ENVD_PORT, SYNC_FD};
+use stasis_proto::agent::{BootConfig, SyncMessage, ENVD_PORT, SYNC_FD};
+
 use crate::boot::sync::SyncChannel;
 use crate::envd;
 use crate::supervisor::Supervisor;
 
 pub fn run(config_json: &str) -> Result<()> {
-    let cfg: BootConfig = serde_json::from_str(config_json).context("parse boot config")?;
+    let cfg = BootConfig::from_json(config_json).context("parse boot config")?;
     let mut chan = SyncChannel::from_fd(SYNC_FD);
     // Two threads at most: the agent must stay light (it lives in every sandbox).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
@@ -18,13 +19,13 @@ pub fn run(config_json: &str) -> Result<()> {
         supervisor.start_reaper().context("start reaper")?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", ENVD_PORT)).await.context("bind envd port")?;
         let state = envd::State::new(supervisor, &cfg);
-        chan.send(sync::READY);
+        chan.send(&SyncMessage::Ready);
         // Nothing of the host may stay open in a sandbox that will be checkpointed.
         chan.close();
         axum::serve(listener, envd::router(state)).await.context("serve envd")
     });
     if let Err(e) = &result {
-        chan.send(&format!("{} serve: {e:#}", sync::ERROR));
+        chan.send(&SyncMessage::Error(format!("serve: {e:#}")));
     }
     result
 }

@@ -1,7 +1,8 @@
-//! The envd wire contract: what the E2B / Novita SDKs send to the in-sandbox agent
-//! and what they expect back.
+//! The wire contracts of the in-sandbox agent: what the E2B / Novita SDKs send to it
+//! and what they expect back (envd), and what the host runtime tells it (boot, handover).
 //!
-//! This crate owns two things, shared by the in-sandbox agent and the host proxy:
+//! This crate owns three things, shared by the in-sandbox agent, the host runtime and the
+//! host proxy:
 //!
 //! - **Wire types** for the `process.Process` and `filesystem.Filesystem` services,
 //!   generated at build time from `proto/` (prost structs with proto3-JSON serde impls
@@ -10,12 +11,15 @@
 //!   ignores unknown fields, as envd (connect-go) does.
 //! - **Connect protocol framing** in [`connect`]: envelopes, error codes and their HTTP
 //!   statuses, end-of-stream frames, `Connect-Timeout-Ms`, content types and routes.
+//! - **The runtime ↔ agent contract** in [`agent`]: the boot config, the boot sync
+//!   protocol, the envd port and the `/init` handover request.
 //!
 //! It must not do I/O, spawn tasks or depend on an HTTP server or runtime: it turns bytes
 //! and header values into typed values and back, so both binaries (one of them statically
 //! linked into the guest) can use it and every rule here is testable without a socket.
 //! What a method *does* belongs to the agent; routing between sandboxes to the proxy.
 
+pub mod agent;
 pub mod connect;
 pub mod timestamp;
 

@@ -35,10 +35,7 @@ impl Timestamp {
 
     /// The time `ms` milliseconds after the Unix epoch (before it when negative).
     pub fn from_unix_millis(ms: i64) -> Self {
-        Timestamp {
-            seconds: ms.div_euclid(1000),
-            nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-        }
+        Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -46,10 +43,7 @@ impl Timestamp {
             return Err(format!("timestamp nanos {} out of range", self.nanos));
         }
         if !(MIN_SECONDS..=MAX_SECONDS).contains(&self.seconds) {
-            return Err(format!(
-                "timestamp seconds {} outside years 1..=9999",
-                self.seconds
-            ));
+            return Err(format!("timestamp seconds {} outside years 1..=9999", self.seconds));
         }
         Ok(())
     }
@@ -104,15 +98,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -132,13 +118,7 @@ impl fmt::Display for DateTime {
         let days = self.0.div_euclid(86_400);
         let secs = self.0.rem_euclid(86_400);
         let (y, mo, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        write!(f, "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
     }
 }
 
@@ -171,12 +151,7 @@ impl std::str::FromStr for Timestamp {
 
     /// RFC 3339 as proto3 JSON allows: `Z` or a `±HH:MM` offset, 0 to 9 fraction digits.
     fn from_str(s: &str) -> Result<Self, String> {
-        let err = || {
-            format!(
-                "invalid RFC 3339 timestamp {:?}",
-                s.chars().take(64).collect::<String>()
-            )
-        };
+        let err = || format!("invalid RFC 3339 timestamp {:?}", s.chars().take(64).collect::<String>());
         let b = s.as_bytes();
         let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
             let part = b.get(r).ok_or_else(err)?;
@@ -191,13 +166,7 @@ impl std::str::FromStr for Timestamp {
         }
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo)
-            || d < 1
-            || d > days_in_month(y, mo)
-            || h > 23
-            || mi > 59
-            || sec > 59
-        {
+        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59 {
             return Err(err());
         }
         let mut i = 19;
@@ -228,10 +197,7 @@ impl std::str::FromStr for Timestamp {
             _ => return Err(err()),
         };
         let seconds = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset;
-        let t = Timestamp {
-            seconds,
-            nanos: nanos as i32,
-        };
+        let t = Timestamp { seconds, nanos: nanos as i32 };
         t.check()?;
         Ok(t)
     }
@@ -272,48 +238,21 @@ mod tests {
     #[test]
     fn canonical_text() {
         assert_eq!(Timestamp::new(0, 0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            Timestamp::new(1_704_164_645, 500_000_000).to_string(),
-            "2024-01-02T03:04:05.500Z"
-        );
-        assert_eq!(
-            Timestamp::new(1_704_164_645, 1_000).to_string(),
-            "2024-01-02T03:04:05.000001Z"
-        );
-        assert_eq!(
-            Timestamp::new(1_704_164_645, 7).to_string(),
-            "2024-01-02T03:04:05.000000007Z"
-        );
+        assert_eq!(Timestamp::new(1_704_164_645, 500_000_000).to_string(), "2024-01-02T03:04:05.500Z");
+        assert_eq!(Timestamp::new(1_704_164_645, 1_000).to_string(), "2024-01-02T03:04:05.000001Z");
+        assert_eq!(Timestamp::new(1_704_164_645, 7).to_string(), "2024-01-02T03:04:05.000000007Z");
         assert_eq!(Timestamp::new(-1, 0).to_string(), "1969-12-31T23:59:59Z");
-        assert_eq!(
-            Timestamp::new(MIN_SECONDS, 0).to_string(),
-            "0001-01-01T00:00:00Z"
-        );
-        assert_eq!(
-            Timestamp::new(MAX_SECONDS, 999_999_999).to_string(),
-            "9999-12-31T23:59:59.999999999Z"
-        );
-        assert_eq!(
-            Timestamp::new(951_782_400, 0).to_string(),
-            "2000-02-29T00:00:00Z"
-        );
+        assert_eq!(Timestamp::new(MIN_SECONDS, 0).to_string(), "0001-01-01T00:00:00Z");
+        assert_eq!(Timestamp::new(MAX_SECONDS, 999_999_999).to_string(), "9999-12-31T23:59:59.999999999Z");
+        assert_eq!(Timestamp::new(951_782_400, 0).to_string(), "2000-02-29T00:00:00Z");
     }
 
     #[test]
     fn parses_offsets_and_fractions() {
         assert_eq!(ts("2024-01-02T03:04:05Z"), Timestamp::new(1_704_164_645, 0));
-        assert_eq!(
-            ts("2024-01-02T03:04:05.5Z"),
-            Timestamp::new(1_704_164_645, 500_000_000)
-        );
-        assert_eq!(
-            ts("2024-01-02T05:04:05.5+02:00"),
-            Timestamp::new(1_704_164_645, 500_000_000)
-        );
-        assert_eq!(
-            ts("2024-01-01T22:04:05-05:00"),
-            Timestamp::new(1_704_164_645, 0)
-        );
+        assert_eq!(ts("2024-01-02T03:04:05.5Z"), Timestamp::new(1_704_164_645, 500_000_000));
+        assert_eq!(ts("2024-01-02T05:04:05.5+02:00"), Timestamp::new(1_704_164_645, 500_000_000));
+        assert_eq!(ts("2024-01-01T22:04:05-05:00"), Timestamp::new(1_704_164_645, 0));
         assert_eq!(ts("2024-01-02t03:04:05z"), Timestamp::new(1_704_164_645, 0));
     }
 
@@ -344,10 +283,7 @@ mod tests {
     fn serde_refuses_unrepresentable_values() {
         assert!(serde_json::to_string(&Timestamp::new(0, -1)).is_err());
         assert!(serde_json::to_string(&Timestamp::new(MAX_SECONDS + 1, 0)).is_err());
-        assert_eq!(
-            serde_json::to_string(&Timestamp::new(0, 0)).unwrap(),
-            "\"1970-01-01T00:00:00Z\""
-        );
+        assert_eq!(serde_json::to_string(&Timestamp::new(0, 0)).unwrap(), "\"1970-01-01T00:00:00Z\"");
     }
 
     #[test]
@@ -356,10 +292,7 @@ mod tests {
         assert_eq!(rfc3339_millis(1_704_164_645_500), "2024-01-02T03:04:05.500Z");
         assert_eq!(rfc3339_millis(1_704_164_645_007), "2024-01-02T03:04:05.007Z");
         assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(
-            Timestamp::from_unix_millis(-1500),
-            Timestamp::new(-2, 500_000_000)
-        );
+        assert_eq!(Timestamp::from_unix_millis(-1500), Timestamp::new(-2, 500_000_000));
     }
 
     #[test]

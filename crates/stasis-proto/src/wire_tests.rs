@@ -8,8 +8,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{json, Value};
 
 use crate::connect::{
-    decode_stream_request, decode_unary, encode_stream_message, parse_route, parse_timeout,
-    Envelope, EnvelopeDecoder, FilesystemMethod as F, MethodKind, ProcessMethod as P, Route,
+    decode_stream_request, decode_unary, encode_stream_message, parse_route, parse_timeout, Envelope, EnvelopeDecoder,
+    FilesystemMethod as F, MethodKind, ProcessMethod as P, Route,
 };
 use crate::filesystem::{self as fs, EntryInfo, EventType, FileType};
 use crate::process::{self as pr, process_event, ProcessEvent, Signal};
@@ -22,9 +22,7 @@ fn assert_subset(want: &Value, got: &Value, at: &str) {
     match (want, got) {
         (Value::Object(w), Value::Object(g)) => {
             for (k, v) in w {
-                let g = g
-                    .get(k)
-                    .unwrap_or_else(|| panic!("{at}.{k} dropped in {got}"));
+                let g = g.get(k).unwrap_or_else(|| panic!("{at}.{k} dropped in {got}"));
                 assert_subset(v, g, &format!("{at}.{k}"));
             }
         }
@@ -62,18 +60,13 @@ fn round_trip_request(route: Route, json: &[u8]) {
         Route::Filesystem(F::Remove) => drop(round_trip::<fs::RemoveRequest>(json)),
         Route::Filesystem(F::WatchDir) => drop(round_trip::<fs::WatchDirRequest>(json)),
         Route::Filesystem(F::CreateWatcher) => drop(round_trip::<fs::CreateWatcherRequest>(json)),
-        Route::Filesystem(F::GetWatcherEvents) => {
-            drop(round_trip::<fs::GetWatcherEventsRequest>(json))
-        }
+        Route::Filesystem(F::GetWatcherEvents) => drop(round_trip::<fs::GetWatcherEventsRequest>(json)),
         Route::Filesystem(F::RemoveWatcher) => drop(round_trip::<fs::RemoveWatcherRequest>(json)),
     }
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// The JSON of one captured request body, unwrapping the envelope of streaming calls.
@@ -129,14 +122,8 @@ fn start_requests_from_the_sdks() {
     let pty_json = br#"{"process":{"cmd":"/bin/bash","args":["-i","-l"],"envs":{"TERM":"xterm-256color","LANG":"C.UTF-8","LC_ALL":"C.UTF-8"}},"pty":{"size":{"cols":80,"rows":24}}}"#;
     let req: pr::StartRequest = round_trip(pty_json);
     assert_eq!(req.process.as_ref().unwrap().envs["TERM"], "xterm-256color");
-    assert_eq!(
-        req.pty.unwrap().size,
-        Some(pr::pty::Size { cols: 80, rows: 24 })
-    );
-    assert_eq!(
-        req.stdin, None,
-        "absent stdin must stay distinguishable (means true)"
-    );
+    assert_eq!(req.pty.unwrap().size, Some(pr::pty::Size { cols: 80, rows: 24 }));
+    assert_eq!(req.stdin, None, "absent stdin must stay distinguishable (means true)");
 
     let with_all: pr::StartRequest = round_trip(
         br#"{"process":{"cmd":"/bin/bash","args":["-l","-c","echo hi"],"envs":{},"cwd":"/tmp"},"tag":"t1","stdin":true}"#,
@@ -147,38 +134,22 @@ fn start_requests_from_the_sdks() {
 
 #[test]
 fn inputs_and_signals() {
-    let req: pr::SendInputRequest =
-        round_trip(br#"{"process":{"pid":4242},"input":{"stdin":"aGkK"}}"#);
-    assert_eq!(
-        req.process.unwrap().selector,
-        Some(pr::process_selector::Selector::Pid(4242))
-    );
-    assert_eq!(
-        req.input.unwrap().input,
-        Some(pr::process_input::Input::Stdin(b"hi\n".to_vec()))
-    );
+    let req: pr::SendInputRequest = round_trip(br#"{"process":{"pid":4242},"input":{"stdin":"aGkK"}}"#);
+    assert_eq!(req.process.unwrap().selector, Some(pr::process_selector::Selector::Pid(4242)));
+    assert_eq!(req.input.unwrap().input, Some(pr::process_input::Input::Stdin(b"hi\n".to_vec())));
 
     let by_tag: pr::ConnectRequest = round_trip(br#"{"process":{"tag":"srv"}}"#);
-    assert_eq!(
-        by_tag.process.unwrap().selector,
-        Some(pr::process_selector::Selector::Tag("srv".into()))
-    );
+    assert_eq!(by_tag.process.unwrap().selector, Some(pr::process_selector::Selector::Tag("srv".into())));
 
-    let sig: pr::SendSignalRequest =
-        round_trip(br#"{"process":{"pid":4242},"signal":"SIGNAL_SIGKILL"}"#);
+    let sig: pr::SendSignalRequest = round_trip(br#"{"process":{"pid":4242},"signal":"SIGNAL_SIGKILL"}"#);
     assert_eq!(sig.signal(), Signal::Sigkill);
     // proto3 JSON parsers must take enum numbers too.
     let sig: pr::SendSignalRequest = serde_json::from_str(r#"{"signal":15}"#).unwrap();
     assert_eq!(sig.signal(), Signal::Sigterm);
 
     let chunk: pr::StreamInputRequest = round_trip(br#"{"data":{"input":{"pty":"bHMK"}}}"#);
-    let Some(pr::stream_input_request::Event::Data(data)) = chunk.event else {
-        panic!()
-    };
-    assert_eq!(
-        data.input.unwrap().input,
-        Some(pr::process_input::Input::Pty(b"ls\n".to_vec()))
-    );
+    let Some(pr::stream_input_request::Event::Data(data)) = chunk.event else { panic!() };
+    assert_eq!(data.input.unwrap().input, Some(pr::process_input::Input::Pty(b"ls\n".to_vec())));
     let _: pr::StreamInputRequest = round_trip(br#"{"start":{"process":{"pid":1}}}"#);
     let _: pr::StreamInputRequest = round_trip(br#"{"keepalive":{}}"#);
 }
@@ -186,12 +157,10 @@ fn inputs_and_signals() {
 #[test]
 fn parsing_is_lenient_like_envd() {
     // Original field names and unknown fields (newer SDKs) are accepted.
-    let req: fs::GetWatcherEventsRequest =
-        serde_json::from_str(r#"{"watcher_id":"w1","futureField":[1,2]}"#).unwrap();
+    let req: fs::GetWatcherEventsRequest = serde_json::from_str(r#"{"watcher_id":"w1","futureField":[1,2]}"#).unwrap();
     assert_eq!(req.watcher_id, "w1");
     let req: fs::WatchDirRequest =
-        serde_json::from_str(r#"{"path":"/home/user","recursive":true,"includeEntry":true}"#)
-            .unwrap();
+        serde_json::from_str(r#"{"path":"/home/user","recursive":true,"includeEntry":true}"#).unwrap();
     assert!(req.recursive && req.include_entry);
     // Unpadded and padded base64 both decode.
     let a: pr::ProcessInput = serde_json::from_str(r#"{"stdin":"aGk"}"#).unwrap();
@@ -200,44 +169,28 @@ fn parsing_is_lenient_like_envd() {
 }
 
 fn start_response(event: process_event::Event) -> pr::StartResponse {
-    pr::StartResponse {
-        event: Some(ProcessEvent { event: Some(event) }),
-    }
+    pr::StartResponse { event: Some(ProcessEvent { event: Some(event) }) }
 }
 
 #[test]
 fn process_events_have_the_shapes_the_sdks_read() {
     use process_event::{data_event::Output, DataEvent, EndEvent, Event, KeepAlive, StartEvent};
     let cases = [
+        (Event::Start(StartEvent { pid: 12 }), json!({"event":{"start":{"pid":12}}})),
         (
-            Event::Start(StartEvent { pid: 12 }),
-            json!({"event":{"start":{"pid":12}}}),
-        ),
-        (
-            Event::Data(DataEvent {
-                output: Some(Output::Stdout(b"hi".to_vec())),
-            }),
+            Event::Data(DataEvent { output: Some(Output::Stdout(b"hi".to_vec())) }),
             json!({"event":{"data":{"stdout":"aGk="}}}),
         ),
         (
-            Event::Data(DataEvent {
-                output: Some(Output::Stderr(b"oops\n".to_vec())),
-            }),
+            Event::Data(DataEvent { output: Some(Output::Stderr(b"oops\n".to_vec())) }),
             json!({"event":{"data":{"stderr":"b29wcwo="}}}),
         ),
         (
-            Event::Data(DataEvent {
-                output: Some(Output::Pty(vec![0x1b, b'['])),
-            }),
+            Event::Data(DataEvent { output: Some(Output::Pty(vec![0x1b, b'['])) }),
             json!({"event":{"data":{"pty":"G1s="}}}),
         ),
         (
-            Event::End(EndEvent {
-                exit_code: 0,
-                exited: true,
-                status: "exit status 0".into(),
-                error: None,
-            }),
+            Event::End(EndEvent { exit_code: 0, exited: true, status: "exit status 0".into(), error: None }),
             json!({"event":{"end":{"exitCode":0,"exited":true,"status":"exit status 0"}}}),
         ),
         (
@@ -249,18 +202,13 @@ fn process_events_have_the_shapes_the_sdks_read() {
             }),
             json!({"event":{"end":{"exitCode":-1,"exited":false,"status":"signal: killed","error":"killed"}}}),
         ),
-        (
-            Event::Keepalive(KeepAlive {}),
-            json!({"event":{"keepalive":{}}}),
-        ),
+        (Event::Keepalive(KeepAlive {}), json!({"event":{"keepalive":{}}})),
     ];
     for (event, want) in cases {
         let msg = start_response(event);
         assert_eq!(serde_json::to_value(&msg).unwrap(), want);
         // ConnectResponse carries the same event under the same name.
-        let connect = pr::ConnectResponse {
-            event: msg.event.clone(),
-        };
+        let connect = pr::ConnectResponse { event: msg.event.clone() };
         assert_eq!(serde_json::to_value(&connect).unwrap(), want);
         let back: pr::StartResponse = serde_json::from_value(want).unwrap();
         assert_eq!(back, msg);
@@ -269,10 +217,9 @@ fn process_events_have_the_shapes_the_sdks_read() {
 
 #[test]
 fn stream_message_frame_is_enveloped_json() {
-    let frame = encode_stream_message(&start_response(process_event::Event::Start(
-        process_event::StartEvent { pid: 7 },
-    )))
-    .unwrap();
+    let frame =
+        encode_stream_message(&start_response(process_event::Event::Start(process_event::StartEvent { pid: 7 })))
+            .unwrap();
     let json = br#"{"event":{"start":{"pid":7}}}"#;
     assert_eq!(frame[0], 0);
     assert_eq!(&frame[1..5], &(json.len() as u32).to_be_bytes());
@@ -298,10 +245,7 @@ fn list_response_shape() {
         json!({"processes":[{"config":{"cmd":"/bin/bash","args":["-l","-c","sleep 10"],
             "envs":{"A":"1"},"cwd":"/home/user"},"pid":4242}]})
     );
-    assert_eq!(
-        serde_json::to_value(pr::ListResponse::default()).unwrap(),
-        json!({"processes":[]})
-    );
+    assert_eq!(serde_json::to_value(pr::ListResponse::default()).unwrap(), json!({"processes":[]}));
 }
 
 fn entry() -> EntryInfo {
@@ -330,11 +274,7 @@ fn entry_info_shape() {
     let back: EntryInfo = serde_json::from_value(want).unwrap();
     assert_eq!(back, entry());
 
-    let link = EntryInfo {
-        r#type: FileType::Symlink.into(),
-        symlink_target: Some("/etc/hosts".into()),
-        ..entry()
-    };
+    let link = EntryInfo { r#type: FileType::Symlink.into(), symlink_target: Some("/etc/hosts".into()), ..entry() };
     let v = serde_json::to_value(&link).unwrap();
     assert_eq!(v["type"], "FILE_TYPE_SYMLINK");
     assert_eq!(v["symlinkTarget"], "/etc/hosts");
@@ -345,80 +285,49 @@ fn entry_info_shape() {
 
 #[test]
 fn filesystem_responses() {
-    let list = fs::ListDirResponse {
-        entries: vec![entry()],
-    };
+    let list = fs::ListDirResponse { entries: vec![entry()] };
     let v = serde_json::to_value(&list).unwrap();
     assert_eq!(v["entries"][0]["name"], "a.txt");
 
     let start = fs::WatchDirResponse {
-        event: Some(fs::watch_dir_response::Event::Start(
-            fs::watch_dir_response::StartEvent {},
-        )),
+        event: Some(fs::watch_dir_response::Event::Start(fs::watch_dir_response::StartEvent {})),
     };
     assert_eq!(serde_json::to_value(&start).unwrap(), json!({"start":{}}));
 
     let ev = fs::WatchDirResponse {
-        event: Some(fs::watch_dir_response::Event::Filesystem(
-            fs::FilesystemEvent {
-                name: "a.txt".into(),
-                r#type: EventType::Create.into(),
-                entry: None,
-            },
-        )),
+        event: Some(fs::watch_dir_response::Event::Filesystem(fs::FilesystemEvent {
+            name: "a.txt".into(),
+            r#type: EventType::Create.into(),
+            entry: None,
+        })),
     };
-    assert_eq!(
-        serde_json::to_value(&ev).unwrap(),
-        json!({"filesystem":{"name":"a.txt","type":"EVENT_TYPE_CREATE"}})
-    );
+    assert_eq!(serde_json::to_value(&ev).unwrap(), json!({"filesystem":{"name":"a.txt","type":"EVENT_TYPE_CREATE"}}));
     for (t, name) in [
         (EventType::Write, "EVENT_TYPE_WRITE"),
         (EventType::Remove, "EVENT_TYPE_REMOVE"),
         (EventType::Rename, "EVENT_TYPE_RENAME"),
         (EventType::Chmod, "EVENT_TYPE_CHMOD"),
     ] {
-        let e = fs::FilesystemEvent {
-            name: "x".into(),
-            r#type: t.into(),
-            entry: Some(entry()),
-        };
+        let e = fs::FilesystemEvent { name: "x".into(), r#type: t.into(), entry: Some(entry()) };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], name);
         assert_eq!(v["entry"]["path"], "/home/user/a.txt");
     }
 
     let keep = fs::WatchDirResponse {
-        event: Some(fs::watch_dir_response::Event::Keepalive(
-            fs::watch_dir_response::KeepAlive {},
-        )),
+        event: Some(fs::watch_dir_response::Event::Keepalive(fs::watch_dir_response::KeepAlive {})),
     };
-    assert_eq!(
-        serde_json::to_value(&keep).unwrap(),
-        json!({"keepalive":{}})
-    );
+    assert_eq!(serde_json::to_value(&keep).unwrap(), json!({"keepalive":{}}));
 
-    let created = fs::CreateWatcherResponse {
-        watcher_id: "w1".into(),
-    };
-    assert_eq!(
-        serde_json::to_value(&created).unwrap(),
-        json!({"watcherId":"w1"})
-    );
-    assert_eq!(
-        serde_json::to_value(fs::RemoveResponse {}).unwrap(),
-        json!({})
-    );
+    let created = fs::CreateWatcherResponse { watcher_id: "w1".into() };
+    assert_eq!(serde_json::to_value(&created).unwrap(), json!({"watcherId":"w1"}));
+    assert_eq!(serde_json::to_value(fs::RemoveResponse {}).unwrap(), json!({}));
 }
 
 #[test]
 fn unary_requests_decode_through_the_codec() {
-    let req: fs::MoveRequest = decode_unary(
-        Some("application/json"),
-        br#"{"source":"/home/user/a.txt","destination":"/home/user/z.txt"}"#,
-    )
-    .unwrap();
-    assert_eq!(
-        (req.source.as_str(), req.destination.as_str()),
-        ("/home/user/a.txt", "/home/user/z.txt")
-    );
+    let req: fs::MoveRequest =
+        decode_unary(Some("application/json"), br#"{"source":"/home/user/a.txt","destination":"/home/user/z.txt"}"#)
+            .unwrap();
+    assert_eq!((req.source.as_str(), req.destination.as_str()), ("/home/user/a.txt", "/home/user/z.txt"));
 }

@@ -28,8 +28,18 @@ pub enum RuntimeError {
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]
     CorruptCheckpoint(String),
+    /// A file written by a newer Stasis, in a format this binary does not know. Nothing
+    /// was changed: the newer binary can still use it.
+    #[error("{path} is in format version {version}, written by a newer Stasis (this one reads up to version {supported}); upgrade Stasis to use it")]
+    UnsupportedFormat { path: String, version: u32, supported: u32 },
     #[error("checkpoint ({op}) failed: {message}")]
     Checkpoint { op: &'static str, message: String },
+    #[error("sandbox {id}: its init (pid {pid}) is gone; its processes and memory are lost")]
+    InitGone { id: String, pid: u32 },
+    #[error("sandbox {id} was checkpointed and its processes stopped, but the checkpoint could not be made durable ({message}); it will be completed from its images as soon as possible")]
+    PauseIncomplete { id: String, message: String },
+    #[error("data dir {} is in use by {holder}: stop it first, or use another --data-dir", dir.display())]
+    DataDirInUse { dir: std::path::PathBuf, holder: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

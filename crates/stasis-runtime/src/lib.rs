@@ -8,6 +8,7 @@
 
 pub mod container;
 mod error;
+pub mod lock;
 mod netns;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use container::network::NetworkPolicy;
 pub use container::SnapshotMeta;
 pub use error::{Result, RuntimeError};
-pub use stasis_agent::boot::config::ENVD_PORT;
+pub use stasis_proto::agent::ENVD_PORT;
 
 /// What a sandbox is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,7 +45,16 @@ pub struct SandboxSpec {
 
 impl Default for SandboxSpec {
     fn default() -> Self {
-        Self { template: "base".into(), cpu_count: 2, memory_mb: 512, disk_mb: 4096, max_pids: 1024, env: BTreeMap::new(), access_token: None, network: Some(NetworkPolicy::open()) }
+        Self {
+            template: "base".into(),
+            cpu_count: 2,
+            memory_mb: 512,
+            disk_mb: 4096,
+            max_pids: 1024,
+            env: BTreeMap::new(),
+            access_token: None,
+            network: Some(NetworkPolicy::open()),
+        }
     }
 }
 
@@ -155,4 +165,23 @@ pub trait Runtime: Send + Sync {
     fn progress(&self, id: &str) -> Option<OpProgress>;
     /// A TCP connection to `port` inside the sandbox.
     async fn connect(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream>;
+    /// Sandboxes whose init exited while they were meant to be running (crash, OOM, killed
+    /// from outside). By the time one is told, the runtime has already recovered it (its
+    /// files kept as a filesystem-only pause, or a pause whose dump had completed
+    /// committed). The default runtime has none to tell.
+    fn init_exits(&self) -> tokio::sync::broadcast::Receiver<InitExit> {
+        tokio::sync::broadcast::channel(1).1
+    }
+}
+
+/// An init that exited while its sandbox was meant to be running, and what recovery made
+/// of the sandbox.
+#[derive(Debug, Clone)]
+pub struct InitExit {
+    pub id: String,
+    pub pid: u32,
+    /// The recovered state, or why recovery failed.
+    pub outcome: std::result::Result<Recovered, String>,
+    /// Said to the user: what happened, in words.
+    pub reason: String,
 }

@@ -5,21 +5,24 @@
 //! connects from anywhere: every sandbox can use the same addresses, with no routes, no
 //! bridges and no address shared with the host.
 
-use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
-use nix::sched::{setns, CloneFlags};
+use std::sync::Arc;
 
-fn socket_in_netns(pid: u32) -> io::Result<OwnedFd> {
-    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+use crate::container::InitHandle;
+
+// The namespace is entered through the init's pidfd, never through /proc/PID: a pid
+// number can name another process once the init is gone.
+fn socket_in_netns(init: Arc<InitHandle>) -> io::Result<OwnedFd> {
     std::thread::spawn(move || -> io::Result<OwnedFd> {
         // This thread exists only for this call, so leaving it in the sandbox's
         // namespace affects nothing else.
-        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        init.enter_netns()?;
         // SAFETY: a fresh socket; ownership moves into the OwnedFd.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        let fd =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -29,9 +32,13 @@ fn socket_in_netns(pid: u32) -> io::Result<OwnedFd> {
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
-/// Blocking connect to `127.0.0.1:port` inside the network namespace of process `pid`.
-pub fn connect_blocking(pid: u32, port: u16, timeout: std::time::Duration) -> io::Result<std::net::TcpStream> {
-    let fd = socket_in_netns(pid)?;
+/// Blocking connect to `127.0.0.1:port` inside the network namespace of `init`.
+pub fn connect_blocking(
+    init: Arc<InitHandle>,
+    port: u16,
+    timeout: std::time::Duration,
+) -> io::Result<std::net::TcpStream> {
+    let fd = socket_in_netns(init)?;
     let sock = socket2::Socket::from(fd);
     sock.set_nonblocking(false)?;
     sock.connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(), timeout)?;
@@ -41,9 +48,9 @@ pub fn connect_blocking(pid: u32, port: u16, timeout: std::time::Duration) -> io
     Ok(stream)
 }
 
-/// Connects to `127.0.0.1:port` as seen inside the network namespace of process `pid`.
-pub async fn connect(pid: u32, port: u16) -> io::Result<tokio::net::TcpStream> {
-    let fd = tokio::task::spawn_blocking(move || socket_in_netns(pid)).await.map_err(io::Error::other)??;
+/// Connects to `127.0.0.1:port` as seen inside the network namespace of `init`.
+pub async fn connect(init: Arc<InitHandle>, port: u16) -> io::Result<tokio::net::TcpStream> {
+    let fd = tokio::task::spawn_blocking(move || socket_in_netns(init)).await.map_err(io::Error::other)??;
     // SAFETY: `fd` is a valid, owned, non-blocking TCP socket.
     let socket = unsafe { tokio::net::TcpSocket::from_raw_fd(fd.into_raw_fd()) };
     socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await

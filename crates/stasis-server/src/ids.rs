@@ -23,11 +23,7 @@ pub struct InvalidSandboxId(pub String);
 
 impl fmt::Display for InvalidSandboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid sandbox id {:?}: ids are lowercase letters and digits",
-            self.0
-        )
+        write!(f, "invalid sandbox id {:?}: ids are lowercase letters and digits", self.0)
     }
 }
 
@@ -35,10 +31,7 @@ impl std::error::Error for InvalidSandboxId {}
 
 impl SandboxId {
     pub fn parse(s: &str) -> Result<Self, InvalidSandboxId> {
-        let valid = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let valid = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if valid {
             Ok(Self(s.to_string()))
         } else {
@@ -49,11 +42,7 @@ impl SandboxId {
     /// A new id: 20 characters of `[a-z0-9]`, ~103 bits from the OS-seeded CSPRNG.
     pub fn generate() -> Self {
         let mut rng = rand::thread_rng();
-        Self(
-            (0..20)
-                .map(|_| ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())] as char)
-                .collect(),
-        )
+        Self((0..20).map(|_| ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())] as char).collect())
     }
 
     pub fn as_str(&self) -> &str {

@@ -54,7 +54,10 @@ async fn route(State(state): State<AppState>, req: Request, next: Next) -> Respo
         return match target {
             Ok(Some(target)) => proxy::tunnel(state, target, req).await,
             Err(e) => api::ApiError::bad_request(e.to_string()).into_response(),
-            Ok(None) => api::ApiError::bad_request("CONNECT needs a sandbox host {port}-{id}.{domain} or the sandbox headers").into_response(),
+            Ok(None) => {
+                api::ApiError::bad_request("CONNECT needs a sandbox host {port}-{id}.{domain} or the sandbox headers")
+                    .into_response()
+            }
         };
     }
     match proxy::target::resolve(req.headers(), &state.domain) {
@@ -93,11 +96,19 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
 
 pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(cfg.data_dir.join("stasis.db")).await.context("open the state database")?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(cfg.data_dir.join("stasis.db")).await.context("open the state database")?);
     ensure_api_key(store.as_ref(), cfg).await?;
-    let runtime = ContainerRuntime::new(ContainerConfig { data_dir: cfg.data_dir.clone(), agent_binary: cfg.agent_binary.clone() })
-        .context("start the container runtime")?;
-    let lifecycle = Lifecycle::new(store, Arc::new(runtime), lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention, ..Default::default() });
+    let runtime = ContainerRuntime::new(ContainerConfig {
+        data_dir: cfg.data_dir.clone(),
+        agent_binary: cfg.agent_binary.clone(),
+    })
+    .context("start the container runtime")?;
+    let lifecycle = Lifecycle::new(
+        store,
+        Arc::new(runtime),
+        lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention, ..Default::default() },
+    );
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
     let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
@@ -129,15 +140,22 @@ fn write_durably(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
+    // Before anything touches the data dir: a second daemon must not even recover it.
+    let _owner = stasis_runtime::lock::DataDirLock::acquire(&cfg.data_dir, stasis_runtime::lock::LockKind::Daemon)?;
     let (app, lifecycle) = build(&cfg).await?;
     lifecycle.start();
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
     eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
     let tls_task = match cfg.tls_listen {
         Some(addr) => {
             let tls_cfg = tls::server_config(&cfg.data_dir.join("tls"), &cfg.domain).context("TLS (--tls-listen)")?;
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
-            eprintln!("stasis: serving on https://{} (CA: {})", l.local_addr()?, tls::files(&cfg.data_dir.join("tls")).ca_cert.display());
+            eprintln!(
+                "stasis: serving on https://{} (CA: {})",
+                l.local_addr()?,
+                tls::files(&cfg.data_dir.join("tls")).ca_cert.display()
+            );
             Some(tokio::spawn(tls::serve(l, app.clone(), tls_cfg)))
         }
         None => None,

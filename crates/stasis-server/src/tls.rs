@@ -82,7 +82,8 @@ impl rustls::server::ResolvesServerCert for OnDemand {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let name = hello.server_name().unwrap_or(&self.domain).to_ascii_lowercase();
         // Only names Stasis answers for: the domain and its direct sandbox hosts.
-        let ok = name == self.domain || name.strip_suffix(&self.domain).is_some_and(|p| p.ends_with('.') && !p[..p.len() - 1].contains('.'));
+        let ok = name == self.domain
+            || name.strip_suffix(&self.domain).is_some_and(|p| p.ends_with('.') && !p[..p.len() - 1].contains('.'));
         if !ok {
             return None;
         }
@@ -102,11 +103,14 @@ impl rustls::server::ResolvesServerCert for OnDemand {
 /// The server side configuration: certificates issued by the local CA in `dir`.
 pub fn server_config(dir: &Path, domain: &str) -> Result<Arc<rustls::ServerConfig>> {
     let f = files(dir);
-    let key_pem = std::fs::read_to_string(&f.ca_key).with_context(|| format!("read {} (run `stasis tls init`)", f.ca_key.display()))?;
+    let key_pem = std::fs::read_to_string(&f.ca_key)
+        .with_context(|| format!("read {} (run `stasis tls init`)", f.ca_key.display()))?;
     let ca_key = KeyPair::from_pem(&key_pem).context("read the CA key")?;
     let ca_cert = ca_params()?.self_signed(&ca_key)?;
-    let chain_ca = CertificateDer::from_pem_file(&f.ca_cert).with_context(|| format!("read {}", f.ca_cert.display()))?;
-    let resolver = OnDemand { domain: domain.to_ascii_lowercase(), ca_cert, ca_key, chain_ca, cache: Default::default() };
+    let chain_ca =
+        CertificateDer::from_pem_file(&f.ca_cert).with_context(|| format!("read {}", f.ca_cert.display()))?;
+    let resolver =
+        OnDemand { domain: domain.to_ascii_lowercase(), ca_cert, ca_key, chain_ca, cache: Default::default() };
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -37,10 +37,7 @@ mod tests {
 
     #[test]
     fn hash_is_sha256_hex() {
-        assert_eq!(
-            hash_api_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash_api_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]
@@ -48,9 +45,7 @@ mod tests {
         let k = generate_api_key().unwrap();
         assert_eq!(k.len(), 44);
         assert!(k.starts_with("e2b_"));
-        assert!(k[4..]
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(k[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(k, generate_api_key().unwrap());
     }
 

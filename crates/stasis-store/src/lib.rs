@@ -27,9 +27,7 @@ use async_trait::async_trait;
 
 pub use api_key::{constant_time_eq, generate_api_key, hash_api_key};
 pub use error::StoreError;
-pub use model::{
-    now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis,
-};
+pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
 pub use sqlite::SqliteStore;
 
@@ -61,12 +59,7 @@ pub trait Store: Send + Sync {
     /// Compare-and-set of a sandbox's state in one transaction: moves it to `to` if it is in
     /// one of `from`, else fails with `Conflict { current }` (`NotFound` if there is no such
     /// sandbox). Returns the row as stored.
-    async fn transition(
-        &self,
-        id: &str,
-        from: &[SandboxState],
-        to: SandboxState,
-    ) -> Result<SandboxRow, StoreError> {
+    async fn transition(&self, id: &str, from: &[SandboxState], to: SandboxState) -> Result<SandboxRow, StoreError> {
         self.transition_with(id, from, to, Box::new(|_| {})).await
     }
 
@@ -87,10 +80,7 @@ pub trait Store: Send + Sync {
 
     /// Every sandbox in one of `states`, unpaginated, oldest first: for recovery at start-up
     /// (rows left in `Pausing`, `Killing`, ...) and for re-arming timers.
-    async fn sandboxes_in_states(
-        &self,
-        states: &[SandboxState],
-    ) -> Result<Vec<SandboxRow>, StoreError>;
+    async fn sandboxes_in_states(&self, states: &[SandboxState]) -> Result<Vec<SandboxRow>, StoreError>;
 
     /// Inserts a snapshot and its names. `AlreadyExists` when the id or any name is taken.
     async fn insert_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError>;

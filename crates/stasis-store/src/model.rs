@@ -97,10 +97,7 @@ impl FromStr for SandboxState {
     type Err = UnknownState;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SandboxState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_owned()))
+        SandboxState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 
@@ -153,6 +150,9 @@ pub enum Operation {
     Pause,
     Resume,
     Kill,
+    /// Not an action: the sandbox's own processes ended while it was meant to run (its
+    /// init crashed, the OOM killer, a kill from outside).
+    Run,
 }
 
 impl Operation {
@@ -161,6 +161,7 @@ impl Operation {
             Operation::Pause => "pause",
             Operation::Resume => "resume",
             Operation::Kill => "kill",
+            Operation::Run => "run",
         }
     }
 }
@@ -220,10 +221,7 @@ mod tests {
     fn state_names_round_trip() {
         for st in SandboxState::ALL {
             assert_eq!(st.as_str().parse::<SandboxState>().unwrap(), st);
-            assert_eq!(
-                serde_json::to_string(&st).unwrap(),
-                format!("\"{}\"", st.as_str())
-            );
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{}\"", st.as_str()));
         }
         assert!("Running".parse::<SandboxState>().is_err());
     }
@@ -236,10 +234,7 @@ mod tests {
         for st in SandboxState::LISTED_PAUSED {
             assert_eq!(st.listed_as(), Some("paused"));
         }
-        let listed = SandboxState::ALL
-            .iter()
-            .filter(|s| s.listed_as().is_some())
-            .count();
+        let listed = SandboxState::ALL.iter().filter(|s| s.listed_as().is_some()).count();
         assert_eq!(listed, 4);
     }
 }

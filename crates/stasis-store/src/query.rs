@@ -135,11 +135,7 @@ impl ListQuery {
                 }
                 "startedAfter" => {
                     let value = decode_param(&name, value)?;
-                    q.started_after = if value.is_empty() {
-                        None
-                    } else {
-                        Some(parse_time(&value)?)
-                    };
+                    q.started_after = if value.is_empty() { None } else { Some(parse_time(&value)?) };
                 }
                 "order" => {
                     let value = decode_param(&name, value)?;
@@ -178,12 +174,7 @@ pub struct SnapshotQuery {
 
 impl Default for SnapshotQuery {
     fn default() -> Self {
-        SnapshotQuery {
-            source_sandbox_id: None,
-            name: None,
-            limit: DEFAULT_LIMIT,
-            next_token: None,
-        }
+        SnapshotQuery { source_sandbox_id: None, name: None, limit: DEFAULT_LIMIT, next_token: None }
     }
 }
 
@@ -225,19 +216,14 @@ impl Cursor {
     }
 
     pub fn decode(token: &str) -> Result<Cursor, QueryError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.trim_end_matches('='))
-            .map_err(|_| QueryError::BadNextToken)?;
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| QueryError::BadNextToken)?;
         let text = String::from_utf8(bytes).map_err(|_| QueryError::BadNextToken)?;
         let (time, id) = text.split_once(':').ok_or(QueryError::BadNextToken)?;
         let time = time.parse().map_err(|_| QueryError::BadNextToken)?;
         if id.is_empty() {
             return Err(QueryError::BadNextToken);
         }
-        Ok(Cursor {
-            time,
-            id: id.to_owned(),
-        })
+        Ok(Cursor { time, id: id.to_owned() })
     }
 }
 
@@ -258,10 +244,7 @@ pub fn parse_metadata_filter(param: &str) -> Result<Vec<(String, String)>, Query
     let mut pairs = Vec::new();
     for piece in inner.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = piece.split_once('=').unwrap_or((piece, ""));
-        pairs.push((
-            percent_decode(k).ok_or_else(bad)?,
-            percent_decode(v).ok_or_else(bad)?,
-        ));
+        pairs.push((percent_decode(k).ok_or_else(bad)?, percent_decode(v).ok_or_else(bad)?));
     }
     Ok(pairs)
 }
@@ -273,11 +256,7 @@ pub fn metadata_filter_param<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a s
     pairs
         .into_iter()
         .map(|(k, v)| {
-            format!(
-                "{}={}",
-                form_urlencode(&encode_uri_component(k)),
-                form_urlencode(&encode_uri_component(v))
-            )
+            format!("{}={}", form_urlencode(&encode_uri_component(k)), form_urlencode(&encode_uri_component(v)))
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -354,10 +333,7 @@ fn raw_params(raw: &str) -> impl Iterator<Item = (String, &str)> {
     let raw = raw.strip_prefix('?').unwrap_or(raw);
     raw.split('&').filter(|p| !p.is_empty()).map(|p| {
         let (name, value) = p.split_once('=').unwrap_or((p, ""));
-        (
-            percent_decode(name).unwrap_or_else(|| name.to_owned()),
-            value,
-        )
+        (percent_decode(name).unwrap_or_else(|| name.to_owned()), value)
     })
 }
 
@@ -403,9 +379,7 @@ fn parse_order(value: &str) -> Result<Order, QueryError> {
 fn parse_time(value: &str) -> Result<UnixMillis, QueryError> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<i64>() {
-        return secs
-            .checked_mul(1000)
-            .ok_or_else(|| QueryError::BadStartedAfter(value.to_owned()));
+        return secs.checked_mul(1000).ok_or_else(|| QueryError::BadStartedAfter(value.to_owned()));
     }
     chrono::DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_millis())
@@ -432,7 +406,8 @@ mod tests {
 
     // Request lines copied from captures/*.jsonl.
     const JS_LIST: &str = "metadata=user%3Da%252520b%26k%252526%25253D%3Dv%25252F%25253F&state=running,paused&limit=2";
-    const JS_LIST_PAGE2: &str = "metadata=user%3Da%252520b%26k%252526%25253D%3Dv%25252F%25253F&state=running,paused&limit=2&nextToken=tok2";
+    const JS_LIST_PAGE2: &str =
+        "metadata=user%3Da%252520b%26k%252526%25253D%3Dv%25252F%25253F&state=running,paused&limit=2&nextToken=tok2";
     const PY_LIST: &str = "metadata=user%3Da%252520b%26k%252526%25253D%3Dv%252F%25253F&state=running%2Cpaused&limit=2";
 
     fn all_listed() -> Vec<SandboxState> {
@@ -461,10 +436,7 @@ mod tests {
     fn capture_tokens_are_not_ours() {
         // The captures ran against a stand-in server that handed out "tok2"; a real token
         // is base64 of "time:id", so this one is refused rather than silently restarting.
-        assert_eq!(
-            ListQuery::from_query_string(JS_LIST_PAGE2),
-            Err(QueryError::BadNextToken)
-        );
+        assert_eq!(ListQuery::from_query_string(JS_LIST_PAGE2), Err(QueryError::BadNextToken));
     }
 
     #[test]
@@ -511,41 +483,21 @@ mod tests {
 
     #[test]
     fn order_template_started_after() {
-        let q = ListQuery::from_query_string(
-            "order=asc&template=base&startedAfter=2024-01-02T03%3A04%3A05Z",
-        )
-        .unwrap();
+        let q = ListQuery::from_query_string("order=asc&template=base&startedAfter=2024-01-02T03%3A04%3A05Z").unwrap();
         assert_eq!(q.order, Order::Asc);
         assert_eq!(q.template.as_deref(), Some("base"));
         assert_eq!(q.started_after, Some(1_704_164_645_000));
         let q = ListQuery::from_query_string("startedAfter=1704164645&order=DESC").unwrap();
         assert_eq!(q.started_after, Some(1_704_164_645_000));
         assert_eq!(q.order, Order::Desc);
-        assert!(matches!(
-            ListQuery::from_query_string("order=sideways"),
-            Err(QueryError::BadOrder(_))
-        ));
-        assert!(matches!(
-            ListQuery::from_query_string("startedAfter=yesterday"),
-            Err(QueryError::BadStartedAfter(_))
-        ));
+        assert!(matches!(ListQuery::from_query_string("order=sideways"), Err(QueryError::BadOrder(_))));
+        assert!(matches!(ListQuery::from_query_string("startedAfter=yesterday"), Err(QueryError::BadStartedAfter(_))));
     }
 
     #[test]
     fn bad_escapes_are_errors() {
-        for raw in [
-            "metadata=%zz",
-            "metadata=a%25zz",
-            "metadata=k%253",
-            "state=%ff",
-        ] {
-            assert!(
-                matches!(
-                    ListQuery::from_query_string(raw),
-                    Err(QueryError::BadEncoding(_))
-                ),
-                "{raw}"
-            );
+        for raw in ["metadata=%zz", "metadata=a%25zz", "metadata=k%253", "state=%ff"] {
+            assert!(matches!(ListQuery::from_query_string(raw), Err(QueryError::BadEncoding(_))), "{raw}");
         }
         // Unknown parameters are ignored, even when badly escaped.
         assert!(ListQuery::from_query_string("x%zz=%zz&foo=bar").is_ok());
@@ -559,20 +511,14 @@ mod tests {
         // One layer less than the SDKs send still works when unambiguous.
         assert_eq!(md("metadata=a%3Db"), vec![("a".into(), "b".into())]);
         // Repeated parameters add up.
-        assert_eq!(
-            md("metadata=a%3D1&metadata=b%3D2"),
-            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
-        );
+        assert_eq!(md("metadata=a%3D1&metadata=b%3D2"), vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
         // A value holding '=' keeps it: only the first '=' splits.
         assert_eq!(md("metadata=a%3Db%3Dc"), vec![("a".into(), "b=c".into())]);
     }
 
     #[test]
     fn cursor_round_trip() {
-        let c = Cursor {
-            time: 1_700_000_000_123,
-            id: "team/snap:1".into(),
-        };
+        let c = Cursor { time: 1_700_000_000_123, id: "team/snap:1".into() };
         assert_eq!(Cursor::decode(&c.encode()), Ok(c));
         assert!(Cursor::decode("!!").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:")).is_err());
@@ -605,10 +551,7 @@ mod tests {
 
     /// Python's `quote_plus` (what `urlencode` uses): space is `+`, `~` kept.
     fn py_quote_plus(s: &str) -> String {
-        s.split(' ')
-            .map(|part| py_quote(part, b""))
-            .collect::<Vec<_>>()
-            .join("+")
+        s.split(' ').map(|part| py_quote(part, b"")).collect::<Vec<_>>().join("+")
     }
 
     /// JS SDKs: `encodeURIComponent` on pairs, `URLSearchParams`, `encodeURIComponent` in the
@@ -622,13 +565,7 @@ mod tests {
     fn py_raw(pairs: &[(String, String)]) -> String {
         let joined = pairs
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{}={}",
-                    py_quote_plus(&py_quote(k, b"/")),
-                    py_quote_plus(&py_quote(v, b"/"))
-                )
-            })
+            .map(|(k, v)| format!("{}={}", py_quote_plus(&py_quote(k, b"/")), py_quote_plus(&py_quote(v, b"/"))))
             .collect::<Vec<_>>()
             .join("&");
         format!("metadata={}", py_quote(&joined, b""))
@@ -638,13 +575,7 @@ mod tests {
     fn form_raw(pairs: &[(String, String)]) -> String {
         let joined = pairs
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{}={}",
-                    form_urlencode(&form_urlencode(k)),
-                    form_urlencode(&form_urlencode(v))
-                )
-            })
+            .map(|(k, v)| format!("{}={}", form_urlencode(&form_urlencode(k)), form_urlencode(&form_urlencode(v))))
             .collect::<Vec<_>>()
             .join("&");
         format!("metadata={}", form_urlencode(&joined))

@@ -41,8 +41,19 @@ fn hostile_value() -> impl Strategy<Value = String> {
 fn param_name() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "state", "metadata", "template", "startedAfter", "order", "limit", "nextToken",
-            "sandboxID", "name", "st%61te", "limit%", "", "?limit",
+            "state",
+            "metadata",
+            "template",
+            "startedAfter",
+            "order",
+            "limit",
+            "nextToken",
+            "sandboxID",
+            "name",
+            "st%61te",
+            "limit%",
+            "",
+            "?limit",
         ])
         .prop_map(str::to_string),
         "[a-zA-Z%]{0,8}",
@@ -141,5 +152,8 @@ fn hostile_fixed_inputs() {
     }
     assert!(ListQuery::from_query_string("limit=18446744073709551616").is_ok_and(|q| q.limit == MAX_LIMIT));
     assert!(ListQuery::from_query_string("startedAfter=9223372036854775807").is_err(), "overflowing seconds are a 400");
-    assert_eq!(ListQuery::from_query_string(&many).unwrap().states.len(), ListQuery::from_query_string("state=running").unwrap().states.len());
+    assert_eq!(
+        ListQuery::from_query_string(&many).unwrap().states.len(),
+        ListQuery::from_query_string("state=running").unwrap().states.len()
+    );
 }

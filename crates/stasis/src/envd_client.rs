@@ -61,7 +61,10 @@ pub async fn run(
     let mut headers: Vec<(&str, String)> = extra_headers.to_vec();
     if let Some(u) = user {
         use base64::Engine;
-        headers.push(("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:")))));
+        headers.push((
+            "authorization",
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:"))),
+        ));
     }
     let resp = post(io, "/process.Process/Start", "application/connect+json", body, &headers).await?;
     if !resp.status().is_success() {

@@ -7,7 +7,13 @@ mod common;
 use common::{Server, API_KEY};
 use serde_json::{json, Value};
 
-async fn call(s: &Server, method: reqwest::Method, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> (u16, Value) {
+async fn call(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
     let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -39,16 +45,33 @@ async fn every_error_is_code_and_message_and_nothing_is_left_behind() {
     assert_error("bad id", call(&s, Method::GET, "/sandboxes/Bad-Id..", &[KEY], None).await, 404);
     assert_error("kill unknown", call(&s, Method::DELETE, "/sandboxes/nosuch", &[KEY], None).await, 404);
     assert_error("pause unknown", call(&s, Method::POST, "/sandboxes/nosuch/pause", &[KEY], None).await, 404);
-    assert_error("connect unknown", call(&s, Method::POST, "/v2/sandboxes/nosuch/connect", &[KEY], Some(b"{}".to_vec())).await, 404);
-    assert_error("bad json", call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(b"{not json".to_vec())).await, 400);
-    assert_error("wrong types", call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":"x"}"#.to_vec())).await, 400);
-    assert_error("timeout 0", call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":0}"#.to_vec())).await, 400);
     assert_error(
-        "bad onTimeout",
-        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"lifecycle":{"onTimeout":"explode"}}"#.to_vec())).await,
+        "connect unknown",
+        call(&s, Method::POST, "/v2/sandboxes/nosuch/connect", &[KEY], Some(b"{}".to_vec())).await,
+        404,
+    );
+    assert_error("bad json", call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(b"{not json".to_vec())).await, 400);
+    assert_error(
+        "wrong types",
+        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":"x"}"#.to_vec())).await,
         400,
     );
-    assert_error("unknown template", call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"templateID":"nope"}"#.to_vec())).await, 404);
+    assert_error(
+        "timeout 0",
+        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":0}"#.to_vec())).await,
+        400,
+    );
+    assert_error(
+        "bad onTimeout",
+        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"lifecycle":{"onTimeout":"explode"}}"#.to_vec()))
+            .await,
+        400,
+    );
+    assert_error(
+        "unknown template",
+        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"templateID":"nope"}"#.to_vec())).await,
+        404,
+    );
     let huge = format!("{{\"metadata\":{{\"k\":\"{}\"}}}}", "x".repeat(3 << 20));
     assert_error("huge body", call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(huge.into_bytes())).await, 413);
     assert_error("unknown endpoint", call(&s, Method::GET, "/nope", &[KEY], None).await, 404);
@@ -64,11 +87,16 @@ async fn every_error_is_code_and_message_and_nothing_is_left_behind() {
     assert!(dirs.is_empty(), "bad requests left sandbox dirs: {dirs:?}");
 
     // Now one real sandbox, and its errors.
-    let (status, sbx) = call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"templateID":"base","timeout":60}"#.to_vec())).await;
+    let (status, sbx) =
+        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"templateID":"base","timeout":60}"#.to_vec())).await;
     assert_eq!(status, 201, "{sbx}");
     let id = sbx["sandboxID"].as_str().unwrap().to_string();
     assert!(id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) && id.len() >= 16, "{id}");
-    assert_error("timeout without body", call(&s, Method::POST, &format!("/sandboxes/{id}/timeout"), &[KEY], None).await, 400);
+    assert_error(
+        "timeout without body",
+        call(&s, Method::POST, &format!("/sandboxes/{id}/timeout"), &[KEY], None).await,
+        400,
+    );
     // The sandbox API needs the sandbox's access token.
     let envd = [("e2b-sandbox-id", id.as_str()), ("e2b-sandbox-port", "49983")];
     let (status, body) = call(&s, Method::GET, "/health", &envd, None).await;
@@ -105,7 +133,11 @@ fn cli_drives_the_api_with_tables_json_and_exit_codes() {
     let out = s.cli(&["ls"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.starts_with("ID"), "ls prints a table with a header: {}", out.stdout);
-    assert!(out.stdout.contains(&id) && out.stdout.contains("running") && out.stdout.contains("owner=cli test"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&id) && out.stdout.contains("running") && out.stdout.contains("owner=cli test"),
+        "{}",
+        out.stdout
+    );
 
     let out = s.cli(&["--json", "ls", "--metadata", "owner=cli test"]);
     let rows: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -142,7 +174,8 @@ fn cli_drives_the_api_with_tables_json_and_exit_codes() {
 async fn a_long_pause_reports_bytes_written() {
     use reqwest::Method;
     let s = Server::start("progress");
-    let (st, sbx) = call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":120,"memoryMB":1536}"#.to_vec())).await;
+    let (st, sbx) =
+        call(&s, Method::POST, "/v2/sandboxes", &[KEY], Some(br#"{"timeout":120,"memoryMB":1536}"#.to_vec())).await;
     assert_eq!(st, 201, "{sbx}");
     let id = sbx["sandboxID"].as_str().unwrap().to_string();
     let api = common::api::Api::new(&s);
@@ -155,13 +188,23 @@ async fn a_long_pause_reports_bytes_written() {
     }
     let (url, sid) = (s.url.clone(), id.clone());
     let pause = tokio::spawn(async move {
-        reqwest::Client::new().post(format!("{url}/sandboxes/{sid}/pause")).header("x-api-key", API_KEY).send().await.unwrap().status().as_u16()
+        reqwest::Client::new()
+            .post(format!("{url}/sandboxes/{sid}/pause"))
+            .header("x-api-key", API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     });
     let mut seen = Vec::new();
     while !pause.is_finished() {
         let (_, info) = call(&s, Method::GET, &format!("/sandboxes/{id}"), &[KEY], None).await;
         if info["operation"]["kind"] == "pausing" {
-            seen.push((info["operation"]["bytesDone"].as_u64().unwrap(), info["operation"]["bytesTotal"].as_u64().unwrap()));
+            seen.push((
+                info["operation"]["bytesDone"].as_u64().unwrap(),
+                info["operation"]["bytesTotal"].as_u64().unwrap(),
+            ));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

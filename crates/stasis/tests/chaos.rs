@@ -34,7 +34,7 @@ async fn random_concurrent_operations_leave_nothing_behind() {
         .map(|w| {
             let (api, ids, ops, all_ids) = (api.clone(), ids.clone(), ops.clone(), all_ids.clone());
             tokio::spawn(async move {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1) * 0x1234_5678_9ABC);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w as u64 + 1) * 0x1234_5678_9ABC));
                 let mut bad = Vec::new();
                 while Instant::now() < deadline {
                     let slot = rng.below(SANDBOXES as u64) as usize;
@@ -52,7 +52,13 @@ async fn random_concurrent_operations_leave_nothing_behind() {
                         6 => {
                             let st = api.kill(id).await;
                             if st == 204 {
-                                let (cs, v) = api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 1 + rng.below(30), "autoPause": rng.below(2) == 0}))).await;
+                                let (cs, v) = api
+                                    .call(
+                                        reqwest::Method::POST,
+                                        "/v2/sandboxes",
+                                        Some(json!({"timeout": 1 + rng.below(30), "autoPause": rng.below(2) == 0})),
+                                    )
+                                    .await;
                                 if cs == 201 {
                                     let new = v["sandboxID"].as_str().unwrap().to_string();
                                     all_ids.lock().unwrap().push(new.clone());
@@ -65,7 +71,12 @@ async fn random_concurrent_operations_leave_nothing_behind() {
                         }
                         7..=9 => {
                             let body = json!({"timeout": 1 + rng.below(3)});
-                            ("timeout", api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/timeout"), Some(body)).await.0)
+                            (
+                                "timeout",
+                                api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/timeout"), Some(body))
+                                    .await
+                                    .0,
+                            )
                         }
                         _ => ("info", api.info(id).await.0),
                     };
@@ -93,7 +104,8 @@ async fn random_concurrent_operations_leave_nothing_behind() {
         assert!(st == 204 || st == 404, "final kill {id}: {st}");
     }
     // Nothing leaked: files, mounts, cgroups, processes.
-    let left: Vec<_> = std::fs::read_dir(s.host.data_dir.join("sandboxes")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(s.host.data_dir.join("sandboxes")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "sandbox dirs left: {left:?}");
     assert!(mounts_under(&s.host.data_dir).is_empty(), "mounts left: {:?}", mounts_under(&s.host.data_dir));
     for id in every.iter() {

@@ -84,7 +84,7 @@ impl Drop for LoopFs {
     fn drop(&mut self) {
         // Whatever a failed test left mounted below first, then the fs itself.
         let mut below: Vec<String> = mounts_under(&self.mnt).into_iter().filter(|m| Path::new(m) != self.mnt).collect();
-        below.sort_by(|a, b| b.len().cmp(&a.len()));
+        below.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in below {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
@@ -230,7 +230,10 @@ struct Sbx {
 
 impl Sbx {
     fn of(v: &Value) -> Self {
-        Sbx { id: v["sandboxID"].as_str().unwrap().to_string(), token: v["envdAccessToken"].as_str().unwrap_or_default().to_string() }
+        Sbx {
+            id: v["sandboxID"].as_str().unwrap().to_string(),
+            token: v["envdAccessToken"].as_str().unwrap_or_default().to_string(),
+        }
     }
 }
 
@@ -369,7 +372,9 @@ async fn damaged_checkpoint_case(name: &str, damage: impl FnOnce(&Path) -> Box<d
     let after = c.state(&sbx.id).await;
     let verdict = if (200..300).contains(&status) {
         // "Resumed": what does the sandbox hold now?
-        let alive = tokio::time::timeout(Duration::from_secs(20), c.sh(&sbx, "pgrep -f 'random.getrandbit[s]' || echo gone")).await;
+        let alive =
+            tokio::time::timeout(Duration::from_secs(20), c.sh(&sbx, "pgrep -f 'random.getrandbit[s]' || echo gone"))
+                .await;
         format!("resume of a damaged checkpoint succeeded ({status}); state {after:?}; python: {alive:?}")
     } else {
         String::new()
@@ -474,7 +479,10 @@ async fn stasis_criu_pointing_nowhere_is_an_error_not_a_silent_fallback() {
             if st == 201 {
                 c.kill(v["sandboxID"].as_str().unwrap()).await;
             }
-            assert!(ps >= 500 && msg(&pv).to_lowercase().contains("criu"), "STASIS_CRIU=/nonexistent, yet: create {st}, pause {ps} {pv}");
+            assert!(
+                ps >= 500 && msg(&pv).to_lowercase().contains("criu"),
+                "STASIS_CRIU=/nonexistent, yet: create {st}, pause {ps} {pv}"
+            );
         }
     }
 }
@@ -554,6 +562,108 @@ async fn failing_criu_dump_or_restore_never_loses_the_sandbox() {
     assert_eq!(c.kill(&sbx.id).await, 204);
 }
 
+// ------------------------------------------------------------------ 3b. past the point of no return
+
+/// A CRIU whose dump, once it has succeeded, fills the filesystem of `fill_dir`: every
+/// step after the dump (fsync, checksums, the record) then meets ENOSPC.
+fn criu_filling_after_dump(dir: &Path, fill_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fill-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let filler = fill_dir.join("filler");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = dump ] && [ ! -e {filler}.done ]; then\n  {REAL_CRIU} \"$@\"; rc=$?\n  \
+         if [ $rc = 0 ]; then touch {filler}.done; fallocate -l $(( $(stat -f -c '%a*%S' {dir}) )) {filler}; fi\n  exit $rc\nfi\n\
+         exec {REAL_CRIU} \"$@\"\n",
+        filler = filler.display(),
+        dir = fill_dir.display()
+    );
+    let path = bin.join("criu");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_after_a_successful_dump_is_never_reported_running_and_resumes_with_its_memory() {
+    // The sandboxes (and their checkpoints) on a small volume of their own, the database
+    // on the data dir's disk: the pause's own steps meet ENOSPC, the store does not.
+    let fs = LoopFs::new(768);
+    let host = Host::new("fenospc");
+    let sandboxes = host.data_dir.join("sandboxes");
+    std::fs::create_dir_all(&sandboxes).unwrap();
+    run("mount", &["--bind", fs.mnt.to_str().unwrap(), sandboxes.to_str().unwrap()]);
+    let wrapper = criu_filling_after_dump(&fs.dir, &fs.mnt);
+    let s = Srv::start(host, &[("STASIS_CRIU", wrapper.to_str().unwrap())]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
+    let val = start_pyvar(&c, &sbx, 16).await;
+
+    let (status, body) = c.pause(&sbx.id).await;
+    assert!((500..600).contains(&status), "pause whose checkpoint cannot be made durable: {status} {body}");
+    let m = msg(&body);
+    assert!(m.contains("could not be made durable"), "the error does not say what happened: {m}");
+    // Its processes are gone: it must not read running.
+    assert_eq!(
+        c.state(&sbx.id).await.as_deref(),
+        Some("paused"),
+        "after a pause that failed past its point of no return: {}",
+        std::fs::read_to_string(s.host().data_dir.join("serve.log")).unwrap_or_default()
+    );
+    let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
+    assert_eq!(info["lastError"]["operation"], "pause", "the failure is visible: {info}");
+
+    // Room again: the resume completes the checkpoint and the memory is all there.
+    std::fs::remove_file(fs.mnt.join("filler")).unwrap();
+    let (st, body) = c.connect(&sbx.id).await;
+    assert_eq!(st, 201, "resume after freeing space: {body}");
+    assert_eq!(pyvar_now(&c, &sbx).await, val, "memory kept through the incomplete pause");
+    assert_eq!(c.pause(&sbx.id).await.0, 204, "and it pauses normally again");
+    assert_eq!(c.connect(&sbx.id).await.0, 201);
+    assert_eq!(pyvar_now(&c, &sbx).await, val);
+    assert_eq!(c.kill(&sbx.id).await, 204);
+    drop(s);
+    run("umount", &[sandboxes.to_str().unwrap()]);
+}
+
+fn record_init_pid(sandbox_dir: &Path) -> Option<u32> {
+    let v: Value = serde_json::from_slice(&std::fs::read(sandbox_dir.join("record.json")).ok()?).ok()?;
+    v["initPid"].as_u64().map(|p| p as u32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_killed_from_outside_is_noticed_at_once_and_its_files_are_kept() {
+    let host = Host::new("finitkill");
+    let s = Srv::start(host, &[]).map_err(|(_, l)| l).unwrap();
+    let c = Ctl::new(&s);
+    let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
+    c.sh(&sbx, "echo kept > /home/user/kept.txt; sync").await;
+    let boot = c.sh(&sbx, "cat /proc/sys/kernel/random/boot_id").await;
+    let dir = s.host().sandbox_dir(&sbx.id);
+    let pid = record_init_pid(&dir).expect("a running sandbox records its init");
+
+    // The host (the OOM killer, an operator) kills the sandbox's init.
+    run("kill", &["-9", &pid.to_string()]);
+    let start = Instant::now();
+    while c.state(&sbx.id).await.as_deref() != Some("paused") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the dead sandbox still reads {:?}", c.state(&sbx.id).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(record_state(&dir).as_deref(), Some("paused"));
+    let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
+    assert_eq!(info["lastError"]["operation"], "run", "why it stopped is visible: {info}");
+    let why = info["lastError"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("pid {pid}")) && why.contains("files are kept"), "{why}");
+    assert!(processes_inside(&dir).is_empty(), "nothing of it runs");
+
+    // Connect boots it afresh on its files.
+    let (st, body) = c.connect(&sbx.id).await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(c.sh(&sbx, "cat /home/user/kept.txt").await.trim(), "kept");
+    assert_ne!(c.sh(&sbx, "cat /proc/sys/kernel/random/boot_id").await, boot, "a fresh boot");
+    assert_eq!(c.kill(&sbx.id).await, 204);
+}
+
 // ------------------------------------------------------------------ 4. SIGKILL loop
 
 /// xorshift64, seeded from /dev/urandom (the seed is printed; `STASIS_FAULT_SEED` replays).
@@ -596,10 +706,11 @@ fn stale_criu(dir: &Path, server_pid: u32) -> Vec<String> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        if argv0.ends_with(b"criu") && cmdline.windows(needle.len()).any(|w| w == needle.as_slice()) {
-            if proc_start(pid).is_some_and(|t| t < server_start) {
-                found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-            }
+        if argv0.ends_with(b"criu")
+            && cmdline.windows(needle.len()).any(|w| w == needle.as_slice())
+            && proc_start(pid).is_some_and(|t| t < server_start)
+        {
+            found.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
     }
     found
@@ -631,7 +742,14 @@ struct Known {
 
 /// Everything that must hold for `id` after a restart. Returns its state, or None if
 /// it is cleanly gone. Failures are collected in `bad`.
-async fn check_one(c: &Ctl, server_pid: u32, data_dir: &Path, id: &str, known: Option<&Known>, bad: &mut Vec<String>) -> Option<String> {
+async fn check_one(
+    c: &Ctl,
+    server_pid: u32,
+    data_dir: &Path,
+    id: &str,
+    known: Option<&Known>,
+    bad: &mut Vec<String>,
+) -> Option<String> {
     let dir = data_dir.join("sandboxes").join(id);
     let criu = stale_criu(&dir, server_pid);
     if !criu.is_empty() {
@@ -643,7 +761,10 @@ async fn check_one(c: &Ctl, server_pid: u32, data_dir: &Path, id: &str, known: O
     match state.as_deref() {
         None => {
             if dir.exists() {
-                bad.push(format!("{id}: unknown to the server, but its dir is left ({:?})", std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())));
+                bad.push(format!(
+                    "{id}: unknown to the server, but its dir is left ({:?})",
+                    std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                ));
             }
             if !cgroups.is_empty() {
                 bad.push(format!("{id}: unknown to the server, but cgroups are left: {cgroups:?}"));
@@ -841,7 +962,12 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
                 bad.push(format!("{id}: a sandbox dir the server does not know"));
             }
         }
-        assert!(bad.is_empty(), "round {it} ({op} {target}, killed after {delay} ms):\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
+        assert!(
+            bad.is_empty(),
+            "round {it} ({op} {target}, killed after {delay} ms):\n{}\n\nserver log:\n{}",
+            bad.join("\n"),
+            s.log()
+        );
         eprintln!("round {it}: after restart: {next:?}");
         states = next;
         host = s.crash();
@@ -872,7 +998,11 @@ async fn sigkill_of_serve_at_random_points_leaves_every_sandbox_consistent() {
     }
     assert!(bad.is_empty(), "after {n} rounds:\n{}\n\nserver log:\n{}", bad.join("\n"), s.log());
     assert!(!s.log().contains("panicked"), "{}", s.log());
-    eprintln!("sigkill loop: {n} rounds in {:?}, operations cut short: {ops:?}, sandboxes seen: {}", started.elapsed(), ever.len());
+    eprintln!(
+        "sigkill loop: {n} rounds in {:?}, operations cut short: {ops:?}, sandboxes seen: {}",
+        started.elapsed(),
+        ever.len()
+    );
 }
 
 // ------------------------------------------------------------------ found by bench/load.py
@@ -886,7 +1016,9 @@ async fn concurrent_first_creates_on_a_fresh_data_dir_all_succeed() {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let c = c.clone();
-            tokio::spawn(async move { c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await })
+            tokio::spawn(
+                async move { c.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"timeout": 60}))).await },
+            )
         })
         .collect();
     let mut bad = Vec::new();
@@ -915,7 +1047,13 @@ async fn sigkill_between_lazy_pages_and_restore_neither_hangs_nor_leaks() {
     let val = start_pyvar(&c, &sbx, 16).await;
     assert_eq!(c.pause(&sbx.id).await.0, 204);
     std::fs::write(&mode, "crash-before-restore").unwrap();
-    let _ = c.http.post(format!("{}/v2/sandboxes/{}/connect", s.url, sbx.id)).header("x-api-key", API_KEY).json(&json!({})).send().await;
+    let _ = c
+        .http
+        .post(format!("{}/v2/sandboxes/{}/connect", s.url, sbx.id))
+        .header("x-api-key", API_KEY)
+        .json(&json!({}))
+        .send()
+        .await;
     let mut s = s;
     let _ = s.child.wait(); // killed by the wrapper
     let host = s.crash();

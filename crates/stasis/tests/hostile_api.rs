@@ -77,7 +77,8 @@ fn sandbox_dirs(s: &Server) -> Vec<String> {
 async fn assert_alive_and_clean(s: &Server, expected_sandboxes: &[&str]) {
     let (status, list) = raw(s, "GET", "/v2/sandboxes", None).await;
     assert_eq!(status, 200, "a normal list must still work: {list}");
-    let mut ids: Vec<String> = list.as_array().unwrap().iter().map(|v| v["sandboxID"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> =
+        list.as_array().unwrap().iter().map(|v| v["sandboxID"].as_str().unwrap().to_string()).collect();
     ids.sort();
     let mut want: Vec<String> = expected_sandboxes.iter().map(|s| s.to_string()).collect();
     want.sort();
@@ -96,7 +97,13 @@ async fn files_api_serves_only_inside_the_sandbox() {
     let marker = m.file.to_str().unwrap();
 
     // As `user`: traversal lands on the sandbox's /etc/shadow, which user may not read.
-    for p in ["../../etc/shadow", "../../../../../../../../etc/shadow", "/etc/shadow", "/home/user/../../etc/shadow", "/proc/1/root/etc/shadow"] {
+    for p in [
+        "../../etc/shadow",
+        "../../../../../../../../etc/shadow",
+        "/etc/shadow",
+        "/home/user/../../etc/shadow",
+        "/proc/1/root/etc/shadow",
+    ] {
         let (status, body) = files_get(&s, &sbx, p, "user").await;
         assert_eq!(status, 403, "user reading {p}: {}", String::from_utf8_lossy(&body));
         let v: Value = serde_json::from_slice(&body).expect("JSON error body");
@@ -128,8 +135,13 @@ async fn files_api_serves_only_inside_the_sandbox() {
     for p in &host_paths {
         let (status, body) = files_get(&s, &sbx, p, "root").await;
         assert!(!String::from_utf8_lossy(&body).contains(&m.secret), "{p}: the host's file was served");
-        assert!((400..500).contains(&status), "root reading host path {p:?}: {status} {}", String::from_utf8_lossy(&body));
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{p:?}: not JSON: {}", String::from_utf8_lossy(&body)));
+        assert!(
+            (400..500).contains(&status),
+            "root reading host path {p:?}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        let v: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("{p:?}: not JSON: {}", String::from_utf8_lossy(&body)));
         assert_json_error(p, status, &v, &[400, 404]);
     }
 
@@ -189,7 +201,9 @@ async fn hostile_ids_unicode_and_traversal_get_clear_errors() {
 
     // Templates named like paths do not exist.
     for t in ["../../etc", "/etc", "base/../../../etc", "..", "base\u{0}", "🦀"] {
-        let (status, body) = raw(&s, "POST", "/v2/sandboxes", Some(json!({"templateID": t, "timeout": 30}).to_string().into_bytes())).await;
+        let (status, body) =
+            raw(&s, "POST", "/v2/sandboxes", Some(json!({"templateID": t, "timeout": 30}).to_string().into_bytes()))
+                .await;
         assert_json_error(&format!("template {t:?}"), status, &body, &[400, 404]);
     }
 
@@ -200,7 +214,11 @@ async fn hostile_ids_unicode_and_traversal_get_clear_errors() {
         &s,
         "POST",
         "/v2/sandboxes",
-        Some(json!({"templateID": "base", "timeout": 60, "metadata": md, "envVars": {"X": "$(touch /tmp/pwned)`id`"}}).to_string().into_bytes()),
+        Some(
+            json!({"templateID": "base", "timeout": 60, "metadata": md, "envVars": {"X": "$(touch /tmp/pwned)`id`"}})
+                .to_string()
+                .into_bytes(),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{sbx}");
@@ -209,7 +227,8 @@ async fn hostile_ids_unicode_and_traversal_get_clear_errors() {
     assert_eq!(status, 200);
     assert_eq!(info["metadata"], md);
     let filter = stasis_store::query::metadata_filter_param([("ключ🦀", "値\u{202e}rtl")]);
-    let (status, list) = raw(&s, "GET", &format!("/v2/sandboxes?metadata={}", stasis_store::query::form_urlencode(&filter)), None).await;
+    let (status, list) =
+        raw(&s, "GET", &format!("/v2/sandboxes?metadata={}", stasis_store::query::form_urlencode(&filter)), None).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert!(!std::path::Path::new("/tmp/pwned").exists(), "an env var was run on the host");
@@ -309,7 +328,11 @@ async fn oversized_slow_and_many_clients_do_not_take_the_server_down() {
         let start = Instant::now();
         let (status, _) = raw(&s, "GET", "/v2/sandboxes", None).await;
         assert_eq!(status, 200);
-        assert!(start.elapsed() < Duration::from_secs(2), "a normal request waited {:?} behind slow clients", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "a normal request waited {:?} behind slow clients",
+            start.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for t in slow {
@@ -348,13 +371,17 @@ async fn oversized_slow_and_many_clients_do_not_take_the_server_down() {
     let garbage = tokio::task::spawn_blocking(move || {
         let mut heads = Vec::new();
         let huge_header = format!("GET /v2/sandboxes HTTP/1.1\r\nHost: x\r\nx-junk: {}\r\n\r\n", "a".repeat(1 << 20));
-        let many_headers = format!("GET /v2/sandboxes HTTP/1.1\r\nHost: x\r\n{}\r\n", (0..5000).map(|i| format!("x-h{i}: v\r\n")).collect::<String>());
+        let many_headers = format!(
+            "GET /v2/sandboxes HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            (0..5000).map(|i| format!("x-h{i}: v\r\n")).collect::<String>()
+        );
         for req in [
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage-tls-hello\r\n\r\n".to_vec(),
             b"GET /v2/sandboxes HTTP/9.9\r\n\r\n".to_vec(),
             b"GET \x00\xff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
             b"POST /v2/sandboxes HTTP/1.1\r\nHost: x\r\ncontent-length: -1\r\n\r\n".to_vec(),
-            b"POST /v2/sandboxes HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\nzz\r\n".to_vec(),
+            b"POST /v2/sandboxes HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\nzz\r\n"
+                .to_vec(),
             huge_header.into_bytes(),
             many_headers.into_bytes(),
         ] {
@@ -376,7 +403,13 @@ async fn oversized_slow_and_many_clients_do_not_take_the_server_down() {
 #[tokio::test]
 async fn invalid_utf8_in_path_ids_is_a_json_error() {
     let s = Server::start("hutf8");
-    for p in ["/sandboxes/%FF%FE", "/sandboxes/%C3%28/pause", "/v2/sandboxes/%FF/connect", "/templates/%FF", "/sandboxes/%ED%A0%80/snapshots"] {
+    for p in [
+        "/sandboxes/%FF%FE",
+        "/sandboxes/%C3%28/pause",
+        "/v2/sandboxes/%FF/connect",
+        "/templates/%FF",
+        "/sandboxes/%ED%A0%80/snapshots",
+    ] {
         for method in ["GET", "DELETE", "POST"] {
             let (status, body) = raw(&s, method, p, Some(b"{}".to_vec())).await;
             assert_json_error(&format!("{method} {p}"), status, &body, &[400, 404, 405]);

@@ -50,7 +50,8 @@ async fn paused_time_does_not_count_and_connect_never_shortens() {
     assert_eq!(api.connect(&id, json!({"timeout": 5})).await.0, 200);
     assert!(api.secs_left(&id).await > 90.0, "connect must not shorten");
     // setTimeout may shorten.
-    let (st, _) = api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/timeout"), Some(json!({"timeout": 30}))).await;
+    let (st, _) =
+        api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/timeout"), Some(json!({"timeout": 30}))).await;
     assert_eq!(st, 204);
     let left = api.secs_left(&id).await;
     assert!(left > 25.0 && left <= 30.5, "{left}");
@@ -87,7 +88,12 @@ async fn auto_resume_on_proxy_traffic_only_when_asked() {
     assert_eq!(api.state(&id(&plain)).await.as_deref(), Some("paused"));
     // And a request without the token never resumes anything.
     assert_eq!(api.pause(&id(&auto)).await, 204);
-    let resp = reqwest::Client::new().get(format!("{}/health", s.url)).header("e2b-sandbox-id", id(&auto)).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/health", s.url))
+        .header("e2b-sandbox-id", id(&auto))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(api.state(&id(&auto)).await.as_deref(), Some("paused"));
     for sbx in [&auto, &legacy, &plain] {
@@ -99,7 +105,8 @@ async fn auto_resume_on_proxy_traffic_only_when_asked() {
 async fn idle_timeout_moves_the_end_while_no_client_is_connected() {
     let s = Server::start("lcid");
     let api = Api::new(&s);
-    let (st, body) = api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"metadata": {"idle_timeout": "30"}}))).await;
+    let (st, body) =
+        api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"metadata": {"idle_timeout": "30"}}))).await;
     assert_eq!(st, 400, "idle_timeout below 60 s is refused: {body}");
     let sbx = api.create(json!({"timeout": 3000, "metadata": {"idle_timeout": "60"}})).await;
     let id = id(&sbx);
@@ -182,7 +189,17 @@ async fn metrics_report_cpu_memory_and_disk_from_cgroups() {
     let (st, m) = api.call(reqwest::Method::GET, &format!("/sandboxes/{}/metrics", id(&sbx)), None).await;
     assert_eq!(st, 200, "{m}");
     let m = &m[0];
-    for k in ["timestamp", "timestampUnix", "cpuCount", "cpuUsedPct", "memUsed", "memTotal", "memCache", "diskUsed", "diskTotal"] {
+    for k in [
+        "timestamp",
+        "timestampUnix",
+        "cpuCount",
+        "cpuUsedPct",
+        "memUsed",
+        "memTotal",
+        "memCache",
+        "diskUsed",
+        "diskTotal",
+    ] {
         assert!(!m[k].is_null(), "metric field {k} missing: {m}");
     }
     assert_eq!(m["memTotal"].as_u64(), Some(768 << 20));

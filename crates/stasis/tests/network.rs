@@ -63,7 +63,10 @@ fn by_host(s: &Server, sbx: &Value, path: &str) -> reqwest::RequestBuilder {
 }
 
 fn by_header(s: &Server, sbx: &Value, path: &str) -> reqwest::RequestBuilder {
-    reqwest::Client::new().get(format!("{}{path}", s.url)).header("e2b-sandbox-id", id(sbx)).header("e2b-sandbox-port", "8000")
+    reqwest::Client::new()
+        .get(format!("{}{path}", s.url))
+        .header("e2b-sandbox-id", id(sbx))
+        .header("e2b-sandbox-port", "8000")
 }
 
 /// A WebSocket round trip over a raw TCP connection to the proxy.
@@ -187,7 +190,9 @@ impl TestServerNs {
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip link add {host_if} type veth peer name eth0 netns {name}"));
         sh(&format!("ip addr add 10.99.{r}.1/30 dev {host_if} && ip link set {host_if} up"));
-        sh(&format!("ip -n {name} addr add {ip}/30 dev eth0 && ip -n {name} link set eth0 up && ip -n {name} link set lo up"));
+        sh(&format!(
+            "ip -n {name} addr add {ip}/30 dev eth0 && ip -n {name} link set eth0 up && ip -n {name} link set lo up"
+        ));
         sh(&format!("ip -n {name} route add default via 10.99.{r}.1"));
         let server = std::process::Command::new("ip")
             .args(["netns", "exec", &name, "/usr/bin/python3", "-m", "http.server", "--bind", &ip, "8080"])
@@ -196,7 +201,9 @@ impl TestServerNs {
             .spawn()
             .unwrap();
         let addr: std::net::SocketAddr = format!("{ip}:8080").parse().unwrap();
-        common::wait_for("the test server in its namespace", || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
+        common::wait_for("the test server in its namespace", || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
         TestServerNs { name, ip, server }
     }
 }
@@ -224,7 +231,8 @@ async fn outbound_follows_the_policy_and_sandboxes_cannot_reach_each_other() {
 
     let open = api.create(json!({"timeout": 120})).await;
     let closed = api.create(json!({"timeout": 120, "allow_internet_access": false})).await;
-    let allowed = api.create(json!({"timeout": 120, "allow_internet_access": false, "network": {"allowOut": [subnet]}})).await;
+    let allowed =
+        api.create(json!({"timeout": 120, "allow_internet_access": false, "network": {"allowOut": [subnet]}})).await;
     let denied = api.create(json!({"timeout": 120, "network": {"denyOut": [format!("{}/32", srv.ip)]}})).await;
     assert!(reach(&api, &open, &url).await, "default policy reaches the test server");
     assert!(!reach(&api, &closed, &url).await, "allow_internet_access=false must block");
@@ -246,7 +254,8 @@ async fn outbound_follows_the_policy_and_sandboxes_cannot_reach_each_other() {
     assert!(!reach(&api, &denied, "http://10.200.0.2:8000/").await);
     assert!(!reach(&api, &denied, "http://10.200.0.6:8000/").await);
     // Bad CIDRs are refused up front.
-    let (st, body) = api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"network": {"denyOut": ["not-a-cidr"]}}))).await;
+    let (st, body) =
+        api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"network": {"denyOut": ["not-a-cidr"]}}))).await;
     assert_eq!(st, 400, "{body}");
     for sbx in [&open, &closed, &allowed, &denied] {
         api.kill(&id(sbx)).await;
@@ -274,17 +283,27 @@ async fn https_with_the_local_ca_and_raw_tcp_through_connect() {
         .output()
         .unwrap();
     assert!(out.status.success(), "curl over TLS failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from "), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("hello from "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The same certificate does not verify for another domain.
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert", ca.to_str().unwrap()])
-        .args(["--resolve", &format!("8000-x.example.test:{tls_port}:127.0.0.1"), &format!("https://8000-x.example.test:{tls_port}/")])
+        .args([
+            "--resolve",
+            &format!("8000-x.example.test:{tls_port}:127.0.0.1"),
+            &format!("https://8000-x.example.test:{tls_port}/"),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success(), "a certificate for another name must not verify");
 
     // Raw TCP (not HTTP) through CONNECT.
-    api.sh(&sbx, r#"cat > /tmp/echo.py <<'PY'
+    api.sh(
+        &sbx,
+        r#"cat > /tmp/echo.py <<'PY'
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 9000)); s.listen()
 while True:
@@ -292,8 +311,9 @@ while True:
     data = c.recv(1024)
     c.sendall(b"echo:" + data); c.close()
 PY
-nohup python3 /tmp/echo.py >/dev/null 2>&1 &"#)
-        .await;
+nohup python3 /tmp/echo.py >/dev/null 2>&1 &"#,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let addr = s.url.trim_start_matches("http://").to_string();
     let sid = id(&sbx);

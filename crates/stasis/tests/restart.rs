@@ -70,7 +70,11 @@ async fn a_crashed_server_readopts_running_sandboxes_and_keeps_paused_ones() {
     let api = Api::new(&s);
     // Re-adopted: the same process, same memory, never restarted.
     assert_eq!(api.state(&id(&running)).await.as_deref(), Some("running"));
-    assert_eq!(api.sh(&running, "pgrep -f 'random.getrandbit[s]'").await, run_pid, "the running sandbox's process was restarted");
+    assert_eq!(
+        api.sh(&running, "pgrep -f 'random.getrandbit[s]'").await,
+        run_pid,
+        "the running sandbox's process was restarted"
+    );
     assert_eq!(pyvar_now(&api, &running).await, run_val);
     // Paused stays paused, and resumes with its memory.
     assert_eq!(api.state(&id(&paused)).await.as_deref(), Some("paused"));
@@ -93,7 +97,8 @@ async fn sigterm_with_pause_on_shutdown_pauses_all_and_the_next_start_resumes_th
     let host = s.terminate();
     // Between the two runs every sandbox is on disk, none runs.
     for sbx in [&a, &b, &c] {
-        let rec: Value = serde_json::from_slice(&std::fs::read(host.sandbox_dir(&id(sbx)).join("record.json")).unwrap()).unwrap();
+        let rec: Value =
+            serde_json::from_slice(&std::fs::read(host.sandbox_dir(&id(sbx)).join("record.json")).unwrap()).unwrap();
         assert_eq!(rec["state"], "paused", "{}", id(sbx));
     }
     let s = Server::start_on(host, &[]);
@@ -118,7 +123,11 @@ async fn sigkill_during_a_pause_leaves_a_consistent_resumable_sandbox() {
         let val = start_pyvar(&api, &sbx, 256).await;
         let (url, sid) = (s.url.clone(), id(&sbx));
         let pause = tokio::spawn(async move {
-            let _ = reqwest::Client::new().post(format!("{url}/sandboxes/{sid}/pause")).header("x-api-key", common::API_KEY).send().await;
+            let _ = reqwest::Client::new()
+                .post(format!("{url}/sandboxes/{sid}/pause"))
+                .header("x-api-key", common::API_KEY)
+                .send()
+                .await;
         });
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let host = s.crash();
@@ -131,7 +140,11 @@ async fn sigkill_during_a_pause_leaves_a_consistent_resumable_sandbox() {
         if state.as_deref() == Some("paused") {
             assert_eq!(api.connect(&id(&sbx), json!({})).await.0, 201, "round {round}: resume after the crash");
         }
-        assert_eq!(pyvar_now(&api, &sbx).await, val, "round {round} (killed {delay_ms} ms into the pause): memory lost");
+        assert_eq!(
+            pyvar_now(&api, &sbx).await,
+            val,
+            "round {round} (killed {delay_ms} ms into the pause): memory lost"
+        );
         // And it still pauses and resumes normally.
         assert_eq!(api.pause(&id(&sbx)).await, 204);
         assert_eq!(api.connect(&id(&sbx), json!({})).await.0, 201);

@@ -39,10 +39,15 @@ fn sandboxes_cannot_see_each_other_and_root_is_unprivileged_on_the_host() {
     assert!(!ps_b.contains("sleep 300") && !ps_b.contains("sleep 301"), "sandbox b sees a's processes:\n{ps_b}");
     // Nothing of the host either: only the sandbox's own init and the ps itself.
     let b_procs: Vec<&str> = ps_b.lines().skip(1).filter(|l| !l.contains("ps -eo")).collect();
-    assert!(b_procs.iter().all(|l| l.contains("/.stasis/agent") || l.contains("bash")), "unexpected processes in b: {b_procs:?}");
+    assert!(
+        b_procs.iter().all(|l| l.contains("/.stasis/agent") || l.contains("bash")),
+        "unexpected processes in b: {b_procs:?}"
+    );
 
     // In-sandbox root and user are unprivileged, distinct host uids.
-    wait_for("sleeps visible on the host", || sandbox_pids(&a).iter().filter(|p| cmdline(**p).starts_with("sleep 30")).count() == 2);
+    wait_for("sleeps visible on the host", || {
+        sandbox_pids(&a).iter().filter(|p| cmdline(**p).starts_with("sleep 30")).count() == 2
+    });
     for pid in sandbox_pids(&a) {
         let cmd = cmdline(pid);
         let uid = host_uid_of(pid);

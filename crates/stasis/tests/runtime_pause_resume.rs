@@ -40,7 +40,10 @@ fn last_count(h: &Host, id: &str) -> u64 {
 fn python_value_now(h: &Host, id: &str) -> String {
     h.sh(id, "rm -f /home/user/py-now");
     wait_for("python answer", || {
-        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true").trim().len() > 3
+        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true")
+            .trim()
+            .len()
+            > 3
     });
     h.sh(id, "cat /home/user/py-now")
 }
@@ -50,7 +53,12 @@ fn assert_counter_continuous(h: &Host, id: &str) -> u64 {
     let text = h.sh(id, "cat /home/user/counter");
     let nums: Vec<u64> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
     for (i, n) in nums.iter().enumerate() {
-        assert_eq!(*n, i as u64 + 1, "counter restarted or skipped at line {i}: {:?}", &nums[i.saturating_sub(3)..(i + 2).min(nums.len())]);
+        assert_eq!(
+            *n,
+            i as u64 + 1,
+            "counter restarted or skipped at line {i}: {:?}",
+            &nums[i.saturating_sub(3)..(i + 2).min(nums.len())]
+        );
     }
     *nums.last().unwrap()
 }
@@ -63,8 +71,16 @@ fn assert_paused_on_disk(h: &Host, id: &str, pid_before: u64) {
         assert!(!d.exists(), "cgroup {} left while paused (would hold CPU/memory accounting)", d.display());
     }
     let ckpt = h.sandbox_dir(id).join("checkpoints");
-    let images: Vec<_> = std::fs::read_dir(&ckpt).unwrap().flatten().flat_map(|g| std::fs::read_dir(g.path()).unwrap().flatten()).collect();
-    assert!(images.iter().any(|e| e.file_name().to_string_lossy().starts_with("pages-")), "no memory images in {}", ckpt.display());
+    let images: Vec<_> = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .flatten()
+        .flat_map(|g| std::fs::read_dir(g.path()).unwrap().flatten())
+        .collect();
+    assert!(
+        images.iter().any(|e| e.file_name().to_string_lossy().starts_with("pages-")),
+        "no memory images in {}",
+        ckpt.display()
+    );
     assert!(mounts_under(&h.sandbox_dir(id)).is_empty(), "root filesystem still mounted while paused");
 }
 
@@ -175,7 +191,11 @@ fn filesystem_only_pause_keeps_files_and_boots_fresh() {
     h.rt(&["create", &id]);
     h.sh(&id, "echo kept > /home/user/note; (nohup sleep 600 >/dev/null 2>&1 &)");
     let boot_before = h.sh(&id, "cat /proc/sys/kernel/random/boot_id");
-    assert_ne!(boot_before.trim(), std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(), "a sandbox must not show the host's boot id");
+    assert_ne!(
+        boot_before.trim(),
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(),
+        "a sandbox must not show the host's boot id"
+    );
     h.rt(&["pause", "--filesystem-only", &id]);
     assert_eq!(h.info(&id)["state"], "paused");
     h.rt(&["resume", &id]);
@@ -198,7 +218,9 @@ fn inotify_watches_survive_pause_and_resume() {
     let h = Host::new("ino");
     let id = common::unique_id("ino");
     h.rt(&["create", &id]);
-    h.sh(&id, r#"nohup python3 -c '
+    h.sh(
+        &id,
+        r#"nohup python3 -c '
 import ctypes, os
 libc = ctypes.CDLL("libc.so.6")
 fd = libc.inotify_init()
@@ -207,7 +229,8 @@ open("/tmp/watching", "w").write("1")
 while True:
     os.read(fd, 4096)
     open("/tmp/events", "a").write("event\n")
-' >/dev/null 2>&1 &"#);
+' >/dev/null 2>&1 &"#,
+    );
     wait_for("watcher", || h.sh(&id, "cat /tmp/watching 2>/dev/null || true").trim() == "1");
     h.sh(&id, "touch /home/user/before");
     wait_for("first event", || h.sh(&id, "cat /tmp/events 2>/dev/null || true").lines().count() == 1);

@@ -56,7 +56,8 @@ fn sandbox_pids(id: &str) -> Vec<u32> {
 fn assert_host_fine() {
     let out = std::process::Command::new("/bin/sh").args(["-c", "echo host-ok"]).output().expect("host can fork");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "host-ok");
-    let files: Vec<_> = (0..64).map(|_| std::fs::File::open("/proc/self/status").expect("host can open files")).collect();
+    let files: Vec<_> =
+        (0..64).map(|_| std::fs::File::open("/proc/self/status").expect("host can open files")).collect();
     drop(files);
 }
 
@@ -68,7 +69,12 @@ fn assert_agent_answers(h: &Host, id: &str) {
         if out.code == 0 && out.stdout.trim() == "alive" {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "agent of {id} no longer answers: {}{}", out.stdout, out.stderr);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "agent of {id} no longer answers: {}{}",
+            out.stdout,
+            out.stderr
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -138,7 +144,9 @@ fn host_and_other_sandbox_processes_are_invisible_and_untouchable() {
     wait_for("b's sleep on the host", || {
         b_sleep = sandbox_pids(&b)
             .into_iter()
-            .find(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().starts_with("sleep\0300"))
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().starts_with("sleep\x00300")
+            })
             .unwrap_or(0);
         b_sleep != 0
     });
@@ -146,9 +154,16 @@ fn host_and_other_sandbox_processes_are_invisible_and_untouchable() {
 
     // Only a's own processes: its agent (pid 1) and the command's shell.
     let procs = root_ok(&h, &a, "for p in /proc/[0-9]*; do echo \"${p#/proc/} $(tr '\\0' ' ' < $p/cmdline)\"; done");
-    assert_eq!(root_ok(&h, &a, "tr '\\0' ' ' < /proc/1/cmdline").trim(), "/.stasis/agent serve", "pid 1 must be the sandbox's agent");
+    assert_eq!(
+        root_ok(&h, &a, "tr '\\0' ' ' < /proc/1/cmdline").trim(),
+        "/.stasis/agent serve",
+        "pid 1 must be the sandbox's agent"
+    );
     for line in procs.lines() {
-        assert!(line.contains("/.stasis/agent") || line.contains("bash") || line.contains("tr "), "unexpected process in a: {line}\n{procs}");
+        assert!(
+            line.contains("/.stasis/agent") || line.contains("bash") || line.contains("tr "),
+            "unexpected process in a: {line}\n{procs}"
+        );
         assert!(!line.contains("sleep"), "a sees b's process: {line}");
     }
     assert!(procs.lines().count() <= 6, "a sees more than its own processes:\n{procs}");
@@ -384,7 +399,12 @@ os._exit(0)
     let peak = read_u64(&cgroup_file("pids", &id, "pids.peak"));
     assert!(peak <= max, "the sandbox had {peak} tasks, over its limit of {max}");
     let events = std::fs::read_to_string(cgroup_file("pids", &id, "pids.events")).unwrap();
-    assert!(!events.contains("max 0"), "the bomb never reached the limit ({events}); output: {}{}", out.stdout, out.stderr);
+    assert!(
+        !events.contains("max 0"),
+        "the bomb never reached the limit ({events}); output: {}{}",
+        out.stdout,
+        out.stderr
+    );
     assert_agent_answers(&h, &id);
 
     // A bomb that never stops: the sandbox can still be killed, and nothing of it remains.
@@ -410,8 +430,17 @@ fn memory_bomb_is_contained_by_the_memory_limit() {
     let max_usage = read_u64(&cgroup_file("memory", &id, "memory.max_usage_in_bytes"));
     assert!(max_usage <= limit, "the sandbox used {max_usage} bytes, over its {limit} limit");
     let usage = &h.info(&id)["usage"];
-    assert!(usage["oomKills"].as_u64().unwrap_or(0) >= 1, "4 x 100 MiB under 128 MiB must OOM: {usage}\n{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("No space left") || out.stdout.contains("out of memory") || out.code != 0, "/dev/shm filler: {}", out.stdout);
+    assert!(
+        usage["oomKills"].as_u64().unwrap_or(0) >= 1,
+        "4 x 100 MiB under 128 MiB must OOM: {usage}\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("No space left") || out.stdout.contains("out of memory") || out.code != 0,
+        "/dev/shm filler: {}",
+        out.stdout
+    );
     assert_host_fine();
     assert_agent_answers(&h, &id);
 }
@@ -427,9 +456,13 @@ fn disk_filler_is_stopped_by_a_quota() {
     let want = quota_mb + 256;
     // fallocate reserves real blocks at once (what a quota must refuse); dd then writes.
     let out = root(&h, &id, &format!("fallocate -l {want}M /root/fill && echo allocated; rm -f /root/fill; dd if=/dev/zero of=/root/fill bs=1M count={want} 2>&1 | tail -1; du -sm /root/fill"));
-    let written_mb: u64 = out.stdout.lines().last().and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let written_mb: u64 =
+        out.stdout.lines().last().and_then(|l| l.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
     root(&h, &id, "rm -f /root/fill");
-    assert!(!out.stdout.contains("allocated"), "fallocate of {want} MiB succeeded in a sandbox with a {quota_mb} MiB disk");
+    assert!(
+        !out.stdout.contains("allocated"),
+        "fallocate of {want} MiB succeeded in a sandbox with a {quota_mb} MiB disk"
+    );
     assert!(written_mb <= quota_mb, "the sandbox wrote {written_mb} MiB with a {quota_mb} MiB disk:\n{}", out.stdout);
     assert_host_fine();
     assert_agent_answers(&h, &id);

@@ -51,7 +51,9 @@ async fn start_worker(api: &Api, sbx: &Value) {
 async fn state(api: &Api, sbx: &Value) -> (u64, String) {
     api.sh(sbx, "rm -f /tmp/state").await;
     for _ in 0..200 {
-        let s = api.sh(sbx, "test -e /tmp/state || pkill -USR1 -f 'import hashli[b]'; sleep 0.05; cat /tmp/state 2>/dev/null").await;
+        let s = api
+            .sh(sbx, "test -e /tmp/state || pkill -USR1 -f 'import hashli[b]'; sleep 0.05; cat /tmp/state 2>/dev/null")
+            .await;
         if let Some((n, h)) = s.trim().split_once(' ') {
             return (n.parse().unwrap(), h.to_string());
         }
@@ -100,7 +102,11 @@ async fn five_sandboxes_from_one_snapshot_continue_independently() {
         assert_eq!(h, table, "the 64 MiB table is in every copy");
         assert!(n >= n0, "the counter continues from the snapshot's value ({n0}), got {n}");
         assert_eq!(api.sh(c, "cat /home/user/before.txt").await.trim(), "before");
-        assert_eq!(api.sh(c, "test -e /home/user/after.txt && echo yes || echo no").await.trim(), "no", "a file written after the snapshot leaked into a copy");
+        assert_eq!(
+            api.sh(c, "test -e /home/user/after.txt && echo yes || echo no").await.trim(),
+            "no",
+            "a file written after the snapshot leaked into a copy"
+        );
     }
     // Changes in one copy are seen nowhere else.
     api.sh(&copies[0], "echo mine > /home/user/only-0.txt").await;
@@ -127,7 +133,9 @@ async fn five_sandboxes_from_one_snapshot_continue_independently() {
     let by_name = api.create(json!({"templateID": "warm", "timeout": 600})).await;
     assert_eq!(state(&api, &by_name).await.1, table);
     assert_eq!(api.kill(&id(&src)).await, 204);
-    let (st, _) = api.call(reqwest::Method::DELETE, &format!("/templates/{}", snap_id.replace('/', "%2F").replace(':', "%3A")), None).await;
+    let (st, _) = api
+        .call(reqwest::Method::DELETE, &format!("/templates/{}", snap_id.replace('/', "%2F").replace(':', "%3A")), None)
+        .await;
     assert_eq!(st, 204);
     let (st, v) = api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": snap_id}))).await;
     assert_eq!(st, 404, "a deleted snapshot cannot seed new sandboxes: {v}");
@@ -142,7 +150,8 @@ async fn five_sandboxes_from_one_snapshot_continue_independently() {
         api.kill(&id(c)).await;
     }
     // Once nothing uses it, the deleted snapshot's files are gone.
-    let left: Vec<_> = std::fs::read_dir(s.host.data_dir.join("snapshots")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(s.host.data_dir.join("snapshots")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "snapshot files left after their last user died: {left:?}");
 }
 
@@ -153,7 +162,13 @@ async fn fork_and_filesystem_only_snapshots_and_listing() {
     let src = api.create(json!({"timeout": 600, "metadata": {"app": "fork-test"}})).await;
     start_worker(&api, &src).await;
     let (n0, table) = state(&api, &src).await;
-    let (st, forks) = api.call(reqwest::Method::POST, &format!("/sandboxes/{}/fork", id(&src)), Some(json!({"count": 3, "timeout": 120}))).await;
+    let (st, forks) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{}/fork", id(&src)),
+            Some(json!({"count": 3, "timeout": 120})),
+        )
+        .await;
     assert_eq!(st, 201, "{forks}");
     let forks: Vec<Value> = forks.as_array().unwrap().iter().map(|f| f["sandbox"].clone()).collect();
     assert_eq!(forks.len(), 3);
@@ -182,7 +197,11 @@ async fn fork_and_filesystem_only_snapshots_and_listing() {
     let fs_snap = snapshot(&api, &id(&src), json!({"memory": false})).await;
     let fresh = api.create(json!({"templateID": fs_snap["snapshotID"]})).await;
     assert_eq!(api.sh(&fresh, "cat /home/user/fs.txt").await.trim(), "kept");
-    assert_eq!(api.sh(&fresh, "pgrep -f 'import hashli[b]' || echo none").await.trim(), "none", "a filesystem-only copy runs no process of the source");
+    assert_eq!(
+        api.sh(&fresh, "pgrep -f 'import hashli[b]' || echo none").await.trim(),
+        "none",
+        "a filesystem-only copy runs no process of the source"
+    );
 
     // Listing, filtered by source, paginated.
     let second = snapshot(&api, &id(&src), json!({"name": "second"})).await;
@@ -191,7 +210,12 @@ async fn fork_and_filesystem_only_snapshots_and_listing() {
     let ids: Vec<&str> = all.as_array().unwrap().iter().map(|s| s["snapshotID"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 2, "{all}");
     assert!(ids.contains(&second["snapshotID"].as_str().unwrap()));
-    let resp = reqwest::Client::new().get(format!("{}/snapshots?limit=1", s.url)).header("x-api-key", common::API_KEY).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/snapshots?limit=1", s.url))
+        .header("x-api-key", common::API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert!(resp.headers().get("x-next-token").is_some(), "a first page of 1 of 2 has a next token");
     let (st, one) = api.call(reqwest::Method::GET, "/snapshots?name=second", None).await;
     assert_eq!((st, one.as_array().unwrap().len()), (200, 1));
@@ -220,7 +244,11 @@ fn cli_takes_lists_uses_and_removes_snapshots() {
     let out = s.command(&["snapshot", "rm", "clisnap"]);
     assert_eq!(out.code, 3, "removing it again: not found: {}", out.stderr);
     assert!(!s.command(&["snapshot", "ls"]).stdout.contains("clisnap"));
-    assert_eq!(s.cli(&["exec", &copy, "cat /home/user/f.txt"]).stdout.trim(), "from-cli", "the copy outlives the snapshot");
+    assert_eq!(
+        s.cli(&["exec", &copy, "cat /home/user/f.txt"]).stdout.trim(),
+        "from-cli",
+        "the copy outlives the snapshot"
+    );
     for sbx in [&id, &copy] {
         assert_eq!(s.cli(&["kill", sbx]).code, 0);
     }

@@ -18,8 +18,8 @@ use std::ffi::CString;
 use anyhow::{bail, Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Uid};
+use stasis_proto::agent::{BootConfig, SyncMessage, SYNC_FD};
 
-pub use config::BootConfig;
 use sync::SyncChannel;
 
 /// Open files per sandbox process (soft and hard limit).
@@ -28,16 +28,16 @@ pub const OPEN_FILES: u64 = 65_536;
 /// Entry of `stasis-agent boot`. Returns only on failure; the error is also reported to
 /// the host on the sync channel.
 pub fn stage1(config_json: &str) -> Result<()> {
-    let mut chan = SyncChannel::from_fd(config::SYNC_FD);
+    let mut chan = SyncChannel::from_fd(SYNC_FD);
     let result = stage1_inner(config_json, &mut chan);
     if let Err(e) = &result {
-        chan.send(&format!("{} stage1: {e:#}", config::sync::ERROR));
+        chan.send(&SyncMessage::Error(format!("stage1: {e:#}")));
     }
     result
 }
 
 fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
-    let cfg: BootConfig = serde_json::from_str(config_json).context("parse boot config")?;
+    let cfg = BootConfig::from_json(config_json).context("parse boot config")?;
     let me = std::process::id().to_string();
     for procs in &cfg.cgroup_procs {
         std::fs::write(procs, &me).with_context(|| format!("join cgroup {procs}"))?;
@@ -59,9 +59,9 @@ fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
             | CloneFlags::CLONE_NEWPID,
     )
     .context("unshare namespaces")?;
-    chan.send(config::sync::UNSHARED);
+    chan.send(&SyncMessage::Unshared);
     let reply = chan.recv().context("wait for id maps")?;
-    if reply != config::sync::MAPPED {
+    if reply != SyncMessage::Mapped {
         bail!("host did not map ids: {reply}");
     }
     setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).context("setresgid 0")?;
@@ -71,13 +71,13 @@ fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
     // SAFETY: stage 1 is single-threaded; the child only runs plain Rust until it execs.
     match unsafe { fork() }.context("fork sandbox init")? {
         ForkResult::Parent { child } => {
-            chan.send(&format!("{} {}", config::sync::PID, child.as_raw()));
+            chan.send(&SyncMessage::Pid(child.as_raw() as u32));
             // Stage 1 is done: PID 1 reports readiness itself on the same channel.
             std::process::exit(0);
         }
         ForkResult::Child => {
             if let Err(e) = pid1(&cfg, chan) {
-                chan.send(&format!("{} init: {e:#}", config::sync::ERROR));
+                chan.send(&SyncMessage::Error(format!("init: {e:#}")));
                 std::process::exit(1);
             }
             unreachable!("pid1 execs or fails");
@@ -104,7 +104,7 @@ fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
     // in-sandbox root can read, not in the world-readable command line.
     let env = [
         CString::new("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?,
-        CString::new(format!("{}={}", config::CONFIG_ENV, serde_json::to_string(cfg)?))?,
+        CString::new(format!("{}={}", config::CONFIG_ENV, cfg.to_json()))?,
     ];
     // The sync fd stays open across exec (no CLOEXEC): `serve` reports readiness on it
     // and then closes it, so no host object is left in the checkpointed tree.

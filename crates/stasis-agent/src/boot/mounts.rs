@@ -12,7 +12,8 @@ use nix::unistd::{chdir, pivot_root};
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn mnt(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
-    mount(src, target, fstype, flags, data).with_context(|| format!("mount {:?} on {}", fstype.or(src), target.display()))
+    mount(src, target, fstype, flags, data)
+        .with_context(|| format!("mount {:?} on {}", fstype.or(src), target.display()))
 }
 
 /// `boot_id` (32 hex digits) in the kernel's UUID form.
@@ -46,7 +47,13 @@ pub fn enter_rootfs(rootfs: &str, boot_id: &str) -> Result<()> {
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts)?;
-    mnt(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5"))?;
+    mnt(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
     symlink("pts/ptmx", dev.join("ptmx"))?;
     let shm = dev.join("shm");
     std::fs::create_dir(&shm)?;
@@ -55,7 +62,12 @@ pub fn enter_rootfs(rootfs: &str, boot_id: &str) -> Result<()> {
     let boot_id_file = dev.join(".boot_id");
     std::fs::write(&boot_id_file, uuid_form(boot_id))?;
     mnt(boot_id_file.to_str(), &root.join("proc/sys/kernel/random/boot_id"), None, MsFlags::MS_BIND, None)?;
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(target, dev.join(link))?;
     }
 
@@ -81,7 +93,7 @@ pub fn redirect_stdio() -> Result<()> {
     nix::unistd::dup2(log.as_raw_fd(), 2)?;
     // Drop our handles first: closing fds that Rust objects still own is an IO-safety abort.
     drop((null, log));
-    close_fds_above(2, &[super::config::SYNC_FD]);
+    close_fds_above(2, &[stasis_proto::agent::SYNC_FD]);
     Ok(())
 }
 

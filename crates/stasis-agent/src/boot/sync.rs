@@ -1,10 +1,12 @@
-//! Line-based messages on the boot socket shared with the host runtime.
+//! The agent's end of the boot socket shared with the host runtime: one
+//! `stasis_proto::agent::SyncMessage` per line.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Result};
+use stasis_proto::agent::SyncMessage;
 
 pub struct SyncChannel {
     stream: Option<UnixStream>,
@@ -23,13 +25,13 @@ impl SyncChannel {
         Self { stream }
     }
 
-    pub fn send(&mut self, line: &str) {
+    pub fn send(&mut self, msg: &SyncMessage) {
         if let Some(s) = self.stream.as_mut() {
-            let _ = s.write_all(format!("{line}\n").as_bytes());
+            let _ = s.write_all(format!("{}\n", msg.to_line()).as_bytes());
         }
     }
 
-    pub fn recv(&mut self) -> Result<String> {
+    pub fn recv(&mut self) -> Result<SyncMessage> {
         let Some(s) = self.stream.as_ref() else { bail!("no sync channel") };
         // One byte at a time: a buffered reader could swallow a later message.
         let mut line = Vec::new();
@@ -42,7 +44,7 @@ impl SyncChannel {
             let b = buf[0];
             reader.consume(1);
             if b == b'\n' {
-                return Ok(String::from_utf8_lossy(&line).into_owned());
+                return Ok(SyncMessage::parse(&String::from_utf8_lossy(&line))?);
             }
             line.push(b);
         }

@@ -8,7 +8,7 @@ use super::State;
 use crate::supervisor::User;
 
 pub const DEFAULT_USER: &str = "user";
-pub const TOKEN_HEADER: &str = "x-access-token";
+pub use stasis_proto::agent::ACCESS_TOKEN_HEADER as TOKEN_HEADER;
 
 /// 401 unless the call carries the sandbox's access token (when it has one).
 pub fn check_token(state: &State, headers: &HeaderMap) -> Result<(), ConnectError> {

@@ -46,7 +46,9 @@ impl HttpError {
         let status = match e.kind() {
             io::ErrorKind::NotFound => StatusCode::NOT_FOUND,
             io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-            io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidInput => {
+                StatusCode::BAD_REQUEST
+            }
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -70,8 +72,10 @@ impl HttpError {
 /// The token check and the user a `/files` call acts as.
 fn caller(state: &State, headers: &HeaderMap, q: &FileQuery) -> Result<User, HttpError> {
     auth::check_token(state, headers).map_err(|e| HttpError::new(StatusCode::UNAUTHORIZED, e.message))?;
-    let name = auth::user_name(headers, q.username.as_deref()).map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.message))?;
-    auth::lookup_user(&name).map_err(|e| HttpError::new(StatusCode::UNAUTHORIZED, format!("error looking up user '{name}': {}", e.message)))
+    let name = auth::user_name(headers, q.username.as_deref())
+        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, e.message))?;
+    auth::lookup_user(&name)
+        .map_err(|e| HttpError::new(StatusCode::UNAUTHORIZED, format!("error looking up user '{name}': {}", e.message)))
 }
 
 fn resolve(requested: &str, user: &User) -> Result<PathBuf, HttpError> {
@@ -90,7 +94,8 @@ pub async fn download(AxState(state): AxState<State>, Query(q): Query<FileQuery>
 pub async fn upload(AxState(state): AxState<State>, Query(q): Query<FileQuery>, req: Request) -> Response {
     let result = async {
         let user = caller(&state, req.headers(), &q)?;
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let content_type =
+            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         receive(&user, q.path.as_deref(), &content_type, req.into_body()).await
     }
     .await;
@@ -99,12 +104,15 @@ pub async fn upload(AxState(state): AxState<State>, Query(q): Query<FileQuery>, 
 
 /// Whether `Accept-Encoding` names gzip with a non-zero quality.
 fn wants_gzip(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|item| {
-        let mut parts = item.split(';').map(str::trim);
-        let coding = parts.next().unwrap_or_default();
-        let q = parts.find_map(|p| p.strip_prefix("q=")).map(|q| q.trim().parse::<f32>().unwrap_or(0.0)).unwrap_or(1.0);
-        coding.eq_ignore_ascii_case("gzip") && q > 0.0
-    })
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let q =
+                parts.find_map(|p| p.strip_prefix("q=")).map(|q| q.trim().parse::<f32>().unwrap_or(0.0)).unwrap_or(1.0);
+            coding.eq_ignore_ascii_case("gzip") && q > 0.0
+        },
+    )
 }
 
 async fn serve_file(user: &User, requested: &str, gzip: bool) -> Result<Response, HttpError> {
@@ -184,9 +192,9 @@ async fn receive(user: &User, query_path: Option<&str>, content_type: &str, body
     let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let mut done: Vec<PathBuf> = Vec::new();
     if media == "application/octet-stream" {
-        let requested = query_path
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| HttpError::new(StatusCode::BAD_REQUEST, "path query parameter is required for raw body upload"))?;
+        let requested = query_path.filter(|p| !p.is_empty()).ok_or_else(|| {
+            HttpError::new(StatusCode::BAD_REQUEST, "path query parameter is required for raw body upload")
+        })?;
         let p = resolve(requested, user)?;
         write_file(user, &p, body.into_data_stream()).await?;
         done.push(p);
@@ -201,17 +209,21 @@ async fn receive(user: &User, query_path: Option<&str>, content_type: &str, body
             }
             let requested = match query_path.filter(|p| !p.is_empty()) {
                 Some(p) => p.to_string(),
-                None => field
-                    .file_name()
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| HttpError::new(StatusCode::BAD_REQUEST, "a file part needs a filename (its destination path) when ?path is not given"))?,
+                None => field.file_name().filter(|n| !n.is_empty()).map(str::to_string).ok_or_else(|| {
+                    HttpError::new(
+                        StatusCode::BAD_REQUEST,
+                        "a file part needs a filename (its destination path) when ?path is not given",
+                    )
+                })?,
             };
             let p = resolve(&requested, user)?;
             if done.contains(&p) {
                 return Err(HttpError::new(
                     StatusCode::BAD_REQUEST,
-                    format!("you cannot upload multiple files to the same path '{}' in one upload request", p.display()),
+                    format!(
+                        "you cannot upload multiple files to the same path '{}' in one upload request",
+                        p.display()
+                    ),
                 ));
             }
             write_file(user, &p, field.map(|c| c.map_err(io::Error::other))).await?;
@@ -220,7 +232,9 @@ async fn receive(user: &User, query_path: Option<&str>, content_type: &str, body
     } else {
         return Err(HttpError::new(
             StatusCode::BAD_REQUEST,
-            format!("unsupported content type {content_type:?}: expected multipart/form-data or application/octet-stream"),
+            format!(
+                "unsupported content type {content_type:?}: expected multipart/form-data or application/octet-stream"
+            ),
         ));
     }
     let body = serde_json::Value::Array(done.iter().map(|p| uploaded(p)).collect());
@@ -251,7 +265,9 @@ where
     let mut out = tokio::io::BufWriter::with_capacity(CHUNK, tokio::fs::File::from_std(file));
     futures::pin_mut!(data);
     while let Some(chunk) = data.next().await {
-        let chunk = chunk.map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, format!("error reading upload for '{}': {e}", p.display())))?;
+        let chunk = chunk.map_err(|e| {
+            HttpError::new(StatusCode::BAD_REQUEST, format!("error reading upload for '{}': {e}", p.display()))
+        })?;
         out.write_all(&chunk).await.map_err(|e| HttpError::io(&e, "error writing file", p))?;
     }
     out.flush().await.map_err(|e| HttpError::io(&e, "error writing file", p))?;
@@ -275,7 +291,14 @@ mod tests {
 
     fn me(home: &Path) -> User {
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        User { name: "me".into(), uid, gid, home: home.to_string_lossy().into(), shell: "/bin/sh".into(), groups: vec![gid] }
+        User {
+            name: "me".into(),
+            uid,
+            gid,
+            home: home.to_string_lossy().into(),
+            shell: "/bin/sh".into(),
+            groups: vec![gid],
+        }
     }
 
     async fn body_of(r: Response) -> (StatusCode, HeaderMap, Vec<u8>) {
@@ -317,10 +340,17 @@ mod tests {
     async fn multipart_with_query_path_and_duplicates() {
         let t = tempfile::tempdir().unwrap();
         let u = me(t.path());
-        let part = |c: &str| format!("--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ignored\"\r\n\r\n{c}\r\n");
-        let r = receive(&u, Some("dir/a.txt"), "multipart/form-data; boundary=XX", Body::from(format!("{}--XX--\r\n", part("abc"))))
-            .await
-            .unwrap();
+        let part = |c: &str| {
+            format!("--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ignored\"\r\n\r\n{c}\r\n")
+        };
+        let r = receive(
+            &u,
+            Some("dir/a.txt"),
+            "multipart/form-data; boundary=XX",
+            Body::from(format!("{}--XX--\r\n", part("abc"))),
+        )
+        .await
+        .unwrap();
         assert_eq!(body_of(r).await.0, StatusCode::OK);
         assert_eq!(std::fs::read(t.path().join("dir/a.txt")).unwrap(), b"abc");
         let two = format!("{}{}--XX--\r\n", part("1"), part("2"));
@@ -333,15 +363,26 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let u = me(t.path());
         let chunks = futures::stream::iter((0..10).map(|i| Ok::<_, io::Error>(Bytes::from(vec![i as u8; 100_000]))));
-        let r = receive(&u, Some("~/deep/er/raw.bin"), "application/octet-stream", Body::from_stream(chunks)).await.unwrap();
+        let r = receive(&u, Some("~/deep/er/raw.bin"), "application/octet-stream", Body::from_stream(chunks))
+            .await
+            .unwrap();
         let (status, _, out) = body_of(r).await;
         assert_eq!(status, StatusCode::OK);
         let p = t.path().join("deep/er/raw.bin");
         assert_eq!(json(&out)[0]["path"], p.to_str().unwrap());
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 1_000_000);
-        assert_eq!(receive(&u, None, "application/octet-stream", Body::empty()).await.unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(receive(&u, Some("deep"), "application/octet-stream", Body::empty()).await.unwrap_err().status, StatusCode::BAD_REQUEST);
-        assert_eq!(receive(&u, Some("x"), "text/plain", Body::empty()).await.unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            receive(&u, None, "application/octet-stream", Body::empty()).await.unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            receive(&u, Some("deep"), "application/octet-stream", Body::empty()).await.unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            receive(&u, Some("x"), "text/plain", Body::empty()).await.unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[tokio::test]

@@ -92,7 +92,12 @@ async fn remove(req: Request) -> Result<pb::RemoveResponse, ConnectError> {
     Ok(pb::RemoveResponse {})
 }
 
-async fn open_watch(user: User, requested: &str, recursive: bool, include_entry: bool) -> Result<DirWatch, ConnectError> {
+async fn open_watch(
+    user: User,
+    requested: &str,
+    recursive: bool,
+    include_entry: bool,
+) -> Result<DirWatch, ConnectError> {
     let p = path::resolve(requested, &user)?;
     DirWatch::open(p, recursive, include_entry, user).await
 }

@@ -20,7 +20,8 @@ use axum::routing::get;
 use axum::Router;
 use stasis_proto::connect::{parse_route, ConnectError, Route};
 
-use crate::boot::config::BootConfig;
+use stasis_proto::agent::{BootConfig, InitRequest, INIT_PATH};
+
 use crate::supervisor::Supervisor;
 
 pub use auth::DEFAULT_USER;
@@ -41,7 +42,7 @@ impl State {
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/init", axum::routing::post(init))
+        .route(INIT_PATH, axum::routing::post(init))
         .route("/files", get(files::download).post(files::upload))
         .fallback(connect_call)
         .with_state(state)
@@ -51,26 +52,18 @@ async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct InitRequest {
-    access_token: Option<String>,
-    #[serde(default)]
-    env_vars: std::collections::BTreeMap<String, String>,
-}
-
 /// `POST /init` (as envd's): the host hands a sandbox started from a snapshot its own
 /// access token and environment. Authenticated with the current token.
 async fn init(AxState(state): AxState<State>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(e) = auth::check_token(&state, &headers) {
         return rpc::unary_error(&e);
     }
-    let req: InitRequest = match serde_json::from_slice(&body) {
+    let req = match InitRequest::from_json(&body) {
         Ok(r) => r,
         Err(e) => return rpc::unary_error(&ConnectError::invalid_argument(format!("invalid init body: {e}"))),
     };
-    if let Some(token) = req.access_token.filter(|t| !t.is_empty()) {
-        *state.access_token.write().unwrap() = Some(token);
+    if let Some(token) = req.new_token() {
+        *state.access_token.write().unwrap() = Some(token.to_string());
     }
     state.supervisor.set_env(req.env_vars);
     StatusCode::NO_CONTENT.into_response()

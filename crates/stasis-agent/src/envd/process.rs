@@ -10,7 +10,7 @@ use stasis_proto::connect::{timeout_from_headers, Code, ConnectError, ProcessMet
 use stasis_proto::process as pb;
 
 use super::{auth, rpc, State};
-use crate::supervisor::{Process, ProcEvent, ProcessSpec, PtySize};
+use crate::supervisor::{ProcEvent, Process, ProcessSpec, PtySize};
 
 /// Idle time after which a stream carries a keepalive event.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -43,12 +43,14 @@ fn io_error(e: std::io::Error) -> ConnectError {
 fn select(state: &State, sel: Option<&pb::ProcessSelector>) -> Result<Arc<Process>, ConnectError> {
     use pb::process_selector::Selector;
     match sel.and_then(|s| s.selector.as_ref()) {
-        Some(Selector::Pid(pid)) => {
-            state.supervisor.get(*pid).ok_or_else(|| ConnectError::not_found(format!("process with pid {pid} not found")))
-        }
-        Some(Selector::Tag(tag)) => {
-            state.supervisor.find_tag(tag).ok_or_else(|| ConnectError::not_found(format!("process with tag {tag:?} not found")))
-        }
+        Some(Selector::Pid(pid)) => state
+            .supervisor
+            .get(*pid)
+            .ok_or_else(|| ConnectError::not_found(format!("process with pid {pid} not found"))),
+        Some(Selector::Tag(tag)) => state
+            .supervisor
+            .find_tag(tag)
+            .ok_or_else(|| ConnectError::not_found(format!("process with tag {tag:?} not found"))),
         None => Err(ConnectError::invalid_argument("process selector (pid or tag) is required")),
     }
 }
@@ -57,15 +59,12 @@ fn to_pb(ev: ProcEvent) -> pb::ProcessEvent {
     use pb::process_event::{data_event::Output, DataEvent, EndEvent, Event, StartEvent};
     let event = match ev {
         ProcEvent::Start { pid } => Event::Start(StartEvent { pid }),
-        ProcEvent::Stdout(b) => Event::Data(DataEvent { output: Some(Output::Stdout(b.to_vec().into())) }),
-        ProcEvent::Stderr(b) => Event::Data(DataEvent { output: Some(Output::Stderr(b.to_vec().into())) }),
-        ProcEvent::Pty(b) => Event::Data(DataEvent { output: Some(Output::Pty(b.to_vec().into())) }),
-        ProcEvent::End(info) => Event::End(EndEvent {
-            exit_code: info.exit_code,
-            exited: info.exited,
-            status: info.status,
-            error: None,
-        }),
+        ProcEvent::Stdout(b) => Event::Data(DataEvent { output: Some(Output::Stdout(b.to_vec())) }),
+        ProcEvent::Stderr(b) => Event::Data(DataEvent { output: Some(Output::Stderr(b.to_vec())) }),
+        ProcEvent::Pty(b) => Event::Data(DataEvent { output: Some(Output::Pty(b.to_vec())) }),
+        ProcEvent::End(info) => {
+            Event::End(EndEvent { exit_code: info.exit_code, exited: info.exited, status: info.status, error: None })
+        }
     };
     pb::ProcessEvent { event: Some(event) }
 }
@@ -140,7 +139,10 @@ async fn start(state: State, req: Request) -> Response {
     if cfg.cmd.is_empty() {
         return rpc::stream_error(ConnectError::invalid_argument("process.cmd is required"));
     }
-    let pty = r.pty.and_then(|p| p.size).map(|s| PtySize { cols: s.cols.clamp(1, u16::MAX as u32) as u16, rows: s.rows.clamp(1, u16::MAX as u32) as u16 });
+    let pty = r.pty.and_then(|p| p.size).map(|s| PtySize {
+        cols: s.cols.clamp(1, u16::MAX as u32) as u16,
+        rows: s.rows.clamp(1, u16::MAX as u32) as u16,
+    });
     let spec = ProcessSpec {
         cmd: cfg.cmd,
         args: cfg.args,
@@ -153,7 +155,9 @@ async fn start(state: State, req: Request) -> Response {
         tag: r.tag,
     };
     match state.supervisor.spawn(spec) {
-        Ok(proc) => rpc::stream(event_stream(proc, false, deadline).map(|r| r.map(|event| pb::StartResponse { event: Some(event) }))),
+        Ok(proc) => rpc::stream(
+            event_stream(proc, false, deadline).map(|r| r.map(|event| pb::StartResponse { event: Some(event) })),
+        ),
         Err(e) => rpc::stream_error(io_error(e)),
     }
 }
@@ -164,7 +168,9 @@ async fn connect(state: State, req: Request) -> Response {
         Err(e) => return rpc::stream_error(e),
     };
     match select(&state, r.process.as_ref()) {
-        Ok(proc) => rpc::stream(event_stream(proc, true, None).map(|r| r.map(|event| pb::ConnectResponse { event: Some(event) }))),
+        Ok(proc) => rpc::stream(
+            event_stream(proc, true, None).map(|r| r.map(|event| pb::ConnectResponse { event: Some(event) })),
+        ),
         Err(e) => rpc::stream_error(e),
     }
 }
@@ -226,9 +232,12 @@ async fn update(state: &State, req: Request) -> Result<pb::UpdateResponse, Conne
     let r: pb::UpdateRequest = rpc::read_unary(req).await?;
     let proc = select(state, r.process.as_ref())?;
     if let Some(size) = r.pty.and_then(|p| p.size) {
-        proc.resize(PtySize { cols: size.cols.clamp(1, u16::MAX as u32) as u16, rows: size.rows.clamp(1, u16::MAX as u32) as u16 })
-            .await
-            .map_err(io_error)?;
+        proc.resize(PtySize {
+            cols: size.cols.clamp(1, u16::MAX as u32) as u16,
+            rows: size.rows.clamp(1, u16::MAX as u32) as u16,
+        })
+        .await
+        .map_err(io_error)?;
     }
     Ok(pb::UpdateResponse {})
 }
@@ -252,7 +261,9 @@ async fn stream_input(state: State, req: Request) -> Response {
                 match msg.event {
                     Some(Event::Start(s)) => target = Some(select(&state, s.process.as_ref())?),
                     Some(Event::Data(d)) => {
-                        let proc = target.as_ref().ok_or_else(|| ConnectError::invalid_argument("input before the start message"))?;
+                        let proc = target
+                            .as_ref()
+                            .ok_or_else(|| ConnectError::invalid_argument("input before the start message"))?;
                         write_input(proc, d.input).await?;
                     }
                     Some(Event::Keepalive(_)) | None => {}

@@ -30,7 +30,9 @@ impl ExitInfo {
         use nix::sys::wait::WaitStatus::*;
         match status {
             Exited(_, code) => Some(Self { exit_code: code, exited: true, status: format!("exit status {code}") }),
-            Signaled(_, sig, _) => Some(Self { exit_code: -1, exited: false, status: format!("signal: {}", signal_name(sig)) }),
+            Signaled(_, sig, _) => {
+                Some(Self { exit_code: -1, exited: false, status: format!("signal: {}", signal_name(sig)) })
+            }
             _ => None,
         }
     }
@@ -137,7 +139,10 @@ impl Supervisor {
     pub fn spawn(&self, spec: ProcessSpec) -> std::io::Result<Arc<Process>> {
         if let Some(tag) = &spec.tag {
             if self.find_tag(tag).is_some() {
-                return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, format!("a process with tag {tag:?} is running")));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("a process with tag {tag:?} is running"),
+                ));
             }
         }
         let (spawned, exit_rx) = self.inner.reaper.spawn_watched(|| {

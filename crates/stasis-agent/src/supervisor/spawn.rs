@@ -178,7 +178,11 @@ async fn write_fd_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> 
         match guard.try_io(|inner| {
             // SAFETY: writing from a live slice to an fd we own.
             let n = unsafe { libc::write(inner.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len()) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
         }) {
             Ok(Ok(n)) => data = &data[n..],
             Ok(Err(e)) => return Err(e),
@@ -194,7 +198,11 @@ async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
         match guard.try_io(|inner| {
             // SAFETY: reading into a live buffer from an fd we own.
             let n = unsafe { libc::read(inner.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
         }) {
             Ok(r) => return r,
             Err(_would_block) => continue,

@@ -21,10 +21,9 @@ impl User {
     }
 
     fn parse(name: &str, passwd: &str, group: &str) -> io::Result<User> {
-        let line = passwd
-            .lines()
-            .find(|l| l.split(':').next() == Some(name))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("user {name:?} does not exist in the sandbox")))?;
+        let line = passwd.lines().find(|l| l.split(':').next() == Some(name)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("user {name:?} does not exist in the sandbox"))
+        })?;
         let f: Vec<&str> = line.split(':').collect();
         let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad /etc/passwd line for {name:?}"));
         if f.len() < 7 {

@@ -136,10 +136,7 @@ impl EnvelopeDecoder {
         }
         self.buf.advance(HEADER_LEN);
         let payload = self.buf.split_to(len).freeze();
-        Ok(Some(Envelope {
-            flags: flag_byte,
-            payload,
-        }))
+        Ok(Some(Envelope { flags: flag_byte, payload }))
     }
 
     fn check_header(&self, flag_byte: u8, len: u32) -> Result<(), ConnectError> {
@@ -156,10 +153,7 @@ impl EnvelopeDecoder {
         if u64::from(len) > self.max_message_size as u64 {
             return Err(ConnectError::new(
                 super::Code::ResourceExhausted,
-                format!(
-                    "message size {len} exceeds the maximum of {} bytes",
-                    self.max_message_size
-                ),
+                format!("message size {len} exceeds the maximum of {} bytes", self.max_message_size),
             ));
         }
         Ok(())
@@ -208,10 +202,7 @@ mod tests {
     #[test]
     fn encodes_header_then_payload() {
         assert_eq!(&encode_envelope(0, b"{}")[..], b"\x00\x00\x00\x00\x02{}");
-        assert_eq!(
-            &encode_envelope(flags::END_STREAM, b"")[..],
-            b"\x02\x00\x00\x00\x00"
-        );
+        assert_eq!(&encode_envelope(flags::END_STREAM, b"")[..], b"\x02\x00\x00\x00\x00");
     }
 
     #[test]
@@ -252,10 +243,7 @@ mod tests {
     fn trailing_garbage_after_a_frame_is_an_error() {
         let mut body = encode_envelope(0, b"{}").to_vec();
         body.extend_from_slice(b"xy");
-        assert_eq!(
-            decode_all(&[&body]).unwrap_err().code,
-            Code::InvalidArgument
-        );
+        assert_eq!(decode_all(&[&body]).unwrap_err().code, Code::InvalidArgument);
     }
 
     #[test]

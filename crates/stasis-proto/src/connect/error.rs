@@ -81,9 +81,7 @@ impl Code {
             // 499 "Client Closed Request" is non-standard but what the spec names.
             Code::Canceled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-                StatusCode::BAD_REQUEST
-            }
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
             Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -153,10 +151,7 @@ struct EndStream<'a> {
 
 impl ConnectError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ConnectError {
-            code,
-            message: message.into(),
-        }
+        ConnectError { code, message: message.into() }
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {
@@ -184,10 +179,7 @@ impl ConnectError {
     }
 
     fn wire(&self) -> WireError<'_> {
-        WireError {
-            code: Some(self.code),
-            message: self.message.as_str().into(),
-        }
+        WireError { code: Some(self.code), message: self.message.as_str().into() }
     }
 
     /// Body of a failed unary call: `{"code":"not_found","message":"..."}`
@@ -201,10 +193,7 @@ impl ConnectError {
     /// that is not a Connect error yields a code inferred from the status.
     pub fn from_unary_response(status: StatusCode, body: &[u8]) -> Self {
         match serde_json::from_slice::<WireError<'_>>(body) {
-            Ok(WireError {
-                code: Some(code),
-                message,
-            }) => Self::new(code, message),
+            Ok(WireError { code: Some(code), message }) => Self::new(code, message),
             _ => Self::new(
                 Code::from_http_status(status),
                 format!(
@@ -219,14 +208,9 @@ impl ConnectError {
     /// clean end, `Ok(Some(e))` when the stream ended with an error, `Err` when the
     /// payload is not an end-of-stream message at all.
     pub fn from_end_stream_json(payload: &[u8]) -> Result<Option<Self>, ConnectError> {
-        let end: EndStream<'_> = serde_json::from_slice(payload).map_err(|e| {
-            ConnectError::internal(format!(
-                "protocol error: invalid end-of-stream message: {e}"
-            ))
-        })?;
-        Ok(end
-            .error
-            .map(|e| Self::new(e.code.unwrap_or(Code::Unknown), e.message)))
+        let end: EndStream<'_> = serde_json::from_slice(payload)
+            .map_err(|e| ConnectError::internal(format!("protocol error: invalid end-of-stream message: {e}")))?;
+        Ok(end.error.map(|e| Self::new(e.code.unwrap_or(Code::Unknown), e.message)))
     }
 }
 
@@ -245,9 +229,7 @@ impl std::error::Error for ConnectError {}
 /// The last frame of every streaming response (flag 0x02): `{}` on success or
 /// `{"error":{"code":..,"message":..}}`. The JS SDK fails a stream that lacks it.
 pub fn end_stream_frame(error: Option<&ConnectError>) -> Bytes {
-    let end = EndStream {
-        error: error.map(ConnectError::wire),
-    };
+    let end = EndStream { error: error.map(ConnectError::wire) };
     let json = serde_json::to_vec(&end).unwrap_or_else(|_| b"{}".to_vec());
     encode_envelope(flags::END_STREAM, &json)
 }
@@ -294,10 +276,7 @@ mod tests {
     #[test]
     fn unary_json_shape() {
         let e = ConnectError::not_found("path /x does not exist");
-        assert_eq!(
-            &e.to_unary_json()[..],
-            br#"{"code":"not_found","message":"path /x does not exist"}"#
-        );
+        assert_eq!(&e.to_unary_json()[..], br#"{"code":"not_found","message":"path /x does not exist"}"#);
         let bare = ConnectError::new(Code::Internal, "");
         assert_eq!(&bare.to_unary_json()[..], br#"{"code":"internal"}"#);
     }
@@ -311,10 +290,7 @@ mod tests {
         let back = ConnectError::from_unary_response(StatusCode::SERVICE_UNAVAILABLE, with_details);
         assert_eq!(back, ConnectError::new(Code::Unavailable, "m"));
         let odd = br#"{"code":"brand_new_code","message":"m"}"#;
-        assert_eq!(
-            ConnectError::from_unary_response(StatusCode::OK, odd).code,
-            Code::Unknown
-        );
+        assert_eq!(ConnectError::from_unary_response(StatusCode::OK, odd).code, Code::Unknown);
     }
 
     #[test]
@@ -333,17 +309,11 @@ mod tests {
         let frame = end_stream_frame(Some(&e));
         let json = br#"{"error":{"code":"deadline_exceeded","message":"process timed out"}}"#;
         assert_eq!(frame[0], 0x02);
-        assert_eq!(
-            u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize,
-            json.len()
-        );
+        assert_eq!(u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize, json.len());
         assert_eq!(&frame[5..], json);
         assert_eq!(ConnectError::from_end_stream_json(&frame[5..]), Ok(Some(e)));
         assert_eq!(ConnectError::from_end_stream_json(b"{}"), Ok(None));
-        assert_eq!(
-            ConnectError::from_end_stream_json(br#"{"metadata":{"a":["b"]}}"#),
-            Ok(None)
-        );
+        assert_eq!(ConnectError::from_end_stream_json(br#"{"metadata":{"a":["b"]}}"#), Ok(None));
         assert!(ConnectError::from_end_stream_json(b"not json").is_err());
     }
 }

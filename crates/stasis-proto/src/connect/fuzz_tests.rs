@@ -6,8 +6,8 @@ use proptest::prelude::*;
 
 use super::envelope::{flags, HEADER_LEN};
 use super::{
-    decode_stream_message, decode_stream_request, decode_unary, encode_envelope, parse_route,
-    parse_timeout, Code, EnvelopeDecoder, Route,
+    decode_stream_message, decode_stream_request, decode_unary, encode_envelope, parse_route, parse_timeout, Code,
+    EnvelopeDecoder, Route,
 };
 use crate::filesystem::{ListDirRequest, MoveRequest, WatchDirRequest};
 use crate::process::{ConnectRequest, SendInputRequest, SendSignalRequest, StartRequest, UpdateRequest};

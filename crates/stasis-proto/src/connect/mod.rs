@@ -18,8 +18,7 @@ mod fuzz_tests;
 pub use envelope::{encode_envelope, Envelope, EnvelopeDecoder};
 pub use error::{end_stream_frame, Code, ConnectError};
 pub use message::{
-    decode_stream_message, decode_stream_request, decode_unary, encode_stream_message,
-    encode_unary, StreamFrame,
+    decode_stream_message, decode_stream_request, decode_unary, encode_stream_message, encode_unary, StreamFrame,
 };
 pub use route::{parse_route, FilesystemMethod, MethodKind, ProcessMethod, Route};
 pub use timeout::{parse_timeout, timeout_from_headers};

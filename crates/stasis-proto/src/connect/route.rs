@@ -173,19 +173,10 @@ pub fn parse_route(path: &str) -> Result<Route, ConnectError> {
         )));
     };
     let route = match service {
-        PROCESS_SERVICE => ProcessMethod::ALL
-            .into_iter()
-            .find(|m| m.name() == method)
-            .map(Route::Process),
-        FILESYSTEM_SERVICE => FilesystemMethod::ALL
-            .into_iter()
-            .find(|m| m.name() == method)
-            .map(Route::Filesystem),
+        PROCESS_SERVICE => ProcessMethod::ALL.into_iter().find(|m| m.name() == method).map(Route::Process),
+        FILESYSTEM_SERVICE => FilesystemMethod::ALL.into_iter().find(|m| m.name() == method).map(Route::Filesystem),
         _ => {
-            return Err(ConnectError::not_found(format!(
-                "unknown service in {:?}",
-                shown()
-            )));
+            return Err(ConnectError::not_found(format!("unknown service in {:?}", shown())));
         }
     };
     route.ok_or_else(|| ConnectError::unimplemented(format!("{:?} is not implemented", shown())))
@@ -206,31 +197,12 @@ mod tests {
 
     #[test]
     fn kinds_match_the_protos() {
-        assert_eq!(
-            parse_route("/process.Process/Start").unwrap().kind(),
-            MethodKind::ServerStream
-        );
-        assert_eq!(
-            parse_route("/process.Process/Connect").unwrap().kind(),
-            MethodKind::ServerStream
-        );
-        assert_eq!(
-            parse_route("/process.Process/StreamInput").unwrap().kind(),
-            MethodKind::ClientStream
-        );
-        assert_eq!(
-            parse_route("/filesystem.Filesystem/WatchDir")
-                .unwrap()
-                .kind(),
-            MethodKind::ServerStream
-        );
-        assert_eq!(
-            parse_route("/process.Process/List").unwrap().kind(),
-            MethodKind::Unary
-        );
-        let streaming: Vec<_> = Route::all()
-            .filter(|r| r.kind() != MethodKind::Unary)
-            .collect();
+        assert_eq!(parse_route("/process.Process/Start").unwrap().kind(), MethodKind::ServerStream);
+        assert_eq!(parse_route("/process.Process/Connect").unwrap().kind(), MethodKind::ServerStream);
+        assert_eq!(parse_route("/process.Process/StreamInput").unwrap().kind(), MethodKind::ClientStream);
+        assert_eq!(parse_route("/filesystem.Filesystem/WatchDir").unwrap().kind(), MethodKind::ServerStream);
+        assert_eq!(parse_route("/process.Process/List").unwrap().kind(), MethodKind::Unary);
+        let streaming: Vec<_> = Route::all().filter(|r| r.kind() != MethodKind::Unary).collect();
         assert_eq!(streaming.len(), 4);
     }
 

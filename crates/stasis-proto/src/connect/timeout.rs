@@ -17,18 +17,13 @@ pub fn parse_timeout(value: &[u8]) -> Result<Duration, ConnectError> {
         )));
     }
     // At most 10 digits, so this fits a u64 with room to spare.
-    let ms = value
-        .iter()
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let ms = value.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     Ok(Duration::from_millis(ms))
 }
 
 /// Reads the timeout from request headers: `Ok(None)` when absent.
 pub fn timeout_from_headers(headers: &http::HeaderMap) -> Result<Option<Duration>, ConnectError> {
-    headers
-        .get(super::TIMEOUT_HEADER)
-        .map(|v| parse_timeout(v.as_bytes()))
-        .transpose()
+    headers.get(super::TIMEOUT_HEADER).map(|v| parse_timeout(v.as_bytes())).transpose()
 }
 
 #[cfg(test)]
@@ -41,25 +36,12 @@ mod tests {
         assert_eq!(parse_timeout(b"60000").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_timeout(b"0").unwrap(), Duration::ZERO);
         assert_eq!(parse_timeout(b"0007").unwrap(), Duration::from_millis(7));
-        assert_eq!(
-            parse_timeout(b"9999999999").unwrap(),
-            Duration::from_millis(9_999_999_999)
-        );
+        assert_eq!(parse_timeout(b"9999999999").unwrap(), Duration::from_millis(9_999_999_999));
     }
 
     #[test]
     fn rejects_anything_else() {
-        for bad in [
-            &b""[..],
-            b"12345678901",
-            b"-1",
-            b"+5",
-            b" 5",
-            b"5 ",
-            b"1.5",
-            b"10s",
-            b"\xff",
-        ] {
+        for bad in [&b""[..], b"12345678901", b"-1", b"+5", b" 5", b"5 ", b"1.5", b"10s", b"\xff"] {
             let err = parse_timeout(bad).unwrap_err();
             assert_eq!(err.code, Code::InvalidArgument, "{bad:?}");
             assert!(err.message.contains("Connect-Timeout-Ms"));
@@ -71,10 +53,7 @@ mod tests {
         let mut h = http::HeaderMap::new();
         assert_eq!(timeout_from_headers(&h), Ok(None));
         h.insert("Connect-Timeout-Ms", http::HeaderValue::from_static("1500"));
-        assert_eq!(
-            timeout_from_headers(&h),
-            Ok(Some(Duration::from_millis(1500)))
-        );
+        assert_eq!(timeout_from_headers(&h), Ok(Some(Duration::from_millis(1500))));
         h.insert("connect-timeout-ms", http::HeaderValue::from_static("soon"));
         assert!(timeout_from_headers(&h).is_err());
     }

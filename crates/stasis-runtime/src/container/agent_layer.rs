@@ -41,7 +41,8 @@ pub fn ensure(agents_dir: &Path, agent_binary: &Path) -> Result<PathBuf> {
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))?;
         for (name, major, minor) in DEVICES {
             let p = dir.join("dev").join(name);
-            mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor)).map_err(std::io::Error::from)?;
+            mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+                .map_err(std::io::Error::from)?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))?;
         }
         for p in [tmp.clone(), dir.clone(), dir.join("dev"), agent] {

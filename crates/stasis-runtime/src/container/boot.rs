@@ -1,5 +1,6 @@
 //! Starting a sandbox's init: runs `stasis-agent boot` and walks it through the sync
-//! protocol (id maps, PID 1's host pid, readiness).
+//! protocol (id maps, PID 1's host pid, readiness), the host's end of the contract in
+//! `stasis_proto::agent`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use stasis_agent::boot::config::{sync, BootConfig, SYNC_FD};
+use stasis_proto::agent::{BootConfig, SyncMessage, SYNC_FD};
 
 use crate::container::idmap;
 use crate::error::{IoContext, Result, RuntimeError};
@@ -19,13 +20,18 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Boots the sandbox and returns the host pid of its init once the agent listens.
 /// `after_unshare` runs once the new namespaces exist (with the pid of the process in
 /// them), before the agent goes on: the host plugs the sandbox's network device in there.
-pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
+pub fn boot(
+    agent_binary: &Path,
+    cfg: &BootConfig,
+    log: &Path,
+    after_unshare: impl FnOnce(u32) -> Result<()>,
+) -> Result<u32> {
     let (host_end, child_end) = UnixStream::pair().ctx(|| "boot socketpair".into())?;
     host_end.set_read_timeout(Some(BOOT_TIMEOUT)).ctx(|| "boot socket timeout".into())?;
     let log_file = std::fs::File::create(log).ctx(|| format!("create {}", log.display()))?;
     let mut cmd = Command::new(agent_binary);
     cmd.arg("boot")
-        .arg(serde_json::to_string(cfg).expect("boot config serialises"))
+        .arg(cfg.to_json())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().ctx(|| "dup log".into())?)
@@ -63,37 +69,34 @@ pub fn boot(agent_binary: &Path, cfg: &BootConfig, log: &Path, after_unshare: im
 
 fn drive(sock: &UnixStream, stage1_pid: u32, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
     let mut reader = BufReader::new(sock);
-    let mut next = || -> Result<String> {
+    let mut next = || -> Result<SyncMessage> {
         let mut line = String::new();
         match reader.read_line(&mut line) {
             Ok(0) => Err(RuntimeError::Boot("agent exited during boot".into())),
-            Ok(_) => {
-                let line = line.trim_end().to_string();
-                match line.strip_prefix(sync::ERROR) {
-                    Some(msg) => Err(RuntimeError::Boot(msg.trim().to_string())),
-                    None => Ok(line),
-                }
-            }
+            Ok(_) => match SyncMessage::parse(&line) {
+                Ok(SyncMessage::Error(msg)) => Err(RuntimeError::Boot(msg)),
+                Ok(msg) => Ok(msg),
+                Err(e) => Err(RuntimeError::Boot(e.to_string())),
+            },
             Err(e) => Err(RuntimeError::Boot(format!("no answer from agent: {e}"))),
         }
     };
-    expect(&next()?, sync::UNSHARED)?;
+    expect(next()?, SyncMessage::Unshared)?;
     idmap::write_maps(stage1_pid).ctx(|| format!("write id maps of {stage1_pid}"))?;
     after_unshare(stage1_pid)?;
-    (&*sock).write_all(format!("{}\n", sync::MAPPED).as_bytes()).ctx(|| "boot sync".into())?;
-    let pid_line = next()?;
-    let pid = pid_line
-        .strip_prefix(sync::PID)
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .ok_or_else(|| RuntimeError::Boot(format!("unexpected boot message {pid_line:?}")))?;
-    expect(&next()?, sync::READY)?;
+    (&*sock).write_all(format!("{}\n", SyncMessage::Mapped.to_line()).as_bytes()).ctx(|| "boot sync".into())?;
+    let pid = match next()? {
+        SyncMessage::Pid(pid) => pid,
+        other => return Err(RuntimeError::Boot(format!("expected \"pid N\" from agent, got {:?}", other.to_line()))),
+    };
+    expect(next()?, SyncMessage::Ready)?;
     Ok(pid)
 }
 
-fn expect(got: &str, want: &str) -> Result<()> {
+fn expect(got: SyncMessage, want: SyncMessage) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(RuntimeError::Boot(format!("expected {want:?} from agent, got {got:?}")))
+        Err(RuntimeError::Boot(format!("expected {:?} from agent, got {:?}", want.to_line(), got.to_line())))
     }
 }

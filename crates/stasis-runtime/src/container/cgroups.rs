@@ -203,6 +203,14 @@ impl Cgroups {
         Ok(())
     }
 
+    /// How many processes the OOM killer has killed in the sandbox.
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        match self {
+            Cgroups::V1(_) => read_key(&self.dir(id, "memory").join("memory.oom_control"), "oom_kill"),
+            Cgroups::V2(_) => read_key(&self.dir(id, "").join("memory.events"), "oom_kill"),
+        }
+    }
+
     pub fn usage(&self, id: &str) -> SandboxUsage {
         match self {
             Cgroups::V1(_) => {

@@ -45,7 +45,8 @@ pub fn lazy_daemons_for(dir: &Path) -> Vec<u32> {
 }
 
 fn is_lazy_daemon(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"lazy-pages".as_slice()))
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"lazy-pages".as_slice()))
 }
 
 /// Pids of CRIU processes working on anything under `dir` (a daemon that crashed may have
@@ -74,7 +75,10 @@ impl Criu {
             if p.is_file() {
                 return Ok(Self { binary: p });
             }
-            return Err(RuntimeError::Checkpoint { op: "locate", message: format!("STASIS_CRIU={} does not exist", p.display()) });
+            return Err(RuntimeError::Checkpoint {
+                op: "locate",
+                message: format!("STASIS_CRIU={} does not exist", p.display()),
+            });
         }
         let path = std::env::var_os("PATH").unwrap_or_default();
         let candidates = std::env::var_os("STASIS_CRIU")
@@ -87,7 +91,10 @@ impl Criu {
                 return Ok(Self { binary: c });
             }
         }
-        Err(RuntimeError::Checkpoint { op: "locate", message: "criu not found: run scripts/setup.sh (or set STASIS_CRIU)".into() })
+        Err(RuntimeError::Checkpoint {
+            op: "locate",
+            message: "criu not found: run scripts/setup.sh (or set STASIS_CRIU)".into(),
+        })
     }
 
     fn run(&self, op: &'static str, mut cmd: Command, log: &Path) -> Result<()> {
@@ -97,7 +104,10 @@ impl Criu {
         if out.status.success() {
             return Ok(());
         }
-        Err(RuntimeError::Checkpoint { op, message: format!("criu {op} exited with {}: {}", out.status, log_errors(log, &out.stderr)) })
+        Err(RuntimeError::Checkpoint {
+            op,
+            message: format!("criu {op} exited with {}: {}", out.status, log_errors(log, &out.stderr)),
+        })
     }
 
     /// Dumps the tree rooted at `pid` into `images`. With `leave_running` the sandbox
@@ -123,6 +133,7 @@ impl Criu {
     /// With `lazy`, memory is not copied before the tree runs: a `criu lazy-pages` daemon
     /// (returned) serves each page on first touch and pushes the rest in the background,
     /// reading the images, which must stay until it exits.
+    #[allow(clippy::too_many_arguments)] // each is one of CRIU's own options
     pub fn restore(
         &self,
         images: &Path,
@@ -133,7 +144,10 @@ impl Criu {
         lazy: bool,
         leave_stopped: bool,
     ) -> Result<(u32, Option<std::process::Child>)> {
-        std::fs::create_dir_all(work).map_err(|e| RuntimeError::Checkpoint { op: "restore", message: format!("create {}: {e}", work.display()) })?;
+        std::fs::create_dir_all(work).map_err(|e| RuntimeError::Checkpoint {
+            op: "restore",
+            message: format!("create {}: {e}", work.display()),
+        })?;
         let log = work.join("restore.log");
         let pidfile = work.join("init.pid");
         let _ = std::fs::remove_file(&pidfile);
@@ -152,7 +166,8 @@ impl Criu {
         if let Some(dev) = net_device {
             cmd.arg("--external").arg(format!("netdev[eth0]:{dev}"));
         }
-        let procs: Vec<CString> = cgroup_procs.iter().map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap()).collect();
+        let procs: Vec<CString> =
+            cgroup_procs.iter().map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap()).collect();
         // CRIU is placed in the sandbox's cgroups before it starts, so every task it
         // forks is born there (it does not manage cgroups itself: --manage-cgroups=ignore).
         // SAFETY: only open/write/close/getpid with preallocated buffers run after fork.
@@ -184,7 +199,10 @@ impl Criu {
             Some(p) => p,
             None => {
                 stop_daemon(daemon);
-                return Err(RuntimeError::Checkpoint { op: "restore", message: format!("criu wrote no pid to {}", pidfile.display()) });
+                return Err(RuntimeError::Checkpoint {
+                    op: "restore",
+                    message: format!("criu wrote no pid to {}", pidfile.display()),
+                });
             }
         };
         Ok((pid, daemon))
@@ -209,16 +227,25 @@ impl Criu {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| RuntimeError::Checkpoint { op: "lazy-pages", message: format!("cannot run {}: {e}", self.binary.display()) })?;
+            .map_err(|e| RuntimeError::Checkpoint {
+                op: "lazy-pages",
+                message: format!("cannot run {}: {e}", self.binary.display()),
+            })?;
         let start = std::time::Instant::now();
         while !sock.exists() {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(RuntimeError::Checkpoint { op: "lazy-pages", message: format!("daemon exited with {status}: {}", log_errors(&log, b"")) });
+                return Err(RuntimeError::Checkpoint {
+                    op: "lazy-pages",
+                    message: format!("daemon exited with {status}: {}", log_errors(&log, b"")),
+                });
             }
             if start.elapsed() > std::time::Duration::from_secs(5) {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(RuntimeError::Checkpoint { op: "lazy-pages", message: "daemon did not start listening within 5 s".into() });
+                return Err(RuntimeError::Checkpoint {
+                    op: "lazy-pages",
+                    message: "daemon did not start listening within 5 s".into(),
+                });
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

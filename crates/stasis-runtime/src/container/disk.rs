@@ -23,9 +23,9 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
 fn attached(image: &Path) -> bool {
     let Ok(want) = image.canonicalize() else { return false };
     let Ok(blocks) = std::fs::read_dir("/sys/block") else { return false };
-    blocks.flatten().any(|b| {
-        std::fs::read_to_string(b.path().join("loop/backing_file")).is_ok_and(|f| Path::new(f.trim()) == want)
-    })
+    blocks
+        .flatten()
+        .any(|b| std::fs::read_to_string(b.path().join("loop/backing_file")).is_ok_and(|f| Path::new(f.trim()) == want))
 }
 
 /// Waits until the image's filesystem is fully released (detached mounts are torn down
@@ -51,19 +51,24 @@ pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
         return Ok(());
     }
     wait_released(image)?;
-    std::fs::create_dir_all(mount_point).map_err(|e| RuntimeError::Io { context: format!("create {}", mount_point.display()), source: e })?;
+    std::fs::create_dir_all(mount_point)
+        .map_err(|e| RuntimeError::Io { context: format!("create {}", mount_point.display()), source: e })?;
     if !image.exists() {
         let tmp = image.with_extension("img.tmp");
-        let f = std::fs::File::create(&tmp).map_err(|e| RuntimeError::Io { context: format!("create {}", tmp.display()), source: e })?;
+        let f = std::fs::File::create(&tmp)
+            .map_err(|e| RuntimeError::Io { context: format!("create {}", tmp.display()), source: e })?;
         f.set_len(size_mb << 20).map_err(|e| RuntimeError::Io { context: "size the disk image".into(), source: e })?;
         drop(f);
         // Lazy inode/journal init keeps mkfs at ~15 ms; no reserved blocks (the sandbox's
         // root owns the whole disk).
         run(
             "mkfs.ext4 sandbox disk",
-            Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]).arg(&tmp),
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
+                .arg(&tmp),
         )?;
-        std::fs::rename(&tmp, image).map_err(|e| RuntimeError::Io { context: "commit the disk image".into(), source: e })?;
+        std::fs::rename(&tmp, image)
+            .map_err(|e| RuntimeError::Io { context: "commit the disk image".into(), source: e })?;
     }
     run("mount sandbox disk", Command::new("mount").args(["-o", "loop,noatime"]).arg(image).arg(mount_point))
 }

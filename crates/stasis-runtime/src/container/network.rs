@@ -47,7 +47,8 @@ impl NetworkPolicy {
     /// Checks every CIDR (`a.b.c.d` or `a.b.c.d/n`) before anything is configured.
     pub fn validate(&self) -> Result<()> {
         for c in self.allow_out.iter().chain(&self.deny_out) {
-            parse_cidr(c).ok_or_else(|| RuntimeError::InvalidNetwork(format!("{c:?} is not an IPv4 address or CIDR")))?;
+            parse_cidr(c)
+                .ok_or_else(|| RuntimeError::InvalidNetwork(format!("{c:?} is not an IPv4 address or CIDR")))?;
         }
         Ok(())
     }
@@ -130,7 +131,9 @@ pub fn names(id: &str, index: u32) -> Names {
 }
 
 fn run(what: &str, cmd: &mut Command, input: Option<&str>) -> Result<()> {
-    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| RuntimeError::Network(format!("{what}: cannot run: {e}")))?;
     if let Some(text) = input {
         let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
@@ -145,7 +148,8 @@ fn run(what: &str, cmd: &mut Command, input: Option<&str>) -> Result<()> {
 /// Host-wide rules, once per daemon start: forwarding on, sandboxes' traffic masqueraded
 /// out, never to each other nor to the host itself.
 pub fn init_host() -> Result<()> {
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| RuntimeError::Network(format!("enable ip_forward: {e}")))?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| RuntimeError::Network(format!("enable ip_forward: {e}")))?;
     let rules = "table ip stasis\n\
         delete table ip stasis\n\
         table ip stasis {\n\
@@ -215,7 +219,8 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
 /// Turns IPv4 forwarding on inside a named namespace (the setting is per namespace and
 /// new ones start with it off): from a thread that enters the namespace.
 fn enable_forwarding(netns: &str) -> Result<()> {
-    let ns = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| RuntimeError::Network(format!("open netns {netns}: {e}")))?;
+    let ns = std::fs::File::open(format!("/run/netns/{netns}"))
+        .map_err(|e| RuntimeError::Network(format!("open netns {netns}: {e}")))?;
     std::thread::spawn(move || -> std::io::Result<()> {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
@@ -235,7 +240,11 @@ pub fn teardown(id: &str, index: u32) {
 
 /// Moves the sandbox end into the namespace of process `pid` (a booting sandbox).
 pub fn move_into(n: &Names, pid: u32) -> Result<()> {
-    run("move veth into sandbox", Command::new("ip").args(["link", "set", &n.sandbox_if, "netns", &pid.to_string()]), None)
+    run(
+        "move veth into sandbox",
+        Command::new("ip").args(["link", "set", &n.sandbox_if, "netns", &pid.to_string()]),
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -252,7 +261,9 @@ mod tests {
 
     #[test]
     fn cidrs_are_checked() {
-        assert!(NetworkPolicy { allow_out: vec!["10.0.0.0/8".into(), "1.2.3.4".into()], ..NetworkPolicy::open() }.validate().is_ok());
+        assert!(NetworkPolicy { allow_out: vec!["10.0.0.0/8".into(), "1.2.3.4".into()], ..NetworkPolicy::open() }
+            .validate()
+            .is_ok());
         assert!(NetworkPolicy { deny_out: vec!["10.0.0.0/33".into()], ..NetworkPolicy::open() }.validate().is_err());
         assert!(NetworkPolicy { deny_out: vec!["example.com".into()], ..NetworkPolicy::open() }.validate().is_err());
         assert!(NetworkPolicy { deny_out: vec!["1.2.3.4; drop".into()], ..NetworkPolicy::open() }.validate().is_err());

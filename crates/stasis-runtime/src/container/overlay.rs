@@ -14,7 +14,12 @@ pub fn mount_root(lowers: &[String], upper: &Path, work: &Path, target: &Path) -
     for d in [upper, work, target] {
         std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={},index=on,nfs_export=on", lowers.join(":"), upper.display(), work.display());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},index=on,nfs_export=on",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
     // EBUSY: the previous overlay on this upper dir (unmounted with MNT_DETACH) is still
     // being torn down by the kernel; index=on refuses a second one until it is gone.
     let start = std::time::Instant::now();
@@ -24,7 +29,9 @@ pub fn mount_root(lowers: &[String], upper: &Path, work: &Path, target: &Path) -
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             r => {
-                return r.map_err(std::io::Error::from).ctx(|| format!("mount overlay at {} ({opts})", target.display()));
+                return r
+                    .map_err(std::io::Error::from)
+                    .ctx(|| format!("mount overlay at {} ({opts})", target.display()));
             }
         }
     }

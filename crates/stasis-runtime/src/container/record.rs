@@ -1,11 +1,13 @@
 //! A sandbox's persisted record: the runtime's source of truth, replaced atomically so a
-//! crash leaves either the old or the new record, never a torn one.
+//! crash leaves either the old or the new record, never a torn one. Versioned
+//! (`format.rs`): a record from a newer Stasis is refused, one from an older one read.
 
 use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::format::{self, RECORD_VERSION};
 use crate::error::{IoContext, Result};
 use crate::{SandboxSpec, SandboxState};
 
@@ -47,16 +49,13 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 impl Record {
     pub fn load(path: &Path) -> Result<Self> {
-        let data = std::fs::read(path).ctx(|| format!("read {}", path.display()))?;
-        serde_json::from_slice(&data)
-            .map_err(std::io::Error::from)
-            .ctx(|| format!("parse {}", path.display()))
+        format::load(path, RECORD_VERSION)
     }
 
     /// Writes `path.tmp`, fsyncs it, renames it over `path`, fsyncs the directory.
     pub fn store(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let data = serde_json::to_vec_pretty(self).expect("record serialises");
+        let data = format::to_json(RECORD_VERSION, self, true);
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&data)?;
@@ -65,5 +64,56 @@ impl Record {
             std::fs::File::open(path.parent().unwrap())?.sync_all()
         };
         write().ctx(|| format!("write {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::RuntimeError;
+
+    /// `record.json` of a paused sandbox as written by the release before formats had
+    /// versions (`stasis runtime create` + `pause`, commit fa51dcf).
+    const UNVERSIONED: &str = include_str!("../../tests/fixtures/unversioned/record.json");
+
+    #[test]
+    fn reads_a_record_from_before_versions() {
+        assert!(!UNVERSIONED.contains("formatVersion"));
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("record.json");
+        std::fs::write(&p, UNVERSIONED).unwrap();
+        let rec = Record::load(&p).unwrap();
+        assert_eq!(
+            (rec.id.as_str(), rec.state, rec.checkpoint, rec.init_pid),
+            ("fx1", SandboxState::Paused, Some(1), None)
+        );
+        assert_eq!(rec.spec.env.get("FIXTURE").map(String::as_str), Some("1"));
+        assert_eq!(rec.lower_dirs.len(), 2);
+        assert_eq!(rec.net_index, Some(1));
+        // Written back, it gains the current version and nothing else changes.
+        rec.store(&p).unwrap();
+        let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(again["formatVersion"], RECORD_VERSION);
+        let mut old: serde_json::Value = serde_json::from_str(UNVERSIONED).unwrap();
+        old["formatVersion"] = RECORD_VERSION.into();
+        assert_eq!(again, old);
+    }
+
+    #[test]
+    fn refuses_a_record_from_a_newer_stasis() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("record.json");
+        let mut newer: serde_json::Value = serde_json::from_str(UNVERSIONED).unwrap();
+        newer["formatVersion"] = (RECORD_VERSION + 1).into();
+        newer["state"] = serde_json::json!({"paused": {"how": "differently"}});
+        std::fs::write(&p, serde_json::to_vec(&newer).unwrap()).unwrap();
+        match Record::load(&p) {
+            Err(RuntimeError::UnsupportedFormat { version, supported, .. }) => {
+                assert_eq!((version, supported), (RECORD_VERSION + 1, RECORD_VERSION))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Untouched, for the newer binary.
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p).unwrap()).unwrap(), newer);
     }
 }

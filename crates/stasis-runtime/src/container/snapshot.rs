@@ -6,15 +6,24 @@
 //! which gets its own empty writable layer; its memory images are restored into each new
 //! sandbox's own namespaces. Deleting a snapshot only marks it: its files go when no
 //! sandbox (and no other snapshot) still uses its layer.
+//!
+//! `snapshot.json` is versioned (`format.rs`): one from a newer Stasis is refused, and
+//! while any record or snapshot cannot be read no layer is collected, since it may be the
+//! one that reads it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use stasis_proto::agent::InitRequest;
 
+use super::format::{self, SNAPSHOT_VERSION};
+use super::fs::{disk_usage, syncfs};
+use super::handover;
+use super::pause::wait_for_lazy_pages;
 use super::record::Record;
-use super::{random_hex, syncfs, validate_id, Inner};
+use super::{random_hex, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
 
@@ -31,27 +40,34 @@ pub struct SnapshotMeta {
 }
 
 const DELETED: &str = "deleted";
+const META: &str = "snapshot.json";
+
+impl SnapshotMeta {
+    fn load(path: &Path) -> Result<Self> {
+        format::load(path, SNAPSHOT_VERSION)
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        format::to_json(SNAPSHOT_VERSION, self, true)
+    }
+}
 
 impl Inner {
     fn snapshot_meta(&self, snap: &str) -> Result<SnapshotMeta> {
         validate_id(snap).map_err(|_| RuntimeError::SnapshotNotFound(snap.to_string()))?;
         let dir = self.layout.snapshot(snap);
-        let path = dir.join("snapshot.json");
+        let path = dir.join(META);
         if !path.exists() || dir.join(DELETED).exists() {
             return Err(RuntimeError::SnapshotNotFound(snap.to_string()));
         }
-        let data = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
-        serde_json::from_slice(&data).map_err(std::io::Error::from).ctx(|| format!("parse {}", path.display()))
+        SnapshotMeta::load(&path)
     }
 
     /// Captures sandbox `id` as snapshot `snap`; the sandbox keeps running.
     pub(super) fn snapshot(&self, id: &str, snap: &str, mode: PauseMode) -> Result<SnapshotStats> {
         validate_id(snap)?;
         let rec = self.load(id)?;
-        let pid = match (rec.state, rec.init_pid) {
-            (SandboxState::Running, Some(pid)) => pid,
-            _ => return Err(RuntimeError::NotRunning(id.to_string())),
-        };
+        let init = self.init_of(&rec)?;
         let final_dir = self.layout.snapshot(snap);
         if final_dir.exists() {
             return Err(RuntimeError::AlreadyExists(format!("snapshot {snap}")));
@@ -60,17 +76,17 @@ impl Inner {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let dir = self.dir(id);
-        super::wait_for_lazy_pages(&dir);
+        wait_for_lazy_pages(&dir);
         let t0 = Instant::now();
         // Frozen for the whole capture: memory and files are of one instant (CRIU checks
         // the sizes of open files against the files it will find at restore).
-        self.cgroups.set_frozen(id, true)?;
+        self.freeze_for_dump(id, &init)?;
         let captured = (|| -> Result<()> {
             if mode == PauseMode::Memory {
                 let images = tmp.join("images");
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
-                self.criu.dump(pid, &images, &self.cgroups.freezer(id), true)?;
-                super::checksum::write(&images)?;
+                self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true)?;
+                super::pause::seal(&images)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
         })();
@@ -91,15 +107,11 @@ impl Inner {
             spec: rec.spec.clone(),
             agent_path: rec.agent_path.clone(),
         };
-        let write = || -> std::io::Result<()> {
-            std::fs::write(tmp.join("snapshot.json"), serde_json::to_vec_pretty(&meta)?)?;
-            Ok(())
-        };
-        write().ctx(|| "write snapshot.json".into())?;
+        std::fs::write(tmp.join(META), meta.to_json()).ctx(|| "write snapshot.json".into())?;
         syncfs(&tmp)?;
         std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
         std::fs::File::open(self.layout.snapshots()).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())?;
-        Ok(SnapshotStats { frozen_ms, size_bytes: super::disk_usage(&final_dir), memory: meta.memory })
+        Ok(SnapshotStats { frozen_ms, size_bytes: disk_usage(&final_dir), memory: meta.memory })
     }
 
     /// Creates sandbox `id` from snapshot `snap`: its files, and with a memory snapshot
@@ -143,7 +155,10 @@ impl Inner {
                         drop_images_if_deleted(&snap_dir);
                     });
                 }
-                agent_handover(&rec, meta.spec.access_token.as_deref(), spec)
+                // The restored agent still holds the source's token and environment.
+                let init = InitRequest { access_token: spec.access_token.clone(), env_vars: spec.env.clone() };
+                let handle = self.init_of(&rec)?;
+                handover::hand_over(handle, meta.spec.access_token.as_deref(), &init)
             } else {
                 self.boot(&mut rec, &dir)
             }
@@ -170,23 +185,36 @@ impl Inner {
     /// Removes deleted snapshots whose layer no sandbox and no live snapshot uses.
     pub(super) fn collect_snapshots(&self) {
         let Ok(entries) = std::fs::read_dir(self.layout.snapshots()) else { return };
-        let snaps: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.join("snapshot.json").exists()).collect();
+        // `.ID.tmp`: a capture under way (its source's record names the same layers).
+        let snaps: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .filter(|p| p.join(META).exists())
+            .collect();
+        // A record or snapshot that cannot be read (one from a newer Stasis, a damaged one)
+        // may use any layer: then nothing is collected.
         let mut in_use: Vec<String> = Vec::new();
         if let Ok(sbx) = std::fs::read_dir(self.layout.sandboxes()) {
             for e in sbx.flatten() {
-                if let Ok(rec) = Record::load(&e.path().join("record.json")) {
-                    in_use.extend(rec.lower_dirs);
+                let record = e.path().join("record.json");
+                if !record.exists() {
+                    continue;
+                }
+                match Record::load(&record) {
+                    Ok(rec) => in_use.extend(rec.lower_dirs),
+                    Err(_) => return,
                 }
             }
         }
         // A live snapshot made from a sandbox that ran on another snapshot uses that one too.
-        let metas: Vec<(PathBuf, bool, Vec<String>)> = snaps
-            .iter()
-            .filter_map(|p| {
-                let m: SnapshotMeta = serde_json::from_slice(&std::fs::read(p.join("snapshot.json")).ok()?).ok()?;
-                Some((p.clone(), p.join(DELETED).exists(), m.lower_dirs))
-            })
-            .collect();
+        let mut metas: Vec<(PathBuf, bool, Vec<String>)> = Vec::new();
+        for p in &snaps {
+            match SnapshotMeta::load(&p.join(META)) {
+                Ok(m) => metas.push((p.clone(), p.join(DELETED).exists(), m.lower_dirs)),
+                Err(_) => return,
+            }
+        }
         let mut changed = true;
         let mut removed: Vec<PathBuf> = Vec::new();
         while changed {
@@ -196,7 +224,8 @@ impl Inner {
                     continue;
                 }
                 let layer = p.join("layer").display().to_string();
-                let used_by_other = metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
+                let used_by_other =
+                    metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
                 if !in_use.contains(&layer) && !used_by_other {
                     let _ = std::fs::remove_dir_all(p);
                     removed.push(p.clone());
@@ -212,33 +241,6 @@ fn drop_images_if_deleted(snap_dir: &Path) {
     if snap_dir.join(DELETED).exists() && super::criu::running_for(&snap_dir.join("images")).is_empty() {
         let _ = std::fs::remove_dir_all(snap_dir.join("images"));
     }
-}
-
-/// Gives the restored agent (which still holds the source's token and environment) the
-/// new sandbox's own, through its `/init` endpoint.
-fn agent_handover(rec: &Record, old_token: Option<&str>, spec: &SandboxSpec) -> Result<()> {
-    use std::io::{Read, Write};
-    let pid = rec.init_pid.expect("restored sandbox has an init");
-    let body = serde_json::json!({ "accessToken": spec.access_token.clone().unwrap_or_default(), "envVars": spec.env }).to_string();
-    let mut req = format!("POST /init HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-    if let Some(t) = old_token {
-        req.push_str(&format!("X-Access-Token: {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    let talk = || -> std::io::Result<String> {
-        let mut s = crate::netns::connect_blocking(pid, stasis_agent::boot::config::ENVD_PORT, std::time::Duration::from_secs(10))?;
-        s.write_all(req.as_bytes())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        Ok(resp)
-    };
-    let resp = talk().ctx(|| "hand the new access token to the restored agent".into())?;
-    let status = resp.split_whitespace().nth(1).unwrap_or("");
-    if status != "204" && status != "200" {
-        return Err(RuntimeError::Boot(format!("the restored agent refused its new token: {}", resp.lines().next().unwrap_or(""))));
-    }
-    Ok(())
 }
 
 /// `cp -a`: ownership, modes, times, xattrs (overlay whiteouts and opaque markers), hard
@@ -258,4 +260,44 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `snapshot.json` as written by the release before formats had versions
+    /// (`stasis runtime snapshot`, commit fa51dcf).
+    const UNVERSIONED: &str = include_str!("../../tests/fixtures/unversioned/snapshot.json");
+
+    #[test]
+    fn reads_snapshot_metadata_from_before_versions() {
+        assert!(!UNVERSIONED.contains("formatVersion"));
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(META);
+        std::fs::write(&p, UNVERSIONED).unwrap();
+        let m = SnapshotMeta::load(&p).unwrap();
+        assert_eq!((m.id.as_str(), m.source.as_str(), m.memory), ("fxsnap", "fx1", true));
+        assert_eq!(m.lower_dirs.len(), 2);
+        assert_eq!(m.agent_path, "/.stasis/agent");
+        // Written again: the current version, the rest as it was.
+        let again: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        let mut old: serde_json::Value = serde_json::from_str(UNVERSIONED).unwrap();
+        old["formatVersion"] = SNAPSHOT_VERSION.into();
+        assert_eq!(again, old);
+    }
+
+    #[test]
+    fn refuses_snapshot_metadata_from_a_newer_stasis() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(META);
+        let mut newer: serde_json::Value = serde_json::from_str(UNVERSIONED).unwrap();
+        newer["formatVersion"] = (SNAPSHOT_VERSION + 1).into();
+        newer.as_object_mut().unwrap().remove("lowerDirs");
+        std::fs::write(&p, serde_json::to_vec(&newer).unwrap()).unwrap();
+        assert!(matches!(
+            SnapshotMeta::load(&p),
+            Err(RuntimeError::UnsupportedFormat { version, supported: SNAPSHOT_VERSION, .. }) if version == SNAPSHOT_VERSION + 1
+        ));
+    }
 }

@@ -69,15 +69,35 @@ fn hostile_json() -> impl Strategy<Value = String> {
         "\\PC{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
     ];
     let key = prop::sample::select(vec![
-        "templateID", "timeout", "metadata", "envVars", "autoPause", "autoPauseMemory", "autoResume",
-        "lifecycle", "onTimeout", "enabled", "secure", "allow_internet_access", "allowInternetAccess",
-        "network", "memoryMB", "cpuCount", "memory", "name", "count", "duration", "__proto__", "",
+        "templateID",
+        "timeout",
+        "metadata",
+        "envVars",
+        "autoPause",
+        "autoPauseMemory",
+        "autoResume",
+        "lifecycle",
+        "onTimeout",
+        "enabled",
+        "secure",
+        "allow_internet_access",
+        "allowInternetAccess",
+        "network",
+        "memoryMB",
+        "cpuCount",
+        "memory",
+        "name",
+        "count",
+        "duration",
+        "__proto__",
+        "",
     ]);
     leaf.prop_recursive(3, 24, 6, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
             prop::collection::vec((key.clone(), inner), 0..6).prop_map(|kv| {
-                let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap())).collect();
+                let body: Vec<String> =
+                    kv.into_iter().map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap())).collect();
                 format!("{{{}}}", body.join(","))
             }),
         ]
@@ -113,7 +133,7 @@ proptest! {
     fn timeouts_are_bounded(t in any::<u64>()) {
         let max = crate::lifecycle::SandboxDefaults::default().max_timeout_secs;
         if let Ok(v) = super::sandboxes::check_timeout(t, max) {
-            prop_assert!(v >= 1 && v <= max);
+            prop_assert!((1..=max).contains(&v));
         }
     }
 }

@@ -89,7 +89,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Conflict(m) => ApiError::conflict(m),
             LifecycleError::BadRequest(m) => ApiError::bad_request(m),
             LifecycleError::TemplateNotFound(t) => ApiError::not_found(format!("template {t:?} not found")),
-            LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::CorruptCheckpoint(_)) => ApiError::internal(e.to_string()),
+            LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::CorruptCheckpoint(_)) => {
+                ApiError::internal(e.to_string())
+            }
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -97,9 +99,9 @@ impl From<LifecycleError> for ApiError {
 
 /// Reads a JSON body: empty means `T::default()`; too big, or bad JSON, is a clear 4xx.
 pub async fn json_body<T: DeserializeOwned + Default>(body: Body) -> Result<T, ApiError> {
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY_BYTES} bytes")))?;
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {MAX_BODY_BYTES} bytes"))
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -25,10 +25,12 @@ impl<S: Send + Sync> FromRequestParts<S> for SandboxPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-        SandboxId::parse(&id)
-            .map(SandboxPath)
-            .map_err(|_| ApiError::not_found(format!("sandbox {id:?} not found (ids are lowercase letters and digits)")))
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        SandboxId::parse(&id).map(SandboxPath).map_err(|_| {
+            ApiError::not_found(format!("sandbox {id:?} not found (ids are lowercase letters and digits)"))
+        })
     }
 }
 
@@ -49,7 +51,11 @@ fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> 
     let auto_pause = match req.lifecycle.as_ref().and_then(|l| l.on_timeout.as_deref()) {
         Some("pause") => true,
         Some("kill") => false,
-        Some(other) => return Err(ApiError::bad_request(format!("lifecycle.onTimeout must be \"kill\" or \"pause\", got {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "lifecycle.onTimeout must be \"kill\" or \"pause\", got {other:?}"
+            )))
+        }
         None => req.auto_pause.unwrap_or(false),
     };
     // Novita's legacy form: metadata auto_resume = "true".
@@ -60,7 +66,11 @@ fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> 
         None => None,
         Some(v) => match v.trim().parse::<u64>() {
             Ok(n) if n >= 60 => Some(n),
-            _ => return Err(ApiError::bad_request(format!("metadata idle_timeout must be a number of seconds >= 60, got {v:?}"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata idle_timeout must be a number of seconds >= 60, got {v:?}"
+                )))
+            }
         },
     };
     let memory_mb = req.memory_mb.unwrap_or(d.memory_mb);
@@ -124,7 +134,9 @@ pub async fn create_v2(State(state): State<AppState>, body: Body) -> ApiResult<R
 async fn list(state: &AppState, mut q: ListQuery) -> ApiResult<Response> {
     q.states.retain(|s| *s != SandboxState::Killed);
     let (rows, next) = state.lifecycle.list(&q).await.map_err(|e| match e {
-        crate::lifecycle::LifecycleError::Store(stasis_store::StoreError::InvalidQuery(q)) => ApiError::bad_request(q.to_string()),
+        crate::lifecycle::LifecycleError::Store(stasis_store::StoreError::InvalidQuery(q)) => {
+            ApiError::bad_request(q.to_string())
+        }
         other => other.into(),
     })?;
     let body: Vec<wire::ListedSandbox> = rows.iter().map(wire::ListedSandbox::from_row).collect();
@@ -138,13 +150,15 @@ async fn list(state: &AppState, mut q: ListQuery) -> ApiResult<Response> {
 }
 
 pub async fn list_v2(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
-    let q = ListQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let q =
+        ListQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     list(&state, q).await
 }
 
 /// v1 lists running sandboxes only.
 pub async fn list_v1(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
-    let mut q = ListQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut q =
+        ListQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     q.states = vec![SandboxState::Running];
     list(&state, q).await
 }
@@ -188,9 +202,15 @@ pub async fn resume(State(state): State<AppState>, SandboxPath(id): SandboxPath,
     connect_or_resume(state, id, body, true).await
 }
 
-pub async fn set_timeout(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<StatusCode> {
-    let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| ApiError::bad_request("body too large"))?;
-    let req: wire::TimeoutBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e} (expected {{\"timeout\": seconds}})")))?;
+pub async fn set_timeout(
+    State(state): State<AppState>,
+    SandboxPath(id): SandboxPath,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let bytes =
+        axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| ApiError::bad_request("body too large"))?;
+    let req: wire::TimeoutBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e} (expected {{\"timeout\": seconds}})")))?;
     let secs = check_timeout(req.timeout, state.defaults().max_timeout_secs)?;
     state.lifecycle.set_timeout(&id, secs).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -209,7 +229,11 @@ pub async fn refresh(State(state): State<AppState>, SandboxPath(id): SandboxPath
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn metrics(State(state): State<AppState>, SandboxPath(id): SandboxPath, _headers: HeaderMap) -> ApiResult<Response> {
+pub async fn metrics(
+    State(state): State<AppState>,
+    SandboxPath(id): SandboxPath,
+    _headers: HeaderMap,
+) -> ApiResult<Response> {
     let row = state.lifecycle.get(&id).await?;
     let Some(usage) = state.lifecycle.usage(&id).await? else {
         return Ok(Json(Vec::<wire::Metric>::new()).into_response());

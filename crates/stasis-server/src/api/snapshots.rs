@@ -44,7 +44,8 @@ pub async fn create(State(state): State<AppState>, SandboxPath(id): SandboxPath,
 }
 
 pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
-    let q = SnapshotQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let q = SnapshotQuery::from_query_string(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (rows, next) = state.lifecycle.list_snapshots(q).await?;
     let mut r = Json(rows.iter().map(info).collect::<Vec<_>>()).into_response();
     if let Some(t) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
@@ -61,7 +62,9 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     }
     match state.lifecycle.delete_snapshot(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(crate::lifecycle::LifecycleError::NotFound(_)) => Err(ApiError::not_found(format!("snapshot or template {id:?} not found"))),
+        Err(crate::lifecycle::LifecycleError::NotFound(_)) => {
+            Err(ApiError::not_found(format!("snapshot or template {id:?} not found")))
+        }
         Err(e) => Err(e.into()),
     }
 }

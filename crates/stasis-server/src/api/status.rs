@@ -40,8 +40,5 @@ pub async fn lifecycle(State(state): State<AppState>) -> Result<Json<LifecycleSt
             })
         })
         .collect();
-    Ok(Json(LifecycleStatus {
-        failed_actions: state.lifecycle.failed_actions(),
-        failing,
-    }))
+    Ok(Json(LifecycleStatus { failed_actions: state.lifecycle.failed_actions(), failing }))
 }

@@ -14,23 +14,12 @@ use crate::lifecycle::tests::{harness, Harness};
 const KEY: &str = "e2b_0000000000000000000000000000000000000000";
 
 async fn get(h: &Harness, path: &str) -> (StatusCode, Value) {
-    let app = router(AppState {
-        lifecycle: h.lc.clone(),
-        domain: "localhost".into(),
-    });
-    let req = Request::get(path)
-        .header("x-api-key", KEY)
-        .body(Body::empty())
-        .unwrap();
+    let app = router(AppState { lifecycle: h.lc.clone(), domain: "localhost".into() });
+    let req = Request::get(path).header("x-api-key", KEY).body(Body::empty()).unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 #[tokio::test(start_paused = true)]
@@ -44,42 +33,21 @@ async fn info_shows_the_last_failed_action_beside_the_e2b_fields() {
 
     let (status, info) = get(&h, &format!("/sandboxes/{ok}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        info.get("lastError").is_none(),
-        "no error, no field: {info}"
-    );
+    assert!(info.get("lastError").is_none(), "no error, no field: {info}");
 
     let (status, info) = get(&h, &format!("/sandboxes/{failing}")).await;
     assert_eq!(status, StatusCode::OK);
-    for k in [
-        "sandboxID",
-        "templateID",
-        "state",
-        "startedAt",
-        "endAt",
-        "envdAccessToken",
-        "lifecycle",
-        "pauseMode",
-    ] {
+    for k in ["sandboxID", "templateID", "state", "startedAt", "endAt", "envdAccessToken", "lifecycle", "pauseMode"] {
         assert!(info.get(k).is_some(), "E2B field {k} kept: {info}");
     }
     assert_eq!(info["state"], "running");
     let e = &info["lastError"];
     assert_eq!(e["operation"], "pause");
     assert_eq!(e["attempts"], 1);
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("injected Pause failure"),
-        "{e}"
-    );
+    assert!(e["message"].as_str().unwrap().contains("injected Pause failure"), "{e}");
     let at = e["at"].as_str().unwrap();
     let next = e["nextAttemptAt"].as_str().unwrap();
-    assert!(
-        at.ends_with('Z') && next > at,
-        "RFC 3339 times, the next attempt later: {e}"
-    );
+    assert!(at.ends_with('Z') && next > at, "RFC 3339 times, the next attempt later: {e}");
 
     let (status, s) = get(&h, "/stasis/lifecycle").await;
     assert_eq!(status, StatusCode::OK);
@@ -93,17 +61,7 @@ async fn info_shows_the_last_failed_action_beside_the_e2b_fields() {
 #[tokio::test(start_paused = true)]
 async fn the_status_endpoint_needs_the_api_key() {
     let h = harness().await;
-    let app = router(AppState {
-        lifecycle: h.lc.clone(),
-        domain: "localhost".into(),
-    });
-    let resp = app
-        .oneshot(
-            Request::get("/stasis/lifecycle")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let app = router(AppState { lifecycle: h.lc.clone(), domain: "localhost".into() });
+    let resp = app.oneshot(Request::get("/stasis/lifecycle").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }

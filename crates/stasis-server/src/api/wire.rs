@@ -10,7 +10,6 @@ use stasis_store::SandboxRow;
 /// metadata, octet-stream uploads and watch entries (all of which the agent serves).
 pub const ENVD_VERSION: &str = "0.6.13";
 
-
 #[derive(Debug, Deserialize, Default)]
 pub struct AutoResume {
     #[serde(default)]
@@ -206,7 +205,10 @@ impl SandboxDetail {
             listed: ListedSandbox::from_row(r),
             envd_access_token: r.envd_access_token.clone(),
             domain: Some(domain.to_string()),
-            lifecycle: LifecycleInfo { on_timeout: if r.auto_pause { "pause" } else { "kill" }, auto_resume: r.auto_resume },
+            lifecycle: LifecycleInfo {
+                on_timeout: if r.auto_pause { "pause" } else { "kill" },
+                auto_resume: r.auto_resume,
+            },
             pause_mode: if r.pause_memory { "full" } else { "filesystem" },
             operation: None,
             last_error: r.last_error.as_ref().map(LastError::from_failed),

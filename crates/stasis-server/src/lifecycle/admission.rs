@@ -11,9 +11,9 @@ use stasis_store::SandboxState;
 use tokio::net::TcpStream;
 
 use super::activity::Guard;
-use crate::ids::SandboxId;
 use super::routes::Route;
 use super::{Lifecycle, LifecycleError};
+use crate::ids::SandboxId;
 
 /// The tokens a proxied request presents.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,9 +70,7 @@ impl Lifecycle {
             }
             return match self.inner.runtime.connect(id, port).await {
                 Ok(stream) => Ok(PortConnection { stream, guard }),
-                Err(RuntimeError::NotRunning(_) | RuntimeError::NotFound(_)) => {
-                    Err(Refusal::NotRunning)
-                }
+                Err(RuntimeError::NotRunning(_) | RuntimeError::NotFound(_)) => Err(Refusal::NotRunning),
                 Err(_) => Err(Refusal::PortClosed(port)),
             };
         }
@@ -86,9 +84,7 @@ impl Lifecycle {
         match route.state {
             SandboxState::Running => Ok(route.generation),
             // A pause under way is waited for (the sandbox lock), then undone.
-            SandboxState::Pausing | SandboxState::Paused | SandboxState::Resuming
-                if route.auto_resume =>
-            {
+            SandboxState::Pausing | SandboxState::Paused | SandboxState::Resuming if route.auto_resume => {
                 self.auto_resume(id).await?;
                 let route = self.route_of(id).await?;
                 match route.state {
@@ -129,18 +125,14 @@ impl Lifecycle {
         };
         match row.state {
             SandboxState::Running => Ok(()),
-            SandboxState::Paused
-                if !self.may_retry(&row, stasis_store::Operation::Resume, self.now()) =>
-            {
+            SandboxState::Paused if !self.may_retry(&row, stasis_store::Operation::Resume, self.now()) => {
                 Err(Refusal::ResumeFailed(super::resume::backing_off(&row)))
             }
             SandboxState::Paused => {
                 let timeout = row.timeout_secs.max(self.inner.config.defaults.min_auto_resume_secs);
                 match self.resume_locked(row, timeout, true).await {
                     Ok(_) => Ok(()),
-                    Err(LifecycleError::NotFound(_) | LifecycleError::Conflict(_)) => {
-                        Err(Refusal::NotRunning)
-                    }
+                    Err(LifecycleError::NotFound(_) | LifecycleError::Conflict(_)) => Err(Refusal::NotRunning),
                     Err(e) => Err(Refusal::ResumeFailed(e.to_string())),
                 }
             }

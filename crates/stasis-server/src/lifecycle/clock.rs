@@ -18,17 +18,13 @@ impl Clock {
 
     /// Now's wall time, then advancing as tokio's clock does (paused and advanced by tests).
     pub fn tokio() -> Self {
-        Self {
-            anchor: Some((now_ms(), tokio::time::Instant::now())),
-        }
+        Self { anchor: Some((now_ms(), tokio::time::Instant::now())) }
     }
 
     pub fn now_ms(&self) -> UnixMillis {
         match self.anchor {
             None => now_ms(),
-            Some((wall, at)) => {
-                wall + i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
-            }
+            Some((wall, at)) => wall + i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX / 2),
         }
     }
 }

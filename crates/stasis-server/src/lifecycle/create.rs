@@ -20,11 +20,7 @@ impl Lifecycle {
     }
 
     /// Creates a sandbox; from runtime snapshot `snapshot` when given.
-    pub(super) async fn create_with(
-        &self,
-        p: CreateParams,
-        snapshot: Option<String>,
-    ) -> Result<SandboxRow> {
+    pub(super) async fn create_with(&self, p: CreateParams, snapshot: Option<String>) -> Result<SandboxRow> {
         let id = SandboxId::generate().to_string();
         let now = self.now();
         let row = SandboxRow {
@@ -70,12 +66,7 @@ impl Lifecycle {
             access_token: row.envd_access_token.clone(),
         };
         let created = match &snapshot {
-            Some(snap) => {
-                self.inner
-                    .runtime
-                    .create_from_snapshot(&id, snap, &spec)
-                    .await
-            }
+            Some(snap) => self.inner.runtime.create_from_snapshot(&id, snap, &spec).await,
             None => self.inner.runtime.create(&id, &spec).await,
         };
         if let Err(e) = created {
@@ -86,15 +77,10 @@ impl Lifecycle {
         let started = self.now();
         let timeout = row.timeout_secs;
         self.inner.activity.started(&id);
-        self.flip(
-            &id,
-            &[SandboxState::Creating],
-            SandboxState::Running,
-            move |r| {
-                r.started_at = started;
-                r.end_at = started + ms(timeout);
-            },
-        )
+        self.flip(&id, &[SandboxState::Creating], SandboxState::Running, move |r| {
+            r.started_at = started;
+            r.end_at = started + ms(timeout);
+        })
         .await
     }
 }

@@ -17,6 +17,9 @@ pub enum LifecycleError {
     Runtime(RuntimeError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The sandbox's processes ended while it was meant to run.
+    #[error("{0}")]
+    Lost(String),
 }
 
 impl From<RuntimeError> for LifecycleError {

@@ -37,11 +37,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            first: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-            max_attempts: 5,
-        }
+        Self { first: Duration::from_secs(1), max: Duration::from_secs(300), max_attempts: 5 }
     }
 }
 
@@ -51,9 +47,7 @@ impl Backoff {
         if attempts >= self.max_attempts {
             return None;
         }
-        let doubled = self
-            .first
-            .saturating_mul(1u32 << attempts.saturating_sub(1).min(31));
+        let doubled = self.first.saturating_mul(1u32 << attempts.saturating_sub(1).min(31));
         Some(doubled.min(self.max))
     }
 }
@@ -65,6 +59,7 @@ pub(super) struct Counters {
     pause: AtomicU64,
     resume: AtomicU64,
     kill: AtomicU64,
+    run: AtomicU64,
 }
 
 impl Counters {
@@ -73,6 +68,7 @@ impl Counters {
             Operation::Pause => &self.pause,
             Operation::Resume => &self.resume,
             Operation::Kill => &self.kill,
+            Operation::Run => &self.run,
         }
     }
 }
@@ -84,6 +80,8 @@ pub struct FailedActionCounts {
     pub pause: u64,
     pub resume: u64,
     pub kill: u64,
+    /// Sandboxes whose processes ended while they were meant to run.
+    pub lost: u64,
     pub total: u64,
 }
 
@@ -94,31 +92,20 @@ fn ms(d: Duration) -> i64 {
 impl Lifecycle {
     pub fn failed_actions(&self) -> FailedActionCounts {
         let c = &self.inner.failures;
-        let (pause, resume, kill) = (
+        let (pause, resume, kill, lost) = (
             c.pause.load(Ordering::Relaxed),
             c.resume.load(Ordering::Relaxed),
             c.kill.load(Ordering::Relaxed),
+            c.run.load(Ordering::Relaxed),
         );
-        FailedActionCounts {
-            pause,
-            resume,
-            kill,
-            total: pause + resume + kill,
-        }
+        FailedActionCounts { pause, resume, kill, lost, total: pause + resume + kill + lost }
     }
 
     /// Every sandbox with a failed action on its row.
     pub async fn with_failed_actions(&self) -> Result<Vec<SandboxRow>> {
         use stasis_store::SandboxState::*;
-        let rows = self
-            .inner
-            .store
-            .sandboxes_in_states(&[Running, Pausing, Paused, Resuming, Killing])
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.last_error.is_some())
-            .collect())
+        let rows = self.inner.store.sandboxes_in_states(&[Running, Pausing, Paused, Resuming, Killing]).await?;
+        Ok(rows.into_iter().filter(|r| r.last_error.is_some()).collect())
     }
 
     /// Whether the lifecycle may try `op` on `row` by itself now: not while the back-off
@@ -132,12 +119,7 @@ impl Lifecycle {
 
     /// Records that `op` failed on sandbox `id` with `error` (called under its lock, with
     /// the row in the state the failure left it in). The error to return is `error`.
-    pub(super) async fn record_failure(
-        &self,
-        id: &str,
-        op: Operation,
-        error: LifecycleError,
-    ) -> LifecycleError {
+    pub(super) async fn record_failure(&self, id: &str, op: Operation, error: LifecycleError) -> LifecycleError {
         self.inner.failures.of(op).fetch_add(1, Ordering::Relaxed);
         let now = self.now();
         let message = error.to_string();
@@ -163,13 +145,7 @@ impl Lifecycle {
                 backoff.max_attempts
             ),
         }
-        row.last_error = Some(FailedAction {
-            operation: op,
-            message,
-            at: now,
-            attempts,
-            next_attempt_at: next,
-        });
+        row.last_error = Some(FailedAction { operation: op, message, at: now, attempts, next_attempt_at: next });
         if let Err(e) = self.inner.store.update_sandbox(&row).await {
             tracing::error!(sandbox = %id, "cannot record the failed {op}: {e}");
         }
@@ -206,16 +182,8 @@ mod tests {
         let b = Backoff::default();
         let waits: Vec<_> = (1..=6).map(|n| b.after(n).map(|d| d.as_secs())).collect();
         assert_eq!(waits, [Some(1), Some(2), Some(4), Some(8), None, None]);
-        let capped = Backoff {
-            first: Duration::from_secs(10),
-            max: Duration::from_secs(30),
-            max_attempts: 100,
-        };
+        let capped = Backoff { first: Duration::from_secs(10), max: Duration::from_secs(30), max_attempts: 100 };
         assert_eq!(capped.after(3), Some(Duration::from_secs(30)));
-        assert_eq!(
-            capped.after(99),
-            Some(Duration::from_secs(30)),
-            "no overflow on many attempts"
-        );
+        assert_eq!(capped.after(99), Some(Duration::from_secs(30)), "no overflow on many attempts");
     }
 }

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stasis_runtime::{
-    CheckpointStats, OpProgress, PauseMode, Recovered, Result, Runtime, RuntimeError, SandboxSpec,
-    SandboxState, SandboxUsage, SnapshotStats,
+    CheckpointStats, OpProgress, PauseMode, Recovered, Result, Runtime, RuntimeError, SandboxSpec, SandboxState,
+    SandboxUsage, SnapshotStats,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -89,31 +89,18 @@ pub struct FakeRuntime {
 
 impl Default for FakeRuntime {
     fn default() -> Self {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
-        Self {
-            state: Mutex::default(),
-            listener,
-        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
+        Self { state: Mutex::default(), listener }
     }
 }
 
 fn injected(op: Op, id: &str) -> RuntimeError {
     let message = format!("injected {op:?} failure");
     match op {
-        Op::Pause | Op::Snapshot => RuntimeError::Checkpoint {
-            op: "dump",
-            message,
-        },
-        Op::Resume => RuntimeError::Checkpoint {
-            op: "restore",
-            message,
-        },
+        Op::Pause | Op::Snapshot => RuntimeError::Checkpoint { op: "dump", message },
+        Op::Resume => RuntimeError::Checkpoint { op: "restore", message },
         Op::Create | Op::CreateFromSnapshot => RuntimeError::Boot(message),
-        _ => RuntimeError::Io {
-            context: format!("{op:?} {id}"),
-            source: std::io::Error::other(message),
-        },
+        _ => RuntimeError::Io { context: format!("{op:?} {id}"), source: std::io::Error::other(message) },
     }
 }
 
@@ -143,30 +130,19 @@ impl FakeRuntime {
 
     /// The next call of `op` waits half-way until the returned hold is released.
     pub fn hold(&self, op: Op) -> Hold {
-        let hold = Hold {
-            entered: Arc::new(Semaphore::new(0)),
-            release: Arc::new(Semaphore::new(0)),
-        };
+        let hold = Hold { entered: Arc::new(Semaphore::new(0)), release: Arc::new(Semaphore::new(0)) };
         self.state.lock().unwrap().holds.insert(op, hold.clone());
         hold
     }
 
     /// A sandbox the runtime holds without the lifecycle having made it (recovery tests).
     pub fn insert(&self, id: &str, state: SandboxState) {
-        self.state
-            .lock()
-            .unwrap()
-            .sandboxes
-            .insert(id.to_string(), state);
+        self.state.lock().unwrap().sandboxes.insert(id.to_string(), state);
     }
 
     /// What `recover(id)` answers.
     pub fn set_recovered(&self, id: &str, r: Result<Recovered, String>) {
-        self.state
-            .lock()
-            .unwrap()
-            .recovered
-            .insert(id.to_string(), r);
+        self.state.lock().unwrap().recovered.insert(id.to_string(), r);
     }
 
     /// The runtime's state of `id`, if it holds it.
@@ -175,14 +151,7 @@ impl FakeRuntime {
     }
 
     pub fn calls(&self, op: Op) -> Vec<Call> {
-        self.state
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|c| c.op == op)
-            .cloned()
-            .collect()
+        self.state.lock().unwrap().calls.iter().filter(|c| c.op == op).cloned().collect()
     }
 
     pub fn count(&self, op: Op) -> usize {
@@ -193,11 +162,7 @@ impl FakeRuntime {
     async fn enter(&self, op: Op, id: &str) -> Result<()> {
         let (delay, hold) = {
             let mut s = self.state.lock().unwrap();
-            s.calls.push(Call {
-                op,
-                id: id.to_string(),
-                at: Instant::now(),
-            });
+            s.calls.push(Call { op, id: id.to_string(), at: Instant::now() });
             (s.delays.get(&op).copied(), s.holds.remove(&op))
         };
         if let Some(d) = delay {
@@ -220,11 +185,7 @@ impl FakeRuntime {
 
     /// Runs `op` on `id` with its progress reported as `kind` while it is under way.
     async fn tracked(&self, op: Op, id: &str, kind: &'static str) -> Result<()> {
-        self.state
-            .lock()
-            .unwrap()
-            .under_way
-            .insert(id.to_string(), kind);
+        self.state.lock().unwrap().under_way.insert(id.to_string(), kind);
         let r = self.enter(op, id).await;
         self.state.lock().unwrap().under_way.remove(id);
         r
@@ -266,31 +227,14 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn snapshot(
-        &self,
-        id: &str,
-        snapshot_id: &str,
-        mode: PauseMode,
-    ) -> Result<SnapshotStats> {
+    async fn snapshot(&self, id: &str, snapshot_id: &str, mode: PauseMode) -> Result<SnapshotStats> {
         self.expect(id, SandboxState::Running)?;
         self.enter(Op::Snapshot, id).await?;
-        self.state
-            .lock()
-            .unwrap()
-            .snapshots
-            .insert(snapshot_id.to_string());
-        Ok(SnapshotStats {
-            memory: mode == PauseMode::Memory,
-            ..Default::default()
-        })
+        self.state.lock().unwrap().snapshots.insert(snapshot_id.to_string());
+        Ok(SnapshotStats { memory: mode == PauseMode::Memory, ..Default::default() })
     }
 
-    async fn create_from_snapshot(
-        &self,
-        id: &str,
-        snapshot_id: &str,
-        _spec: &SandboxSpec,
-    ) -> Result<()> {
+    async fn create_from_snapshot(&self, id: &str, snapshot_id: &str, _spec: &SandboxSpec) -> Result<()> {
         if !self.state.lock().unwrap().snapshots.contains(snapshot_id) {
             return Err(RuntimeError::SnapshotNotFound(snapshot_id.to_string()));
         }
@@ -317,8 +261,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn state(&self, id: &str) -> Result<SandboxState> {
-        self.state_of(id)
-            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))
+        self.state_of(id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))
     }
 
     async fn recover(&self, id: &str) -> Result<Recovered> {
@@ -326,57 +269,32 @@ impl Runtime for FakeRuntime {
         let told = self.state.lock().unwrap().recovered.get(id).cloned();
         let r = match told {
             Some(Ok(r)) => r,
-            Some(Err(message)) => {
-                return Err(RuntimeError::Checkpoint {
-                    op: "recover",
-                    message,
-                })
-            }
+            Some(Err(message)) => return Err(RuntimeError::Checkpoint { op: "recover", message }),
             None => match self.state_of(id) {
                 Some(SandboxState::Running) => Recovered::Running,
                 Some(SandboxState::Paused) => Recovered::Paused,
                 None => return Err(RuntimeError::NotFound(id.to_string())),
             },
         };
-        let state = if r == Recovered::Running {
-            SandboxState::Running
-        } else {
-            SandboxState::Paused
-        };
+        let state = if r == Recovered::Running { SandboxState::Running } else { SandboxState::Paused };
         self.set(id, state);
         Ok(r)
     }
 
     async fn list(&self) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self
-            .state
-            .lock()
-            .unwrap()
-            .sandboxes
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids: Vec<String> = self.state.lock().unwrap().sandboxes.keys().cloned().collect();
         ids.sort();
         Ok(ids)
     }
 
     async fn usage(&self, id: &str) -> Result<SandboxUsage> {
-        self.expect(id, SandboxState::Running)
-            .map_err(|_| RuntimeError::NotRunning(id.to_string()))?;
-        Ok(SandboxUsage {
-            memory_bytes: 1 << 20,
-            memory_limit_bytes: 512 << 20,
-            ..Default::default()
-        })
+        self.expect(id, SandboxState::Running).map_err(|_| RuntimeError::NotRunning(id.to_string()))?;
+        Ok(SandboxUsage { memory_bytes: 1 << 20, memory_limit_bytes: 512 << 20, ..Default::default() })
     }
 
     fn progress(&self, id: &str) -> Option<OpProgress> {
         let kind = *self.state.lock().unwrap().under_way.get(id)?;
-        Some(OpProgress {
-            kind: kind.to_string(),
-            bytes_done: 1,
-            bytes_total: 2,
-        })
+        Some(OpProgress { kind: kind.to_string(), bytes_done: 1, bytes_total: 2 })
     }
 
     async fn connect(&self, id: &str, _port: u16) -> Result<tokio::net::TcpStream> {
@@ -387,9 +305,6 @@ impl Runtime for FakeRuntime {
         let addr = self.listener.local_addr().expect("listener address");
         tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|source| RuntimeError::Io {
-                context: "connect".into(),
-                source,
-            })
+            .map_err(|source| RuntimeError::Io { context: "connect".into(), source })
     }
 }

@@ -18,8 +18,7 @@ impl Lifecycle {
     /// gone already) with the failure on it, and the lifecycle retries the kill.
     pub(super) async fn kill_locked(&self, id: &str) -> Result<()> {
         let row = self.row(id).await?;
-        self.flip(id, &[row.state], SandboxState::Killing, |_| {})
-            .await?;
+        self.flip(id, &[row.state], SandboxState::Killing, |_| {}).await?;
         self.inner.activity.forget(id);
         match self.inner.runtime.kill(id).await {
             Ok(()) | Err(stasis_runtime::RuntimeError::NotFound(_)) => {}

@@ -14,13 +14,14 @@ mod admission;
 mod clock;
 mod create;
 mod error;
+mod exits;
 mod failures;
 #[cfg(test)]
 pub(crate) mod fake_runtime;
 mod kill;
 mod pause;
-mod resume;
 mod recovery;
+mod resume;
 mod routes;
 mod scheduler;
 pub mod snapshots;
@@ -40,8 +41,8 @@ pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
 
-use activity::Activity;
 use crate::ids::SandboxId;
+use activity::Activity;
 
 /// What a create request asks for, validated by the API layer.
 #[derive(Debug, Clone)]
@@ -154,7 +155,17 @@ impl Lifecycle {
     /// [`Lifecycle::new`] reading time from `clock` (tests: [`Clock::tokio`]).
     pub fn with_clock(store: Arc<dyn Store>, runtime: Arc<dyn Runtime>, config: LifecycleConfig, clock: Clock) -> Self {
         let activity = Activity::new(clock);
-        let inner = Inner { config, clock, store, runtime, activity, routes: Default::default(), failures: Default::default(), locks: Mutex::default(), cpu_samples: Mutex::default() };
+        let inner = Inner {
+            config,
+            clock,
+            store,
+            runtime,
+            activity,
+            routes: Default::default(),
+            failures: Default::default(),
+            locks: Mutex::default(),
+            cpu_samples: Mutex::default(),
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -206,7 +217,13 @@ impl Lifecycle {
     /// Moves `id` from one of `from` to `to`, mapping a lost race to a clear error.
     /// Every state change goes through here: it also invalidates the sandbox's cached
     /// route, so no proxied request is let through on the state it left.
-    async fn flip(&self, id: &str, from: &[SandboxState], to: SandboxState, update: impl FnOnce(&mut SandboxRow) + Send + 'static) -> Result<SandboxRow> {
+    async fn flip(
+        &self,
+        id: &str,
+        from: &[SandboxState],
+        to: SandboxState,
+        update: impl FnOnce(&mut SandboxRow) + Send + 'static,
+    ) -> Result<SandboxRow> {
         let result = self.inner.store.transition_with(id, from, to, Box::new(update)).await;
         self.inner.routes.invalidate(id);
         match result {
@@ -260,6 +277,7 @@ impl Lifecycle {
     /// Starts the background jobs (timeouts).
     pub fn start(&self) {
         scheduler::spawn(self.clone());
+        exits::spawn(self.clone());
     }
 }
 
@@ -267,7 +285,11 @@ impl Lifecycle {
 /// `network.{allowOut,denyOut}` (validated by the API layer).
 pub fn network_policy(allow_internet: bool, network: &serde_json::Value) -> NetworkPolicy {
     let list = |k: &str| -> Vec<String> {
-        network.get(k).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+        network
+            .get(k)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
     };
     NetworkPolicy { allow_internet, allow_out: list("allowOut"), deny_out: list("denyOut") }
 }
@@ -275,7 +297,9 @@ pub fn network_policy(allow_internet: bool, network: &serde_json::Value) -> Netw
 fn conflict(id: &str, current: SandboxState) -> LifecycleError {
     match current {
         SandboxState::Paused => LifecycleError::Conflict(format!("sandbox {id} is already paused")),
-        SandboxState::Killing | SandboxState::Killed => LifecycleError::Conflict(format!("sandbox {id} is being killed")),
+        SandboxState::Killing | SandboxState::Killed => {
+            LifecycleError::Conflict(format!("sandbox {id} is being killed"))
+        }
         other => LifecycleError::Conflict(format!("sandbox {id} is {other}")),
     }
 }

@@ -1,5 +1,6 @@
 //! Pausing a sandbox: connections cut, the runtime checkpoints it, the row says paused.
 
+use stasis_runtime::{Recovered, RuntimeError};
 use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
@@ -17,12 +18,9 @@ impl Lifecycle {
     pub(super) async fn pause_locked(&self, id: &str, memory: bool) -> Result<SandboxRow> {
         let row = self.row(id).await?;
         if row.state == SandboxState::Paused {
-            return Err(LifecycleError::Conflict(format!(
-                "sandbox {id} is already paused"
-            )));
+            return Err(LifecycleError::Conflict(format!("sandbox {id} is already paused")));
         }
-        self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {})
-            .await?;
+        self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {}).await?;
         // A paused sandbox serves nobody: open connections are cut now, cleanly.
         self.inner.activity.disconnect_all(id);
         let started = std::time::Instant::now();
@@ -31,37 +29,36 @@ impl Lifecycle {
                 sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
                 dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
             ),
+            Err(e @ (RuntimeError::PauseIncomplete { .. } | RuntimeError::InitGone { .. })) => {
+                // Past the point of no return (or nothing left to pause): its processes
+                // are gone. Never reported as running: the row follows what the runtime
+                // recovers; a checkpoint it could not complete yet is completed by the
+                // next resume, so the sandbox reads paused.
+                let recovered = self.inner.runtime.recover(id).await.unwrap_or(Recovered::Paused);
+                if let Err(e) = self.settle(id, recovered, &[SandboxState::Pausing]).await {
+                    tracing::error!(sandbox = %id, "cannot record the pause's outcome: {e}");
+                }
+                return Err(self.record_failure(id, Operation::Pause, e.into()).await);
+            }
             Err(e) => {
                 // The runtime leaves the sandbox running when a pause fails.
-                let _ = self
-                    .flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {})
-                    .await;
+                let _ = self.flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {}).await;
                 return Err(self.record_failure(id, Operation::Pause, e.into()).await);
             }
         }
         let now = self.now();
-        self.flip(
-            id,
-            &[SandboxState::Pausing],
-            SandboxState::Paused,
-            move |r| {
-                r.paused_at = Some(now);
-                r.pause_memory = memory;
-                r.last_error = None;
-            },
-        )
+        self.flip(id, &[SandboxState::Pausing], SandboxState::Paused, move |r| {
+            r.paused_at = Some(now);
+            r.pause_memory = memory;
+            r.last_error = None;
+        })
         .await
     }
 
     /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
     /// the ids it paused. Tried even where an auto-pause gave up: the operator asked.
     pub async fn pause_all(&self) -> Vec<String> {
-        let Ok(rows) = self
-            .inner
-            .store
-            .sandboxes_in_states(&[SandboxState::Running])
-            .await
-        else {
+        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else {
             return vec![];
         };
         let mut paused = Vec::new();
@@ -72,10 +69,7 @@ impl Lifecycle {
                 tokio::spawn(async move {
                     let lock = lc.lock(&row.id);
                     let _g = lock.lock().await;
-                    (
-                        row.id.clone(),
-                        lc.pause_locked(&row.id, row.pause_memory).await,
-                    )
+                    (row.id.clone(), lc.pause_locked(&row.id, row.pause_memory).await)
                 })
             })
             .collect();

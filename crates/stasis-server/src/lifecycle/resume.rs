@@ -9,12 +9,7 @@ use crate::ids::SandboxId;
 impl Lifecycle {
     /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
     /// paused one is resumed. Returns the row and whether it was resumed.
-    pub async fn connect(
-        &self,
-        id: &SandboxId,
-        timeout_secs: Option<u64>,
-        memory: bool,
-    ) -> Result<(SandboxRow, bool)> {
+    pub async fn connect(&self, id: &SandboxId, timeout_secs: Option<u64>, memory: bool) -> Result<(SandboxRow, bool)> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let row = self.touched(self.row(id).await?).await?;
@@ -45,35 +40,22 @@ impl Lifecycle {
         }
     }
 
-    pub(super) async fn resume_locked(
-        &self,
-        row: SandboxRow,
-        timeout_secs: u64,
-        memory: bool,
-    ) -> Result<SandboxRow> {
+    pub(super) async fn resume_locked(&self, row: SandboxRow, timeout_secs: u64, memory: bool) -> Result<SandboxRow> {
         let id = row.id.clone();
-        self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {})
-            .await?;
+        self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
         let memory = memory && row.pause_memory;
         if let Err(e) = self.inner.runtime.resume(&id, mode(memory)).await {
             // Nothing was lost: the checkpoint is intact, the sandbox stays paused.
-            let _ = self
-                .flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {})
-                .await;
+            let _ = self.flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {}).await;
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
         let now = self.now();
         self.inner.activity.started(&id);
-        self.flip(
-            &id,
-            &[SandboxState::Resuming],
-            SandboxState::Running,
-            move |r| {
-                r.end_at = now + ms(timeout_secs);
-                r.paused_at = None;
-                r.last_error = None;
-            },
-        )
+        self.flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
+            r.end_at = now + ms(timeout_secs);
+            r.paused_at = None;
+            r.last_error = None;
+        })
         .await
     }
 }
@@ -87,8 +69,5 @@ pub(super) fn backing_off(row: &SandboxRow) -> String {
         Some(t) => format!("the next attempt is at {}", stasis_proto::rfc3339_millis(t)),
         None => "no more attempts until an API call (connect) resumes it".to_string(),
     };
-    format!(
-        "resuming sandbox {} failed {} time(s), last: {}; {when}",
-        row.id, f.attempts, f.message
-    )
+    format!("resuming sandbox {} failed {} time(s), last: {}; {when}", row.id, f.attempts, f.message)
 }

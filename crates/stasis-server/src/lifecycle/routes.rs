@@ -48,13 +48,7 @@ impl Routes {
             return slot.route.clone().ok_or(slot.generation);
         }
         let generation = self.next();
-        slots.insert(
-            id.to_string(),
-            Slot {
-                generation,
-                route: None,
-            },
-        );
+        slots.insert(id.to_string(), Slot { generation, route: None });
         Err(generation)
     }
 
@@ -79,10 +73,7 @@ impl Routes {
     pub fn invalidate(&self, id: &str) {
         let generation = self.next();
         if let Some(slot) = self.slots.lock().unwrap().get_mut(id) {
-            *slot = Slot {
-                generation,
-                route: None,
-            };
+            *slot = Slot { generation, route: None };
         }
     }
 
@@ -93,10 +84,6 @@ impl Routes {
 
     /// Whether `id` is still at `generation` (no state change since it was read).
     pub fn is_current(&self, id: &str, generation: u64) -> bool {
-        self.slots
-            .lock()
-            .unwrap()
-            .get(id)
-            .is_some_and(|s| s.generation == generation)
+        self.slots.lock().unwrap().get(id).is_some_and(|s| s.generation == generation)
     }
 }

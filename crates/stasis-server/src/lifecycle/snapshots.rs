@@ -50,14 +50,19 @@ impl Lifecycle {
         let name = name.map(|n| normalize(&n).to_string()).filter(|n| !n.is_empty());
         if let Some(n) = &name {
             if !valid_name(n) {
-                return Err(LifecycleError::BadRequest(format!("snapshot name {n:?}: use 1-128 letters, digits, '.', '_' or '-'")));
+                return Err(LifecycleError::BadRequest(format!(
+                    "snapshot name {n:?}: use 1-128 letters, digits, '.', '_' or '-'"
+                )));
             }
         }
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let row = self.touched(self.row(id).await?).await?;
         if row.state != SandboxState::Running {
-            return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be snapshotted", row.state)));
+            return Err(LifecycleError::Conflict(format!(
+                "sandbox {id} is {}: only a running sandbox can be snapshotted",
+                row.state
+            )));
         }
         let snap_id = ids::snapshot_id();
         let mode = if memory { PauseMode::Memory } else { PauseMode::Filesystem };
@@ -120,7 +125,10 @@ impl Lifecycle {
             let _g = lock.lock().await;
             let row = self.touched(self.row(id).await?).await?;
             if row.state != SandboxState::Running {
-                return Err(LifecycleError::Conflict(format!("sandbox {id} is {}: only a running sandbox can be forked", row.state)));
+                return Err(LifecycleError::Conflict(format!(
+                    "sandbox {id} is {}: only a running sandbox can be forked",
+                    row.state
+                )));
             }
             self.inner.runtime.snapshot(id, &snap_id, PauseMode::Memory).await?;
             row

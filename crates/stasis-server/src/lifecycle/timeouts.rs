@@ -24,27 +24,16 @@ impl Lifecycle {
     /// once its end passed, a kill once it was paused longer than the retention, or the
     /// retry of a kill that failed; none while a failed action's back-off runs.
     pub(super) fn due_action(&self, row: &SandboxRow, now: UnixMillis) -> Option<Operation> {
-        let retention = self
-            .inner
-            .config
-            .paused_retention
-            .map(|r| r.as_millis() as i64);
+        let retention = self.inner.config.paused_retention.map(|r| r.as_millis() as i64);
         let op = match row.state {
             SandboxState::Running if self.effective_end(row) <= now => match row.auto_pause {
                 true => Operation::Pause,
                 false => Operation::Kill,
             },
-            SandboxState::Paused
-                if retention.is_some_and(|r| row.paused_at.is_some_and(|p| p + r <= now)) =>
-            {
+            SandboxState::Paused if retention.is_some_and(|r| row.paused_at.is_some_and(|p| p + r <= now)) => {
                 Operation::Kill
             }
-            SandboxState::Killing
-                if row
-                    .last_error
-                    .as_ref()
-                    .is_some_and(|f| f.operation == Operation::Kill) =>
-            {
+            SandboxState::Killing if row.last_error.as_ref().is_some_and(|f| f.operation == Operation::Kill) => {
                 Operation::Kill
             }
             _ => return None,

@@ -55,7 +55,11 @@ fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str>
 }
 
 /// Admits the request and opens its connection, or answers instead.
-async fn connect(state: &AppState, target: &Target, headers: &axum::http::HeaderMap) -> Result<PortConnection, Response> {
+async fn connect(
+    state: &AppState,
+    target: &Target,
+    headers: &axum::http::HeaderMap,
+) -> Result<PortConnection, Response> {
     let creds = Credentials {
         access_token: header(headers, "x-access-token"),
         traffic_token: header(headers, "e2b-traffic-access-token"),

@@ -2,6 +2,7 @@
 //! `Novita-Sandbox-*` pair) headers, else a Host of the form `{port}-{id}.{domain}`.
 
 use axum::http::HeaderMap;
+
 /// The agent's (envd's) port: the default when only a sandbox id is given.
 pub use stasis_runtime::ENVD_PORT;
 

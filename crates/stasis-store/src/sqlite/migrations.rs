@@ -88,13 +88,9 @@ pub(crate) fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), Sto
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
-    let start = usize::try_from(found)
-        .map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
+    let start = usize::try_from(found).map_err(|_| StoreError::Corrupt(format!("negative schema version {found}")))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(start) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{
-    params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior,
-};
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 pub use migrations::SCHEMA_VERSION;
 
@@ -40,9 +38,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
     }
 }
 
@@ -61,10 +57,7 @@ impl SqliteStore {
     pub fn open_blocking(path: impl Into<PathBuf>) -> Result<SqliteStore, StoreError> {
         let path = path.into();
         let conn = open_connection(&path)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
     }
 
     pub fn path(&self) -> &Path {
@@ -98,16 +91,11 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // Refuse a newer database before touching anything in it.
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Corrupt(format!(
-            "could not enable WAL (journal_mode is {mode})"
-        )));
+        return Err(StoreError::Corrupt(format!("could not enable WAL (journal_mode is {mode})")));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -128,10 +116,7 @@ fn sandbox_column_count() -> usize {
     SANDBOX_COLUMNS.split(',').count()
 }
 
-fn conversion_error(
-    idx: usize,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> rusqlite::Error {
+fn conversion_error(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
 }
 
@@ -187,14 +172,10 @@ fn sandbox_from_row(r: &Row) -> rusqlite::Result<SandboxRow> {
 /// The row's columns as SQL values, in [`SANDBOX_COLUMNS`] order.
 fn sandbox_values(row: &SandboxRow) -> Result<Vec<Value>, StoreError> {
     fn int(name: &str, v: u64) -> Result<Value, StoreError> {
-        i64::try_from(v)
-            .map(Value::Integer)
-            .map_err(|_| StoreError::Corrupt(format!("{name} out of range: {v}")))
+        i64::try_from(v).map(Value::Integer).map_err(|_| StoreError::Corrupt(format!("{name} out of range: {v}")))
     }
     fn json(v: &impl serde::Serialize) -> Result<Value, StoreError> {
-        serde_json::to_string(v)
-            .map(Value::Text)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        serde_json::to_string(v).map(Value::Text).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
     let opt_text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
     Ok(vec![
@@ -235,11 +216,7 @@ fn sandbox_values(row: &SandboxRow) -> Result<Vec<Value>, StoreError> {
 
 fn read_sandbox(conn: &Connection, id: &str) -> Result<Option<SandboxRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1"),
-            [id],
-            sandbox_from_row,
-        )
+        .query_row(&format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1"), [id], sandbox_from_row)
         .optional()?)
 }
 
@@ -253,10 +230,7 @@ fn write_sandbox(conn: &Connection, row: &SandboxRow) -> Result<(), StoreError> 
         .map(|(i, col)| format!("{col} = ?{}", i + 2))
         .collect::<Vec<_>>()
         .join(", ");
-    conn.execute(
-        &format!("UPDATE sandboxes SET {assignments} WHERE id = ?1"),
-        params_from_iter(sandbox_values(row)?),
-    )?;
+    conn.execute(&format!("UPDATE sandboxes SET {assignments} WHERE id = ?1"), params_from_iter(sandbox_values(row)?))?;
     Ok(())
 }
 
@@ -290,14 +264,8 @@ fn snapshot_from_row(conn: &Connection, r: &Row) -> rusqlite::Result<SnapshotRow
 const SNAPSHOT_COLUMNS: &str = "s.id, s.source_sandbox_id, s.template_id, s.memory, \
     s.size_bytes, s.created_at";
 
-fn read_snapshot(
-    conn: &Connection,
-    where_clause: &str,
-    key: &str,
-) -> Result<Option<SnapshotRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {SNAPSHOT_COLUMNS} FROM snapshots s WHERE {where_clause}"
-    ))?;
+fn read_snapshot(conn: &Connection, where_clause: &str, key: &str) -> Result<Option<SnapshotRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots s WHERE {where_clause}"))?;
     let mut rows = stmt.query([key])?;
     match rows.next()? {
         Some(r) => Ok(Some(snapshot_from_row(conn, r)?)),
@@ -325,10 +293,7 @@ fn page_clause(
         args.push(Value::Text(c.id));
     }
     // One extra row tells whether another page exists.
-    sql.push_str(&format!(
-        " ORDER BY {time_col} {dir}, {id_col} {dir} LIMIT {}",
-        limit + 1
-    ));
+    sql.push_str(&format!(" ORDER BY {time_col} {dir}, {id_col} {dir} LIMIT {}", limit + 1));
 }
 
 fn finish_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
@@ -347,15 +312,11 @@ impl Store for SqliteStore {
         let mut row = row.clone();
         self.call(move |conn| {
             row.updated_at = now_ms();
-            let sql = format!(
-                "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ({})",
-                placeholders(sandbox_column_count())
-            );
+            let sql =
+                format!("INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ({})", placeholders(sandbox_column_count()));
             match conn.execute(&sql, params_from_iter(sandbox_values(&row)?)) {
                 Ok(_) => Ok(()),
-                Err(e) if is_unique_violation(&e) => {
-                    Err(StoreError::AlreadyExists(format!("sandbox {}", row.id)))
-                }
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists(format!("sandbox {}", row.id))),
                 Err(e) => Err(e.into()),
             }
         })
@@ -371,13 +332,8 @@ impl Store for SqliteStore {
         let mut row = row.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT state FROM sandboxes WHERE id = ?1",
-                    [&row.id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let current: Option<String> =
+                tx.query_row("SELECT state FROM sandboxes WHERE id = ?1", [&row.id], |r| r.get(0)).optional()?;
             let current: SandboxState = current
                 .ok_or(StoreError::NotFound)?
                 .parse()
@@ -421,28 +377,18 @@ impl Store for SqliteStore {
 
     async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.call(move |conn| Ok(conn.execute("DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0))
-            .await
+        self.call(move |conn| Ok(conn.execute("DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0)).await
     }
 
     async fn list_sandboxes(&self, query: &ListQuery) -> Result<Page<SandboxRow>, StoreError> {
         let limit = effective_limit(query.limit)?;
-        let cursor = query
-            .next_token
-            .as_deref()
-            .map(Cursor::decode)
-            .transpose()?;
+        let cursor = query.next_token.as_deref().map(Cursor::decode).transpose()?;
         let states = query.effective_states();
         let query = query.clone();
         self.call(move |conn| {
-            let mut args: Vec<Value> = states
-                .iter()
-                .map(|s| Value::Text(s.as_str().to_owned()))
-                .collect();
-            let mut sql = format!(
-                "SELECT {SANDBOX_COLUMNS} FROM sandboxes s WHERE s.state IN ({})",
-                placeholders(states.len())
-            );
+            let mut args: Vec<Value> = states.iter().map(|s| Value::Text(s.as_str().to_owned())).collect();
+            let mut sql =
+                format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes s WHERE s.state IN ({})", placeholders(states.len()));
             for (k, v) in query.metadata {
                 sql.push_str(
                     " AND EXISTS (SELECT 1 FROM json_each(s.metadata) m \
@@ -460,35 +406,18 @@ impl Store for SqliteStore {
                 sql.push_str(" AND s.started_at > ?");
                 args.push(Value::Integer(after));
             }
-            page_clause(
-                &mut sql,
-                &mut args,
-                "s.started_at",
-                "s.id",
-                query.order,
-                cursor,
-                limit,
-            );
+            page_clause(&mut sql, &mut args, "s.started_at", "s.id", query.order, cursor, limit);
             let rows = conn
                 .prepare(&sql)?
                 .query_map(params_from_iter(args), sandbox_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(finish_page(rows, limit, |r: &SandboxRow| Cursor {
-                time: r.started_at,
-                id: r.id.clone(),
-            }))
+            Ok(finish_page(rows, limit, |r: &SandboxRow| Cursor { time: r.started_at, id: r.id.clone() }))
         })
         .await
     }
 
-    async fn sandboxes_in_states(
-        &self,
-        states: &[SandboxState],
-    ) -> Result<Vec<SandboxRow>, StoreError> {
-        let states: Vec<Value> = states
-            .iter()
-            .map(|s| Value::Text(s.as_str().to_owned()))
-            .collect();
+    async fn sandboxes_in_states(&self, states: &[SandboxState]) -> Result<Vec<SandboxRow>, StoreError> {
+        let states: Vec<Value> = states.iter().map(|s| Value::Text(s.as_str().to_owned())).collect();
         self.call(move |conn| {
             if states.is_empty() {
                 return Ok(Vec::new());
@@ -510,26 +439,16 @@ impl Store for SqliteStore {
     async fn insert_snapshot(&self, row: &SnapshotRow) -> Result<(), StoreError> {
         let row = row.clone();
         self.call(move |conn| {
-            let size = i64::try_from(row.size_bytes).map_err(|_| {
-                StoreError::Corrupt(format!("size_bytes out of range: {}", row.size_bytes))
-            })?;
+            let size = i64::try_from(row.size_bytes)
+                .map_err(|_| StoreError::Corrupt(format!("size_bytes out of range: {}", row.size_bytes)))?;
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO snapshots (id, source_sandbox_id, template_id, memory, size_bytes, \
                  created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    row.id,
-                    row.source_sandbox_id,
-                    row.template_id,
-                    row.memory,
-                    size,
-                    row.created_at
-                ],
+                params![row.id, row.source_sandbox_id, row.template_id, row.memory, size, row.created_at],
             )
             .map_err(|e| match e {
-                e if is_unique_violation(&e) => {
-                    StoreError::AlreadyExists(format!("snapshot {}", row.id))
-                }
+                e if is_unique_violation(&e) => StoreError::AlreadyExists(format!("snapshot {}", row.id)),
                 e => e.into(),
             })?;
             for (pos, name) in row.names.iter().enumerate() {
@@ -538,9 +457,7 @@ impl Store for SqliteStore {
                     params![name, row.id, pos as i64],
                 )
                 .map_err(|e| match e {
-                    e if is_unique_violation(&e) => {
-                        StoreError::AlreadyExists(format!("snapshot name {name:?}"))
-                    }
+                    e if is_unique_violation(&e) => StoreError::AlreadyExists(format!("snapshot name {name:?}")),
                     e => e.into(),
                 })?;
             }
@@ -552,29 +469,20 @@ impl Store for SqliteStore {
 
     async fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
         let id = id.to_owned();
-        self.call(move |conn| read_snapshot(conn, "s.id = ?1", &id))
-            .await
+        self.call(move |conn| read_snapshot(conn, "s.id = ?1", &id)).await
     }
 
     async fn find_snapshot_by_name(&self, name: &str) -> Result<Option<SnapshotRow>, StoreError> {
         let name = name.to_owned();
         self.call(move |conn| {
-            read_snapshot(
-                conn,
-                "s.id = (SELECT snapshot_id FROM snapshot_names WHERE name = ?1)",
-                &name,
-            )
+            read_snapshot(conn, "s.id = (SELECT snapshot_id FROM snapshot_names WHERE name = ?1)", &name)
         })
         .await
     }
 
     async fn list_snapshots(&self, query: &SnapshotQuery) -> Result<Page<SnapshotRow>, StoreError> {
         let limit = effective_limit(query.limit)?;
-        let cursor = query
-            .next_token
-            .as_deref()
-            .map(Cursor::decode)
-            .transpose()?;
+        let cursor = query.next_token.as_deref().map(Cursor::decode).transpose()?;
         let query = query.clone();
         self.call(move |conn| {
             let mut sql = format!("SELECT {SNAPSHOT_COLUMNS} FROM snapshots s WHERE 1 = 1");
@@ -590,25 +498,14 @@ impl Store for SqliteStore {
                 );
                 args.push(Value::Text(name));
             }
-            page_clause(
-                &mut sql,
-                &mut args,
-                "s.created_at",
-                "s.id",
-                Order::Desc,
-                cursor,
-                limit,
-            );
+            page_clause(&mut sql, &mut args, "s.created_at", "s.id", Order::Desc, cursor, limit);
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(args))?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 out.push(snapshot_from_row(conn, r)?);
             }
-            Ok(finish_page(out, limit, |r: &SnapshotRow| Cursor {
-                time: r.created_at,
-                id: r.id.clone(),
-            }))
+            Ok(finish_page(out, limit, |r: &SnapshotRow| Cursor { time: r.created_at, id: r.id.clone() }))
         })
         .await
     }
@@ -616,8 +513,7 @@ impl Store for SqliteStore {
     async fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         // Names go with it (ON DELETE CASCADE).
-        self.call(move |conn| Ok(conn.execute("DELETE FROM snapshots WHERE id = ?1", [&id])? > 0))
-            .await
+        self.call(move |conn| Ok(conn.execute("DELETE FROM snapshots WHERE id = ?1", [&id])? > 0)).await
     }
 
     async fn add_api_key(&self, name: &str, key: &str) -> Result<ApiKeyRow, StoreError> {
@@ -629,15 +525,8 @@ impl Store for SqliteStore {
                 "INSERT INTO api_keys (key_hash, name, created_at) VALUES (?1, ?2, ?3)",
                 params![key_hash, name, created_at],
             ) {
-                Ok(_) => Ok(ApiKeyRow {
-                    id: conn.last_insert_rowid(),
-                    key_hash,
-                    name,
-                    created_at,
-                }),
-                Err(e) if is_unique_violation(&e) => {
-                    Err(StoreError::AlreadyExists("api key".into()))
-                }
+                Ok(_) => Ok(ApiKeyRow { id: conn.last_insert_rowid(), key_hash, name, created_at }),
+                Err(e) if is_unique_violation(&e) => Err(StoreError::AlreadyExists("api key".into())),
                 Err(e) => Err(e.into()),
             }
         })

@@ -38,9 +38,7 @@ fn sandbox(id: &str, state: SandboxState, started_at: i64) -> SandboxRow {
 
 async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("data/stasis.db"))
-        .await
-        .unwrap();
+    let store = SqliteStore::open(dir.path().join("data/stasis.db")).await.unwrap();
     (dir, store)
 }
 
@@ -52,18 +50,10 @@ fn ids(rows: &[SandboxRow]) -> Vec<&str> {
 async fn open_sets_durability_pragmas() {
     let (_dir, store) = temp_store().await;
     let conn = store.conn.lock().unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    let sync: i64 = conn
-        .query_row("PRAGMA synchronous", [], |r| r.get(0))
-        .unwrap();
-    let fk: i64 = conn
-        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-        .unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(sync, 2, "synchronous=FULL");
     assert_eq!(fk, 1);
@@ -72,54 +62,33 @@ async fn open_sets_durability_pragmas() {
 
 #[tokio::test]
 async fn opening_an_old_database_migrates_it_and_keeps_its_rows() {
-    assert!(
-        MIGRATIONS.len() >= 2,
-        "test needs an older version to start from"
-    );
+    assert!(MIGRATIONS.len() >= 2, "test needs an older version to start from");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stasis.db");
     {
         let mut conn = Connection::open(&path).unwrap();
         migrate_to(&mut conn, 1).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, 1);
         // Version 1's columns: the ones later migrations added are left out.
         let row = sandbox("old1", SandboxState::Paused, 1000);
-        let v1_columns: Vec<&str> = SANDBOX_COLUMNS
-            .split(',')
-            .map(str::trim)
-            .filter(|c| *c != "last_error")
-            .collect();
+        let v1_columns: Vec<&str> = SANDBOX_COLUMNS.split(',').map(str::trim).filter(|c| *c != "last_error").collect();
         let mut values = sandbox_values(&row).unwrap();
         values.truncate(v1_columns.len());
         conn.execute(
-            &format!(
-                "INSERT INTO sandboxes ({}) VALUES ({})",
-                v1_columns.join(", "),
-                placeholders(v1_columns.len())
-            ),
+            &format!("INSERT INTO sandboxes ({}) VALUES ({})", v1_columns.join(", "), placeholders(v1_columns.len())),
             params_from_iter(values),
         )
         .unwrap();
     }
     let store = SqliteStore::open(&path).await.unwrap();
-    let v: i64 = store
-        .conn
-        .lock()
-        .unwrap()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v: i64 = store.conn.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, SCHEMA_VERSION);
     let row = store.get_sandbox("old1").await.unwrap().unwrap();
     assert_eq!(row.state, SandboxState::Paused);
     assert_eq!(row.last_error, None, "an old row has no failed action");
     // The tables of later migrations are usable.
-    store
-        .insert_snapshot(&snapshot("snap1", &["n1"], 5))
-        .await
-        .unwrap();
+    store.insert_snapshot(&snapshot("snap1", &["n1"], 5)).await.unwrap();
     // Opening again is a no-op.
     drop(store);
     SqliteStore::open(&path).await.unwrap();
@@ -131,8 +100,7 @@ async fn a_database_from_a_newer_build_is_refused() {
     let path = dir.path().join("stasis.db");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     }
     let err = SqliteStore::open(&path).await.unwrap_err();
     match &err {
@@ -142,15 +110,10 @@ async fn a_database_from_a_newer_build_is_refused() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(
-        err.to_string().contains("newer than this build supports"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("newer than this build supports"), "{err}");
     // The refused database was not touched.
     let conn = Connection::open(&path).unwrap();
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, SCHEMA_VERSION + 1);
 }
 
@@ -162,28 +125,14 @@ async fn sandbox_round_trip_and_duplicate_insert() {
     row.alias = Some("my-template".into());
     store.insert_sandbox(&row).await.unwrap();
     let got = store.get_sandbox("abc123").await.unwrap().unwrap();
-    assert_eq!(
-        got,
-        SandboxRow {
-            updated_at: got.updated_at,
-            ..row.clone()
-        }
-    );
-    assert!(matches!(
-        store.insert_sandbox(&row).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert_eq!(got, SandboxRow { updated_at: got.updated_at, ..row.clone() });
+    assert!(matches!(store.insert_sandbox(&row).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(store.get_sandbox("nope").await.unwrap(), None);
 
     // Survives reopening.
     drop(store);
-    let store = SqliteStore::open(dir.path().join("data/stasis.db"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get_sandbox("abc123").await.unwrap().unwrap().metadata,
-        row.metadata
-    );
+    let store = SqliteStore::open(dir.path().join("data/stasis.db")).await.unwrap();
+    assert_eq!(store.get_sandbox("abc123").await.unwrap().unwrap().metadata, row.metadata);
     assert!(store.delete_sandbox("abc123").await.unwrap());
     assert!(!store.delete_sandbox("abc123").await.unwrap());
 }
@@ -191,10 +140,7 @@ async fn sandbox_round_trip_and_duplicate_insert() {
 #[tokio::test]
 async fn a_failed_action_round_trips_and_survives_reopening() {
     let (dir, store) = temp_store().await;
-    store
-        .insert_sandbox(&sandbox("f1", SandboxState::Running, 1))
-        .await
-        .unwrap();
+    store.insert_sandbox(&sandbox("f1", SandboxState::Running, 1)).await.unwrap();
     let mut row = store.get_sandbox("f1").await.unwrap().unwrap();
     let failed = FailedAction {
         operation: Operation::Pause,
@@ -206,9 +152,7 @@ async fn a_failed_action_round_trips_and_survives_reopening() {
     row.last_error = Some(failed.clone());
     store.update_sandbox(&row).await.unwrap();
     drop(store);
-    let store = SqliteStore::open(dir.path().join("data/stasis.db"))
-        .await
-        .unwrap();
+    let store = SqliteStore::open(dir.path().join("data/stasis.db")).await.unwrap();
     let got = store.get_sandbox("f1").await.unwrap().unwrap();
     assert_eq!(got.last_error, Some(failed));
     // Stored as the JSON the model defines (readable by hand and by a later schema).
@@ -216,22 +160,12 @@ async fn a_failed_action_round_trips_and_survives_reopening() {
         .conn
         .lock()
         .unwrap()
-        .query_row("SELECT last_error FROM sandboxes WHERE id = 'f1'", [], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT last_error FROM sandboxes WHERE id = 'f1'", [], |r| r.get(0))
         .unwrap();
-    assert!(
-        text.contains("\"operation\":\"pause\"") && text.contains("\"nextAttemptAt\""),
-        "{text}"
-    );
+    assert!(text.contains("\"operation\":\"pause\"") && text.contains("\"nextAttemptAt\""), "{text}");
     // A transition that clears it (a later success) writes NULL.
     store
-        .transition_with(
-            "f1",
-            &[SandboxState::Running],
-            SandboxState::Paused,
-            Box::new(|r| r.last_error = None),
-        )
+        .transition_with("f1", &[SandboxState::Running], SandboxState::Paused, Box::new(|r| r.last_error = None))
         .await
         .unwrap();
     assert_eq!(store.get_sandbox("f1").await.unwrap().unwrap().last_error, None);
@@ -240,18 +174,12 @@ async fn a_failed_action_round_trips_and_survives_reopening() {
 #[tokio::test]
 async fn update_never_overwrites_a_concurrent_transition() {
     let (_dir, store) = temp_store().await;
-    store
-        .insert_sandbox(&sandbox("s1", SandboxState::Running, 1))
-        .await
-        .unwrap();
+    store.insert_sandbox(&sandbox("s1", SandboxState::Running, 1)).await.unwrap();
     let mut stale = store.get_sandbox("s1").await.unwrap().unwrap();
     stale.end_at = 99;
     let updated = store.update_sandbox(&stale).await.unwrap();
     assert_eq!(updated.end_at, 99);
-    store
-        .transition("s1", &[SandboxState::Running], SandboxState::Pausing)
-        .await
-        .unwrap();
+    store.transition("s1", &[SandboxState::Running], SandboxState::Pausing).await.unwrap();
     stale.end_at = 100;
     match store.update_sandbox(&stale).await {
         Err(StoreError::Conflict { current }) => assert_eq!(current, SandboxState::Pausing),
@@ -260,28 +188,16 @@ async fn update_never_overwrites_a_concurrent_transition() {
     let now = store.get_sandbox("s1").await.unwrap().unwrap();
     assert_eq!((now.state, now.end_at), (SandboxState::Pausing, 99));
     let missing = sandbox("ghost", SandboxState::Running, 1);
-    assert!(matches!(
-        store.update_sandbox(&missing).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.update_sandbox(&missing).await, Err(StoreError::NotFound)));
 }
 
 #[tokio::test]
 async fn transition_is_compare_and_set() {
     let (_dir, store) = temp_store().await;
-    store
-        .insert_sandbox(&sandbox("s1", SandboxState::Running, 1))
-        .await
-        .unwrap();
-    let row = store
-        .transition("s1", &[SandboxState::Running], SandboxState::Pausing)
-        .await
-        .unwrap();
+    store.insert_sandbox(&sandbox("s1", SandboxState::Running, 1)).await.unwrap();
+    let row = store.transition("s1", &[SandboxState::Running], SandboxState::Pausing).await.unwrap();
     assert_eq!(row.state, SandboxState::Pausing);
-    match store
-        .transition("s1", &[SandboxState::Running], SandboxState::Killing)
-        .await
-    {
+    match store.transition("s1", &[SandboxState::Running], SandboxState::Killing).await {
         Err(StoreError::Conflict { current }) => assert_eq!(current, SandboxState::Pausing),
         other => panic!("unexpected {other:?}"),
     }
@@ -297,15 +213,10 @@ async fn transition_is_compare_and_set() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        (row.state, row.paused_at, row.pause_memory),
-        (SandboxState::Paused, Some(42), false)
-    );
+    assert_eq!((row.state, row.paused_at, row.pause_memory), (SandboxState::Paused, Some(42), false));
     assert_eq!(store.get_sandbox("s1").await.unwrap().unwrap(), row);
     assert!(matches!(
-        store
-            .transition("ghost", &[SandboxState::Running], SandboxState::Killing)
-            .await,
+        store.transition("ghost", &[SandboxState::Running], SandboxState::Killing).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -319,9 +230,7 @@ async fn concurrent_transitions_have_exactly_one_winner() {
     let b = SqliteStore::open(&path).await.unwrap();
     for i in 0..20 {
         let id = format!("race{i}");
-        a.insert_sandbox(&sandbox(&id, SandboxState::Running, i))
-            .await
-            .unwrap();
+        a.insert_sandbox(&sandbox(&id, SandboxState::Running, i)).await.unwrap();
         let mut tasks = Vec::new();
         for (store, to) in [
             (a.clone(), SandboxState::Pausing),
@@ -330,19 +239,14 @@ async fn concurrent_transitions_have_exactly_one_winner() {
             (b.clone(), SandboxState::Pausing),
         ] {
             let id = id.clone();
-            tasks.push(tokio::spawn(async move {
-                store.transition(&id, &[SandboxState::Running], to).await
-            }));
+            tasks.push(tokio::spawn(async move { store.transition(&id, &[SandboxState::Running], to).await }));
         }
         let mut winners = Vec::new();
         for t in tasks {
             match t.await.unwrap() {
                 Ok(row) => winners.push(row.state),
                 Err(StoreError::Conflict { current }) => {
-                    assert!(matches!(
-                        current,
-                        SandboxState::Pausing | SandboxState::Killing
-                    ))
+                    assert!(matches!(current, SandboxState::Pausing | SandboxState::Killing))
                 }
                 Err(e) => panic!("unexpected {e:?}"),
             }
@@ -386,17 +290,11 @@ async fn default_listing_is_running_and_paused_newest_first() {
     let (rows, _) = store.list_sandboxes(&q).await.unwrap();
     assert_eq!(ids(&rows), ["a1", "c3", "e5"]);
 
-    let q = ListQuery {
-        states: vec![SandboxState::Creating, SandboxState::Killing],
-        ..ListQuery::default()
-    };
+    let q = ListQuery { states: vec![SandboxState::Creating, SandboxState::Killing], ..ListQuery::default() };
     let (rows, _) = store.list_sandboxes(&q).await.unwrap();
     assert_eq!(ids(&rows), ["i9", "g7"]);
 
-    let recovery = store
-        .sandboxes_in_states(&[SandboxState::Pausing, SandboxState::Killing])
-        .await
-        .unwrap();
+    let recovery = store.sandboxes_in_states(&[SandboxState::Pausing, SandboxState::Killing]).await.unwrap();
     assert_eq!(ids(&recovery), ["e5", "i9"]);
 }
 
@@ -422,19 +320,9 @@ async fn limit_one_pages_through_each_row_exactly_once() {
 async fn pagination_is_stable_under_concurrent_inserts_and_deletes() {
     let (_dir, store) = temp_store().await;
     for i in 0..10 {
-        store
-            .insert_sandbox(&sandbox(
-                &format!("s{i:02}"),
-                SandboxState::Running,
-                1000 + i,
-            ))
-            .await
-            .unwrap();
+        store.insert_sandbox(&sandbox(&format!("s{i:02}"), SandboxState::Running, 1000 + i)).await.unwrap();
     }
-    let mut q = ListQuery {
-        limit: 3,
-        ..ListQuery::default()
-    };
+    let mut q = ListQuery { limit: 3, ..ListQuery::default() };
     let mut seen = Vec::new();
     let mut page = 0;
     loop {
@@ -443,19 +331,10 @@ async fn pagination_is_stable_under_concurrent_inserts_and_deletes() {
         // Between pages: newer sandboxes arrive, one with the same start time as the page
         // boundary but a smaller id (already passed), and an unseen row goes away.
         page += 1;
-        store
-            .insert_sandbox(&sandbox(
-                &format!("new{page}"),
-                SandboxState::Running,
-                5000 + page,
-            ))
-            .await
-            .unwrap();
+        store.insert_sandbox(&sandbox(&format!("new{page}"), SandboxState::Running, 5000 + page)).await.unwrap();
         if let Some(last) = rows.last() {
             let twin = format!("{}a", &last.id[..1]);
-            let _ = store
-                .insert_sandbox(&sandbox(&twin, SandboxState::Running, last.started_at))
-                .await;
+            let _ = store.insert_sandbox(&sandbox(&twin, SandboxState::Running, last.started_at)).await;
         }
         if page == 2 {
             store.delete_sandbox("s01").await.unwrap();
@@ -467,42 +346,19 @@ async fn pagination_is_stable_under_concurrent_inserts_and_deletes() {
     }
     let unique: HashSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "duplicates in {seen:?}");
-    let expected: Vec<String> = (0..10)
-        .rev()
-        .filter(|i| *i != 1)
-        .map(|i| format!("s{i:02}"))
-        .collect();
-    let originals: Vec<String> = seen
-        .iter()
-        .filter(|id| id.starts_with('s') && id.len() == 3)
-        .cloned()
-        .collect();
+    let expected: Vec<String> = (0..10).rev().filter(|i| *i != 1).map(|i| format!("s{i:02}")).collect();
+    let originals: Vec<String> = seen.iter().filter(|id| id.starts_with('s') && id.len() == 3).cloned().collect();
     assert_eq!(originals, expected);
 }
 
 #[tokio::test]
 async fn bad_token_and_limit_are_query_errors() {
     let (_dir, store) = temp_store().await;
-    let q = ListQuery {
-        next_token: Some("garbage!".into()),
-        ..ListQuery::default()
-    };
-    assert!(matches!(
-        store.list_sandboxes(&q).await,
-        Err(StoreError::InvalidQuery(_))
-    ));
-    let q = ListQuery {
-        limit: 0,
-        ..ListQuery::default()
-    };
-    assert!(matches!(
-        store.list_sandboxes(&q).await,
-        Err(StoreError::InvalidQuery(_))
-    ));
-    let q = ListQuery {
-        limit: 1000,
-        ..ListQuery::default()
-    };
+    let q = ListQuery { next_token: Some("garbage!".into()), ..ListQuery::default() };
+    assert!(matches!(store.list_sandboxes(&q).await, Err(StoreError::InvalidQuery(_))));
+    let q = ListQuery { limit: 0, ..ListQuery::default() };
+    assert!(matches!(store.list_sandboxes(&q).await, Err(StoreError::InvalidQuery(_))));
+    let q = ListQuery { limit: 1000, ..ListQuery::default() };
     assert!(store.list_sandboxes(&q).await.is_ok());
 }
 
@@ -537,25 +393,13 @@ async fn metadata_filters_round_trip_through_both_sdk_encodings() {
     // Unicode, built the way the JS SDK builds it.
     let param = metadata_filter_param([("ключ", "значение ✓"), ("user", "a b")]);
     let raw = format!("metadata={}", crate::query::encode_uri_component(&param));
-    let (rows, _) = store
-        .list_sandboxes(&ListQuery::from_query_string(&raw).unwrap())
-        .await
-        .unwrap();
+    let (rows, _) = store.list_sandboxes(&ListQuery::from_query_string(&raw).unwrap()).await.unwrap();
     assert_eq!(ids(&rows), ["hit"]);
 
     // Single-key filter matches both; a filter that matches nothing returns nothing.
-    let q = ListQuery {
-        metadata: vec![("user".into(), "a b".into())],
-        ..ListQuery::default()
-    };
-    assert_eq!(
-        ids(&store.list_sandboxes(&q).await.unwrap().0),
-        ["hit", "near"]
-    );
-    let q = ListQuery {
-        metadata: vec![("user".into(), "nobody".into())],
-        ..ListQuery::default()
-    };
+    let q = ListQuery { metadata: vec![("user".into(), "a b".into())], ..ListQuery::default() };
+    assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), ["hit", "near"]);
+    let q = ListQuery { metadata: vec![("user".into(), "nobody".into())], ..ListQuery::default() };
     assert!(store.list_sandboxes(&q).await.unwrap().0.is_empty());
     let q = ListQuery {
         metadata: vec![("user".into(), "a b".into()), ("user".into(), "x".into())],
@@ -571,25 +415,12 @@ async fn template_and_started_after_filters() {
     a.template_id = "tpl123".into();
     a.alias = Some("python".into());
     store.insert_sandbox(&a).await.unwrap();
-    store
-        .insert_sandbox(&sandbox("b", SandboxState::Running, 2000))
-        .await
-        .unwrap();
-    for (t, want) in [
-        ("tpl123", vec!["a"]),
-        ("python", vec!["a"]),
-        ("base", vec!["b"]),
-    ] {
-        let q = ListQuery {
-            template: Some(t.into()),
-            ..ListQuery::default()
-        };
+    store.insert_sandbox(&sandbox("b", SandboxState::Running, 2000)).await.unwrap();
+    for (t, want) in [("tpl123", vec!["a"]), ("python", vec!["a"]), ("base", vec!["b"])] {
+        let q = ListQuery { template: Some(t.into()), ..ListQuery::default() };
         assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), want);
     }
-    let q = ListQuery {
-        started_after: Some(1000),
-        ..ListQuery::default()
-    };
+    let q = ListQuery { started_after: Some(1000), ..ListQuery::default() };
     assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), ["b"]);
 }
 
@@ -610,37 +441,20 @@ async fn snapshots_by_id_and_unique_name() {
     let (_dir, store) = temp_store().await;
     let s1 = snapshot("team/snap1:default", &["snap1", "latest"], 10);
     store.insert_snapshot(&s1).await.unwrap();
-    assert_eq!(
-        store.get_snapshot("team/snap1:default").await.unwrap(),
-        Some(s1.clone())
-    );
-    assert_eq!(
-        store.find_snapshot_by_name("latest").await.unwrap(),
-        Some(s1.clone())
-    );
-    assert_eq!(
-        store.resolve_snapshot("snap1").await.unwrap(),
-        Some(s1.clone())
-    );
-    assert_eq!(
-        store.resolve_snapshot("team/snap1:default").await.unwrap(),
-        Some(s1.clone())
-    );
+    assert_eq!(store.get_snapshot("team/snap1:default").await.unwrap(), Some(s1.clone()));
+    assert_eq!(store.find_snapshot_by_name("latest").await.unwrap(), Some(s1.clone()));
+    assert_eq!(store.resolve_snapshot("snap1").await.unwrap(), Some(s1.clone()));
+    assert_eq!(store.resolve_snapshot("team/snap1:default").await.unwrap(), Some(s1.clone()));
     assert_eq!(store.resolve_snapshot("other").await.unwrap(), None);
 
     // A taken name fails the whole insert: the snapshot row is not left behind.
     let s2 = snapshot("s2", &["fresh", "latest"], 20);
-    assert!(matches!(
-        store.insert_snapshot(&s2).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(store.insert_snapshot(&s2).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(store.get_snapshot("s2").await.unwrap(), None);
     assert_eq!(store.find_snapshot_by_name("fresh").await.unwrap(), None);
     // Same id again.
     assert!(matches!(
-        store
-            .insert_snapshot(&snapshot("team/snap1:default", &[], 30))
-            .await,
+        store.insert_snapshot(&snapshot("team/snap1:default", &[], 30)).await,
         Err(StoreError::AlreadyExists(_))
     ));
 
@@ -649,15 +463,7 @@ async fn snapshots_by_id_and_unique_name() {
     assert!(!store.delete_snapshot("team/snap1:default").await.unwrap());
     assert_eq!(store.find_snapshot_by_name("latest").await.unwrap(), None);
     store.insert_snapshot(&s2).await.unwrap();
-    assert_eq!(
-        store
-            .find_snapshot_by_name("latest")
-            .await
-            .unwrap()
-            .unwrap()
-            .id,
-        "s2"
-    );
+    assert_eq!(store.find_snapshot_by_name("latest").await.unwrap().unwrap().id, "s2");
 }
 
 #[tokio::test]
@@ -670,10 +476,7 @@ async fn snapshot_listing_pages_newest_first() {
         }
         store.insert_snapshot(&s).await.unwrap();
     }
-    let mut q = SnapshotQuery {
-        limit: 2,
-        ..SnapshotQuery::default()
-    };
+    let mut q = SnapshotQuery { limit: 2, ..SnapshotQuery::default() };
     let mut seen = Vec::new();
     loop {
         let (rows, next) = store.list_snapshots(&q).await.unwrap();
@@ -685,14 +488,7 @@ async fn snapshot_listing_pages_newest_first() {
     }
     assert_eq!(seen, ["snap4", "snap3", "snap2", "snap1", "snap0"]);
     let q = SnapshotQuery::from_query_string("sandboxID=even").unwrap();
-    let got: Vec<_> = store
-        .list_snapshots(&q)
-        .await
-        .unwrap()
-        .0
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let got: Vec<_> = store.list_snapshots(&q).await.unwrap().0.into_iter().map(|r| r.id).collect();
     assert_eq!(got, ["snap4", "snap2", "snap0"]);
     let q = SnapshotQuery::from_query_string("name=name3").unwrap();
     let (rows, _) = store.list_snapshots(&q).await.unwrap();
@@ -714,18 +510,10 @@ async fn api_keys_are_hashed_and_verified() {
     assert!(store.verify_api_key("e2b_other").await.unwrap());
     assert!(!store.verify_api_key("e2b_wrong").await.unwrap());
     assert!(!store.verify_api_key("").await.unwrap());
-    assert!(matches!(
-        store.add_api_key("again", &key).await,
-        Err(StoreError::AlreadyExists(_))
-    ));
+    assert!(matches!(store.add_api_key("again", &key).await, Err(StoreError::AlreadyExists(_))));
     // The key itself is nowhere in the database.
     let conn = store.conn.lock().unwrap();
-    let n: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1 OR name = ?1",
-            [&key],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let n: i64 =
+        conn.query_row("SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1 OR name = ?1", [&key], |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
 }

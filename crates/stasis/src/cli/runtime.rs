@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
+use stasis_runtime::lock::{DataDirLock, LockKind};
 use stasis_runtime::{PauseMode, Runtime, RuntimeError, SandboxSpec};
 
 use super::exit;
@@ -79,17 +80,31 @@ enum Cmd {
 
 fn code_for(e: &RuntimeError) -> u8 {
     match e {
-        RuntimeError::NotFound(_) | RuntimeError::TemplateNotFound(_) | RuntimeError::SnapshotNotFound(_) => exit::NOT_FOUND,
-        RuntimeError::AlreadyExists(_) | RuntimeError::AlreadyPaused(_) | RuntimeError::NotPaused(_) | RuntimeError::NotRunning(_) => {
-            exit::CONFLICT
+        RuntimeError::NotFound(_) | RuntimeError::TemplateNotFound(_) | RuntimeError::SnapshotNotFound(_) => {
+            exit::NOT_FOUND
         }
+        RuntimeError::AlreadyExists(_)
+        | RuntimeError::AlreadyPaused(_)
+        | RuntimeError::NotPaused(_)
+        | RuntimeError::NotRunning(_) => exit::CONFLICT,
         RuntimeError::InvalidId(_) => exit::USAGE,
         _ => exit::ERROR,
     }
 }
 
 pub async fn run(args: Args) -> u8 {
-    let rt = match ContainerRuntime::new(ContainerConfig { data_dir: args.data_dir, agent_binary: ContainerConfig::default_agent_binary() }) {
+    // Held until the command is done; refused while `stasis serve` owns the data dir.
+    let _lock = match DataDirLock::acquire(&args.data_dir, LockKind::Command) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::ERROR;
+        }
+    };
+    let rt = match ContainerRuntime::new(ContainerConfig {
+        data_dir: args.data_dir,
+        agent_binary: ContainerConfig::default_agent_binary(),
+    }) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -108,7 +123,8 @@ pub async fn run(args: Args) -> u8 {
 async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
     match cmd {
         Cmd::Create { id, template, memory_mb, cpus, disk_mb, envs, from } => {
-            let env = envs.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let env =
+                envs.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let spec = SandboxSpec { template, memory_mb, cpu_count: cpus, disk_mb, env, ..Default::default() };
             match from {
                 Some(snap) => rt.create_from_snapshot(&id, &snap, &spec).await?,
@@ -117,7 +133,9 @@ async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
             println!("{id}");
         }
         Cmd::Snapshot { id, snapshot, filesystem_only } => {
-            let stats = rt.snapshot(&id, &snapshot, if filesystem_only { PauseMode::Filesystem } else { PauseMode::Memory }).await?;
+            let stats = rt
+                .snapshot(&id, &snapshot, if filesystem_only { PauseMode::Filesystem } else { PauseMode::Memory })
+                .await?;
             println!("{}", serde_json::to_string(&stats).unwrap());
         }
         Cmd::SnapshotRm { snapshot } => rt.delete_snapshot(&snapshot).await?,
@@ -152,7 +170,9 @@ async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
             let stats = rt.pause(&id, if filesystem_only { PauseMode::Filesystem } else { PauseMode::Memory }).await?;
             println!("{}", serde_json::to_string(&stats).unwrap());
         }
-        Cmd::Resume { id, no_memory } => rt.resume(&id, if no_memory { PauseMode::Filesystem } else { PauseMode::Memory }).await?,
+        Cmd::Resume { id, no_memory } => {
+            rt.resume(&id, if no_memory { PauseMode::Filesystem } else { PauseMode::Memory }).await?
+        }
         Cmd::Kill { id } => rt.kill(&id).await?,
         Cmd::Info { id } => {
             let state = rt.state(&id).await?;

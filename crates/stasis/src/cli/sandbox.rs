@@ -123,8 +123,16 @@ impl std::fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 impl Api {
-    pub(super) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(reqwest::header::HeaderMap, Value)> {
-        let mut req = self.http.request(method, format!("{}{}", self.base.trim_end_matches('/'), path)).header("x-api-key", &self.key);
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(reqwest::header::HeaderMap, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base.trim_end_matches('/'), path))
+            .header("x-api-key", &self.key);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -132,7 +140,11 @@ impl Api {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
-        let value: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
             let message = value.get("message").and_then(Value::as_str).unwrap_or("request failed").to_string();
             return Err(ApiFailure { status: status.as_u16(), message }.into());
@@ -143,7 +155,11 @@ impl Api {
 
 fn pairs(kvs: &[String], what: &str) -> Result<BTreeMap<String, String>> {
     kvs.iter()
-        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow!("{what} must be KEY=VALUE, got {kv:?}")))
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("{what} must be KEY=VALUE, got {kv:?}"))
+        })
         .collect()
 }
 
@@ -189,7 +205,9 @@ pub(super) fn print_table(rows: &[Value]) {
             cols.iter()
                 .map(|c| match &r[*c] {
                     Value::String(s) => s.clone(),
-                    Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","),
+                    Value::Object(m) => {
+                        m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
+                    }
                     Value::Null => String::new(),
                     v => v.to_string(),
                 })
@@ -197,8 +215,11 @@ pub(super) fn print_table(rows: &[Value]) {
         })
         .collect();
     let headers = ["ID", "STATE", "TEMPLATE", "STARTED", "ENDS", "METADATA"];
-    let widths: Vec<usize> = (0..cols.len()).map(|i| cells.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap()).collect();
-    let line = |vals: Vec<&str>| vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    let widths: Vec<usize> =
+        (0..cols.len()).map(|i| cells.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap()).collect();
+    let line = |vals: Vec<&str>| {
+        vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
     println!("{}", line(headers.to_vec()));
     for r in &cells {
         println!("{}", line(r.iter().map(String::as_str).collect()));
@@ -231,7 +252,9 @@ async fn with_progress<T>(api: &Api, id: &str, call: impl std::future::Future<Ou
     }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}").unwrap().progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{msg:9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap()
+            .progress_chars("=> "),
     );
     let poll = async {
         loop {
@@ -279,7 +302,8 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
                 }
                 if !metadata.is_empty() {
                     let m = pairs(&metadata, "--metadata")?;
-                    let param = stasis_store::query::metadata_filter_param(m.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    let param =
+                        stasis_store::query::metadata_filter_param(m.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                     q.push(format!("metadata={}", stasis_store::query::encode_uri_component(&param)));
                 }
                 if let Some(t) = &token {
@@ -287,7 +311,8 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
                 }
                 let (h, v) = api.call(Method::GET, &format!("/v2/sandboxes?{}", q.join("&")), None).await?;
                 rows.extend(v.as_array().cloned().unwrap_or_default());
-                token = h.get("x-next-token").and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).map(str::to_string);
+                token =
+                    h.get("x-next-token").and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).map(str::to_string);
                 if token.is_none() {
                     break;
                 }
@@ -303,7 +328,7 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             if as_json {
                 println!("{v}");
             } else {
-                print_table(&[v.clone()]);
+                print_table(std::slice::from_ref(&v));
                 if let Some(line) = last_error_line(&v) {
                     println!("{line}");
                 }
@@ -312,10 +337,15 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
         Cmd::Exec { id, user, cmd } => {
             let (_, info) = api.call(Method::GET, &format!("/sandboxes/{id}"), None).await?;
             if info["state"] != "running" {
-                return Err(ApiFailure { status: 409, message: format!("sandbox {id} is {}", info["state"].as_str().unwrap_or("not running")) }.into());
+                return Err(ApiFailure {
+                    status: 409,
+                    message: format!("sandbox {id} is {}", info["state"].as_str().unwrap_or("not running")),
+                }
+                .into());
             }
             let url = reqwest::Url::parse(&api.base).context("bad --api-url")?;
-            let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port_or_known_default().unwrap_or(80));
+            let addr =
+                format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port_or_known_default().unwrap_or(80));
             let stream = tokio::net::TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
             let mut headers = vec![("e2b-sandbox-id", id.clone()), ("e2b-sandbox-port", "49983".to_string())];
             if let Some(t) = info["envdAccessToken"].as_str() {
@@ -323,7 +353,10 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             }
             let out = envd_client::run(stream, &cmd, user.as_deref(), Default::default(), &headers).await?;
             if as_json {
-                println!("{}", json!({"stdout": out.stdout, "stderr": out.stderr, "exitCode": out.exit_code, "status": out.status}));
+                println!(
+                    "{}",
+                    json!({"stdout": out.stdout, "stderr": out.stderr, "exitCode": out.exit_code, "status": out.status})
+                );
             } else {
                 print!("{}", out.stdout);
                 eprint!("{}", out.stderr);

@@ -76,7 +76,8 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<()> {
                 }
                 let (h, v) = api.call(Method::GET, &format!("/snapshots?{}", q.join("&")), None).await?;
                 rows.extend(v.as_array().cloned().unwrap_or_default());
-                token = h.get("x-next-token").and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).map(str::to_string);
+                token =
+                    h.get("x-next-token").and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).map(str::to_string);
                 if token.is_none() {
                     break;
                 }
@@ -86,7 +87,8 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<()> {
             } else {
                 println!("SNAPSHOT\tNAMES");
                 for r in rows {
-                    let names: Vec<&str> = r["names"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                    let names: Vec<&str> =
+                        r["names"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
                     println!("{}\t{}", r["snapshotID"].as_str().unwrap_or_default(), names.join(","));
                 }
             }

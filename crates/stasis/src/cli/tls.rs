@@ -24,7 +24,10 @@ pub fn run(args: Args) -> u8 {
         Cmd::Init { data_dir } => match stasis_server::tls::init(&data_dir.join("tls")) {
             Ok(f) => {
                 println!("CA certificate: {}", f.ca_cert.display());
-                println!("clients: NODE_EXTRA_CA_CERTS={} (Node), SSL_CERT_FILE / REQUESTS_CA_BUNDLE (Python)", f.ca_cert.display());
+                println!(
+                    "clients: NODE_EXTRA_CA_CERTS={} (Node), SSL_CERT_FILE / REQUESTS_CA_BUNDLE (Python)",
+                    f.ca_cert.display()
+                );
                 exit::OK
             }
             Err(e) => {

@@ -227,6 +227,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, sig: i32) {
         unsafe { libc_kill(self.child.id() as i32, sig) };
     }
@@ -330,4 +334,3 @@ impl Drop for HostMarker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-

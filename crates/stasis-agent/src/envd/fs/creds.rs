@@ -7,6 +7,16 @@
 //! then checks permissions as for the user, and whatever the operation creates is owned by
 //! the user from its first instant. The thread's credentials are restored before the
 //! thread goes back to tokio's pool, also when the operation panics.
+//!
+//! Every fsuid/fsgid change makes the kernel mark the whole process non-dumpable
+//! (`commit_creds` applies `fs.suid_dumpable`, 0). For the agent that is fatal to the next
+//! pause once it has been restored: a restored task's memory descriptor belongs to the
+//! host's user namespace (CRIU forked it, nothing exec'd it inside), so a non-dumpable
+//! agent's `/proc/<pid>/ns/*` can only be opened by host root, and CRIU checks the
+//! sandbox's namespaces from inside its user namespace ("One or more namespaces doesn't
+//! belong to the target user namespace"). So the agent marks itself dumpable again right
+//! after each switch. That exposes nothing: ptrace and /proc access to the agent still need
+//! its real/effective uid (sandbox root), which a switched fsuid does not change.
 
 use std::io;
 
@@ -62,6 +72,7 @@ impl FsCreds {
                 return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("cannot switch to uid {uid}")));
             }
         }
+        keep_dumpable();
         Ok(guard)
     }
 }
@@ -75,11 +86,20 @@ impl Drop for FsCreds {
             libc::setfsuid(libc::geteuid());
             libc::setfsgid(libc::getegid());
         }
+        keep_dumpable();
         if let Err(e) = set_thread_groups(&groups) {
             // A pool thread with a user's groups must not serve anyone else.
             eprintln!("stasis-agent: cannot restore supplementary groups: {e}; aborting");
             std::process::abort();
         }
+    }
+}
+
+/// Undoes the kernel's "non-dumpable after a credential change" (see the module doc).
+fn keep_dumpable() {
+    // SAFETY: a plain prctl on this process; it cannot fail with these arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
     }
 }
 
@@ -143,5 +163,17 @@ mod tests {
         assert_eq!(std::fs::metadata(&q).unwrap().uid(), 0);
         let groups = tokio::task::spawn_blocking(current_groups).await.unwrap().unwrap();
         assert!(!groups.contains(&65534));
+    }
+
+    #[tokio::test]
+    async fn the_process_stays_dumpable_across_switches() {
+        if unsafe { libc::geteuid() } != 0 {
+            return; // needs root to switch ids
+        }
+        let dumpable = || unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+        assert_eq!(dumpable(), 1);
+        let seen_inside = as_user(&user(65534, 65534), move || Ok(dumpable())).await.unwrap();
+        assert_eq!(seen_inside, 1, "dumpable while switched");
+        assert_eq!(dumpable(), 1, "dumpable after switching back");
     }
 }

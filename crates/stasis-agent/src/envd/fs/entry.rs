@@ -139,7 +139,9 @@ pub fn io_error(e: io::Error, what: &str, path: &Path) -> ConnectError {
         io::ErrorKind::NotFound => Code::NotFound,
         io::ErrorKind::PermissionDenied => Code::PermissionDenied,
         io::ErrorKind::AlreadyExists => Code::AlreadyExists,
-        io::ErrorKind::InvalidInput | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => Code::InvalidArgument,
+        io::ErrorKind::InvalidInput | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory => {
+            Code::InvalidArgument
+        }
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Code::ResourceExhausted,
         _ => Code::Internal,
     };
@@ -164,8 +166,14 @@ mod tests {
 
     #[test]
     fn names_fall_back_to_numbers() {
-        let n = Names::parse("root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/bash\n", "root:x:0:\nusers:x:1000:\n");
-        assert_eq!((n.user(1000), n.group(1000), n.user(42), n.group(7)), ("user".into(), "users".into(), "42".into(), "7".into()));
+        let n = Names::parse(
+            "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/bash\n",
+            "root:x:0:\nusers:x:1000:\n",
+        );
+        assert_eq!(
+            (n.user(1000), n.group(1000), n.user(42), n.group(7)),
+            ("user".into(), "users".into(), "42".into(), "7".into())
+        );
     }
 
     #[test]
@@ -176,7 +184,10 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
         let names = Names::parse(&format!("me:x:{}:0::/:/bin/sh\n", unsafe { libc::geteuid() }), "");
         let e = stat(&f, &names).unwrap();
-        assert_eq!((e.name.as_str(), e.r#type, e.size, e.mode, e.permissions.as_str()), ("a.txt", FileType::File as i32, 5, 0o640, "-rw-r-----"));
+        assert_eq!(
+            (e.name.as_str(), e.r#type, e.size, e.mode, e.permissions.as_str()),
+            ("a.txt", FileType::File as i32, 5, 0o640, "-rw-r-----")
+        );
         assert_eq!(e.owner, "me");
         assert_eq!(e.path, f.to_string_lossy());
         assert!(e.modified_time.unwrap().seconds > 1_600_000_000);

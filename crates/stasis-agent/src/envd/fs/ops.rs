@@ -20,7 +20,10 @@ pub fn make_dir(path: &Path, names: &Names) -> Result<EntryInfo, ConnectError> {
             return Err(ConnectError::new(Code::AlreadyExists, format!("directory already exists: {}", path.display())))
         }
         Ok(_) => {
-            return Err(ConnectError::invalid_argument(format!("path already exists but is not a directory: {}", path.display())))
+            return Err(ConnectError::invalid_argument(format!(
+                "path already exists but is not a directory: {}",
+                path.display()
+            )))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(e, "cannot stat", path)),
@@ -36,7 +39,9 @@ pub fn ensure_dirs(dir: &Path) -> Result<(), ConnectError> {
     while let Some(p) = cur {
         match std::fs::metadata(p) {
             Ok(md) if md.is_dir() => break,
-            Ok(_) => return Err(ConnectError::invalid_argument(format!("path is a file, not a directory: {}", p.display()))),
+            Ok(_) => {
+                return Err(ConnectError::invalid_argument(format!("path is a file, not a directory: {}", p.display())))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(p),
             Err(e) => return Err(io_error(e, "cannot stat", p)),
         }
@@ -67,7 +72,11 @@ pub fn rename(source: &Path, destination: &Path, names: &Names) -> Result<EntryI
         if e.raw_os_error() == Some(libc::EXDEV) {
             ConnectError::new(
                 Code::FailedPrecondition,
-                format!("cannot move {} to {}: they are on different filesystems", source.display(), destination.display()),
+                format!(
+                    "cannot move {} to {}: they are on different filesystems",
+                    source.display(),
+                    destination.display()
+                ),
             )
         } else {
             io_error(e, &format!("cannot move {} to", source.display()), destination)
@@ -108,7 +117,14 @@ pub fn list_dir(path: &Path, depth: u32, names: &Names) -> Result<Vec<EntryInfo>
     Ok(out)
 }
 
-fn walk(dir: &Path, level: u32, depth: u32, names: &Names, out: &mut Vec<EntryInfo>, top: bool) -> Result<(), ConnectError> {
+fn walk(
+    dir: &Path,
+    level: u32,
+    depth: u32,
+    names: &Names,
+    out: &mut Vec<EntryInfo>,
+    top: bool,
+) -> Result<(), ConnectError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if top => return Err(io_error(e, "cannot list", dir)),
@@ -187,7 +203,10 @@ mod tests {
         };
         assert_eq!(rel(list_dir(t.path(), 0, &names()).unwrap()), ["/a", "/link", "/z.txt"]);
         assert_eq!(rel(list_dir(t.path(), 2, &names()).unwrap()), ["/a", "/a/b", "/link", "/z.txt"]);
-        assert_eq!(rel(list_dir(t.path(), 9, &names()).unwrap()), ["/a", "/a/b", "/a/b/c", "/a/b/c/deep.txt", "/link", "/z.txt"]);
+        assert_eq!(
+            rel(list_dir(t.path(), 9, &names()).unwrap()),
+            ["/a", "/a/b", "/a/b/c", "/a/b/c/deep.txt", "/link", "/z.txt"]
+        );
         // Listing through a symlink keeps the asked path.
         assert_eq!(rel(list_dir(&t.path().join("link"), 1, &names()).unwrap()), ["/link/b"]);
         assert_eq!(list_dir(&t.path().join("z.txt"), 1, &names()).unwrap_err().code, Code::InvalidArgument);

@@ -78,7 +78,12 @@ pub struct DirWatch {
 
 impl DirWatch {
     /// Watch `root` (a directory) as `user`.
-    pub async fn open(root: PathBuf, recursive: bool, include_entry: bool, user: User) -> Result<DirWatch, ConnectError> {
+    pub async fn open(
+        root: PathBuf,
+        recursive: bool,
+        include_entry: bool,
+        user: User,
+    ) -> Result<DirWatch, ConnectError> {
         let root2 = root.clone();
         let (inotify, dirs, names) = creds::as_user(&user, move || {
             let md = std::fs::metadata(&root2)?;
@@ -134,13 +139,17 @@ impl DirWatch {
                 continue;
             }
             let mut found = None;
-            if self.recursive && ev.mask.contains(EventMask::ISDIR) && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+            if self.recursive
+                && ev.mask.contains(EventMask::ISDIR)
+                && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
+            {
                 let (mut watches, user) = (self.watches.clone(), &self.user);
                 let mut added = HashMap::new();
                 found = Some(Vec::new());
                 // Failing to watch a new subdirectory (gone already, no permission) only
                 // means its contents are not reported.
-                let _ = creds::as_user_here(user, || add_tree(&mut watches, &path, true, &mut added, false, &mut found));
+                let _ =
+                    creds::as_user_here(user, || add_tree(&mut watches, &path, true, &mut added, false, &mut found));
                 self.dirs.extend(added);
             }
             let mut events: Vec<FilesystemEvent> =
@@ -225,7 +234,10 @@ impl Watchers {
         {
             let mut map = self.inner.lock().unwrap();
             if map.len() >= MAX_WATCHERS {
-                return Err(ConnectError::new(Code::ResourceExhausted, format!("too many watchers (at most {MAX_WATCHERS}); remove some")));
+                return Err(ConnectError::new(
+                    Code::ResourceExhausted,
+                    format!("too many watchers (at most {MAX_WATCHERS}); remove some"),
+                ));
             }
             map.insert(id.clone(), polled.clone());
         }
@@ -291,7 +303,14 @@ mod tests {
 
     fn me(home: &Path) -> User {
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        User { name: "me".into(), uid, gid, home: home.to_string_lossy().into(), shell: "/bin/sh".into(), groups: vec![gid] }
+        User {
+            name: "me".into(),
+            uid,
+            gid,
+            home: home.to_string_lossy().into(),
+            shell: "/bin/sh".into(),
+            groups: vec![gid],
+        }
     }
 
     #[test]
@@ -310,7 +329,8 @@ mod tests {
     async fn collect(w: &mut DirWatch, want: usize) -> Vec<(String, EventType)> {
         let mut out = Vec::new();
         while out.len() < want {
-            let batch = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("events in time").unwrap().unwrap();
+            let batch =
+                tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("events in time").unwrap().unwrap();
             out.extend(batch.into_iter().map(|e| (e.name, EventType::try_from(e.r#type).unwrap())));
         }
         out

@@ -29,10 +29,7 @@ async fn failing_auto_pause() -> (Harness, SandboxId) {
 /// Seconds between consecutive calls of `op`.
 fn gaps(h: &Harness, op: Op) -> Vec<f64> {
     let calls = h.rt.calls(op);
-    calls
-        .windows(2)
-        .map(|w| (w[1].at - w[0].at).as_secs_f64())
-        .collect()
+    calls.windows(2).map(|w| (w[1].at - w[0].at).as_secs_f64()).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -49,26 +46,11 @@ async fn a_failing_auto_pause_backs_off_then_gives_up_and_the_sandbox_keeps_runn
     // Contained: still running, in the store and in the runtime, and usable.
     assert_eq!(h.state(&id).await, Some(SandboxState::Running));
     assert_eq!(h.rt.state_of(&id), Some(RtState::Running));
-    assert!(
-        h.request(&id, ENVD_PORT).await.is_ok(),
-        "proxied traffic still reaches it"
-    );
+    assert!(h.request(&id, ENVD_PORT).await.is_ok(), "proxied traffic still reaches it");
     // Visible: on the row (as the info API shows it) and in the counters.
-    let f =
-        h.lc.get(&id)
-            .await
-            .unwrap()
-            .last_error
-            .expect("the failure is on the row");
-    assert_eq!(
-        (f.operation, f.attempts, f.next_attempt_at),
-        (Operation::Pause, 5, None)
-    );
-    assert!(
-        f.message.contains("injected Pause failure"),
-        "{}",
-        f.message
-    );
+    let f = h.lc.get(&id).await.unwrap().last_error.expect("the failure is on the row");
+    assert_eq!((f.operation, f.attempts, f.next_attempt_at), (Operation::Pause, 5, None));
+    assert!(f.message.contains("injected Pause failure"), "{}", f.message);
     assert_eq!(h.lc.failed_actions().pause, 5);
     assert_eq!(h.lc.failed_actions().total, 5);
     // Given up: nothing more, however long it waits.
@@ -84,33 +66,21 @@ async fn an_api_call_starts_the_backoff_over_and_a_later_success_clears_the_erro
 
     let row = h.lc.set_timeout(&id, 1).await.unwrap();
     let f = row.last_error.expect("still visible after the reset");
-    assert_eq!(
-        (f.attempts, f.next_attempt_at),
-        (0, Some(h.lc.now())),
-        "back-off reset, message kept"
-    );
+    assert_eq!((f.attempts, f.next_attempt_at), (0, Some(h.lc.now())), "back-off reset, message kept");
     after(0.8).await;
     assert_eq!(h.rt.count(Op::Pause), 5, "nothing before the new end");
     after(0.5).await;
     assert_eq!(h.rt.count(Op::Pause), 6, "tried again at the new end");
     let f = h.row(&id).await.unwrap().last_error.unwrap();
     assert_eq!(f.attempts, 1, "counted from the reset");
-    assert_eq!(
-        f.next_attempt_at,
-        Some(f.at + 1000),
-        "the back-off starts at 1 s again"
-    );
+    assert_eq!(f.next_attempt_at, Some(f.at + 1000), "the back-off starts at 1 s again");
 
     h.rt.heal(Op::Pause);
     after(1.3).await;
     let row = h.row(&id).await.unwrap();
     assert_eq!(row.state, SandboxState::Paused);
     assert_eq!(row.last_error, None, "a successful pause clears the error");
-    assert_eq!(
-        h.lc.failed_actions().pause,
-        6,
-        "the counter counts failures ever made"
-    );
+    assert_eq!(h.lc.failed_actions().pause, 6, "the counter counts failures ever made");
 }
 
 #[tokio::test(start_paused = true)]
@@ -118,20 +88,13 @@ async fn an_api_pause_that_fails_is_returned_and_recorded() {
     let h = harness().await;
     let id = h.create(|_| {}).await;
     h.rt.fail(Op::Pause, 1);
-    assert!(matches!(
-        h.lc.pause(&id, true).await,
-        Err(LifecycleError::Runtime(_))
-    ));
+    assert!(matches!(h.lc.pause(&id, true).await, Err(LifecycleError::Runtime(_))));
     let row = h.lc.get(&id).await.unwrap();
     assert_eq!(row.state, SandboxState::Running, "back to running");
     let f = row.last_error.expect("the row says the pause failed");
     assert_eq!((f.operation, f.attempts), (Operation::Pause, 1));
     assert_eq!(h.lc.failed_actions().pause, 1);
-    assert_eq!(
-        h.lc.pause(&id, true).await.unwrap().last_error,
-        None,
-        "cleared by the next pause"
-    );
+    assert_eq!(h.lc.pause(&id, true).await.unwrap().last_error, None, "cleared by the next pause");
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,26 +105,11 @@ async fn the_error_and_a_given_up_action_survive_a_daemon_restart() {
     let h = h.restart().await;
     h.lc.start();
     after(120.0).await;
-    assert_eq!(
-        h.row(&id).await.unwrap().last_error,
-        Some(before),
-        "still visible after the restart"
-    );
-    assert_eq!(
-        h.rt.count(Op::Pause),
-        5,
-        "a restart is not an API call: still given up"
-    );
+    assert_eq!(h.row(&id).await.unwrap().last_error, Some(before), "still visible after the restart");
+    assert_eq!(h.rt.count(Op::Pause), 5, "a restart is not an API call: still given up");
     let failing = h.lc.with_failed_actions().await.unwrap();
-    assert_eq!(
-        failing.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        [id.as_str()]
-    );
-    assert_eq!(
-        h.lc.failed_actions().total,
-        0,
-        "counters are per daemon run, as Prometheus counters"
-    );
+    assert_eq!(failing.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [id.as_str()]);
+    assert_eq!(h.lc.failed_actions().total, 0, "counters are per daemon run, as Prometheus counters");
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,27 +120,12 @@ async fn a_failed_kill_stays_killing_hidden_and_is_retried_until_it_succeeds() {
     let id = h.create(|p| p.timeout_secs = 1).await;
     after(1.3).await;
     assert_eq!(h.rt.count(Op::Kill), 1);
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Killing),
-        "never shown as running again"
-    );
-    assert!(
-        matches!(h.lc.get(&id).await, Err(LifecycleError::NotFound(_))),
-        "the E2B API does not show it"
-    );
+    assert_eq!(h.state(&id).await, Some(SandboxState::Killing), "never shown as running again");
+    assert!(matches!(h.lc.get(&id).await, Err(LifecycleError::NotFound(_))), "the E2B API does not show it");
     let failing = h.lc.with_failed_actions().await.unwrap();
-    assert_eq!(
-        failing[0].last_error.as_ref().unwrap().operation,
-        Operation::Kill,
-        "the status endpoint does"
-    );
+    assert_eq!(failing[0].last_error.as_ref().unwrap().operation, Operation::Kill, "the status endpoint does");
     after(4.0).await;
-    assert_eq!(
-        h.rt.count(Op::Kill),
-        3,
-        "retried after 1 s, then after 2 s, and it worked"
-    );
+    assert_eq!(h.rt.count(Op::Kill), 3, "retried after 1 s, then after 2 s, and it worked");
     let gaps = gaps(&h, Op::Kill);
     assert!(gaps[0] >= 1.0 && gaps[1] >= 2.0, "{gaps:?}");
     assert_eq!(h.state(&id).await, None);
@@ -213,24 +146,13 @@ async fn a_failing_auto_resume_is_tried_after_its_backoff_not_on_every_request()
     for _ in 0..10 {
         match h.request(&id, ENVD_PORT).await {
             Err(Refusal::ResumeFailed(m)) => assert!(m.contains("the next attempt is at"), "{m}"),
-            other => panic!(
-                "expected a refusal during the back-off, got {:?}",
-                other.err()
-            ),
+            other => panic!("expected a refusal during the back-off, got {:?}", other.err()),
         }
     }
-    assert_eq!(
-        h.rt.count(Op::Resume),
-        1,
-        "requests during the back-off do not restore"
-    );
+    assert_eq!(h.rt.count(Op::Resume), 1, "requests during the back-off do not restore");
     after(1.1).await;
     assert!(h.request(&id, ENVD_PORT).await.is_err());
-    assert_eq!(
-        h.rt.count(Op::Resume),
-        2,
-        "tried again once the back-off ran"
-    );
+    assert_eq!(h.rt.count(Op::Resume), 2, "tried again once the back-off ran");
     // An API connect does not wait for the back-off.
     assert!(h.lc.connect(&id, None, true).await.is_err());
     assert_eq!(h.rt.count(Op::Resume), 3);
@@ -277,17 +199,10 @@ async fn one_warning_per_attempt_with_its_number_and_next_time_not_one_per_tick(
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 5, "{text}");
     for (i, (line, wait)) in warnings.iter().zip(["1", "2", "4", "8"]).enumerate() {
-        assert!(
-            line.contains(&format!(
-                "pause failed (attempt {}/5), next attempt in {wait} s",
-                i + 1
-            )),
-            "{line}"
-        );
+        assert!(line.contains(&format!("pause failed (attempt {}/5), next attempt in {wait} s", i + 1)), "{line}");
     }
     assert!(
-        warnings[4]
-            .contains("attempt 5/5): no more attempts until an API call touches the sandbox"),
+        warnings[4].contains("attempt 5/5): no more attempts until an API call touches the sandbox"),
         "{}",
         warnings[4]
     );

@@ -25,17 +25,9 @@ async fn a_pause_while_pausing_waits_then_finds_it_paused() {
         async move { lc.pause(&id, true).await }
     });
     hold.entered().await;
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Pausing),
-        "written before the runtime acts"
-    );
+    assert_eq!(h.state(&id).await, Some(SandboxState::Pausing), "written before the runtime acts");
     let info = h.lc.get(&id).await.unwrap();
-    assert_eq!(
-        info.state.listed_as(),
-        Some("running"),
-        "a pausing sandbox lists as running"
-    );
+    assert_eq!(info.state.listed_as(), Some("running"), "a pausing sandbox lists as running");
     assert_eq!(h.lc.progress(&id).unwrap().kind, "pausing");
 
     let second = tokio::spawn({
@@ -43,10 +35,7 @@ async fn a_pause_while_pausing_waits_then_finds_it_paused() {
         async move { lc.pause(&id, true).await }
     });
     settle().await;
-    assert!(
-        !second.is_finished(),
-        "the second pause waits for the first"
-    );
+    assert!(!second.is_finished(), "the second pause waits for the first");
     hold.release();
     assert_eq!(first.await.unwrap().unwrap().state, SandboxState::Paused);
     match second.await.unwrap() {
@@ -90,10 +79,7 @@ async fn a_resume_while_killing_finds_nothing() {
         async move { lc.kill(&id).await }
     });
     hold.entered().await;
-    assert!(
-        h.lc.get(&id).await.is_err(),
-        "a sandbox being killed is not shown"
-    );
+    assert!(h.lc.get(&id).await.is_err(), "a sandbox being killed is not shown");
     let resume = tokio::spawn({
         let (lc, id) = (h.lc.clone(), id.clone());
         async move { lc.connect(&id, None, true).await }
@@ -101,10 +87,7 @@ async fn a_resume_while_killing_finds_nothing() {
     settle().await;
     hold.release();
     kill.await.unwrap().unwrap();
-    assert!(matches!(
-        resume.await.unwrap(),
-        Err(LifecycleError::NotFound(_))
-    ));
+    assert!(matches!(resume.await.unwrap(), Err(LifecycleError::NotFound(_))));
     assert_eq!(h.rt.count(Op::Resume), 0);
 }
 
@@ -119,21 +102,14 @@ async fn a_connect_while_resuming_waits_and_finds_it_running() {
         async move { lc.connect(&id, None, true).await }
     });
     hold.entered().await;
-    assert_eq!(
-        h.lc.get(&id).await.unwrap().state.listed_as(),
-        Some("paused"),
-        "resuming lists as paused"
-    );
+    assert_eq!(h.lc.get(&id).await.unwrap().state.listed_as(), Some("paused"), "resuming lists as paused");
     let second = tokio::spawn({
         let (lc, id) = (h.lc.clone(), id.clone());
         async move { lc.connect(&id, Some(600), true).await }
     });
     settle().await;
     hold.release();
-    assert!(
-        first.await.unwrap().unwrap().1,
-        "the first connect resumed it"
-    );
+    assert!(first.await.unwrap().unwrap().1, "the first connect resumed it");
     let (row, resumed) = second.await.unwrap().unwrap();
     assert!(!resumed, "the second found it running");
     assert_eq!(row.state, SandboxState::Running);
@@ -145,28 +121,14 @@ async fn operations_in_the_wrong_state_are_conflicts_or_not_found() {
     let h = harness().await;
     let id = h.create(|_| {}).await;
     h.lc.pause(&id, true).await.unwrap();
-    assert!(matches!(
-        h.lc.pause(&id, true).await,
-        Err(LifecycleError::Conflict(_))
-    ));
-    assert!(matches!(
-        h.lc.snapshot(&id, None, true).await,
-        Err(LifecycleError::Conflict(_))
-    ));
-    assert!(matches!(
-        h.lc.fork(&id, 1, 60).await,
-        Err(LifecycleError::Conflict(_))
-    ));
-    assert!(
-        h.lc.usage(&id).await.unwrap().is_none(),
-        "no usage while paused"
-    );
+    assert!(matches!(h.lc.pause(&id, true).await, Err(LifecycleError::Conflict(_))));
+    assert!(matches!(h.lc.snapshot(&id, None, true).await, Err(LifecycleError::Conflict(_))));
+    assert!(matches!(h.lc.fork(&id, 1, 60).await, Err(LifecycleError::Conflict(_))));
+    assert!(h.lc.usage(&id).await.unwrap().is_none(), "no usage while paused");
     h.lc.kill(&id).await.unwrap();
-    for r in [
-        h.lc.pause(&id, true).await.map(|_| ()),
-        h.lc.kill(&id).await,
-        h.lc.connect(&id, None, true).await.map(|_| ()),
-    ] {
+    for r in
+        [h.lc.pause(&id, true).await.map(|_| ()), h.lc.kill(&id).await, h.lc.connect(&id, None, true).await.map(|_| ())]
+    {
         assert!(matches!(r, Err(LifecycleError::NotFound(_))), "{r:?}");
     }
 }
@@ -205,13 +167,7 @@ async fn concurrent_operations_end_in_a_state_store_and_runtime_agree_on() {
         assert_eq!(h.rt.state_of(&id), Some(expected));
         let (a, b) = tokio::join!(h.lc.pause(&id, true), h.lc.kill(&id));
         assert!(b.is_ok(), "the kill wins: {b:?}");
-        assert!(
-            matches!(
-                a,
-                Ok(_) | Err(LifecycleError::Conflict(_)) | Err(LifecycleError::NotFound(_))
-            ),
-            "{a:?}"
-        );
+        assert!(matches!(a, Ok(_) | Err(LifecycleError::Conflict(_)) | Err(LifecycleError::NotFound(_))), "{a:?}");
         assert_eq!(h.state(&id).await, None);
         assert_eq!(h.rt.state_of(&id), None);
     }

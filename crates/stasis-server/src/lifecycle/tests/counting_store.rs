@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use stasis_store::{
-    ApiKeyRow, ListQuery, Page, RowUpdate, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow,
-    SqliteStore, Store, StoreError,
+    ApiKeyRow, ListQuery, Page, RowUpdate, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, SqliteStore, Store,
+    StoreError,
 };
 
 pub(crate) struct CountingStore {

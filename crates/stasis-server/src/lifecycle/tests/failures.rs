@@ -15,20 +15,10 @@ async fn a_failed_pause_leaves_the_sandbox_running() {
     h.rt.fail(Op::Pause, 1);
     let err = h.lc.pause(&id, true).await.unwrap_err();
     assert!(matches!(err, LifecycleError::Runtime(_)), "{err:?}");
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Running),
-        "back to running, not stuck in pausing"
-    );
+    assert_eq!(h.state(&id).await, Some(SandboxState::Running), "back to running, not stuck in pausing");
     assert_eq!(h.rt.state_of(&id), Some(RtState::Running));
-    h.lc.connect(&id, Some(60), true)
-        .await
-        .expect("still usable");
-    assert_eq!(
-        h.lc.pause(&id, true).await.unwrap().state,
-        SandboxState::Paused,
-        "a later pause works"
-    );
+    h.lc.connect(&id, Some(60), true).await.expect("still usable");
+    assert_eq!(h.lc.pause(&id, true).await.unwrap().state, SandboxState::Paused, "a later pause works");
 }
 
 #[tokio::test(start_paused = true)]
@@ -39,10 +29,7 @@ async fn a_failed_resume_leaves_it_paused_with_its_checkpoint() {
     h.rt.fail(Op::Resume, 1);
     assert!(h.lc.connect(&id, None, true).await.is_err());
     assert_eq!(h.state(&id).await, Some(SandboxState::Paused));
-    assert!(
-        h.lc.connect(&id, None, true).await.unwrap().1,
-        "the next resume works"
-    );
+    assert!(h.lc.connect(&id, None, true).await.unwrap().1, "the next resume works");
 }
 
 #[tokio::test(start_paused = true)]
@@ -50,11 +37,7 @@ async fn a_failed_create_leaves_no_row() {
     let h = harness().await;
     h.rt.fail(Op::Create, 1);
     assert!(h.lc.create(super::params()).await.is_err());
-    let rows = h
-        .store
-        .sandboxes_in_states(&SandboxState::ALL)
-        .await
-        .unwrap();
+    let rows = h.store.sandboxes_in_states(&SandboxState::ALL).await.unwrap();
     assert!(rows.is_empty(), "{rows:?}");
 }
 
@@ -70,51 +53,21 @@ async fn a_restart_reconciles_every_interrupted_operation() {
     h.lc.pause(&paused, true).await.unwrap();
     let s = &h.store;
     // What a crash mid-operation leaves: the row says which operation was under way.
-    s.transition(&pausing, &[SandboxState::Running], SandboxState::Pausing)
-        .await
-        .unwrap();
+    s.transition(&pausing, &[SandboxState::Running], SandboxState::Pausing).await.unwrap();
     h.rt.insert(&pausing, RtState::Paused); // the dump completed before the crash
-    s.transition(&resuming, &[SandboxState::Running], SandboxState::Resuming)
-        .await
-        .unwrap();
-    s.transition(&creating, &[SandboxState::Running], SandboxState::Creating)
-        .await
-        .unwrap();
+    s.transition(&resuming, &[SandboxState::Running], SandboxState::Resuming).await.unwrap();
+    s.transition(&creating, &[SandboxState::Running], SandboxState::Creating).await.unwrap();
     h.rt.set_recovered(&lost, Ok(Recovered::MemoryLost));
     h.rt.kill(&gone).await.unwrap();
 
     let h = h.restart().await;
-    assert_eq!(
-        h.state(&pausing).await,
-        Some(SandboxState::Paused),
-        "a completed dump is committed"
-    );
-    assert_eq!(
-        h.state(&resuming).await,
-        Some(SandboxState::Running),
-        "a completed restore is adopted"
-    );
-    assert_eq!(
-        h.state(&creating).await,
-        None,
-        "a half-made sandbox is cleaned"
-    );
+    assert_eq!(h.state(&pausing).await, Some(SandboxState::Paused), "a completed dump is committed");
+    assert_eq!(h.state(&resuming).await, Some(SandboxState::Running), "a completed restore is adopted");
+    assert_eq!(h.state(&creating).await, None, "a half-made sandbox is cleaned");
     assert_eq!(h.rt.state_of(&creating), None);
     let lost_row = h.row(&lost).await.unwrap();
-    assert_eq!(
-        lost_row.state,
-        SandboxState::Paused,
-        "processes gone: kept as a paused sandbox"
-    );
+    assert_eq!(lost_row.state, SandboxState::Paused, "processes gone: kept as a paused sandbox");
     assert!(!lost_row.pause_memory, "filesystem only");
-    assert_eq!(
-        h.state(&gone).await,
-        None,
-        "no trace in the runtime: row removed"
-    );
-    assert_eq!(
-        h.state(&paused).await,
-        Some(SandboxState::Paused),
-        "nothing paused is dropped"
-    );
+    assert_eq!(h.state(&gone).await, None, "no trace in the runtime: row removed");
+    assert_eq!(h.state(&paused).await, Some(SandboxState::Paused), "nothing paused is dropped");
 }

@@ -16,9 +16,7 @@ use std::time::Duration;
 use stasis_store::{SandboxRow, SandboxState, SqliteStore, Store};
 
 use super::fake_runtime::FakeRuntime;
-use super::{
-    Clock, CreateParams, Credentials, Lifecycle, LifecycleConfig, PortConnection, Refusal,
-};
+use super::{Clock, CreateParams, Credentials, Lifecycle, LifecycleConfig, PortConnection, Refusal};
 use crate::ids::SandboxId;
 use counting_store::CountingStore;
 
@@ -38,14 +36,9 @@ async fn open(
     rt: &Arc<FakeRuntime>,
     config: &LifecycleConfig,
 ) -> (Lifecycle, Arc<SqliteStore>, Arc<AtomicUsize>) {
-    let store = SqliteStore::open(dir.path().join("stasis.db"))
-        .await
-        .unwrap();
+    let store = SqliteStore::open(dir.path().join("stasis.db")).await.unwrap();
     let reads = Arc::new(AtomicUsize::new(0));
-    let counting = Arc::new(CountingStore {
-        inner: store.clone(),
-        sandbox_reads: reads.clone(),
-    });
+    let counting = Arc::new(CountingStore { inner: store.clone(), sandbox_reads: reads.clone() });
     let lc = Lifecycle::with_clock(counting, rt.clone(), config.clone(), Clock::tokio());
     (lc, Arc::new(store), reads)
 }
@@ -58,14 +51,7 @@ pub(super) async fn harness_with(config: LifecycleConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
     let (lc, store, sandbox_reads) = open(&dir, &rt, &config).await;
-    Harness {
-        lc,
-        rt,
-        store,
-        config,
-        sandbox_reads,
-        dir,
-    }
+    Harness { lc, rt, store, config, sandbox_reads, dir }
 }
 
 /// What the API would pass for `{"timeout": 60}`.
@@ -113,31 +99,17 @@ impl Harness {
     /// A daemon restart: a new lifecycle on the same database file and the same runtime
     /// (sandboxes outlive the daemon), reconciled as `stasis serve` does at start.
     pub async fn restart(self) -> Harness {
-        let Harness {
-            rt, config, dir, ..
-        } = self;
+        let Harness { rt, config, dir, .. } = self;
         let (lc, store, sandbox_reads) = open(&dir, &rt, &config).await;
         lc.reconcile().await.unwrap();
-        Harness {
-            lc,
-            rt,
-            store,
-            config,
-            sandbox_reads,
-            dir,
-        }
+        Harness { lc, rt, store, config, sandbox_reads, dir }
     }
 
     /// A proxied request to `port` of `id` with the sandbox's own tokens.
     pub async fn request(&self, id: &SandboxId, port: u16) -> Result<PortConnection, Refusal> {
         let row = self.store.get_sandbox(id).await.unwrap();
-        let (envd, traffic) = row
-            .map(|r| (r.envd_access_token, r.traffic_access_token))
-            .unwrap_or_default();
-        let creds = Credentials {
-            access_token: envd.as_deref(),
-            traffic_token: traffic.as_deref(),
-        };
+        let (envd, traffic) = row.map(|r| (r.envd_access_token, r.traffic_access_token)).unwrap_or_default();
+        let creds = Credentials { access_token: envd.as_deref(), traffic_token: traffic.as_deref() };
         self.lc.connect_port(id, port, creds).await
     }
 

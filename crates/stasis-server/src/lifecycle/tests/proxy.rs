@@ -20,24 +20,15 @@ async fn traffic_resumes_a_paused_sandbox_only_when_it_asked() {
     for id in [&auto, &plain] {
         h.lc.pause(id, true).await.unwrap();
     }
-    h.request(&auto, ENVD_PORT)
-        .await
-        .expect("resumed and connected");
+    h.request(&auto, ENVD_PORT).await.expect("resumed and connected");
     assert_eq!(h.state(&auto).await, Some(SandboxState::Running));
     assert!(
         h.secs_left(&auto).await >= h.config.defaults.min_auto_resume_secs as f64,
         "after an auto-resume it lives at least 5 minutes"
     );
 
-    assert_eq!(
-        h.request(&plain, ENVD_PORT).await.err(),
-        Some(Refusal::NotRunning)
-    );
-    assert_eq!(
-        h.state(&plain).await,
-        Some(SandboxState::Paused),
-        "and still paused"
-    );
+    assert_eq!(h.request(&plain, ENVD_PORT).await.err(), Some(Refusal::NotRunning));
+    assert_eq!(h.state(&plain).await, Some(SandboxState::Paused), "and still paused");
     assert_eq!(
         h.request(&SandboxId::parse("nosuchsandbox").unwrap(), ENVD_PORT).await.err(),
         Some(Refusal::NotRunning)
@@ -55,59 +46,23 @@ async fn tokens_are_checked_before_anything_else() {
         })
         .await;
     let row = h.row(&id).await.unwrap();
-    let (envd, traffic) = (
-        row.envd_access_token.unwrap(),
-        row.traffic_access_token.unwrap(),
-    );
+    let (envd, traffic) = (row.envd_access_token.unwrap(), row.traffic_access_token.unwrap());
     h.lc.pause(&id, true).await.unwrap();
     let ask = |access: Option<&'static str>, traffic: Option<&'static str>, port| {
         let (lc, id) = (h.lc.clone(), id.clone());
-        async move {
-            lc.connect_port(
-                &id,
-                port,
-                Credentials {
-                    access_token: access,
-                    traffic_token: traffic,
-                },
-            )
-            .await
-            .err()
-        }
+        async move { lc.connect_port(&id, port, Credentials { access_token: access, traffic_token: traffic }).await.err() }
     };
-    assert_eq!(
-        ask(None, None, ENVD_PORT).await,
-        Some(Refusal::MissingAccessToken)
-    );
-    assert_eq!(
-        ask(Some("wrong"), None, ENVD_PORT).await,
-        Some(Refusal::InvalidAccessToken)
-    );
-    assert_eq!(
-        ask(None, Some("wrong"), 8000).await,
-        Some(Refusal::TrafficTokenRequired)
-    );
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Paused),
-        "no unauthenticated auto-resume"
-    );
+    assert_eq!(ask(None, None, ENVD_PORT).await, Some(Refusal::MissingAccessToken));
+    assert_eq!(ask(Some("wrong"), None, ENVD_PORT).await, Some(Refusal::InvalidAccessToken));
+    assert_eq!(ask(None, Some("wrong"), 8000).await, Some(Refusal::TrafficTokenRequired));
+    assert_eq!(h.state(&id).await, Some(SandboxState::Paused), "no unauthenticated auto-resume");
     assert_eq!(h.rt.count(Op::Resume), 0);
 
     let envd: &'static str = Box::leak(envd.into_boxed_str());
     let traffic: &'static str = Box::leak(traffic.into_boxed_str());
-    assert!(
-        ask(Some(envd), None, ENVD_PORT).await.is_none(),
-        "the agent's port takes the access token"
-    );
-    assert!(
-        ask(None, Some(traffic), 8000).await.is_none(),
-        "a user port takes the traffic token"
-    );
-    assert_eq!(
-        ask(Some(envd), None, 8000).await,
-        Some(Refusal::TrafficTokenRequired)
-    );
+    assert!(ask(Some(envd), None, ENVD_PORT).await.is_none(), "the agent's port takes the access token");
+    assert!(ask(None, Some(traffic), 8000).await.is_none(), "a user port takes the traffic token");
+    assert_eq!(ask(Some(envd), None, 8000).await, Some(Refusal::TrafficTokenRequired));
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,34 +88,17 @@ async fn after_a_pause_a_request_is_refused_or_resumes_never_routed_stale() {
 
     h.lc.pause(&plain, true).await.unwrap();
     h.lc.pause(&auto, true).await.unwrap();
-    assert!(
-        open_plain.guard.cancel.is_cancelled(),
-        "the pause cut the open connection"
-    );
+    assert!(open_plain.guard.cancel.is_cancelled(), "the pause cut the open connection");
     let connects = h.rt.count(Op::Connect);
-    assert_eq!(
-        h.request(&plain, ENVD_PORT).await.err(),
-        Some(Refusal::NotRunning),
-        "refused, not routed"
-    );
-    assert_eq!(
-        h.rt.count(Op::Connect),
-        connects,
-        "nothing reached the runtime"
-    );
+    assert_eq!(h.request(&plain, ENVD_PORT).await.err(), Some(Refusal::NotRunning), "refused, not routed");
+    assert_eq!(h.rt.count(Op::Connect), connects, "nothing reached the runtime");
 
-    h.request(&auto, ENVD_PORT)
-        .await
-        .expect("resumed, then connected");
+    h.request(&auto, ENVD_PORT).await.expect("resumed, then connected");
     assert_eq!(h.rt.count(Op::Resume), 1);
     assert_eq!(h.state(&auto).await, Some(SandboxState::Running));
 
     h.lc.kill(&auto).await.unwrap();
-    assert_eq!(
-        h.request(&auto, ENVD_PORT).await.err(),
-        Some(Refusal::NotRunning),
-        "killed: refused"
-    );
+    assert_eq!(h.request(&auto, ENVD_PORT).await.err(), Some(Refusal::NotRunning), "killed: refused");
 }
 
 #[tokio::test(start_paused = true)]
@@ -178,36 +116,16 @@ async fn a_request_during_a_pause_waits_for_it_then_resumes_the_sandbox() {
         let row = h.row(&id).await.unwrap();
         let (lc, id) = (h.lc.clone(), id.clone());
         async move {
-            let creds = Credentials {
-                access_token: row.envd_access_token.as_deref(),
-                traffic_token: None,
-            };
+            let creds = Credentials { access_token: row.envd_access_token.as_deref(), traffic_token: None };
             lc.connect_port(&id, ENVD_PORT, creds).await.map(|_| ())
         }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        !request.is_finished(),
-        "the request waits for the pause under way"
-    );
-    assert_eq!(
-        h.rt.count(Op::Connect),
-        1,
-        "and does not reach the sandbox being dumped"
-    );
+    assert!(!request.is_finished(), "the request waits for the pause under way");
+    assert_eq!(h.rt.count(Op::Connect), 1, "and does not reach the sandbox being dumped");
     hold.release();
     pause.await.unwrap().unwrap();
-    request
-        .await
-        .unwrap()
-        .expect("then resumes it and is served");
-    assert_eq!(
-        (
-            h.rt.count(Op::Pause),
-            h.rt.count(Op::Resume),
-            h.rt.count(Op::Connect)
-        ),
-        (1, 1, 2)
-    );
+    request.await.unwrap().expect("then resumes it and is served");
+    assert_eq!((h.rt.count(Op::Pause), h.rt.count(Op::Resume), h.rt.count(Op::Connect)), (1, 1, 2));
     assert_eq!(h.state(&id).await, Some(SandboxState::Running));
 }

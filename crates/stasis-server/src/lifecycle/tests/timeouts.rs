@@ -16,11 +16,7 @@ async fn the_timeout_kills_a_sandbox_without_auto_pause() {
     h.lc.start();
     let id = h.create(|p| p.timeout_secs = 2).await;
     after(1.5).await;
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Running),
-        "not before its end"
-    );
+    assert_eq!(h.state(&id).await, Some(SandboxState::Running), "not before its end");
     after(1.0).await;
     assert_eq!(h.state(&id).await, None, "killed at its end: no row");
     assert_eq!(h.rt.state_of(&id), None, "and nothing left in the runtime");
@@ -110,35 +106,19 @@ async fn the_idle_timeout_counts_only_while_no_client_is_connected() {
             p.idle_timeout_secs = Some(60);
         })
         .await;
-    assert_eq!(
-        h.secs_left(&id).await,
-        60.0,
-        "no client: the end is idle start + 60 s"
-    );
+    assert_eq!(h.secs_left(&id).await, 60.0, "no client: the end is idle start + 60 s");
 
     // While a client connection is open, the normal end applies, however long it stays.
     let conn = h.request(&id, stasis_runtime::ENVD_PORT).await.unwrap();
     assert_eq!(h.secs_left(&id).await, 3000.0);
     after(120.0).await;
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Running),
-        "a connected client keeps it"
-    );
+    assert_eq!(h.state(&id).await, Some(SandboxState::Running), "a connected client keeps it");
     drop(conn);
-    assert_eq!(
-        h.secs_left(&id).await,
-        60.0,
-        "idle again: the end is now + 60 s"
-    );
+    assert_eq!(h.secs_left(&id).await, 60.0, "idle again: the end is now + 60 s");
     after(59.0).await;
     assert_eq!(h.state(&id).await, Some(SandboxState::Running));
     after(1.5).await;
-    assert_eq!(
-        h.state(&id).await,
-        None,
-        "idle for 60 s: its timeout action (kill) ran"
-    );
+    assert_eq!(h.state(&id).await, None, "idle for 60 s: its timeout action (kill) ran");
 }
 
 #[tokio::test(start_paused = true)]
@@ -156,11 +136,7 @@ async fn the_idle_timeout_auto_pauses_and_restarts_at_resume() {
     assert_eq!(h.state(&id).await, Some(SandboxState::Paused));
     after(600.0).await;
     h.lc.connect(&id, None, true).await.unwrap();
-    assert_eq!(
-        h.secs_left(&id).await,
-        60.0,
-        "the idle time counts from the resume, not from before the pause"
-    );
+    assert_eq!(h.secs_left(&id).await, 60.0, "the idle time counts from the resume, not from before the pause");
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,21 +150,14 @@ async fn paused_sandboxes_are_kept_without_a_retention() {
         })
         .await;
     after(3600.0).await;
-    assert_eq!(
-        h.state(&id).await,
-        Some(SandboxState::Paused),
-        "no expiry by default"
-    );
+    assert_eq!(h.state(&id).await, Some(SandboxState::Paused), "no expiry by default");
     assert_eq!(h.rt.count(Op::Kill), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_retention_kills_sandboxes_paused_longer_than_it() {
-    let h = harness_with(LifecycleConfig {
-        paused_retention: Some(Duration::from_secs(2)),
-        ..Default::default()
-    })
-    .await;
+    let h =
+        harness_with(LifecycleConfig { paused_retention: Some(Duration::from_secs(2)), ..Default::default() }).await;
     h.lc.start();
     let id = h.create(|_| {}).await;
     let running = h.create(|_| {}).await;
@@ -196,15 +165,7 @@ async fn the_retention_kills_sandboxes_paused_longer_than_it() {
     after(1.5).await;
     assert_eq!(h.state(&id).await, Some(SandboxState::Paused));
     after(1.0).await;
-    assert_eq!(
-        h.state(&id).await,
-        None,
-        "paused for longer than the retention: killed"
-    );
+    assert_eq!(h.state(&id).await, None, "paused for longer than the retention: killed");
     assert_eq!(h.rt.state_of(&id), None);
-    assert_eq!(
-        h.state(&running).await,
-        Some(SandboxState::Running),
-        "the retention is for paused sandboxes only"
-    );
+    assert_eq!(h.state(&running).await, Some(SandboxState::Running), "the retention is for paused sandboxes only");
 }

@@ -1,0 +1,124 @@
+//! Creating a sandbox: its record, cgroups, disk and overlay root, network, and the boot
+//! of its agent (`boot.rs` drives the agent's side of it).
+//!
+//! `boot` is also how a sandbox without a memory image resumes: a fresh boot on the
+//! files it kept. A create that fails leaves nothing behind (`teardown.rs`).
+
+use std::path::{Path, PathBuf};
+
+use stasis_proto::agent::BootConfig;
+
+use super::fs::mount_fs;
+use super::layout::SandboxDir;
+use super::record::{self, Record};
+use super::{agent_layer, boot, network, random_hex, Inner};
+use crate::error::{IoContext, Result, RuntimeError};
+use crate::{SandboxSpec, SandboxState};
+
+/// Template names that mean `base` (E2B's default names).
+const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
+
+impl Inner {
+    fn template_dir(&self, name: &str) -> Result<PathBuf> {
+        let name = if BASE_ALIASES.contains(&name) { "base" } else { name };
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(RuntimeError::TemplateNotFound(name.to_string()));
+        }
+        let p = self.layout.template_rootfs(name);
+        if p.is_dir() {
+            Ok(p)
+        } else {
+            Err(RuntimeError::TemplateNotFound(name.to_string()))
+        }
+    }
+
+    pub(super) fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()> {
+        let dir = self.dir(id);
+        if dir.path().exists() {
+            return Err(RuntimeError::AlreadyExists(id.to_string()));
+        }
+        let template = self.template_dir(&spec.template)?;
+        let result = self.create_inner(id, spec, &dir, &template);
+        if result.is_err() {
+            self.destroy(id);
+        }
+        result
+    }
+
+    fn agent_layer(&self) -> Result<PathBuf> {
+        if let Some(l) = self.agent_layer.get() {
+            return Ok(l.clone());
+        }
+        if !self.agent_binary.is_file() {
+            return Err(RuntimeError::Boot(format!(
+                "agent binary {} not found: run scripts/setup.sh (or set STASIS_AGENT)",
+                self.agent_binary.display()
+            )));
+        }
+        let layer = agent_layer::ensure(&self.layout.agents(), &self.agent_binary)?;
+        Ok(self.agent_layer.get_or_init(|| layer).clone())
+    }
+
+    fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Path) -> Result<()> {
+        let agent_layer = self.agent_layer()?;
+        std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
+        let mut rec = Record {
+            id: id.to_string(),
+            spec: spec.clone(),
+            state: SandboxState::Running,
+            init_pid: None,
+            lower_dirs: vec![agent_layer.display().to_string(), template.display().to_string()],
+            agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
+            checkpoint: None,
+            boot_id: random_hex(16),
+            init_start: None,
+            net_index: None,
+        };
+        self.boot(&mut rec, dir)
+    }
+
+    /// Boots the sandbox of `rec` on its writable layer (a new boot: new boot id, no
+    /// processes) and records it as running.
+    pub(super) fn boot(&self, rec: &mut Record, dir: &SandboxDir) -> Result<()> {
+        let id = rec.id.clone();
+        let id = id.as_str();
+        self.cgroups.create(id, &rec.spec)?;
+        mount_fs(rec, dir)?;
+        rec.boot_id = random_hex(16);
+        let net = self.network_up(rec)?;
+        let cfg = BootConfig {
+            sandbox_id: id.to_string(),
+            rootfs: dir.rootfs().display().to_string(),
+            cgroup_procs: self.cgroups.procs_files(id).iter().map(|p| p.display().to_string()).collect(),
+            hostname: "sandbox".into(),
+            boot_id: rec.boot_id.clone(),
+            agent_path: rec.agent_path.clone(),
+            env: rec.spec.env.clone(),
+            access_token: rec.spec.access_token.clone(),
+            net_device: net.as_ref().map(|n| n.sandbox_if.clone()),
+            sandbox_ip: network::SANDBOX_IP.to_string(),
+            gateway_ip: network::GATEWAY_IP.to_string(),
+        };
+        let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), |pid| match &net {
+            Some(n) => network::move_into(n, pid),
+            None => Ok(()),
+        });
+        let pid = match booted {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.network_down(rec);
+                return Err(e);
+            }
+        };
+        // The agent is the sandbox's lifeline: the OOM killer takes the user's processes first.
+        let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
+        rec.state = SandboxState::Running;
+        rec.init_pid = Some(pid);
+        rec.init_start = record::start_time(pid);
+        rec.checkpoint = None;
+        rec.store(&dir.record())?;
+        // Held and watched from now on.
+        self.init_of(rec)?;
+        Ok(())
+    }
+}

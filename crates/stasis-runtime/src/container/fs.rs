@@ -1,0 +1,63 @@
+//! A sandbox's filesystem on the host: mounting its disk and overlay root and releasing
+//! them, flushing them to disk, and measuring what they hold.
+
+use std::path::Path;
+
+use super::layout::SandboxDir;
+use super::record::Record;
+use super::{disk, idmap, overlay};
+use crate::error::{IoContext, Result};
+
+/// Mounts the sandbox's disk (when it has a size) and its root overlay on it.
+pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
+    if rec.spec.disk_mb > 0 {
+        disk::mount(&dir.disk_image(), &dir.disk(), rec.spec.disk_mb)?;
+    }
+    if !dir.upper().exists() {
+        std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
+        idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+    }
+    overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())
+}
+
+/// Unmounts the root overlay, then the disk under it (idempotent).
+pub(super) fn unmount_fs(dir: &SandboxDir) -> Result<()> {
+    overlay::unmount(&dir.rootfs())?;
+    disk::unmount(&dir.disk_image(), &dir.disk())
+}
+
+/// Flushes the filesystem holding `path`: memory images and the writable layer share it.
+pub(super) fn syncfs(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
+    // SAFETY: syncfs on an fd we own.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("syncfs {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Allocated bytes under `p` (not following symlinks or crossing into mounts).
+pub(crate) fn disk_usage(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Apparent size of the files directly in `p` (a checkpoint's images).
+pub(super) fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}

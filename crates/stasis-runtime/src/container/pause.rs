@@ -1,0 +1,149 @@
+//! Pausing a sandbox: a CRIU dump of its process tree (or, filesystem-only, stopping
+//! every process), made durable before anything the sandbox holds is released.
+//!
+//! The order is the contract: dump, checksums, fsync of the images, syncfs of the writable
+//! layer, then the commit point (`record.json` replaced), and only after it the network,
+//! the mounts and the cgroups go. A crash before the commit leaves a running sandbox that
+//! `recover.rs` sorts out; after it, a paused one.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::fs::{dir_size, syncfs, unmount_fs};
+use super::generations::{next_generation, remove_other_generations};
+use super::layout::SandboxDir;
+use super::record::Record;
+use super::{checksum, criu, flush, Inner};
+use crate::error::{IoContext, Result, RuntimeError};
+use crate::{CheckpointStats, PauseMode, SandboxState};
+
+impl Inner {
+    pub(super) fn pause(&self, id: &str, mode: PauseMode) -> Result<CheckpointStats> {
+        let mut rec = self.load(id)?;
+        match (rec.state, rec.init_pid) {
+            (SandboxState::Paused, _) => return Err(RuntimeError::AlreadyPaused(id.to_string())),
+            (SandboxState::Running, Some(_)) => {}
+            (SandboxState::Running, None) => return Err(RuntimeError::NotRunning(id.to_string())),
+        }
+        let dir = self.dir(id);
+        wait_for_lazy_pages(&dir);
+        if mode == PauseMode::Filesystem {
+            return self.pause_filesystem(&mut rec, &dir);
+        }
+        let init = match self.init_of(&rec) {
+            Ok(init) => init,
+            Err(e @ RuntimeError::InitGone { .. }) => {
+                // Nothing to dump: its processes are gone. Bring it to what is left
+                // (a committed earlier dump, or its files) and say so.
+                self.forget_init(id);
+                let _ = self.recover(id);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let generation = next_generation(&dir);
+        let images = dir.checkpoint(generation);
+        std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
+        let t0 = Instant::now();
+        if let Err(e) = self.freeze_for_dump(id, &init) {
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(e);
+        }
+        // The writable layer first, while nothing can write to it: its blocks are then on
+        // disk before the images take space, so a disk that fills during the dump costs
+        // the pause, never the sandbox's files (a sparse disk image whose host disk is full
+        // would drop their writeback).
+        if let Err(e) = syncfs(&dir.upper()) {
+            let _ = self.cgroups.set_frozen(id, false);
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(e);
+        }
+        let written = self.track(id, "pausing", self.cgroups.usage(id).memory_bytes);
+        let flusher = flush::Flusher::start(&images, written);
+        let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), false);
+        flusher.stop();
+        self.untrack(id);
+        if let Err(e) = dumped {
+            // CRIU leaves the tree running when a dump fails; make sure it is thawed and
+            // keep nothing of the attempt.
+            let _ = self.cgroups.set_frozen(id, false);
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(e);
+        }
+        let dump_ms = t0.elapsed().as_millis() as u64;
+        // The point of no return: the processes are gone, the images are complete. What
+        // follows makes them durable; if it fails, the init's watcher (or the next
+        // operation, or recovery at start) finishes it from the images (`recover.rs`).
+        let t1 = Instant::now();
+        let sealed = seal(&images).and_then(|()| syncfs(&dir.upper()));
+        if let Err(e) = sealed {
+            return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
+        }
+        let sync_ms = t1.elapsed().as_millis() as u64;
+        rec.state = SandboxState::Paused;
+        rec.init_pid = None;
+        rec.checkpoint = Some(generation);
+        // The commit point: from here the sandbox is paused, durably.
+        if let Err(e) = rec.store(&dir.record()) {
+            return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
+        }
+        self.forget_init(id);
+        let _ = std::fs::remove_file(dir.path().join("restore/init.pid"));
+        self.network_down(&rec);
+        unmount_fs(&dir)?;
+        self.cgroups.remove(id)?;
+        remove_other_generations(&dir, Some(generation));
+        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
+    }
+
+    /// Stops every process, keeps the files: the next resume is a fresh boot.
+    fn pause_filesystem(&self, rec: &mut Record, dir: &SandboxDir) -> Result<CheckpointStats> {
+        let id = rec.id.clone();
+        let t0 = Instant::now();
+        self.forget_init(&id);
+        self.cgroups.kill_all(&id)?;
+        self.network_down(rec);
+        unmount_fs(dir)?;
+        let dump_ms = t0.elapsed().as_millis() as u64;
+        let t1 = Instant::now();
+        syncfs(dir.path())?;
+        rec.state = SandboxState::Paused;
+        rec.init_pid = None;
+        rec.checkpoint = None;
+        rec.store(&dir.record())?;
+        self.cgroups.remove(&id)?;
+        remove_other_generations(dir, None);
+        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64 })
+    }
+}
+
+/// Makes a completed dump's images durable, then writes their checksums: a checksum is
+/// only ever written over images that reached the disk, so a manifest vouches for them.
+pub(super) fn seal(images: &Path) -> Result<()> {
+    flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))?;
+    checksum::write(images)?;
+    flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))
+}
+
+/// Whether the images were written since the host last booted. Images a dump wrote
+/// before a host crash may never have reached the disk, whatever its log says, unless
+/// they were sealed.
+pub(super) fn written_this_boot(images: &Path) -> bool {
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok()));
+    let written = std::fs::metadata(images.join("dump.log"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    matches!((boot, written), (Some(b), Some(w)) if w.as_secs() >= b)
+}
+
+/// A lazy restore is still filling memory in: its pages must all be in before the tree
+/// is dumped again (a fresh dump reads every page anyway; this bounds the wait).
+pub(super) fn wait_for_lazy_pages(dir: &SandboxDir) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while !criu::lazy_daemons_for(dir.path()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,173 @@
+//! Resuming a paused sandbox: a CRIU restore of its memory images (lazy when the host
+//! allows), verified against their checksums while CRIU works, or a fresh boot on its
+//! files when it has no memory image.
+//!
+//! The restored tree stays stopped until the verification passes (`let_run`), so it
+//! never runs on damaged memory. Snapshots restore through the same `restore_from`.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::fs::{dir_size, mount_fs, unmount_fs};
+use super::generations::{discard_generations_later, remove_other_generations};
+use super::layout::SandboxDir;
+use super::record::{self, Record};
+use super::{checksum, Inner};
+use crate::error::{Result, RuntimeError};
+use crate::{PauseMode, SandboxState};
+
+impl Inner {
+    pub(super) fn resume(&self, id: &str, mode: PauseMode) -> Result<()> {
+        let mut rec = self.load(id)?;
+        if rec.state == SandboxState::Running && !Self::init_alive(&rec) {
+            // A pause that could not be completed, or an init that died unnoticed: finish
+            // it from what is left (`recover.rs`) before resuming.
+            self.recover(id)?;
+            rec = self.load(id)?;
+        }
+        if rec.state != SandboxState::Paused {
+            return Err(RuntimeError::NotPaused(id.to_string()));
+        }
+        let dir = self.dir(id);
+        let generation = match (rec.checkpoint, mode) {
+            (Some(g), PauseMode::Memory) => g,
+            // No memory image (or the caller wants a reboot): a fresh boot on the files.
+            // The images are dropped only once the new boot is recorded.
+            _ => {
+                let result = self.boot(&mut rec, &dir);
+                if result.is_err() {
+                    let _ = self.cgroups.kill_all(id);
+                    let _ = unmount_fs(&dir);
+                    let _ = self.cgroups.remove(id);
+                } else {
+                    remove_other_generations(&dir, None);
+                }
+                return result;
+            }
+        };
+        let daemon = self.restore_from(&mut rec, &dir, &dir.checkpoint(generation))?;
+        // Deleting a GiB of images takes longer than the restore itself: moved aside now,
+        // deleted in the background once no lazy-pages daemon reads them (a leftover is
+        // removed at kill).
+        discard_generations_later(&dir, daemon);
+        Ok(())
+    }
+
+    /// Restores the memory images in `images` into the sandbox of `rec` (its overlay
+    /// mounted, its cgroups made) and records it as running. On failure nothing of the
+    /// attempt is left running and `rec` is unchanged on disk.
+    /// Returns the lazy-pages daemon still filling memory in, if restore was lazy.
+    pub(super) fn restore_from(
+        &self,
+        rec: &mut Record,
+        dir: &SandboxDir,
+        images: &Path,
+    ) -> Result<Option<std::process::Child>> {
+        let id = rec.id.clone();
+        let total = dir_size(images);
+        let read = self.track(&id, "resuming", total);
+        let result = self.restore_tracked(rec, dir, images, read);
+        self.untrack(&id);
+        result
+    }
+
+    fn restore_tracked(
+        &self,
+        rec: &mut Record,
+        dir: &SandboxDir,
+        images: &Path,
+        read: Arc<AtomicU64>,
+    ) -> Result<Option<std::process::Child>> {
+        let id = rec.id.clone();
+        // A tree still alive in its cgroups (an earlier attempt that did run) is never
+        // torn down by a retry: refuse instead.
+        if !self.cgroups.pids(&id).is_empty() {
+            return Err(RuntimeError::Checkpoint {
+                op: "restore",
+                message: format!("sandbox {id} still has processes from an earlier attempt; recover it first"),
+            });
+        }
+        checksum::verify_sizes(images)?;
+        // What CRIU parses (every image but the raw memory pages) is verified before it
+        // starts; the pages are verified while it restores, and the restored tree stays
+        // stopped until both are done, so it never runs on damaged memory.
+        checksum::verify_parsed(images)?;
+        let mut net_up = false;
+        let (verified, restored) = std::thread::scope(|s| {
+            let verifier = s.spawn(|| checksum::verify_pages(images));
+            let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir)).and_then(|_| {
+                let net = self.network_up(rec)?;
+                net_up = net.is_some();
+                let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+                self.criu.restore(
+                    images,
+                    &dir.rootfs(),
+                    &dir.path().join("restore"),
+                    &self.cgroups.procs_files(&id),
+                    dev,
+                    self.lazy,
+                    true,
+                )
+            });
+            (verifier.join().expect("checksum thread panicked"), restored)
+        });
+        read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
+        let restored = match (verified, restored) {
+            (Ok(()), r) => r,
+            (Err(e), Ok((_, daemon))) => {
+                stop_daemon(daemon);
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        };
+        let undo = |rec: &Record| {
+            let _ = self.cgroups.kill_all(&id);
+            // Only what this attempt set up: the index in `rec` may be another run's.
+            if net_up {
+                self.network_down(rec);
+            }
+            let _ = unmount_fs(dir);
+            let _ = self.cgroups.remove(&id);
+        };
+        let (pid, daemon) = match restored {
+            Ok(r) => r,
+            Err(e) => {
+                undo(rec);
+                return Err(e);
+            }
+        };
+        let before = rec.clone();
+        rec.state = SandboxState::Running;
+        rec.init_pid = Some(pid);
+        rec.init_start = record::start_time(pid);
+        rec.checkpoint = None;
+        // Recorded before it runs: a tree that runs is always one the record names.
+        if let Err(e) = rec.store(&dir.record()) {
+            stop_daemon(daemon);
+            undo(rec);
+            *rec = before;
+            return Err(e);
+        }
+        self.let_run(&id);
+        // Watched from now on (an init that died already is found by the next operation).
+        let _ = self.init_of(rec);
+        Ok(daemon)
+    }
+
+    /// Starts a restored tree: restores leave it stopped (and, on v1, possibly frozen)
+    /// until its images are verified.
+    pub(super) fn let_run(&self, id: &str) {
+        let _ = self.cgroups.set_frozen(id, false);
+        for p in self.cgroups.pids(id) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+}
+
+fn stop_daemon(daemon: Option<std::process::Child>) {
+    if let Some(mut d) = daemon {
+        let _ = d.kill();
+        let _ = d.wait();
+    }
+}

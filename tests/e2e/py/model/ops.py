@@ -1,0 +1,721 @@
+"""The operation vocabulary, the abstract model of what each sandbox must hold, and the
+seeded generator.
+
+An operation is a plain JSON-able dict (`{"op": "write", "s": 0, "path": ..., ...}`) that
+carries everything needed to run it again: file contents are named by a content seed and
+a size, secrets and tokens are in the op. Sandboxes are named by slot numbers (`s0`,
+`s1`, ...) given in creation order, snapshots by `n0`, `n1`, ...
+
+`World` is the abstract model: per sandbox its state, metadata, timeout, files
+(path -> content seed, size, owner), directories (path -> owner), secret processes,
+background commands and directory watch. `World.applicable(op)` says whether an op makes
+sense in the current model and `World.apply(op)` performs its effect; both are pure, so
+the generator runs against the model alone and a seed always gives the same sequence.
+When a shrunk or edited sequence is replayed, ops that are not applicable any more (say,
+a write to a sandbox whose create was dropped) are skipped.
+"""
+import copy
+import random
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+U_AREA = "/home/user/mdl"  # made by root at create, owned by user: user and root work here
+R_AREA = "/root/mdl"       # made by root at create, 0700 root: only root works here
+AREAS = (U_AREA, R_AREA)
+
+MAX_ALIVE = 4      # sandboxes alive (running or paused) at once
+MAX_SNAPS = 3      # snapshots kept at once
+MAX_SECRETS = 2    # secret processes per sandbox
+MAX_BGS = 2        # background sleeps per sandbox
+SECRET_PORT0 = 20000
+MIB = 1024 * 1024
+
+# Who an op runs as: "default" passes no user (the SDK's default user, `user`),
+# "user" passes user="user", "root" passes user="root".
+AS_CHOICES = ("default", "user", "root")
+
+
+def eff(as_: str) -> str:
+    """The Linux user an op runs as."""
+    return "root" if as_ == "root" else "user"
+
+
+def sdk_user(as_: str) -> Optional[str]:
+    """The `user=` argument of the SDK call."""
+    return None if as_ == "default" else as_
+
+
+def content(cs: int, size: int) -> bytes:
+    """File content named by a content seed and a size."""
+    return random.Random(cs).randbytes(size)
+
+
+def parent(path: str) -> str:
+    return path.rsplit("/", 1)[0]
+
+
+def basename(path: str) -> str:
+    return path.rsplit("/", 1)[1]
+
+
+def under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+@dataclass
+class FileM:
+    cs: int
+    size: int
+    owner: str
+
+    def data(self) -> bytes:
+        return content(self.cs, self.size)
+
+
+@dataclass
+class SecretM:
+    secret: str
+    port: int
+    as_: str
+
+
+@dataclass
+class SbM:
+    slot: int
+    state: str  # "running" | "paused"
+    meta: Dict[str, str]
+    timeout: int
+    files: Dict[str, FileM] = field(default_factory=dict)
+    dirs: Dict[str, str] = field(default_factory=dict)   # path -> owner
+    secrets: Dict[int, SecretM] = field(default_factory=dict)
+    bgs: Dict[int, str] = field(default_factory=dict)     # key -> as_
+    watch: Optional[str] = None                            # the watched dir
+
+    def fresh_dirs(self):
+        self.dirs = {U_AREA: "user", R_AREA: "root"}
+
+    # -- permissions (Linux semantics of the layout above)
+    def accessible(self, path: str, who: str) -> bool:
+        return who == "root" or under(path, U_AREA)
+
+    def writable_dir(self, d: str, who: str) -> bool:
+        if d not in self.dirs:
+            return False
+        return who == "root" or (under(d, U_AREA) and self.dirs[d] == "user")
+
+    def exists(self, path: str) -> bool:
+        return path in self.files or path in self.dirs
+
+    def subtree(self, top: str):
+        """Files and dirs at or below `top`."""
+        fs = [p for p in self.files if under(p, top)]
+        ds = [p for p in self.dirs if under(p, top)]
+        return fs, ds
+
+    def pinned(self, path: str) -> bool:
+        """May not be removed or renamed: an area root, or the watched dir or an ancestor."""
+        if path in AREAS:
+            return True
+        return self.watch is not None and under(self.watch, path)
+
+    def can_remove(self, path: str, who: str) -> bool:
+        if not self.exists(path) or self.pinned(path) or not self.accessible(path, who):
+            return False
+        if not self.writable_dir(parent(path), who):
+            return False
+        if path in self.dirs and who != "root":
+            # Removing a tree as user needs write access to every dir in it.
+            _, ds = self.subtree(path)
+            return all(self.dirs[d] == "user" for d in ds)
+        return True
+
+    def can_rename(self, src: str, dst: str, who: str) -> bool:
+        if not self.exists(src) or self.exists(dst) or self.pinned(src):
+            return False
+        if not (self.accessible(src, who) and self.accessible(dst, who)):
+            return False
+        if not (self.writable_dir(parent(src), who) and self.writable_dir(parent(dst), who)):
+            return False
+        if src in self.dirs:
+            if under(dst, src):
+                return False
+            if who != "root" and self.dirs[src] != "user":
+                return False  # moving a dir rewrites its '..': needs write access to it
+        return True
+
+    def copy_content_from(self, other: "SbM"):
+        self.files = copy.deepcopy(other.files)
+        self.dirs = dict(other.dirs)
+        self.secrets = copy.deepcopy(other.secrets)
+        self.bgs = dict(other.bgs)
+
+
+@dataclass
+class SnapM:
+    n: int
+    source: int
+    content: SbM
+
+
+class World:
+    """The abstract model of everything the server must hold."""
+
+    def __init__(self):
+        self.sbs: Dict[int, SbM] = {}
+        self.snaps: Dict[int, SnapM] = {}
+        self.pos = False  # does the current server run with --pause-on-shutdown
+
+    def running(self):
+        return sorted(s for s, m in self.sbs.items() if m.state == "running")
+
+    def paused(self):
+        return sorted(s for s, m in self.sbs.items() if m.state == "paused")
+
+    def _run(self, op) -> Optional[SbM]:
+        sb = self.sbs.get(op.get("s"))
+        return sb if sb is not None and sb.state == "running" else None
+
+    # ------------------------------------------------------------------ applicable
+    def applicable(self, op) -> bool:  # noqa: C901 - one branch per op kind
+        k = op["op"]
+        if k == "create":
+            return op["s"] not in self.sbs and len(self.sbs) < MAX_ALIVE
+        if k == "restart":
+            return True
+        if k == "sdk_list":
+            return True
+        if k in ("from_snapshot",):
+            return op["snap"] in self.snaps and op["s"] not in self.sbs and len(self.sbs) < MAX_ALIVE
+        if k == "delete_snapshot":
+            return op["snap"] in self.snaps
+        if k == "kill":
+            return op["s"] in self.sbs
+        if k == "pause_again":
+            sb = self.sbs.get(op["s"])
+            return sb is not None and sb.state == "paused"
+        if k == "connect":
+            return op["s"] in self.sbs
+        sb = self._run(op)
+        if sb is None:
+            return False
+        who = eff(op.get("as", "root"))
+        if k == "write":
+            p = op["path"]
+            if p in self.dirs_of(sb):
+                return False
+            if p in sb.files:
+                return sb.files[p].owner == who and sb.accessible(p, who)
+            return sb.accessible(p, who) and sb.writable_dir(parent(p), who)
+        if k in ("read", "run_cat"):
+            return op["path"] in sb.files and sb.accessible(op["path"], who)
+        if k == "exists":
+            return sb.accessible(op["path"], who) and (sb.exists(op["path"]) or parent(op["path"]) in sb.dirs)
+        if k == "list":
+            return op["path"] in sb.dirs and sb.accessible(op["path"], who)
+        if k == "remove":
+            return sb.can_remove(op["path"], who)
+        if k == "rename":
+            return sb.can_rename(op["src"], op["dst"], who)
+        if k == "mkdir":
+            p = op["path"]
+            if p in sb.files:
+                return False
+            if p in sb.dirs:
+                return sb.accessible(p, who)
+            return sb.accessible(p, who) and sb.writable_dir(parent(p), who)
+        if k == "watch":
+            p = op["dir"] + "/" + op["name"]
+            if op["mode"] == "start" and sb.watch is not None:
+                return False
+            return sb.writable_dir(op["dir"], who) and sb.accessible(op["dir"], who) and not sb.exists(p)
+        if k == "watch_check":
+            if sb.watch is None:
+                return False
+            p = sb.watch + "/" + op["name"]
+            return sb.writable_dir(sb.watch, who) and sb.accessible(sb.watch, who) and not sb.exists(p)
+        if k == "watch_stop":
+            return sb.watch is not None
+        if k == "run_echo":
+            return True
+        if k == "bg_start":
+            return op["key"] not in sb.bgs and len(sb.bgs) < MAX_BGS
+        if k == "bg_kill":
+            return op["key"] in sb.bgs
+        if k == "secret_start":
+            return op["key"] not in sb.secrets and len(sb.secrets) < MAX_SECRETS
+        if k == "secret_query":
+            return op["key"] in sb.secrets
+        if k in ("pause", "set_timeout"):
+            return True
+        if k == "snapshot":
+            return op["snap"] not in self.snaps and len(self.snaps) < MAX_SNAPS
+        if k == "fork":
+            return all(n not in self.sbs for n in op["new"]) and len(self.sbs) + len(op["new"]) <= MAX_ALIVE
+        raise ValueError(f"unknown op {k}")
+
+    @staticmethod
+    def dirs_of(sb):
+        return sb.dirs
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, op):  # noqa: C901 - one branch per op kind
+        k = op["op"]
+        sb = self.sbs.get(op.get("s"))
+        who = eff(op.get("as", "root"))
+        if k == "create":
+            sb = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"])
+            sb.fresh_dirs()
+            self.sbs[op["s"]] = sb
+        elif k == "kill":
+            del self.sbs[op["s"]]
+        elif k == "write":
+            old = sb.files.get(op["path"])
+            sb.files[op["path"]] = FileM(op["cs"], op["size"], old.owner if old else who)
+        elif k == "remove":
+            fs, ds = sb.subtree(op["path"])
+            for p in fs:
+                del sb.files[p]
+            for p in ds:
+                del sb.dirs[p]
+        elif k == "rename":
+            src, dst = op["src"], op["dst"]
+            fs, ds = sb.subtree(src)
+            for p in fs:
+                sb.files[dst + p[len(src):]] = sb.files.pop(p)
+            for p in sorted(ds):
+                sb.dirs[dst + p[len(src):]] = sb.dirs.pop(p)
+        elif k == "mkdir":
+            sb.dirs.setdefault(op["path"], who)
+        elif k == "watch":
+            sb.files[op["dir"] + "/" + op["name"]] = FileM(op["cs"], op["size"], who)
+            if op["mode"] == "start":
+                sb.watch = op["dir"]
+        elif k == "watch_check":
+            sb.files[sb.watch + "/" + op["name"]] = FileM(op["cs"], op["size"], who)
+        elif k == "watch_stop":
+            sb.watch = None
+        elif k == "bg_start":
+            sb.bgs[op["key"]] = op["as"]
+        elif k == "bg_kill":
+            del sb.bgs[op["key"]]
+        elif k == "secret_start":
+            sb.secrets[op["key"]] = SecretM(op["secret"], op["port"], op["as"])
+        elif k == "pause":
+            sb.state = "paused"
+        elif k == "connect":
+            sb.state = "running"
+        elif k == "set_timeout":
+            sb.timeout = op["timeout"]
+        elif k == "snapshot":
+            c = SbM(slot=-1, state="paused", meta={}, timeout=0)
+            c.copy_content_from(sb)
+            self.snaps[op["snap"]] = SnapM(op["snap"], op["s"], c)
+        elif k == "from_snapshot":
+            new = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"])
+            new.copy_content_from(self.snaps[op["snap"]].content)
+            self.sbs[op["s"]] = new
+        elif k == "delete_snapshot":
+            del self.snaps[op["snap"]]
+        elif k == "fork":
+            for n in op["new"]:
+                new = SbM(slot=n, state="running", meta=dict(sb.meta), timeout=op["timeout"])
+                new.copy_content_from(sb)
+                self.sbs[n] = new
+        elif k == "restart":
+            # Running sandboxes stay running (re-adopted, or paused at shutdown with
+            # --pause-on-shutdown and resumed at start), paused ones stay paused.
+            self.pos = op["pos"]
+        # read, exists, list, run_*, secret_query, pause_again, sdk_list: no effect
+
+
+# ---------------------------------------------------------------------- describe
+def _who(op):
+    return f" as={op['as']}" if "as" in op else ""
+
+
+def _size(n):
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} B"
+
+
+def describe(op) -> str:  # noqa: C901
+    k, s = op["op"], f"s{op['s']}" if "s" in op else ""
+    if k == "create":
+        return f"{s} = Sandbox.create(timeout={op['timeout']}, metadata={op['meta']})"
+    if k == "kill":
+        return f"{s}.kill()"
+    if k == "write":
+        return f"{s}.files.write({op['path']!r}, <{_size(op['size'])} cs={op['cs']}>){_who(op)}"
+    if k in ("read", "exists", "list", "remove", "mkdir"):
+        return f"{s}.files.{ {'mkdir': 'make_dir'}.get(k, k)}({op['path']!r}){_who(op)}"
+    if k == "rename":
+        return f"{s}.files.rename({op['src']!r}, {op['dst']!r}){_who(op)}"
+    if k == "watch":
+        return (f"{s}.files.watch_dir({op['dir']!r}) [{op['mode']}] + write {op['name']!r} "
+                f"<{_size(op['size'])}>{_who(op)}")
+    if k == "watch_check":
+        return f"{s} write {op['name']!r} <{_size(op['size'])}> in the watched dir, expect its event{_who(op)}"
+    if k == "watch_stop":
+        return f"{s} watch.stop()"
+    if k == "run_echo":
+        return f"{s}.commands.run('echo {op['token']}; id -un'){_who(op)}"
+    if k == "run_cat":
+        return f"{s}.commands.run('sha256sum {op['path']}'){_who(op)}"
+    if k == "bg_start":
+        return f"{s}.commands.run('sleep 86400', background=True) [bg{op['key']}]{_who(op)}"
+    if k == "bg_kill":
+        return f"{s}.commands.kill(<bg{op['key']}>)"
+    if k == "secret_start":
+        return f"{s} start secret process k{op['key']} (port {op['port']}, secret {op['secret']}){_who(op)}"
+    if k == "secret_query":
+        return f"{s} query secret process k{op['key']}{_who(op)}"
+    if k == "pause":
+        return f"{s}.pause()"
+    if k == "pause_again":
+        return f"{s}.pause() while paused (expect False)"
+    if k == "connect":
+        return f"Sandbox.connect({s}, timeout={op['timeout']})"
+    if k == "set_timeout":
+        return f"{s}.set_timeout({op['timeout']})"
+    if k == "sdk_list":
+        return f"Sandbox.list(state={op['state']})"
+    if k == "snapshot":
+        return f"n{op['snap']} = {s}.create_snapshot()"
+    if k == "from_snapshot":
+        return f"{s} = Sandbox.create(template=n{op['snap']}, timeout={op['timeout']}, metadata={op['meta']})"
+    if k == "delete_snapshot":
+        return f"Sandbox.delete_snapshot(n{op['snap']})"
+    if k == "fork":
+        return f"{', '.join(f's{n}' for n in op['new'])} = {s}.fork(count={len(op['new'])}, timeout={op['timeout']})"
+    if k == "restart":
+        nxt = " (next server: --pause-on-shutdown)" if op["pos"] else ""
+        return f"daemon SIG{op['sig']} + restart{nxt}"
+    return repr(op)
+
+
+# ---------------------------------------------------------------------- generator
+DEFAULT_WEIGHTS = {
+    "create": 6, "kill": 3,
+    "write": 14, "read": 7, "list": 4, "remove": 3, "exists": 3, "rename": 4, "mkdir": 4,
+    "watch": 2, "watch_check": 3, "watch_stop": 1,
+    "run_echo": 3, "run_cat": 4, "bg_start": 2, "bg_kill": 1,
+    "secret_start": 3, "secret_query": 4,
+    "pause": 6, "pause_again": 1, "connect": 7, "set_timeout": 2, "sdk_list": 3,
+    "snapshot": 2, "from_snapshot": 3, "delete_snapshot": 1, "fork": 2,
+    "restart": 2,
+}
+KINDS = tuple(DEFAULT_WEIGHTS)
+
+
+def parse_weights(spec: str) -> Dict[str, int]:
+    """`kind=w,kind=w` overrides of DEFAULT_WEIGHTS (w=0 disables a kind)."""
+    w = dict(DEFAULT_WEIGHTS)
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        name, _, val = part.partition("=")
+        if name not in w:
+            raise ValueError(f"MODEL_WEIGHTS: unknown op kind {name!r} (kinds: {', '.join(KINDS)})")
+        w[name] = int(val)
+    return w
+
+
+class Generator:
+    def __init__(self, seed: int, weights=None, as_choices=AS_CHOICES):
+        self.rng = random.Random(seed)
+        self.w = World()
+        self.weights = weights or dict(DEFAULT_WEIGHTS)
+        self.as_choices = tuple(as_choices)
+        self.next_slot = 0
+        self.next_snap = 0
+        self.next_name = 0
+        self.next_key = 0
+
+    # -- helpers
+    def _as(self, allow_root_only=False):
+        # weights: default 2, user 1, root 2 (when allowed by the as_choices)
+        pool = [a for a in ("default", "default", "user", "root", "root") if a in self.as_choices]
+        return self.rng.choice(pool)
+
+    def _name(self, prefix):
+        self.next_name += 1
+        return f"{prefix}{self.next_name}"
+
+    def _size(self):
+        r = self.rng.random()
+        if r < 0.05:
+            return self.rng.randint(1 * MIB, 3 * MIB)
+        if r < 0.15:
+            return self.rng.randint(4097, 200_000)
+        return self.rng.randint(0, 4096)
+
+    def _cs(self):
+        return self.rng.randrange(1 << 30)
+
+    def _meta(self, slot):
+        meta = {"slot": f"s{slot}", "k": self.rng.choice(["alpha", "beta", "gamma"])}
+        if self.rng.random() < 0.3:
+            meta["odd key & ="] = self.rng.choice(["a b", "x=y&z", "plain"])
+        return meta
+
+    def _timeout(self):
+        return self.rng.randint(300, 600)
+
+    def _running_sb(self):
+        r = self.w.running()
+        return self.w.sbs[self.rng.choice(r)] if r else None
+
+    # -- builders: return an op or None when the kind is not possible now
+    def b_create(self):
+        if len(self.w.sbs) >= MAX_ALIVE:
+            return None
+        s = self.next_slot
+        return {"op": "create", "s": s, "timeout": self._timeout(), "meta": self._meta(s)}
+
+    def b_kill(self):
+        if not self.w.sbs:
+            return None
+        # kill more eagerly when the sandbox budget is used up
+        if len(self.w.sbs) < MAX_ALIVE and self.rng.random() < 0.3:
+            return None
+        return {"op": "kill", "s": self.rng.choice(sorted(self.w.sbs))}
+
+    def b_write(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        who = eff(a)
+        own = [p for p in sorted(sb.files) if sb.files[p].owner == who and sb.accessible(p, who)]
+        if own and self.rng.random() < 0.35:
+            path = self.rng.choice(own)
+        else:
+            ds = [d for d in sorted(sb.dirs) if sb.writable_dir(d, who) and sb.accessible(d, who)]
+            if not ds:
+                return None
+            path = self.rng.choice(ds) + "/" + self._name("f")
+        return {"op": "write", "s": sb.slot, "as": a, "path": path, "size": self._size(), "cs": self._cs()}
+
+    def _pick_file(self, sb, who):
+        fs = [p for p in sorted(sb.files) if sb.accessible(p, who)]
+        return self.rng.choice(fs) if fs else None
+
+    def b_read(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        p = self._pick_file(sb, eff(a))
+        return p and {"op": "read", "s": sb.slot, "as": a, "path": p}
+
+    def b_run_cat(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        p = self._pick_file(sb, eff(a))
+        return p and {"op": "run_cat", "s": sb.slot, "as": a, "path": p}
+
+    def b_list(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        ds = [d for d in sorted(sb.dirs) if sb.accessible(d, eff(a))]
+        return {"op": "list", "s": sb.slot, "as": a, "path": self.rng.choice(ds)}
+
+    def b_exists(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        who = eff(a)
+        if self.rng.random() < 0.6:
+            cands = [p for p in sorted([*sb.files, *sb.dirs]) if sb.accessible(p, who)]
+            p = self.rng.choice(cands)
+        else:
+            ds = [d for d in sorted(sb.dirs) if sb.accessible(d, who)]
+            p = self.rng.choice(ds) + "/" + self._name("nx")
+        return {"op": "exists", "s": sb.slot, "as": a, "path": p}
+
+    def b_remove(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        cands = [p for p in sorted([*sb.files, *sb.dirs]) if sb.can_remove(p, eff(a))]
+        if not cands:
+            return None
+        return {"op": "remove", "s": sb.slot, "as": a, "path": self.rng.choice(cands)}
+
+    def b_rename(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        who = eff(a)
+        srcs = [p for p in sorted([*sb.files, *sb.dirs]) if p not in AREAS and sb.accessible(p, who)]
+        ds = [d for d in sorted(sb.dirs) if sb.writable_dir(d, who) and sb.accessible(d, who)]
+        if not srcs or not ds:
+            return None
+        src = self.rng.choice(srcs)
+        dst = self.rng.choice(ds) + "/" + self._name("r")
+        if not sb.can_rename(src, dst, who):
+            return None
+        return {"op": "rename", "s": sb.slot, "as": a, "src": src, "dst": dst}
+
+    def b_mkdir(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        who = eff(a)
+        if self.rng.random() < 0.15:
+            ds = [d for d in sorted(sb.dirs) if sb.accessible(d, who)]
+            return {"op": "mkdir", "s": sb.slot, "as": a, "path": self.rng.choice(ds)}
+        ds = [d for d in sorted(sb.dirs) if sb.writable_dir(d, who) and sb.accessible(d, who) and d.count("/") < 7]
+        if not ds:
+            return None
+        return {"op": "mkdir", "s": sb.slot, "as": a, "path": self.rng.choice(ds) + "/" + self._name("d")}
+
+    def b_watch(self):
+        sb = self._running_sb()
+        if not sb:
+            return None
+        a = self._as()
+        who = eff(a)
+        mode = "start" if sb.watch is None and self.rng.random() < 0.6 else "oneshot"
+        ds = [d for d in sorted(sb.dirs) if sb.writable_dir(d, who) and sb.accessible(d, who)]
+        if not ds:
+            return None
+        return {"op": "watch", "s": sb.slot, "as": a, "mode": mode, "dir": self.rng.choice(ds),
+                "name": self._name("w"), "size": self.rng.randint(0, 2048), "cs": self._cs()}
+
+    def b_watch_check(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].watch is not None]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        a = self._as()
+        if not sb.writable_dir(sb.watch, eff(a)):
+            a = "root"
+        return {"op": "watch_check", "s": sb.slot, "as": a, "name": self._name("w"),
+                "size": self.rng.randint(0, 2048), "cs": self._cs()}
+
+    def b_watch_stop(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].watch is not None]
+        return cands and {"op": "watch_stop", "s": self.rng.choice(cands)}
+
+    def b_run_echo(self):
+        sb = self._running_sb()
+        return sb and {"op": "run_echo", "s": sb.slot, "as": self._as(), "token": f"t{self.rng.randrange(1 << 40):x}"}
+
+    def b_bg_start(self):
+        sb = self._running_sb()
+        if not sb or len(sb.bgs) >= MAX_BGS:
+            return None
+        self.next_key += 1
+        return {"op": "bg_start", "s": sb.slot, "as": self._as(), "key": self.next_key}
+
+    def b_bg_kill(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].bgs]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        return {"op": "bg_kill", "s": sb.slot, "key": self.rng.choice(sorted(sb.bgs))}
+
+    def b_secret_start(self):
+        sb = self._running_sb()
+        if not sb or len(sb.secrets) >= MAX_SECRETS:
+            return None
+        self.next_key += 1
+        return {"op": "secret_start", "s": sb.slot, "as": self._as(), "key": self.next_key,
+                "port": SECRET_PORT0 + self.next_key, "secret": f"{self.rng.randrange(1 << 64):016x}"}
+
+    def b_secret_query(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].secrets]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        return {"op": "secret_query", "s": sb.slot, "as": self._as(), "key": self.rng.choice(sorted(sb.secrets))}
+
+    def b_pause(self):
+        sb = self._running_sb()
+        return sb and {"op": "pause", "s": sb.slot}
+
+    def b_pause_again(self):
+        p = self.w.paused()
+        return p and {"op": "pause_again", "s": self.rng.choice(p)}
+
+    def b_connect(self):
+        if not self.w.sbs:
+            return None
+        p = self.w.paused()
+        # mostly resumes; sometimes a connect to a running sandbox
+        pool = p if p and self.rng.random() < 0.85 else sorted(self.w.sbs)
+        t = self._timeout() if self.rng.random() < 0.5 else None
+        return {"op": "connect", "s": self.rng.choice(pool), "timeout": t}
+
+    def b_set_timeout(self):
+        sb = self._running_sb()
+        return sb and {"op": "set_timeout", "s": sb.slot, "timeout": self._timeout()}
+
+    def b_sdk_list(self):
+        if not self.w.sbs:
+            return None
+        return {"op": "sdk_list", "state": self.rng.choice([None, None, "running", "paused"])}
+
+    def b_snapshot(self):
+        sb = self._running_sb()
+        if not sb or len(self.w.snaps) >= MAX_SNAPS:
+            return None
+        return {"op": "snapshot", "s": sb.slot, "snap": self.next_snap}
+
+    def b_from_snapshot(self):
+        if not self.w.snaps or len(self.w.sbs) >= MAX_ALIVE:
+            return None
+        s = self.next_slot
+        return {"op": "from_snapshot", "snap": self.rng.choice(sorted(self.w.snaps)), "s": s,
+                "timeout": self._timeout(), "meta": self._meta(s)}
+
+    def b_delete_snapshot(self):
+        return self.w.snaps and {"op": "delete_snapshot", "snap": self.rng.choice(sorted(self.w.snaps))}
+
+    def b_fork(self):
+        sb = self._running_sb()
+        room = MAX_ALIVE - len(self.w.sbs)
+        if not sb or room < 1:
+            return None
+        count = 2 if room >= 2 and self.rng.random() < 0.3 else 1
+        return {"op": "fork", "s": sb.slot, "new": list(range(self.next_slot, self.next_slot + count)),
+                "timeout": self._timeout()}
+
+    def b_restart(self):
+        if not self.w.sbs:
+            return None
+        return {"op": "restart", "sig": self.rng.choice(["TERM", "KILL"]), "pos": self.rng.random() < 0.5}
+
+    def next(self):
+        kinds = [k for k in KINDS if self.weights.get(k, 0) > 0]
+        for _ in range(100):
+            k = self.rng.choices(kinds, weights=[self.weights[k] for k in kinds])[0]
+            op = getattr(self, f"b_{k}")()
+            if op:
+                assert self.w.applicable(op), op
+                self.w.apply(op)
+                if op["op"] in ("create", "from_snapshot"):
+                    self.next_slot += 1
+                elif op["op"] == "fork":
+                    self.next_slot += len(op["new"])
+                elif op["op"] == "snapshot":
+                    self.next_snap += 1
+                return op
+        # Nothing else possible (e.g. creates disabled and nothing alive): create.
+        op = self.b_create()
+        if op is None:
+            raise RuntimeError("the generator is stuck: check MODEL_WEIGHTS")
+        self.w.apply(op)
+        self.next_slot += 1
+        return op
+
+
+def generate(seed: int, n: int, weights=None, as_choices=AS_CHOICES) -> List[dict]:
+    g = Generator(seed, weights, as_choices)
+    return [g.next() for _ in range(n)]

@@ -1,0 +1,599 @@
+"""Runs a sequence of operations against a real server through the SDK and checks every
+result against the model (ops.World).
+
+After each operation the runner checks what that operation can check cheaply (a write's
+size and owner, a read's bytes, a pause's state, ...). After every resume, restart,
+snapshot-create and fork it checks the whole sandbox: every file and directory of the
+model (type, owner, size) by a recursive list, every file's content by a read, the
+processes envd lists (exactly the model's secret processes and background sleeps), and
+every secret process (same pid, same secret, its request counter one more than last time).
+"""
+import hashlib
+import shlex
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from e2b import FileType, Sandbox, SandboxQuery, SandboxState
+from e2b.exceptions import NotFoundException
+
+from .ops import AREAS, World, content, describe, eff, sdk_user, under
+from .server import Server
+
+# The process that holds a secret only in memory: it reads it from stdin, then serves
+# "<pid> <secret> <n>" on 127.0.0.1:<port> inside the sandbox, n counting the requests.
+SECRET_PY = r"""
+import os, socket, sys
+secret = sys.stdin.readline().strip()
+port, pidfile = int(sys.argv[1]), sys.argv[2]
+n = 0
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+with open(pidfile + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(pidfile + ".tmp", pidfile)
+srv.bind(("127.0.0.1", port))
+srv.listen(16)
+while True:
+    c, _ = srv.accept()
+    n += 1
+    try:
+        c.sendall(f"{os.getpid()} {secret} {n}\n".encode())
+    finally:
+        c.close()
+"""
+
+# Asks it once (retrying only the connect, so each answer counts exactly one request);
+# prints the answer, then the pid file's content.
+QUERY_PY = r"""
+import socket, sys, time
+for _ in range(400):
+    try:
+        c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+        break
+    except OSError:
+        time.sleep(0.05)
+else:
+    sys.exit(7)
+data = b""
+while not data.endswith(b"\n"):
+    d = c.recv(4096)
+    if not d:
+        break
+    data += d
+sys.stdout.write(data.decode())
+sys.stdout.write(open(sys.argv[2]).read().strip() + "\n")
+"""
+
+KEEPALIVE_MARGIN = 150  # seconds before a model deadline a running sandbox is extended
+WATCH_WAIT = 15.0
+
+
+class Mismatch(AssertionError):
+    def __init__(self, check, detail):
+        super().__init__(f"{check}: {detail}")
+        self.check = check
+
+
+@dataclass
+class Failure:
+    index: int
+    op: dict
+    sig: str      # what the shrinker preserves: "<op kind>:<exception or mismatch check>"
+    message: str
+    trace: str = ""
+
+
+@dataclass
+class Rt:
+    """What only the real run knows about a sandbox."""
+    sbx: Sandbox
+    deadline: float
+    secret_pid: Dict[int, int] = field(default_factory=dict)
+    secret_n: Dict[int, int] = field(default_factory=dict)
+    bg_pid: Dict[int, int] = field(default_factory=dict)
+    watch: object = None
+
+    def inherit(self, other: "Rt"):
+        self.secret_pid = dict(other.secret_pid)
+        self.secret_n = dict(other.secret_n)
+        self.bg_pid = dict(other.bg_pid)
+
+
+@dataclass
+class Result:
+    ops: List[dict]
+    failure: Optional[Failure]
+    executed: int
+    skipped: int
+    counts: Dict[str, int]
+    lines: List[str]
+    seconds: float
+    server_log: str = ""
+    leaks: List[str] = field(default_factory=list)
+    kept: str = ""  # the server's data dir and log, kept after a failure
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _drain(pag):
+    items = []
+    while pag.has_next:
+        items.extend(pag.next_items())
+    return items
+
+
+class Runner:
+    def __init__(self, tag: str, label="model", verbose=False):
+        self.tag = tag
+        self.label = label
+        self.verbose = verbose
+        self.w = World()
+        self.rt: Dict[int, Rt] = {}
+        self.snaps: Dict[int, tuple] = {}  # n -> (snapshot id, Rt copy of the source)
+        self.lines: List[str] = []
+        self.details: List[str] = []  # notes of the op running now, printed after its line
+        self.counts: Dict[str, int] = {}
+        self.server: Optional[Server] = None
+
+    # ------------------------------------------------------------------ driver
+    def run(self, ops, keep_server_on_failure=True, deadline=None) -> Result:
+        """Runs `ops` on a fresh server (stopping early, between ops, at monotonic `deadline`)."""
+        t0 = time.monotonic()
+        self.server = Server(self.label)
+        failure = None
+        executed = skipped = 0
+        log_tail = ""
+        leaks = []
+        try:
+            self.server.start(pause_on_shutdown=False)
+            for i, op in enumerate(ops):
+                if deadline is not None and time.monotonic() > deadline:
+                    self.note(f"#{i:<4} (time is up: the remaining {len(ops) - i} ops are not run)")
+                    break
+                if not self.w.applicable(op):
+                    skipped += 1
+                    self.note(f"#{i:<4} skip (not applicable now): {describe(op)}")
+                    continue
+                t = time.monotonic()
+                try:
+                    self.keepalive(i)
+                    getattr(self, "op_" + op["op"])(op)
+                except Mismatch as m:
+                    failure = Failure(i, op, f"{op['op']}:mismatch:{m.check}", str(m), traceback.format_exc())
+                except Exception as e:  # noqa: BLE001 - any exception is a finding
+                    msg = str(e).strip().splitlines()
+                    failure = Failure(i, op, f"{op['op']}:{type(e).__name__}", f"{type(e).__name__}: {msg[0] if msg else ''}"
+                                      + (f" [...{len(msg) - 1} more lines]" if len(msg) > 1 else ""), traceback.format_exc())
+                executed += 1
+                self.counts[op["op"]] = self.counts.get(op["op"], 0) + 1
+                dt = time.monotonic() - t
+                details, self.details = self.details, []
+                if failure:
+                    self.note(f"#{i:<4} {describe(op)}  [{dt:.2f}s]  <-- FAILED: {failure.message}")
+                else:
+                    self.note(f"#{i:<4} {describe(op)}  [{dt:.2f}s]")
+                for d in details:
+                    self.note(d)
+                if failure:
+                    break
+        except Exception as e:  # noqa: BLE001 - the server itself failed
+            failure = Failure(executed + skipped, {"op": "server"}, f"server:{type(e).__name__}", str(e), traceback.format_exc())
+        finally:
+            if failure:
+                ids = [r.sbx.sandbox_id for r in self.rt.values()]
+                log_tail = self.server.grep(ids) if self.server else ""
+            if self.server:
+                try:
+                    leaks = self.server.teardown(keep=bool(failure) and keep_server_on_failure)
+                except Exception as e:  # noqa: BLE001
+                    leaks = [f"teardown failed: {e}"]
+        kept = ""
+        if failure and keep_server_on_failure and self.server:
+            kept = f"{self.server.data} (log {self.server.log_path})"
+        return Result(list(ops), failure, executed, skipped, self.counts, self.lines, time.monotonic() - t0, log_tail, leaks, kept)
+
+    def note(self, line):
+        self.lines.append(line)
+        if self.verbose:
+            print(line, flush=True)
+
+    # ------------------------------------------------------------------ helpers
+    def _sb(self, op):
+        return self.w.sbs[op["s"]], self.rt[op["s"]]
+
+    def _meta(self, meta):
+        return {**meta, "mdl": self.tag}
+
+    def keepalive(self, i):
+        now = time.monotonic()
+        for s in self.w.running():
+            rt = self.rt[s]
+            if rt.deadline - now < KEEPALIVE_MARGIN:
+                t = self.w.sbs[s].timeout
+                rt.sbx.set_timeout(t)
+                rt.deadline = time.monotonic() + t
+                self.note(f"#{i:<4} (keepalive: s{s}.set_timeout({t}))")
+
+    def _info_check(self, slot, state):
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        info = Sandbox.get_info(rt.sbx.sandbox_id, **self.server.api)
+        want = SandboxState.RUNNING if state == "running" else SandboxState.PAUSED
+        if info.state != want:
+            raise Mismatch("info.state", f"s{slot} is {info.state}, model says {state}")
+        if info.metadata != self._meta(sb.meta):
+            raise Mismatch("info.metadata", f"s{slot}: {info.metadata} != {self._meta(sb.meta)}")
+        return info
+
+    def _new_rt(self, slot, sbx, timeout):
+        self.server.seen(sbx.sandbox_id)
+        rt = Rt(sbx, time.monotonic() + timeout)
+        self.rt[slot] = rt
+        return rt
+
+    # ------------------------------------------------------------------ full check
+    def full_check(self, slot, why):
+        t = time.monotonic()
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        fs = rt.sbx.files
+        # Tree: every entry below the areas, with type, owner and size.
+        for area in AREAS:
+            got = {}
+            for e in fs.list(area, depth=64, user="root"):
+                got[e.path] = (e.type, e.owner, e.size if e.type == FileType.FILE else None)
+            want = {}
+            for p, f in sb.files.items():
+                if under(p, area):
+                    want[p] = (FileType.FILE, f.owner, f.size)
+            for p, owner in sb.dirs.items():
+                if under(p, area) and p != area:
+                    want[p] = (FileType.DIR, owner, None)
+            if got != want:
+                missing = sorted(set(want) - set(got))
+                extra = sorted(set(got) - set(want))
+                differ = sorted(p for p in set(got) & set(want) if got[p] != want[p])
+                raise Mismatch("tree", f"s{slot} {area} after {why}: missing {missing}, unexpected {extra}, "
+                               f"differ {[(p, got[p], want[p]) for p in differ]}")
+        # Contents.
+        for p in sorted(sb.files):
+            f = sb.files[p]
+            data = fs.read(p, format="bytes", user="root")
+            if bytes(data) != f.data():
+                raise Mismatch("content", f"s{slot} {p} after {why}: {len(data)} B sha {_sha(bytes(data))[:12]}, "
+                               f"model {f.size} B sha {_sha(f.data())[:12]}")
+        # Processes envd lists: exactly the secret processes and the background sleeps.
+        self._procs_check(slot, why)
+        # Secrets: same pid, same secret, counter continues.
+        for key in sorted(sb.secrets):
+            self._query(slot, key, sb.secrets[key].as_, why)
+        self.details.append(f"      full check of s{slot} after {why}: {len(sb.files)} files, {len(sb.dirs)} dirs, "
+                  f"{len(sb.secrets)} secrets, {len(sb.bgs)} bg ok [{time.monotonic() - t:.2f}s]")
+
+    def _procs_check(self, slot, why):
+        rt = self.rt[slot]
+        want = set(rt.secret_pid.values()) | set(rt.bg_pid.values())
+        got = {p.pid for p in rt.sbx.commands.list()}
+        if got != want:
+            raise Mismatch("procs", f"s{slot} after {why}: envd lists pids {sorted(got)}, model {sorted(want)}")
+
+    def _query(self, slot, key, as_, why):
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        m = sb.secrets[key]
+        pidfile = f"/tmp/mdl-secret-{key}.pid"
+        r = rt.sbx.commands.run(f"python3 -c {shlex.quote(QUERY_PY)} {m.port} {pidfile}", user=sdk_user(as_), timeout=60)
+        lines = r.stdout.split("\n")
+        try:
+            filepid = int(lines[1])
+            pid, secret, n = lines[0].split()
+            pid, n = int(pid), int(n)
+        except (ValueError, IndexError):
+            raise Mismatch("secret.answer", f"s{slot} k{key} after {why}: {r.stdout!r} {r.stderr!r}")
+        want = (rt.secret_pid[key], m.secret, rt.secret_n[key] + 1)
+        if (pid, secret, n) != want or filepid != pid:
+            raise Mismatch("secret", f"s{slot} k{key} after {why}: answered pid {pid} secret {secret} count {n} "
+                           f"(pid file {filepid}), model pid {want[0]} secret {want[1]} count {want[2]}")
+        rt.secret_n[key] = n
+
+    def _list_check(self, state=None):
+        q = SandboxQuery(metadata={"mdl": self.tag},
+                         state=None if state is None else [SandboxState.RUNNING if state == "running" else SandboxState.PAUSED])
+        items = _drain(Sandbox.list(query=q, limit=2, **self.server.api))
+        got = {}
+        for i in items:
+            if i.sandbox_id in got:
+                raise Mismatch("list.duplicate", f"{i.sandbox_id} listed twice")
+            got[i.sandbox_id] = (i.state.value if hasattr(i.state, "value") else str(i.state), dict(i.metadata))
+        want = {}
+        for s, sb in self.w.sbs.items():
+            if state is None or sb.state == state:
+                want[self.rt[s].sbx.sandbox_id] = (sb.state, self._meta(sb.meta))
+        if got != want:
+            names = {self.rt[s].sbx.sandbox_id: f"s{s}" for s in self.w.sbs}
+            fmt = lambda d: {names.get(k, k): v for k, v in d.items()}  # noqa: E731
+            raise Mismatch("list", f"state filter {state}: listed {fmt(got)}, model {fmt(want)}")
+
+    def _write(self, fs, path, data, as_):
+        fs.write(path, data, user=sdk_user(as_))
+
+    def _post_write_check(self, slot, path, as_):
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        f = sb.files[path]
+        info = rt.sbx.files.get_info(path, user=sdk_user(as_))
+        if info.type != FileType.FILE or info.size != f.size or info.owner != f.owner:
+            raise Mismatch("write.info", f"s{slot} {path}: {info.type} {info.size} B owner {info.owner}, "
+                           f"model file {f.size} B owner {f.owner}")
+
+    def _await_event(self, handle, name, slot):
+        deadline = time.monotonic() + WATCH_WAIT
+        seen = []
+        while time.monotonic() < deadline:
+            for e in handle.get_new_events():
+                seen.append((e.name, str(e.type)))
+                if e.name == name or e.name.endswith("/" + name):
+                    return
+            time.sleep(0.05)
+        raise Mismatch("watch.event", f"s{slot}: no event for {name} within {WATCH_WAIT}s (events: {seen[-10:]})")
+
+    # ------------------------------------------------------------------ ops
+    def op_create(self, op):
+        meta = self._meta(op["meta"])
+        sbx = Sandbox.create(timeout=op["timeout"], metadata=meta, **self.server.api)
+        self._new_rt(op["s"], sbx, op["timeout"])
+        # The two work areas (a command as root, not a files.* call).
+        sbx.commands.run(f"install -d -o user -g user -m 755 {AREAS[0]} && install -d -m 700 {AREAS[1]}", user="root")
+        self.w.apply(op)
+        self._info_check(op["s"], "running")
+
+    def op_kill(self, op):
+        _, rt = self._sb(op)
+        if rt.sbx.kill() is not True:
+            raise Mismatch("kill.result", f"s{op['s']}.kill() did not return True")
+        self.w.apply(op)
+        del self.rt[op["s"]]
+        try:
+            Sandbox.get_info(rt.sbx.sandbox_id, **self.server.api)
+        except NotFoundException:
+            return
+        raise Mismatch("kill.gone", f"s{op['s']} still has info after kill")
+
+    def op_write(self, op):
+        _, rt = self._sb(op)
+        self._write(rt.sbx.files, op["path"], content(op["cs"], op["size"]), op["as"])
+        self.w.apply(op)
+        self._post_write_check(op["s"], op["path"], op["as"])
+
+    def op_read(self, op):
+        sb, rt = self._sb(op)
+        data = bytes(rt.sbx.files.read(op["path"], format="bytes", user=sdk_user(op["as"])))
+        want = sb.files[op["path"]].data()
+        if data != want:
+            raise Mismatch("read", f"s{op['s']} {op['path']}: {len(data)} B sha {_sha(data)[:12]}, model {len(want)} B sha {_sha(want)[:12]}")
+
+    def op_run_cat(self, op):
+        sb, rt = self._sb(op)
+        r = rt.sbx.commands.run(f"sha256sum {shlex.quote(op['path'])}", user=sdk_user(op["as"]))
+        got = r.stdout.split()[0] if r.stdout.split() else ""
+        want = _sha(sb.files[op["path"]].data())
+        if got != want:
+            raise Mismatch("cat", f"s{op['s']} {op['path']}: sha256sum {got[:12]}, model {want[:12]}")
+
+    def op_exists(self, op):
+        sb, rt = self._sb(op)
+        got = rt.sbx.files.exists(op["path"], user=sdk_user(op["as"]))
+        if got != sb.exists(op["path"]):
+            raise Mismatch("exists", f"s{op['s']} {op['path']}: {got}, model {sb.exists(op['path'])}")
+
+    def op_list(self, op):
+        sb, rt = self._sb(op)
+        d = op["path"]
+        got = {}
+        for e in rt.sbx.files.list(d, depth=1, user=sdk_user(op["as"])):
+            got[e.name] = (e.type, e.owner, e.size if e.type == FileType.FILE else None)
+        want = {}
+        for p, f in sb.files.items():
+            if p.rsplit("/", 1)[0] == d:
+                want[p.rsplit("/", 1)[1]] = (FileType.FILE, f.owner, f.size)
+        for p, owner in sb.dirs.items():
+            if p != d and p.rsplit("/", 1)[0] == d:
+                want[p.rsplit("/", 1)[1]] = (FileType.DIR, owner, None)
+        if got != want:
+            raise Mismatch("list", f"s{op['s']} {d}: {sorted(got.items(), key=str)} != model {sorted(want.items(), key=str)}")
+
+    def op_remove(self, op):
+        sb, rt = self._sb(op)
+        rt.sbx.files.remove(op["path"], user=sdk_user(op["as"]))
+        self.w.apply(op)
+        if rt.sbx.files.exists(op["path"], user=sdk_user(op["as"])):
+            raise Mismatch("remove", f"s{op['s']} {op['path']} still exists")
+
+    def op_rename(self, op):
+        sb, rt = self._sb(op)
+        rt.sbx.files.rename(op["src"], op["dst"], user=sdk_user(op["as"]))
+        self.w.apply(op)
+        u = sdk_user(op["as"])
+        if rt.sbx.files.exists(op["src"], user=u) or not rt.sbx.files.exists(op["dst"], user=u):
+            raise Mismatch("rename", f"s{op['s']} {op['src']} -> {op['dst']}: source still there or destination missing")
+
+    def op_mkdir(self, op):
+        sb, rt = self._sb(op)
+        want = op["path"] not in sb.dirs
+        got = rt.sbx.files.make_dir(op["path"], user=sdk_user(op["as"]))
+        if got != want:
+            raise Mismatch("make_dir", f"s{op['s']} {op['path']}: returned {got}, model expects {want}")
+        self.w.apply(op)
+
+    def op_watch(self, op):
+        sb, rt = self._sb(op)
+        u = sdk_user(op["as"])
+        h = rt.sbx.files.watch_dir(op["dir"], user=u)
+        self._write(rt.sbx.files, op["dir"] + "/" + op["name"], content(op["cs"], op["size"]), op["as"])
+        self.w.apply(op)
+        self._await_event(h, op["name"], op["s"])
+        if op["mode"] == "start":
+            rt.watch = h
+        else:
+            h.stop()
+
+    def op_watch_check(self, op):
+        sb, rt = self._sb(op)
+        d = sb.watch
+        self._write(rt.sbx.files, d + "/" + op["name"], content(op["cs"], op["size"]), op["as"])
+        self.w.apply(op)
+        self._await_event(rt.watch, op["name"], op["s"])
+
+    def op_watch_stop(self, op):
+        _, rt = self._sb(op)
+        rt.watch.stop()
+        rt.watch = None
+        self.w.apply(op)
+
+    def op_run_echo(self, op):
+        _, rt = self._sb(op)
+        r = rt.sbx.commands.run(f"echo {op['token']}; id -un", user=sdk_user(op["as"]))
+        want = f"{op['token']}\n{eff(op['as'])}\n"
+        if r.stdout != want or r.exit_code != 0:
+            raise Mismatch("echo", f"s{op['s']}: stdout {r.stdout!r} exit {r.exit_code}, want {want!r}")
+
+    def op_bg_start(self, op):
+        _, rt = self._sb(op)
+        h = rt.sbx.commands.run("sleep 86400", background=True, timeout=0, user=sdk_user(op["as"]))
+        h.disconnect()
+        rt.bg_pid[op["key"]] = h.pid
+        self.w.apply(op)
+        self._procs_check(op["s"], "bg_start")
+
+    def op_bg_kill(self, op):
+        _, rt = self._sb(op)
+        pid = rt.bg_pid.pop(op["key"])
+        if rt.sbx.commands.kill(pid) is not True:
+            raise Mismatch("bg_kill", f"s{op['s']} kill of bg pid {pid} returned False")
+        self.w.apply(op)
+        deadline = time.monotonic() + 10
+        while pid in {p.pid for p in rt.sbx.commands.list()}:
+            if time.monotonic() > deadline:
+                raise Mismatch("bg_kill.listed", f"s{op['s']} pid {pid} still listed 10 s after kill")
+            time.sleep(0.1)
+
+    def op_secret_start(self, op):
+        _, rt = self._sb(op)
+        pidfile = f"/tmp/mdl-secret-{op['key']}.pid"
+        h = rt.sbx.commands.run(f"exec python3 -u -c {shlex.quote(SECRET_PY)} {op['port']} {pidfile}",
+                                background=True, stdin=True, timeout=0, user=sdk_user(op["as"]))
+        rt.sbx.commands.send_stdin(h.pid, op["secret"] + "\n")
+        h.disconnect()
+        rt.secret_pid[op["key"]] = h.pid
+        rt.secret_n[op["key"]] = 0
+        self.w.apply(op)
+        self._query(op["s"], op["key"], op["as"], "secret_start")
+
+    def op_secret_query(self, op):
+        self._query(op["s"], op["key"], op["as"], "query")
+
+    def op_pause(self, op):
+        _, rt = self._sb(op)
+        r = rt.sbx.pause()
+        if r is not True:
+            raise Mismatch("pause.result", f"s{op['s']}.pause() returned {r!r}")
+        self.w.apply(op)
+        self._info_check(op["s"], "paused")
+
+    def op_pause_again(self, op):
+        _, rt = self._sb(op)
+        r = rt.sbx.pause()
+        if r is not False:
+            raise Mismatch("pause_again.result", f"s{op['s']}.pause() of a paused sandbox returned {r!r}")
+        self._info_check(op["s"], "paused")
+
+    def op_connect(self, op):
+        sb, rt = self._sb(op)
+        was = sb.state
+        rt.sbx = Sandbox.connect(rt.sbx.sandbox_id, timeout=op["timeout"], **self.server.api)
+        self.w.apply(op)
+        now = time.monotonic()
+        if was == "paused":
+            rt.deadline = now + (op["timeout"] or sb.timeout)
+            self._info_check(op["s"], "running")
+            self.full_check(op["s"], "resume")
+        else:
+            if op["timeout"]:
+                rt.deadline = max(rt.deadline, now + op["timeout"])
+            if not rt.sbx.is_running():
+                raise Mismatch("connect.running", f"s{op['s']} not running after connect")
+
+    def op_set_timeout(self, op):
+        _, rt = self._sb(op)
+        rt.sbx.set_timeout(op["timeout"])
+        self.w.apply(op)
+        rt.deadline = time.monotonic() + op["timeout"]
+        info = self._info_check(op["s"], "running")
+        left = info.end_at.timestamp() - time.time()
+        if abs(left - op["timeout"]) > 30:
+            raise Mismatch("set_timeout.end", f"s{op['s']}: end_at is {left:.0f} s away, set {op['timeout']} s")
+
+    def op_sdk_list(self, op):
+        self._list_check(op["state"])
+
+    def op_snapshot(self, op):
+        _, rt = self._sb(op)
+        snap = rt.sbx.create_snapshot()
+        copy = Rt(rt.sbx, 0)
+        copy.inherit(rt)
+        self.snaps[op["snap"]] = (snap.snapshot_id, copy)
+        self.w.apply(op)
+        if not rt.sbx.is_running():
+            raise Mismatch("snapshot.source", f"s{op['s']} not running after create_snapshot")
+        self.full_check(op["s"], "create_snapshot (source)")
+
+    def op_from_snapshot(self, op):
+        snap_id, src = self.snaps[op["snap"]]
+        sbx = Sandbox.create(template=snap_id, timeout=op["timeout"], metadata=self._meta(op["meta"]), **self.server.api)
+        rt = self._new_rt(op["s"], sbx, op["timeout"])
+        rt.inherit(src)
+        self.w.apply(op)
+        self._info_check(op["s"], "running")
+        self.full_check(op["s"], f"create from n{op['snap']}")
+
+    def op_delete_snapshot(self, op):
+        snap_id, _ = self.snaps.pop(op["snap"])
+        if Sandbox.delete_snapshot(snap_id, **self.server.api) is not True:
+            raise Mismatch("delete_snapshot", f"n{op['snap']} ({snap_id}) delete did not return True")
+        self.w.apply(op)
+
+    def op_fork(self, op):
+        _, rt = self._sb(op)
+        results = rt.sbx.fork(count=len(op["new"]), timeout=op["timeout"])
+        forks = []
+        for r in results:
+            if isinstance(r, Sandbox):
+                self.server.seen(r.sandbox_id)
+        for r in results:
+            if not isinstance(r, Sandbox):
+                raise r if isinstance(r, Exception) else Mismatch("fork.result", repr(r))
+        if len(results) != len(op["new"]):
+            raise Mismatch("fork.count", f"{len(results)} results for count={len(op['new'])}")
+        for slot, f in zip(op["new"], results):
+            new = self._new_rt(slot, f, op["timeout"])
+            new.inherit(rt)
+            forks.append(slot)
+        self.w.apply(op)
+        if not rt.sbx.is_running():
+            raise Mismatch("fork.source", f"s{op['s']} not running after fork")
+        for slot in forks:
+            self._info_check(slot, "running")
+            self.full_check(slot, f"fork of s{op['s']}")
+
+    def op_restart(self, op):
+        was_pos = self.server.pos
+        self.server.restart(op["sig"], op["pos"])
+        self.w.apply(op)
+        now = time.monotonic()
+        if was_pos and op["sig"] == "TERM":
+            # Paused at shutdown, resumed at start with the sandbox's timeout.
+            for s in self.w.running():
+                self.rt[s].deadline = now + self.w.sbs[s].timeout
+        self._list_check(None)
+        for s in self.w.running():
+            self.full_check(s, f"SIG{op['sig']} + restart")

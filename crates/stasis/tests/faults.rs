@@ -529,10 +529,17 @@ async fn failing_criu_dump_or_restore_never_loses_the_sandbox() {
     assert_eq!(record_state(&dir).as_deref(), Some("running"));
     assert_eq!(pyvar_now(&c, &sbx).await, val);
     assert!(generations(&dir).is_empty(), "failed dump left {:?}", generations(&dir));
+    // And the sandbox says so (issue 12.3): which operation failed, why, how many times.
+    let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
+    let e = &info["lastError"];
+    assert_eq!((e["operation"].as_str(), e["attempts"].as_u64()), (Some("pause"), Some(1)), "{info}");
+    assert!(e["message"].as_str().unwrap_or_default().contains("injected failure"), "{info}");
 
     // Restore fails: connect is a clear 5xx, the sandbox stays paused with its images.
     std::fs::write(&mode, "ok").unwrap();
     assert_eq!(c.pause(&sbx.id).await.0, 204);
+    let (_, info) = c.call(reqwest::Method::GET, &format!("/sandboxes/{}", sbx.id), None).await;
+    assert!(info.get("lastError").is_none(), "a successful pause clears the error: {info}");
     std::fs::write(&mode, "fail-restore").unwrap();
     for attempt in 0..2 {
         let (st, body) = c.connect(&sbx.id).await;

@@ -4,6 +4,10 @@
 //! Each sandbox's operations are serialised by a per-sandbox lock, and every state change
 //! is written to the store (compare-and-set) before and after it is acted on, so a crash
 //! mid-operation leaves a row that says which operation was interrupted.
+//!
+//! It is the only door to sandbox rows and to the runtime: the API, the proxy and start-up
+//! call its methods (there is no accessor to the store or the runtime to go around it).
+//! It knows nothing of HTTP: the API and the proxy map its results and errors to the wire.
 
 mod activity;
 mod admission;

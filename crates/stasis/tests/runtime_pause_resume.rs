@@ -240,3 +240,30 @@ while True:
     wait_for("an event after the resume", || h.sh(&id, "cat /tmp/events 2>/dev/null || true").lines().count() == 2);
     h.rt(&["kill", &id]);
 }
+
+/// A directory of a lower layer (the template, then a snapshot's layer) renames like on
+/// any disk (the model test found EXDEV), and the renamed directory keeps its contents
+/// through a pause and into a sandbox made from a snapshot.
+#[test]
+fn lower_layer_directories_rename_and_survive_pause_and_snapshots() {
+    let h = Host::new("rn");
+    let id = common::unique_id("rn");
+    h.rt(&["create", &id]);
+    let listing = h.sh_as(&id, "root", "ls /usr/share/doc/bash");
+    assert!(!listing.trim().is_empty(), "the template has /usr/share/doc/bash");
+    let renamed = "python3 -c \"import os; os.rename('/usr/share/doc/bash', '/usr/share/doc/bash-renamed')\" && ls /usr/share/doc/bash-renamed";
+    assert_eq!(h.sh_as(&id, "root", renamed), listing, "rename(2) of a template directory");
+    h.rt(&["pause", &id]);
+    h.rt(&["resume", &id]);
+    assert_eq!(h.sh_as(&id, "root", "ls /usr/share/doc/bash-renamed"), listing, "after a pause");
+    assert!(h.sh_as(&id, "root", "ls -d /usr/share/doc/bash 2>/dev/null || echo gone").contains("gone"));
+
+    h.rt(&["snapshot", &id, "rnsnap"]);
+    let copy = common::unique_id("rnc");
+    h.rt(&["create", "--from", "rnsnap", &copy]);
+    assert_eq!(h.sh_as(&copy, "root", "ls /usr/share/doc/bash-renamed"), listing, "in a sandbox from the snapshot");
+    // And renamed again there: now a directory of the snapshot's layer.
+    assert_eq!(h.sh_as(&copy, "root", "mv /usr/share/doc/bash-renamed /opt/again && ls /opt/again"), listing);
+    h.rt(&["kill", &copy]);
+    h.rt(&["kill", &id]);
+}

@@ -14,8 +14,13 @@ pub fn mount_root(lowers: &[String], upper: &Path, work: &Path, target: &Path) -
     for d in [upper, work, target] {
         std::fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
     }
+    // index + nfs_export: CRIU encodes overlay file handles (inotify watches). redirect_dir:
+    // a directory of a lower layer (the template, a snapshot) can be renamed, as on any
+    // disk, instead of EXDEV (which `mv` hides by copying, but `rename(2)`, envd's
+    // files.rename and most programs do not). Its redirect xattrs are `trusted.*`: the
+    // sandbox cannot forge them, and `cp -a` carries them into snapshot layers.
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},index=on,nfs_export=on",
+        "lowerdir={},upperdir={},workdir={},index=on,nfs_export=on,redirect_dir=on",
         lowers.join(":"),
         upper.display(),
         work.display()

@@ -290,15 +290,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn me(home: &Path) -> User {
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        User {
-            name: "me".into(),
-            uid,
-            gid,
-            home: home.to_string_lossy().into(),
-            shell: "/bin/sh".into(),
-            groups: vec![gid],
-        }
+        User::current_with_home(home)
     }
 
     async fn body_of(r: Response) -> (StatusCode, HeaderMap, Vec<u8>) {

@@ -14,6 +14,21 @@ pub struct User {
 }
 
 impl User {
+    /// The user running this process, with `home` as its home (unit tests act as it).
+    #[cfg(test)]
+    pub fn current_with_home(home: &std::path::Path) -> User {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        User {
+            name: "me".into(),
+            uid,
+            gid,
+            home: home.to_string_lossy().into(),
+            shell: "/bin/sh".into(),
+            groups: vec![gid],
+        }
+    }
+
     pub fn lookup(name: &str) -> io::Result<User> {
         let passwd = std::fs::read_to_string("/etc/passwd")?;
         let group = std::fs::read_to_string("/etc/group").unwrap_or_default();

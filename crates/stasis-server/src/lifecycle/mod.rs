@@ -101,12 +101,14 @@ pub struct SandboxDefaults {
 
 impl Default for SandboxDefaults {
     fn default() -> Self {
+        // The sandbox's own defaults are the runtime's (one place says them).
+        let spec = stasis_runtime::SandboxSpec::default();
         Self {
-            template: "base".into(),
-            cpu_count: 2,
-            memory_mb: 512,
-            disk_mb: 4096,
-            max_pids: 1024,
+            template: spec.template,
+            cpu_count: spec.cpu_count,
+            memory_mb: spec.memory_mb,
+            disk_mb: spec.disk_mb,
+            max_pids: spec.max_pids,
             timeout_secs_v1: 15,
             timeout_secs_v2: 300,
             fork_timeout_secs: 15,

@@ -302,15 +302,7 @@ mod tests {
     use std::time::Duration;
 
     fn me(home: &Path) -> User {
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        User {
-            name: "me".into(),
-            uid,
-            gid,
-            home: home.to_string_lossy().into(),
-            shell: "/bin/sh".into(),
-            groups: vec![gid],
-        }
+        User::current_with_home(home)
     }
 
     #[test]

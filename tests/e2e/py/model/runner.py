@@ -499,6 +499,8 @@ class Runner:
             raise Mismatch("pause.result", f"s{op['s']}.pause() returned {r!r}")
         self.w.apply(op)
         self._info_check(op["s"], "paused")
+        if rt.sbx.is_running():
+            raise Mismatch("pause.is_running", f"s{op['s']}.is_running() is True while paused")
 
     def op_pause_again(self, op):
         _, rt = self._sb(op)

@@ -102,6 +102,7 @@ def report(seed, ops, cfg: Config, res: Result, do_shrink=True, say=print) -> Re
     out("--- traceback")
     for ln in f.trace.rstrip().splitlines()[-12:]:
         out("  " + ln)
+    out("--- sandbox ids: " + ", ".join(f"s{k}={v}" for k, v in sorted(res.ids.items())))
     out("--- server log (lines naming the run's sandboxes, warnings, errors, restarts; last 30)")
     for ln in res.server_log.rstrip().splitlines():
         out("  " + ln)

@@ -201,7 +201,7 @@ class World:
         who = eff(op.get("as", "root"))
         if k == "write":
             p = op["path"]
-            if p in self.dirs_of(sb):
+            if p in sb.dirs:
                 return False
             if p in sb.files:
                 return sb.files[p].owner == who and sb.accessible(p, who)
@@ -252,10 +252,6 @@ class World:
         if k == "fork":
             return all(n not in self.sbs for n in op["new"]) and len(self.sbs) + len(op["new"]) <= MAX_ALIVE
         raise ValueError(f"unknown op {k}")
-
-    @staticmethod
-    def dirs_of(sb):
-        return sb.dirs
 
     # ------------------------------------------------------------------ apply
     def apply(self, op):  # noqa: C901 - one branch per op kind
@@ -429,7 +425,7 @@ class Generator:
         self.next_key = 0
 
     # -- helpers
-    def _as(self, allow_root_only=False):
+    def _as(self):
         # weights: default 2, user 1, root 2 (when allowed by the as_choices)
         pool = [a for a in ("default", "default", "user", "root", "root") if a in self.as_choices]
         return self.rng.choice(pool)

@@ -113,6 +113,7 @@ class Result:
     server_log: str = ""
     leaks: List[str] = field(default_factory=list)
     kept: str = ""  # the server's data dir and log, kept after a failure
+    ids: Dict[int, str] = field(default_factory=dict)  # slot -> sandbox id
 
 
 def _sha(b: bytes) -> str:
@@ -137,6 +138,7 @@ class Runner:
         self.lines: List[str] = []
         self.details: List[str] = []  # notes of the op running now, printed after its line
         self.counts: Dict[str, int] = {}
+        self.ids: Dict[int, str] = {}
         self.server: Optional[Server] = None
 
     # ------------------------------------------------------------------ driver
@@ -184,8 +186,7 @@ class Runner:
             failure = Failure(executed + skipped, {"op": "server"}, f"server:{type(e).__name__}", str(e), traceback.format_exc())
         finally:
             if failure:
-                ids = [r.sbx.sandbox_id for r in self.rt.values()]
-                log_tail = self.server.grep(ids) if self.server else ""
+                log_tail = self.server.grep(sorted(self.server.ids)) if self.server else ""
             if self.server:
                 try:
                     leaks = self.server.teardown(keep=bool(failure) and keep_server_on_failure)
@@ -194,7 +195,8 @@ class Runner:
         kept = ""
         if failure and keep_server_on_failure and self.server:
             kept = f"{self.server.data} (log {self.server.log_path})"
-        return Result(list(ops), failure, executed, skipped, self.counts, self.lines, time.monotonic() - t0, log_tail, leaks, kept)
+        return Result(list(ops), failure, executed, skipped, self.counts, self.lines, time.monotonic() - t0, log_tail, leaks, kept,
+                      self.ids)
 
     def note(self, line):
         self.lines.append(line)
@@ -230,6 +232,7 @@ class Runner:
 
     def _new_rt(self, slot, sbx, timeout):
         self.server.seen(sbx.sandbox_id)
+        self.ids[slot] = sbx.sandbox_id
         rt = Rt(sbx, time.monotonic() + timeout)
         self.rt[slot] = rt
         return rt
@@ -499,6 +502,8 @@ class Runner:
             raise Mismatch("pause.result", f"s{op['s']}.pause() returned {r!r}")
         self.w.apply(op)
         self._info_check(op["s"], "paused")
+        if rt.sbx.is_running():
+            raise Mismatch("pause.is_running", f"s{op['s']}.is_running() is True while paused")
 
     def op_pause_again(self, op):
         _, rt = self._sb(op)

@@ -13,7 +13,7 @@ use stasis_store::{ListQuery, SandboxState};
 use super::wire::{self, NewSandbox};
 use super::{json_body, ApiError, AppState};
 use crate::ids::SandboxId;
-use crate::lifecycle::{CreateParams, SandboxDefaults};
+use crate::lifecycle::{CreateParams, SandboxDefaults, FOREVER_SECS};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -34,11 +34,17 @@ impl<S: Send + Sync> FromRequestParts<S> for SandboxPath {
     }
 }
 
-pub(super) fn check_timeout(t: u64, max: u64) -> ApiResult<u64> {
-    if t == 0 || t > max {
-        return Err(ApiError::bad_request(format!("timeout must be between 1 and {max} seconds, got {t}")));
+/// A timeout of at least one second within the server's limit (`--max-timeout`; `None`: no
+/// limit, a longer one is taken as [`FOREVER_SECS`]).
+pub(super) fn check_timeout(t: u64, max: Option<u64>) -> ApiResult<u64> {
+    match max {
+        _ if t == 0 => Err(ApiError::bad_request("timeout must be at least 1 second, got 0")),
+        Some(max) if t > max => Err(ApiError::bad_request(format!(
+            "timeout {t} s is longer than this server's limit of {max} s{} (stasis serve --max-timeout)",
+            if max % 86_400 == 0 { format!(" ({} days)", max / 86_400) } else { String::new() }
+        ))),
+        _ => Ok(t.min(FOREVER_SECS)),
     }
-    Ok(t)
 }
 
 /// Validates a create request into lifecycle parameters.
@@ -211,7 +217,11 @@ pub async fn set_timeout(
         axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| ApiError::bad_request("body too large"))?;
     let req: wire::TimeoutBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e} (expected {{\"timeout\": seconds}})")))?;
-    let secs = check_timeout(req.timeout, state.defaults().max_timeout_secs)?;
+    // 0 is E2B's "end it now" (pause or kill, by the sandbox's policy).
+    let secs = match req.timeout {
+        0 => 0,
+        t => check_timeout(t, state.defaults().max_timeout_secs)?,
+    };
     state.lifecycle.set_timeout(&id, secs).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Sandbox, NotFoundError, SandboxNotFoundError } from 'e2b'
-import { createSandbox, killAll } from './helpers.mjs'
+import { createSandbox, drain, killAll, runTag, sleep } from './helpers.mjs'
 
 const T = { timeout: 180_000 }
 const DAY_MS = 86_400_000
@@ -47,6 +47,21 @@ test('timeouts up to --max-timeout (30 days by default) at create, connect and s
     await assert.rejects(sbx.setTimeout(31 * DAY_MS), limit)
     await assert.rejects(Sandbox.connect(sbx.sandboxId, { timeoutMs: 31 * DAY_MS }), limit)
     await assert.rejects(Sandbox.create({ timeoutMs: 31 * DAY_MS }), limit)
+  } finally {
+    await killAll(sbx)
+  }
+})
+
+test('commands.run with a relative cwd runs in that directory under the home, as file paths resolve', T, async () => {
+  const sbx = await createSandbox()
+  try {
+    await sbx.files.makeDir('work/sub')
+    const r = await sbx.commands.run('pwd', { cwd: 'work/sub' })
+    assert.equal(r.stdout.trim(), '/home/user/work/sub')
+    assert.equal((await sbx.commands.run('pwd', { cwd: '~/work' })).stdout.trim(), '/home/user/work')
+    await sbx.files.makeDir('/root/rwork', { user: 'root' })
+    assert.equal((await sbx.commands.run('pwd', { cwd: 'rwork', user: 'root' })).stdout.trim(), '/root/rwork', 'relative to that user\'s home')
+    assert.equal((await sbx.commands.run('pwd', { cwd: '/tmp' })).stdout.trim(), '/tmp', 'absolute paths unchanged')
   } finally {
     await killAll(sbx)
   }

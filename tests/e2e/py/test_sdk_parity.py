@@ -1,8 +1,12 @@
 """Issue 14: SDK parity with PyPI e2b 2.63 (sync API): set_timeout(0) and --max-timeout,
 relative command cwd, multi-file and gzip uploads, list filters, the metrics range.
 docs/sdk-parity.md maps each method/option to the test here that proves it."""
+import datetime
+import time
+
 import pytest
-from e2b import Sandbox
+from conftest import drain, run_tag
+from e2b import Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException, SandboxException
 
 DAY = 86_400
@@ -40,3 +44,11 @@ def test_timeouts_up_to_max_timeout(sandboxes):
         Sandbox.connect(sbx.sandbox_id, timeout=31 * DAY)
     with pytest.raises(SandboxException, match=limit):
         sandboxes.create(timeout=31 * DAY)
+
+
+def test_commands_run_relative_cwd_is_under_home(sandboxes):
+    sbx = sandboxes.create()
+    sbx.files.make_dir("work/sub")
+    assert sbx.commands.run("pwd", cwd="work/sub").stdout.strip() == "/home/user/work/sub"
+    assert sbx.commands.run("pwd", cwd="~/work").stdout.strip() == "/home/user/work"
+    assert sbx.commands.run("pwd", cwd="/tmp").stdout.strip() == "/tmp"

@@ -66,3 +66,30 @@ test('commands.run with a relative cwd runs in that directory under the home, as
     await killAll(sbx)
   }
 })
+
+test('writeFiles with several entries (one multipart request), as the SDK\'s own test: new top-level dirs too', T, async () => {
+  const sbx = await createSandbox()
+  try {
+    // e2b's write.test.ts: even files under a new /N directory (envd creates it for the
+    // user), odd ones in the home.
+    const files = [...Array(6).keys()].map((i) => ({
+      path: i % 2 === 0 ? `/${i}/multi_test_file${i}.txt` : `/home/user/multi_test_file${i}.txt`,
+      data: `This is a test file ${i}.`,
+    }))
+    files.push({ path: 'rel/multi_rel.txt', data: 'relative' }, { path: '~/multi_home.txt', data: new Blob(['blob']) })
+    const infos = await sbx.files.writeFiles(files)
+    assert.deepEqual(
+      infos.map((i) => i.path),
+      [...files.slice(0, 6).map((f) => f.path), '/home/user/rel/multi_rel.txt', '/home/user/multi_home.txt'],
+    )
+    for (const [i, f] of files.slice(0, 6).entries()) assert.equal(await sbx.files.read(f.path), `This is a test file ${i}.`)
+    assert.equal(await sbx.files.read('rel/multi_rel.txt'), 'relative')
+    assert.equal(await sbx.files.read('multi_home.txt'), 'blob')
+    const owner = await sbx.commands.run('stat -c %U /0 /0/multi_test_file0.txt /home/user/rel')
+    assert.deepEqual(owner.stdout.trim().split('\n'), ['user', 'user', 'user'], 'what the upload creates belongs to the user')
+    // An existing directory keeps its permissions: the file itself is written as the user.
+    await assert.rejects(sbx.files.write('/etc/stasis-not-allowed.txt', 'x'))
+  } finally {
+    await killAll(sbx)
+  }
+})

@@ -52,3 +52,20 @@ def test_commands_run_relative_cwd_is_under_home(sandboxes):
     assert sbx.commands.run("pwd", cwd="work/sub").stdout.strip() == "/home/user/work/sub"
     assert sbx.commands.run("pwd", cwd="~/work").stdout.strip() == "/home/user/work"
     assert sbx.commands.run("pwd", cwd="/tmp").stdout.strip() == "/tmp"
+
+
+def test_write_files_several_entries_in_one_request(sandboxes):
+    """As e2b's own test: even files under a new /N directory, odd ones in the home."""
+    sbx = sandboxes.create()
+    files = [
+        {"path": f"/{i}/multi_test_file{i}.txt" if i % 2 == 0 else f"/home/user/multi_test_file{i}.txt", "data": f"This is a test file {i}."}
+        for i in range(6)
+    ]
+    files.append({"path": "rel/multi_rel.txt", "data": b"relative"})
+    infos = sbx.files.write_files(files)
+    assert [i.path for i in infos] == [f["path"] for f in files[:6]] + ["/home/user/rel/multi_rel.txt"]
+    for i, f in enumerate(files[:6]):
+        assert sbx.files.read(f["path"]) == f"This is a test file {i}."
+    assert sbx.files.read("rel/multi_rel.txt") == "relative"
+    owners = sbx.commands.run("stat -c %U /0 /0/multi_test_file0.txt").stdout.split()
+    assert owners == ["user", "user"]

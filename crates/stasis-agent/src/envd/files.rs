@@ -3,7 +3,12 @@
 //! Both directions stream: a download is read (and gzipped when the client asks for it)
 //! on a blocking thread feeding the response body; an upload is written to disk as it
 //! arrives, with no size limit. Files are opened with the user's rights (`fs::creds`), so
-//! uploads are owned by the user and reads obey the file's permissions.
+//! uploads are owned by the user and reads obey the file's permissions. The missing parents
+//! of an upload are the exception, as in envd: created by the agent and handed to the user.
+//!
+//! Where a multipart upload puts each file: the `?path` query when given (one file), else
+//! the part's `filename`, which the SDKs set to the file's full path (not a base name:
+//! `FormData.append('file', blob, path)` in JS, `('file', (path, data))` in Python).
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -250,11 +255,17 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    let (p2, owner) = (p.to_path_buf(), (user.uid, user.gid));
+    tokio::task::spawn_blocking(move || match p2.parent() {
+        Some(parent) => ops::ensure_dirs_owned_by(parent, owner),
+        None => Ok(()),
+    })
+    .await
+    .map_err(io::Error::other)
+    .and_then(|r| r.map_err(|e| io::Error::new(connect_kind(e.code), e.message)))
+    .map_err(|e| HttpError::io(&e, "cannot open", p))?;
     let p2 = p.to_path_buf();
     let file = creds::as_user(user, move || {
-        if let Some(parent) = p2.parent() {
-            ops::ensure_dirs(parent).map_err(|e| io::Error::new(connect_kind(e.code), e.message))?;
-        }
         if std::fs::metadata(&p2).is_ok_and(|m| m.is_dir()) {
             return Err(io::Error::from(io::ErrorKind::IsADirectory));
         }

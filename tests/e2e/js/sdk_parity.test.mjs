@@ -93,3 +93,21 @@ test('writeFiles with several entries (one multipart request), as the SDK\'s own
     await killAll(sbx)
   }
 })
+
+test('gzip uploads (files.write / writeFiles with gzip: true, buffered and streamed) are stored decompressed', T, async () => {
+  const sbx = await createSandbox()
+  try {
+    const big = 'stasis '.repeat(200_000) // compresses well: a stored gzip would be far smaller
+    await sbx.files.write('gz/one.txt', big, { gzip: true })
+    assert.equal(await sbx.files.read('gz/one.txt'), big)
+    await sbx.files.writeFiles([{ path: 'gz/a.txt', data: 'a'.repeat(1000) }, { path: 'gz/b.bin', data: new Uint8Array([0, 1, 2, 255]) }], { gzip: true })
+    assert.equal(await sbx.files.read('gz/a.txt'), 'a'.repeat(1000))
+    assert.deepEqual([...(await sbx.files.read('gz/b.bin', { format: 'bytes' }))], [0, 1, 2, 255])
+    const chunks = ['first ', 'second ', 'third']
+    const stream = new ReadableStream({ pull(c) { chunks.length ? c.enqueue(new TextEncoder().encode(chunks.shift())) : c.close() } })
+    await sbx.files.write('gz/streamed.txt', stream, { gzip: true })
+    assert.equal(await sbx.files.read('gz/streamed.txt'), 'first second third')
+  } finally {
+    await killAll(sbx)
+  }
+})

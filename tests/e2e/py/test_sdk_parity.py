@@ -69,3 +69,19 @@ def test_write_files_several_entries_in_one_request(sandboxes):
     assert sbx.files.read("rel/multi_rel.txt") == "relative"
     owners = sbx.commands.run("stat -c %U /0 /0/multi_test_file0.txt").stdout.split()
     assert owners == ["user", "user"]
+
+
+def test_gzip_uploads_are_stored_decompressed(sandboxes):
+    import io
+
+    sbx = sandboxes.create()
+    big = "stasis " * 200_000
+    sbx.files.write("gz/one.txt", big, gzip=True)
+    assert sbx.files.read("gz/one.txt") == big
+    sbx.files.write_files([{"path": "gz/a.txt", "data": "a" * 1000}, {"path": "gz/b.bin", "data": bytes([0, 1, 2, 255])}], gzip=True)
+    assert sbx.files.read("gz/a.txt") == "a" * 1000
+    assert bytes(sbx.files.read("gz/b.bin", format="bytes")) == bytes([0, 1, 2, 255])
+    sbx.files.write("gz/file_like.txt", io.BytesIO(b"from a file object"), gzip=True)
+    assert sbx.files.read("gz/file_like.txt") == "from a file object"
+    sbx.files.write("gz/iter.txt", iter([b"first ", b"second ", b"third"]), gzip=True)
+    assert sbx.files.read("gz/iter.txt") == "first second third"

@@ -111,3 +111,31 @@ test('gzip uploads (files.write / writeFiles with gzip: true, buffered and strea
     await killAll(sbx)
   }
 })
+
+test('Sandbox.list query filters: startedAfter (inclusive), template, state, order, with metadata', T, async () => {
+  const tag = runTag('filt')
+  const made = []
+  try {
+    const a = await createSandbox({ metadata: { tag } })
+    made.push(a)
+    await sleep(1100)
+    const b = await createSandbox({ metadata: { tag } })
+    made.push(b)
+    const [ai, bi] = [await a.getInfo(), await b.getInfo()]
+    const list = async (query, order) =>
+      (await drain(Sandbox.list({ query: { metadata: { tag }, ...query }, order, limit: 1 })))[0].map((s) => s.sandboxId)
+    const [A, B] = [a.sandboxId, b.sandboxId]
+    assert.deepEqual(await list({ startedAfter: bi.startedAt }), [B], 'at or after b\'s own start')
+    assert.deepEqual(await list({ startedAfter: ai.startedAt }), [B, A])
+    assert.deepEqual(await list({ startedAfter: ai.startedAt }, 'asc'), [A, B])
+    assert.deepEqual(await list({ startedAfter: new Date(bi.startedAt.getTime() + 1) }), [])
+    assert.deepEqual(await list({ template: ai.templateId }), [B, A])
+    assert.deepEqual(await list({ template: 'no-such-template' }), [])
+    assert.equal(await a.pause(), true)
+    assert.deepEqual(await list({ state: ['paused'] }), [A])
+    assert.deepEqual(await list({ state: ['running', 'paused'], startedAfter: bi.startedAt }), [B])
+    assert.deepEqual(await list({ state: ['paused'], startedAfter: bi.startedAt }), [])
+  } finally {
+    await killAll(made)
+  }
+})

@@ -85,3 +85,26 @@ def test_gzip_uploads_are_stored_decompressed(sandboxes):
     assert sbx.files.read("gz/file_like.txt") == "from a file object"
     sbx.files.write("gz/iter.txt", iter([b"first ", b"second ", b"third"]), gzip=True)
     assert sbx.files.read("gz/iter.txt") == "first second third"
+
+
+def test_list_query_filters(sandboxes):
+    tag = run_tag("filt")
+    a = sandboxes.create(metadata={"tag": tag})
+    time.sleep(1.1)
+    b = sandboxes.create(metadata={"tag": tag})
+    ai, bi = a.get_info(), b.get_info()
+
+    def ids(order=None, **query):
+        items, _ = drain(Sandbox.list(query=SandboxQuery(metadata={"tag": tag}, **query), order=order, limit=1))
+        return [s.sandbox_id for s in items]
+
+    A, B = a.sandbox_id, b.sandbox_id
+    assert ids(started_after=bi.started_at) == [B], "at or after b's own start"
+    assert ids(started_after=ai.started_at) == [B, A]
+    assert ids(order="asc", started_after=ai.started_at) == [A, B]
+    assert ids(started_after=bi.started_at + datetime.timedelta(milliseconds=1)) == []
+    assert ids(template=ai.template_id) == [B, A]
+    assert ids(template="no-such-template") == []
+    a.pause()
+    assert ids(state=[SandboxState.PAUSED]) == [A]
+    assert ids(state=[SandboxState.RUNNING, SandboxState.PAUSED], started_after=bi.started_at) == [B]

@@ -139,3 +139,18 @@ test('Sandbox.list query filters: startedAfter (inclusive), template, state, ord
     await killAll(made)
   }
 })
+
+test('getMetrics with a start/end range returns only the points inside it', T, async () => {
+  const sbx = await createSandbox()
+  try {
+    const now = Date.now()
+    assert.ok((await sbx.getMetrics()).length >= 1, 'a point without a range')
+    const around = await sbx.getMetrics({ start: new Date(now - 60_000), end: new Date(now + 60_000) })
+    assert.ok(around.length >= 1, 'a range around now has the current point')
+    for (const p of around) assert.ok(Math.abs(p.timestamp.getTime() - now) <= 61_000, `${p.timestamp.toISOString()} in range`)
+    assert.deepEqual(await sbx.getMetrics({ start: new Date(now - 3_600_000), end: new Date(now - 1_800_000) }), [], 'a range in the past')
+    assert.deepEqual(await sbx.getMetrics({ start: new Date(now + 600_000) }), [], 'a range in the future')
+  } finally {
+    await killAll(sbx)
+  }
+})

@@ -108,3 +108,16 @@ def test_list_query_filters(sandboxes):
     a.pause()
     assert ids(state=[SandboxState.PAUSED]) == [A]
     assert ids(state=[SandboxState.RUNNING, SandboxState.PAUSED], started_after=bi.started_at) == [B]
+
+
+def test_get_metrics_range(sandboxes):
+    sbx = sandboxes.create()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    minutes = lambda n: datetime.timedelta(minutes=n)  # noqa: E731
+    assert len(sbx.get_metrics()) >= 1
+    around = sbx.get_metrics(start=now - minutes(1), end=now + minutes(1))
+    assert len(around) >= 1
+    for p in around:
+        assert abs((p.timestamp - now).total_seconds()) <= 61
+    assert sbx.get_metrics(start=now - minutes(60), end=now - minutes(30)) == []
+    assert sbx.get_metrics(start=now + minutes(10)) == []

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use stasis_store::{ListQuery, SandboxState};
@@ -239,17 +240,30 @@ pub async fn refresh(State(state): State<AppState>, SandboxPath(id): SandboxPath
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The sandbox's usage now, as one point, if it lies in the requested range (there is no
+/// history yet: a range that ends before now, or starts after it, has no points).
 pub async fn metrics(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
-    _headers: HeaderMap,
+    range: Result<Query<wire::MetricsRange>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(range) = range.map_err(|e| {
+        ApiError::bad_request(format!("invalid metrics range: {} (start and end are Unix seconds)", e.body_text()))
+    })?;
+    if let (Some(start), Some(end)) = (range.start, range.end) {
+        if start > end {
+            return Err(ApiError::bad_request(format!("metrics range starts ({start}) after it ends ({end})")));
+        }
+    }
     let row = state.lifecycle.get(&id).await?;
     let Some(usage) = state.lifecycle.usage(&id).await? else {
         return Ok(Json(Vec::<wire::Metric>::new()).into_response());
     };
     let cpu_pct = state.lifecycle.cpu_percent(&id, usage.cpu_usage_ns, row.cpu_count).await;
-    let now = stasis_store::now_ms();
+    let now = state.lifecycle.now();
+    if !range.contains(now / 1000) {
+        return Ok(Json(Vec::<wire::Metric>::new()).into_response());
+    }
     let metric = wire::Metric {
         timestamp: stasis_proto::rfc3339_millis(now),
         timestamp_unix: now / 1000,

@@ -35,6 +35,9 @@ pub struct ServeConfig {
     pub paused_retention: Option<std::time::Duration>,
     /// On SIGTERM, pause every running sandbox; the next start resumes them.
     pub pause_on_shutdown: bool,
+    /// The longest timeout a sandbox may ask for (create, connect, setTimeout); `None`: no
+    /// limit.
+    pub max_timeout: Option<std::time::Duration>,
     /// Also serve over TLS here, with the certificate from `stasis tls init`.
     pub tls_listen: Option<SocketAddr>,
 }
@@ -107,7 +110,14 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     let lifecycle = Lifecycle::new(
         store,
         Arc::new(runtime),
-        lifecycle::LifecycleConfig { paused_retention: cfg.paused_retention, ..Default::default() },
+        lifecycle::LifecycleConfig {
+            paused_retention: cfg.paused_retention,
+            defaults: lifecycle::SandboxDefaults {
+                max_timeout_secs: cfg.max_timeout.map(|d| d.as_secs().max(1)),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     );
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     resume_paused_at_shutdown(&lifecycle, cfg).await;

@@ -25,6 +25,13 @@
 //! Malformed escapes (`%zz`, a truncated `%4`) and escapes that are not UTF-8 are errors,
 //! as in Go, rather than guesses.
 //!
+//! # Filters
+//! `state` (comma-separated or repeated), `metadata`, `template` (the template id or its
+//! alias) and `startedAfter` (RFC 3339, as JS `toISOString()` and Python `isoformat()`
+//! write it, or Unix seconds; inclusive) all apply together (AND); `order` is `asc` or
+//! `desc` by start time. The JS SDK sends all of them; the Python SDK all but an explicit
+//! `order` default; `novita-sandbox` only `state`, `metadata`, `limit`, `nextToken`.
+//!
 //! # Limits
 //! `limit` defaults to 100. Values above 100 are clamped to 100 (the client just gets more
 //! pages, which the SDK paginators follow); `0`, negative and non-numeric values are a
@@ -67,7 +74,8 @@ pub struct ListQuery {
     pub metadata: Vec<(String, String)>,
     /// Matches the template id or the template alias.
     pub template: Option<String>,
-    /// Only sandboxes with `started_at` strictly after this time.
+    /// Only sandboxes started at or after this time (`startedAfter`: inclusive, as the SDKs
+    /// document it and E2B's API filters, so passing a sandbox's own `startedAt` lists it).
     pub started_after: Option<UnixMillis>,
     pub order: Order,
     /// 1..=[`MAX_LIMIT`]; the store clamps larger values and refuses 0.

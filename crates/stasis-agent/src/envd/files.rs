@@ -2,8 +2,14 @@
 //!
 //! Both directions stream: a download is read (and gzipped when the client asks for it)
 //! on a blocking thread feeding the response body; an upload is written to disk as it
-//! arrives, with no size limit. Files are opened with the user's rights (`fs::creds`), so
-//! uploads are owned by the user and reads obey the file's permissions.
+//! arrives (decompressed on the way when sent with `Content-Encoding: gzip`), with no size
+//! limit. Files are opened with the user's rights (`fs::creds`), so uploads are owned by
+//! the user and reads obey the file's permissions. The missing parents of an upload are
+//! the exception, as in envd: created by the agent and handed to the user.
+//!
+//! Where a multipart upload puts each file: the `?path` query when given (one file), else
+//! the part's `filename`, which the SDKs set to the file's full path (not a base name:
+//! `FormData.append('file', blob, path)` in JS, `('file', (path, data))` in Python).
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -94,12 +100,17 @@ pub async fn download(AxState(state): AxState<State>, Query(q): Query<FileQuery>
 pub async fn upload(AxState(state): AxState<State>, Query(q): Query<FileQuery>, req: Request) -> Response {
     let result = async {
         let user = caller(&state, req.headers(), &q)?;
-        let content_type =
-            req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        receive(&user, q.path.as_deref(), &content_type, req.into_body()).await
+        let (content_type, encoding) =
+            (header_text(req.headers(), header::CONTENT_TYPE), header_text(req.headers(), header::CONTENT_ENCODING));
+        let data = decoded(&encoding, req.into_body())?;
+        receive(&user, q.path.as_deref(), &content_type, data).await
     }
     .await;
     result.unwrap_or_else(HttpError::into_response)
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
 /// Whether `Accept-Encoding` names gzip with a non-zero quality.
@@ -188,7 +199,58 @@ fn uploaded(p: &Path) -> serde_json::Value {
     serde_json::json!({ "name": path::base_name(p), "type": "file", "path": p.to_string_lossy() })
 }
 
-async fn receive(user: &User, query_path: Option<&str>, content_type: &str, body: Body) -> Result<Response, HttpError> {
+type Upload = futures::stream::BoxStream<'static, io::Result<Bytes>>;
+
+/// The upload's bytes as the client meant them: gunzipped when it says `Content-Encoding:
+/// gzip` (the SDKs' `gzip` option, on any upload), as they come otherwise.
+fn decoded(encoding: &str, body: Body) -> Result<Upload, HttpError> {
+    let data = body.into_data_stream().map(|c| c.map_err(io::Error::other));
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(data.boxed()),
+        "gzip" | "x-gzip" => Ok(gunzip(data).boxed()),
+        other => Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding {other:?}: uploads may be sent as is or with gzip"),
+        )),
+    }
+}
+
+/// Compressed input a piece at a time, so that what one piece inflates to (a chunk of
+/// zeros grows a thousandfold) stays a few MiB in memory.
+const GUNZIP_PIECE: usize = 8 * 1024;
+
+/// Decompresses a gzip stream as it arrives. Damaged or truncated input is an error, so a
+/// broken upload never leaves a file that looks complete.
+fn gunzip(
+    data: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    let bad = |e: io::Error| io::Error::new(io::ErrorKind::InvalidData, format!("invalid gzip data: {e}"));
+    async_stream::try_stream! {
+        let mut dec = flate2::write::GzDecoder::new(Vec::new());
+        futures::pin_mut!(data);
+        while let Some(chunk) = data.next().await {
+            for piece in chunk?.chunks(GUNZIP_PIECE) {
+                dec.write_all(piece).map_err(bad)?;
+                let out = std::mem::take(dec.get_mut());
+                if !out.is_empty() {
+                    yield Bytes::from(out);
+                }
+            }
+        }
+        dec.try_finish().map_err(bad)?;
+        let out = std::mem::take(dec.get_mut());
+        if !out.is_empty() {
+            yield Bytes::from(out);
+        }
+    }
+}
+
+async fn receive(
+    user: &User,
+    query_path: Option<&str>,
+    content_type: &str,
+    data: Upload,
+) -> Result<Response, HttpError> {
     let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let mut done: Vec<PathBuf> = Vec::new();
     if media == "application/octet-stream" {
@@ -196,12 +258,12 @@ async fn receive(user: &User, query_path: Option<&str>, content_type: &str, body
             HttpError::new(StatusCode::BAD_REQUEST, "path query parameter is required for raw body upload")
         })?;
         let p = resolve(requested, user)?;
-        write_file(user, &p, body.into_data_stream()).await?;
+        write_file(user, &p, data).await?;
         done.push(p);
     } else if media.starts_with("multipart/") {
         let boundary = multer::parse_boundary(content_type)
             .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, format!("bad multipart Content-Type: {e}")))?;
-        let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+        let mut form = multer::Multipart::new(data, boundary);
         let bad_form = |e: multer::Error| HttpError::new(StatusCode::BAD_REQUEST, format!("error reading form: {e}"));
         while let Some(field) = form.next_field().await.map_err(bad_form)? {
             if field.name() != Some("file") {
@@ -250,11 +312,17 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    let (p2, owner) = (p.to_path_buf(), (user.uid, user.gid));
+    tokio::task::spawn_blocking(move || match p2.parent() {
+        Some(parent) => ops::ensure_dirs_owned_by(parent, owner),
+        None => Ok(()),
+    })
+    .await
+    .map_err(io::Error::other)
+    .and_then(|r| r.map_err(|e| io::Error::new(connect_kind(e.code), e.message)))
+    .map_err(|e| HttpError::io(&e, "cannot open", p))?;
     let p2 = p.to_path_buf();
     let file = creds::as_user(user, move || {
-        if let Some(parent) = p2.parent() {
-            ops::ensure_dirs(parent).map_err(|e| io::Error::new(connect_kind(e.code), e.message))?;
-        }
         if std::fs::metadata(&p2).is_ok_and(|m| m.is_dir()) {
             return Err(io::Error::from(io::ErrorKind::IsADirectory));
         }
@@ -298,6 +366,22 @@ mod tests {
         (parts.status, parts.headers, axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec())
     }
 
+    fn plain(b: impl Into<Body>) -> Upload {
+        decoded("", b.into()).unwrap()
+    }
+
+    fn gzipped(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// `bytes` as a body arriving `size` bytes at a time.
+    fn in_pieces(bytes: Vec<u8>, size: usize) -> Body {
+        let pieces: Vec<_> = bytes.chunks(size).map(|c| Ok::<_, io::Error>(Bytes::copy_from_slice(c))).collect();
+        Body::from_stream(futures::stream::iter(pieces))
+    }
+
     fn json(b: &[u8]) -> serde_json::Value {
         serde_json::from_slice(b).unwrap()
     }
@@ -312,7 +396,7 @@ mod tests {
              --XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.txt\"\r\n\r\ncc\r\n--XX--\r\n",
             b.display()
         );
-        let r = receive(&u, None, "multipart/form-data; boundary=XX", Body::from(body)).await.unwrap();
+        let r = receive(&u, None, "multipart/form-data; boundary=XX", plain(body)).await.unwrap();
         let (status, _, out) = body_of(r).await;
         assert_eq!(status, StatusCode::OK);
         let c = t.path().join("c.txt");
@@ -339,14 +423,14 @@ mod tests {
             &u,
             Some("dir/a.txt"),
             "multipart/form-data; boundary=XX",
-            Body::from(format!("{}--XX--\r\n", part("abc"))),
+            plain(format!("{}--XX--\r\n", part("abc"))),
         )
         .await
         .unwrap();
         assert_eq!(body_of(r).await.0, StatusCode::OK);
         assert_eq!(std::fs::read(t.path().join("dir/a.txt")).unwrap(), b"abc");
         let two = format!("{}{}--XX--\r\n", part("1"), part("2"));
-        let e = receive(&u, Some("dir/a.txt"), "multipart/form-data; boundary=XX", Body::from(two)).await.unwrap_err();
+        let e = receive(&u, Some("dir/a.txt"), "multipart/form-data; boundary=XX", plain(two)).await.unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 
@@ -355,7 +439,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let u = me(t.path());
         let chunks = futures::stream::iter((0..10).map(|i| Ok::<_, io::Error>(Bytes::from(vec![i as u8; 100_000]))));
-        let r = receive(&u, Some("~/deep/er/raw.bin"), "application/octet-stream", Body::from_stream(chunks))
+        let r = receive(&u, Some("~/deep/er/raw.bin"), "application/octet-stream", plain(Body::from_stream(chunks)))
             .await
             .unwrap();
         let (status, _, out) = body_of(r).await;
@@ -364,17 +448,47 @@ mod tests {
         assert_eq!(json(&out)[0]["path"], p.to_str().unwrap());
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 1_000_000);
         assert_eq!(
-            receive(&u, None, "application/octet-stream", Body::empty()).await.unwrap_err().status,
+            receive(&u, None, "application/octet-stream", plain(Body::empty())).await.unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            receive(&u, Some("deep"), "application/octet-stream", Body::empty()).await.unwrap_err().status,
+            receive(&u, Some("deep"), "application/octet-stream", plain(Body::empty())).await.unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            receive(&u, Some("x"), "text/plain", Body::empty()).await.unwrap_err().status,
+            receive(&u, Some("x"), "text/plain", plain(Body::empty())).await.unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[tokio::test]
+    async fn gzip_uploads_are_stored_decompressed() {
+        let t = tempfile::tempdir().unwrap();
+        let u = me(t.path());
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 7) as u8).collect();
+        let gz = decoded("gzip", in_pieces(gzipped(&data), 7)).unwrap();
+        receive(&u, Some("raw.bin"), "application/octet-stream", gz).await.unwrap();
+        assert_eq!(std::fs::read(t.path().join("raw.bin")).unwrap(), data);
+
+        // The whole multipart body compressed, as envd accepts it.
+        let form = "--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m/a.txt\"\r\n\r\naaa\r\n\
+                    --XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m/b.txt\"\r\n\r\nbb\r\n--XX--\r\n";
+        let gz = decoded("GZIP", in_pieces(gzipped(form.as_bytes()), 5)).unwrap();
+        receive(&u, None, "multipart/form-data; boundary=XX", gz).await.unwrap();
+        assert_eq!(std::fs::read(t.path().join("m/a.txt")).unwrap(), b"aaa");
+        assert_eq!(std::fs::read(t.path().join("m/b.txt")).unwrap(), b"bb");
+
+        let mut cut = gzipped(&data);
+        cut.truncate(cut.len() / 2);
+        let e = receive(&u, Some("cut.bin"), "application/octet-stream", decoded("gzip", Body::from(cut)).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST, "a truncated stream is an error: {}", e.message);
+        let e = receive(&u, Some("bad.bin"), "application/octet-stream", decoded("gzip", Body::from("plain")).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(decoded("br", Body::empty()).err().unwrap().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use stasis_proto::connect::{timeout_from_headers, Code, ConnectError, ProcessMethod};
 use stasis_proto::process as pb;
 
+use super::filesystem::fs::path;
 use super::{auth, rpc, State};
 use crate::supervisor::{ProcEvent, Process, ProcessSpec, PtySize};
 
@@ -143,11 +144,17 @@ async fn start(state: State, req: Request) -> Response {
         cols: s.cols.clamp(1, u16::MAX as u32) as u16,
         rows: s.rows.clamp(1, u16::MAX as u32) as u16,
     });
+    // A relative (or `~`) working directory is the user's home's, as paths are in the
+    // filesystem API and in envd.
+    let cwd = match cfg.cwd.filter(|c| !c.is_empty()).map(|c| path::resolve(&c, &user)).transpose() {
+        Ok(c) => c.map(|p| p.to_string_lossy().into_owned()),
+        Err(e) => return rpc::stream_error(e),
+    };
     let spec = ProcessSpec {
         cmd: cfg.cmd,
         args: cfg.args,
         envs: cfg.envs.into_iter().collect(),
-        cwd: cfg.cwd.filter(|c| !c.is_empty()),
+        cwd,
         user,
         pty,
         // Older SDKs do not send the field and expect stdin to be writable.

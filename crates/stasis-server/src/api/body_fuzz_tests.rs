@@ -133,7 +133,12 @@ proptest! {
     fn timeouts_are_bounded(t in any::<u64>()) {
         let max = crate::lifecycle::SandboxDefaults::default().max_timeout_secs;
         if let Ok(v) = super::sandboxes::check_timeout(t, max) {
-            prop_assert!((1..=max).contains(&v));
+            prop_assert!((1..=max.unwrap()).contains(&v));
+        }
+        let v = super::sandboxes::check_timeout(t, None);
+        prop_assert_eq!(v.is_ok(), t > 0);
+        if let Ok(v) = v {
+            prop_assert!((1..=crate::lifecycle::FOREVER_SECS).contains(&v));
         }
     }
 }

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use stasis_store::{ListQuery, SandboxState};
@@ -13,7 +14,7 @@ use stasis_store::{ListQuery, SandboxState};
 use super::wire::{self, NewSandbox};
 use super::{json_body, ApiError, AppState};
 use crate::ids::SandboxId;
-use crate::lifecycle::{CreateParams, SandboxDefaults};
+use crate::lifecycle::{CreateParams, SandboxDefaults, FOREVER_SECS};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -34,11 +35,17 @@ impl<S: Send + Sync> FromRequestParts<S> for SandboxPath {
     }
 }
 
-pub(super) fn check_timeout(t: u64, max: u64) -> ApiResult<u64> {
-    if t == 0 || t > max {
-        return Err(ApiError::bad_request(format!("timeout must be between 1 and {max} seconds, got {t}")));
+/// A timeout of at least one second within the server's limit (`--max-timeout`; `None`: no
+/// limit, a longer one is taken as [`FOREVER_SECS`]).
+pub(super) fn check_timeout(t: u64, max: Option<u64>) -> ApiResult<u64> {
+    match max {
+        _ if t == 0 => Err(ApiError::bad_request("timeout must be at least 1 second, got 0")),
+        Some(max) if t > max => Err(ApiError::bad_request(format!(
+            "timeout {t} s is longer than this server's limit of {max} s{} (stasis serve --max-timeout)",
+            if max % 86_400 == 0 { format!(" ({} days)", max / 86_400) } else { String::new() }
+        ))),
+        _ => Ok(t.min(FOREVER_SECS)),
     }
-    Ok(t)
 }
 
 /// Validates a create request into lifecycle parameters.
@@ -211,7 +218,11 @@ pub async fn set_timeout(
         axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| ApiError::bad_request("body too large"))?;
     let req: wire::TimeoutBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e} (expected {{\"timeout\": seconds}})")))?;
-    let secs = check_timeout(req.timeout, state.defaults().max_timeout_secs)?;
+    // 0 is E2B's "end it now" (pause or kill, by the sandbox's policy).
+    let secs = match req.timeout {
+        0 => 0,
+        t => check_timeout(t, state.defaults().max_timeout_secs)?,
+    };
     state.lifecycle.set_timeout(&id, secs).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -229,17 +240,30 @@ pub async fn refresh(State(state): State<AppState>, SandboxPath(id): SandboxPath
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The sandbox's usage now, as one point, if it lies in the requested range (there is no
+/// history yet: a range that ends before now, or starts after it, has no points).
 pub async fn metrics(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
-    _headers: HeaderMap,
+    range: Result<Query<wire::MetricsRange>, QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(range) = range.map_err(|e| {
+        ApiError::bad_request(format!("invalid metrics range: {} (start and end are Unix seconds)", e.body_text()))
+    })?;
+    if let (Some(start), Some(end)) = (range.start, range.end) {
+        if start > end {
+            return Err(ApiError::bad_request(format!("metrics range starts ({start}) after it ends ({end})")));
+        }
+    }
     let row = state.lifecycle.get(&id).await?;
     let Some(usage) = state.lifecycle.usage(&id).await? else {
         return Ok(Json(Vec::<wire::Metric>::new()).into_response());
     };
     let cpu_pct = state.lifecycle.cpu_percent(&id, usage.cpu_usage_ns, row.cpu_count).await;
-    let now = stasis_store::now_ms();
+    let now = state.lifecycle.now();
+    if !range.contains(now / 1000) {
+        return Ok(Json(Vec::<wire::Metric>::new()).into_response());
+    }
     let metric = wire::Metric {
         timestamp: stasis_proto::rfc3339_millis(now),
         timestamp_unix: now / 1000,

@@ -65,3 +65,31 @@ async fn the_status_endpoint_needs_the_api_key() {
     let resp = app.oneshot(Request::get("/stasis/lifecycle").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_only_in_the_requested_range() {
+    let h = harness().await;
+    h.store.add_api_key("test", KEY).await.unwrap();
+    let id = h.create(|_| {}).await;
+    let now = h.lc.now() / 1000;
+    let points = |v: &Value| v.as_array().map(Vec::len);
+    let (status, all) = get(&h, &format!("/sandboxes/{id}/metrics")).await;
+    assert_eq!((status, points(&all)), (StatusCode::OK, Some(1)));
+    let t = all[0]["timestampUnix"].as_i64().unwrap();
+    assert!((now..=now + 1).contains(&t), "the point is now: {all}");
+    for (range, want) in [
+        (format!("start={}&end={}", now - 60, now + 60), 1),
+        (format!("start={now}&end={now}"), 1),
+        (format!("start={}&end={}", now - 3600, now - 1800), 0),
+        (format!("start={}", now + 60), 0),
+        (format!("end={}", now - 1), 0),
+        (format!("start={}", now - 60), 1),
+    ] {
+        let (status, v) = get(&h, &format!("/sandboxes/{id}/metrics?{range}")).await;
+        assert_eq!((status, points(&v)), (StatusCode::OK, Some(want)), "{range}: {v}");
+    }
+    for bad in [format!("start={}&end={}", now, now - 1), "start=yesterday".to_string()] {
+        let (status, v) = get(&h, &format!("/sandboxes/{id}/metrics?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+}

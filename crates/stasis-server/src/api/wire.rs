@@ -216,6 +216,20 @@ impl SandboxDetail {
     }
 }
 
+/// `GET /sandboxes/{id}/metrics?start=&end=`: Unix seconds, both ends included (the SDKs'
+/// `getMetrics({ start, end })` / `get_metrics(start=, end=)`).
+#[derive(Debug, Deserialize, Default)]
+pub struct MetricsRange {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl MetricsRange {
+    pub fn contains(&self, unix_secs: i64) -> bool {
+        self.start.is_none_or(|s| s <= unix_secs) && self.end.is_none_or(|e| unix_secs <= e)
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metric {

@@ -93,8 +93,9 @@ pub struct SandboxDefaults {
     pub fork_timeout_secs: u64,
     /// The extension of a legacy refresh without a `duration`.
     pub refresh_secs: u64,
-    /// The longest timeout accepted (24 h, as E2B's paid tiers).
-    pub max_timeout_secs: u64,
+    /// The longest timeout accepted at create, connect and setTimeout (`stasis serve
+    /// --max-timeout`, 30 days by default); `None`: no limit (then [`FOREVER_SECS`]).
+    pub max_timeout_secs: Option<u64>,
     /// After an auto-resume the sandbox lives at least this long.
     pub min_auto_resume_secs: u64,
 }
@@ -113,7 +114,7 @@ impl Default for SandboxDefaults {
             timeout_secs_v2: 300,
             fork_timeout_secs: 15,
             refresh_secs: 60,
-            max_timeout_secs: 24 * 3600,
+            max_timeout_secs: Some(30 * 24 * 3600),
             min_auto_resume_secs: 300,
         }
     }
@@ -137,8 +138,12 @@ struct Inner {
     cpu_samples: Mutex<HashMap<String, (u64, std::time::Instant)>>,
 }
 
+/// What "no limit" on a timeout means: a thousand years, so that every end (now + timeout)
+/// stays a valid time and an `i64` of milliseconds.
+pub const FOREVER_SECS: u64 = 1000 * 365 * 24 * 3600;
+
 fn ms(secs: u64) -> i64 {
-    (secs as i64).saturating_mul(1000)
+    (secs.min(FOREVER_SECS) as i64) * 1000
 }
 
 fn mode(memory: bool) -> PauseMode {

@@ -8,11 +8,20 @@ use super::{ms, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
 
 impl Lifecycle {
-    /// Sets the end to now + `secs` (may shorten, unlike connect).
+    /// Sets the end to now + `secs` (may shorten, unlike connect). `0` ends it now, as E2B
+    /// does: a running sandbox is paused (auto-pause) or killed before this returns, and
+    /// keeps the timeout it had for its next resume; a paused one stays as it is.
     pub async fn set_timeout(&self, id: &SandboxId, secs: u64) -> Result<SandboxRow> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let mut row = self.touched(self.row(id).await?).await?;
+        if secs == 0 {
+            return match (row.state, row.auto_pause) {
+                (SandboxState::Running, true) => self.pause_locked(id, row.pause_memory).await,
+                (SandboxState::Running, false) => self.kill_locked(id).await.map(|()| row),
+                _ => Ok(row),
+            };
+        }
         row.timeout_secs = secs;
         if row.state == SandboxState::Running {
             row.end_at = self.now() + ms(secs);

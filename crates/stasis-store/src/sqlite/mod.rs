@@ -203,7 +203,7 @@ impl Store for SqliteStore {
                 args.push(Value::Text(t));
             }
             if let Some(after) = query.started_after {
-                sql.push_str(" AND s.started_at > ?");
+                sql.push_str(" AND s.started_at >= ?");
                 args.push(Value::Integer(after));
             }
             page_clause(&mut sql, &mut args, "s.started_at", "s.id", query.order, cursor, limit);

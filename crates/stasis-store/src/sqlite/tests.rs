@@ -420,8 +420,20 @@ async fn template_and_started_after_filters() {
         let q = ListQuery { template: Some(t.into()), ..ListQuery::default() };
         assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), want);
     }
-    let q = ListQuery { started_after: Some(1000), ..ListQuery::default() };
+    let q = ListQuery { started_after: Some(1001), ..ListQuery::default() };
     assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), ["b"]);
+    let q = ListQuery { started_after: Some(1000), ..ListQuery::default() };
+    assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), ["b", "a"], "inclusive: a started at 1000");
+    let q = ListQuery { started_after: Some(2001), ..ListQuery::default() };
+    assert!(store.list_sandboxes(&q).await.unwrap().0.is_empty());
+    // All filters at once, ascending, as the JS SDK sends them.
+    let q = ListQuery::from_query_string(
+        "state=running&startedAfter=1970-01-01T00%3A00%3A01.000Z&template=base&order=asc&limit=10",
+    )
+    .unwrap();
+    assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), ["b"]);
+    let q = ListQuery::from_query_string("startedAfter=1970-01-01T00%3A00%3A00.999%2B00%3A00&order=asc").unwrap();
+    assert_eq!(ids(&store.list_sandboxes(&q).await.unwrap().0), ["a", "b"], "Python's isoformat with an offset");
 }
 
 fn snapshot(id: &str, names: &[&str], created_at: i64) -> SnapshotRow {

@@ -24,6 +24,10 @@ pub struct Args {
     /// Kill paused sandboxes older than this (e.g. 7d, 12h). Default: keep until killed.
     #[arg(long, value_parser = humantime::parse_duration)]
     paused_retention: Option<std::time::Duration>,
+    /// The longest timeout a sandbox may ask for at create, connect and setTimeout (e.g.
+    /// 30d, 12h); 0: no limit.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+    max_timeout: std::time::Duration,
     /// On SIGTERM, pause every running sandbox; the next start resumes them.
     #[arg(long)]
     pause_on_shutdown: bool,
@@ -45,6 +49,7 @@ pub async fn run(args: Args) -> u8 {
         agent_binary: ContainerConfig::default_agent_binary(),
         paused_retention: args.paused_retention,
         pause_on_shutdown: args.pause_on_shutdown,
+        max_timeout: Some(args.max_timeout).filter(|d| !d.is_zero()),
         tls_listen: args.tls_listen,
     };
     match stasis_server::serve(cfg).await {

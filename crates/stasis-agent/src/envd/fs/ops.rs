@@ -34,6 +34,18 @@ pub fn make_dir(path: &Path, names: &Names) -> Result<EntryInfo, ConnectError> {
 
 /// Make sure `dir` is a directory, creating it and missing parents (0755).
 pub fn ensure_dirs(dir: &Path) -> Result<(), ConnectError> {
+    create_missing_dirs(dir, None)
+}
+
+/// [`ensure_dirs`], run with the agent's own rights, with every directory it creates handed
+/// to `owner` (uid, gid): what envd does for the parents of an upload, so a user can upload
+/// to a new top-level directory (the SDKs' own tests write `/0/file` as `user`). Existing
+/// directories are left as they are.
+pub fn ensure_dirs_owned_by(dir: &Path, owner: (u32, u32)) -> Result<(), ConnectError> {
+    create_missing_dirs(dir, Some(owner))
+}
+
+fn create_missing_dirs(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), ConnectError> {
     let mut missing: Vec<&Path> = Vec::new();
     let mut cur = Some(dir);
     while let Some(p) = cur {
@@ -51,7 +63,12 @@ pub fn ensure_dirs(dir: &Path) -> Result<(), ConnectError> {
         let mut b = std::fs::DirBuilder::new();
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o755);
         match b.create(p) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                        .map_err(|e| io_error(e, "cannot hand over directory", p))?;
+                }
+            }
             // Created concurrently: fine as long as it is a directory.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
             Err(e) => return Err(io_error(e, "cannot create directory", p)),
@@ -150,6 +167,23 @@ mod tests {
 
     fn names() -> Names {
         Names::default()
+    }
+
+    #[test]
+    fn ensure_dirs_owned_by_hands_over_only_what_it_creates() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        ensure_dirs_owned_by(&t.path().join("a/b"), (65534, 65533)).unwrap();
+        let owner = |p: &Path| std::fs::metadata(p).map(|m| (m.uid(), m.gid())).unwrap();
+        assert_eq!(owner(&t.path().join("a")), (65534, 65533));
+        assert_eq!(owner(&t.path().join("a/b")), (65534, 65533));
+        assert_eq!(owner(t.path()), (0, 0), "an existing parent keeps its owner");
+        std::fs::write(t.path().join("f"), "").unwrap();
+        assert_eq!(ensure_dirs_owned_by(&t.path().join("f/x"), (1, 1)).unwrap_err().code, Code::InvalidArgument);
     }
 
     #[test]

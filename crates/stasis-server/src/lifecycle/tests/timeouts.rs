@@ -97,6 +97,29 @@ async fn set_timeout_on_a_paused_sandbox_applies_from_its_resume() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn set_timeout_zero_acts_at_once_by_the_policy() {
+    let h = harness().await;
+    let paused = h
+        .create(|p| {
+            p.auto_pause = true;
+            p.timeout_secs = 40;
+        })
+        .await;
+    let row = h.lc.set_timeout(&paused, 0).await.unwrap();
+    assert_eq!(row.state, SandboxState::Paused, "paused before setTimeout returns");
+    assert_eq!(h.rt.state_of(&paused), Some(RtState::Paused));
+    h.lc.set_timeout(&paused, 0).await.unwrap();
+    assert_eq!(h.rt.count(Op::Pause), 1, "a paused sandbox stays as it is");
+    h.lc.connect(&paused, None, true).await.unwrap();
+    assert_eq!(h.secs_left(&paused).await, 40.0, "it resumes with the timeout it had");
+
+    let killed = h.create(|_| {}).await;
+    h.lc.set_timeout(&killed, 0).await.unwrap();
+    assert_eq!(h.state(&killed).await, None, "killed before setTimeout returns");
+    assert_eq!(h.rt.count(Op::Kill), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_idle_timeout_counts_only_while_no_client_is_connected() {
     let h = harness().await;
     h.lc.start();

@@ -4,9 +4,10 @@
 //! unshares every namespace in one call (user first, so all are owned by the sandbox's user
 //! namespace and CRIU can dump them), waits for the host to write its id maps, and forks the
 //! sandbox's PID 1. PID 1 builds the mount tree, pivots into the overlay root, seals itself
-//! with seccomp, and re-executes the agent from inside the sandbox (`stasis-agent serve`) so
-//! a checkpoint never references a host file.
+//! with seccomp, cuts its capabilities to a container's set, and re-executes the agent from
+//! inside the sandbox (`stasis-agent serve`) so a checkpoint never references a host file.
 
+pub mod caps;
 pub mod config;
 mod mounts;
 mod net;
@@ -95,8 +96,11 @@ fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
     if let Some(dev) = &cfg.net_device {
         net::configure_eth0(dev, &cfg.sandbox_ip, &cfg.gateway_ip).context("configure eth0")?;
     }
+    net::allow_unprivileged_ping()?;
     mounts::redirect_stdio()?;
     seccomp::install().context("install seccomp filter")?;
+    // Last: the filter above needs CAP_SYS_ADMIN, the agent and user code need far less.
+    caps::drop_to_kept().context("drop capabilities")?;
 
     let path = CString::new(cfg.agent_path.as_str())?;
     let args = [path.clone(), CString::new("serve")?];

@@ -1,0 +1,145 @@
+//! Issue 13: in-sandbox root holds a container's capabilities, not the full set. It must
+//! hold in a fresh sandbox and in every sandbox CRIU recreates: after pause and resume,
+//! from a snapshot, in a fork. See docs/security.md.
+
+mod common;
+
+use common::api::{id, Api};
+use common::{unique_id, Host, Output, Server};
+use serde_json::json;
+
+/// `CapBnd` the sandbox must show: Docker's default set without CAP_NET_RAW
+/// (crates/stasis-agent/src/boot/caps.rs).
+const BOUNDING: &str = "00000000a80405fb";
+
+/// Probes run as root in the sandbox; one line per probe, `name result`.
+const PROBES: &str = r#"
+import os, socket, struct, fcntl
+def sock(*a):
+    try:
+        socket.socket(*a).close()
+        return "ok"
+    except OSError as e:
+        return "errno%d" % e.errno
+def lo_flags():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    req = fcntl.ioctl(s, 0x8913, struct.pack("16sH14x", b"lo", 0))  # SIOCGIFFLAGS
+    try:
+        fcntl.ioctl(s, 0x8914, req)  # SIOCSIFFLAGS, the same flags: harmless if it worked
+        return "ok"
+    except OSError as e:
+        return "errno%d" % e.errno
+def status(pid, key):
+    for line in open("/proc/%s/status" % pid):
+        if line.startswith(key + ":"):
+            return line.split()[1]
+for key in ["CapBnd", "CapInh", "CapAmb", "CapEff"]:
+    print("self_" + key, status("self", key))
+print("agent_CapBnd", status(1, "CapBnd"))
+print("af_packet", sock(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)))
+print("raw_ip", sock(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+print("icmp_dgram", sock(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP))
+print("net_admin", lo_flags())
+"#;
+
+/// What each probe must answer.
+const EXPECTED: &[(&str, &str)] = &[
+    ("self_CapBnd", BOUNDING),
+    ("self_CapInh", "0000000000000000"),
+    ("self_CapAmb", "0000000000000000"),
+    ("self_CapEff", BOUNDING),
+    ("agent_CapBnd", BOUNDING),
+    ("af_packet", "errno1"),
+    ("raw_ip", "errno1"),
+    ("icmp_dgram", "ok"),
+    ("net_admin", "errno1"),
+];
+
+/// Checks the capability sets through `run(user, command)`: the probes as root, and `sudo`
+/// as the default user (it needs CAP_SETUID/SETGID and must keep working).
+fn assert_hardened(what: &str, run: impl Fn(&str, &str) -> Output) {
+    let out = run("root", &format!("python3 -c '{PROBES}'"));
+    assert_eq!(out.code, 0, "{what}: probes failed: {}{}", out.stdout, out.stderr);
+    let got: std::collections::BTreeMap<&str, &str> = out.stdout.lines().filter_map(|l| l.split_once(' ')).collect();
+    let wrong: Vec<String> = EXPECTED
+        .iter()
+        .filter(|(k, v)| got.get(k) != Some(v))
+        .map(|(k, v)| format!("{k}: got {:?}, want {v}", got.get(k)))
+        .collect();
+    assert!(wrong.is_empty(), "{what}:\n{}\n(all probes:\n{})", wrong.join("\n"), out.stdout);
+
+    let sudo = run("user", "sudo -n true && sudo -n grep CapBnd /proc/self/status && sudo -n id -u");
+    assert_eq!(sudo.code, 0, "{what}: sudo as user failed: {}{}", sudo.stdout, sudo.stderr);
+    assert!(sudo.stdout.contains(BOUNDING), "{what}: sudo's root has another bounding set: {}", sudo.stdout);
+    assert_eq!(sudo.stdout.lines().last(), Some("0"), "{what}: sudo did not make root: {}", sudo.stdout);
+}
+
+fn runtime_exec<'a>(h: &'a Host, id: &str) -> impl Fn(&str, &str) -> Output + 'a {
+    let id = id.to_string();
+    move |user, cmd| h.stasis(&["runtime", "exec", "--user", user, &id, cmd])
+}
+
+/// A root process started before a pause: after the resume it is a task CRIU recreated.
+fn start_sleeper(h: &Host, id: &str) -> String {
+    h.sh_as(id, "root", "nohup sleep 100000 >/dev/null 2>&1 & echo $!").trim().to_string()
+}
+
+fn sleeper_bounding(h: &Host, id: &str, pid: &str) -> String {
+    h.sh_as(id, "root", &format!("grep CapBnd /proc/{pid}/status")).split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn a_fresh_sandbox_has_a_container_capability_set() {
+    let h = Host::new("hard");
+    let id = unique_id("hard");
+    h.rt(&["create", &id]);
+    assert_hardened("fresh sandbox", runtime_exec(&h, &id));
+}
+
+#[test]
+fn pause_and_resume_keep_the_capability_set() {
+    let h = Host::new("hardpr");
+    let id = unique_id("hardpr");
+    h.rt(&["create", &id]);
+    let sleeper = start_sleeper(&h, &id);
+    h.rt(&["pause", &id]);
+    h.rt(&["resume", &id]);
+    assert_eq!(sleeper_bounding(&h, &id, &sleeper), BOUNDING, "a restored process got its capabilities back");
+    assert_hardened("after pause and resume", runtime_exec(&h, &id));
+    // A second cycle restores what the first one restored.
+    h.rt(&["pause", &id]);
+    h.rt(&["resume", &id]);
+    assert_hardened("after a second pause and resume", runtime_exec(&h, &id));
+}
+
+#[test]
+fn a_sandbox_from_a_snapshot_keeps_the_capability_set() {
+    let h = Host::new("hardsn");
+    let src = unique_id("hardsn");
+    h.rt(&["create", &src]);
+    let sleeper = start_sleeper(&h, &src);
+    let snap = unique_id("snap");
+    h.rt(&["snapshot", &src, &snap]);
+    let copy = unique_id("hardcp");
+    h.rt(&["create", &copy, "--from", &snap]);
+    assert_eq!(sleeper_bounding(&h, &copy, &sleeper), BOUNDING, "a restored process got its capabilities back");
+    assert_hardened("sandbox from a snapshot", runtime_exec(&h, &copy));
+    assert_hardened("snapshot source", runtime_exec(&h, &src));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_keeps_the_capability_set() {
+    let s = Server::start("hardfk");
+    let api = Api::new(&s);
+    let src = api.create(json!({"timeout": 600})).await;
+    let (st, forks) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/sandboxes/{}/fork", id(&src)),
+            Some(json!({"count": 1, "timeout": 120})),
+        )
+        .await;
+    assert_eq!(st, 201, "{forks}");
+    let fork = forks[0]["sandbox"]["sandboxID"].as_str().unwrap_or_else(|| panic!("fork failed: {forks}")).to_string();
+    assert_hardened("fork", |user, cmd| s.cli(&["exec", "--user", user, &fork, cmd]));
+}

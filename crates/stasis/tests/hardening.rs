@@ -1,6 +1,7 @@
-//! Issue 13: in-sandbox root holds a container's capabilities, not the full set. It must
-//! hold in a fresh sandbox and in every sandbox CRIU recreates: after pause and resume,
-//! from a snapshot, in a fork. See docs/security.md.
+//! Issue 13: in-sandbox root holds a container's capabilities, not the full set, and the
+//! seccomp profile cannot be stepped around (x32, foreign ABI) or into io_uring. All of it
+//! must hold in a fresh sandbox and in every sandbox CRIU recreates: after pause and
+//! resume, from a snapshot, in a fork. See docs/security.md.
 
 mod common;
 
@@ -12,9 +13,26 @@ use serde_json::json;
 /// (crates/stasis-agent/src/boot/caps.rs).
 const BOUNDING: &str = "00000000a80405fb";
 
-/// Probes run as root in the sandbox; one line per probe, `name result`.
+/// Probes run as root in the sandbox; one line per probe, `name result`. Calls that could
+/// get the process killed run in a child so the script reports them.
 const PROBES: &str = r#"
-import os, socket, struct, fcntl
+import ctypes, mmap, os, socket, struct, fcntl
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) if isinstance(a, int) else a for a in args])
+    return "ok" if r >= 0 else "errno%d" % ctypes.get_errno()
+def in_child(f):
+    pid = os.fork()
+    if pid == 0:
+        f()
+        os._exit(0)
+    st = os.waitpid(pid, 0)[1]
+    return "signal%d" % os.WTERMSIG(st) if os.WIFSIGNALED(st) else "exit%d" % os.WEXITSTATUS(st)
+def int80_getpid():
+    m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.write(b"\xb8\x14\x00\x00\x00\xcd\x80\xc3")  # mov eax, 20 (i386 getpid); int 0x80; ret
+    ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(m)))()
 def sock(*a):
     try:
         socket.socket(*a).close()
@@ -36,26 +54,49 @@ def status(pid, key):
 for key in ["CapBnd", "CapInh", "CapAmb", "CapEff"]:
     print("self_" + key, status("self", key))
 print("agent_CapBnd", status(1, "CapBnd"))
+print("x32_getpid", in_child(lambda: libc.syscall(ctypes.c_long(0x40000000 | 39))))
+print("i386_getpid", in_child(int80_getpid))
+params = ctypes.create_string_buffer(120)
+print("io_uring_setup", call(425, 1, params))
+print("io_uring_enter", call(426, -1, 0, 0, 0, 0, 0))
+print("io_uring_register", call(427, -1, 0, 0, 0))
+print("unshare_newuser", call(272, 0x10000000))
+print("keyctl", call(250, 0, -3, 0, 0, 0))
+print("bpf", call(321, 0, 0, 0))
+print("personality_no_aslr", call(135, 0x0040000))
+print("personality_query", call(135, 0xffffffff))
+print("name_to_handle_at", call(303, -100, ctypes.c_char_p(b"/"), ctypes.create_string_buffer(128), ctypes.create_string_buffer(4), 0))
 print("af_packet", sock(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)))
 print("raw_ip", sock(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 print("icmp_dgram", sock(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP))
 print("net_admin", lo_flags())
 "#;
 
-/// What each probe must answer.
+/// What each probe must answer. `signal31` is SIGSYS: the ABI guard kills the caller.
 const EXPECTED: &[(&str, &str)] = &[
     ("self_CapBnd", BOUNDING),
     ("self_CapInh", "0000000000000000"),
     ("self_CapAmb", "0000000000000000"),
     ("self_CapEff", BOUNDING),
     ("agent_CapBnd", BOUNDING),
+    ("x32_getpid", "signal31"),
+    ("i386_getpid", "signal31"),
+    ("io_uring_setup", "errno1"),
+    ("io_uring_enter", "errno1"),
+    ("io_uring_register", "errno1"),
+    ("unshare_newuser", "errno1"),
+    ("keyctl", "errno1"),
+    ("bpf", "errno1"),
+    ("personality_no_aslr", "errno1"),
+    ("personality_query", "ok"),
+    ("name_to_handle_at", "errno1"),
     ("af_packet", "errno1"),
     ("raw_ip", "errno1"),
     ("icmp_dgram", "ok"),
     ("net_admin", "errno1"),
 ];
 
-/// Checks the capability sets through `run(user, command)`: the probes as root, and `sudo`
+/// Checks the whole profile through `run(user, command)`: the probes as root, and `sudo`
 /// as the default user (it needs CAP_SETUID/SETGID and must keep working).
 fn assert_hardened(what: &str, run: impl Fn(&str, &str) -> Output) {
     let out = run("root", &format!("python3 -c '{PROBES}'"));
@@ -89,7 +130,7 @@ fn sleeper_bounding(h: &Host, id: &str, pid: &str) -> String {
 }
 
 #[test]
-fn a_fresh_sandbox_has_a_container_capability_set() {
+fn a_fresh_sandbox_has_a_container_capability_set_and_an_abi_tight_filter() {
     let h = Host::new("hard");
     let id = unique_id("hard");
     h.rt(&["create", &id]);
@@ -97,7 +138,7 @@ fn a_fresh_sandbox_has_a_container_capability_set() {
 }
 
 #[test]
-fn pause_and_resume_keep_the_capability_set() {
+fn pause_and_resume_keep_the_capability_set_and_the_filter() {
     let h = Host::new("hardpr");
     let id = unique_id("hardpr");
     h.rt(&["create", &id]);
@@ -113,7 +154,7 @@ fn pause_and_resume_keep_the_capability_set() {
 }
 
 #[test]
-fn a_sandbox_from_a_snapshot_keeps_the_capability_set() {
+fn a_sandbox_from_a_snapshot_keeps_the_capability_set_and_the_filter() {
     let h = Host::new("hardsn");
     let src = unique_id("hardsn");
     h.rt(&["create", &src]);
@@ -128,7 +169,7 @@ fn a_sandbox_from_a_snapshot_keeps_the_capability_set() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fork_keeps_the_capability_set() {
+async fn a_fork_keeps_the_capability_set_and_the_filter() {
     let s = Server::start("hardfk");
     let api = Api::new(&s);
     let src = api.create(json!({"timeout": 600})).await;

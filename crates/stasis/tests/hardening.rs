@@ -184,3 +184,66 @@ async fn a_fork_keeps_the_capability_set_and_the_filter() {
     let fork = forks[0]["sandbox"]["sandboxID"].as_str().unwrap_or_else(|| panic!("fork failed: {forks}")).to_string();
     assert_hardened("fork", |user, cmd| s.cli(&["exec", "--user", user, &fork, cmd]));
 }
+
+/// runc's masked and read-only kernel paths (crates/stasis-agent/src/boot/mounts.rs).
+/// Paths a kernel lacks are skipped by the agent and here.
+const MASKED: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Masks, read-only paths and the core limit, as in-sandbox root sees them.
+fn assert_kernel_files_masked(what: &str, h: &Host, id: &str) {
+    let script = format!(
+        "for p in {masked}; do [ -e $p ] || continue; \
+           if [ -d $p ]; then n=$(ls -A $p | wc -l); else n=$(cat $p 2>&1 | wc -c); fi; \
+           echo masked $p $(awk -v p=$p '$5 == p {{print \"mount\"}}' /proc/self/mountinfo | head -1) $n; done; \
+         for p in {ro}; do [ -e $p ] || continue; \
+           echo ro $p $(awk -v p=$p '$5 == p {{split($6, o, \",\"); print o[1]}}' /proc/self/mountinfo | tail -1); done; \
+         echo 1 > /proc/sys/net/ipv4/ip_forward && echo sysctl written; \
+         ulimit -c unlimited 2>/dev/null && echo core raised; echo core $(ulimit -c) $(ulimit -Hc)",
+        masked = MASKED.join(" "),
+        ro = READ_ONLY.join(" ")
+    );
+    let out = h.stasis(&["runtime", "exec", "--user", "root", id, &script]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    for l in lines.iter().filter(|l| l.starts_with("masked ")) {
+        assert!(l.ends_with(" mount 0"), "{what}: not masked (want a mount showing nothing): {l}\n{}", out.stdout);
+    }
+    for l in lines.iter().filter(|l| l.starts_with("ro ")) {
+        assert!(l.ends_with(" ro"), "{what}: not read-only: {l}\n{}", out.stdout);
+    }
+    for must in ["masked /proc/keys", "masked /sys/firmware", "ro /proc/sys"] {
+        assert!(lines.iter().any(|l| l.starts_with(must)), "{what}: {must} not checked:\n{}", out.stdout);
+    }
+    assert!(!out.stdout.contains("sysctl written"), "{what}: root changed a sysctl: {}", out.stdout);
+    assert!(!out.stdout.contains("core raised"), "{what}: root raised RLIMIT_CORE: {}", out.stdout);
+    assert!(out.stdout.contains("core 0 0"), "{what}: core dumps are on: {}", out.stdout);
+}
+
+#[test]
+fn host_kernel_files_are_masked_and_core_dumps_off_also_after_resume() {
+    let h = Host::new("hardmk");
+    let id = unique_id("hardmk");
+    h.rt(&["create", &id]);
+    assert_kernel_files_masked("fresh sandbox", &h, &id);
+    h.rt(&["pause", &id]);
+    h.rt(&["resume", &id]);
+    assert_kernel_files_masked("after pause and resume", &h, &id);
+    let snap = unique_id("snap");
+    h.rt(&["snapshot", &id, &snap]);
+    let copy = unique_id("hardmc");
+    h.rt(&["create", &copy, "--from", &snap]);
+    assert_kernel_files_masked("sandbox from a snapshot", &h, &copy);
+}

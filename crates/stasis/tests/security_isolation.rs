@@ -294,10 +294,11 @@ fn denied_syscalls_fail_for_root_kernel_modules_clock_reboot() {
     assert_eq!(h.sh(&id, "echo alive").trim(), "alive");
 }
 
-/// The sandbox's own network: a raw socket there sees its own loopback traffic, never
-/// the host's; what it sends to 127.0.0.1 stays inside.
+/// The sandbox's own network: no host interface is visible, raw and packet sockets are
+/// refused even to root (CAP_NET_RAW is not in the sandbox's set, issue 13), and what it
+/// sends to 127.0.0.1 stays inside.
 #[test]
-fn raw_sockets_only_see_the_sandbox_network() {
+fn raw_sockets_are_refused_and_the_network_is_the_sandbox_own() {
     let h = Host::new("secnet");
     let id = sandbox(&h, "secnet", &[]);
 
@@ -335,35 +336,29 @@ fn raw_sockets_only_see_the_sandbox_network() {
         })
     };
 
-    // In the sandbox: sniff every interface with AF_PACKET for 4 s while sending its own
-    // marker to its own 127.0.0.1 (the positive control) and to the host test's port.
+    // In the sandbox: raw sockets (which would sniff or forge packets) are refused; its
+    // own datagrams to 127.0.0.1 go to its own loopback, never the host test's port.
     let sbx_marker = unique_id("sbxpkt");
-    let sniff = format!(
+    let probe = format!(
         r#"
 import socket, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-s.settimeout(0.2)
-raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+for name, args in [("packet", (socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))), ("raw", (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP))]:
+    try:
+        socket.socket(*args).close()
+        print(name, "opened")
+    except PermissionError:
+        print(name, "refused")
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-seen = set()
-end = time.time() + 4
+end = time.time() + 2
 while time.time() < end:
     u.sendto(b"{sbx_marker}", ("127.0.0.1", {port}))
-    try:
-        data = s.recv(65536)
-    except socket.timeout:
-        continue
-    if b"{sbx_marker}" in data: seen.add("OWN")
-    if b"{host_marker}" in data: seen.add("HOST")
-    if b"hostpkt" in data: seen.add("HOSTISH")
-print(" ".join(sorted(seen)))
+    time.sleep(0.02)
 "#
     );
-    let out = root_ok(&h, &id, &format!("python3 -c '{sniff}'"));
+    let out = root_ok(&h, &id, &format!("python3 -c '{probe}'"));
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
-    assert!(out.contains("OWN"), "the raw socket works inside (it sees the sandbox's own packets): {out}");
-    assert!(!out.contains("HOST"), "a raw socket in the sandbox saw the host's loopback traffic: {out}");
+    assert_eq!(out.trim(), "packet refused\nraw refused", "root opened a raw socket in the sandbox");
     let got = received.lock().unwrap();
     assert!(got.iter().any(|m| m == &host_marker), "the host's own datagrams arrive (control)");
     assert!(!got.iter().any(|m| m.contains(&sbx_marker)), "the sandbox reached the host's 127.0.0.1");

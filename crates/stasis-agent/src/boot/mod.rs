@@ -4,9 +4,10 @@
 //! unshares every namespace in one call (user first, so all are owned by the sandbox's user
 //! namespace and CRIU can dump them), waits for the host to write its id maps, and forks the
 //! sandbox's PID 1. PID 1 builds the mount tree, pivots into the overlay root, seals itself
-//! with seccomp, and re-executes the agent from inside the sandbox (`stasis-agent serve`) so
-//! a checkpoint never references a host file.
+//! with seccomp, cuts its capabilities to a container's set, and re-executes the agent from
+//! inside the sandbox (`stasis-agent serve`) so a checkpoint never references a host file.
 
+pub mod caps;
 pub mod config;
 mod mounts;
 mod net;
@@ -50,6 +51,10 @@ fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("get RLIMIT_NOFILE")?;
     let files = OPEN_FILES.min(hard);
     setrlimit(Resource::RLIMIT_NOFILE, files, files).context("set RLIMIT_NOFILE")?;
+    // No core files: a crash would write the process's memory (secrets included) where
+    // the host-wide core_pattern says, and fill the sandbox's disk. Hard limit 0: raising
+    // it needs CAP_SYS_RESOURCE in the host's namespace.
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("set RLIMIT_CORE")?;
     unshare(
         CloneFlags::CLONE_NEWUSER
             | CloneFlags::CLONE_NEWNS
@@ -95,8 +100,12 @@ fn pid1(cfg: &BootConfig, _chan: &mut SyncChannel) -> Result<()> {
     if let Some(dev) = &cfg.net_device {
         net::configure_eth0(dev, &cfg.sandbox_ip, &cfg.gateway_ip).context("configure eth0")?;
     }
+    net::allow_unprivileged_ping()?;
+    mounts::mask_kernel_files().context("mask kernel files")?;
     mounts::redirect_stdio()?;
     seccomp::install().context("install seccomp filter")?;
+    // Last: the filter above needs CAP_SYS_ADMIN, the agent and user code need far less.
+    caps::drop_to_kept().context("drop capabilities")?;
 
     let path = CString::new(cfg.agent_path.as_str())?;
     let args = [path.clone(), CString::new("serve")?];

@@ -78,6 +78,52 @@ pub fn enter_rootfs(rootfs: &str, boot_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Kernel files that describe or act on the host rather than the sandbox, masked as runc
+/// does: files get `/dev/null` bound over them, directories an empty read-only tmpfs.
+/// (Timers, scheduler state, keys and physical memory of the host; its firmware tables.)
+pub const MASKED: [&str; 12] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Kernel files made read-only (runc's list): the sandbox may read them, but writes
+/// would reach host hardware or, for `/proc/sys`, settings of its namespaces that the
+/// sandbox has no business changing (`net.*` is otherwise writable by its root).
+pub const READ_ONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Applies `MASKED` and `READ_ONLY` (paths this kernel lacks are skipped). Runs after the
+/// network is configured: it writes `/proc/sys/net`.
+pub fn mask_kernel_files() -> Result<()> {
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for path in MASKED.iter().map(Path::new) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else { continue };
+        if meta.is_dir() {
+            mnt(Some("tmpfs"), path, Some("tmpfs"), hardened | MsFlags::MS_RDONLY, Some("mode=555,size=4k"))?;
+        } else {
+            mnt(Some("/dev/null"), path, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    for path in READ_ONLY.iter().map(Path::new) {
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        mnt(path.to_str(), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hardened;
+        mnt(None, path, None, ro, None)?;
+    }
+    Ok(())
+}
+
 /// Points stdio at files inside the sandbox: CRIU refuses host pipes or a host /dev/null.
 pub fn redirect_stdio() -> Result<()> {
     use std::os::fd::AsRawFd;

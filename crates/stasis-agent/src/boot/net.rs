@@ -1,7 +1,7 @@
 //! The sandbox's own network namespace: loopback up. The host reaches the agent by
 //! opening sockets inside this namespace, so no address is shared with the host.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub fn loopback_up() -> Result<()> {
     // SAFETY: plain socket + ioctl on a zeroed ifreq with a NUL-terminated name.
@@ -27,6 +27,22 @@ pub fn loopback_up() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// ICMP echo sockets for every gid of the sandbox: `ping` works without CAP_NET_RAW,
+/// which the sandbox does not keep (see `caps`). The kernel takes only mapped gids.
+pub fn allow_unprivileged_ping() -> Result<()> {
+    let map = std::fs::read_to_string("/proc/self/gid_map")?;
+    let last = map
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            Some(f.first()? + f.get(2)?.checked_sub(1)?)
+        })
+        .max()
+        .context("empty gid map")?;
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", format!("0 {last}"))
+        .context("write net.ipv4.ping_group_range")
 }
 
 fn ifreq(name: &str) -> Result<libc::ifreq> {

@@ -267,3 +267,28 @@ fn lower_layer_directories_rename_and_survive_pause_and_snapshots() {
     h.rt(&["kill", &copy]);
     h.rt(&["kill", &id]);
 }
+
+/// A pause is done once its record is committed: a sandbox disk the kernel cannot release
+/// yet (here: a host process holds a file of it open, as a slow teardown would) is said
+/// in the log, not turned into a failed pause of a sandbox whose processes are gone (the
+/// soak found that). The resume waits for the release and says so if it does not come.
+#[test]
+fn a_disk_released_late_does_not_fail_a_committed_pause() {
+    let h = Host::new("late");
+    let id = common::unique_id("late");
+    h.rt(&["create", &id]);
+    h.sh(&id, "echo kept > /home/user/kept.txt");
+    let upper = h.sandbox_dir(&id).join("disk/upper");
+    let held = std::fs::File::open(upper.join("home/user/kept.txt")).expect("the file is in the writable layer");
+
+    h.rt(&["pause", &id]);
+    assert_eq!(h.info(&id)["state"], "paused");
+    let early = h.rt_fails(&["resume", &id]);
+    assert!(early.stderr.contains("still in use"), "a resume before the release says why: {}", early.stderr);
+    assert_eq!(h.info(&id)["state"], "paused");
+
+    drop(held);
+    h.rt(&["resume", &id]);
+    assert_eq!(h.sh(&id, "cat /home/user/kept.txt").trim(), "kept");
+    h.rt(&["kill", &id]);
+}

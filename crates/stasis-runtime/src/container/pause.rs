@@ -90,8 +90,12 @@ impl Inner {
         self.forget_init(id);
         let _ = std::fs::remove_file(dir.path().join("restore/init.pid"));
         self.network_down(&rec);
-        unmount_fs(&dir)?;
-        self.cgroups.remove(id)?;
+        // Paused, whatever follows: what the sandbox holds is released, and a release
+        // that cannot finish yet (a disk whose filesystem the kernel still holds) is said,
+        // not turned into a failed pause. The next resume waits for it (`disk::mount`).
+        if let Err(e) = unmount_fs(&dir).and_then(|()| self.cgroups.remove(id)) {
+            tracing::warn!(sandbox = %id, "paused, but not all it held is released yet: {e}");
+        }
         remove_other_generations(&dir, Some(generation));
         Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
     }

@@ -19,11 +19,10 @@ pub(super) fn spawn(lc: Lifecycle) {
             match exits.recv().await {
                 Ok(exit) => lc.on_init_exit(exit).await,
                 Err(RecvError::Lagged(n)) => {
-                    // Missed some: the runtime has recovered them already; look again.
-                    tracing::warn!("missed {n} sandbox exits; reconciling every sandbox");
-                    if let Err(e) = lc.reconcile().await {
-                        tracing::error!("reconcile after missed exits failed: {e}");
-                    }
+                    // Missed some: the runtime has recovered them already; look again at
+                    // every running sandbox (not a start-up reconcile: creates are in flight).
+                    tracing::warn!("missed {n} sandbox exits; checking every running sandbox");
+                    lc.resync_running().await;
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -49,6 +48,24 @@ impl Lifecycle {
             Err(e) => format!("{}; recovering it failed: {e}", exit.reason),
         };
         let _ = self.record_failure(&exit.id, Operation::Run, LifecycleError::Lost(message)).await;
+    }
+
+    /// Settles every running row whose sandbox the runtime no longer runs.
+    async fn resync_running(&self) {
+        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else { return };
+        for row in rows {
+            let lock = self.lock(&row.id);
+            let _g = lock.lock().await;
+            match self.inner.runtime.recover(&row.id).await {
+                Ok(Recovered::Running) => {}
+                Ok(recovered) => {
+                    if let Err(e) = self.settle(&row.id, recovered, &[SandboxState::Running]).await {
+                        tracing::error!(sandbox = %row.id, "cannot record the sandbox's exit: {e}");
+                    }
+                }
+                Err(e) => tracing::error!(sandbox = %row.id, "cannot check the sandbox: {e}"),
+            }
+        }
     }
 
     /// Brings the row of `id` (in one of `from`) to what the runtime recovered.

@@ -35,19 +35,6 @@ fn last_count(h: &Host, id: &str) -> u64 {
     h.sh(id, "tail -n1 /home/user/counter 2>/dev/null || echo 0").trim().parse().unwrap_or(0)
 }
 
-/// The signal is re-sent on every poll: right after a lazy restore another process's
-/// command line can read as empty until its pages are in.
-fn python_value_now(h: &Host, id: &str) -> String {
-    h.sh(id, "rm -f /home/user/py-now");
-    wait_for("python answer", || {
-        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true")
-            .trim()
-            .len()
-            > 3
-    });
-    h.sh(id, "cat /home/user/py-now")
-}
-
 /// Every line of the counter file is the previous plus one: the count never restarted.
 fn assert_counter_continuous(h: &Host, id: &str) -> u64 {
     let text = h.sh(id, "cat /home/user/counter");
@@ -104,7 +91,7 @@ fn pause_and_resume_keep_memory_processes_and_files() {
     assert!(after_resume >= before, "counter went back: {before} -> {after_resume}");
     wait_for("counter moving after resume", || last_count(&h, &id) > after_resume);
     assert_counter_continuous(&h, &id);
-    assert_eq!(python_value_now(&h, &id), value, "python variable changed across pause/resume");
+    assert_eq!(h.python_value_now(&id), value, "python variable changed across pause/resume");
     assert_eq!(h.sh(&id, "sha256sum /home/user/blob"), blob_sha, "file written before pause changed");
     h.rt(&["kill", &id]);
 }
@@ -124,7 +111,7 @@ fn ten_pause_resume_cycles_keep_state() {
         let now = assert_counter_continuous(&h, &id);
         assert!(now >= last, "cycle {cycle}: counter went back {last} -> {now}");
         last = now;
-        assert_eq!(python_value_now(&h, &id), value, "cycle {cycle}: python variable changed");
+        assert_eq!(h.python_value_now(&id), value, "cycle {cycle}: python variable changed");
     }
     wait_for("counter moving after the last resume", || last_count(&h, &id) > last);
     h.rt(&["kill", &id]);

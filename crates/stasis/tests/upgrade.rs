@@ -62,19 +62,6 @@ impl Old {
     }
 }
 
-/// The value the python process holds now. The signal is re-sent on every poll: right
-/// after a lazy restore another process's command line can read as empty for a moment.
-fn python_value_now(h: &Host, id: &str) -> String {
-    h.sh(id, "rm -f /home/user/py-now");
-    wait_for("python answer", || {
-        h.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true")
-            .trim()
-            .len()
-            > 3
-    });
-    h.sh(id, "cat /home/user/py-now")
-}
-
 #[test]
 fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_one() {
     let Some(old) = Old::find() else {
@@ -111,7 +98,7 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     // This release resumes it: same process, same memory, same files.
     h.rt(&["resume", &id]);
     assert_eq!(h.info(&id)["state"], "running");
-    assert_eq!(python_value_now(&h, &id), value, "the python process lost its memory across the upgrade");
+    assert_eq!(h.python_value_now(&id), value, "the python process lost its memory across the upgrade");
     assert_eq!(h.sh(&id, "cat /home/user/old.txt").trim(), "written-by-old");
     let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert_eq!(rec["formatVersion"], 1, "the record is written back in the current format: {rec}");
@@ -119,14 +106,14 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     // And pauses and resumes it in its own format.
     h.rt(&["pause", &id]);
     h.rt(&["resume", &id]);
-    assert_eq!(python_value_now(&h, &id), value);
+    assert_eq!(h.python_value_now(&id), value);
 
     // The old snapshot seeds a sandbox here: its files and its process, in a copy of
     // their own, with the environment this create gives it.
     let fork = common::unique_id("upfork");
     h.rt(&["create", &fork, "--from", &snap, "--env", "ORIGIN=new"]);
     assert_eq!(h.sh(&fork, "cat /home/user/old.txt").trim(), "written-by-old");
-    assert_eq!(python_value_now(&h, &fork), value, "the snapshot's process did not come back");
+    assert_eq!(h.python_value_now(&fork), value, "the snapshot's process did not come back");
     assert_eq!(
         h.sh(&fork, "echo $ORIGIN").trim(),
         "new",

@@ -99,6 +99,21 @@ impl Host {
         self.rt(&["exec", "--user", user, id, cmd])
     }
 
+    /// The value a test's python process (`random.getrandbits`) holds now: SIGUSR1 makes
+    /// it write the value to /home/user/py-now. The signal is re-sent on every poll: right
+    /// after a lazy restore another process's command line can read as empty until its
+    /// pages are in.
+    pub fn python_value_now(&self, id: &str) -> String {
+        self.sh(id, "rm -f /home/user/py-now");
+        wait_for("python answer", || {
+            self.sh(id, "pkill -USR1 -f 'random.getrandbit[s]'; sleep 0.05; cat /home/user/py-now 2>/dev/null || true")
+                .trim()
+                .len()
+                > 3
+        });
+        self.sh(id, "cat /home/user/py-now")
+    }
+
     pub fn info(&self, id: &str) -> Value {
         serde_json::from_str(&self.rt(&["info", id])).unwrap()
     }

@@ -35,7 +35,6 @@ impl Inner {
             Err(e @ RuntimeError::InitGone { .. }) => {
                 // Nothing to dump: its processes are gone. Bring it to what is left
                 // (a committed earlier dump, or its files) and say so.
-                self.forget_init(id);
                 let _ = self.recover(id);
                 return Err(e);
             }

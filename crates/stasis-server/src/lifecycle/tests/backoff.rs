@@ -17,12 +17,7 @@ async fn failing_auto_pause() -> (Harness, SandboxId) {
     let h = harness().await;
     h.rt.fail_always(Op::Pause);
     h.lc.start();
-    let id = h
-        .create(|p| {
-            p.timeout_secs = 1;
-            p.auto_pause = true;
-        })
-        .await;
+    let id = h.create_auto_pause(1).await;
     (h, id)
 }
 

@@ -82,6 +82,15 @@ impl Harness {
         SandboxId::parse(&self.lc.create(p).await.unwrap().id).unwrap()
     }
 
+    /// A sandbox that pauses (rather than dies) `timeout_secs` after its creation.
+    pub async fn create_auto_pause(&self, timeout_secs: u64) -> SandboxId {
+        self.create(|p| {
+            p.timeout_secs = timeout_secs;
+            p.auto_pause = true;
+        })
+        .await
+    }
+
     pub async fn row(&self, id: &str) -> Option<SandboxRow> {
         self.store.get_sandbox(id).await.unwrap()
     }

@@ -28,12 +28,7 @@ async fn the_timeout_kills_a_sandbox_without_auto_pause() {
 async fn the_timeout_pauses_with_auto_pause_and_the_policy_survives_resume() {
     let h = harness().await;
     h.lc.start();
-    let id = h
-        .create(|p| {
-            p.timeout_secs = 2;
-            p.auto_pause = true;
-        })
-        .await;
+    let id = h.create_auto_pause(2).await;
     after(2.5).await;
     let row = h.row(&id).await.unwrap();
     assert_eq!(row.state, SandboxState::Paused);
@@ -57,12 +52,7 @@ async fn the_timeout_pauses_with_auto_pause_and_the_policy_survives_resume() {
 async fn paused_time_does_not_count_and_connect_never_shortens() {
     let h = harness().await;
     h.lc.start();
-    let id = h
-        .create(|p| {
-            p.timeout_secs = 4;
-            p.auto_pause = true;
-        })
-        .await;
+    let id = h.create_auto_pause(4).await;
     h.lc.pause(&id, true).await.unwrap();
     after(5.0).await;
     // The 4 s timeout applies from the resume: 5 s paused did not use it up.
@@ -166,12 +156,7 @@ async fn the_idle_timeout_auto_pauses_and_restarts_at_resume() {
 async fn paused_sandboxes_are_kept_without_a_retention() {
     let h = harness().await;
     h.lc.start();
-    let id = h
-        .create(|p| {
-            p.timeout_secs = 1;
-            p.auto_pause = true;
-        })
-        .await;
+    let id = h.create_auto_pause(1).await;
     after(3600.0).await;
     assert_eq!(h.state(&id).await, Some(SandboxState::Paused), "no expiry by default");
     assert_eq!(h.rt.count(Op::Kill), 0);

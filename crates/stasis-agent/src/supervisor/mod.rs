@@ -6,6 +6,7 @@
 mod output;
 mod reaper;
 mod spawn;
+mod start;
 mod users;
 
 use std::collections::{BTreeMap, HashMap};

@@ -51,6 +51,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(INIT_PATH, axum::routing::post(init))
+        .route("/envs", get(envs))
         .route("/files", get(files::download).post(files::upload))
         .fallback(connect_call)
         .with_state(state)
@@ -76,6 +77,16 @@ async fn init(AxState(state): AxState<State>, headers: axum::http::HeaderMap, bo
     }
     state.supervisor.set_env(req.env_vars);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /envs` (as envd's): the sandbox-wide environment, for in-sandbox services whose
+/// processes started before it was set (the code interpreter's kernels, restored from
+/// the template's warm snapshot, learn the create request's `envs` here).
+async fn envs(AxState(state): AxState<State>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(e) = auth::check_token(&state, &headers) {
+        return rpc::unary_error(&e);
+    }
+    axum::Json(state.supervisor.env()).into_response()
 }
 
 /// Every Connect call: route, authenticate, dispatch.

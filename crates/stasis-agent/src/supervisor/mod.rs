@@ -132,6 +132,11 @@ impl Supervisor {
         self.inner.env.write().unwrap().extend(vars);
     }
 
+    /// The sandbox-wide environment (what envd's `GET /envs` returns).
+    pub fn env(&self) -> BTreeMap<String, String> {
+        self.inner.env.read().unwrap().clone()
+    }
+
     /// Starts reaping; call once from inside the runtime.
     pub fn start_reaper(&self) -> std::io::Result<()> {
         self.inner.reaper.start()

@@ -94,13 +94,32 @@ fn a_template_whose_service_never_gets_ready_fails_its_creates_clearly() {
                 "user": "root",
                 "env": {"STASIS_START_LOG": "/var/log/svc.log"},
             },
-            "ready": {"port": 8123, "path": "/health", "timeoutSecs": 3},
+            "ready": {"port": 8123, "path": "/health", "timeoutSecs": 120},
         }),
     );
+    let t0 = std::time::Instant::now();
     let out = host.rt_fails(&["create", "x", "--template", "broken"]);
-    assert!(out.stderr.contains("not ready after 3s"), "{}", out.stderr);
+    assert!(out.stderr.contains("start command exited before it was ready"), "{}", out.stderr);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30), "not after the whole ready timeout");
     assert!(out.stderr.contains("svc: cannot bind port 8123: no config"), "the start command's log: {}", out.stderr);
     assert!(snapshots(&host).is_empty(), "{:?}", snapshots(&host));
     let ls = host.rt(&["ls"]);
     assert!(!ls.contains('x') && !ls.contains("warm"), "nothing left behind: {ls}");
+}
+
+#[test]
+fn a_service_that_never_answers_fails_after_the_ready_timeout() {
+    let host = Host::new("warm-silent");
+    template(
+        &host,
+        "silent",
+        json!({
+            "name": "silent",
+            "start": {"cmd": "exec sleep 1000", "user": "user"},
+            "ready": {"port": 8123, "path": "/health", "timeoutSecs": 3},
+        }),
+    );
+    let out = host.rt_fails(&["create", "x", "--template", "silent"]);
+    assert!(out.stderr.contains("start command not ready after 3s"), "{}", out.stderr);
+    assert!(snapshots(&host).is_empty(), "{:?}", snapshots(&host));
 }

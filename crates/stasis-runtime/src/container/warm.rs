@@ -68,9 +68,12 @@ impl Inner {
         captured.map(|_| ())
     }
 
-    /// Polls the ready check until it answers 200, the init dies, or the time is up.
+    /// Polls the ready check until it answers 200, the start command is gone, or the
+    /// time is up.
     fn wait_ready(&self, id: &str, t: &Template, ready: &ReadyCheck) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(ready.timeout_secs);
+        // The agent alone in the sandbox, twice in a row: the start command has exited.
+        let mut alone = 0;
         loop {
             let rec = self.load(id)?;
             let init = self.init_of(&rec)?;
@@ -78,11 +81,17 @@ impl Inner {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            if Instant::now() >= deadline {
+            alone = if self.cgroups.usage(id).pids <= 1 { alone + 1 } else { 0 };
+            let gone = alone >= 3;
+            if gone || Instant::now() >= deadline {
+                let why = if gone {
+                    "start command exited before it was ready".to_string()
+                } else {
+                    format!("start command not ready after {}s", ready.timeout_secs)
+                };
                 return Err(RuntimeError::Boot(format!(
-                    "template {}: start command not ready after {}s (GET {} on port {}: {last}){}",
+                    "template {}: {why} (GET {} on port {}: {last}){}",
                     t.name,
-                    ready.timeout_secs,
                     ready.path,
                     ready.port,
                     self.start_log_tail(id, t)

@@ -6,7 +6,8 @@
 #   E2E_SUITES=js bash tests/e2e/run.sh   # only the JS suites (or: py)
 #
 # Env: STASIS_BIN (default /usr/local/bin/stasis), STASIS_AGENT (default
-# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success.
+# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success,
+# E2E_ROUTING=host runs the JS files in host-routing mode (helpers.mjs `useHostRouting`).
 # Must run as root (sandboxes need namespaces and cgroups). Talks only to 127.0.0.1.
 set -uo pipefail
 

@@ -12,6 +12,9 @@ for (const v of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY']) {
 }
 if (process.env.E2B_DEBUG) throw new Error('E2B_DEBUG must not be set (it skips the control API)')
 
+/** Whether this run is in host-routing mode (`E2E_ROUTING=host bash run.sh`): every file. */
+export const HOST_ROUTING = process.env.E2E_ROUTING === 'host'
+
 /** A metadata value unique to one test, so list filters see only that test's sandboxes. */
 export function runTag(prefix = 't') {
   return `${prefix}-${randomBytes(6).toString('hex')}`
@@ -78,9 +81,15 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
  * test never leaves loopback. It serves Node's fetch (undici's global dispatcher) and the
  * SDK's own fetches: on Node the SDKs load `undici` themselves and make their own `Agent`
  * (HTTP/2, connection limits), whose `dispatch` is routed to this one for sandbox hosts.
- * Call it once at the top of a test file; it changes the process's environment.
+ * It changes the process's environment; calling it again changes nothing more.
  */
-export async function useHostRouting() {
+let hostRouting
+export function useHostRouting() {
+  hostRouting ??= routeHosts()
+  return hostRouting
+}
+
+async function routeHosts() {
   const undici = await import('undici')
   const { E2E_TLS_PORT: tlsPort, E2E_DOMAIN: domain, E2E_CA_CERT: caFile } = process.env
   if (!tlsPort || !domain || !caFile) throw new Error('E2E_TLS_PORT, E2E_DOMAIN, E2E_CA_CERT: run through tests/e2e/run.sh')
@@ -110,3 +119,5 @@ export async function useHostRouting() {
   process.env.NOVITA_DOMAIN = domain
   return { domain, tlsPort: Number(tlsPort), ca: readFileSync(caFile) }
 }
+
+if (HOST_ROUTING) await useHostRouting()

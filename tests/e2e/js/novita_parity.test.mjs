@@ -35,3 +35,26 @@ test('Sandbox.clone(id, { count }) makes running copies: files, processes and me
     await killAll(made.map((s) => s.sandboxId))
   }
 })
+
+test('reset: back to the template state, same id and tokens; { resume: false } leaves it paused', T, async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 300_000 })
+  seen(sbx.sandboxId)
+  try {
+    await sbx.files.write('reset.txt', 'before')
+    const bg = await sbx.commands.run('sleep 3600', { background: true })
+    assert.equal(await sbx.reset(), true)
+    assert.equal(await sbx.files.exists('reset.txt'), false, 'the files are the template\'s again')
+    const ps = await sbx.commands.list()
+    assert.ok(!ps.some((p) => p.pid === bg.pid && p.cmd.includes('sleep')), 'the processes are gone')
+    assert.equal((await sbx.commands.run('echo again')).stdout, 'again\n', 'the same Sandbox object works on')
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running')
+
+    await sbx.files.write('reset.txt', 'second')
+    assert.equal(await Sandbox.reset(sbx.sandboxId, { resume: false }), true)
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused')
+    const back = await Sandbox.connect(sbx.sandboxId)
+    assert.equal(await back.files.exists('reset.txt'), false)
+  } finally {
+    await killAll(sbx.sandboxId)
+  }
+})

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod novita;
 mod sandboxes;
 mod snapshots;
 mod status;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/sandboxes/{id}/clone", post(snapshots::clone))
+        .route("/sandboxes/{id}/reset", post(novita::reset))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))

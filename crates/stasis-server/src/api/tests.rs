@@ -104,7 +104,7 @@ async fn unserved_sdk_endpoints_say_so() {
         ("/volumes", "Volume"),
         ("/secrets/abc", "Secret"),
         ("/templates/tags", "template tags"),
-        ("/sandboxes/abc/reset", "novita reset"),
+        ("/sandboxes/abc/hotplug-memory", "novita hotplugMemory"),
         ("/volumecontent/v1/path", "Volume files"),
     ] {
         let (status, body) = get(&h, path).await;

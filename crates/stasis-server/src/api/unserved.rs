@@ -11,7 +11,6 @@ use super::{ApiError, AppState};
 /// (path, what the SDKs call it).
 const UNSERVED: &[(&str, &str)] = &[
     ("/sandboxes/{id}/network", "updateNetwork / setNetwork"),
-    ("/sandboxes/{id}/reset", "novita reset"),
     ("/sandboxes/{id}/hotplug-memory", "novita hotplugMemory / resize"),
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
     ("/sandboxes/{id}/commit", "novita commit (use createSnapshot)"),

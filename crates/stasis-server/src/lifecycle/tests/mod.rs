@@ -7,6 +7,7 @@ mod conflicts;
 mod counting_store;
 mod failures;
 mod proxy;
+mod reset;
 mod timeouts;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

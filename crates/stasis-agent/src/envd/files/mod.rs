@@ -2,7 +2,7 @@
 //!
 //! Files are opened with the user's rights (`fs::creds`), so uploads are owned by the user
 //! and reads obey the file's permissions. A call is let in by the sandbox's access token
-//! or, when it has none, by a signed URL (`signing.rs`). `download.rs` and `upload.rs` do
+//! or, when it carries none, by a signed URL (`signing.rs`). `download.rs` and `upload.rs` do
 //! the streaming; this module only authenticates, picks the user, and maps errors to the
 //! JSON envd answers.
 

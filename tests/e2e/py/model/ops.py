@@ -50,6 +50,11 @@ def content(cs: int, size: int) -> bytes:
     return random.Random(cs).randbytes(size)
 
 
+def file_metadata(cs: int) -> Dict[str, str]:
+    """The metadata every upload of content seed `cs` carries (`user.e2b.cs` xattr)."""
+    return {"cs": str(cs)}
+
+
 def parent(path: str) -> str:
     return path.rsplit("/", 1)[0]
 

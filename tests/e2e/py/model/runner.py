@@ -21,7 +21,7 @@ from e2b import FileType, Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException
 from e2b_code_interpreter import Sandbox as CodeInterpreter
 
-from .ops import AREAS, World, content, describe, eff, sdk_user, under
+from .ops import AREAS, World, content, describe, eff, file_metadata, sdk_user, under
 from .server import Server
 
 # The process that holds a secret only in memory: it reads it from stdin, then serves
@@ -245,18 +245,18 @@ class Runner:
         t = time.monotonic()
         sb, rt = self.w.sbs[slot], self.rt[slot]
         fs = rt.sbx.files
-        # Tree: every entry below the areas, with type, owner and size.
+        # Tree: every entry below the areas, with type, owner, size and file metadata.
         for area in AREAS:
             got = {}
             for e in fs.list(area, depth=64, user="root"):
-                got[e.path] = (e.type, e.owner, e.size if e.type == FileType.FILE else None)
+                got[e.path] = (e.type, e.owner, e.size if e.type == FileType.FILE else None, e.metadata)
             want = {}
             for p, f in sb.files.items():
                 if under(p, area):
-                    want[p] = (FileType.FILE, f.owner, f.size)
+                    want[p] = (FileType.FILE, f.owner, f.size, file_metadata(f.cs))
             for p, owner in sb.dirs.items():
                 if under(p, area) and p != area:
-                    want[p] = (FileType.DIR, owner, None)
+                    want[p] = (FileType.DIR, owner, None, None)
             if got != want:
                 missing = sorted(set(want) - set(got))
                 extra = sorted(set(got) - set(want))
@@ -335,8 +335,10 @@ class Runner:
             fmt = lambda d: {names.get(k, k): v for k, v in d.items()}  # noqa: E731
             raise Mismatch("list", f"state filter {state}: listed {fmt(got)}, model {fmt(want)}")
 
-    def _write(self, fs, path, data, as_):
-        fs.write(path, data, user=sdk_user(as_))
+    def _write(self, fs, path, cs, size, as_):
+        # Every upload carries metadata (user.e2b.* xattrs) named by its content seed, so the
+        # full check can tell that it stayed with the file through renames and pauses.
+        fs.write(path, content(cs, size), user=sdk_user(as_), metadata=file_metadata(cs))
 
     def _post_write_check(self, slot, path, as_):
         sb, rt = self.w.sbs[slot], self.rt[slot]
@@ -382,7 +384,7 @@ class Runner:
 
     def op_write(self, op):
         _, rt = self._sb(op)
-        self._write(rt.sbx.files, op["path"], content(op["cs"], op["size"]), op["as"])
+        self._write(rt.sbx.files, op["path"], op["cs"], op["size"], op["as"])
         self.w.apply(op)
         self._post_write_check(op["s"], op["path"], op["as"])
 
@@ -450,7 +452,7 @@ class Runner:
         sb, rt = self._sb(op)
         u = sdk_user(op["as"])
         h = rt.sbx.files.watch_dir(op["dir"], user=u)
-        self._write(rt.sbx.files, op["dir"] + "/" + op["name"], content(op["cs"], op["size"]), op["as"])
+        self._write(rt.sbx.files, op["dir"] + "/" + op["name"], op["cs"], op["size"], op["as"])
         self.w.apply(op)
         self._await_event(h, op["name"], op["s"])
         if op["mode"] == "start":
@@ -461,7 +463,7 @@ class Runner:
     def op_watch_check(self, op):
         sb, rt = self._sb(op)
         d = sb.watch
-        self._write(rt.sbx.files, d + "/" + op["name"], content(op["cs"], op["size"]), op["as"])
+        self._write(rt.sbx.files, d + "/" + op["name"], op["cs"], op["size"], op["as"])
         self.w.apply(op)
         self._await_event(rt.watch, op["name"], op["s"])
 

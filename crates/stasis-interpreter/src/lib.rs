@@ -1,0 +1,94 @@
+//! `stasis-interpreter`: the code-interpreter service of interpreter sandboxes.
+//!
+//! It speaks E2B's code-interpreter protocol on port 49999 (`POST /execute` streaming
+//! NDJSON, `/contexts`, `/health`), so the official SDKs' `runCode` works unchanged, and
+//! runs the code in Jupyter kernels it launches itself from kernelspecs and talks to over
+//! ZeroMQ (no jupyter_server). One context is one kernel; runs in a context are
+//! serialized, contexts run side by side.
+//!
+//! The crate owns: the HTTP routes and their wire format ([`http`], [`output`]), the
+//! contexts and their runs ([`registry`], [`context`]), the kernels ([`kernel`]: specs,
+//! processes, the Jupyter wire protocol, sessions), the per-run environment code
+//! ([`envs`]), and the access check ([`auth`]). It must not need root: it runs as the
+//! sandbox's `user`. What the agent tells it (token digest, sandbox envs) comes through
+//! the files of `stasis_proto::interpreter`, read with [`sandbox`].
+
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod envs;
+pub mod http;
+pub mod ids;
+pub mod kernel;
+pub mod language;
+pub mod output;
+pub mod registry;
+pub mod sandbox;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+pub use config::Config;
+
+/// Run silently in prestarted Python contexts (`python/stasis_kernel`): imports only,
+/// nothing lands in the user's namespace.
+const PYTHON_WARM_UP: &str = "__import__('stasis_kernel').preload()";
+
+/// Start the service: load the kernelspecs, start the default Python context (and the
+/// others asked for with `--prestart`), then serve. `/health` answers 200 only once
+/// those are ready, so a template snapshot taken after it holds warm kernels.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let specs = kernel::spec::KernelSpecs::load(&config.kernels_dir)
+        .with_context(|| format!("kernelspecs in {}", config.kernels_dir.display()))?;
+    tracing::info!(kernels = ?specs.names(), dir = %config.kernels_dir.display(), "kernelspecs loaded");
+    let files = sandbox::SandboxFiles::new(config.envs_file.clone());
+    let registry = Arc::new(registry::Registry::new(specs, config.default_cwd.clone(), files, config.runtime_dir()));
+    let auth = if config.no_auth {
+        auth::Auth::disabled()
+    } else {
+        auth::Auth::from_file(config.token_digest_file.clone())
+    };
+    let state = http::AppState::new(registry.clone(), auth);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, "listening (not ready until the default contexts are)");
+
+    let warm = {
+        let (registry, state, prestart) = (registry.clone(), state.clone(), config.prestart.clone());
+        tokio::spawn(async move {
+            for lang in prestart {
+                let ctx = match registry.default_context(lang.clone()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(language = %lang, "default context failed to start: {e}");
+                        return;
+                    }
+                };
+                if lang.family() == language::Family::Python {
+                    // Import the scientific stack now, so the template's snapshot holds it
+                    // loaded and the first run that plots does not pay for it.
+                    if let Err(e) = ctx.run_quietly(PYTHON_WARM_UP).await {
+                        tracing::warn!("python warm-up failed: {e}");
+                    }
+                }
+            }
+            state.set_ready();
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
+        })
+    };
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    };
+    let served = axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await;
+    warm.abort();
+    registry.shutdown().await;
+    served.context("serve")
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prepare real Jupyter kernels on the host for stasis-interpreter's integration test
+# (crates/stasis-interpreter/tests/service.rs) and for trying the service by hand.
+# Idempotent: what is already there is kept.
+#   $STASIS_INTERP_DEV (default /var/cache/stasis/interp-dev)
+#     venv/      python3 venv: ipykernel, numpy, pandas, matplotlib, bash_kernel
+#     deno/deno  Deno from the npm registry (@deno/linux-x64-glibc)
+#     kernels/   kernelspecs (scripts/interpreter-kernels.sh)
+# Prints the line to export: STASIS_INTERP_TEST_KERNELS=<dev>/kernels
+# Usage: interpreter-dev-env.sh
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+STASIS_LOG_TAG=interp-dev
+# shellcheck source=lib.sh
+. "$SCRIPT_DIR/lib.sh"
+
+DEV=${STASIS_INTERP_DEV:-/var/cache/stasis/interp-dev}
+DENO_VERSION=${STASIS_DENO_VERSION:-2.9.6}
+# Pinned so a CI run tests what was tested by hand; bump together.
+PY_PACKAGES=(ipykernel==7.4.0 numpy==2.4.6 pandas==3.1.1 matplotlib==3.11.2 bash_kernel==0.10.0)
+
+command -v python3 >/dev/null || die "python3 is needed"
+command -v npm >/dev/null || die "npm is needed (for Deno's npm package)"
+mkdir -p "$DEV"
+
+venv=$DEV/venv
+stamp=$venv/.stasis-packages
+want=$(printf '%s\n' "${PY_PACKAGES[@]}")
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "python venv in $venv: ${PY_PACKAGES[*]}"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+    printf '%s\n' "$want" > "$stamp"
+else
+    log "python venv $venv is up to date"
+fi
+
+deno=$DEV/deno/deno
+if [ ! -x "$deno" ] || ! "$deno" --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
+    log "deno $DENO_VERSION from npm (@deno/linux-x64-glibc)"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && npm pack --silent "@deno/linux-x64-glibc@$DENO_VERSION" >/dev/null)
+    tar -xzf "$tmp"/deno-linux-x64-glibc-*.tgz -C "$tmp"
+    mkdir -p "$DEV/deno"
+    install -m 0755 "$tmp/package/deno" "$deno.new"
+    mv -f "$deno.new" "$deno"
+else
+    log "deno $DENO_VERSION is there"
+fi
+
+"$SCRIPT_DIR/interpreter-kernels.sh" "$venv" "$deno" "$DEV/kernels" "$REPO/crates/stasis-interpreter/python"
+log "ready; for the test: export STASIS_INTERP_TEST_KERNELS=$DEV/kernels"
+echo "STASIS_INTERP_TEST_KERNELS=$DEV/kernels"

@@ -7,7 +7,9 @@
 #   3. build + install the stasis binaries     (scripts/build.sh)
 #   4. host configuration, data dir            (configure_host)
 #   5. the "base" sandbox template             (scripts/build-template.sh)
-#   6. (re)start `stasis serve`                 (unless --no-start)
+#   6. the "code-interpreter-v1" template      (scripts/build-interpreter-template.sh)
+#   7. (re)start `stasis serve`                 (unless --no-start); it warms
+#      code-interpreter-v1 in the background (boots it once and snapshots it ready)
 #
 # Usage: setup.sh [--no-start] [--skip-build] [--data-dir /var/lib/stasis]
 set -euo pipefail
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
         --skip-build) BUILD=0; shift ;;
         --data-dir) [ $# -ge 2 ] || die "--data-dir needs a value"; DATA=$2; shift 2 ;;
         --data-dir=*) DATA=${1#*=}; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -53,7 +55,7 @@ RUNTIME_PACKAGES=(
 
 T0=$SECONDS
 STEP=0
-NSTEPS=6
+NSTEPS=7
 step() { STEP=$((STEP + 1)); STEP_T=$SECONDS; log "[$STEP/$NSTEPS] $*"; }
 step_done() { log "      ok ($((SECONDS - STEP_T))s)"; }
 
@@ -162,6 +164,10 @@ step_done
 
 step "sandbox template 'base'"
 "$SCRIPT_DIR/build-template.sh" --data-dir "$DATA"
+step_done
+
+step "sandbox template 'code-interpreter-v1' (Jupyter kernels, numpy, pandas, matplotlib, Deno)"
+"$SCRIPT_DIR/build-interpreter-template.sh" --data-dir "$DATA"
 step_done
 
 if [ $START -eq 1 ]; then

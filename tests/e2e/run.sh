@@ -14,6 +14,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STASIS_BIN=${STASIS_BIN:-/usr/local/bin/stasis}
 STASIS_AGENT=${STASIS_AGENT:-/usr/local/lib/stasis/stasis-agent}
 TEMPLATE_BASE=/var/lib/stasis/templates/base
+TEMPLATE_INTERPRETER=/var/lib/stasis/templates/code-interpreter-v1
 SUITES=${E2E_SUITES:-js py}
 START=$(date +%s)
 
@@ -75,6 +76,8 @@ DATA_DIR=$(mktemp -d /var/lib/stasis-test/e2e-XXXXXX)
 chmod 755 /var/lib/stasis-test "$DATA_DIR"
 mkdir -p "$DATA_DIR/templates"
 ln -s "$TEMPLATE_BASE" "$DATA_DIR/templates/base"
+# code-interpreter-v1 when setup built it (the server warms it at start).
+[ -e "$TEMPLATE_INTERPRETER" ] && ln -s "$TEMPLATE_INTERPRETER" "$DATA_DIR/templates/code-interpreter-v1"
 LOG="$DATA_DIR.server.log"
 API_KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')

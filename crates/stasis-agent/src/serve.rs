@@ -18,10 +18,15 @@ pub fn run(config_json: &str) -> Result<()> {
         let supervisor = Supervisor::new(cfg.env.clone());
         supervisor.start_reaper().context("start reaper")?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", ENVD_PORT)).await.context("bind envd port")?;
-        let state = envd::State::new(supervisor, &cfg);
+        let state = envd::State::new(supervisor.clone(), &cfg);
         chan.send(&SyncMessage::Ready);
         // Nothing of the host may stay open in a sandbox that will be checkpointed.
         chan.close();
+        if let Some(start) = &cfg.start {
+            if let Err(e) = supervisor.launch_start(start) {
+                eprintln!("stasis-agent: start command {:?} failed to launch: {e}", start.cmd);
+            }
+        }
         axum::serve(listener, envd::router(state)).await.context("serve envd")
     });
     if let Err(e) = &result {

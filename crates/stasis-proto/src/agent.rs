@@ -62,7 +62,36 @@ pub struct BootConfig {
     pub sandbox_ip: String,
     #[serde(default)]
     pub gateway_ip: String,
+    /// The template's start command: PID 1 launches it once it serves envd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
 }
+
+/// A template's start command (a service the template's sandboxes run from boot, such
+/// as the code interpreter): run by `/bin/sh -c` as `user` in `cwd` (default: the
+/// user's home), with the sandbox environment plus `env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartCommand {
+    pub cmd: String,
+    #[serde(default = "StartCommand::default_user")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl StartCommand {
+    fn default_user() -> String {
+        "user".into()
+    }
+}
+
+/// Where, inside the sandbox, the agent keeps the SHA-512 (hex) of the current access
+/// token, for in-sandbox services that authenticate the SDKs' `X-Access-Token` (the code
+/// interpreter). The digest, not the token: reading it gains nothing to an attacker.
+pub const ACCESS_TOKEN_DIGEST_PATH: &str = "/run/stasis/access-token.sha512";
 
 impl BootConfig {
     pub fn to_json(&self) -> String {
@@ -224,14 +253,24 @@ mod tests {
             net_device: Some("sts3".into()),
             sandbox_ip: "169.254.0.21".into(),
             gateway_ip: "169.254.0.22".into(),
+            start: Some(StartCommand {
+                cmd: "exec svc".into(),
+                user: "user".into(),
+                cwd: None,
+                env: BTreeMap::from([("K".into(), "v".into())]),
+            }),
         };
         let json = cfg.to_json();
+        assert!(json.contains(r#""start":{"cmd":"exec svc","user":"user","env":{"K":"v"}}"#), "{json}");
         assert!(json.contains("\"sandboxId\":\"s1\"") && json.contains("\"cgroupProcs\""), "{json}");
         assert_eq!(BootConfig::from_json(&json).unwrap(), cfg);
         // Fields added later default when absent.
         let old = r#"{"sandboxId":"s","rootfs":"/r","cgroupProcs":[],"hostname":"h","bootId":"b","agentPath":"/a"}"#;
         let c = BootConfig::from_json(old).unwrap();
-        assert_eq!((c.access_token, c.net_device, c.env.len()), (None, None, 0));
+        assert_eq!((c.access_token, c.net_device, c.env.len(), c.start), (None, None, 0, None));
+        // A start command without a user runs as `user` (the SDKs' default user).
+        let s: StartCommand = serde_json::from_str(r#"{"cmd":"x"}"#).unwrap();
+        assert_eq!(s.user, "user");
     }
 
     #[test]

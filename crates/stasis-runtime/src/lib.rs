@@ -172,6 +172,12 @@ pub trait Runtime: Send + Sync {
     fn init_exits(&self) -> tokio::sync::broadcast::Receiver<InitExit> {
         tokio::sync::broadcast::channel(1).1
     }
+    /// Prepares every template whose sandboxes start from a warm snapshot (a template
+    /// with a start command and a ready check), so that the first create of each is as
+    /// fast as the others. Returns each such template with the outcome.
+    async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
+        Vec::new()
+    }
 }
 
 /// An init that exited while its sandbox was meant to be running, and what recovery made

@@ -218,3 +218,49 @@ async fn a_long_pause_reports_bytes_written() {
     assert!(info.get("operation").is_none(), "no operation once paused: {info}");
     assert_eq!(call(&s, Method::DELETE, &format!("/sandboxes/{id}"), &[KEY], None).await.0, 204);
 }
+
+/// envd's `GET /envs`: the sandbox-wide environment, with the sandbox's token only. The
+/// code interpreter's kernels (restored from a warm snapshot) learn the create's `envs`
+/// there; a sandbox made from a snapshot answers with its own create's.
+#[tokio::test]
+async fn envs_answers_the_sandbox_environment_to_its_token_only() {
+    let s = Server::start("envs");
+    let (st, sbx) = call(
+        &s,
+        reqwest::Method::POST,
+        "/v2/sandboxes",
+        &[KEY],
+        Some(json!({"templateID": "base", "timeout": 120, "envVars": {"A": "1"}}).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(st, 201, "{sbx}");
+    let id = sbx["sandboxID"].as_str().unwrap().to_string();
+    let token = sbx["envdAccessToken"].as_str().unwrap().to_string();
+    let envd = [("e2b-sandbox-id", id.as_str()), ("e2b-sandbox-port", "49983")];
+    let with_token = [envd[0], envd[1], ("x-access-token", token.as_str())];
+    assert_eq!(call(&s, reqwest::Method::GET, "/envs", &with_token, None).await, (200, json!({"A": "1"})));
+    assert_eq!(call(&s, reqwest::Method::GET, "/envs", &envd, None).await.0, 401);
+    let wrong = [envd[0], envd[1], ("x-access-token", "not-the-token")];
+    assert_eq!(call(&s, reqwest::Method::GET, "/envs", &wrong, None).await.0, 401);
+
+    let (st, snap) =
+        call(&s, reqwest::Method::POST, &format!("/sandboxes/{id}/snapshots"), &[KEY], Some(b"{}".to_vec())).await;
+    assert_eq!(st, 201, "{snap}");
+    let (st, copy) = call(
+        &s,
+        reqwest::Method::POST,
+        "/v2/sandboxes",
+        &[KEY],
+        Some(json!({"templateID": snap["snapshotID"], "timeout": 120, "envVars": {"B": "2"}}).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(st, 201, "{copy}");
+    let copy_id = copy["sandboxID"].as_str().unwrap();
+    let copy_token = copy["envdAccessToken"].as_str().unwrap();
+    let h = [("e2b-sandbox-id", copy_id), ("e2b-sandbox-port", "49983"), ("x-access-token", copy_token)];
+    let (st, envs) = call(&s, reqwest::Method::GET, "/envs", &h, None).await;
+    assert_eq!((st, envs["B"].as_str()), (200, Some("2")), "{envs}");
+    for sid in [id.as_str(), copy_id] {
+        call(&s, reqwest::Method::DELETE, &format!("/sandboxes/{sid}"), &[KEY], None).await;
+    }
+}

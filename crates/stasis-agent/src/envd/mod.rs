@@ -9,6 +9,7 @@ mod files;
 mod filesystem;
 mod process;
 mod rpc;
+mod token_digest;
 
 use std::sync::{Arc, RwLock};
 
@@ -20,7 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use stasis_proto::connect::{parse_route, ConnectError, Route};
 
-use stasis_proto::agent::{BootConfig, InitRequest, INIT_PATH};
+use stasis_proto::agent::{BootConfig, InitRequest, ACCESS_TOKEN_DIGEST_PATH, INIT_PATH};
 
 use crate::supervisor::Supervisor;
 
@@ -35,7 +36,14 @@ pub struct State {
 
 impl State {
     pub fn new(supervisor: Supervisor, cfg: &BootConfig) -> Self {
+        publish_token_digest(cfg.access_token.as_deref());
         Self { supervisor, access_token: Arc::new(RwLock::new(cfg.access_token.clone())), watchers: Default::default() }
+    }
+}
+
+fn publish_token_digest(token: Option<&str>) {
+    if let Err(e) = token_digest::publish(std::path::Path::new(ACCESS_TOKEN_DIGEST_PATH), token) {
+        eprintln!("stasis-agent: cannot publish the access token digest: {e}");
     }
 }
 
@@ -43,6 +51,7 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/health", get(health))
         .route(INIT_PATH, axum::routing::post(init))
+        .route("/envs", get(envs))
         .route("/files", get(files::download).post(files::upload))
         .fallback(connect_call)
         .with_state(state)
@@ -64,9 +73,20 @@ async fn init(AxState(state): AxState<State>, headers: axum::http::HeaderMap, bo
     };
     if let Some(token) = req.new_token() {
         *state.access_token.write().unwrap() = Some(token.to_string());
+        publish_token_digest(Some(token));
     }
     state.supervisor.set_env(req.env_vars);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /envs` (as envd's): the sandbox-wide environment, for in-sandbox services whose
+/// processes started before it was set (the code interpreter's kernels, restored from
+/// the template's warm snapshot, learn the create request's `envs` here).
+async fn envs(AxState(state): AxState<State>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(e) = auth::check_token(&state, &headers) {
+        return rpc::unary_error(&e);
+    }
+    axum::Json(state.supervisor.env()).into_response()
 }
 
 /// Every Connect call: route, authenticate, dispatch.

@@ -6,6 +6,7 @@
 mod output;
 mod reaper;
 mod spawn;
+mod start;
 mod users;
 
 use std::collections::{BTreeMap, HashMap};
@@ -129,6 +130,11 @@ impl Supervisor {
     /// started from now on.
     pub fn set_env(&self, vars: BTreeMap<String, String>) {
         self.inner.env.write().unwrap().extend(vars);
+    }
+
+    /// The sandbox-wide environment (what envd's `GET /envs` returns).
+    pub fn env(&self) -> BTreeMap<String, String> {
+        self.inner.env.read().unwrap().clone()
     }
 
     /// Starts reaping; call once from inside the runtime.

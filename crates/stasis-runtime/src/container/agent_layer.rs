@@ -1,8 +1,9 @@
-//! The agent layer: the topmost overlay lower of every sandbox, holding the agent binary
+//! The agent layer: the topmost overlay lower of every sandbox, holding the agent binary,
+//! the code interpreter (when installed: templates start it as `/.stasis/interpreter`)
 //! and the device nodes PID 1 bind-mounts into /dev.
 //!
-//! Content-addressed by the agent binary's hash and never modified once made, so a
-//! sandbox paused under one agent version resumes with exactly the binary it ran.
+//! Content-addressed by the binaries' hash and never modified once made, so a sandbox
+//! paused under one version resumes with exactly the binaries it ran.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -20,10 +21,30 @@ const DEVICES: [(&str, u64, u64); 6] =
 
 pub const AGENT_IN_SANDBOX: &str = "/.stasis/agent";
 
-/// Returns the layer for `agent_binary`, building it on first use.
-pub fn ensure(agents_dir: &Path, agent_binary: &Path) -> Result<PathBuf> {
+/// The code interpreter's host binary: `$STASIS_INTERPRETER`, else `stasis-interpreter`
+/// next to the agent binary (where setup installs both), if it exists.
+pub fn interpreter_binary(agent_binary: &Path) -> Option<PathBuf> {
+    let p = std::env::var_os("STASIS_INTERPRETER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| agent_binary.with_file_name("stasis-interpreter"));
+    p.is_file().then_some(p)
+}
+
+/// Returns the layer for `agent_binary` (and `interpreter`), building it on first use.
+pub fn ensure(agents_dir: &Path, agent_binary: &Path, interpreter: Option<&Path>) -> Result<PathBuf> {
     let bytes = std::fs::read(agent_binary).ctx(|| format!("read agent binary {}", agent_binary.display()))?;
-    let hash = hex::encode(&Sha256::digest(&bytes)[..8]);
+    let interp = match interpreter {
+        Some(p) => Some(std::fs::read(p).ctx(|| format!("read interpreter binary {}", p.display()))?),
+        None => None,
+    };
+    // Without an interpreter the hash is the agent's alone, as before it existed.
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    if let Some(i) = &interp {
+        h.update(b"\0interpreter\0");
+        h.update(i);
+    }
+    let hash = hex::encode(&h.finalize()[..8]);
     let layer = agents_dir.join(&hash);
     if layer.join(".stasis/complete").exists() {
         return Ok(layer);
@@ -39,13 +60,22 @@ pub fn ensure(agents_dir: &Path, agent_binary: &Path) -> Result<PathBuf> {
         f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755))?;
+        let mut owned = vec![tmp.clone(), dir.clone(), dir.join("dev"), agent];
+        if let Some(i) = &interp {
+            let path = dir.join("interpreter");
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(i)?;
+            f.sync_all()?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+            owned.push(path);
+        }
         for (name, major, minor) in DEVICES {
             let p = dir.join("dev").join(name);
             mknod(&p, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
                 .map_err(std::io::Error::from)?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))?;
         }
-        for p in [tmp.clone(), dir.clone(), dir.join("dev"), agent] {
+        for p in owned {
             idmap::chown_to_sandbox_root(&p)?;
         }
         std::fs::File::create(dir.join("complete"))?.sync_all()?;

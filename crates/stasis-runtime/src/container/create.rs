@@ -4,48 +4,47 @@
 //! `boot` is also how a sandbox without a memory image resumes: a fresh boot on the
 //! files it kept. A create that fails leaves nothing behind (`teardown.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use stasis_proto::agent::BootConfig;
 
 use super::fs::mount_fs;
 use super::layout::SandboxDir;
 use super::record::{self, Record};
+use super::snapshot::Limits;
+use super::template::Template;
 use super::{agent_layer, boot, network, random_hex, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{SandboxSpec, SandboxState};
 
-/// Template names that mean `base` (E2B's default names).
-const BASE_ALIASES: [&str; 2] = ["base", "code-interpreter-v1"];
-
 impl Inner {
-    fn template_dir(&self, name: &str) -> Result<PathBuf> {
-        let name = if BASE_ALIASES.contains(&name) { "base" } else { name };
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(RuntimeError::TemplateNotFound(name.to_string()));
+    pub(super) fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()> {
+        if self.dir(id).path().exists() {
+            return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
-        let p = self.layout.template_rootfs(name);
-        if p.is_dir() {
-            Ok(p)
-        } else {
-            Err(RuntimeError::TemplateNotFound(name.to_string()))
+        let template = self.template(&spec.template)?;
+        if template.warms() {
+            // The template's service is already running in its warm snapshot.
+            let snap = self.ready_snapshot(&template)?;
+            return self.create_from_snapshot_with(id, &snap, spec, Limits::Request);
         }
+        self.create_cold(id, spec, &template)
     }
 
-    pub(super) fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()> {
+    /// Creates `id` by booting `template` (its start command, if any, starts now).
+    pub(super) fn create_cold(&self, id: &str, spec: &SandboxSpec, template: &Template) -> Result<()> {
         let dir = self.dir(id);
         if dir.path().exists() {
             return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
-        let template = self.template_dir(&spec.template)?;
-        let result = self.create_inner(id, spec, &dir, &template);
+        let result = self.create_inner(id, spec, &dir, template);
         if result.is_err() {
             self.destroy(id);
         }
         result
     }
 
-    fn agent_layer(&self) -> Result<PathBuf> {
+    pub(super) fn agent_layer(&self) -> Result<PathBuf> {
         if let Some(l) = self.agent_layer.get() {
             return Ok(l.clone());
         }
@@ -55,11 +54,12 @@ impl Inner {
                 self.agent_binary.display()
             )));
         }
-        let layer = agent_layer::ensure(&self.layout.agents(), &self.agent_binary)?;
+        let interpreter = agent_layer::interpreter_binary(&self.agent_binary);
+        let layer = agent_layer::ensure(&self.layout.agents(), &self.agent_binary, interpreter.as_deref())?;
         Ok(self.agent_layer.get_or_init(|| layer).clone())
     }
 
-    fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Path) -> Result<()> {
+    fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Template) -> Result<()> {
         let agent_layer = self.agent_layer()?;
         std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
         let mut rec = Record {
@@ -67,12 +67,13 @@ impl Inner {
             spec: spec.clone(),
             state: SandboxState::Running,
             init_pid: None,
-            lower_dirs: vec![agent_layer.display().to_string(), template.display().to_string()],
+            lower_dirs: vec![agent_layer.display().to_string(), template.rootfs.display().to_string()],
             agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
             checkpoint: None,
             boot_id: random_hex(16),
             init_start: None,
             net_index: None,
+            start: template.start.clone(),
         };
         self.boot(&mut rec, dir)
     }
@@ -98,6 +99,7 @@ impl Inner {
             net_device: net.as_ref().map(|n| n.sandbox_if.clone()),
             sandbox_ip: network::SANDBOX_IP.to_string(),
             gateway_ip: network::GATEWAY_IP.to_string(),
+            start: rec.start.clone(),
         };
         let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), |pid| match &net {
             Some(n) => network::move_into(n, pid),

@@ -29,6 +29,10 @@ impl Layout {
         &self.root
     }
 
+    pub fn templates(&self) -> PathBuf {
+        self.root.join("templates")
+    }
+
     pub fn template_rootfs(&self, name: &str) -> PathBuf {
         self.root.join("templates").join(name).join("rootfs")
     }

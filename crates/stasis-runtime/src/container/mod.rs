@@ -49,6 +49,8 @@ mod resume;
 mod sandbox_net;
 mod snapshot;
 mod teardown;
+mod template;
+mod warm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +110,8 @@ struct Inner {
     exits: tokio::sync::broadcast::Sender<crate::InitExit>,
     /// Itself, for the tasks that watch inits.
     me: std::sync::Weak<Inner>,
+    /// One warm per template at a time (`warm.rs`).
+    warm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -147,6 +151,7 @@ impl ContainerRuntime {
                 inits: Mutex::default(),
                 exits: tokio::sync::broadcast::channel(64).0,
                 me: me.clone(),
+                warm_locks: Mutex::default(),
             }),
         })
     }
@@ -321,5 +326,21 @@ impl Runtime for ContainerRuntime {
 
     fn init_exits(&self) -> tokio::sync::broadcast::Receiver<crate::InitExit> {
         self.inner.exits.subscribe()
+    }
+
+    async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .warming_templates()
+                .into_iter()
+                .map(|name| {
+                    let outcome = inner.template(&name).and_then(|t| inner.ready_snapshot(&t)).map(|_| ());
+                    (name, outcome)
+                })
+                .collect()
+        })
+        .await
+        .expect("warm task panicked")
     }
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use stasis_proto::agent::StartCommand;
 
 use super::format::{self, RECORD_VERSION};
 use crate::error::{IoContext, Result};
@@ -33,6 +34,9 @@ pub struct Record {
     /// Index of its transit subnet and device names while it has a network.
     #[serde(default)]
     pub net_index: Option<u32>,
+    /// The template's start command, launched again by a boot (not by a restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
 }
 
 /// Start time of process `pid` (field 22 of /proc/PID/stat), if it exists.

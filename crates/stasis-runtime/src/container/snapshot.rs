@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use stasis_proto::agent::InitRequest;
+use stasis_proto::agent::{InitRequest, StartCommand};
 
 use super::format::{self, SNAPSHOT_VERSION};
 use super::fs::{disk_usage, syncfs};
@@ -37,6 +37,19 @@ pub struct SnapshotMeta {
     pub lower_dirs: Vec<String>,
     pub spec: SandboxSpec,
     pub agent_path: String,
+    /// The source's start command: a sandbox made from the snapshot that later boots
+    /// (resumed without memory) launches it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
+}
+
+/// Whose resource limits a sandbox created from a snapshot gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Limits {
+    /// The source's (a fork or a user's snapshot: the copy is the same machine).
+    Snapshot,
+    /// The create request's (a template's warm snapshot: each sandbox is sized anew).
+    Request,
 }
 
 const DELETED: &str = "deleted";
@@ -53,7 +66,7 @@ impl SnapshotMeta {
 }
 
 impl Inner {
-    fn snapshot_meta(&self, snap: &str) -> Result<SnapshotMeta> {
+    pub(super) fn snapshot_meta(&self, snap: &str) -> Result<SnapshotMeta> {
         validate_id(snap).map_err(|_| RuntimeError::SnapshotNotFound(snap.to_string()))?;
         let dir = self.layout.snapshot(snap);
         let path = dir.join(META);
@@ -106,6 +119,7 @@ impl Inner {
             // handover gives it the new sandbox's own.
             spec: rec.spec.clone(),
             agent_path: rec.agent_path.clone(),
+            start: rec.start.clone(),
         };
         std::fs::write(tmp.join(META), meta.to_json()).ctx(|| "write snapshot.json".into())?;
         syncfs(&tmp)?;
@@ -117,6 +131,16 @@ impl Inner {
     /// Creates sandbox `id` from snapshot `snap`: its files, and with a memory snapshot
     /// its processes, continuing from the snapshot's instant in a copy of their own.
     pub(super) fn create_from_snapshot(&self, id: &str, snap: &str, spec: &SandboxSpec) -> Result<()> {
+        self.create_from_snapshot_with(id, snap, spec, Limits::Snapshot)
+    }
+
+    pub(super) fn create_from_snapshot_with(
+        &self,
+        id: &str,
+        snap: &str,
+        spec: &SandboxSpec,
+        limits: Limits,
+    ) -> Result<()> {
         let meta = self.snapshot_meta(snap)?;
         let dir = self.dir(id);
         if dir.path().exists() {
@@ -130,11 +154,14 @@ impl Inner {
             std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
             let mut rec = Record {
                 id: id.to_string(),
-                spec: SandboxSpec {
-                    env: spec.env.clone(),
-                    access_token: spec.access_token.clone(),
-                    network: spec.network.clone(),
-                    ..meta.spec.clone()
+                spec: match limits {
+                    Limits::Snapshot => SandboxSpec {
+                        env: spec.env.clone(),
+                        access_token: spec.access_token.clone(),
+                        network: spec.network.clone(),
+                        ..meta.spec.clone()
+                    },
+                    Limits::Request => SandboxSpec { template: meta.spec.template.clone(), ..spec.clone() },
                 },
                 state: SandboxState::Running,
                 init_pid: None,
@@ -144,6 +171,7 @@ impl Inner {
                 boot_id: random_hex(16),
                 init_start: None,
                 net_index: None,
+                start: meta.start.clone(),
             };
             if meta.memory {
                 if let Some(mut daemon) = self.restore_from(&mut rec, &dir, &snap_dir.join("images"))? {

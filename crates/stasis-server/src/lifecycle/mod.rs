@@ -28,6 +28,7 @@ pub mod snapshots;
 #[cfg(test)]
 pub(crate) mod tests;
 mod timeouts;
+mod warm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -281,10 +282,11 @@ impl Lifecycle {
         pct(cpu_ns.saturating_sub(prev_ns), now - prev_t, cpus)
     }
 
-    /// Starts the background jobs (timeouts).
+    /// Starts the background jobs (timeouts, init exits, template warms).
     pub fn start(&self) {
         scheduler::spawn(self.clone());
         exits::spawn(self.clone());
+        warm::spawn(self.clone());
     }
 }
 

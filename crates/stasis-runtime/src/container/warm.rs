@@ -1,0 +1,147 @@
+//! Warming a template: boot a sandbox of it, wait until its start command's service
+//! answers the ready check, capture it as a memory snapshot. Sandboxes of the template
+//! then start from that snapshot (`create.rs`) with the service already running, as fast
+//! as any create from a snapshot, instead of booting it each time.
+//!
+//! The snapshot's id is derived from the template's `template.json` and the agent layer:
+//! a rebuilt template or a new agent binary warms again (the old snapshot is marked
+//! deleted and collected once no sandbox uses its layer). One warm per template at a
+//! time; creates wait for it.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::template::{ReadyCheck, Template};
+use super::{random_hex, Inner};
+use crate::error::{Result, RuntimeError};
+use crate::{PauseMode, SandboxSpec};
+
+/// `DATA/snapshots/.ready-NAME`: the id of template NAME's current warm snapshot, in the
+/// data dir (a template dir may be shared by several data dirs, as the tests' are).
+fn ready_file(inner: &Inner, template: &str) -> std::path::PathBuf {
+    inner.layout.snapshots().join(format!(".ready-{template}"))
+}
+
+impl Inner {
+    /// The snapshot sandboxes of `t` start from, warming `t` first if it has none.
+    pub(super) fn ready_snapshot(&self, t: &Template) -> Result<String> {
+        let snap = self.ready_snapshot_id(t)?;
+        if self.snapshot_meta(&snap).is_ok() {
+            return Ok(snap);
+        }
+        let lock = self.warm_locks.lock().unwrap().entry(t.name.clone()).or_default().clone();
+        let _warming = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.snapshot_meta(&snap).is_ok() {
+            return Ok(snap);
+        }
+        let t0 = Instant::now();
+        tracing::info!(template = %t.name, snapshot = %snap, "warming template");
+        self.warm(t, &snap)?;
+        tracing::info!(template = %t.name, ms = t0.elapsed().as_millis() as u64, "template warm");
+        self.replace_ready_snapshot(t, &snap);
+        Ok(snap)
+    }
+
+    fn ready_snapshot_id(&self, t: &Template) -> Result<String> {
+        let agent = self.agent_layer()?;
+        let mut h = Sha256::new();
+        for part in [t.name.as_bytes(), &t.manifest, agent.as_os_str().as_encoded_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        Ok(format!("tpl{}", &hex::encode(h.finalize())[..32]))
+    }
+
+    fn warm(&self, t: &Template, snap: &str) -> Result<()> {
+        let ready = t.ready.as_ref().expect("only templates with a ready check warm");
+        let id = format!("warm{}", random_hex(8));
+        // Loopback only: a service that needs the internet to get ready is not a template.
+        // No token: each sandbox made from the capture gets its own at handover (one
+        // left in the capture would stay the agent's token for creates without one).
+        let spec = SandboxSpec { template: t.name.clone(), access_token: None, network: None, ..Default::default() };
+        self.create_cold(&id, &spec, t)?;
+        let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot(&id, snap, PauseMode::Memory));
+        let _ = self.kill(&id);
+        captured.map(|_| ())
+    }
+
+    /// Polls the ready check until it answers 200, the start command is gone, or the
+    /// time is up.
+    fn wait_ready(&self, id: &str, t: &Template, ready: &ReadyCheck) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(ready.timeout_secs);
+        // The agent alone in the sandbox, twice in a row: the start command has exited.
+        let mut alone = 0;
+        loop {
+            let rec = self.load(id)?;
+            let init = self.init_of(&rec)?;
+            let last = match probe(init, ready) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            alone = if self.cgroups.usage(id).pids <= 1 { alone + 1 } else { 0 };
+            let gone = alone >= 3;
+            if gone || Instant::now() >= deadline {
+                let why = if gone {
+                    "start command exited before it was ready".to_string()
+                } else {
+                    format!("start command not ready after {}s", ready.timeout_secs)
+                };
+                return Err(RuntimeError::Boot(format!(
+                    "template {}: {why} (GET {} on port {}: {last}){}",
+                    t.name,
+                    ready.path,
+                    ready.port,
+                    self.start_log_tail(id, t)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The end of the start command's log, when the template names one.
+    fn start_log_tail(&self, id: &str, t: &Template) -> String {
+        let Some(log) = t.start.as_ref().and_then(|s| s.env.get("STASIS_START_LOG")) else { return String::new() };
+        let path = self.dir(id).upper().join(log.trim_start_matches('/'));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("; end of {log}:\n{}", tail.join("\n"))
+            }
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Records `snap` as the template's ready snapshot and drops the one it replaces.
+    fn replace_ready_snapshot(&self, t: &Template, snap: &str) {
+        let file = ready_file(self, &t.name);
+        let old = std::fs::read_to_string(&file).ok().map(|s| s.trim().to_string());
+        if let Err(e) = std::fs::write(&file, format!("{snap}\n")) {
+            tracing::warn!(template = %t.name, "cannot record the ready snapshot: {e}");
+        }
+        if let Some(old) = old.filter(|o| o != snap) {
+            if self.snapshot_meta(&old).is_ok() {
+                let _ = self.delete_snapshot(&old);
+            }
+        }
+    }
+}
+
+/// One `GET` of the ready check, over a socket made in the sandbox's network namespace.
+fn probe(init: Arc<super::InitHandle>, ready: &ReadyCheck) -> std::result::Result<(), String> {
+    let mut s = crate::netns::connect_blocking(init, ready.port, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let req = format!("GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", ready.path);
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!("status {:?}", line.lines().next().unwrap_or("")))
+    }
+}

@@ -4,8 +4,10 @@
 # Idempotent: what is already there is kept.
 #   $STASIS_INTERP_DEV (default /var/cache/stasis/interp-dev)
 #     venv/      python3 venv: ipykernel, numpy, pandas, matplotlib, bash_kernel
-#     deno/deno  Deno from the npm registry (@deno/linux-x64-glibc)
+#     deno/deno  Deno from the npm registry
 #     kernels/   kernelspecs (scripts/interpreter-kernels.sh)
+# Versions are the template's (templates/code-interpreter-v1/). The service's Python
+# start-up code is read from the repo (--python-dir crates/stasis-interpreter/python).
 # Prints the line to export: STASIS_INTERP_TEST_KERNELS=<dev>/kernels
 # Usage: interpreter-dev-env.sh
 set -euo pipefail
@@ -17,9 +19,10 @@ STASIS_LOG_TAG=interp-dev
 . "$SCRIPT_DIR/lib.sh"
 
 DEV=${STASIS_INTERP_DEV:-/var/cache/stasis/interp-dev}
-DENO_VERSION=${STASIS_DENO_VERSION:-2.9.6}
-# Pinned so a CI run tests what was tested by hand; bump together.
-PY_PACKAGES=(ipykernel==7.4.0 numpy==2.4.6 pandas==3.1.1 matplotlib==3.11.2 bash_kernel==0.10.0)
+RECIPE=$REPO/templates/code-interpreter-v1
+# shellcheck source=../templates/code-interpreter-v1/versions.env
+. "$RECIPE/versions.env"
+mapfile -t PY_PACKAGES < <(grep -v '^#' "$RECIPE/requirements.txt" | grep .)
 
 command -v python3 >/dev/null || die "python3 is needed"
 command -v npm >/dev/null || die "npm is needed (for Deno's npm package)"
@@ -39,10 +42,10 @@ fi
 
 deno=$DEV/deno/deno
 if [ ! -x "$deno" ] || ! "$deno" --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
-    log "deno $DENO_VERSION from npm (@deno/linux-x64-glibc)"
+    log "deno $DENO_VERSION from npm ($DENO_NPM_PACKAGE)"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && npm pack --silent "@deno/linux-x64-glibc@$DENO_VERSION" >/dev/null)
+    (cd "$tmp" && npm pack --silent "$DENO_NPM_PACKAGE@$DENO_VERSION" >/dev/null)
     tar -xzf "$tmp"/deno-linux-x64-glibc-*.tgz -C "$tmp"
     mkdir -p "$DEV/deno"
     install -m 0755 "$tmp/package/deno" "$deno.new"
@@ -51,6 +54,6 @@ else
     log "deno $DENO_VERSION is there"
 fi
 
-"$SCRIPT_DIR/interpreter-kernels.sh" "$venv" "$deno" "$DEV/kernels" "$REPO/crates/stasis-interpreter/python"
+"$SCRIPT_DIR/interpreter-kernels.sh" "$venv" "$deno" "$DEV/kernels"
 log "ready; for the test: export STASIS_INTERP_TEST_KERNELS=$DEV/kernels"
 echo "STASIS_INTERP_TEST_KERNELS=$DEV/kernels"

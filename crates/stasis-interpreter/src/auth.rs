@@ -1,20 +1,46 @@
 //! Who may run code: the caller must hold the sandbox's envd access token.
 //!
 //! The SDKs send it in `X-Access-Token` on `/execute`. The service never sees the token
-//! itself: the agent publishes its SHA-512 (`stasis_proto::interpreter::TOKEN_DIGEST_FILE`)
-//! and the service compares the SHA-512 of the header with it, in constant time. The file
-//! is read on every check (it is 129 bytes), so a new token (a sandbox started from a
-//! snapshot) holds from the next request on. No file: 503, nothing runs until the agent
-//! has said which token counts. An empty file: the sandbox has no token, nothing is
-//! checked (as envd).
+//! itself: the agent publishes its SHA-512, 128 hex digits and a newline
+//! (`stasis_proto::agent::ACCESS_TOKEN_DIGEST_PATH`), and the service compares the
+//! SHA-512 of the header with it, in constant time. The file is read on every check (it
+//! is 129 bytes), so a new token (a sandbox started from a snapshot) holds from the next
+//! request on. No file: 503, nothing runs until the agent has said which token counts
+//! (the warm sandbox a template is captured from has no token, hence no file). An empty
+//! file: the sandbox has no token, nothing is checked (as envd).
 
 use std::path::PathBuf;
 
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha512};
 use stasis_proto::agent::ACCESS_TOKEN_HEADER;
-use stasis_proto::interpreter::{parse_token_digest, TokenDigest};
 use subtle::ConstantTimeEq;
+
+/// What the digest file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenDigest {
+    /// The sandbox has no access token: calls are not checked (as envd).
+    NoToken,
+    /// SHA-512 of the token.
+    Sha512([u8; 64]),
+}
+
+/// Parse the digest file; surrounding whitespace is ignored.
+pub fn parse_token_digest(text: &str) -> Result<TokenDigest, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(TokenDigest::NoToken);
+    }
+    if t.len() != 128 || !t.is_ascii() {
+        return Err(format!("expected 128 hex digits, found {} bytes", t.len()));
+    }
+    let mut out = [0u8; 64];
+    for (i, pair) in t.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).map_err(|_| "not hex".to_string())?;
+        out[i] = u8::from_str_radix(hex, 16).map_err(|_| format!("not hex: {hex:?}"))?;
+    }
+    Ok(TokenDigest::Sha512(out))
+}
 
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -76,6 +102,16 @@ mod tests {
     }
 
     #[test]
+    fn digest_file_format() {
+        let hex = "ab".repeat(64);
+        assert_eq!(parse_token_digest(&format!("{hex}\n")), Ok(TokenDigest::Sha512([0xab; 64])));
+        assert_eq!(parse_token_digest(""), Ok(TokenDigest::NoToken));
+        assert!(parse_token_digest("abc").is_err());
+        assert!(parse_token_digest(&"zz".repeat(64)).is_err());
+        assert!(parse_token_digest(&"é".repeat(64)).is_err());
+    }
+
+    #[test]
     fn token_rule() {
         let d = digest_of("secret");
         assert_eq!(check_token(&d, Some(b"secret")), Ok(()));
@@ -93,9 +129,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(ACCESS_TOKEN_HEADER, "one".parse().unwrap());
         assert_eq!(auth.check(&h).await, Err(AuthError::Unavailable));
+        // As the agent writes it (stasis-agent's envd/token_digest.rs).
         let write = |t: &str| {
-            let d: [u8; 64] = Sha512::digest(t.as_bytes()).into();
-            std::fs::write(&file, stasis_proto::interpreter::token_digest_file(Some(&d))).unwrap();
+            let hex: String = Sha512::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&file, format!("{hex}\n")).unwrap();
         };
         write("one");
         assert_eq!(auth.check(&h).await, Ok(()));

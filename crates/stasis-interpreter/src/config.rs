@@ -24,13 +24,19 @@ pub struct Config {
     pub default_cwd: PathBuf,
 
     /// File with the SHA-512 of the sandbox's access token, written by the agent.
-    #[arg(long, env = "STASIS_INTERP_TOKEN_DIGEST_FILE", default_value = stasis_proto::interpreter::TOKEN_DIGEST_FILE)]
+    #[arg(long, env = "STASIS_INTERP_TOKEN_DIGEST_FILE", default_value = stasis_proto::agent::ACCESS_TOKEN_DIGEST_PATH)]
     pub token_digest_file: PathBuf,
 
-    /// File with the sandbox's environment variables (JSON object), written by the agent;
-    /// applied in every context before it runs code. Missing: none.
-    #[arg(long, env = "STASIS_INTERP_ENVS_FILE", default_value = stasis_proto::interpreter::ENVS_FILE)]
-    pub envs_file: PathBuf,
+    /// envd, asked for the sandbox's environment variables (`GET /envs`, with the
+    /// caller's token) before each run: kernels started before the sandbox existed (in
+    /// the template's warm snapshot) get them so. Empty: none.
+    #[arg(long, env = "STASIS_INTERP_ENVD_URL", default_value = "http://127.0.0.1:49983")]
+    pub envd_url: String,
+
+    /// Directory of the Python support code (`stasis_startup.py`, `stasis_kernel/`),
+    /// loaded into every Python kernel through PYTHONSTARTUP.
+    #[arg(long, env = "STASIS_INTERP_PYTHON_DIR", default_value = "/usr/local/share/stasis-interpreter")]
+    pub python_dir: PathBuf,
 
     /// Accept /execute without an access token (local development only).
     #[arg(long, env = "STASIS_INTERP_NO_AUTH")]

@@ -22,13 +22,15 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::envd::Envd;
 use crate::envs;
 use crate::kernel::session::{Event, Gone};
 use crate::kernel::spec::KernelSpecs;
+use crate::kernel::spec::{InterruptMode, KernelSpec};
+use crate::kernel::Launch;
 use crate::kernel::{Kernel, KernelError};
 use crate::language::{Family, Language};
-use crate::output::{OutputLine, Quotes, RunTracker};
-use crate::sandbox::SandboxFiles;
+use crate::output::{OutputLine, RunTracker};
 
 /// How long a run may go on after its client left and the kernel was interrupted, before
 /// the kernel is replaced.
@@ -41,7 +43,47 @@ const SILENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Deps {
     pub specs: KernelSpecs,
     pub runtime_dir: PathBuf,
-    pub files: SandboxFiles,
+    pub envd: Envd,
+    /// `crate`'s `python/` as installed (`stasis_startup.py`, `stasis_kernel/`).
+    pub python_dir: PathBuf,
+}
+
+impl Deps {
+    /// The kernelspec that runs `language`: its own name first (`python3` for Python),
+    /// then, for JavaScript and TypeScript, `deno` (one Deno kernelspec serves both).
+    pub fn spec_for(&self, language: &Language) -> Option<(String, &KernelSpec)> {
+        let own = language.kernel_name();
+        let fallback = (language.family() == Family::Deno).then_some("deno");
+        [Some(own), fallback].into_iter().flatten().find_map(|n| self.specs.get(n).map(|s| (n.to_string(), s)))
+    }
+
+    pub fn python_startup(&self) -> PathBuf {
+        self.python_dir.join("stasis_startup.py")
+    }
+
+    /// How kernels of `family` start, beyond their spec (whose `env` and
+    /// `interrupt_mode` win): what the SDKs' results need whatever the template says.
+    /// - Python: the inline matplotlib backend (figures become PNG + chart results even
+    ///   if the service's environment says `MPLBACKEND=Agg`) and our start-up code.
+    /// - Deno: no colours in results (`"x"`, not an ANSI-coloured `"x"`); interrupted by
+    ///   message, since SIGINT kills `deno jupyter`.
+    pub fn launch(&self, family: Family, spec: &KernelSpec) -> Launch {
+        let mut env = BTreeMap::new();
+        let mut interrupt_mode = InterruptMode::Signal;
+        match family {
+            Family::Python => {
+                env.insert("MPLBACKEND".into(), "module://matplotlib_inline.backend_inline".into());
+                env.insert("PYTHONSTARTUP".into(), self.python_startup().display().to_string());
+            }
+            Family::Deno => {
+                env.insert("NO_COLOR".into(), "1".into());
+                interrupt_mode = InterruptMode::Message;
+            }
+            _ => {}
+        }
+        env.extend(spec.env.clone());
+        Launch { env, interrupt_mode: spec.interrupt_mode.unwrap_or(interrupt_mode) }
+    }
 }
 
 /// A context as the SDKs see it (`Context.from_json`: `id`, `language`, `cwd`).
@@ -57,6 +99,8 @@ pub struct ContextInfo {
 pub struct RunRequest {
     pub code: String,
     pub env_vars: BTreeMap<String, String>,
+    /// The caller's `X-Access-Token`, for envd's `GET /envs`.
+    pub token: Option<String>,
 }
 
 pub struct Context {
@@ -70,9 +114,20 @@ pub struct Context {
 
 impl Context {
     /// A context whose kernel is started and ready.
-    pub async fn start(id: String, language: Language, cwd: PathBuf, deps: Arc<Deps>) -> Result<Arc<Self>, KernelError> {
-        let ctx =
-            Arc::new(Context { id, language, cwd, deps, run_lock: tokio::sync::Mutex::new(()), kernel: Mutex::new(None) });
+    pub async fn start(
+        id: String,
+        language: Language,
+        cwd: PathBuf,
+        deps: Arc<Deps>,
+    ) -> Result<Arc<Self>, KernelError> {
+        let ctx = Arc::new(Context {
+            id,
+            language,
+            cwd,
+            deps,
+            run_lock: tokio::sync::Mutex::new(()),
+            kernel: Mutex::new(None),
+        });
         {
             let _g = ctx.run_lock.lock().await;
             ctx.ensure_kernel().await?;
@@ -90,12 +145,12 @@ impl Context {
         if let Some(k) = current.filter(|k| k.is_alive()) {
             return Ok(k);
         }
-        let name = self.language.kernel_name();
-        let spec = self.deps.specs.get(name).ok_or_else(|| KernelError::Start {
-            name: name.to_string(),
-            why: "no kernelspec of that name".into(),
+        let (name, spec) = self.deps.spec_for(&self.language).ok_or_else(|| KernelError::Start {
+            name: self.language.kernel_name().to_string(),
+            why: "no kernelspec for this language".into(),
         })?;
-        let kernel = Arc::new(Kernel::start(name, spec, &self.cwd, &self.deps.runtime_dir).await?);
+        let launch = self.deps.launch(self.language.family(), spec);
+        let kernel = Arc::new(Kernel::start(&name, spec, &launch, &self.cwd, &self.deps.runtime_dir).await?);
         *self.kernel.lock().unwrap() = Some(kernel.clone());
         Ok(kernel)
     }
@@ -126,7 +181,7 @@ impl Context {
             return;
         }
         let family = self.language.family();
-        self.apply_sandbox_envs(&kernel).await;
+        self.apply_sandbox_envs(&kernel, req.token.as_deref()).await;
         if let Some(code) = envs::set_for_run(family, &req.env_vars) {
             if let Err(e) = run_silent(&kernel, &code).await {
                 out.send(&OutputLine::error("EnvVarsError", format!("could not set env_vars: {e}"))).await;
@@ -135,8 +190,7 @@ impl Context {
             }
         }
 
-        let quotes = if family == Family::Deno { Quotes::SingleOrDouble } else { Quotes::Single };
-        let mut tracker = RunTracker::new(quotes);
+        let mut tracker = RunTracker::new();
         let mut request = kernel.execute(&req.code, false).await;
         let mut client_gone = false;
         let mut interrupted_at: Option<Instant> = None;
@@ -184,12 +238,12 @@ impl Context {
     }
 
     /// Give the kernel the sandbox's envs if they changed since it last got them.
-    async fn apply_sandbox_envs(&self, kernel: &Kernel) {
+    async fn apply_sandbox_envs(&self, kernel: &Kernel, token: Option<&str>) {
         let family = self.language.family();
         if !envs::supported(family) {
             return;
         }
-        let mut want = self.deps.files.envs().await;
+        let mut want = self.deps.envd.envs(token).await;
         want.retain(|k, _| envs::check_names([k]).is_ok());
         let have = kernel.applied_globals();
         if want == have {
@@ -247,7 +301,7 @@ impl Out {
 /// Run `code` with `silent: true` and wait for it to end; its error, if any.
 async fn run_silent(kernel: &Kernel, code: &str) -> Result<(), String> {
     let mut req = kernel.execute(code, true).await;
-    let mut tracker = RunTracker::new(Quotes::Single);
+    let mut tracker = RunTracker::new();
     let mut error = None;
     let outcome = tokio::time::timeout(SILENT_TIMEOUT, async {
         while let Some(ev) = req.events.recv().await {

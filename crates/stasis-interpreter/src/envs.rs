@@ -3,7 +3,7 @@
 //! A run's `env_vars` hold for that run only (E2B's semantics): before the run the
 //! service executes, silently, code that remembers each variable's current value and sets
 //! the new one; after it, code that puts the remembered values back (or unsets what did
-//! not exist). The sandbox's own envs (`crate::sandbox`) are set the same way, without
+//! not exist). The sandbox's own envs (`crate::envd`) are set the same way, without
 //! remembering, whenever they differ from what the kernel was last given.
 //!
 //! Names must be shell-style identifiers (checked by [`check_names`] before any code is
@@ -80,9 +80,11 @@ pub fn restore_after_run<'a>(family: Family, names: impl IntoIterator<Item = &'a
         Family::Python => "(lambda os: [os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v) \
              for k, v in os.__dict__.pop('_stasis_saved_env', {}).items()])(__import__('os'))"
             .to_string(),
-        Family::Deno => "(() => { for (const [k, v] of Object.entries(globalThis.__stasisSavedEnv ?? {})) \
+        Family::Deno => {
+            "(() => { for (const [k, v] of Object.entries(globalThis.__stasisSavedEnv ?? {})) \
              { if (v === null) Deno.env.delete(k); else Deno.env.set(k, v); } delete globalThis.__stasisSavedEnv; })();"
-            .to_string(),
+                .to_string()
+        }
         Family::Bash => names
             .iter()
             .map(|k| {

@@ -10,12 +10,13 @@
 //! contexts and their runs ([`registry`], [`context`]), the kernels ([`kernel`]: specs,
 //! processes, the Jupyter wire protocol, sessions), the per-run environment code
 //! ([`envs`]), and the access check ([`auth`]). It must not need root: it runs as the
-//! sandbox's `user`. What the agent tells it (token digest, sandbox envs) comes through
-//! the files of `stasis_proto::interpreter`, read with [`sandbox`].
+//! sandbox's `user`. What it needs from the agent: the token digest file ([`auth`]) and
+//! envd's `GET /envs` ([`envd`]).
 
 pub mod auth;
 pub mod config;
 pub mod context;
+pub mod envd;
 pub mod envs;
 pub mod http;
 pub mod ids;
@@ -23,7 +24,6 @@ pub mod kernel;
 pub mod language;
 pub mod output;
 pub mod registry;
-pub mod sandbox;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,17 +44,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let specs = kernel::spec::KernelSpecs::load(&config.kernels_dir)
         .with_context(|| format!("kernelspecs in {}", config.kernels_dir.display()))?;
     tracing::info!(kernels = ?specs.names(), dir = %config.kernels_dir.display(), "kernelspecs loaded");
-    let files = sandbox::SandboxFiles::new(config.envs_file.clone());
-    let registry = Arc::new(registry::Registry::new(specs, config.default_cwd.clone(), files, config.runtime_dir()));
-    let auth = if config.no_auth {
-        auth::Auth::disabled()
-    } else {
-        auth::Auth::from_file(config.token_digest_file.clone())
-    };
+    let envd = envd::Envd::new(&config.envd_url).map_err(anyhow::Error::msg)?;
+    let deps = context::Deps { specs, runtime_dir: config.runtime_dir(), envd, python_dir: config.python_dir.clone() };
+    if !deps.python_startup().is_file() {
+        tracing::warn!(file = %deps.python_startup().display(), "no Python start-up file: Python results get no charts or data");
+    }
+    let registry = Arc::new(registry::Registry::new(deps, config.default_cwd.clone()));
+    let auth =
+        if config.no_auth { auth::Auth::disabled() } else { auth::Auth::from_file(config.token_digest_file.clone()) };
     let state = http::AppState::new(registry.clone(), auth);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen on {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     tracing::info!(listen = %config.listen, "listening (not ready until the default contexts are)");
 
     let warm = {

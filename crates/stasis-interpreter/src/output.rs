@@ -8,7 +8,8 @@
 //! - `result`: one mime bundle (`execute_result`: `is_main_result: true`; `display_data`:
 //!   false) split into `text`, `html`, `markdown`, `svg`, `png`, `jpeg`, `pdf`, `latex`,
 //!   `json`, `javascript`, `data` (`e2b/data`), `chart` (`e2b/chart`) and `extra` (any other
-//!   mime type); a `text` in quotes loses them, as E2B's server does (`'bar'` → `bar`);
+//!   mime type, always present); a `text` in quotes loses them, as E2B's server does
+//!   (`'bar'` → `bar`, Deno's `"bar"` → `bar`);
 //! - `error`: `name`, `value`, `traceback` (the kernel's lines joined with newlines), at
 //!   most one per run;
 //! - `number_of_executions`: `execution_count`, from `execute_input`;
@@ -51,13 +52,6 @@ impl OutputLine {
     }
 }
 
-/// Which quotes a kernel puts around a string result (`'x'` in Python; Deno writes `"x"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quotes {
-    Single,
-    SingleOrDouble,
-}
-
 /// Mime types with a field of their own, and the field.
 const FIELDS: &[(&str, &str)] = &[
     ("text/plain", "text"),
@@ -75,13 +69,13 @@ const FIELDS: &[(&str, &str)] = &[
 ];
 
 /// A `result` line from a mime bundle.
-pub fn result_line(bundle: &Map<String, Value>, is_main_result: bool, quotes: Quotes) -> OutputLine {
+pub fn result_line(bundle: &Map<String, Value>, is_main_result: bool) -> OutputLine {
     let mut out = Map::new();
     let mut extra = Map::new();
     for (mime, value) in bundle {
         match FIELDS.iter().find(|(m, _)| m == mime) {
             Some((_, "text")) => {
-                let text = value.as_str().map(|t| strip_quotes(t, quotes).to_string());
+                let text = value.as_str().map(|t| strip_quotes(t).to_string());
                 out.insert("text".into(), text.map(Value::String).unwrap_or_else(|| value.clone()));
             }
             Some((_, field)) => {
@@ -92,17 +86,17 @@ pub fn result_line(bundle: &Map<String, Value>, is_main_result: bool, quotes: Qu
             }
         }
     }
-    if !extra.is_empty() {
-        out.insert("extra".into(), Value::Object(extra));
-    }
+    out.insert("extra".into(), Value::Object(extra));
     out.insert("is_main_result".into(), Value::Bool(is_main_result));
     OutputLine::Result(out)
 }
 
-fn strip_quotes(t: &str, quotes: Quotes) -> &str {
+/// `'x'` (Python's repr of a string) and `"x"` (Deno's) lose their quotes, as in E2B's
+/// server; the SDKs' users compare `execution.text` with the bare string.
+fn strip_quotes(t: &str) -> &str {
     let b = t.as_bytes();
     let quoted = |q: u8| b.len() >= 2 && b[0] == q && b[b.len() - 1] == q;
-    if quoted(b'\'') || (quotes == Quotes::SingleOrDouble && quoted(b'"')) {
+    if quoted(b'\'') || quoted(b'"') {
         &t[1..t.len() - 1]
     } else {
         t
@@ -110,9 +104,8 @@ fn strip_quotes(t: &str, quotes: Quotes) -> &str {
 }
 
 /// The state of one run: turns its messages into lines and says when it is over.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RunTracker {
-    quotes: Quotes,
     errored: bool,
     replied: bool,
     idle: bool,
@@ -123,8 +116,8 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 impl RunTracker {
-    pub fn new(quotes: Quotes) -> Self {
-        RunTracker { quotes, errored: false, replied: false, idle: false }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Whether the kernel has finished the run.
@@ -145,7 +138,7 @@ impl RunTracker {
                 }
             }
             "execute_result" | "display_data" => match c.get("data").and_then(Value::as_object) {
-                Some(bundle) => vec![result_line(bundle, msg.msg_type() == "execute_result", self.quotes)],
+                Some(bundle) => vec![result_line(bundle, msg.msg_type() == "execute_result")],
                 None => vec![],
             },
             "error" => self.error_from(c),
@@ -234,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_python_run_becomes_sdk_lines() {
-        let mut t = RunTracker::new(Quotes::Single);
+        let mut t = RunTracker::new();
         let out = lines(
             &mut t,
             &[
@@ -253,7 +246,7 @@ mod tests {
             vec![
                 json!({"type": "number_of_executions", "execution_count": 3}),
                 json!({"type": "stdout", "text": "1\n", "timestamp": "2026-01-02T03:04:05.000006Z"}),
-                json!({"type": "result", "text": "x", "is_main_result": true}),
+                json!({"type": "result", "text": "x", "extra": {}, "is_main_result": true}),
             ]
         );
     }
@@ -269,7 +262,7 @@ mod tests {
             "application/json": {"k": 1},
             "application/vnd.custom": "c",
         });
-        let line = result_line(bundle.as_object().unwrap(), false, Quotes::Single);
+        let line = result_line(bundle.as_object().unwrap(), false);
         assert_eq!(
             serde_json::to_value(&line).unwrap(),
             json!({
@@ -281,17 +274,17 @@ mod tests {
     }
 
     #[test]
-    fn quotes_are_stripped_per_kernel() {
-        assert_eq!(strip_quotes("'bar'", Quotes::Single), "bar");
-        assert_eq!(strip_quotes("\"bar\"", Quotes::Single), "\"bar\"");
-        assert_eq!(strip_quotes("\"/home/user\"", Quotes::SingleOrDouble), "/home/user");
-        assert_eq!(strip_quotes("'", Quotes::Single), "'");
-        assert_eq!(strip_quotes("42", Quotes::Single), "42");
+    fn quotes_are_stripped() {
+        assert_eq!(strip_quotes("'bar'"), "bar");
+        assert_eq!(strip_quotes("\"/home/user\""), "/home/user");
+        assert_eq!(strip_quotes("'"), "'");
+        assert_eq!(strip_quotes("\"it's\"'"), "\"it's\"'");
+        assert_eq!(strip_quotes("42"), "42");
     }
 
     #[test]
     fn one_error_per_run() {
-        let mut t = RunTracker::new(Quotes::Single);
+        let mut t = RunTracker::new();
         let err = json!({"ename": "ZeroDivisionError", "evalue": "division by zero",
                          "traceback": ["---", "ZeroDivisionError: division by zero"]});
         let mut reply = err.clone();
@@ -307,20 +300,23 @@ mod tests {
     #[test]
     fn reply_only_errors_and_aborts_are_reported() {
         // Deno reports an interrupted busy loop in execute_reply only.
-        let mut t = RunTracker::new(Quotes::SingleOrDouble);
+        let mut t = RunTracker::new();
         let out = lines(
             &mut t,
-            &[msg("execute_reply", json!({"status": "error", "ename": "Error", "evalue": "Execution failed", "traceback": []}))],
+            &[msg(
+                "execute_reply",
+                json!({"status": "error", "ename": "Error", "evalue": "Execution failed", "traceback": []}),
+            )],
         );
         assert_eq!(out[0]["name"], "Error");
-        let mut t = RunTracker::new(Quotes::Single);
+        let mut t = RunTracker::new();
         let out = lines(&mut t, &[msg("execute_reply", json!({"status": "abort"}))]);
         assert_eq!(out[0]["name"], "ExecutionAborted");
     }
 
     #[test]
     fn stderr_and_gone_kernels() {
-        let mut t = RunTracker::new(Quotes::Single);
+        let mut t = RunTracker::new();
         let out = lines(&mut t, &[msg("stream", json!({"name": "stderr", "text": "warn\n"}))]);
         assert_eq!(out[0]["type"], "stderr");
         let gone = t.on_gone(&Gone::Died("killed by signal 9".into()));

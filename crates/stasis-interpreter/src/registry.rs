@@ -8,10 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{Context, ContextInfo, Deps};
 use crate::ids::uuid4;
-use crate::kernel::spec::KernelSpecs;
 use crate::kernel::KernelError;
 use crate::language::Language;
-use crate::sandbox::SandboxFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -36,18 +34,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(specs: KernelSpecs, default_cwd: PathBuf, files: SandboxFiles, runtime_dir: PathBuf) -> Self {
-        Registry {
-            deps: Arc::new(Deps { specs, runtime_dir, files }),
-            default_cwd,
-            contexts: Mutex::default(),
-            defaults: Mutex::default(),
-        }
+    pub fn new(deps: Deps, default_cwd: PathBuf) -> Self {
+        Registry { deps: Arc::new(deps), default_cwd, contexts: Mutex::default(), defaults: Mutex::default() }
     }
 
     /// Refuse a language no kernelspec runs.
     pub fn check_language(&self, language: &Language) -> Result<(), RegistryError> {
-        if self.deps.specs.get(language.kernel_name()).is_some() {
+        if self.deps.spec_for(language).is_some() {
             return Ok(());
         }
         Err(RegistryError::UnknownLanguage {

@@ -1,7 +1,7 @@
 //! The wire contracts of the in-sandbox agent: what the E2B / Novita SDKs send to it
 //! and what they expect back (envd), and what the host runtime tells it (boot, handover).
 //!
-//! This crate owns four things, shared by the in-sandbox agent, the host runtime and the
+//! This crate owns three things, shared by the in-sandbox agent, the host runtime and the
 //! host proxy:
 //!
 //! - **Wire types** for the `process.Process` and `filesystem.Filesystem` services,
@@ -13,8 +13,6 @@
 //!   statuses, end-of-stream frames, `Connect-Timeout-Ms`, content types and routes.
 //! - **The runtime ↔ agent contract** in [`agent`]: the boot config, the boot sync
 //!   protocol, the envd port and the `/init` handover request.
-//! - **The agent ↔ code-interpreter contract** in [`interpreter`]: the files through which
-//!   the agent tells the interpreter service the token digest and the sandbox's envs.
 //!
 //! It must not do I/O, spawn tasks or depend on an HTTP server or runtime: it turns bytes
 //! and header values into typed values and back, so both binaries (one of them statically
@@ -23,7 +21,6 @@
 
 pub mod agent;
 pub mod connect;
-pub mod interpreter;
 pub mod timestamp;
 
 pub use timestamp::{rfc3339_millis, Timestamp};

@@ -8,11 +8,11 @@ src/output.rs for how bundles become ``result`` lines):
 - ``e2b/data``: pandas DataFrames as ``{column: [values]}``, next to their HTML;
 - ``application/json``: dicts and lists as JSON.
 
-Formatters are registered by type *name*, so loading the extension imports neither
-pandas nor matplotlib: a context that never plots never pays for them. ``preload()``
+Formatters find their classes in modules already imported, so loading the extension
+imports neither pandas nor matplotlib: a context that never plots never pays for them. ``preload()``
 imports them on purpose (the service runs it in its warm default context).
 
-Loaded by the kernelspec: ``--IPKernelApp.extensions=stasis_kernel``.
+Loaded by ``stasis_startup.py`` (the service sets PYTHONSTARTUP to it).
 """
 
 import math
@@ -68,7 +68,17 @@ def json_value(obj):
         return None
 
 
-def _formatter_class(mime, method):
+def _formatter_class(mime, method, handlers):
+    """A formatter for ``mime`` that handles instances of ``handlers``' classes.
+
+    ``handlers`` maps ``(module, class name)`` to a function. The classes are looked up
+    when an object is formatted, and only in modules already imported, so nothing is
+    imported for them. Not ``for_type_by_name``: matplotlib's inline backend removes every
+    formatter's printers for ``Figure`` when it is activated (IPython's
+    ``select_figure_formats``), and pandas' DataFrame says it lives in ``pandas``.
+    """
+    import sys
+
     from IPython.core.formatters import BaseFormatter
     from traitlets import ObjectName, Unicode
 
@@ -77,24 +87,36 @@ def _formatter_class(mime, method):
         print_method = ObjectName(method)
         _return_type = (dict, list, str)
 
+        def __call__(self, obj):
+            for (module, name), func in handlers.items():
+                cls = getattr(sys.modules.get(module), name, None)
+                if isinstance(cls, type) and isinstance(obj, cls):
+                    return func(obj)
+            return super().__call__(obj)
+
     Formatter.__name__ = "StasisFormatter_" + method.strip("_")
     return Formatter
 
 
 def load_ipython_extension(ip):
     formatters = ip.display_formatter.formatters
-    data = _formatter_class("e2b/data", "_repr_e2b_data_")(parent=ip.display_formatter)
-    data.for_type_by_name("pandas.core.frame", "DataFrame", dataframe_data)
-    formatters["e2b/data"] = data
-
-    chart = _formatter_class("e2b/chart", "_repr_e2b_chart_")(parent=ip.display_formatter)
-    chart.for_type_by_name("matplotlib.figure", "Figure", figure_chart)
-    formatters["e2b/chart"] = chart
+    data = _formatter_class("e2b/data", "_repr_e2b_data_", {("pandas", "DataFrame"): dataframe_data})
+    formatters["e2b/data"] = data(parent=ip.display_formatter)
+    chart = _formatter_class("e2b/chart", "_repr_e2b_chart_", {("matplotlib.figure", "Figure"): figure_chart})
+    formatters["e2b/chart"] = chart(parent=ip.display_formatter)
 
     as_json = formatters.get("application/json")
     if as_json is not None:
         as_json.for_type(dict, json_value)
         as_json.for_type(list, json_value)
+
+    # Tracebacks without ANSI colours, as E2B's kernels (the SDKs show them as text).
+    for scheme in ("nocolor", "NoColor"):
+        try:
+            ip.run_line_magic("colors", scheme)
+            break
+        except Exception:
+            continue
 
 
 def preload():

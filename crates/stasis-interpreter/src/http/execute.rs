@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use stasis_proto::agent::ACCESS_TOKEN_HEADER;
 
 use super::error::{parse_json, ApiError};
 use super::AppState;
@@ -42,9 +43,12 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: By
     if !env_vars.is_empty() && !envs::supported(ctx.language.family()) {
         return Err(ApiError::bad_request(format!("env_vars are not supported in {} contexts", ctx.language)));
     }
-    let rx = ctx.spawn_run(RunRequest { code: req.code, env_vars });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
-    });
+    let token = headers.get(ACCESS_TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let rx = ctx.spawn_run(RunRequest { code: req.code, env_vars, token });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx)) },
+        );
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
 }

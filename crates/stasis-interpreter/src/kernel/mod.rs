@@ -37,13 +37,21 @@ pub enum KernelError {
     DiedStarting { name: String, status: String },
 }
 
+/// How to start a kernel beyond its spec's `argv`.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Added to the service's environment.
+    pub env: BTreeMap<String, String>,
+    pub interrupt_mode: InterruptMode,
+}
+
 /// A running kernel and the session to it.
 pub struct Kernel {
     name: String,
     interrupt_mode: InterruptMode,
     process: KernelProcess,
     session: Session,
-    /// Sandbox envs this kernel has been given (see `crate::sandbox`).
+    /// Sandbox envs this kernel has been given (see `crate::envd`).
     applied_globals: Mutex<BTreeMap<String, String>>,
 }
 
@@ -56,11 +64,18 @@ pub struct Request {
 impl Kernel {
     /// Start kernel `name` from `spec` in `cwd` and wait until it answers on shell and
     /// IOPub.
-    pub async fn start(name: &str, spec: &KernelSpec, cwd: &Path, runtime_dir: &Path) -> Result<Kernel, KernelError> {
+    pub async fn start(
+        name: &str,
+        spec: &KernelSpec,
+        launch: &Launch,
+        cwd: &Path,
+        runtime_dir: &Path,
+    ) -> Result<Kernel, KernelError> {
         let started = Instant::now();
         let err = |why: String| KernelError::Start { name: name.to_string(), why };
         let info = ConnectionInfo::new(KERNEL_IP, name).map_err(|e| err(format!("ports: {e}")))?;
-        let process = KernelProcess::spawn(spec, &info, cwd, runtime_dir).map_err(|e| err(e.to_string()))?;
+        let process =
+            KernelProcess::spawn(spec, &launch.env, &info, cwd, runtime_dir).map_err(|e| err(e.to_string()))?;
         let mut exited = process.exited();
         let deadline = started + START_TIMEOUT;
         let died = |status: Option<String>| KernelError::DiedStarting {
@@ -73,7 +88,7 @@ impl Kernel {
         };
         let kernel = Kernel {
             name: name.to_string(),
-            interrupt_mode: spec.interrupt_mode,
+            interrupt_mode: launch.interrupt_mode,
             process,
             session,
             applied_globals: Mutex::default(),
@@ -87,7 +102,12 @@ impl Kernel {
             _ = exited.wait_for(Option::is_some) => return Err(died(kernel.process.exited().borrow().clone())),
         }
         kernel.watch_exit();
-        tracing::info!(kernel = name, pid = kernel.process.pid(), ms = started.elapsed().as_millis() as u64, "kernel ready");
+        tracing::info!(
+            kernel = name,
+            pid = kernel.process.pid(),
+            ms = started.elapsed().as_millis() as u64,
+            "kernel ready"
+        );
         Ok(kernel)
     }
 

@@ -8,6 +8,7 @@
 //! tighter still, but Deno's kernel only speaks TCP.) Each kernel gets its own process
 //! group, so an interrupt or a kill reaches the subprocesses its code started.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -77,23 +78,23 @@ pub struct KernelProcess {
 
 impl KernelProcess {
     /// Write the connection file into `runtime_dir` and start the kernel in `cwd`.
-    pub fn spawn(spec: &KernelSpec, info: &ConnectionInfo, cwd: &Path, runtime_dir: &Path) -> std::io::Result<Self> {
+    pub fn spawn(
+        spec: &KernelSpec,
+        env: &BTreeMap<String, String>,
+        info: &ConnectionInfo,
+        cwd: &Path,
+        runtime_dir: &Path,
+    ) -> std::io::Result<Self> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(runtime_dir)?;
         let connection_file = runtime_dir.join(format!("kernel-{}.json", uuid4()));
         {
             use std::io::Write;
-            let mut f =
-                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&connection_file)?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&connection_file)?;
             f.write_all(&serde_json::to_vec_pretty(info).expect("JSON"))?;
         }
         let argv = spec.command(&connection_file);
         let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .envs(&spec.env)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(false);
+        cmd.args(&argv[1..]).envs(env).current_dir(cwd).stdin(Stdio::null()).process_group(0).kill_on_drop(false);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

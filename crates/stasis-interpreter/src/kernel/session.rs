@@ -85,10 +85,7 @@ impl Session {
         let mut shell = DealerSocket::with_options(opts());
         shell.connect(&info.endpoint(info.shell_port)).await.map_err(|e| ConnectError("shell", e.to_string()))?;
         let mut control = DealerSocket::with_options(opts());
-        control
-            .connect(&info.endpoint(info.control_port))
-            .await
-            .map_err(|e| ConnectError("control", e.to_string()))?;
+        control.connect(&info.endpoint(info.control_port)).await.map_err(|e| ConnectError("control", e.to_string()))?;
         let (shell_tx, shell_rx) = shell.split();
         let (control_tx, control_rx) = control.split();
 

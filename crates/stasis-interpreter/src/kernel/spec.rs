@@ -3,18 +3,18 @@
 //! Jupyter's format: a directory per kernel named after it, holding `kernel.json` with
 //! `argv` (`{connection_file}` and `{resource_dir}` are substituted), `display_name`,
 //! `language`, optional `env` (added to the service's environment) and `interrupt_mode`
-//! (`signal`: SIGINT to the kernel's process group, the default; `message`: an
-//! `interrupt_request` on the control channel, which Deno needs: SIGINT kills it).
+//! (`signal`: SIGINT to the kernel's process group; `message`: an `interrupt_request` on
+//! the control channel, which Deno needs: SIGINT kills it; unset: the language's
+//! default).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InterruptMode {
-    #[default]
     Signal,
     Message,
 }
@@ -28,8 +28,9 @@ pub struct KernelSpec {
     pub language: String,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Unset: the language's default (`crate::context::Deps::launch`).
     #[serde(default)]
-    pub interrupt_mode: InterruptMode,
+    pub interrupt_mode: Option<InterruptMode>,
     /// The directory the spec was read from.
     #[serde(skip)]
     pub resource_dir: PathBuf,
@@ -126,7 +127,7 @@ mod tests {
         let specs = KernelSpecs::load(dir.path()).unwrap();
         assert_eq!(specs.names(), vec!["javascript"]);
         let js = specs.get("javascript").unwrap();
-        assert_eq!(js.interrupt_mode, InterruptMode::Message);
+        assert_eq!(js.interrupt_mode, Some(InterruptMode::Message));
         assert_eq!(js.env["NO_COLOR"], "1");
         assert_eq!(js.command(Path::new("/run/c.json"))[4], "/run/c.json");
     }

@@ -193,14 +193,15 @@ impl Context {
         let mut tracker = RunTracker::new();
         let mut request = kernel.execute(&req.code, false).await;
         let mut client_gone = false;
-        let mut interrupted_at: Option<Instant> = None;
+        let mut interrupted = false;
+        let mut give_up: Option<Instant> = None;
         loop {
-            if client_gone && interrupted_at.is_none() {
+            if client_gone && !interrupted {
                 tracing::info!(context = %self.id, "client left mid-run: interrupting");
                 kernel.interrupt().await;
-                interrupted_at = Some(Instant::now());
+                interrupted = true;
+                give_up = Some(Instant::now() + INTERRUPT_GRACE);
             }
-            let give_up = interrupted_at.map(|t| t + INTERRUPT_GRACE);
             tokio::select! {
                 ev = request.events.recv() => {
                     let kernel_gone = matches!(ev, Some(Event::Gone(_)) | None);
@@ -222,7 +223,7 @@ impl Context {
                 _ = tokio::time::sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
                     tracing::warn!(context = %self.id, "run ignored the interrupt: replacing the kernel");
                     kernel.kill(Gone::InterruptFailed);
-                    interrupted_at = Some(Instant::now() + Duration::from_secs(3600));
+                    give_up = None;
                 }
             }
         }

@@ -80,11 +80,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
         })
     };
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+    let shutdown = {
+        let registry = registry.clone();
+        async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            tracing::info!("stopping: killing the kernels");
+            // First the kernels: their runs end (with an error line), so the graceful
+            // shutdown does not wait for a run that never ends.
+            registry.shutdown().await;
         }
     };
     let served = axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await;

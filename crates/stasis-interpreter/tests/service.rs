@@ -400,12 +400,18 @@ async fn the_service_against_real_kernels() {
     println!("idle service RSS after the runs: {} KiB", rss_kib(svc.child.id()));
 }
 
+/// `python/tests/test_charts.py` (every chart type through the SDK's chart classes), then
 /// `tests/sdk/check_python.py` and `check_js.mjs`: the PyPI and npm SDKs' `Sandbox`
 /// objects run code against the service (their own request code and parsers).
 fn sdk_checks(svc: &Service) {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
     let spec: Value = serde_json::from_slice(&std::fs::read(svc.kernels.join("python3/kernel.json")).unwrap()).unwrap();
     let python = spec["argv"][0].as_str().unwrap().to_string();
+    let charts = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/tests/test_charts.py");
+    let out = Command::new(&python).arg(charts).output().unwrap();
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "chart schema test failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
     let envs = [("STASIS_TEST_URL", svc.url.as_str()), ("STASIS_TEST_TOKEN", TOKEN)];
     let out = Command::new(&python).arg(here.join("check_python.py")).envs(envs).output().unwrap();
     print!("{}", String::from_utf8_lossy(&out.stdout));

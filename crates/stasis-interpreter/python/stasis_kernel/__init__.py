@@ -38,6 +38,11 @@ def _json_safe(value):
             return _json_safe(item())
         except (TypeError, ValueError):
             pass
+    try:
+        if value != value:  # pandas.NaT and other NaN-likes
+            return None
+    except (TypeError, ValueError):
+        pass
     isoformat = getattr(value, "isoformat", None)  # datetime, date, pandas.Timestamp
     if callable(isoformat):
         try:

@@ -95,6 +95,17 @@ impl KernelProcess {
         let argv = spec.command(&connection_file);
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).envs(env).current_dir(cwd).stdin(Stdio::null()).process_group(0).kill_on_drop(false);
+        // Kernels die with the service, however it ends (their process groups are killed
+        // on the way out, but a SIGKILL of the service leaves no way out).
+        // SAFETY: prctl is async-signal-safe and only sets the child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -15,7 +15,7 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Directory of kernelspecs, one subdirectory with a kernel.json per kernel
-    /// (python3, bash, javascript, typescript, ...).
+    /// (python3, bash, deno; javascript and typescript specs are used before deno).
     #[arg(long, env = "STASIS_INTERP_KERNELS_DIR", default_value = "/usr/local/share/jupyter/kernels")]
     pub kernels_dir: PathBuf,
 

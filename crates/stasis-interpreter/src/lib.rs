@@ -57,6 +57,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     tracing::info!(listen = %config.listen, "listening (not ready until the default contexts are)");
 
+    // A default context that cannot start ends the service (exit 1) at once: the
+    // template's warm then fails with this log instead of waiting for its ready timeout.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
     let warm = {
         let (registry, state, prestart) = (registry.clone(), state.clone(), config.prestart.clone());
         tokio::spawn(async move {
@@ -64,7 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let ctx = match registry.default_context(lang.clone()).await {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::error!(language = %lang, "default context failed to start: {e}");
+                        let _ = failed_tx.send(format!("the default {lang} context did not start: {e}"));
                         return;
                     }
                 };
@@ -80,13 +83,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
         })
     };
+    let failure = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let shutdown = {
-        let registry = registry.clone();
+        let (registry, failure) = (registry.clone(), failure.clone());
         async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},
+                Ok(why) = failed_rx => *failure.lock().unwrap() = Some(why),
             }
             tracing::info!("stopping: killing the kernels");
             // First the kernels: their runs end (with an error line), so the graceful
@@ -97,5 +102,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let served = axum::serve(listener, http::router(state)).with_graceful_shutdown(shutdown).await;
     warm.abort();
     registry.shutdown().await;
+    if let Some(why) = failure.lock().unwrap().take() {
+        anyhow::bail!(why);
+    }
     served.context("serve")
 }

@@ -94,7 +94,15 @@ impl KernelProcess {
         }
         let argv = spec.command(&connection_file);
         let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]).envs(env).current_dir(cwd).stdin(Stdio::null()).process_group(0).kill_on_drop(false);
+        // A kernel's outputs travel over IOPub; its stdout holds only banners. Its stderr
+        // (start-up failures, crashes) goes to the service's log.
+        cmd.args(&argv[1..])
+            .envs(env)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
         // Kernels die with the service, however it ends (their process groups are killed
         // on the way out, but a SIGKILL of the service leaves no way out).
         // SAFETY: prctl is async-signal-safe and only sets the child's parent-death signal.

@@ -4,9 +4,10 @@
 //! environment is set until after it is restored); contexts are independent. A run is a
 //! task of its own that writes NDJSON lines into a channel the HTTP body reads: when the
 //! client goes away (the SDKs time a run out by aborting the request) the channel closes,
-//! the task interrupts the kernel and keeps draining the run to its end, so the next run
-//! finds the context idle and its state intact. A run whose kernel ignores the interrupt
-//! for [`INTERRUPT_GRACE`] gets its kernel replaced (state lost, context usable). A run
+//! the task interrupts the kernel (again every 2 s) and keeps draining the run to its end,
+//! so the next run finds the context idle and its state intact. A run whose kernel ignores
+//! the interrupts for [`INTERRUPT_GRACE`] gets its kernel replaced (state lost, context
+//! usable). A run
 //! whose client left before it got the lock never starts.
 //!
 //! A kernel that dies is replaced by the next run in its context (the run it died in ends
@@ -35,6 +36,12 @@ use crate::output::{OutputLine, RunTracker};
 /// How long a run may go on after its client left and the kernel was interrupted, before
 /// the kernel is replaced.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a Deno run listens for late results after it is over (see `run`).
+const DENO_SETTLE: Duration = Duration::from_millis(50);
+
+/// How often the kernel is interrupted again while that run goes on.
+const INTERRUPT_EVERY: Duration = Duration::from_secs(2);
 
 /// How long the service's own silent snippets (envs) may take.
 const SILENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,15 +199,18 @@ impl Context {
 
         let mut tracker = RunTracker::new();
         let mut request = kernel.execute(&req.code, false).await;
+        // Deno (2.9) sometimes publishes a run's execute_result just *after* its idle status
+        // and reply (~1 ms late, one run in five): its runs listen a little longer.
+        let settle = (family == Family::Deno).then_some(DENO_SETTLE);
+        let mut settle_until: Option<Instant> = None;
         let mut client_gone = false;
-        let mut interrupted = false;
         let mut give_up: Option<Instant> = None;
+        let mut next_interrupt: Option<Instant> = None;
         loop {
-            if client_gone && !interrupted {
+            if client_gone && give_up.is_none() && next_interrupt.is_none() {
                 tracing::info!(context = %self.id, "client left mid-run: interrupting");
-                kernel.interrupt().await;
-                interrupted = true;
                 give_up = Some(Instant::now() + INTERRUPT_GRACE);
+                next_interrupt = Some(Instant::now());
             }
             tokio::select! {
                 ev = request.events.recv() => {
@@ -215,15 +225,29 @@ impl Context {
                             client_gone = true;
                         }
                     }
-                    if tracker.done() || kernel_gone {
+                    if kernel_gone {
                         break;
                     }
+                    if tracker.done() {
+                        match (settle, settle_until) {
+                            (Some(d), None) => settle_until = Some(Instant::now() + d),
+                            (None, _) => break,
+                            _ => {}
+                        }
+                    }
                 }
+                _ = tokio::time::sleep_until(settle_until.unwrap_or_else(Instant::now)), if settle_until.is_some() => break,
                 _ = out.tx.closed(), if !client_gone => client_gone = true,
+                // Again every INTERRUPT_EVERY: Deno sometimes drops one.
+                _ = tokio::time::sleep_until(next_interrupt.unwrap_or_else(Instant::now)), if next_interrupt.is_some() => {
+                    kernel.interrupt().await;
+                    next_interrupt = Some(Instant::now() + INTERRUPT_EVERY);
+                }
                 _ = tokio::time::sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
-                    tracing::warn!(context = %self.id, "run ignored the interrupt: replacing the kernel");
+                    tracing::warn!(context = %self.id, "run ignored the interrupts: replacing the kernel");
                     kernel.kill(Gone::InterruptFailed);
                     give_up = None;
+                    next_interrupt = None;
                 }
             }
         }

@@ -343,6 +343,47 @@ async fn the_service_against_real_kernels() {
     let js_next = lines(&svc, json!({"code": "a", "language": "js"})).await;
     assert_eq!(main_text(&js_next).as_deref(), Some("20"), "{js_next:?}");
 
+    // --- runs in one context wait for each other; contexts run side by side --------------
+    let side: Value =
+        http.post(format!("{}/contexts", svc.url)).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let nap = |ctx: Option<&str>| {
+        let body = match ctx {
+            Some(id) => json!({"code": "import time; time.sleep(1.5)", "context_id": id}),
+            None => json!({"code": "import time; time.sleep(1.5)"}),
+        };
+        lines(&svc, body)
+    };
+    let t = Instant::now();
+    tokio::join!(nap(None), nap(side["id"].as_str()));
+    let apart = t.elapsed();
+    let t = Instant::now();
+    tokio::join!(nap(None), nap(None));
+    let together = t.elapsed();
+    assert!(apart < Duration::from_millis(2800), "two contexts ran one after the other: {apart:?}");
+    assert!(together >= Duration::from_secs(3), "two runs in one context overlapped: {together:?}");
+    http.delete(format!("{}/contexts/{}", svc.url, side["id"].as_str().unwrap())).send().await.unwrap();
+
+    // --- an awaiting Deno run: interrupted, or (if Deno ignores it) its kernel replaced
+    // after the grace period; either way the context answers the next run -----------------
+    let _ = http
+        .post(format!("{}/execute", svc.url))
+        .header("x-access-token", TOKEN)
+        .json(&json!({"code": "await new Promise((r) => setTimeout(r, 120000))", "language": "js"}))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .map(|r| r.bytes());
+    let t = Instant::now();
+    let after = lines(&svc, json!({"code": "typeof a", "language": "js"})).await;
+    let kept = main_text(&after);
+    assert!(matches!(kept.as_deref(), Some("number") | Some("undefined")), "{after:?}");
+    assert!(t.elapsed() < Duration::from_secs(30), "waited {:?}", t.elapsed());
+    println!(
+        "awaiting Deno run: state {} after {:?}",
+        if kept.as_deref() == Some("number") { "kept" } else { "lost (kernel replaced)" },
+        t.elapsed()
+    );
+
     // --- contexts -------------------------------------------------------------------------
     let other = tempfile::tempdir().unwrap();
     let created: Value = http

@@ -10,6 +10,13 @@ cd "$REPO"
 
 "$REPO/scripts/setup.sh" --no-start
 
+# What only the tests need: a real PostgreSQL server (the store suite and the daemon on
+# PostgreSQL start their own throwaway clusters from its binaries; nothing is enabled).
+STASIS_LOG_TAG=test
+# shellcheck source=lib.sh
+. "$REPO/scripts/lib.sh"
+apt_install_missing postgresql
+
 # The tests use the agent and CRIU that setup just installed, and their own data dirs.
 export STASIS_AGENT=/usr/local/lib/stasis/stasis-agent
 "$REPO/scripts/clean-test-data.sh"

@@ -6,7 +6,8 @@
 #   E2E_SUITES=js bash tests/e2e/run.sh   # only the JS suites (or: py)
 #
 # Env: STASIS_BIN (default /usr/local/bin/stasis), STASIS_AGENT (default
-# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success.
+# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success,
+# E2E_ROUTING=host runs the JS files in host-routing mode (helpers.mjs `useHostRouting`).
 # Must run as root (sandboxes need namespaces and cgroups). Talks only to 127.0.0.1.
 set -uo pipefail
 
@@ -80,8 +81,13 @@ ln -s "$TEMPLATE_BASE" "$DATA_DIR/templates/base"
 [ -e "$TEMPLATE_INTERPRETER" ] && ln -s "$TEMPLATE_INTERPRETER" "$DATA_DIR/templates/code-interpreter-v1"
 LOG="$DATA_DIR.server.log"
 API_KEY="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+PORT=$(free_port)
 BASE_URL="http://127.0.0.1:$PORT"
+# The HTTPS listener for host routing (`https://{port}-{id}.localhost`, the local CA made
+# here): the SDKs' URLs without sandbox headers (signed file URLs, host-routing mode).
+TLS_PORT=$(free_port)
+"$STASIS_BIN" tls init --data-dir "$DATA_DIR" >/dev/null || die "stasis tls init failed"
 SERVER_PID=""
 # Every sandbox id the server ever reported (collected by the tests' list calls, and
 # from the log), so the leak check can look for their cgroups after the data dir is gone.
@@ -172,7 +178,7 @@ trap 'exit 130' INT TERM
 
 say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
 STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
-  "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
+  "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
   >"$LOG" 2>&1 &
 SERVER_PID=$!
 
@@ -189,6 +195,8 @@ done
 unset E2B_DEBUG E2B_DOMAIN NOVITA_DOMAIN E2B_ACCESS_TOKEN
 export E2B_API_URL="$BASE_URL" E2B_SANDBOX_URL="$BASE_URL" E2B_API_KEY="$API_KEY"
 export NOVITA_API_URL="$BASE_URL" NOVITA_SANDBOX_URL="$BASE_URL" NOVITA_API_KEY="$API_KEY"
+# Host-routing mode (helpers.mjs `useHostRouting`): where the TLS listener is and its CA.
+export E2E_TLS_PORT="$TLS_PORT" E2E_DOMAIN=localhost E2E_CA_CERT="$DATA_DIR/tls/ca.pem"
 export E2E_SEEN_IDS="$SEEN_IDS" NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 

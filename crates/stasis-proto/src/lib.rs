@@ -13,6 +13,8 @@
 //!   statuses, end-of-stream frames, `Connect-Timeout-Ms`, content types and routes.
 //! - **The runtime ↔ agent contract** in [`agent`]: the boot config, the boot sync
 //!   protocol, the envd port and the `/init` handover request.
+//! - **Signed file URLs** in [`file_signing`]: the signature the SDKs put on `/files`
+//!   URLs of a `secure` sandbox, checked by the agent and by the host proxy alike.
 //!
 //! It must not do I/O, spawn tasks or depend on an HTTP server or runtime: it turns bytes
 //! and header values into typed values and back, so both binaries (one of them statically
@@ -21,6 +23,7 @@
 
 pub mod agent;
 pub mod connect;
+pub mod file_signing;
 pub mod timestamp;
 
 pub use timestamp::{rfc3339_millis, Timestamp};

@@ -260,6 +260,7 @@ fn entry() -> EntryInfo {
         group: "user".into(),
         modified_time: Some(crate::Timestamp::new(1_704_164_645, 500_000_000)),
         symlink_target: None,
+        metadata: Default::default(),
     }
 }
 
@@ -268,7 +269,7 @@ fn entry_info_shape() {
     let want = json!({
         "name":"a.txt","type":"FILE_TYPE_FILE","path":"/home/user/a.txt","size":"3",
         "mode":420,"permissions":"-rw-r--r--","owner":"user","group":"user",
-        "modifiedTime":"2024-01-02T03:04:05.500Z"
+        "modifiedTime":"2024-01-02T03:04:05.500Z","metadata":{}
     });
     assert_eq!(serde_json::to_value(entry()).unwrap(), want);
     let back: EntryInfo = serde_json::from_value(want).unwrap();
@@ -278,6 +279,10 @@ fn entry_info_shape() {
     let v = serde_json::to_value(&link).unwrap();
     assert_eq!(v["type"], "FILE_TYPE_SYMLINK");
     assert_eq!(v["symlinkTarget"], "/etc/hosts");
+    // User metadata (the `user.e2b.*` xattrs) is a plain JSON object, field 11 in binary.
+    let tagged = EntryInfo { metadata: [("author".to_string(), "me".to_string())].into(), ..entry() };
+    assert_eq!(serde_json::to_value(&tagged).unwrap()["metadata"], json!({"author":"me"}));
+    assert!(prost::Message::encode_to_vec(&tagged).windows(2).any(|w| w == [0x5a, 0x0c]), "field 11, length-delimited");
     // int64 given as a number is accepted too.
     let n: EntryInfo = serde_json::from_str(r#"{"size":5,"type":2}"#).unwrap();
     assert_eq!((n.size, n.r#type()), (5, FileType::Directory));

@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
-use stasis_store::{SqliteStore, Store};
+use stasis_store::Store;
 
 use api::AppState;
 use lifecycle::Lifecycle;
@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub max_timeout: Option<std::time::Duration>,
     /// Also serve over TLS here, with the certificate from `stasis tls init`.
     pub tls_listen: Option<SocketAddr>,
+    /// The state database (`stasis_store::open::open`); `None`: SQLite in the data dir.
+    pub database: Option<String>,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -99,8 +101,9 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
 
 pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(cfg.data_dir.join("stasis.db")).await.context("open the state database")?);
+    let store: Arc<dyn Store> = stasis_store::open::open(cfg.database.as_deref(), &cfg.data_dir.join("stasis.db"))
+        .await
+        .context("open the state database")?;
     ensure_api_key(store.as_ref(), cfg).await?;
     let runtime = ContainerRuntime::new(ContainerConfig {
         data_dir: cfg.data_dir.clone(),

@@ -27,6 +27,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A `--database` value that names no store.
+    #[error("bad --database: {0}")]
+    InvalidDatabase(String),
+    /// No connection from the pool (the server is down or refuses us).
+    #[error("postgres pool: {0}")]
+    Pool(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// The blocking task running a query panicked or was cancelled.

@@ -3,8 +3,8 @@
 //! This crate owns:
 //! - the records the control plane must not lose: sandboxes (with their lifecycle state),
 //!   snapshots and API keys ([`model`]);
-//! - the [`Store`] trait, and [`SqliteStore`], its SQLite implementation (WAL,
-//!   `synchronous=FULL`, versioned migrations);
+//! - the [`Store`] trait, [`SqliteStore`], its SQLite implementation (WAL,
+//!   `synchronous=FULL`, versioned migrations), and [`PostgresStore`] for several nodes;
 //! - the semantics of list requests: default states, metadata filters, ordering, limits
 //!   and pagination tokens ([`query`]);
 //! - an atomic compare-and-set on a sandbox's state ([`Store::transition`]), so two
@@ -17,17 +17,24 @@
 pub mod api_key;
 pub mod error;
 pub mod model;
+pub mod open;
+pub mod postgres;
 pub mod query;
 pub mod sqlite;
 
 #[cfg(test)]
 mod query_fuzz_tests;
+#[cfg(test)]
+mod suite;
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod testing;
 
 use async_trait::async_trait;
 
 pub use api_key::{constant_time_eq, generate_api_key, hash_api_key};
 pub use error::StoreError;
 pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
+pub use postgres::PostgresStore;
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
 pub use sqlite::SqliteStore;
 
@@ -41,8 +48,8 @@ pub type Page<T> = (Vec<T>, Option<String>);
 
 /// The control plane's persistent state. Every write is durable when the call returns.
 ///
-/// Implementations: [`SqliteStore`] for one node; a PostgreSQL store for several nodes
-/// would implement the same trait with the same schema (see the crate README).
+/// Implementations: [`SqliteStore`] for one node, [`PostgresStore`] for several nodes
+/// sharing one state; both pass the same suite (`suite.rs`).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Inserts a new sandbox. `AlreadyExists` when the id is taken.

@@ -123,3 +123,18 @@ fn a_service_that_never_answers_fails_after_the_ready_timeout() {
     assert!(out.stderr.contains("start command not ready after 3s"), "{}", out.stderr);
     assert!(snapshots(&host).is_empty(), "{:?}", snapshots(&host));
 }
+
+#[test]
+fn a_warm_sandbox_left_by_a_stopped_daemon_is_removed_at_the_next_start() {
+    let host = Host::new("warm-stale");
+    // What a daemon killed in the middle of a warm leaves: a running sandbox with a warm id.
+    host.rt(&["create", "warm0123456789ab"]);
+    host.rt(&["create", "keepme"]);
+    let server = common::Server::start_on(host, &[]);
+    common::wait_for("the stale warm sandbox to go", || {
+        !server.host.data_dir.join("sandboxes/warm0123456789ab").exists()
+    });
+    assert!(server.host.data_dir.join("sandboxes/keepme").exists(), "other sandboxes are left alone");
+    let host = server.terminate();
+    host.rt(&["kill", "keepme"]);
+}

@@ -3,8 +3,8 @@
 // docs/sdk-parity.md maps each method/option to the test here that proves it.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Sandbox, NotFoundError, SandboxNotFoundError } from 'e2b'
-import { createSandbox, drain, killAll, runTag, sleep } from './helpers.mjs'
+import { Sandbox, NotFoundError, SandboxNotFoundError, TimeoutError } from 'e2b'
+import { HOST_ROUTING, createSandbox, drain, killAll, runTag, sleep } from './helpers.mjs'
 
 const T = { timeout: 180_000 }
 const DAY_MS = 86_400_000
@@ -150,6 +150,39 @@ test('getMetrics with a start/end range returns only the points inside it', T, a
     for (const p of around) assert.ok(Math.abs(p.timestamp.getTime() - now) <= 61_000, `${p.timestamp.toISOString()} in range`)
     assert.deepEqual(await sbx.getMetrics({ start: new Date(now - 3_600_000), end: new Date(now - 1_800_000) }), [], 'a range in the past')
     assert.deepEqual(await sbx.getMetrics({ start: new Date(now + 600_000) }), [], 'a range in the future')
+  } finally {
+    await killAll(sbx)
+  }
+})
+
+test('waiting on a command whose sandbox is killed raises the SDK\'s TimeoutError "killed or reached its end of life"', T, async () => {
+  const sbx = await createSandbox()
+  try {
+    const bg = await sbx.commands.run('sleep 600', { background: true })
+    const fg = sbx.commands.run('sleep 600').then(() => 'finished', (e) => e)
+    await sleep(1000) // both streams are open
+    await Sandbox.kill(sbx.sandboxId)
+    const endOfLife = (e) => e instanceof TimeoutError && /sandbox was killed or reached its end of life/.test(e.message)
+    await assert.rejects(bg.wait(), endOfLife)
+    const e = await fg
+    assert.ok(endOfLife(e), `commands.run in flight: ${e}`)
+  } finally {
+    await killAll(sbx)
+  }
+})
+
+test('signed file URLs with E2B_SANDBOX_URL: the URL has no sandbox host, so send it with the E2b-Sandbox-Id header', { ...T, skip: HOST_ROUTING && 'not with E2B_SANDBOX_URL' }, async () => {
+  const sbx = await createSandbox({ secure: true })
+  try {
+    await sbx.files.write('hello.txt', 'hello world')
+    const url = await sbx.downloadUrl('hello.txt', { useSignatureExpiration: 10_000 })
+    assert.ok(url.startsWith(`${process.env.E2B_SANDBOX_URL}/files?`), url)
+    const res = await fetch(url, { headers: { 'E2b-Sandbox-Id': sbx.sandboxId } })
+    assert.equal(res.status, 200)
+    assert.equal(await res.text(), 'hello world')
+    const up = await fetch(await sbx.uploadUrl('up.txt'), { method: 'POST', body: new Blob(['up']), headers: { 'E2b-Sandbox-Id': sbx.sandboxId, 'Content-Type': 'application/octet-stream' } })
+    assert.equal(up.status, 200)
+    assert.equal(await sbx.files.read('up.txt'), 'up')
   } finally {
     await killAll(sbx)
   }

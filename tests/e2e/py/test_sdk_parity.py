@@ -2,12 +2,14 @@
 relative command cwd, multi-file and gzip uploads, list filters, the metrics range.
 docs/sdk-parity.md maps each method/option to the test here that proves it."""
 import datetime
+import json
+import os
 import time
 
 import pytest
 from conftest import drain, run_tag
 from e2b import Sandbox, SandboxQuery, SandboxState
-from e2b.exceptions import NotFoundException, SandboxException
+from e2b.exceptions import NotFoundException, SandboxException, TimeoutException
 
 DAY = 86_400
 
@@ -121,3 +123,112 @@ def test_get_metrics_range(sandboxes):
         assert abs((p.timestamp - now).total_seconds()) <= 61
     assert sbx.get_metrics(start=now - minutes(60), end=now - minutes(30)) == []
     assert sbx.get_metrics(start=now + minutes(10)) == []
+
+
+def _xattrs(sbx, path, user=None):
+    """The sandbox's own view of a path's `user.*` xattrs."""
+    py = f"import os,json; p={path!r}; print(json.dumps({{n: os.getxattr(p, n).decode() for n in sorted(os.listxattr(p))}}))"
+    return json.loads(sbx.commands.run(f"python3 -c \"{py}\"", user=user).stdout)
+
+
+def test_file_metadata_round_trip(sandboxes):
+    sbx = sandboxes.create()
+    info = sbx.files.write("meta/a.txt", "a", metadata={"Author": "me", "purpose": "test run"})
+    assert info.metadata == {"author": "me", "purpose": "test run"}, "keys lowercased"
+    assert _xattrs(sbx, "/home/user/meta/a.txt") == {"user.e2b.author": "me", "user.e2b.purpose": "test run"}
+    assert sbx.files.get_info("meta/a.txt").metadata == {"author": "me", "purpose": "test run"}
+    assert [e.metadata for e in sbx.files.list("meta") if e.name == "a.txt"] == [{"author": "me", "purpose": "test run"}]
+    assert sbx.files.rename("meta/a.txt", "meta/b.txt").metadata == {"author": "me", "purpose": "test run"}
+    many = sbx.files.write_files([{"path": "meta/c.txt", "data": "c"}, {"path": "meta/d.txt", "data": "d"}], metadata={"batch": "1"})
+    assert [f.metadata for f in many] == [{"batch": "1"}, {"batch": "1"}]
+    assert sbx.files.write("meta/e.txt", "e" * 1000, gzip=True, metadata={"zipped": "yes"}).metadata == {"zipped": "yes"}
+    assert sbx.files.write("meta/c.txt", "c2").metadata is None, "an overwrite replaces the set"
+    assert sbx.files.get_info("meta/c.txt").metadata is None
+    sbx.commands.run("python3 -c 'import os; os.setxattr(\"/home/user/meta/d.txt\", \"user.e2b.origin\", b\"inside\")'")
+    assert sbx.files.get_info("meta/d.txt").metadata == {"batch": "1", "origin": "inside"}
+    assert sbx.files.write("/root/meta.txt", "r", user="root", metadata={"owner": "root"}).metadata == {"owner": "root"}
+    assert sbx.files.get_info("/root/meta.txt", user="root").metadata == {"owner": "root"}
+    sbx.pause()
+    back = Sandbox.connect(sbx.sandbox_id)
+    assert back.files.get_info("meta/b.txt").metadata == {"author": "me", "purpose": "test run"}
+    assert back.files.get_info("/root/meta.txt", user="root").metadata == {"owner": "root"}
+
+
+def test_watch_events_of_an_upload_as_envd(sandboxes):
+    """e2b's own test_watch.py: three events for a new file, the first a CREATE named
+    relative to the watched dir, also for a nested dir of a recursive watch."""
+    sbx = sandboxes.create()
+    sbx.files.make_dir("w")
+    handle = sbx.files.watch_dir("w")
+    sbx.files.write("w/f.txt", "This file will be watched.")
+    events = handle.get_new_events()
+    assert [(e.type.value, e.name) for e in events] == [("create", "f.txt"), ("chmod", "f.txt"), ("write", "f.txt")]
+    handle.stop()
+
+    sbx.files.make_dir("rw/nested")
+    handle = sbx.files.watch_dir("rw", recursive=True)
+    sbx.files.write("rw/nested/f.txt", "This file will be watched.")
+    events = handle.get_new_events()
+    assert len(events) == 3
+    assert (events[0].type.value, events[0].name) == ("create", "nested/f.txt")
+    handle.stop()
+
+
+def test_waiting_on_a_command_of_a_killed_sandbox(sandboxes):
+    """The SDK's SandboxNotRunningException (a TimeoutException): "killed or reached its
+    end of life", decided from how the stream ends and the health check."""
+    sbx = sandboxes.create()
+    bg = sbx.commands.run("sleep 600", background=True)
+    time.sleep(1)
+    Sandbox.kill(sbx.sandbox_id)
+    with pytest.raises(TimeoutException, match="killed or reached its end of life"):
+        bg.wait()
+
+
+def _host_routed(url, domain_host, **kw):
+    """`url` sent to Stasis's TLS listener as `https://{domain_host}` (SNI and Host), the
+    certificate checked against run.sh's local CA: what a client with E2B_DOMAIN does."""
+    import ssl
+    import urllib.parse
+
+    import httpx
+
+    u = urllib.parse.urlsplit(url)
+    target = f"https://127.0.0.1:{os.environ['E2E_TLS_PORT']}{u.path}?{u.query}"
+    ctx = ssl.create_default_context(cafile=os.environ["E2E_CA_CERT"])
+    with httpx.Client(verify=ctx) as c:
+        return c.request(kw.pop("method", "GET"), target, headers={"Host": domain_host}, extensions={"sni_hostname": domain_host}, **kw)
+
+
+def test_signed_file_urls(sandboxes):
+    """e2b's test_secured.py, with the two ways to reach the agent without its token: the
+    host (`49983-{id}.{domain}`, as with E2B_DOMAIN) or the E2b-Sandbox-Id header (with
+    E2B_SANDBOX_URL, whose signed URLs name no sandbox)."""
+    import httpx
+
+    sbx = sandboxes.create(secure=True)
+    host = f"49983-{sbx.sandbox_id}.{os.environ['E2E_DOMAIN']}"
+    sbx.files.write("hello.txt", "hello world")
+    url = sbx.download_url("hello.txt", use_signature_expiration=10_000)
+    r = _host_routed(url, host)
+    assert (r.status_code, r.text) == (200, "hello world")
+    r = httpx.get(url, headers={"E2b-Sandbox-Id": sbx.sandbox_id})
+    assert (r.status_code, r.text) == (200, "hello world")
+
+    sbx.files.write("hello.txt", "hello root", user="root")
+    r = _host_routed(sbx.download_url("hello.txt", user="root", use_signature_expiration=10_000), host)
+    assert (r.status_code, r.text) == (200, "hello root")
+
+    r = _host_routed(sbx.download_url("hello.txt", use_signature_expiration=-10_000), host)
+    assert (r.status_code, r.json()) == (401, {"code": 401, "message": "signature is already expired"})
+    r = _host_routed(sbx.download_url("hello.txt") + "x", host)
+    assert (r.status_code, r.json()) == (401, {"code": 401, "message": "invalid signature"})
+
+    up = sbx.upload_url("up.txt", use_signature_expiration=10_000)
+    r = _host_routed(up, host, method="POST", files={"file": ("up.txt", b"file content")})
+    assert (r.status_code, r.json()) == (200, [{"name": "up.txt", "path": "/home/user/up.txt", "type": "file"}])
+    assert sbx.files.read("up.txt") == "file content"
+    r = _host_routed(sbx.upload_url("up.txt", user="root"), host, method="POST", files={"file": ("up.txt", b"root")})
+    assert (r.status_code, r.json()[0]["path"]) == (200, "/root/up.txt")
+    r = _host_routed(sbx.upload_url("up.txt", use_signature_expiration=-100), host, method="POST", files={"file": ("x", b"x")})
+    assert (r.status_code, r.json()["message"]) == (401, "signature is already expired")

@@ -112,6 +112,8 @@ struct Inner {
     me: std::sync::Weak<Inner>,
     /// One warm per template at a time (`warm.rs`).
     warm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Warm sandboxes of this process, under way.
+    warming: Mutex<std::collections::HashSet<String>>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -152,6 +154,7 @@ impl ContainerRuntime {
                 exits: tokio::sync::broadcast::channel(64).0,
                 me: me.clone(),
                 warm_locks: Mutex::default(),
+                warming: Mutex::default(),
             }),
         })
     }
@@ -331,6 +334,7 @@ impl Runtime for ContainerRuntime {
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            inner.remove_stale_warms();
             inner
                 .warming_templates()
                 .into_iter()

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::template::{ReadyCheck, Template};
 use super::{random_hex, Inner};
+
 use crate::error::{Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec};
 
@@ -57,7 +58,8 @@ impl Inner {
 
     fn warm(&self, t: &Template, snap: &str) -> Result<()> {
         let ready = t.ready.as_ref().expect("only templates with a ready check warm");
-        let id = format!("warm{}", random_hex(8));
+        let id = warm_id();
+        self.warming.lock().unwrap().insert(id.clone());
         // Loopback only: a service that needs the internet to get ready is not a template.
         // No token: each sandbox made from the capture gets its own at handover (one
         // left in the capture would stay the agent's token for creates without one).
@@ -65,6 +67,7 @@ impl Inner {
         self.create_cold(&id, &spec, t)?;
         let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);
+        self.warming.lock().unwrap().remove(&id);
         captured.map(|_| ())
     }
 
@@ -130,6 +133,31 @@ impl Inner {
     }
 }
 
+/// The id of a warm sandbox: `warm` + 12 hex digits, 16 characters, never an API
+/// sandbox's (those have 20).
+fn warm_id() -> String {
+    format!("warm{}", random_hex(6))
+}
+
+pub(super) fn is_warm_id(id: &str) -> bool {
+    id.len() == 16 && id.starts_with("warm") && id[4..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Inner {
+    /// Kills warm sandboxes a daemon left behind when it stopped in the middle of a warm
+    /// (not this process's own, under way).
+    pub(super) fn remove_stale_warms(&self) {
+        let Ok(entries) = std::fs::read_dir(self.layout.sandboxes()) else { return };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if is_warm_id(&id) && !self.warming.lock().unwrap().contains(&id) {
+                tracing::info!(sandbox = %id, "removing a warm sandbox left by an interrupted warm");
+                let _ = self.kill(&id);
+            }
+        }
+    }
+}
+
 /// One `GET` of the ready check, over a socket made in the sandbox's network namespace.
 fn probe(init: Arc<super::InitHandle>, ready: &ReadyCheck) -> std::result::Result<(), String> {
     let mut s = crate::netns::connect_blocking(init, ready.port, Duration::from_secs(2)).map_err(|e| e.to_string())?;
@@ -143,5 +171,18 @@ fn probe(init: Arc<super::InitHandle>, ready: &ReadyCheck) -> std::result::Resul
         Ok(())
     } else {
         Err(format!("status {:?}", line.lines().next().unwrap_or("")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn warm_ids_are_told_from_api_ids() {
+        let id = super::warm_id();
+        assert!(super::is_warm_id(&id), "{id}");
+        assert!(crate::container::validate_id(&id).is_ok());
+        assert!(!super::is_warm_id("warm0123456789abcdef0123"));
+        assert!(!super::is_warm_id("warmabcdefghijkl"));
+        assert!(!super::is_warm_id("wbrm0123456789ab"));
     }
 }

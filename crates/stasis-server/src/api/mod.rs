@@ -3,9 +3,11 @@
 
 mod auth;
 mod error;
+mod novita;
 mod sandboxes;
 mod snapshots;
 mod status;
+mod unserved;
 pub mod wire;
 
 #[cfg(test)]
@@ -40,7 +42,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    unserved::add(Router::new())
         .route("/sandboxes", post(sandboxes::create_v1).get(sandboxes::list_v1))
         .route("/v2/sandboxes", post(sandboxes::create_v2).get(sandboxes::list_v2))
         .route("/sandboxes/{id}", get(sandboxes::info).delete(sandboxes::kill))
@@ -53,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
+        .route("/sandboxes/{id}/clone", post(snapshots::clone))
+        .route("/sandboxes/{id}/reset", post(novita::reset))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))

@@ -1,4 +1,5 @@
-//! Snapshot endpoints: take one, list them, delete one (`DELETE /templates/{id}`), fork.
+//! Snapshot endpoints: take one, list them, delete one (`DELETE /templates/{id}`), fork,
+//! and Novita's clone (a fork with Novita's body and answer).
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -11,6 +12,7 @@ use stasis_store::SnapshotQuery;
 
 use super::sandboxes::SandboxPath;
 use super::{json_body, wire, ApiError, AppState};
+use crate::ids::SandboxId;
 use crate::lifecycle::snapshots::{public_id, public_names};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -95,4 +97,56 @@ pub async fn fork(State(state): State<AppState>, SandboxPath(id): SandboxPath, b
         })
         .collect();
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Novita's `POST /sandboxes/{id}/clone` (`Sandbox.clone(id, { count, strict })`).
+#[derive(Deserialize, Default)]
+pub struct CloneBody {
+    count: Option<u32>,
+    /// All or nothing: when one clone fails, the others are killed and the call fails.
+    strict: Option<bool>,
+    timeout: Option<u64>,
+    // `nodeID` (which host): one host here, so it is ignored.
+}
+
+/// The running copies of a sandbox, as Novita answers: `{sandboxes: [{sandboxID,
+/// envdVersion, envdAccessToken, trafficAccessToken}]}`. Not strict: the clones that were
+/// made (the call fails only when none was). No `snapshotTemplateId`: the capture is a
+/// fork's, released once the clones are up, so there is no template to name.
+pub async fn clone(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<Response> {
+    let req: CloneBody = json_body(body).await?;
+    let count = req.count.unwrap_or(1);
+    if count == 0 || count > MAX_FORKS {
+        return Err(ApiError::bad_request(format!("count must be between 1 and {MAX_FORKS}, got {count}")));
+    }
+    let d = state.defaults();
+    let timeout = super::sandboxes::check_timeout(req.timeout.unwrap_or(d.fork_timeout_secs), d.max_timeout_secs)?;
+    let (made, failed): (Vec<_>, Vec<_>) =
+        state.lifecycle.fork(&id, count, timeout).await?.into_iter().partition(Result::is_ok);
+    let made: Vec<_> = made.into_iter().flatten().collect();
+    if let Some(Err(first)) = failed.into_iter().next() {
+        if req.strict.unwrap_or(false) || made.is_empty() {
+            for row in &made {
+                if let Err(e) = state.lifecycle.kill(&SandboxId::parse(&row.id).expect("a stored id")).await {
+                    tracing::warn!(sandbox = %row.id, "cannot kill the clone of a failed strict clone: {e}");
+                }
+            }
+            return Err(first.into());
+        }
+    }
+    let sandboxes: Vec<_> = made
+        .iter()
+        .map(|row| {
+            let w = wire::Sandbox::from_row(row, &state.domain);
+            json!({
+                "sandboxID": w.sandbox_id,
+                "templateID": w.template_id,
+                "envdVersion": w.envd_version,
+                "envdAccessToken": w.envd_access_token,
+                "trafficAccessToken": w.traffic_access_token,
+                "domain": w.domain,
+            })
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({ "sandboxes": sandboxes }))).into_response())
 }

@@ -93,3 +93,24 @@ async fn metrics_only_in_the_requested_range() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
 }
+
+/// SDK endpoints Stasis does not serve answer 501 naming the method, not a 404 that the
+/// SDKs read as "sandbox not found"; the served neighbours still route.
+#[tokio::test(start_paused = true)]
+async fn unserved_sdk_endpoints_say_so() {
+    let h = harness().await;
+    h.store.add_api_key("test", KEY).await.unwrap();
+    for (path, what) in [
+        ("/volumes", "Volume"),
+        ("/secrets/abc", "Secret"),
+        ("/templates/tags", "template tags"),
+        ("/sandboxes/abc/hotplug-memory", "novita hotplugMemory"),
+        ("/volumecontent/v1/path", "Volume files"),
+    ] {
+        let (status, body) = get(&h, path).await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert!(body["message"].as_str().unwrap().starts_with(what), "{path}: {body}");
+    }
+    assert_eq!(get(&h, "/no/such").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&h, "/snapshots").await.0, StatusCode::OK);
+}

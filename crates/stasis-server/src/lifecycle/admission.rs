@@ -1,11 +1,13 @@
 //! Proxied requests: whether one may reach a port of a sandbox (its access token for the
-//! agent's port, its traffic token for the others on a `secure` sandbox), whether it
+//! agent's port, or a signed URL for the agent's `/files`; its traffic token for the
+//! other ports when the sandbox asks for one), whether it
 //! resumes the sandbox (paused with auto-resume), and its connection to the port, counted
 //! as client activity (idle timeout) and cut when the sandbox pauses.
 //!
 //! A request to a running sandbox costs a lookup in the route cache (`routes.rs`), no
 //! database read; the runtime's connect is the rest.
 
+use stasis_proto::file_signing::{self, Operation, SignedQuery};
 use stasis_runtime::{RuntimeError, ENVD_PORT};
 use stasis_store::SandboxState;
 use tokio::net::TcpStream;
@@ -22,6 +24,10 @@ pub struct Credentials<'a> {
     pub access_token: Option<&'a str>,
     /// `e2b-traffic-access-token`: required on the other ports of a `secure` sandbox.
     pub traffic_token: Option<&'a str>,
+    /// A `GET`/`POST /files` call to the agent: its signed URL may stand in for the access
+    /// token (`downloadUrl` / `uploadUrl`). Checked here too, so that a forged URL cannot
+    /// even auto-resume a sandbox; the agent checks it again.
+    pub file_call: Option<(Operation, SignedQuery<'a>)>,
 }
 
 /// Why a proxied request does not get through.
@@ -31,6 +37,11 @@ pub enum Refusal {
     NotRunning,
     MissingAccessToken,
     InvalidAccessToken,
+    /// A `/files` call whose signed URL does not hold: envd's status and message.
+    FileSignature {
+        status: u16,
+        message: String,
+    },
     /// A user port of a `secure` sandbox without its traffic token.
     TrafficTokenRequired,
     /// An auto-resume failed, or waits for its back-off.
@@ -80,7 +91,7 @@ impl Lifecycle {
     /// The generation of the running sandbox's route the request was admitted on.
     async fn admit(&self, id: &str, port: u16, creds: Credentials<'_>) -> Result<u64, Refusal> {
         let route = self.route_of(id).await?;
-        check_tokens(&route, port, creds)?;
+        check_tokens(&route, port, creds, self.now() / 1000)?;
         match route.state {
             SandboxState::Running => Ok(route.generation),
             // A pause under way is waited for (the sandbox lock), then undone.
@@ -146,10 +157,14 @@ impl Lifecycle {
     }
 }
 
-fn check_tokens(route: &Route, port: u16, creds: Credentials<'_>) -> Result<(), Refusal> {
+fn check_tokens(route: &Route, port: u16, creds: Credentials<'_>, now_secs: i64) -> Result<(), Refusal> {
     let same = |given: &str, expected: &str| stasis_store::constant_time_eq(given.as_bytes(), expected.as_bytes());
     if port == ENVD_PORT {
         if let Some(token) = &route.envd_access_token {
+            if let Some((op, query)) = creds.file_call {
+                return file_signing::authorize(Some(token), creds.access_token, query, op, now_secs)
+                    .map_err(|r| Refusal::FileSignature { status: r.status, message: r.message });
+            }
             return match creds.access_token {
                 Some(t) if same(t, token) => Ok(()),
                 Some(_) => Err(Refusal::InvalidAccessToken),

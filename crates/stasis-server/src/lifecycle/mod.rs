@@ -21,6 +21,7 @@ pub(crate) mod fake_runtime;
 mod kill;
 mod pause;
 mod recovery;
+mod reset;
 mod resume;
 mod routes;
 mod scheduler;

@@ -11,6 +11,8 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use stasis_proto::file_signing::{Operation, SignedQuery, SignedQueryOwned};
+
 use crate::api::AppState;
 use crate::lifecycle::{Credentials, PortConnection, Refusal};
 use target::Target;
@@ -37,6 +39,11 @@ fn refused(id: &str, r: Refusal) -> Response {
             error(StatusCode::UNAUTHORIZED, id, "missing access token (X-Access-Token header)".into())
         }
         Refusal::InvalidAccessToken => error(StatusCode::UNAUTHORIZED, id, "invalid access token".into()),
+        // Exactly envd's body: the SDKs' tests compare it whole.
+        Refusal::FileSignature { status, message } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+            (status, Json(serde_json::json!({ "code": status.as_u16(), "message": message }))).into_response()
+        }
         Refusal::TrafficTokenRequired => error(
             StatusCode::FORBIDDEN,
             id,
@@ -55,21 +62,35 @@ fn header<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str>
 }
 
 /// Admits the request and opens its connection, or answers instead.
+/// `signed`: the request's `file_query`, taken by the caller (a request is not `Sync`, so
+/// it cannot be borrowed across the await).
 async fn connect(
     state: &AppState,
     target: &Target,
     headers: &axum::http::HeaderMap,
+    signed: Option<(Operation, SignedQueryOwned)>,
 ) -> Result<PortConnection, Response> {
     let creds = Credentials {
         access_token: header(headers, "x-access-token"),
         traffic_token: header(headers, "e2b-traffic-access-token"),
+        file_call: signed.as_ref().map(|(op, q)| (*op, q.borrow())),
     };
     let id = &target.sandbox_id;
     state.lifecycle.connect_port(id, target.port, creds).await.map_err(|r| refused(id, r))
 }
 
+/// The operation and signing parts of a call to the agent's `/files` (the path is the
+/// agent's whatever the port: only the agent's port checks it).
+fn file_query(req: &Request) -> Option<(Operation, SignedQueryOwned)> {
+    if req.uri().path() != "/files" {
+        return None;
+    }
+    let op = Operation::of_method(req.method())?;
+    Some((op, SignedQuery::parse(req.uri().query().unwrap_or_default())))
+}
+
 pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
-    let conn = match connect(&state, &target, req.headers()).await {
+    let conn = match connect(&state, &target, req.headers(), file_query(&req)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -82,7 +103,7 @@ pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
 /// `CONNECT {port}-{id}.{domain}:N` (or with the sandbox headers): a raw TCP tunnel to
 /// the port, for protocols that are not HTTP. Cut at pause like every connection.
 pub async fn tunnel(state: AppState, target: Target, mut req: Request) -> Response {
-    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers()).await {
+    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers(), file_query(&req)).await {
         Ok(c) => c,
         Err(r) => return r,
     };

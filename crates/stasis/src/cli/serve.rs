@@ -34,6 +34,10 @@ pub struct Args {
     /// Also serve HTTPS here (certificate from `stasis tls init` in the data dir).
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
+    /// State database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB (several nodes share it)
+    /// or sqlite:PATH. Default: SQLite at DATA_DIR/stasis.db.
+    #[arg(long, env = "STASIS_DATABASE", hide_env_values = true)]
+    database: Option<String>,
 }
 
 pub async fn run(args: Args) -> u8 {
@@ -51,6 +55,7 @@ pub async fn run(args: Args) -> u8 {
         pause_on_shutdown: args.pause_on_shutdown,
         max_timeout: Some(args.max_timeout).filter(|d| !d.is_zero()),
         tls_listen: args.tls_listen,
+        database: args.database,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

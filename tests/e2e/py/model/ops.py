@@ -50,6 +50,11 @@ def content(cs: int, size: int) -> bytes:
     return random.Random(cs).randbytes(size)
 
 
+def file_metadata(cs: int) -> Dict[str, str]:
+    """The metadata every upload of content seed `cs` carries (`user.e2b.cs` xattr)."""
+    return {"cs": str(cs)}
+
+
 def parent(path: str) -> str:
     return path.rsplit("/", 1)[0]
 
@@ -90,6 +95,8 @@ class SbM:
     secrets: Dict[int, SecretM] = field(default_factory=dict)
     bgs: Dict[int, str] = field(default_factory=dict)     # key -> as_
     watch: Optional[str] = None                            # the watched dir
+    ci: bool = False                                       # a code-interpreter-v1 sandbox
+    vars: Dict[str, int] = field(default_factory=dict)     # its Python kernel's variables
 
     def fresh_dirs(self):
         self.dirs = {U_AREA: "user", R_AREA: "root"}
@@ -148,6 +155,8 @@ class SbM:
         self.dirs = dict(other.dirs)
         self.secrets = copy.deepcopy(other.secrets)
         self.bgs = dict(other.bgs)
+        self.ci = other.ci
+        self.vars = dict(other.vars)
 
 
 @dataclass
@@ -237,6 +246,8 @@ class World:
             return sb.watch is not None
         if k == "run_echo":
             return True
+        if k == "ci_run":
+            return sb.ci
         if k == "bg_start":
             return op["key"] not in sb.bgs and len(sb.bgs) < MAX_BGS
         if k == "bg_kill":
@@ -259,7 +270,7 @@ class World:
         sb = self.sbs.get(op.get("s"))
         who = eff(op.get("as", "root"))
         if k == "create":
-            sb = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"])
+            sb = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"], ci=op.get("ci", False))
             sb.fresh_dirs()
             self.sbs[op["s"]] = sb
         elif k == "kill":
@@ -290,6 +301,8 @@ class World:
             sb.files[sb.watch + "/" + op["name"]] = FileM(op["cs"], op["size"], who)
         elif k == "watch_stop":
             sb.watch = None
+        elif k == "ci_run":
+            sb.vars[op["name"]] = op["value"]
         elif k == "bg_start":
             sb.bgs[op["key"]] = op["as"]
         elif k == "bg_kill":
@@ -336,7 +349,10 @@ def _size(n):
 def describe(op) -> str:  # noqa: C901
     k, s = op["op"], f"s{op['s']}" if "s" in op else ""
     if k == "create":
-        return f"{s} = Sandbox.create(timeout={op['timeout']}, metadata={op['meta']})"
+        cls = "CodeInterpreter" if op.get("ci") else "Sandbox"
+        return f"{s} = {cls}.create(timeout={op['timeout']}, metadata={op['meta']})"
+    if k == "ci_run":
+        return f"{s}.run_code('{op['name']} = {op['value']}')"
     if k == "kill":
         return f"{s}.kill()"
     if k == "write":
@@ -398,6 +414,7 @@ DEFAULT_WEIGHTS = {
     "pause": 6, "pause_again": 1, "connect": 7, "set_timeout": 2, "sdk_list": 3,
     "snapshot": 2, "from_snapshot": 3, "delete_snapshot": 1, "fork": 2,
     "restart": 2,
+    "ci_run": 4,  # also makes ~30% of creates code-interpreter-v1 sandboxes (0: none)
 }
 KINDS = tuple(DEFAULT_WEIGHTS)
 
@@ -463,7 +480,17 @@ class Generator:
         if len(self.w.sbs) >= MAX_ALIVE:
             return None
         s = self.next_slot
-        return {"op": "create", "s": s, "timeout": self._timeout(), "meta": self._meta(s)}
+        op = {"op": "create", "s": s, "timeout": self._timeout(), "meta": self._meta(s)}
+        if self.weights.get("ci_run", 0) > 0 and self.rng.random() < 0.3:
+            op["ci"] = True
+        return op
+
+    def b_ci_run(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].ci]
+        if not cands:
+            return None
+        return {"op": "ci_run", "s": self.rng.choice(cands), "name": f"v{self.rng.randrange(4)}",
+                "value": self.rng.randrange(1 << 40)}
 
     def b_kill(self):
         if not self.w.sbs:

@@ -6,8 +6,10 @@ size and owner, a read's bytes, a pause's state, ...). After every resume, resta
 snapshot-create and fork it checks the whole sandbox: every file and directory of the
 model (type, owner, size) by a recursive list, every file's content by a read, the
 processes envd lists (exactly the model's secret processes and background sleeps), and
-every secret process (same pid, same secret, its request counter one more than last time).
+every secret process (same pid, same secret, its request counter one more than last time),
+and in a code-interpreter sandbox every variable its Python kernel holds.
 """
+import ast
 import hashlib
 import shlex
 import time
@@ -17,8 +19,9 @@ from typing import Dict, List, Optional
 
 from e2b import FileType, Sandbox, SandboxQuery, SandboxState
 from e2b.exceptions import NotFoundException
+from e2b_code_interpreter import Sandbox as CodeInterpreter
 
-from .ops import AREAS, World, content, describe, eff, sdk_user, under
+from .ops import AREAS, World, content, describe, eff, file_metadata, sdk_user, under
 from .server import Server
 
 # The process that holds a secret only in memory: it reads it from stdin, then serves
@@ -242,18 +245,18 @@ class Runner:
         t = time.monotonic()
         sb, rt = self.w.sbs[slot], self.rt[slot]
         fs = rt.sbx.files
-        # Tree: every entry below the areas, with type, owner and size.
+        # Tree: every entry below the areas, with type, owner, size and file metadata.
         for area in AREAS:
             got = {}
             for e in fs.list(area, depth=64, user="root"):
-                got[e.path] = (e.type, e.owner, e.size if e.type == FileType.FILE else None)
+                got[e.path] = (e.type, e.owner, e.size if e.type == FileType.FILE else None, e.metadata)
             want = {}
             for p, f in sb.files.items():
                 if under(p, area):
-                    want[p] = (FileType.FILE, f.owner, f.size)
+                    want[p] = (FileType.FILE, f.owner, f.size, file_metadata(f.cs))
             for p, owner in sb.dirs.items():
                 if under(p, area) and p != area:
-                    want[p] = (FileType.DIR, owner, None)
+                    want[p] = (FileType.DIR, owner, None, None)
             if got != want:
                 missing = sorted(set(want) - set(got))
                 extra = sorted(set(got) - set(want))
@@ -272,13 +275,27 @@ class Runner:
         # Secrets: same pid, same secret, counter continues.
         for key in sorted(sb.secrets):
             self._query(slot, key, sb.secrets[key].as_, why)
+        if sb.ci:
+            self._vars_check(slot, why)
         self.details.append(f"      full check of s{slot} after {why}: {len(sb.files)} files, {len(sb.dirs)} dirs, "
                   f"{len(sb.secrets)} secrets, {len(sb.bgs)} bg ok [{time.monotonic() - t:.2f}s]")
+
+    def _vars_check(self, slot, why):
+        """The kernel's variables are the model's: memory kept across whatever happened."""
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        names = sorted(sb.vars)
+        ex = rt.sbx.run_code(f"{{k: globals().get(k) for k in {names!r}}}")
+        if ex.error is not None:
+            raise Mismatch("ci.error", f"s{slot} after {why}: {ex.error.name}: {ex.error.value}")
+        got = ast.literal_eval(ex.text) if ex.text else None
+        if got != sb.vars:
+            raise Mismatch("ci.vars", f"s{slot} after {why}: kernel holds {got}, model {sb.vars}")
 
     def _procs_check(self, slot, why):
         rt = self.rt[slot]
         want = set(rt.secret_pid.values()) | set(rt.bg_pid.values())
-        got = {p.pid for p in rt.sbx.commands.list()}
+        # The template's start command (the code interpreter) is the sandbox's, not the model's.
+        got = {p.pid for p in rt.sbx.commands.list() if p.tag != "stasis-start"}
         if got != want:
             raise Mismatch("procs", f"s{slot} after {why}: envd lists pids {sorted(got)}, model {sorted(want)}")
 
@@ -318,8 +335,10 @@ class Runner:
             fmt = lambda d: {names.get(k, k): v for k, v in d.items()}  # noqa: E731
             raise Mismatch("list", f"state filter {state}: listed {fmt(got)}, model {fmt(want)}")
 
-    def _write(self, fs, path, data, as_):
-        fs.write(path, data, user=sdk_user(as_))
+    def _write(self, fs, path, cs, size, as_):
+        # Every upload carries metadata (user.e2b.* xattrs) named by its content seed, so the
+        # full check can tell that it stayed with the file through renames and pauses.
+        fs.write(path, content(cs, size), user=sdk_user(as_), metadata=file_metadata(cs))
 
     def _post_write_check(self, slot, path, as_):
         sb, rt = self.w.sbs[slot], self.rt[slot]
@@ -343,7 +362,8 @@ class Runner:
     # ------------------------------------------------------------------ ops
     def op_create(self, op):
         meta = self._meta(op["meta"])
-        sbx = Sandbox.create(timeout=op["timeout"], metadata=meta, **self.server.api)
+        cls = CodeInterpreter if op.get("ci") else Sandbox
+        sbx = cls.create(timeout=op["timeout"], metadata=meta, **self.server.api)
         self._new_rt(op["s"], sbx, op["timeout"])
         # The two work areas (a command as root, not a files.* call).
         sbx.commands.run(f"install -d -o user -g user -m 755 {AREAS[0]} && install -d -m 700 {AREAS[1]}", user="root")
@@ -364,7 +384,7 @@ class Runner:
 
     def op_write(self, op):
         _, rt = self._sb(op)
-        self._write(rt.sbx.files, op["path"], content(op["cs"], op["size"]), op["as"])
+        self._write(rt.sbx.files, op["path"], op["cs"], op["size"], op["as"])
         self.w.apply(op)
         self._post_write_check(op["s"], op["path"], op["as"])
 
@@ -432,7 +452,7 @@ class Runner:
         sb, rt = self._sb(op)
         u = sdk_user(op["as"])
         h = rt.sbx.files.watch_dir(op["dir"], user=u)
-        self._write(rt.sbx.files, op["dir"] + "/" + op["name"], content(op["cs"], op["size"]), op["as"])
+        self._write(rt.sbx.files, op["dir"] + "/" + op["name"], op["cs"], op["size"], op["as"])
         self.w.apply(op)
         self._await_event(h, op["name"], op["s"])
         if op["mode"] == "start":
@@ -443,7 +463,7 @@ class Runner:
     def op_watch_check(self, op):
         sb, rt = self._sb(op)
         d = sb.watch
-        self._write(rt.sbx.files, d + "/" + op["name"], content(op["cs"], op["size"]), op["as"])
+        self._write(rt.sbx.files, d + "/" + op["name"], op["cs"], op["size"], op["as"])
         self.w.apply(op)
         self._await_event(rt.watch, op["name"], op["s"])
 
@@ -492,6 +512,13 @@ class Runner:
         self.w.apply(op)
         self._query(op["s"], op["key"], op["as"], "secret_start")
 
+    def op_ci_run(self, op):
+        _, rt = self._sb(op)
+        ex = rt.sbx.run_code(f"{op['name']} = {op['value']}")
+        if ex.error is not None:
+            raise Mismatch("ci_run.error", f"s{op['s']}: {ex.error.name}: {ex.error.value}")
+        self.w.apply(op)
+
     def op_secret_query(self, op):
         self._query(op["s"], op["key"], op["as"], "query")
 
@@ -515,7 +542,8 @@ class Runner:
     def op_connect(self, op):
         sb, rt = self._sb(op)
         was = sb.state
-        rt.sbx = Sandbox.connect(rt.sbx.sandbox_id, timeout=op["timeout"], **self.server.api)
+        cls = CodeInterpreter if sb.ci else Sandbox
+        rt.sbx = cls.connect(rt.sbx.sandbox_id, timeout=op["timeout"], **self.server.api)
         self.w.apply(op)
         now = time.monotonic()
         if was == "paused":
@@ -554,7 +582,8 @@ class Runner:
 
     def op_from_snapshot(self, op):
         snap_id, src = self.snaps[op["snap"]]
-        sbx = Sandbox.create(template=snap_id, timeout=op["timeout"], metadata=self._meta(op["meta"]), **self.server.api)
+        cls = CodeInterpreter if self.w.snaps[op["snap"]].content.ci else Sandbox
+        sbx = cls.create(template=snap_id, timeout=op["timeout"], metadata=self._meta(op["meta"]), **self.server.api)
         rt = self._new_rt(op["s"], sbx, op["timeout"])
         rt.inherit(src)
         self.w.apply(op)

@@ -15,6 +15,7 @@ import urllib.request
 STASIS_BIN = os.environ.get("STASIS_BIN", "/usr/local/bin/stasis")
 STASIS_AGENT = os.environ.get("STASIS_AGENT", "/usr/local/lib/stasis/stasis-agent")
 TEMPLATE_BASE = "/var/lib/stasis/templates/base"
+TEMPLATE_INTERPRETER = "/var/lib/stasis/templates/code-interpreter-v1"
 TEST_ROOT = "/var/lib/stasis-test"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -29,6 +30,8 @@ def preflight():
         return f"no static agent at {STASIS_AGENT} (set STASIS_AGENT)"
     if not os.path.isdir(TEMPLATE_BASE + "/rootfs"):
         return f"base template missing at {TEMPLATE_BASE} (run scripts/setup.sh)"
+    if not os.path.isdir(TEMPLATE_INTERPRETER + "/rootfs"):
+        return f"code-interpreter-v1 template missing at {TEMPLATE_INTERPRETER} (run scripts/setup.sh)"
     if os.environ.get("E2B_DEBUG"):
         return "E2B_DEBUG must not be set (it skips the control API)"
     return None
@@ -58,6 +61,8 @@ class Server:
         os.chmod(self.data, 0o755)  # the sandboxes' user namespaces traverse it
         os.makedirs(self.data + "/templates")
         os.symlink(TEMPLATE_BASE, self.data + "/templates/base")
+        # Code-interpreter sandboxes (ops with "ci"); the server warms the template at start.
+        os.symlink(TEMPLATE_INTERPRETER, self.data + "/templates/code-interpreter-v1")
         self.log_path = self.data + ".server.log"
         self.key = "e2b_" + secrets.token_hex(20)
         self.port = free_port()

@@ -3,7 +3,8 @@
 //! envd (Go) conventions kept for compatibility: `mode` holds only the permission bits,
 //! `permissions` is Go's `FileMode.String()` (so a symlink reads `Lrwxrwxrwx` and /tmp
 //! `dtrwxrwxrwx`), and a symlink reports the type and permission bits of what it finally
-//! points to, with `symlinkTarget` the fully resolved path.
+//! points to, with `symlinkTarget` the fully resolved path. `metadata` is the user
+//! metadata (`metadata.rs`) of the path, read with the caller's rights.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -91,6 +92,7 @@ pub fn from_metadata(path: &Path, md: &Metadata, names: &Names) -> EntryInfo {
         group: names.group(md.gid()),
         modified_time: Some(Timestamp::new(md.mtime(), md.mtime_nsec() as i32)),
         symlink_target,
+        metadata: super::metadata::read(path),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod creds;
 pub mod entry;
+pub mod metadata;
 pub mod ops;
 pub mod path;
 pub mod watch;

@@ -7,6 +7,7 @@ mod conflicts;
 mod counting_store;
 mod failures;
 mod proxy;
+mod reset;
 mod timeouts;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,7 +119,7 @@ impl Harness {
     pub async fn request(&self, id: &SandboxId, port: u16) -> Result<PortConnection, Refusal> {
         let row = self.store.get_sandbox(id).await.unwrap();
         let (envd, traffic) = row.map(|r| (r.envd_access_token, r.traffic_access_token)).unwrap_or_default();
-        let creds = Credentials { access_token: envd.as_deref(), traffic_token: traffic.as_deref() };
+        let creds = Credentials { access_token: envd.as_deref(), traffic_token: traffic.as_deref(), file_call: None };
         self.lc.connect_port(id, port, creds).await
     }
 

@@ -50,7 +50,11 @@ async fn tokens_are_checked_before_anything_else() {
     h.lc.pause(&id, true).await.unwrap();
     let ask = |access: Option<&'static str>, traffic: Option<&'static str>, port| {
         let (lc, id) = (h.lc.clone(), id.clone());
-        async move { lc.connect_port(&id, port, Credentials { access_token: access, traffic_token: traffic }).await.err() }
+        async move {
+            lc.connect_port(&id, port, Credentials { access_token: access, traffic_token: traffic, file_call: None })
+                .await
+                .err()
+        }
     };
     assert_eq!(ask(None, None, ENVD_PORT).await, Some(Refusal::MissingAccessToken));
     assert_eq!(ask(Some("wrong"), None, ENVD_PORT).await, Some(Refusal::InvalidAccessToken));
@@ -63,6 +67,46 @@ async fn tokens_are_checked_before_anything_else() {
     assert!(ask(Some(envd), None, ENVD_PORT).await.is_none(), "the agent's port takes the access token");
     assert!(ask(None, Some(traffic), 8000).await.is_none(), "a user port takes the traffic token");
     assert_eq!(ask(Some(envd), None, 8000).await, Some(Refusal::TrafficTokenRequired));
+}
+
+/// `downloadUrl` / `uploadUrl` of a `secure` sandbox: the signed URL stands in for the
+/// access token on the agent's `/files`, and a forged or expired one resumes nothing.
+#[tokio::test(start_paused = true)]
+async fn signed_file_urls_stand_in_for_the_access_token() {
+    use stasis_proto::file_signing::{signature, Operation, SignedQuery};
+    let h = harness().await;
+    let id = h
+        .create(|p| {
+            p.auto_resume = true;
+            p.secure = true;
+        })
+        .await;
+    let token = h.row(&id).await.unwrap().envd_access_token.unwrap();
+    h.lc.pause(&id, true).await.unwrap();
+    let now = h.lc.now() / 1000;
+    let ask = |sig: String, exp: Option<i64>, op: Operation| {
+        let (lc, id) = (h.lc.clone(), id.clone());
+        async move {
+            let exp = exp.map(|e| e.to_string());
+            let q = SignedQuery {
+                path: Some("hello.txt"),
+                username: None,
+                signature: Some(&sig),
+                signature_expiration: exp.as_deref(),
+            };
+            let creds = Credentials { access_token: None, traffic_token: None, file_call: Some((op, q)) };
+            lc.connect_port(&id, ENVD_PORT, creds).await.err()
+        }
+    };
+    let refused = |m: &str| Some(Refusal::FileSignature { status: 401, message: m.into() });
+    assert_eq!(ask("v1_forged".into(), None, Operation::Read).await, refused("invalid signature"));
+    let expired = signature("hello.txt", Operation::Read, "", &token, Some(now - 10));
+    assert_eq!(ask(expired, Some(now - 10), Operation::Read).await, refused("signature is already expired"));
+    let read = signature("hello.txt", Operation::Read, "", &token, None);
+    assert_eq!(ask(read.clone(), None, Operation::Write).await, refused("invalid signature"));
+    assert_eq!(h.rt.count(Op::Resume), 0, "no refused URL resumes the sandbox");
+    assert!(ask(read, None, Operation::Read).await.is_none(), "a valid one does");
+    assert_eq!(h.state(&id).await, Some(SandboxState::Running));
 }
 
 #[tokio::test(start_paused = true)]
@@ -116,7 +160,8 @@ async fn a_request_during_a_pause_waits_for_it_then_resumes_the_sandbox() {
         let row = h.row(&id).await.unwrap();
         let (lc, id) = (h.lc.clone(), id.clone());
         async move {
-            let creds = Credentials { access_token: row.envd_access_token.as_deref(), traffic_token: None };
+            let creds =
+                Credentials { access_token: row.envd_access_token.as_deref(), traffic_token: None, file_call: None };
             lc.connect_port(&id, ENVD_PORT, creds).await.map(|_| ())
         }
     });

@@ -3,6 +3,9 @@
 #   /usr/local/bin/stasis                 (cargo build --release -p stasis)
 #   /usr/local/lib/stasis/stasis-agent    (static: it runs inside sandboxes
 #                                          whose rootfs may lack our libc)
+#   /usr/local/lib/stasis/stasis-interpreter  (static, likewise: the code interpreter
+#                                          of code-interpreter-v1, carried by the agent
+#                                          layer as /.stasis/interpreter)
 # Files are only replaced when their content changed.
 # Usage: build.sh [--no-install]
 set -euo pipefail
@@ -16,12 +19,13 @@ STASIS_LOG_TAG=build
 TARGET=x86_64-unknown-linux-gnu
 BIN_DST=/usr/local/bin/stasis
 AGENT_DST=/usr/local/lib/stasis/stasis-agent
+INTERP_DST=/usr/local/lib/stasis/stasis-interpreter
 
 INSTALL=1
 for arg in "$@"; do
     case "$arg" in
         --no-install) INSTALL=0 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) die "unknown argument: $arg" ;;
     esac
 done
@@ -45,20 +49,26 @@ log "  done in $((SECONDS - t))s"
 
 # An explicit --target keeps RUSTFLAGS (crt-static) away from build scripts
 # and proc-macros, and puts the agent in its own target dir.
-log "cargo build --release -p stasis-agent --target $TARGET (static)"
+log "cargo build --release -p stasis-agent -p stasis-interpreter --target $TARGET (static)"
 t=$SECONDS
 RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
-    cargo build --release -p stasis-agent --target "$TARGET" || build_failed "stasis-agent"
+    cargo build --release -p stasis-agent -p stasis-interpreter --target "$TARGET" ||
+    build_failed "stasis-agent, stasis-interpreter"
 log "  done in $((SECONDS - t))s"
 
-bin=$REPO/target/release/stasis
-agent=$REPO/target/$TARGET/release/stasis-agent
-[ -x "$bin" ] || die "$bin was not produced"
-[ -x "$agent" ] || die "$agent was not produced"
-if ldd "$agent" >/dev/null 2>&1 && ! ldd "$agent" 2>&1 | grep -q 'statically linked'; then
-    warn "$agent is dynamically linked:"
-    ldd "$agent" >&2 || true
-fi
+target_dir=${CARGO_TARGET_DIR:-$REPO/target}
+bin=$target_dir/release/stasis
+agent=$target_dir/$TARGET/release/stasis-agent
+interp=$target_dir/$TARGET/release/stasis-interpreter
+for f in "$bin" "$agent" "$interp"; do
+    [ -x "$f" ] || die "$f was not produced"
+done
+for f in "$agent" "$interp"; do
+    if ldd "$f" >/dev/null 2>&1 && ! ldd "$f" 2>&1 | grep -q 'statically linked'; then
+        warn "$f is dynamically linked:"
+        ldd "$f" >&2 || true
+    fi
+done
 
 install_if_changed() {
     local src=$1 dst=$2
@@ -77,4 +87,5 @@ if [ $INSTALL -eq 1 ]; then
     require_root
     install_if_changed "$bin" "$BIN_DST"
     install_if_changed "$agent" "$AGENT_DST"
+    install_if_changed "$interp" "$INTERP_DST"
 fi

@@ -23,12 +23,17 @@ export STASIS_AGENT=/usr/local/lib/stasis/stasis-agent
 mkdir -p /var/lib/stasis-test
 chmod 0711 /var/lib/stasis-test
 
+# The code interpreter's integration test drives real kernels and the real SDKs on the
+# host: a venv, Deno and the SDKs under /var/cache/stasis/interp-dev (idempotent).
+"$REPO/scripts/interpreter-dev-env.sh"
+export STASIS_INTERP_TEST_KERNELS=${STASIS_INTERP_DEV:-/var/cache/stasis/interp-dev}/kernels
+
 status=0
 echo "== house rules: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check || status=1
 cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
 
-echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots)"
+echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots, code interpreter)"
 cargo test --workspace "$@" || status=1
 
 echo "== SDK end-to-end tests (npm e2b, novita-sandbox, PyPI e2b) against the installed stasis"

@@ -77,7 +77,7 @@ def test_the_users_flow_state_survives_pause_and_connect(interpreters):
     for i in range(2):
         sbx.files.write(f"/home/user/cycle-{i}.txt", str(i))
         assert sbx.commands.run("whoami").stdout.strip() == "user"
-        assert text(sbx.run_code(f"x += 1; open('/home/user/cycle-{i}.txt').read()")) == f"'{i}'"
+        assert text(sbx.run_code(f"x += 1; open('/home/user/cycle-{i}.txt').read()")) == str(i)
         assert sbx.pause() is True
         sbx = Sandbox.connect(sbx.sandbox_id, timeout=300)
     assert text(sbx.run_code("x")) == "43"
@@ -181,16 +181,17 @@ def test_a_run_that_times_out_leaves_the_context_usable(interpreters):
 
 def test_env_vars_apply_to_one_run_only(interpreters):
     sbx = interpreters.create(envs={"SANDBOX_WIDE": "yes"})
-    assert text(sbx.run_code("import os; os.environ.get('FOO')", envs={"FOO": "bar"})) == "'bar'"
+    # A string result loses its quotes, as with E2B's server (and its SDK tests).
+    assert text(sbx.run_code("import os; os.environ.get('FOO')", envs={"FOO": "bar"})) == "bar"
     assert text(sbx.run_code("os.environ.get('FOO')")) is None
-    assert text(sbx.run_code("os.environ.get('SANDBOX_WIDE')")) == "'yes'"
+    assert text(sbx.run_code("os.environ.get('SANDBOX_WIDE')")) == "yes"
 
 
 def test_contexts_languages_and_cwd(interpreters):
     sbx = interpreters.create()
     ctx = sbx.create_code_context(cwd="/tmp", language="python")
     assert ctx.language == "python" and ctx.cwd == "/tmp"
-    assert text(sbx.run_code("import os; os.getcwd()", context=ctx)) == "'/tmp'"
+    assert text(sbx.run_code("import os; os.getcwd()", context=ctx)) == "/tmp"
     assert text(sbx.run_code("y = 5", context=ctx)) is None
     assert ctx.id in [c.id for c in sbx.list_code_contexts()]
     with pytest.raises(Exception):
@@ -200,8 +201,9 @@ def test_contexts_languages_and_cwd(interpreters):
     sbx.remove_code_context(ctx)
     assert ctx.id not in [c.id for c in sbx.list_code_contexts()]
 
-    assert text(sbx.run_code("const a = 20; a * 2 + 2", language="js")) == "42"
-    assert text(sbx.run_code("const n: number = 6; n * 7", language="ts")) == "42"
+    # One statement per line: deno jupyter (2.9.6) gives no result for `const a = 20; a`.
+    assert text(sbx.run_code("const a = 20\na * 2 + 2", language="js")) == "42"
+    assert text(sbx.run_code("const n: number = 6\nn * 7", language="ts")) == "42"
     bash = sbx.run_code("echo hello from bash && pwd", language="bash")
     assert bash.error is None and "".join(bash.logs.stdout) == "hello from bash\n/home/user\n", bash.logs
-    assert text(sbx.run_code("import getpass; getpass.getuser()")) == "'user'"
+    assert text(sbx.run_code("import getpass; getpass.getuser()")) == "user"

@@ -220,7 +220,7 @@ cat >"$STAGE/template.json.tmp" <<EOF
     "cmd": "exec /.stasis/interpreter --listen 0.0.0.0:49999 --kernels-dir $KERNELS >>$START_LOG 2>&1",
     "user": "user",
     "cwd": "/home/user",
-    "env": {"STASIS_START_LOG": "$START_LOG", "MPLBACKEND": "Agg"}
+    "env": {"STASIS_START_LOG": "$START_LOG"}
   },
   "ready": {"port": 49999, "path": "/health", "timeoutSecs": 180}
 }

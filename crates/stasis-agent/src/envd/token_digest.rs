@@ -14,20 +14,14 @@ pub fn digest_hex(token: &str) -> String {
     Sha512::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the digest of `token` to `path` (0644, directory 0755), or removes the file
-/// when the sandbox has no token.
+/// Writes the digest of `token` to `path` (0644, directory 0755); an empty file when the
+/// sandbox has no token (services then check nothing, as envd does).
 pub fn publish(path: &Path, token: Option<&str>) -> io::Result<()> {
-    let Some(token) = token else {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
-    };
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = path.parent().ok_or_else(|| io::Error::other("digest path has no directory"))?;
     std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
     let tmp = dir.join(".access-token.sha512.tmp");
-    std::fs::write(&tmp, format!("{}\n", digest_hex(token)))?;
+    std::fs::write(&tmp, token.map(|t| format!("{}\n", digest_hex(t))).unwrap_or_default())?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&tmp, path)
 }
@@ -47,7 +41,7 @@ mod tests {
     }
 
     #[test]
-    fn publish_replaces_and_removes() {
+    fn publish_replaces_and_empties() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/stasis/access-token.sha512");
         publish(&path, Some("one")).unwrap();
@@ -55,7 +49,8 @@ mod tests {
         publish(&path, Some("two")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), digest_hex("two"));
         publish(&path, None).unwrap();
-        assert!(!path.exists());
-        publish(&path, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "no token: an empty file");
+        publish(&path, Some("three")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), digest_hex("three"));
     }
 }

@@ -179,7 +179,10 @@ kernelspec() { # NAME LANGUAGE DISPLAY ARGV-JSON
     printf '{"argv": %s, "display_name": "%s", "language": "%s"}\n' "$4" "$3" "$2" \
         >"$ROOTFS$KERNELS/$1/kernel.json"
 }
-kernelspec python3 python "Python 3" "[\"$VENV/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\"]"
+# No IPython history: its SQLite file, open in every warm snapshot, turns read-only in the
+# sandboxes made from it (SQLite sees the file's identity change when overlayfs copies it
+# up; docs/reliability.md), and a code interpreter has no use for a shell history.
+kernelspec python3 python "Python 3" "[\"$VENV/bin/python\", \"-m\", \"ipykernel_launcher\", \"-f\", \"{connection_file}\", \"--HistoryManager.enabled=False\"]"
 kernelspec bash bash "Bash" "[\"$VENV/bin/python\", \"-m\", \"bash_kernel\", \"-f\", \"{connection_file}\"]"
 kernelspec deno typescript "Deno" '["/usr/local/bin/deno", "jupyter", "--kernel", "--conn", "{connection_file}"]'
 if [ -d "$SUPPORT_DIR" ]; then

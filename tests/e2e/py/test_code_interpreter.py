@@ -105,6 +105,11 @@ def test_snapshots_and_forks_carry_the_state_and_each_diverges(interpreters):
         assert text(src.run_code("x")) == "41", "the source keeps its own"
         assert [text(c.run_code("x")) for c in copies] == ["100", "101", "102"]
         assert text(a.run_code("int(df['a'].sum()), json_module_alias.dumps(2)")) == "(6, '2')"
+        # A file the source held open for writing stays writable in each copy, each its own.
+        for i, c in enumerate(copies):
+            assert text(c.run_code(f"handle.write('copy{i}'); handle.flush(); open('/home/user/handle.txt').read()")) == (
+                f"before-copy{i}"
+            )
     finally:
         Sandbox.delete_snapshot(snap.snapshot_id)
 

@@ -33,8 +33,15 @@ pub const INIT_PATH: &str = "/init";
 /// Header carrying the sandbox's access token on every envd call (and on `/init`).
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 
-/// What the agent needs to make a sandbox: passed on the command line of
-/// `stasis-agent boot`.
+/// `stasis-agent boot` with this as its argument reads its [`BootConfig`] (JSON, one
+/// line) from [`SYNC_FD`] before anything else, instead of from its command line, where
+/// every host user could read it (`ps`, `/proc/PID/cmdline`) with the sandbox's token and
+/// environment. The runtime finds this string in an agent binary to know the agent
+/// takes its config this way; an older agent gets it as its argument, as before.
+pub const BOOT_CONFIG_ON_SYNC_FD: &str = "--stasis-boot-config-on-sync-fd-v1";
+
+/// What the agent needs to make a sandbox: sent on the sync fd (or, to agents older than
+/// [`BOOT_CONFIG_ON_SYNC_FD`], passed on the command line of `stasis-agent boot`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BootConfig {

@@ -249,6 +249,23 @@ mod tests {
         assert!(verify_sizes(d.path(), &key).unwrap_err().to_string().contains("not signed"));
     }
 
+    /// What sealing and verifying cost per GiB of images (the resume path waits for
+    /// `verify`): `cargo test --release -p stasis-runtime --lib -- --ignored --nocapture throughput`.
+    #[test]
+    #[ignore]
+    fn throughput() {
+        let d = tempfile::tempdir_in(std::env::var("STASIS_BENCH_DIR").unwrap_or("/var/tmp".into())).unwrap();
+        let data: Vec<u8> = (0..1u64 << 30).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        std::fs::write(d.path().join("pages-1.img"), &data).unwrap();
+        let key = Key::for_tests(3);
+        let t = std::time::Instant::now();
+        write(d.path(), &key).unwrap();
+        let sealed = t.elapsed();
+        let t = std::time::Instant::now();
+        verify(d.path(), &key).unwrap();
+        eprintln!("1 GiB (page cache warm): seal {sealed:?}, verify {:?}", t.elapsed());
+    }
+
     #[test]
     fn manifests_are_versioned_and_newer_ones_refused() {
         let (d, key) = sealed();

@@ -163,6 +163,10 @@ pub struct InitRequest {
     /// processes started from now on.
     #[serde(default)]
     pub env_vars: BTreeMap<String, String>,
+    /// The copy's own boot id (32 hex digits) for `/proc/sys/kernel/random/boot_id`: every
+    /// copy of one snapshot would otherwise report its source's. Older agents ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl InitRequest {
@@ -243,8 +247,11 @@ mod tests {
 
     #[test]
     fn init_request_matches_what_agents_accept() {
-        let req =
-            InitRequest { access_token: Some("new".into()), env_vars: BTreeMap::from([("K".into(), "v".into())]) };
+        let req = InitRequest {
+            access_token: Some("new".into()),
+            env_vars: BTreeMap::from([("K".into(), "v".into())]),
+            boot_id: None,
+        };
         let json = String::from_utf8(req.to_json()).unwrap();
         assert_eq!(json, r#"{"accessToken":"new","envVars":{"K":"v"}}"#);
         assert_eq!(InitRequest::from_json(json.as_bytes()).unwrap(), req);

@@ -9,7 +9,7 @@
 
 pub mod caps;
 pub mod config;
-mod mounts;
+pub mod mounts;
 mod net;
 pub mod seccomp;
 pub mod sync;

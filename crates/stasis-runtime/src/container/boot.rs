@@ -38,9 +38,12 @@ pub fn boot(
         .stdout(log_file.try_clone().ctx(|| "dup log".into())?)
         .stderr(log_file);
     let child_fd = child_end.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe.
+    // SAFETY: umask, dup2 and fcntl are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
+            // The sandbox's processes start with the usual umask, not the daemon's 077
+            // (files users create would otherwise be theirs alone, /dev/.boot_id too).
+            libc::umask(0o022);
             if child_fd == SYNC_FD {
                 let flags = libc::fcntl(SYNC_FD, libc::F_GETFD);
                 libc::fcntl(SYNC_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);

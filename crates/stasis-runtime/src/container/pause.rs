@@ -43,7 +43,7 @@ impl Inner {
         // Its images are about its memory in use: refused (still running) if that would
         // cut into the host's disk reserve.
         let memory = self.cgroups.usage(id).memory_bytes;
-        super::space::check(self.layout.root(), self.disk_reserve, "pause", memory)?;
+        super::space::check(dir.path(), self.disk_reserve, "pause", memory)?;
         let generation = next_generation(&dir);
         let images = dir.checkpoint(generation);
         std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;

@@ -76,7 +76,7 @@ impl Inner {
         // A copy of its writable layer, and its memory for a memory snapshot.
         let memory = if mode == PauseMode::Memory { self.cgroups.usage(id).memory_bytes } else { 0 };
         let needed = memory + super::fs::disk_usage(&dir.upper());
-        super::space::check(self.layout.root(), self.disk_reserve, "snapshot", needed)?;
+        super::space::check(&self.layout.snapshots(), self.disk_reserve, "snapshot", needed)?;
         let tmp = self.layout.snapshots().join(format!(".{snap}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
@@ -126,7 +126,7 @@ impl Inner {
         if dir.path().exists() {
             return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
-        super::space::check(self.layout.root(), self.disk_reserve, "create", super::space::CREATE_BYTES)?;
+        super::space::check(&self.layout.sandboxes(), self.disk_reserve, "create", super::space::CREATE_BYTES)?;
         let snap_dir = self.layout.snapshot(snap);
         let mut lower_dirs = meta.lower_dirs.clone();
         // The snapshot's layer sits right under the agent layer (always first).
@@ -162,7 +162,12 @@ impl Inner {
                     });
                 }
                 // The restored agent still holds the source's token and environment.
-                let init = InitRequest { access_token: spec.access_token.clone(), env_vars: spec.env.clone() };
+                // Its token, environment and boot id are its own, not the source's.
+                let init = InitRequest {
+                    access_token: spec.access_token.clone(),
+                    env_vars: spec.env.clone(),
+                    boot_id: Some(rec.boot_id.clone()),
+                };
                 let handle = self.init_of(&rec)?;
                 handover::hand_over(handle, meta.spec.access_token.as_deref(), &init)
             } else {

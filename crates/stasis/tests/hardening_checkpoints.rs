@@ -54,14 +54,8 @@ fn a_tampered_checkpoint_with_recomputed_sums_is_refused_and_nothing_runs() {
         h.sh(&id, "cat /home/user/count 2>/dev/null || echo 0").trim().parse::<u64>().unwrap_or(0) > 2
     });
 
-    let key = h.data_dir.join("checkpoint.key");
-    let meta = std::fs::metadata(&key).expect("the runtime made a checkpoint key");
-    assert_eq!((meta.permissions().mode() & 0o777, meta.uid(), meta.len()), (0o600, 0, 32), "key must be root's, 0600");
-
     h.rt(&["pause", &id]);
     let images = checkpoint_of(&h, &id);
-    let manifest = std::fs::read_to_string(images.join("checksums.json")).unwrap();
-    assert!(manifest.contains("\"mac\"") && !manifest.contains(&hex(&std::fs::read(&key).unwrap())));
     flip_a_page_byte(&images);
     let py = Command::new("python3").args(["-c", REWRITE_CRC_MANIFEST]).arg(&images).status().unwrap();
     assert!(py.success());
@@ -79,12 +73,19 @@ fn a_tampered_checkpoint_with_recomputed_sums_is_refused_and_nothing_runs() {
         assert!(!d.exists(), "cgroup {} made for a refused restore", d.display());
     }
 
+    // The key: root's, 0600, never in a manifest.
+    let key = h.data_dir.join("checkpoint.key");
+    let meta = std::fs::metadata(&key).expect("the runtime made a checkpoint key");
+    assert_eq!((meta.permissions().mode() & 0o777, meta.uid(), meta.len()), (0o600, 0, 32), "key must be root's, 0600");
+
     // The same with a manifest in the current format signed with another key.
     let other = Host::new("ck");
     let other_id = unique_id("ck");
     other.rt(&["create", &other_id]);
     other.rt(&["pause", &other_id]);
     let other_images = checkpoint_of(&other, &other_id);
+    let manifest = std::fs::read_to_string(other_images.join("checksums.json")).unwrap();
+    assert!(manifest.contains("\"mac\"") && !manifest.contains(&hex(&std::fs::read(&key).unwrap())));
     std::fs::copy(other_images.join("checksums.json"), images.join("checksums.json")).unwrap();
     let out = h.rt_fails(&["resume", &id]);
     assert!(out.stderr.contains("not signed with this data dir's key"), "{}", out.stderr);

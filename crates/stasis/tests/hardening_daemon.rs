@@ -230,7 +230,7 @@ fn running_out_of_file_descriptors_is_no_busy_loop() {
     let (addr, tls_addr) = (format!("127.0.0.1:{}", port(())), format!("127.0.0.1:{}", port(())));
     let log = std::fs::File::create(host.data_dir.join("serve.log")).unwrap();
     // Few descriptors: a flood of connections exhausts them, and accept fails with EMFILE.
-    let mut child = std::process::Command::new("prlimit")
+    let child = std::process::Command::new("prlimit")
         .args(["--nofile=128:128", "--", env!("CARGO_BIN_EXE_stasis"), "serve", "--listen", &addr])
         .args(["--tls-listen", &tls_addr, "--api-key", API_KEY])
         .env("STASIS_DATA_DIR", &host.data_dir)
@@ -239,20 +239,27 @@ fn running_out_of_file_descriptors_is_no_busy_loop() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // Stopped however the test ends (a failed assertion included).
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Stop(child);
     common::wait_for("serve", || TcpStream::connect(&addr).is_ok() && TcpStream::connect(&tls_addr).is_ok());
     let flood: Vec<TcpStream> =
         (0..200).filter_map(|i| TcpStream::connect(if i % 2 == 0 { &addr } else { &tls_addr }).ok()).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_seconds(child.id());
+    let before = cpu_seconds(child.0.id());
     std::thread::sleep(Duration::from_secs(3));
-    let used = cpu_seconds(child.id()) - before;
+    let used = cpu_seconds(child.0.id()) - before;
     eprintln!("{} connections open; the daemon used {used:.2} s of CPU in 3 s", flood.len());
     drop(flood);
     assert!(used < 0.5, "the daemon spun on accept errors: {used:.2} s of CPU in 3 s");
     // Descriptors back: it serves again.
     common::wait_for("an answer after the flood", || list_sandboxes(&addr) == "HTTP/1.1 200 OK");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Whether host user `uid` can read `path` (`cat` a file, `ls` a directory, under

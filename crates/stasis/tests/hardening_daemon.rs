@@ -342,3 +342,38 @@ async fn the_data_dir_is_root_only_and_no_secret_shows_in_a_process_list() {
         api.kill(&id(sbx)).await;
     }
 }
+
+#[test]
+fn a_generated_api_key_is_never_written_to_the_service_log() {
+    let host = common::Host::new("keylog");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_path = host.data_dir.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // As a service runs it: stdout and stderr to a file, no key given.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stasis"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("STASIS_DATA_DIR", &host.data_dir)
+        .env("STASIS_AGENT", common::agent_binary())
+        .env_remove("STASIS_API_KEY")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Stop(child);
+    common::wait_for("serve", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let key_file = host.data_dir.join("api-key");
+    let key = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    assert!(key.len() > 20);
+    let meta = std::fs::metadata(&key_file).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains(&key), "the key is in the service log: {text}");
+    assert!(text.contains("api-key"), "the log says where the key is: {text}");
+}

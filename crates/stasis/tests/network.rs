@@ -155,8 +155,9 @@ async fn auto_resume_on_http_and_traffic_token_for_secure_sandboxes() {
     let hello = by_host(&s, &sbx, "/").send().await.unwrap().text().await.unwrap();
     assert_eq!(api.pause(&id(&sbx)).await, 204);
     let r = by_host(&s, &sbx, "/").send().await.unwrap();
-    assert_eq!(r.status(), 200, "the request resumes the sandbox and is served");
-    assert_eq!(r.text().await.unwrap(), hello);
+    let (status, body) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, 200, "the request resumes the sandbox and is served: {body}");
+    assert_eq!(body, hello);
     assert_eq!(api.state(&id(&sbx)).await.as_deref(), Some("running"));
 
     // secure: ports need the traffic token.

@@ -1,9 +1,11 @@
-//! `stasis-agent boot CONFIG` (started by the host runtime) and `stasis-agent serve`
+//! `stasis-agent boot --stasis-boot-config-on-sync-fd-v1` (started by the host runtime;
+//! config on the sync fd) and `stasis-agent serve`
 //! (re-executed by the sandbox's PID 1 from inside the sandbox, config in the environment).
 
 use std::process::ExitCode;
 
 use stasis_agent::boot::config::CONFIG_ENV;
+use stasis_proto::agent::BOOT_CONFIG_ON_SYNC_FD;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -17,7 +19,7 @@ fn main() -> ExitCode {
             Err(_) => Err(anyhow::anyhow!("{CONFIG_ENV} is not set")),
         },
         _ => {
-            eprintln!("usage: stasis-agent boot CONFIG_JSON | stasis-agent serve");
+            eprintln!("usage: stasis-agent boot {BOOT_CONFIG_ON_SYNC_FD} (config on fd 3) | stasis-agent boot CONFIG_JSON | stasis-agent serve");
             return ExitCode::from(2);
         }
     };

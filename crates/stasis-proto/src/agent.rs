@@ -24,6 +24,11 @@ use serde::{Deserialize, Serialize};
 /// namespace. E2B's envd port: the SDKs address it by number.
 pub const ENVD_PORT: u16 = 49983;
 
+/// Port of the code interpreter in `code-interpreter-v1` sandboxes (E2B's, the SDKs'
+/// `JUPYTER_PORT`). It checks the sandbox's access token itself, so the proxy passes
+/// `X-Access-Token` to it as to the agent.
+pub const INTERPRETER_PORT: u16 = 49999;
+
 /// File descriptor on which the agent's boot stages talk to the host runtime.
 pub const SYNC_FD: i32 = 3;
 
@@ -33,8 +38,15 @@ pub const INIT_PATH: &str = "/init";
 /// Header carrying the sandbox's access token on every envd call (and on `/init`).
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 
-/// What the agent needs to make a sandbox: passed on the command line of
-/// `stasis-agent boot`.
+/// `stasis-agent boot` with this as its argument reads its [`BootConfig`] (JSON, one
+/// line) from [`SYNC_FD`] before anything else, instead of from its command line, where
+/// every host user could read it (`ps`, `/proc/PID/cmdline`) with the sandbox's token and
+/// environment. The runtime finds this string in an agent binary to know the agent
+/// takes its config this way; an older agent gets it as its argument, as before.
+pub const BOOT_CONFIG_ON_SYNC_FD: &str = "--stasis-boot-config-on-sync-fd-v1";
+
+/// What the agent needs to make a sandbox: sent on the sync fd (or, to agents older than
+/// [`BOOT_CONFIG_ON_SYNC_FD`], passed on the command line of `stasis-agent boot`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BootConfig {
@@ -185,6 +197,10 @@ pub struct InitRequest {
     /// processes started from now on.
     #[serde(default)]
     pub env_vars: BTreeMap<String, String>,
+    /// The copy's own boot id (32 hex digits) for `/proc/sys/kernel/random/boot_id`: every
+    /// copy of one snapshot would otherwise report its source's. Older agents ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl InitRequest {
@@ -275,8 +291,11 @@ mod tests {
 
     #[test]
     fn init_request_matches_what_agents_accept() {
-        let req =
-            InitRequest { access_token: Some("new".into()), env_vars: BTreeMap::from([("K".into(), "v".into())]) };
+        let req = InitRequest {
+            access_token: Some("new".into()),
+            env_vars: BTreeMap::from([("K".into(), "v".into())]),
+            boot_id: None,
+        };
         let json = String::from_utf8(req.to_json()).unwrap();
         assert_eq!(json, r#"{"accessToken":"new","envVars":{"K":"v"}}"#);
         assert_eq!(InitRequest::from_json(json.as_bytes()).unwrap(), req);

@@ -32,6 +32,9 @@ pub enum RuntimeError {
     /// was changed: the newer binary can still use it.
     #[error("{path} is in format version {version}, written by a newer Stasis (this one reads up to version {supported}); upgrade Stasis to use it")]
     UnsupportedFormat { path: String, version: u32, supported: u32 },
+    /// The operation would cut into the host's disk reserve (`container/space.rs`).
+    #[error("not enough disk space to {op}: it needs about {} MiB, {} MiB are free and {} MiB are the host's disk reserve (--disk-reserve), kept for running sandboxes", needed >> 20, free >> 20, reserve >> 20)]
+    InsufficientStorage { op: &'static str, needed: u64, free: u64, reserve: u64 },
     #[error("checkpoint ({op}) failed: {message}")]
     Checkpoint { op: &'static str, message: String },
     #[error("sandbox {id}: its init (pid {pid}) is gone; its processes and memory are lost")]

@@ -48,10 +48,18 @@ pub fn connect_blocking(
     Ok(stream)
 }
 
+/// How long a connect into a sandbox may take: on its own loopback it either answers at
+/// once or drops the SYN (a listener whose backlog is full, never accepting), and then
+/// the kernel would retry for two minutes while the client waits.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connects to `127.0.0.1:port` as seen inside the network namespace of `init`.
 pub async fn connect(init: Arc<InitHandle>, port: u16) -> io::Result<tokio::net::TcpStream> {
     let fd = tokio::task::spawn_blocking(move || socket_in_netns(init)).await.map_err(io::Error::other)??;
     // SAFETY: `fd` is a valid, owned, non-blocking TCP socket.
     let socket = unsafe { tokio::net::TcpSocket::from_raw_fd(fd.into_raw_fd()) };
-    socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
+    let connect = socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the sandbox did not accept the connection in 10 s"))?
 }

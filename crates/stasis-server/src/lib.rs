@@ -7,6 +7,7 @@
 pub mod api;
 pub mod ids;
 pub mod lifecycle;
+pub mod listen;
 pub mod proxy;
 pub mod tls;
 
@@ -42,6 +43,10 @@ pub struct ServeConfig {
     pub tls_listen: Option<SocketAddr>,
     /// The state database (`stasis_store::open::open`); `None`: SQLite in the data dir.
     pub database: Option<String>,
+    /// Bytes of the data dir's filesystem creates, pauses and snapshots leave free.
+    pub disk_reserve: u64,
+    /// Connection cap and client deadlines of both listeners.
+    pub limits: listen::Limits,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -95,7 +100,13 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
         writeln!(f, "{key}")?;
     }
-    println!("stasis: generated API key (also in {}): {key}", path.display());
+    // Shown once on a terminal; a service's stdout is a log, and a key in a log outlives
+    // every rotation of it.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!("stasis: generated API key (also in {}): {key}", path.display());
+    } else {
+        println!("stasis: generated an API key, in {} (root only)", path.display());
+    }
     Ok(())
 }
 
@@ -104,10 +115,17 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     let store: Arc<dyn Store> = stasis_store::open::open(cfg.database.as_deref(), &cfg.data_dir.join("stasis.db"))
         .await
         .context("open the state database")?;
+    // It holds every sandbox's tokens and env vars: root only, also when an older Stasis
+    // made it world-readable (SQLite gives its -wal and -shm the database's mode).
+    for f in ["stasis.db", "stasis.db-wal", "stasis.db-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(cfg.data_dir.join(f), std::fs::Permissions::from_mode(0o600));
+    }
     ensure_api_key(store.as_ref(), cfg).await?;
     let runtime = ContainerRuntime::new(ContainerConfig {
         data_dir: cfg.data_dir.clone(),
         agent_binary: cfg.agent_binary.clone(),
+        disk_reserve: cfg.disk_reserve,
     })
     .context("start the container runtime")?;
     let lifecycle = Lifecycle::new(
@@ -160,6 +178,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
     eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
+    let gate = listen::Gate::new(cfg.limits);
     let tls_task = match cfg.tls_listen {
         Some(addr) => {
             let tls_cfg = tls::server_config(&cfg.data_dir.join("tls"), &cfg.domain).context("TLS (--tls-listen)")?;
@@ -169,13 +188,13 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
                 l.local_addr()?,
                 tls::files(&cfg.data_dir.join("tls")).ca_cert.display()
             );
-            Some(tokio::spawn(tls::serve(l, app.clone(), tls_cfg)))
+            Some(tokio::spawn(gate.clone().serve(l, app.clone(), Some(tls_cfg))))
         }
         None => None,
     };
     let _abort_tls = tls_task.map(|t| t.abort_handle());
     tokio::select! {
-        r = axum::serve(listener, app) => r?,
+        _ = gate.serve(listener, app, None) => {}
         _ = shutdown_signal() => {}
     }
     if cfg.pause_on_shutdown {

@@ -3,12 +3,20 @@
 //! use, a certificate for the exact name each client asks for (`{port}-{id}.{domain}` or
 //! `{domain}`), so `https://{port}-{id}.{domain}` works. Exact names rather than one
 //! wildcard: clients refuse `*.localhost` (a wildcard over a top-level name).
+//!
+//! The CA is name-constrained (RFC 5280 4.2.1.10) to the sandbox domain and to no IP
+//! address: a client that trusts it trusts it for `{domain}` and its subdomains only, so
+//! its key, if it ever leaked from the host, could not impersonate any other site to
+//! those clients. A CA made before constraints (or for another domain) is reported.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CidrSubnet, DnType, GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose,
+    NameConstraints,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -29,26 +37,59 @@ fn write_private(path: &Path, data: &str) -> Result<()> {
     Ok(())
 }
 
-fn ca_params() -> Result<CertificateParams> {
+fn ca_params(domain: &str) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
+    // The same subject as before constraints: leaves name it as their issuer, and clients
+    // match it against the CA they trust (an older one included).
     p.distinguished_name.push(DnType::CommonName, "Stasis local CA");
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.name_constraints = Some(NameConstraints {
+        permitted_subtrees: vec![GeneralSubtree::DnsName(domain.to_string())],
+        excluded_subtrees: vec![
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+        ],
+    });
     Ok(p)
 }
 
-/// Makes the local CA if there is none (idempotent).
-pub fn init(dir: &Path) -> Result<TlsFiles> {
+/// OID 2.5.29.30 (name constraints) as it appears in DER.
+const NAME_CONSTRAINTS_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x1e];
+
+/// Whether the CA certificate in `f` is constrained to `domain` (the DER holds the name
+/// constraints extension and the domain as a dNSName subtree).
+fn constrained_to(f: &TlsFiles, domain: &str) -> bool {
+    let Ok(der) = CertificateDer::from_pem_file(&f.ca_cert) else { return false };
+    let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+    let mut subtree = vec![0x82, domain.len() as u8];
+    subtree.extend_from_slice(domain.as_bytes());
+    has(&NAME_CONSTRAINTS_OID) && domain.len() < 128 && has(&subtree)
+}
+
+/// Makes the local CA for `domain` if there is none (idempotent). An existing CA that is
+/// not constrained to `domain` is kept (replacing it breaks every client that trusts
+/// it), with a warning returned, unless `renew` asks for a new one.
+pub fn init(dir: &Path, domain: &str, renew: bool) -> Result<(TlsFiles, Option<String>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let f = files(dir);
     if f.ca_cert.exists() && f.ca_key.exists() {
-        return Ok(f);
+        if constrained_to(&f, domain) {
+            return Ok((f, None));
+        }
+        if !renew {
+            let warning = format!(
+                "{} is not name-constrained to {domain:?} (made by an older Stasis or for another domain): clients that trust it trust it for every site; `stasis tls init --renew` replaces it (clients must then trust the new one)",
+                f.ca_cert.display()
+            );
+            return Ok((f, Some(warning)));
+        }
     }
     let key = KeyPair::generate().context("generate the CA key")?;
-    let ca = ca_params()?.self_signed(&key)?;
+    let ca = ca_params(domain)?.self_signed(&key)?;
     write_private(&f.ca_key, &key.serialize_pem())?;
     std::fs::write(&f.ca_cert, ca.pem())?;
-    Ok(f)
+    Ok((f, None))
 }
 
 /// Issues and caches a certificate per requested name under the configured domain.
@@ -106,7 +147,13 @@ pub fn server_config(dir: &Path, domain: &str) -> Result<Arc<rustls::ServerConfi
     let key_pem = std::fs::read_to_string(&f.ca_key)
         .with_context(|| format!("read {} (run `stasis tls init`)", f.ca_key.display()))?;
     let ca_key = KeyPair::from_pem(&key_pem).context("read the CA key")?;
-    let ca_cert = ca_params()?.self_signed(&ca_key)?;
+    if !constrained_to(&f, domain) {
+        tracing::warn!(
+            "{} is not name-constrained to {domain:?}: clients trusting it trust it for every name; see `stasis tls init`",
+            f.ca_cert.display()
+        );
+    }
+    let ca_cert = ca_params(domain)?.self_signed(&ca_key)?;
     let chain_ca =
         CertificateDer::from_pem_file(&f.ca_cert).with_context(|| format!("read {}", f.ca_cert.display()))?;
     let resolver =
@@ -119,19 +166,49 @@ pub fn server_config(dir: &Path, domain: &str) -> Result<Arc<rustls::ServerConfi
     Ok(Arc::new(cfg))
 }
 
-/// Serves `app` over TLS on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, app: axum::Router, cfg: Arc<rustls::ServerConfig>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .http1_only()
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::{ServerName, UnixTime};
+
+    /// A certificate for `name` signed with the CA's key, as someone holding a leaked key
+    /// would make one.
+    fn forged(dir: &Path, name: &str) -> CertificateDer<'static> {
+        let f = files(dir);
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(&f.ca_key).unwrap()).unwrap();
+        let ca = ca_params("localhost").unwrap().self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_ca_signs_only_for_the_sandbox_domain() {
+        let d = tempfile::tempdir().unwrap();
+        let (f, warning) = init(d.path(), "localhost", false).unwrap();
+        assert!(warning.is_none());
+        assert!(constrained_to(&f, "localhost") && !constrained_to(&f, "example.com"));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(&f.ca_cert).unwrap()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let check = |cert_name: &str, server: &str| {
+            let server = ServerName::try_from(server.to_string()).unwrap();
+            verifier.verify_server_cert(&forged(d.path(), cert_name), &[], &server, &[], UnixTime::now())
+        };
+        check("8000-abc.localhost", "8000-abc.localhost").unwrap();
+        check("localhost", "localhost").unwrap();
+        for name in ["example.com", "accounts.google.com", "localhost.example.com"] {
+            let e = check(name, name).unwrap_err();
+            assert!(format!("{e:?}").contains("NameConstraint"), "{name}: {e:?}");
+        }
+        let e = check("127.0.0.1", "127.0.0.1").unwrap_err();
+        assert!(format!("{e:?}").contains("NameConstraint"), "{e:?}");
+        // An existing CA for another domain is kept with a warning, or renewed on request.
+        let (_, warning) = init(d.path(), "sandbox.example", false).unwrap();
+        assert!(warning.unwrap().contains("not name-constrained"));
+        let (f, warning) = init(d.path(), "sandbox.example", true).unwrap();
+        assert!(warning.is_none() && constrained_to(&f, "sandbox.example"));
     }
 }

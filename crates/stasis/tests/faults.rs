@@ -300,7 +300,8 @@ fn msg(v: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_during_pause_fails_cleanly_and_the_sandbox_keeps_running() {
     let fs = LoopFs::new(1024);
-    let s = Srv::start(host_at(&fs.mnt.join("data")), &[]).map_err(|(_, l)| l).unwrap();
+    // No disk reserve: this test is about what happens when the disk does fill.
+    let s = Srv::start(host_at(&fs.mnt.join("data")), &[("STASIS_DISK_RESERVE", "0")]).map_err(|(_, l)| l).unwrap();
     let c = Ctl::new(&s);
     let sbx = Sbx::of(&c.create(json!({"timeout": 600, "memoryMB": 1024})).await);
     let val = start_pyvar(&c, &sbx, 300).await;
@@ -513,7 +514,9 @@ fn criu_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
 async fn failing_criu_dump_or_restore_never_loses_the_sandbox() {
     let host = Host::new("fcriufail");
     let (wrapper, mode) = criu_wrapper(&host.data_dir);
-    let s = Srv::start(host, &[("STASIS_CRIU", wrapper.to_str().unwrap())]).map_err(|(_, l)| l).unwrap();
+    // No disk reserve: the 768 MiB volume is smaller than the default one.
+    let env = [("STASIS_CRIU", wrapper.to_str().unwrap()), ("STASIS_DISK_RESERVE", "0")];
+    let s = Srv::start(host, &env).map_err(|(_, l)| l).unwrap();
     let c = Ctl::new(&s);
     let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
     let val = start_pyvar(&c, &sbx, 16).await;
@@ -594,7 +597,9 @@ async fn enospc_after_a_successful_dump_is_never_reported_running_and_resumes_wi
     std::fs::create_dir_all(&sandboxes).unwrap();
     run("mount", &["--bind", fs.mnt.to_str().unwrap(), sandboxes.to_str().unwrap()]);
     let wrapper = criu_filling_after_dump(&fs.dir, &fs.mnt);
-    let s = Srv::start(host, &[("STASIS_CRIU", wrapper.to_str().unwrap())]).map_err(|(_, l)| l).unwrap();
+    // No disk reserve: the 768 MiB volume is smaller than the default one.
+    let env = [("STASIS_CRIU", wrapper.to_str().unwrap()), ("STASIS_DISK_RESERVE", "0")];
+    let s = Srv::start(host, &env).map_err(|(_, l)| l).unwrap();
     let c = Ctl::new(&s);
     let sbx = Sbx::of(&c.create(json!({"timeout": 600})).await);
     let val = start_pyvar(&c, &sbx, 16).await;

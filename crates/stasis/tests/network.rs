@@ -155,8 +155,9 @@ async fn auto_resume_on_http_and_traffic_token_for_secure_sandboxes() {
     let hello = by_host(&s, &sbx, "/").send().await.unwrap().text().await.unwrap();
     assert_eq!(api.pause(&id(&sbx)).await, 204);
     let r = by_host(&s, &sbx, "/").send().await.unwrap();
-    assert_eq!(r.status(), 200, "the request resumes the sandbox and is served");
-    assert_eq!(r.text().await.unwrap(), hello);
+    let (status, body) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, 200, "the request resumes the sandbox and is served: {body}");
+    assert_eq!(body, hello);
     assert_eq!(api.state(&id(&sbx)).await.as_deref(), Some("running"));
 
     // secure: ports need the traffic token.
@@ -170,7 +171,9 @@ async fn auto_resume_on_http_and_traffic_token_for_secure_sandboxes() {
     api.kill(&id(&sec)).await;
 }
 
-/// A network namespace of the test's own, with an HTTP server at 10.99.R.2:8080.
+/// A network namespace of the test's own, with an HTTP server at 198.18.R.2:8080: the
+/// benchmarking range (RFC 2544), which sandboxes reach as they reach the internet
+/// (private ranges are closed by default, `hardening_network.rs`).
 struct TestServerNs {
     name: String,
     ip: String,
@@ -181,7 +184,7 @@ impl TestServerNs {
     fn start() -> Self {
         let r = (std::process::id() % 200) as u8 + 20;
         let name = format!("stasistest{r}");
-        let (host_if, ip) = (format!("sttest{r}"), format!("10.99.{r}.2"));
+        let (host_if, ip) = (format!("sttest{r}"), format!("198.18.{r}.2"));
         let sh = |cmd: &str| {
             let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
             assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
@@ -189,11 +192,11 @@ impl TestServerNs {
         let _ = std::process::Command::new("ip").args(["netns", "del", &name]).output();
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip link add {host_if} type veth peer name eth0 netns {name}"));
-        sh(&format!("ip addr add 10.99.{r}.1/30 dev {host_if} && ip link set {host_if} up"));
+        sh(&format!("ip addr add 198.18.{r}.1/30 dev {host_if} && ip link set {host_if} up"));
         sh(&format!(
             "ip -n {name} addr add {ip}/30 dev eth0 && ip -n {name} link set eth0 up && ip -n {name} link set lo up"
         ));
-        sh(&format!("ip -n {name} route add default via 10.99.{r}.1"));
+        sh(&format!("ip -n {name} route add default via 198.18.{r}.1"));
         let server = std::process::Command::new("ip")
             .args(["netns", "exec", &name, "/usr/bin/python3", "-m", "http.server", "--bind", &ip, "8080"])
             .stdout(std::process::Stdio::null())

@@ -1,6 +1,6 @@
 //! Boot: from a host process to the sandbox's PID 1.
 //!
-//! Stage 1 (`stasis-agent boot CONFIG`) starts as host root, joins the sandbox's cgroups,
+//! Stage 1 (`stasis-agent boot`) starts as host root, reads its config from the sync fd, joins the sandbox's cgroups,
 //! unshares every namespace in one call (user first, so all are owned by the sandbox's user
 //! namespace and CRIU can dump them), waits for the host to write its id maps, and forks the
 //! sandbox's PID 1. PID 1 builds the mount tree, pivots into the overlay root, seals itself
@@ -9,7 +9,7 @@
 
 pub mod caps;
 pub mod config;
-mod mounts;
+pub mod mounts;
 mod net;
 pub mod seccomp;
 pub mod sync;
@@ -19,18 +19,24 @@ use std::ffi::CString;
 use anyhow::{bail, Context, Result};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Uid};
-use stasis_proto::agent::{BootConfig, SyncMessage, SYNC_FD};
+use stasis_proto::agent::{BootConfig, SyncMessage, BOOT_CONFIG_ON_SYNC_FD, SYNC_FD};
 
 use sync::SyncChannel;
 
 /// Open files per sandbox process (soft and hard limit).
 pub const OPEN_FILES: u64 = 65_536;
 
-/// Entry of `stasis-agent boot`. Returns only on failure; the error is also reported to
-/// the host on the sync channel.
-pub fn stage1(config_json: &str) -> Result<()> {
+/// Entry of `stasis-agent boot ARG`: `ARG` is [`BOOT_CONFIG_ON_SYNC_FD`] (the config is
+/// the first line on the sync fd) or, from runtimes that predate it, the config itself.
+/// Returns only on failure; the error is also reported to the host on the sync channel.
+pub fn stage1(arg: &str) -> Result<()> {
     let mut chan = SyncChannel::from_fd(SYNC_FD);
-    let result = stage1_inner(config_json, &mut chan);
+    let config = if arg == BOOT_CONFIG_ON_SYNC_FD {
+        chan.recv_line().context("read the boot config from the sync fd")
+    } else {
+        Ok(arg.to_string())
+    };
+    let result = config.and_then(|c| stage1_inner(&c, &mut chan));
     if let Err(e) = &result {
         chan.send(&SyncMessage::Error(format!("stage1: {e:#}")));
     }

@@ -24,6 +24,18 @@ fn uuid_form(hex: &str) -> String {
     format!("{}-{}-{}-{}-{}\n", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
+/// Where PID 1 keeps the boot id it binds over `/proc/sys/kernel/random/boot_id`.
+const BOOT_ID_FILE: &str = "/dev/.boot_id";
+
+/// Replaces the sandbox's boot id (a copy from a snapshot gets its own): rewritten in
+/// place, so the bind mount over the kernel's file shows it.
+pub fn set_boot_id(boot_id: &str) -> Result<()> {
+    anyhow::ensure!(boot_id.len() == 32 && boot_id.bytes().all(|b| b.is_ascii_hexdigit()), "not 32 hex digits");
+    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(BOOT_ID_FILE)?;
+    std::io::Write::write_all(&mut f, uuid_form(boot_id).as_bytes())?;
+    Ok(())
+}
+
 pub fn enter_rootfs(rootfs: &str, boot_id: &str) -> Result<()> {
     let root = Path::new(rootfs);
     let none: Option<&str> = None;

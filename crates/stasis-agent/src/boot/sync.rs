@@ -32,6 +32,11 @@ impl SyncChannel {
     }
 
     pub fn recv(&mut self) -> Result<SyncMessage> {
+        Ok(SyncMessage::parse(&self.recv_line()?)?)
+    }
+
+    /// One raw line (the boot config comes this way, before the protocol starts).
+    pub fn recv_line(&mut self) -> Result<String> {
         let Some(s) = self.stream.as_ref() else { bail!("no sync channel") };
         // One byte at a time: a buffered reader could swallow a later message.
         let mut line = Vec::new();
@@ -44,7 +49,7 @@ impl SyncChannel {
             let b = buf[0];
             reader.consume(1);
             if b == b'\n' {
-                return Ok(SyncMessage::parse(&String::from_utf8_lossy(&line))?);
+                return Ok(String::from_utf8(line)?);
             }
             line.push(b);
         }

@@ -62,7 +62,9 @@ async fn health() -> StatusCode {
 }
 
 /// `POST /init` (as envd's): the host hands a sandbox started from a snapshot its own
-/// access token and environment. Authenticated with the current token.
+/// access token, environment and boot id (the agent holds no other identity or random
+/// state of its own: ids it makes come from the kernel's RNG at each use, which copies do
+/// not share). Authenticated with the current token.
 async fn init(AxState(state): AxState<State>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(e) = auth::check_token(&state, &headers) {
         return rpc::unary_error(&e);
@@ -74,6 +76,11 @@ async fn init(AxState(state): AxState<State>, headers: axum::http::HeaderMap, bo
     if let Some(token) = req.new_token() {
         *state.access_token.write().unwrap() = Some(token.to_string());
         publish_token_digest(Some(token));
+    }
+    if let Some(id) = &req.boot_id {
+        if let Err(e) = crate::boot::mounts::set_boot_id(id) {
+            return rpc::unary_error(&ConnectError::internal(format!("set the boot id: {e:#}")));
+        }
     }
     state.supervisor.set_env(req.env_vars);
     StatusCode::NO_CONTENT.into_response()

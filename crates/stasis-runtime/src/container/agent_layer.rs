@@ -78,6 +78,10 @@ pub fn ensure(agents_dir: &Path, agent_binary: &Path, interpreter: Option<&Path>
         for p in owned {
             idmap::chown_to_sandbox_root(&p)?;
         }
+        // Readable in the sandbox as before, whatever the daemon's umask.
+        for d in [&tmp, &dir, &dir.join("dev")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
         std::fs::File::create(dir.join("complete"))?.sync_all()?;
         match std::fs::rename(&tmp, &layer) {
             // Another process built the same layer first: theirs is identical.

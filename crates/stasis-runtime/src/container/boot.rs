@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use stasis_proto::agent::{BootConfig, SyncMessage, SYNC_FD};
+use stasis_proto::agent::{BootConfig, SyncMessage, BOOT_CONFIG_ON_SYNC_FD, SYNC_FD};
 
 use crate::container::idmap;
 use crate::error::{IoContext, Result, RuntimeError};
@@ -29,17 +29,21 @@ pub fn boot(
     let (host_end, child_end) = UnixStream::pair().ctx(|| "boot socketpair".into())?;
     host_end.set_read_timeout(Some(BOOT_TIMEOUT)).ctx(|| "boot socket timeout".into())?;
     let log_file = std::fs::File::create(log).ctx(|| format!("create {}", log.display()))?;
+    let on_fd = takes_config_on_fd(agent_binary);
     let mut cmd = Command::new(agent_binary);
     cmd.arg("boot")
-        .arg(cfg.to_json())
+        .arg(if on_fd { BOOT_CONFIG_ON_SYNC_FD.to_string() } else { cfg.to_json() })
         .env_clear()
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().ctx(|| "dup log".into())?)
         .stderr(log_file);
     let child_fd = child_end.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe.
+    // SAFETY: umask, dup2 and fcntl are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
+            // The sandbox's processes start with the usual umask, not the daemon's 077
+            // (files users create would otherwise be theirs alone, /dev/.boot_id too).
+            libc::umask(0o022);
             if child_fd == SYNC_FD {
                 let flags = libc::fcntl(SYNC_FD, libc::F_GETFD);
                 libc::fcntl(SYNC_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
@@ -51,6 +55,10 @@ pub fn boot(
     }
     let mut stage1 = cmd.spawn().ctx(|| format!("start {}", agent_binary.display()))?;
     drop(child_end);
+    if on_fd {
+        // Not in argv: every host user can read a command line; this holds the token.
+        (&host_end).write_all(format!("{}\n", cfg.to_json()).as_bytes()).ctx(|| "send the boot config".into())?;
+    }
 
     let result = drive(&host_end, stage1.id(), after_unshare);
     // Stage 1 exits right after forking PID 1 (or on failure); reap it either way.
@@ -91,6 +99,20 @@ fn drive(sock: &UnixStream, stage1_pid: u32, after_unshare: impl FnOnce(u32) -> 
     };
     expect(next()?, SyncMessage::Ready)?;
     Ok(pid)
+}
+
+/// Whether `agent` reads its config from the sync fd: it then holds the argument that
+/// says so. Agent layers are content-addressed (a path is one binary for good), so the
+/// answer is kept per path.
+fn takes_config_on_fd(agent: &Path) -> bool {
+    static KNOWN: std::sync::Mutex<Vec<(std::path::PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, yes)) = KNOWN.lock().unwrap().iter().find(|(p, _)| p == agent) {
+        return *yes;
+    }
+    let needle = BOOT_CONFIG_ON_SYNC_FD.as_bytes();
+    let yes = std::fs::read(agent).is_ok_and(|b| memchr::memmem::find(&b, needle).is_some());
+    KNOWN.lock().unwrap().push((agent.to_path_buf(), yes));
+    yes
 }
 
 fn expect(got: SyncMessage, want: SyncMessage) -> Result<()> {

@@ -60,8 +60,10 @@ impl Inner {
     }
 
     fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Template) -> Result<()> {
+        super::space::check(&self.layout.sandboxes(), self.disk_reserve, "create", super::space::CREATE_BYTES)?;
         let agent_layer = self.agent_layer()?;
         std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
+        super::perms::sandbox_dir(dir.path())?;
         let mut rec = Record {
             id: id.to_string(),
             spec: spec.clone(),

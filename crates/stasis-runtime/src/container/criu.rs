@@ -98,6 +98,7 @@ impl Criu {
     }
 
     fn run(&self, op: &'static str, mut cmd: Command, log: &Path) -> Result<()> {
+        sandbox_umask(&mut cmd);
         let out = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output().map_err(|e| {
             RuntimeError::Checkpoint { op, message: format!("cannot run {}: {e}", self.binary.display()) }
         })?;
@@ -257,6 +258,19 @@ impl Criu {
     pub fn lazy_supported() -> bool {
         std::env::var("STASIS_LAZY_RESTORE").map_or(true, |v| v != "0")
             && std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").is_ok_and(|v| v.trim() == "1")
+    }
+}
+
+/// CRIU recreates files of the sandbox (tmpfs contents, ghost files) with the usual
+/// umask, not the daemon's 077, as before the daemon restricted its own; the images it
+/// writes are reached only through root-only directories (`perms.rs`).
+fn sandbox_umask(cmd: &mut Command) {
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
     }
 }
 

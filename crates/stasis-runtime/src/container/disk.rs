@@ -55,8 +55,13 @@ pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
         .map_err(|e| RuntimeError::Io { context: format!("create {}", mount_point.display()), source: e })?;
     if !image.exists() {
         let tmp = image.with_extension("img.tmp");
-        let f = std::fs::File::create(&tmp)
-            .map_err(|e| RuntimeError::Io { context: format!("create {}", tmp.display()), source: e })?;
+        // Root only: it is the sandbox's whole filesystem.
+        let f = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true),
+            0o600,
+        )
+        .open(&tmp)
+        .map_err(|e| RuntimeError::Io { context: format!("create {}", tmp.display()), source: e })?;
         f.set_len(size_mb << 20).map_err(|e| RuntimeError::Io { context: "size the disk image".into(), source: e })?;
         drop(f);
         // Lazy inode/journal init keeps mkfs at ~15 ms; no reserved blocks (the sandbox's

@@ -27,8 +27,8 @@ use crate::error::{IoContext, Result, RuntimeError};
 pub const RECORD_VERSION: u32 = 1;
 /// `snapshot.json`, what a snapshot was made from.
 pub const SNAPSHOT_VERSION: u32 = 1;
-/// `checksums.json`, the checksums of a checkpoint's images.
-pub const CHECKSUMS_VERSION: u32 = 1;
+/// `checksums.json`, the checksums of a checkpoint's images (2: keyed, SHA-256 + HMAC).
+pub const CHECKSUMS_VERSION: u32 = 2;
 
 /// The version of files written before versions existed.
 pub const UNVERSIONED: u32 = 1;

@@ -16,6 +16,9 @@ pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
     if !dir.upper().exists() {
         std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
         idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+        // The sandbox's `/` takes this directory's mode: 0755, whatever the daemon's umask.
+        let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(dir.upper(), mode).ctx(|| "chmod upper".into())?;
     }
     overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())
 }

@@ -120,6 +120,7 @@ mod tests {
         let req = InitRequest {
             access_token: Some("new-token".into()),
             env_vars: BTreeMap::from([("A".into(), "1".into())]),
+            boot_id: Some("0123456789abcdef0123456789abcdef".into()),
         };
         init_over(stream, Some("old-token"), &req).unwrap();
         let (line, headers, body) = server.join().unwrap();

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `create.rs` | create, and the boot of a sandbox's agent (also a fresh boot at resume) |
 //! | `pause.rs` | pause: CRIU dump, checksums, sync, the commit point, release |
-//! | `resume.rs` | resume: restore (checksums verified alongside), or a fresh boot |
+//! | `resume.rs` | resume: restore (keyed checksums verified first), or a fresh boot |
 //! | `recover.rs` | finishing or undoing an operation a dead daemon left |
 //! | `teardown.rs` | kill, and cleaning up a failed create |
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
@@ -42,18 +42,20 @@ mod layout;
 pub mod network;
 pub mod overlay;
 mod pause;
+mod perms;
 mod progress;
 mod record;
 mod recover;
 mod resume;
 mod sandbox_net;
 mod snapshot;
+pub mod space;
 mod teardown;
 mod template;
 mod warm;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cgroups::Cgroups;
@@ -70,10 +72,18 @@ pub struct ContainerConfig {
     pub data_dir: PathBuf,
     /// Host path of the static `stasis-agent` binary.
     pub agent_binary: PathBuf,
+    /// Bytes of the data dir's filesystem that creates, pauses and snapshots leave free
+    /// (`space.rs`).
+    pub disk_reserve: u64,
 }
 
 impl ContainerConfig {
     /// `$STASIS_AGENT`, else /usr/local/lib/stasis/stasis-agent (where setup installs it).
+    /// `$STASIS_DISK_RESERVE` (a size: 10GiB, 512M...), else 1 GiB.
+    pub fn default_disk_reserve() -> u64 {
+        std::env::var("STASIS_DISK_RESERVE").ok().and_then(|v| space::parse_size(&v).ok()).unwrap_or(1 << 30)
+    }
+
     pub fn default_agent_binary() -> PathBuf {
         std::env::var_os("STASIS_AGENT")
             .map(PathBuf::from)
@@ -102,6 +112,10 @@ struct Inner {
     net_alloc: Mutex<()>,
     /// Restore memory lazily (userfaultfd) when the host allows it.
     lazy: bool,
+    /// Signs and checks checkpoint checksums (`checksum/key.rs`).
+    key: checksum::Key,
+    /// Host disk space new work may not use (`space.rs`).
+    disk_reserve: u64,
     /// Pauses and resumes under way: (kind, bytes done, bytes total).
     progress: Mutex<HashMap<String, progress::Entry>>,
     /// A pidfd on the init of every running sandbox this process has seen (`init_watch.rs`).
@@ -134,7 +148,15 @@ impl ContainerRuntime {
         for d in [layout.root().to_path_buf(), layout.sandboxes(), layout.snapshots()] {
             std::fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
         }
-        ensure_traversable(layout.root())?;
+        perms::ensure_traversable(layout.root())?;
+        perms::close_existing(&layout);
+        let (key, made) = checksum::Key::load_or_create(layout.root())?;
+        if made {
+            let (adopted, refused) = checksum::legacy::adopt_all(layout.root(), &key);
+            if adopted + refused > 0 {
+                tracing::info!("checkpoint key made: {adopted} existing checkpoints re-sealed with it, {refused} damaged left unkeyed");
+            }
+        }
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
         Ok(Self {
@@ -149,6 +171,8 @@ impl ContainerRuntime {
                 net_init: OnceLock::new(),
                 net_alloc: Mutex::new(()),
                 lazy: criu::Criu::lazy_supported(),
+                key,
+                disk_reserve: config.disk_reserve,
                 progress: Mutex::default(),
                 inits: Mutex::default(),
                 exits: tokio::sync::broadcast::channel(64).0,
@@ -206,34 +230,6 @@ impl Inner {
         }
         Record::load(&dir.record())
     }
-}
-
-/// Sandbox roots live under the data dir and are entered by the sandbox's own root, an
-/// unprivileged host uid: every directory on the way must be searchable by others (0711
-/// is enough; nothing becomes listable or readable). Our own directories are fixed; a
-/// parent we do not own is reported.
-fn ensure_traversable(data_dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let data_dir = data_dir.canonicalize().ctx(|| format!("resolve {}", data_dir.display()))?;
-    for d in [data_dir.join("sandboxes"), data_dir.join("snapshots"), data_dir.clone()] {
-        let mode = std::fs::metadata(&d).ctx(|| format!("stat {}", d.display()))?.permissions().mode();
-        if mode & 0o001 == 0 {
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode((mode & 0o7777) | 0o011))
-                .ctx(|| format!("chmod {}", d.display()))?;
-        }
-    }
-    for a in data_dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(a).ctx(|| format!("stat {}", a.display()))?.permissions().mode();
-        if mode & 0o001 == 0 {
-            return Err(RuntimeError::Boot(format!(
-                "{} (mode {:o}) is not searchable by others: sandboxes (unprivileged host uids) could not reach their root under {}; chmod o+x it or choose another --data-dir",
-                a.display(),
-                mode & 0o7777,
-                data_dir.display()
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]

@@ -10,6 +10,14 @@
 //! ```
 //! The host reaches sandbox ports without any of this: sockets made inside the sandbox's
 //! namespace (see `netns`). Sandboxes cannot reach each other or the host's own services.
+//!
+//! Outbound, internet access does not mean the networks around the host: cloud metadata
+//! (169.254.169.254), private and shared ranges ([`NOT_INTERNET`]) are dropped unless a
+//! sandbox's `allowOut` names them; only DNS to the host's resolvers passes (the template
+//! copies the host's `/etc/resolv.conf`). On the host, anything a sandbox sends to one of
+//! the host's own addresses is dropped before NAT, so a port the host publishes with
+//! DNAT (Docker's `-p`) is as unreachable as a local service, and so is what the host
+//! DNATs elsewhere for them.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -24,6 +32,23 @@ pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 22);
 /// Transit addresses: 10.200.0.0/16, one /30 per sandbox.
 const TRANSIT_PREFIX: [u8; 2] = [10, 200];
 pub const MAX_INDEX: u32 = 16_383;
+
+/// Not the internet: dropped for sandboxes unless in their `allowOut`. This network,
+/// RFC 1918, shared address space (RFC 6598, carrier NAT and some clouds' internal
+/// networks), loopback, link-local (cloud metadata), IETF protocol assignments,
+/// multicast, reserved and broadcast.
+pub const NOT_INTERNET: [&str; 10] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
 
 /// What a sandbox may reach outside.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,8 +182,12 @@ pub fn init_host() -> Result<()> {
             iifname \"stx*\" ct state established,related accept\n\
             iifname \"stx*\" drop\n\
           }\n\
+          chain prerouting { type filter hook prerouting priority -150; policy accept;\n\
+            iifname \"stx*\" fib daddr type local drop\n\
+          }\n\
           chain forward { type filter hook forward priority -10; policy accept;\n\
             iifname \"stx*\" oifname \"stx*\" drop\n\
+            iifname \"stx*\" ct status dnat drop\n\
           }\n\
           chain postrouting { type nat hook postrouting priority 100; policy accept;\n\
             ip saddr 10.200.0.0/16 oifname != \"stx*\" masquerade\n\
@@ -207,6 +236,13 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
         rules.push_str(&format!("    ip daddr {c} drop\n"));
     }
     if policy.allow_internet {
+        let dns = host_resolvers();
+        if !dns.is_empty() {
+            let set = dns.join(", ");
+            rules.push_str(&format!("    ip daddr {{ {set} }} udp dport 53 accept\n"));
+            rules.push_str(&format!("    ip daddr {{ {set} }} tcp dport 53 accept\n"));
+        }
+        rules.push_str(&format!("    ip daddr {{ {} }} drop\n", NOT_INTERNET.join(", ")));
         rules.push_str("    accept\n");
     }
     rules.push_str(&format!(
@@ -214,6 +250,20 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     ));
     run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))?;
     Ok(n)
+}
+
+/// The IPv4 name servers of the host's `/etc/resolv.conf` (which templates copy): the
+/// one thing in private ranges a sandbox with internet access reaches by default.
+/// Loopback ones (systemd-resolved's 127.0.0.53) are the sandbox's own loopback inside:
+/// useless, left out.
+fn host_resolvers() -> Vec<String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback() && !a.is_unspecified())
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// Turns IPv4 forwarding on inside a named namespace (the setting is per namespace and

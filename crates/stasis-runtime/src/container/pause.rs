@@ -40,6 +40,10 @@ impl Inner {
             }
             Err(e) => return Err(e),
         };
+        // Its images are about its memory in use: refused (still running) if that would
+        // cut into the host's disk reserve.
+        let memory = self.cgroups.usage(id).memory_bytes;
+        super::space::check(dir.path(), self.disk_reserve, "pause", memory)?;
         let generation = next_generation(&dir);
         let images = dir.checkpoint(generation);
         std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
@@ -74,7 +78,7 @@ impl Inner {
         // follows makes them durable; if it fails, the init's watcher (or the next
         // operation, or recovery at start) finishes it from the images (`recover.rs`).
         let t1 = Instant::now();
-        let sealed = seal(&images).and_then(|()| syncfs(&dir.upper()));
+        let sealed = seal(&images, &self.key).and_then(|()| syncfs(&dir.upper()));
         if let Err(e) = sealed {
             return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
         }
@@ -122,9 +126,10 @@ impl Inner {
 
 /// Makes a completed dump's images durable, then writes their checksums: a checksum is
 /// only ever written over images that reached the disk, so a manifest vouches for them.
-pub(super) fn seal(images: &Path) -> Result<()> {
+pub(super) fn seal(images: &Path, key: &checksum::Key) -> Result<()> {
+    super::perms::checkpoint_images(images).ctx(|| format!("chmod {}", images.display()))?;
     flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))?;
-    checksum::write(images)?;
+    checksum::write(images, key)?;
     flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))
 }
 

@@ -2,7 +2,6 @@
 //! crash leaves either the old or the new record, never a torn one. Versioned
 //! (`format.rs`): a record from a newer Stasis is refused, one from an older one read.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -61,9 +60,8 @@ impl Record {
         let tmp = path.with_extension("json.tmp");
         let data = format::to_json(RECORD_VERSION, self, true);
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
+            // Root only, whatever the umask: it holds the access token and the env vars.
+            super::perms::write_private(&tmp, &data)?;
             std::fs::rename(&tmp, path)?;
             std::fs::File::open(path.parent().unwrap())?.sync_all()
         };

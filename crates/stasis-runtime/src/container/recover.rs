@@ -49,7 +49,8 @@ impl Inner {
                     .into_iter()
                     .filter(|g| criu::dump_completed(&dir.checkpoint(*g)))
                     .filter(|g| {
-                        checksum::verify_sizes(&dir.checkpoint(*g)).is_ok() || written_this_boot(&dir.checkpoint(*g))
+                        checksum::verify_sizes(&dir.checkpoint(*g), &self.key).is_ok()
+                            || written_this_boot(&dir.checkpoint(*g))
                     })
                     .max();
                 let _ = self.cgroups.kill_all(id);
@@ -58,7 +59,7 @@ impl Inner {
                 let _ = self.cgroups.remove(id);
                 if let Some(g) = done {
                     // Its images may not be durable nor summed yet: seal them now.
-                    seal(&dir.checkpoint(g))?;
+                    seal(&dir.checkpoint(g), &self.key)?;
                     rec.state = SandboxState::Paused;
                     rec.init_pid = None;
                     rec.checkpoint = Some(g);
@@ -81,7 +82,7 @@ impl Inner {
                 let pidfile = dir.path().join("restore/init.pid");
                 let restored = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok());
                 let images = rec.checkpoint.map(|g| dir.checkpoint(g));
-                let intact = images.as_ref().is_some_and(|i| checksum::verify(i).is_ok());
+                let intact = images.as_ref().is_some_and(|i| checksum::verify(i, &self.key).is_ok());
                 if let Some(pid) = restored.filter(|p| intact && self.cgroups.pids(id).contains(p)) {
                     // Its images are verified (above): record it, then let it run.
                     rec.state = SandboxState::Running;

@@ -1,9 +1,9 @@
 //! Resuming a paused sandbox: a CRIU restore of its memory images (lazy when the host
-//! allows), verified against their checksums while CRIU works, or a fresh boot on its
-//! files when it has no memory image.
+//! allows), verified against their keyed checksums before CRIU starts, or a fresh boot
+//! on its files when it has no memory image.
 //!
-//! The restored tree stays stopped until the verification passes (`let_run`), so it
-//! never runs on damaged memory. Snapshots restore through the same `restore_from`.
+//! The restored tree stays stopped until it is recorded as running (`let_run`).
+//! Snapshots restore through the same `restore_from`.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -88,39 +88,25 @@ impl Inner {
                 message: format!("sandbox {id} still has processes from an earlier attempt; recover it first"),
             });
         }
-        checksum::verify_sizes(images)?;
-        // What CRIU parses (every image but the raw memory pages) is verified before it
-        // starts; the pages are verified while it restores, and the restored tree stays
-        // stopped until both are done, so it never runs on damaged memory.
-        checksum::verify_parsed(images)?;
+        // Every image is verified against the keyed manifest before CRIU (host root, a
+        // parser of these files) starts: a changed byte anywhere and nothing runs.
+        checksum::verify(images, &self.key)?;
         let mut net_up = false;
-        let (verified, restored) = std::thread::scope(|s| {
-            let verifier = s.spawn(|| checksum::verify_pages(images));
-            let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir)).and_then(|_| {
-                let net = self.network_up(rec)?;
-                net_up = net.is_some();
-                let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
-                self.criu.restore(
-                    images,
-                    &dir.rootfs(),
-                    &dir.path().join("restore"),
-                    &self.cgroups.procs_files(&id),
-                    dev,
-                    self.lazy,
-                    true,
-                )
-            });
-            (verifier.join().expect("checksum thread panicked"), restored)
+        let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir)).and_then(|_| {
+            let net = self.network_up(rec)?;
+            net_up = net.is_some();
+            let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+            self.criu.restore(
+                images,
+                &dir.rootfs(),
+                &dir.path().join("restore"),
+                &self.cgroups.procs_files(&id),
+                dev,
+                self.lazy,
+                true,
+            )
         });
         read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
-        let restored = match (verified, restored) {
-            (Ok(()), r) => r,
-            (Err(e), Ok((_, daemon))) => {
-                stop_daemon(daemon);
-                Err(e)
-            }
-            (Err(e), Err(_)) => Err(e),
-        };
         let undo = |rec: &Record| {
             let _ = self.cgroups.kill_all(&id);
             // Only what this attempt set up: the index in `rec` may be another run's.

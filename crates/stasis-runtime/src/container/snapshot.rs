@@ -85,10 +85,14 @@ impl Inner {
         if final_dir.exists() {
             return Err(RuntimeError::AlreadyExists(format!("snapshot {snap}")));
         }
+        let dir = self.dir(id);
+        // A copy of its writable layer, and its memory for a memory snapshot.
+        let memory = if mode == PauseMode::Memory { self.cgroups.usage(id).memory_bytes } else { 0 };
+        let needed = memory + super::fs::disk_usage(&dir.upper());
+        super::space::check(&self.layout.snapshots(), self.disk_reserve, "snapshot", needed)?;
         let tmp = self.layout.snapshots().join(format!(".{snap}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        let dir = self.dir(id);
         wait_for_lazy_pages(&dir);
         let t0 = Instant::now();
         // Frozen for the whole capture: memory and files are of one instant (CRIU checks
@@ -99,7 +103,7 @@ impl Inner {
                 let images = tmp.join("images");
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
                 self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true)?;
-                super::pause::seal(&images)?;
+                super::pause::seal(&images, &self.key)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
         })();
@@ -121,7 +125,7 @@ impl Inner {
             agent_path: rec.agent_path.clone(),
             start: rec.start.clone(),
         };
-        std::fs::write(tmp.join(META), meta.to_json()).ctx(|| "write snapshot.json".into())?;
+        super::perms::write_private(&tmp.join(META), &meta.to_json()).ctx(|| "write snapshot.json".into())?;
         syncfs(&tmp)?;
         std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
         std::fs::File::open(self.layout.snapshots()).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())?;
@@ -146,12 +150,14 @@ impl Inner {
         if dir.path().exists() {
             return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
+        super::space::check(&self.layout.sandboxes(), self.disk_reserve, "create", super::space::CREATE_BYTES)?;
         let snap_dir = self.layout.snapshot(snap);
         let mut lower_dirs = meta.lower_dirs.clone();
         // The snapshot's layer sits right under the agent layer (always first).
         lower_dirs.insert(1, snap_dir.join("layer").display().to_string());
         let result = (|| -> Result<()> {
             std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
+            super::perms::sandbox_dir(dir.path())?;
             let mut rec = Record {
                 id: id.to_string(),
                 spec: match limits {
@@ -184,7 +190,12 @@ impl Inner {
                     });
                 }
                 // The restored agent still holds the source's token and environment.
-                let init = InitRequest { access_token: spec.access_token.clone(), env_vars: spec.env.clone() };
+                // Its token, environment and boot id are its own, not the source's.
+                let init = InitRequest {
+                    access_token: spec.access_token.clone(),
+                    env_vars: spec.env.clone(),
+                    boot_id: Some(rec.boot_id.clone()),
+                };
                 let handle = self.init_of(&rec)?;
                 handover::hand_over(handle, meta.spec.access_token.as_deref(), &init)
             } else {

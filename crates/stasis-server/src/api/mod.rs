@@ -96,6 +96,9 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::CorruptCheckpoint(_)) => {
                 ApiError::internal(e.to_string())
             }
+            LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::InsufficientStorage { .. }) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -1,5 +1,8 @@
 //! Forwarding one HTTP/1.1 request to a port inside a sandbox, streaming both ways
 //! (no buffering), with protocol upgrades (WebSocket) bridged as raw byte streams.
+//!
+//! The sandbox has [`RESPONSE_HEADERS_TIMEOUT`] to start its answer; a body or an
+//! upgraded stream may then be quiet as long as it likes (process streams, WebSockets).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -10,6 +13,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::lifecycle::Guard;
+
+/// How long the proxy waits for a sandbox's response headers: generous (a slow endpoint
+/// is the user's business) but bounded, so a service that accepts and never answers does
+/// not hold the proxy's connections for ever.
+pub const RESPONSE_HEADERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn is_upgrade(req: &Request) -> bool {
     req.headers().get(header::UPGRADE).is_some()
@@ -36,7 +44,10 @@ pub async fn forward(stream: TcpStream, mut req: Request, guard: Guard) -> Resul
             _ = cancel.cancelled() => {}
         }
     });
-    let mut resp = sender.send_request(req).await.map_err(|e| format!("the sandbox did not answer: {e}"))?;
+    let mut resp = tokio::time::timeout(RESPONSE_HEADERS_TIMEOUT, sender.send_request(req))
+        .await
+        .map_err(|_| format!("the sandbox did not answer within {} s", RESPONSE_HEADERS_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("the sandbox did not answer: {e}"))?;
 
     if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let backend_upgrade = hyper::upgrade::on(&mut resp);

@@ -1,8 +1,10 @@
 //! The sandbox proxy: routes sandbox API (envd) calls and user ports into sandboxes,
 //! streaming both ways. Whether a request gets through (tokens, auto-resume) and its
 //! connection are the lifecycle's (`lifecycle/admission.rs`); this module maps its answer
-//! to HTTP. A paused or unknown sandbox answers 502, as E2B's proxy does.
+//! to HTTP. A paused or unknown sandbox answers 502, as E2B's proxy does. Stasis's own
+//! credentials never reach the sandbox (`credentials.rs`).
 
+mod credentials;
 mod forward;
 pub mod target;
 
@@ -89,11 +91,12 @@ fn file_query(req: &Request) -> Option<(Operation, SignedQueryOwned)> {
     Some((op, SignedQuery::parse(req.uri().query().unwrap_or_default())))
 }
 
-pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
+pub async fn handle(state: AppState, target: Target, mut req: Request) -> Response {
     let conn = match connect(&state, &target, req.headers(), file_query(&req)).await {
         Ok(c) => c,
         Err(r) => return r,
     };
+    credentials::strip(&state, target.port, req.headers_mut()).await;
     match forward::forward(conn.stream, req, conn.guard).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::BAD_GATEWAY, &target.sandbox_id, e),

@@ -104,6 +104,7 @@ pub async fn run(args: Args) -> u8 {
     let rt = match ContainerRuntime::new(ContainerConfig {
         data_dir: args.data_dir,
         agent_binary: ContainerConfig::default_agent_binary(),
+        disk_reserve: ContainerConfig::default_disk_reserve(),
     }) {
         Ok(rt) => rt,
         Err(e) => {

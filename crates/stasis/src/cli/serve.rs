@@ -38,6 +38,20 @@ pub struct Args {
     /// or sqlite:PATH. Default: SQLite at DATA_DIR/stasis.db.
     #[arg(long, env = "STASIS_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// Disk space on the data dir's filesystem kept for running sandboxes: creates,
+    /// pauses and snapshots that would cut into it are refused (507). A size: 10GiB, 512M.
+    #[arg(long, env = "STASIS_DISK_RESERVE", value_parser = stasis_runtime::container::space::parse_size, default_value = "1GiB")]
+    disk_reserve: u64,
+    /// Connections open at once (both listeners); more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Time a client has to send a request's headers (also: how long a keep-alive
+    /// connection may sit idle between requests).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    header_timeout: std::time::Duration,
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    tls_handshake_timeout: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> u8 {
@@ -56,6 +70,12 @@ pub async fn run(args: Args) -> u8 {
         max_timeout: Some(args.max_timeout).filter(|d| !d.is_zero()),
         tls_listen: args.tls_listen,
         database: args.database,
+        disk_reserve: args.disk_reserve,
+        limits: stasis_server::listen::Limits {
+            max_connections: args.max_connections.max(1),
+            header_timeout: args.header_timeout,
+            tls_handshake_timeout: args.tls_handshake_timeout,
+        },
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

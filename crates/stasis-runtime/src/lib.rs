@@ -178,6 +178,9 @@ pub trait Runtime: Send + Sync {
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
         Vec::new()
     }
+    /// At shutdown: removes the sandboxes of warms under way (they would be left running,
+    /// and the warm is retried at the next start anyway).
+    async fn abandon_warms(&self) {}
 }
 
 /// An init that exited while its sandbox was meant to be running, and what recovery made

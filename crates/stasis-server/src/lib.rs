@@ -197,6 +197,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         _ = gate.serve(listener, app, None) => {}
         _ = shutdown_signal() => {}
     }
+    lifecycle.abandon_warms().await;
     if cfg.pause_on_shutdown {
         let ids = lifecycle.running_ids().await?;
         write_durably(&cfg.data_dir.join(RESUME_ON_START), serde_json::to_string(&ids)?.as_bytes())?;

@@ -138,3 +138,28 @@ fn a_warm_sandbox_left_by_a_stopped_daemon_is_removed_at_the_next_start() {
     let host = server.terminate();
     host.rt(&["kill", "keepme"]);
 }
+
+#[test]
+fn a_daemon_stopped_during_a_warm_leaves_no_warm_sandbox() {
+    let host = Host::new("warm-stop");
+    template(
+        &host,
+        "slow",
+        json!({
+            "name": "slow",
+            "start": {"cmd": "exec sleep 1000", "user": "user"},
+            "ready": {"port": 8123, "path": "/health", "timeoutSecs": 120},
+        }),
+    );
+    let server = common::Server::start_on(host, &[]);
+    let sandboxes = server.host.data_dir.join("sandboxes");
+    let warm_dirs = || -> Vec<String> {
+        std::fs::read_dir(&sandboxes)
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default()
+    };
+    common::wait_for("the start-up warm to begin", || !warm_dirs().is_empty());
+    let host = server.terminate();
+    assert!(warm_dirs().is_empty(), "left behind: {:?}", warm_dirs());
+    assert!(host.rt(&["ls"]).trim().is_empty());
+}

@@ -327,6 +327,11 @@ impl Runtime for ContainerRuntime {
         self.inner.exits.subscribe()
     }
 
+    async fn abandon_warms(&self) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.abandon_warms()).await;
+    }
+
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {

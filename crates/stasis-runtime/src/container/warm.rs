@@ -158,6 +158,17 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Kills this process's warm sandboxes under way (the daemon is stopping).
+    pub(super) fn abandon_warms(&self) {
+        let ids: Vec<String> = self.warming.lock().unwrap().iter().cloned().collect();
+        for id in ids {
+            tracing::info!(sandbox = %id, "stopping: removing the sandbox of a warm under way");
+            let _ = self.kill(&id);
+        }
+    }
+}
+
 /// One `GET` of the ready check, over a socket made in the sandbox's network namespace.
 fn probe(init: Arc<super::InitHandle>, ready: &ReadyCheck) -> std::result::Result<(), String> {
     let mut s = crate::netns::connect_blocking(init, ready.port, Duration::from_secs(2)).map_err(|e| e.to_string())?;

@@ -16,3 +16,10 @@ pub(super) fn spawn(lc: Lifecycle) {
         }
     });
 }
+
+impl Lifecycle {
+    /// At shutdown: no warm sandbox is left behind (the warm runs again at the next start).
+    pub async fn abandon_warms(&self) {
+        self.inner.runtime.abandon_warms().await;
+    }
+}

@@ -28,17 +28,31 @@ fn attached(image: &Path) -> bool {
         .any(|b| std::fs::read_to_string(b.path().join("loop/backing_file")).is_ok_and(|f| Path::new(f.trim()) == want))
 }
 
+/// How long a mount waits for the previous release of the same image. Usually a few
+/// milliseconds; on a loaded host a detached filesystem has been seen to linger for more
+/// than 10 s (docs/reliability.md, cause open), and waiting beats failing the resume.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Waits until the image's filesystem is fully released (detached mounts are torn down
 /// asynchronously by the kernel). Mounting it again before that would make a second
 /// live filesystem on the same bytes.
 fn wait_released(image: &Path) -> Result<()> {
     let start = std::time::Instant::now();
+    let mut told = 0;
     while attached(image) {
-        if start.elapsed() > std::time::Duration::from_secs(10) {
+        let waited = start.elapsed();
+        if waited > RELEASE_WAIT {
             return Err(RuntimeError::Io {
                 context: format!("release {}", image.display()),
-                source: std::io::Error::other("the sandbox's disk is still in use 10 s after it was unmounted"),
+                source: std::io::Error::other(format!(
+                    "the sandbox's disk is still in use {} s after it was unmounted",
+                    RELEASE_WAIT.as_secs()
+                )),
             });
+        }
+        if waited.as_secs() >= 10 * (told + 1) {
+            told += 1;
+            tracing::warn!(image = %image.display(), secs = waited.as_secs(), "waiting for the sandbox's previous disk release");
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

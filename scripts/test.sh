@@ -34,7 +34,7 @@ cargo fmt --all -- --check || status=1
 cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
 
 echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots, code interpreter)"
-cargo test --workspace "$@" || status=1
+cargo test --workspace --no-fail-fast "$@" || status=1
 
 echo "== SDK end-to-end tests (npm e2b, novita-sandbox, PyPI e2b) against the installed stasis"
 STASIS_BIN=/usr/local/bin/stasis bash "$REPO/tests/e2e/run.sh" || status=1

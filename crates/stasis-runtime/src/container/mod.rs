@@ -128,6 +128,8 @@ struct Inner {
     warm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Warm sandboxes of this process, under way.
     warming: Mutex<std::collections::HashSet<String>>,
+    /// Snapshot images this process has verified in full (`checksum/verified.rs`).
+    verified: checksum::Verified,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -179,6 +181,7 @@ impl ContainerRuntime {
                 me: me.clone(),
                 warm_locks: Mutex::default(),
                 warming: Mutex::default(),
+                verified: checksum::Verified::default(),
             }),
         })
     }

@@ -16,6 +16,7 @@
 
 mod key;
 pub mod legacy;
+mod verified;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use key::Key;
+pub use verified::Verified;
 
 use super::format::{self, CHECKSUMS_VERSION};
 use crate::error::{Result, RuntimeError};

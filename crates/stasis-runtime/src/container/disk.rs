@@ -31,22 +31,26 @@ fn attached(image: &Path) -> bool {
 /// How long a mount waits for the previous release of the same image. Usually a few
 /// milliseconds; on a loaded host a detached filesystem has been seen to linger for more
 /// than 10 s (docs/reliability.md, cause open), and waiting beats failing the resume.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+const MOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// How long an unmount (the end of a pause, after its commit) waits to see the release:
+/// a late one is only logged there, so the pause answers soon.
+const UNMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits until the image's filesystem is fully released (detached mounts are torn down
 /// asynchronously by the kernel). Mounting it again before that would make a second
 /// live filesystem on the same bytes.
-fn wait_released(image: &Path) -> Result<()> {
+fn wait_released(image: &Path, limit: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
     let mut told = 0;
     while attached(image) {
         let waited = start.elapsed();
-        if waited > RELEASE_WAIT {
+        if waited > limit {
             return Err(RuntimeError::Io {
                 context: format!("release {}", image.display()),
                 source: std::io::Error::other(format!(
                     "the sandbox's disk is still in use {} s after it was unmounted",
-                    RELEASE_WAIT.as_secs()
+                    limit.as_secs()
                 )),
             });
         }
@@ -64,7 +68,7 @@ pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
     if super::overlay::is_mounted(mount_point) {
         return Ok(());
     }
-    wait_released(image)?;
+    wait_released(image, MOUNT_WAIT)?;
     std::fs::create_dir_all(mount_point)
         .map_err(|e| RuntimeError::Io { context: format!("create {}", mount_point.display()), source: e })?;
     if !image.exists() {
@@ -95,5 +99,5 @@ pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
 /// Unmounts the disk and waits until its filesystem is really gone.
 pub fn unmount(image: &Path, mount_point: &Path) -> Result<()> {
     super::overlay::unmount(mount_point)?;
-    wait_released(image)
+    wait_released(image, UNMOUNT_WAIT)
 }

@@ -236,6 +236,18 @@ impl Cursor {
 }
 
 /// Clamps a requested page size to 1..=[`MAX_LIMIT`]; 0 is refused.
+/// One page of `rows` fetched with `LIMIT limit + 1`: keeps `limit` rows and, when there
+/// was one more, the token of the next page (shared by both stores' keyset pagination).
+pub fn finish_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> crate::Page<T> {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        let token = rows.last().map(|r| key(r).encode());
+        (rows, token)
+    } else {
+        (rows, None)
+    }
+}
+
 pub fn effective_limit(limit: u32) -> Result<u32, QueryError> {
     if limit == 0 {
         return Err(QueryError::BadLimit("0".into()));

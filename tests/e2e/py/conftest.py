@@ -56,22 +56,26 @@ def drain(paginator):
 
 
 class Sandboxes:
-    """Creates sandboxes and kills every one of them at teardown."""
+    """Creates sandboxes (of `cls`: the e2b SDK's, or a subclass such as the code
+    interpreter's) and kills every one of them at teardown."""
 
-    def __init__(self):
+    def __init__(self, cls=Sandbox):
+        self.cls = cls
         self.made = []
 
-    def create(self, **kw):
-        kw.setdefault("timeout", 300)
-        sbx = Sandbox.create(**kw)
+    def keep(self, sbx):
         seen(sbx.sandbox_id)
         self.made.append(sbx.sandbox_id)
         return sbx
 
+    def create(self, **kw):
+        kw.setdefault("timeout", 300)
+        return self.keep(self.cls.create(**kw))
+
     def cleanup(self):
         for sid in self.made:
             try:
-                Sandbox.kill(sid)
+                self.cls.kill(sid)
             except Exception as e:  # noqa: BLE001 - cleanup must go on
                 print(f"cleanup: kill {sid}: {e}")
 

@@ -12,7 +12,7 @@ import pytest
 from e2b import TimeoutException
 from e2b_code_interpreter import Sandbox
 
-from conftest import run_tag, seen, wait_for
+from conftest import Sandboxes, run_tag, wait_for
 
 STATE = """
 import json as json_module_alias
@@ -30,30 +30,9 @@ handle.flush()
 """
 
 
-class Interpreters:
-    def __init__(self):
-        self.made = []
-
-    def keep(self, sbx):
-        seen(sbx.sandbox_id)
-        self.made.append(sbx.sandbox_id)
-        return sbx
-
-    def create(self, **kw):
-        kw.setdefault("timeout", 300)
-        return self.keep(Sandbox.create(**kw))
-
-    def cleanup(self):
-        for sid in self.made:
-            try:
-                Sandbox.kill(sid)
-            except Exception as e:  # noqa: BLE001 - cleanup must go on
-                print(f"cleanup: kill {sid}: {e}")
-
-
 @pytest.fixture
 def interpreters():
-    s = Interpreters()
+    s = Sandboxes(Sandbox)
     try:
         yield s
     finally:

@@ -25,7 +25,7 @@ pub use migrations::SCHEMA_VERSION;
 
 use crate::api_key::{constant_time_eq, hash_api_key};
 use crate::model::{now_ms, ApiKeyRow, SandboxRow, SandboxState, SnapshotRow};
-use crate::query::{effective_limit, Cursor, ListQuery, Order, SnapshotQuery};
+use crate::query::{effective_limit, finish_page, Cursor, ListQuery, Order, SnapshotQuery};
 use crate::{Page, RowUpdate, Store, StoreError};
 
 use rows::*;
@@ -305,17 +305,6 @@ impl Store for PostgresStore {
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
         let n: i64 = self.client().await?.query_one("SELECT COUNT(*) FROM api_keys", &[]).await?.try_get(0)?;
         Ok(n as u64)
-    }
-}
-
-/// Keeps `limit` rows and, when there was one more, the token of the next page.
-fn finish_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
-    if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        let token = rows.last().map(|r| key(r).encode());
-        (rows, token)
-    } else {
-        (rows, None)
     }
 }
 

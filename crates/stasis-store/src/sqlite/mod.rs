@@ -24,7 +24,7 @@ pub use migrations::SCHEMA_VERSION;
 
 use crate::api_key::{constant_time_eq, hash_api_key};
 use crate::model::{now_ms, ApiKeyRow, SandboxRow, SandboxState, SnapshotRow};
-use crate::query::{effective_limit, Cursor, ListQuery, Order, SnapshotQuery};
+use crate::query::{effective_limit, finish_page, Cursor, ListQuery, Order, SnapshotQuery};
 use crate::{Page, RowUpdate, Store, StoreError};
 
 use rows::*;

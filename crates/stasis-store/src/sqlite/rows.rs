@@ -6,7 +6,7 @@ use rusqlite::{params_from_iter, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::model::{SandboxRow, SnapshotRow};
 use crate::query::{Cursor, Order};
-use crate::{Page, StoreError};
+use crate::StoreError;
 
 pub(super) const SANDBOX_COLUMNS: &str = "id, template_id, alias, client_id, state, metadata, env_vars, \
     cpu_count, memory_mb, disk_size_mb, envd_access_token, traffic_access_token, started_at, \
@@ -201,14 +201,4 @@ pub(super) fn page_clause(
     }
     // One extra row tells whether another page exists.
     sql.push_str(&format!(" ORDER BY {time_col} {dir}, {id_col} {dir} LIMIT {}", limit + 1));
-}
-
-pub(super) fn finish_page<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
-    if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        let token = rows.last().map(|r| key(r).encode());
-        (rows, token)
-    } else {
-        (rows, None)
-    }
 }

@@ -7,6 +7,8 @@
 pub mod api;
 pub mod ids;
 pub mod lifecycle;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod tls;
 
@@ -38,6 +40,8 @@ pub struct ServeConfig {
     /// The longest timeout a sandbox may ask for (create, connect, setTimeout); `None`: no
     /// limit.
     pub max_timeout: Option<std::time::Duration>,
+    /// A bearer token that may read `/metrics` besides the API keys.
+    pub metrics_token: Option<String>,
     /// Also serve over TLS here, with the certificate from `stasis tls init`.
     pub tls_listen: Option<SocketAddr>,
 }
@@ -121,9 +125,18 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     );
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
-    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
-    let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, route));
+    let ops = ops::OpsConfig { data_dir: Some(cfg.data_dir.clone()), metrics_token: cfg.metrics_token.clone() };
+    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone(), ops: Arc::new(ops) };
+    let app = app(state);
     Ok((app, lifecycle))
+}
+
+/// The whole HTTP surface: the operator's endpoints, the E2B API, and in front of both the
+/// proxy for sandbox-addressed requests.
+pub fn app(state: AppState) -> axum::Router {
+    ops::router(state.clone())
+        .merge(api::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state, route))
 }
 
 async fn resume_paused_at_shutdown(lc: &Lifecycle, cfg: &ServeConfig) {

@@ -1,7 +1,7 @@
 //! The control API (E2B REST v1 + v2): parses and validates requests, calls the
 //! lifecycle, maps results and errors back to the wire. No lifecycle rule lives here.
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod sandboxes;
 mod snapshots;
@@ -30,6 +30,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub lifecycle: Lifecycle,
     pub domain: String,
+    /// The operator's endpoints' settings (`/metrics`, `/health`).
+    pub ops: crate::ops::Config,
 }
 
 impl AppState {

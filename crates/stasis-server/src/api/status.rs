@@ -1,7 +1,8 @@
 //! Stasis's own endpoints, beside E2B's: `GET /stasis/lifecycle` reports the lifecycle's
 //! failed actions (counters since the daemon started, per operation; every sandbox with
 //! a failed action on its row, including one stuck `killing`, which E2B's endpoints do
-//! not show). A Prometheus `/metrics` would export the same counters.
+//! not show). `GET /metrics` exports the same counters
+//! (`stasis_lifecycle_failed_actions_total`, `ops/metrics.rs`).
 
 use axum::extract::State;
 use axum::Json;

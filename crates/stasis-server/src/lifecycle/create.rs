@@ -5,6 +5,7 @@ use stasis_store::{SandboxRow, SandboxState};
 
 use super::{ms, network_policy, snapshots, CreateParams, Lifecycle, Result};
 use crate::ids::{self, SandboxId};
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// Creates a sandbox from a template, or from a snapshot when `p.template` names one.
@@ -65,10 +66,12 @@ impl Lifecycle {
             env: p.env_vars,
             access_token: row.envd_access_token.clone(),
         };
+        let t0 = std::time::Instant::now();
         let created = match &snapshot {
             Some(snap) => self.inner.runtime.create_from_snapshot(&id, snap, &spec).await,
             None => self.inner.runtime.create(&id, &spec).await,
         };
+        self.inner.metrics.operation(Op::Create, t0.elapsed().as_secs_f64(), created.is_ok());
         if let Err(e) = created {
             let _ = self.inner.store.delete_sandbox(&id).await;
             self.inner.routes.forget(&id);

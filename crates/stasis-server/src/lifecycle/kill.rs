@@ -4,6 +4,7 @@ use stasis_store::{Operation, SandboxState};
 
 use super::{Lifecycle, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// An API kill: starts a failed kill's back-off over, then kills.
@@ -20,9 +21,15 @@ impl Lifecycle {
         let row = self.row(id).await?;
         self.flip(id, &[row.state], SandboxState::Killing, |_| {}).await?;
         self.inner.activity.forget(id);
-        match self.inner.runtime.kill(id).await {
-            Ok(()) | Err(stasis_runtime::RuntimeError::NotFound(_)) => {}
-            Err(e) => return Err(self.record_failure(id, Operation::Kill, e.into()).await),
+        self.inner.checkpoint_bytes.lock().unwrap().remove(id);
+        let started = std::time::Instant::now();
+        let killed = match self.inner.runtime.kill(id).await {
+            Err(stasis_runtime::RuntimeError::NotFound(_)) => Ok(()),
+            other => other,
+        };
+        self.inner.metrics.operation(Op::Kill, started.elapsed().as_secs_f64(), killed.is_ok());
+        if let Err(e) = killed {
+            return Err(self.record_failure(id, Operation::Kill, e.into()).await);
         }
         self.inner.store.delete_sandbox(id).await?;
         self.inner.routes.forget(id);

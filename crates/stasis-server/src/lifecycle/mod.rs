@@ -11,6 +11,7 @@
 
 mod activity;
 mod admission;
+mod census;
 mod clock;
 mod create;
 mod error;
@@ -133,7 +134,10 @@ struct Inner {
     runtime: Arc<dyn Runtime>,
     activity: Activity,
     routes: routes::Routes,
-    failures: failures::Counters,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Bytes of each sandbox's last memory checkpoint (from its pause), counted as read
+    /// when it resumes.
+    checkpoint_bytes: Mutex<HashMap<String, u64>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox (cumulative ns, when), for a usage percentage.
     cpu_samples: Mutex<HashMap<String, (u64, std::time::Instant)>>,
@@ -170,11 +174,17 @@ impl Lifecycle {
             runtime,
             activity,
             routes: Default::default(),
-            failures: Default::default(),
+            metrics: Default::default(),
+            checkpoint_bytes: Mutex::default(),
             locks: Mutex::default(),
             cpu_samples: Mutex::default(),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Where the lifecycle's operations and the proxy are counted.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// Now, in ms since the epoch, as every lifecycle rule sees it.

@@ -5,6 +5,7 @@ use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// An API pause: starts a failed action's back-off over, then pauses.
@@ -24,11 +25,19 @@ impl Lifecycle {
         // A paused sandbox serves nobody: open connections are cut now, cleanly.
         self.inner.activity.disconnect_all(id);
         let started = std::time::Instant::now();
-        match self.inner.runtime.pause(id, mode(memory)).await {
-            Ok(stats) => tracing::info!(
-                sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
-                dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
-            ),
+        let paused = self.inner.runtime.pause(id, mode(memory)).await;
+        self.inner.metrics.operation(Op::Pause, started.elapsed().as_secs_f64(), paused.is_ok());
+        match paused {
+            Ok(stats) => {
+                tracing::info!(
+                    sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
+                    dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
+                );
+                if memory {
+                    self.inner.metrics.pause_phases(stats.dump_ms, stats.sync_ms, stats.image_bytes);
+                    self.inner.checkpoint_bytes.lock().unwrap().insert(id.to_string(), stats.image_bytes);
+                }
+            }
             Err(e @ (RuntimeError::PauseIncomplete { .. } | RuntimeError::InitGone { .. })) => {
                 // Past the point of no return (or nothing left to pause): its processes
                 // are gone. Never reported as running: the row follows what the runtime

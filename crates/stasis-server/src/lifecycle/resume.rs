@@ -5,6 +5,7 @@ use stasis_store::{Operation, SandboxRow, SandboxState};
 
 use super::{conflict, mode, ms, Lifecycle, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
@@ -44,10 +45,17 @@ impl Lifecycle {
         let id = row.id.clone();
         self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
         let memory = memory && row.pause_memory;
-        if let Err(e) = self.inner.runtime.resume(&id, mode(memory)).await {
+        let started = std::time::Instant::now();
+        let resumed = self.inner.runtime.resume(&id, mode(memory)).await;
+        self.inner.metrics.operation(Op::Resume, started.elapsed().as_secs_f64(), resumed.is_ok());
+        if let Err(e) = resumed {
             // Nothing was lost: the checkpoint is intact, the sandbox stays paused.
             let _ = self.flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {}).await;
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
+        }
+        let read = self.inner.checkpoint_bytes.lock().unwrap().remove(&id);
+        if let Some(bytes) = read.filter(|_| memory) {
+            self.inner.metrics.checkpoint_read(bytes);
         }
         let now = self.now();
         self.inner.activity.started(&id);

@@ -66,7 +66,10 @@ impl Lifecycle {
         }
         let snap_id = ids::snapshot_id();
         let mode = if memory { PauseMode::Memory } else { PauseMode::Filesystem };
-        let stats = self.inner.runtime.snapshot(id, &snap_id, mode).await?;
+        let started = std::time::Instant::now();
+        let taken = self.inner.runtime.snapshot(id, &snap_id, mode).await;
+        self.inner.metrics.operation(crate::metrics::Op::Snapshot, started.elapsed().as_secs_f64(), taken.is_ok());
+        let stats = taken?;
         let previous = match &name {
             Some(n) => self.inner.store.find_snapshot_by_name(n).await?,
             None => None,

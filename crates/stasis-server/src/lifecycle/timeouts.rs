@@ -6,6 +6,7 @@ use stasis_store::{Operation, SandboxRow, SandboxState, UnixMillis};
 
 use super::{ms, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Action;
 
 impl Lifecycle {
     /// Sets the end to now + `secs` (may shorten, unlike connect). `0` ends it now, as E2B
@@ -50,6 +51,19 @@ impl Lifecycle {
         self.may_retry(row, op, now).then_some(op)
     }
 
+    /// How the metrics name action `op`, due on `row`.
+    fn action_of(&self, row: &SandboxRow, op: Operation) -> Action {
+        let idle = row.state == SandboxState::Running && self.effective_end(row) < row.end_at;
+        match (row.state, op) {
+            (SandboxState::Running, Operation::Pause) if idle => Action::IdlePause,
+            (SandboxState::Running, Operation::Pause) => Action::TimeoutPause,
+            (SandboxState::Running, _) if idle => Action::IdleKill,
+            (SandboxState::Running, _) => Action::TimeoutKill,
+            (SandboxState::Paused, _) => Action::RetentionKill,
+            _ => Action::KillRetry,
+        }
+    }
+
     /// Runs the action due on sandbox `id`, if one still is under its lock. A failure is
     /// recorded on the row and logged by the operation; it is not an error here.
     pub(super) async fn run_due_action(&self, id: &str) -> Result<()> {
@@ -58,7 +72,12 @@ impl Lifecycle {
         let Some(row) = self.inner.store.get_sandbox(id).await? else {
             return Ok(());
         };
-        let result = match self.due_action(&row, self.now()) {
+        let now = self.now();
+        let due = self.due_action(&row, now);
+        if let Some(op) = due {
+            self.inner.metrics.action(self.action_of(&row, op));
+        }
+        let result = match due {
             None => return Ok(()),
             Some(Operation::Pause) => self.pause_locked(id, row.pause_memory).await.map(drop),
             Some(_) => {

@@ -3,6 +3,7 @@
 //! connection are the lifecycle's (`lifecycle/admission.rs`); this module maps its answer
 //! to HTTP. A paused or unknown sandbox answers 502, as E2B's proxy does.
 
+mod counted;
 mod forward;
 pub mod target;
 
@@ -13,6 +14,7 @@ use axum::Json;
 
 use crate::api::AppState;
 use crate::lifecycle::{Credentials, PortConnection, Refusal};
+use crate::metrics::ProxyKind;
 use target::Target;
 
 /// What the SDKs expect from a sandbox that is not running (`isRunning()` reads it).
@@ -59,21 +61,24 @@ async fn connect(
     state: &AppState,
     target: &Target,
     headers: &axum::http::HeaderMap,
+    kind: ProxyKind,
 ) -> Result<PortConnection, Response> {
     let creds = Credentials {
         access_token: header(headers, "x-access-token"),
         traffic_token: header(headers, "e2b-traffic-access-token"),
     };
     let id = &target.sandbox_id;
-    state.lifecycle.connect_port(id, target.port, creds).await.map_err(|r| refused(id, r))
+    let conn = state.lifecycle.connect_port(id, target.port, creds).await;
+    state.lifecycle.metrics().proxy_request(kind, conn.is_ok());
+    conn.map_err(|r| refused(id, r))
 }
 
 pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
-    let conn = match connect(&state, &target, req.headers()).await {
+    let conn = match connect(&state, &target, req.headers(), ProxyKind::Http).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match forward::forward(conn.stream, req, conn.guard).await {
+    match forward::forward(conn.stream, req, conn.guard, state.lifecycle.metrics().clone()).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::BAD_GATEWAY, &target.sandbox_id, e),
     }
@@ -82,18 +87,16 @@ pub async fn handle(state: AppState, target: Target, req: Request) -> Response {
 /// `CONNECT {port}-{id}.{domain}:N` (or with the sandbox headers): a raw TCP tunnel to
 /// the port, for protocols that are not HTTP. Cut at pause like every connection.
 pub async fn tunnel(state: AppState, target: Target, mut req: Request) -> Response {
-    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers()).await {
+    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers(), ProxyKind::Connect).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let upgrade = hyper::upgrade::on(&mut req);
+    let metrics = state.lifecycle.metrics().clone();
     tokio::spawn(async move {
         let Ok(client) = upgrade.await else { return };
-        let mut client = hyper_util::rt::TokioIo::new(client);
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut stream) => {}
-            _ = guard.cancel.cancelled() => {}
-        }
+        let client = hyper_util::rt::TokioIo::new(client);
+        forward::bridge(client, &mut stream, &guard, &metrics).await;
         drop(guard);
     });
     StatusCode::OK.into_response()

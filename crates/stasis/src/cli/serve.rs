@@ -34,13 +34,32 @@ pub struct Args {
     /// Also serve HTTPS here (certificate from `stasis tls init` in the data dir).
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
+    /// A bearer token that may read `GET /metrics` (an API key may too).
+    #[arg(long, env = "STASIS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Log lines as text, or as JSON objects (one a line, for log shippers); a line about a
+    /// sandbox carries its id in the field `sandbox`.
+    #[arg(long, value_enum, default_value = "text", env = "STASIS_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 pub async fn run(args: Args) -> u8 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logs(args.log_format);
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -51,6 +70,7 @@ pub async fn run(args: Args) -> u8 {
         pause_on_shutdown: args.pause_on_shutdown,
         max_timeout: Some(args.max_timeout).filter(|d| !d.is_zero()),
         tls_listen: args.tls_listen,
+        metrics_token: args.metrics_token,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 mod error;
+mod logs;
 mod sandboxes;
 mod snapshots;
 mod status;
@@ -10,6 +11,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod body_fuzz_tests;
+#[cfg(test)]
+mod logs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/logs", get(logs::logs_v1))
+        .route("/v2/sandboxes/{id}/logs", get(logs::logs_v2))
+        .route("/stasis/sandboxes/{id}/events", get(logs::events))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/snapshots", get(snapshots::list))

@@ -244,6 +244,22 @@ pub struct Metric {
     pub disk_total: u64,
 }
 
+impl From<&crate::lifecycle::Sample> for Metric {
+    fn from(s: &crate::lifecycle::Sample) -> Metric {
+        Metric {
+            timestamp: stasis_proto::rfc3339_millis(s.at),
+            timestamp_unix: s.at / 1000,
+            cpu_count: s.cpu_count,
+            cpu_used_pct: s.cpu_pct,
+            mem_used: s.mem_used,
+            mem_total: s.mem_total,
+            mem_cache: 0,
+            disk_used: s.disk_used,
+            disk_total: s.disk_total,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};

@@ -130,7 +130,7 @@ impl Lifecycle {
             }
             SandboxState::Paused => {
                 let timeout = row.timeout_secs.max(self.inner.config.defaults.min_auto_resume_secs);
-                match self.resume_locked(row, timeout, true).await {
+                match self.resume_locked(row, timeout, true, "a proxied request (auto-resume)").await {
                     Ok(_) => {
                         self.inner.metrics.action(crate::metrics::Action::AutoResume);
                         Ok(())

@@ -129,6 +129,16 @@ impl Lifecycle {
                 backoff.max_attempts
             ),
         }
+        let kind = match op {
+            Operation::Run => "lost".to_string(),
+            other => format!("{other}-failed"),
+        };
+        let next_text = next.map_or("no more automatic attempts".to_string(), |t| {
+            format!("next attempt at {}", stasis_proto::rfc3339_millis(t))
+        });
+        let fields = [("error", message.clone()), ("attempt", attempts.to_string()), ("next", next_text.clone())];
+        let text = format!("{op} failed (attempt {attempts}): {message}; {next_text}");
+        self.event(id, stasis_store::Level::Error, &kind, text, &fields).await;
         row.last_error = Some(FailedAction { operation: op, message, at: now, attempts, next_attempt_at: next });
         if let Err(e) = self.inner.store.update_sandbox(&row).await {
             tracing::error!(sandbox = %id, "cannot record the failed {op}: {e}");

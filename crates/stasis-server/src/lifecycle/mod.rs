@@ -15,6 +15,7 @@ mod census;
 mod clock;
 mod create;
 mod error;
+mod events;
 mod exits;
 mod failures;
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod pause;
 mod recovery;
 mod resume;
 mod routes;
+mod sampler;
 mod scheduler;
 pub mod snapshots;
 #[cfg(test)]
@@ -42,6 +44,7 @@ pub use admission::{Credentials, PortConnection, Refusal};
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
+pub use sampler::Sample;
 
 use crate::ids::SandboxId;
 use activity::Activity;
@@ -135,9 +138,8 @@ struct Inner {
     activity: Activity,
     routes: routes::Routes,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Bytes of each sandbox's last memory checkpoint (from its pause), counted as read
-    /// when it resumes.
-    checkpoint_bytes: Mutex<HashMap<String, u64>>,
+    /// Usage samples of each sandbox (`getMetrics` with a range).
+    history: sampler::History,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox (cumulative ns, when), for a usage percentage.
     cpu_samples: Mutex<HashMap<String, (u64, std::time::Instant)>>,
@@ -175,7 +177,7 @@ impl Lifecycle {
             activity,
             routes: Default::default(),
             metrics: Default::default(),
-            checkpoint_bytes: Mutex::default(),
+            history: Default::default(),
             locks: Mutex::default(),
             cpu_samples: Mutex::default(),
         };
@@ -297,6 +299,7 @@ impl Lifecycle {
         scheduler::spawn(self.clone());
         exits::spawn(self.clone());
         warm::spawn(self.clone());
+        sampler::spawn(self.clone());
     }
 }
 

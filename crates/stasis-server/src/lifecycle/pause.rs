@@ -1,7 +1,7 @@
 //! Pausing a sandbox: connections cut, the runtime checkpoints it, the row says paused.
 
 use stasis_runtime::{Recovered, RuntimeError};
-use stasis_store::{Operation, SandboxRow, SandboxState};
+use stasis_store::{Level, Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
@@ -13,10 +13,10 @@ impl Lifecycle {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         self.touched(self.row(id).await?).await?;
-        self.pause_locked(id, memory).await
+        self.pause_locked(id, memory, "asked by the API").await
     }
 
-    pub(super) async fn pause_locked(&self, id: &str, memory: bool) -> Result<SandboxRow> {
+    pub(super) async fn pause_locked(&self, id: &str, memory: bool, why: &str) -> Result<SandboxRow> {
         let row = self.row(id).await?;
         if row.state == SandboxState::Paused {
             return Err(LifecycleError::Conflict(format!("sandbox {id} is already paused")));
@@ -29,13 +29,29 @@ impl Lifecycle {
         self.inner.metrics.operation(Op::Pause, started.elapsed().as_secs_f64(), paused.is_ok());
         match paused {
             Ok(stats) => {
+                let total_ms = started.elapsed().as_millis() as u64;
+                let message = match memory {
+                    true => format!(
+                        "paused ({why}) in {total_ms} ms: dump {} ms, sync {} ms, {} bytes",
+                        stats.dump_ms, stats.sync_ms, stats.image_bytes
+                    ),
+                    false => format!("paused ({why}) in {total_ms} ms, files only"),
+                };
+                let fields = [
+                    ("reason", why.to_string()),
+                    ("memory", memory.to_string()),
+                    ("total_ms", total_ms.to_string()),
+                    ("dump_ms", stats.dump_ms.to_string()),
+                    ("sync_ms", stats.sync_ms.to_string()),
+                    ("image_bytes", stats.image_bytes.to_string()),
+                ];
+                self.event(id, Level::Info, "paused", message, &fields).await;
                 tracing::info!(
                     sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
                     dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
                 );
                 if memory {
                     self.inner.metrics.pause_phases(stats.dump_ms, stats.sync_ms, stats.image_bytes);
-                    self.inner.checkpoint_bytes.lock().unwrap().insert(id.to_string(), stats.image_bytes);
                 }
             }
             Err(e @ (RuntimeError::PauseIncomplete { .. } | RuntimeError::InitGone { .. })) => {
@@ -78,7 +94,10 @@ impl Lifecycle {
                 tokio::spawn(async move {
                     let lock = lc.lock(&row.id);
                     let _g = lock.lock().await;
-                    (row.id.clone(), lc.pause_locked(&row.id, row.pause_memory).await)
+                    (
+                        row.id.clone(),
+                        lc.pause_locked(&row.id, row.pause_memory, "daemon shutdown (--pause-on-shutdown)").await,
+                    )
                 })
             })
             .collect();

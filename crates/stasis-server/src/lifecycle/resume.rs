@@ -1,7 +1,7 @@
 //! Connecting to a sandbox: a running one has its end extended, a paused one is resumed
 //! (by an API call, or by proxied traffic when it asked for auto-resume).
 
-use stasis_store::{Operation, SandboxRow, SandboxState};
+use stasis_store::{Level, Operation, SandboxRow, SandboxState};
 
 use super::{conflict, mode, ms, Lifecycle, Result};
 use crate::ids::SandboxId;
@@ -35,13 +35,19 @@ impl Lifecycle {
             }
             SandboxState::Paused => {
                 let t = timeout_secs.unwrap_or(row.timeout_secs);
-                Ok((self.resume_locked(row, t, memory).await?, true))
+                Ok((self.resume_locked(row, t, memory, "connect (API)").await?, true))
             }
             other => Err(conflict(&row.id, other)),
         }
     }
 
-    pub(super) async fn resume_locked(&self, row: SandboxRow, timeout_secs: u64, memory: bool) -> Result<SandboxRow> {
+    pub(super) async fn resume_locked(
+        &self,
+        row: SandboxRow,
+        timeout_secs: u64,
+        memory: bool,
+        why: &str,
+    ) -> Result<SandboxRow> {
         let id = row.id.clone();
         self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
         let memory = memory && row.pause_memory;
@@ -53,18 +59,23 @@ impl Lifecycle {
             let _ = self.flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {}).await;
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
-        let read = self.inner.checkpoint_bytes.lock().unwrap().remove(&id);
-        if let Some(bytes) = read.filter(|_| memory) {
-            self.inner.metrics.checkpoint_read(bytes);
+        if memory {
+            self.inner.metrics.checkpoint_read(self.checkpoint_bytes(&id).await);
         }
         let now = self.now();
         self.inner.activity.started(&id);
-        self.flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
-            r.end_at = now + ms(timeout_secs);
-            r.paused_at = None;
-            r.last_error = None;
-        })
-        .await
+        let row = self
+            .flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
+                r.end_at = now + ms(timeout_secs);
+                r.paused_at = None;
+                r.last_error = None;
+            })
+            .await?;
+        let total_ms = started.elapsed().as_millis().to_string();
+        let message = format!("resumed ({why}) in {total_ms} ms{}", if memory { "" } else { ", without memory" });
+        let fields = [("reason", why.into()), ("total_ms", total_ms), ("memory", memory.to_string())];
+        self.event(&id, Level::Info, "resumed", message, &fields).await;
+        Ok(row)
     }
 }
 

@@ -18,8 +18,10 @@ impl Lifecycle {
         let mut row = self.touched(self.row(id).await?).await?;
         if secs == 0 {
             return match (row.state, row.auto_pause) {
-                (SandboxState::Running, true) => self.pause_locked(id, row.pause_memory).await,
-                (SandboxState::Running, false) => self.kill_locked(id).await.map(|()| row),
+                (SandboxState::Running, true) => {
+                    self.pause_locked(id, row.pause_memory, "setTimeout(0) (auto-pause)").await
+                }
+                (SandboxState::Running, false) => self.kill_locked(id, "setTimeout(0)").await.map(|()| row),
                 _ => Ok(row),
             };
         }
@@ -73,23 +75,37 @@ impl Lifecycle {
             return Ok(());
         };
         let now = self.now();
-        let due = self.due_action(&row, now);
-        if let Some(op) = due {
-            self.inner.metrics.action(self.action_of(&row, op));
-        }
-        let result = match due {
-            None => return Ok(()),
-            Some(Operation::Pause) => self.pause_locked(id, row.pause_memory).await.map(drop),
-            Some(_) => {
+        let Some(op) = self.due_action(&row, now) else {
+            return Ok(());
+        };
+        let action = self.action_of(&row, op);
+        self.inner.metrics.action(action);
+        let why = why(action);
+        let result = match op {
+            Operation::Pause => self.pause_locked(id, row.pause_memory, why).await.map(drop),
+            _ => {
                 if row.state == SandboxState::Paused {
                     tracing::info!(sandbox = %id, "paused longer than the retention: killing it");
                 }
-                self.kill_locked(id).await
+                self.kill_locked(id, why).await
             }
         };
         match result {
             Err(e @ (LifecycleError::Store(_) | LifecycleError::Conflict(_))) => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// An action the lifecycle takes by itself, in words (its events' reason).
+fn why(a: Action) -> &'static str {
+    match a {
+        Action::TimeoutPause => "its timeout passed (auto-pause)",
+        Action::TimeoutKill => "its timeout passed",
+        Action::IdlePause => "no client connection for its idle timeout (auto-pause)",
+        Action::IdleKill => "no client connection for its idle timeout",
+        Action::RetentionKill => "paused longer than the retention (--paused-retention)",
+        Action::KillRetry => "retrying a kill that failed",
+        Action::AutoResume => "a proxied request (auto-resume)",
     }
 }

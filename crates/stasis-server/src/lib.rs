@@ -85,7 +85,7 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
         return Ok(());
     }
     if store.count_api_keys().await? > 0 {
-        eprintln!("stasis: API key in {}", cfg.data_dir.join("api-key").display());
+        tracing::info!("API key in {}", cfg.data_dir.join("api-key").display());
         return Ok(());
     }
     let key = stasis_store::generate_api_key().context("generate an API key")?;
@@ -169,13 +169,13 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     lifecycle.start();
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
-    eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
+    tracing::info!("serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
     let tls_task = match cfg.tls_listen {
         Some(addr) => {
             let tls_cfg = tls::server_config(&cfg.data_dir.join("tls"), &cfg.domain).context("TLS (--tls-listen)")?;
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
-            eprintln!(
-                "stasis: serving on https://{} (CA: {})",
+            tracing::info!(
+                "serving on https://{} (CA: {})",
                 l.local_addr()?,
                 tls::files(&cfg.data_dir.join("tls")).ca_cert.display()
             );
@@ -191,9 +191,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     if cfg.pause_on_shutdown {
         let ids = lifecycle.running_ids().await?;
         write_durably(&cfg.data_dir.join(RESUME_ON_START), serde_json::to_string(&ids)?.as_bytes())?;
-        eprintln!("stasis: pausing {} running sandboxes before exit", ids.len());
+        tracing::info!("pausing {} running sandboxes before exit", ids.len());
         let paused = lifecycle.pause_all().await;
-        eprintln!("stasis: paused {}; they resume at the next start", paused.len());
+        tracing::info!("paused {}; they resume at the next start", paused.len());
     }
     Ok(())
 }

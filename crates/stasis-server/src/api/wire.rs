@@ -122,6 +122,10 @@ pub struct ListedSandbox {
     pub metadata: BTreeMap<String, String>,
     pub state: &'static str,
     pub envd_version: &'static str,
+    /// Stasis extension: when a paused sandbox was paused (its `endAt` no longer applies
+    /// until it runs again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
 }
 
 impl ListedSandbox {
@@ -139,6 +143,7 @@ impl ListedSandbox {
             metadata: r.metadata.clone(),
             state: r.state.listed_as().unwrap_or("running"),
             envd_version: ENVD_VERSION,
+            paused_at: r.paused_at.filter(|_| r.state.listed_as() == Some("paused")).map(rfc3339_millis),
         }
     }
 }

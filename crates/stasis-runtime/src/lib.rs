@@ -119,6 +119,16 @@ pub struct OpProgress {
     pub bytes_total: u64,
 }
 
+/// A template sandboxes can be created from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateInfo {
+    pub name: String,
+    /// It has a start command and a ready check: its sandboxes start from a warm snapshot
+    /// with the service running.
+    pub service: bool,
+}
+
 /// Usage figures read from the sandbox's cgroups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -176,6 +186,10 @@ pub trait Runtime: Send + Sync {
     /// with a start command and a ready check), so that the first create of each is as
     /// fast as the others. Returns each such template with the outcome.
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
+        Vec::new()
+    }
+    /// The templates sandboxes can be created from. The default runtime has none to tell.
+    async fn templates(&self) -> Vec<TemplateInfo> {
         Vec::new()
     }
 }

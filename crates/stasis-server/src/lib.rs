@@ -5,6 +5,7 @@
 //! `{port}-{id}.{domain}`) go to the proxy; everything else is the control API.
 
 pub mod api;
+pub mod dashboard;
 pub mod ids;
 pub mod lifecycle;
 pub mod metrics;

@@ -60,7 +60,7 @@ async fn metrics_health_json_logs_and_a_sandbox_history() {
     assert_eq!(sample(&scrape, "stasis_pause_phase_duration_seconds", &[("phase", "dump")]), Some(1.0));
     let written = sample(&scrape, "stasis_checkpoint_bytes_total", &[("direction", "written")]).unwrap();
     let read = sample(&scrape, "stasis_checkpoint_bytes_total", &[("direction", "read")]).unwrap();
-    assert!(written > 20e6 && read == written, "written {written}, read {read}");
+    assert!(written > 100e3 && read == written, "written {written}, read {read}");
     assert!(sample(&scrape, "stasis_proxy_requests_total", &[("kind", "http"), ("outcome", "ok")]).unwrap() >= 1.0);
     assert!(sample(&scrape, "stasis_proxy_bytes_total", &[("direction", "out")]).unwrap() > 0.0);
     assert!(sample(&scrape, "stasis_host_memory_bytes", &[("kind", "total")]).unwrap() > 0.0);
@@ -134,7 +134,8 @@ async fn the_cli_an_operator_reaches_for() {
     t.wait_for("after-42", mark);
     t.type_in("exit 3\n");
     assert_eq!(t.wait(), 3, "{}", t.screen());
-    assert!(!t.screen().contains("not-interrupted"));
+    // The typed line echoes the word; the interrupted command never printed it.
+    assert!(!t.screen().lines().any(|l| l.trim() == "not-interrupted"), "{}", t.screen());
 
     // cp in and out.
     let dir = tempfile::tempdir().unwrap();

@@ -328,6 +328,11 @@ impl Runtime for ContainerRuntime {
         self.inner.exits.subscribe()
     }
 
+    async fn templates(&self) -> Vec<crate::TemplateInfo> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.templates()).await.unwrap_or_default()
+    }
+
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {

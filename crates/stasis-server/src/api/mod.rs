@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))
+        .route("/stasis/templates", get(status::templates))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))

@@ -43,3 +43,9 @@ pub async fn lifecycle(State(state): State<AppState>) -> Result<Json<LifecycleSt
         .collect();
     Ok(Json(LifecycleStatus { failed_actions: state.lifecycle.failed_actions(), failing }))
 }
+
+/// `GET /stasis/templates`: the templates sandboxes can be created from (the dashboard's
+/// list), with whether each starts with a service running.
+pub async fn templates(State(state): State<AppState>) -> Json<Vec<stasis_runtime::TemplateInfo>> {
+    Json(state.lifecycle.templates().await)
+}

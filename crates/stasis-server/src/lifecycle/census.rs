@@ -26,4 +26,9 @@ impl Lifecycle {
         }
         Ok(c)
     }
+
+    /// The templates sandboxes can be created from (the runtime's).
+    pub async fn templates(&self) -> Vec<stasis_runtime::TemplateInfo> {
+        self.inner.runtime.templates().await
+    }
 }

@@ -1,5 +1,5 @@
 //! The operator's endpoints beside the E2B API: `GET /metrics` (Prometheus), `GET /health`
-//! (liveness) and `GET /health/ready` (readiness). Each has its own authentication (none
+//! (liveness), `GET /health/ready` (readiness) and the dashboard's page (`/dashboard/`). Each has its own authentication (none
 //! for health checks, which load balancers call without secrets; the metrics token or an
 //! API key for metrics), so they are not behind the API's key check.
 
@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
+        .merge(crate::dashboard::router())
         .with_state(state)
 }
 

@@ -101,21 +101,20 @@ async fn interactive(target: &EnvdTarget, process: pb::ProcessConfig, tty: bool)
                 break pid;
             }
             if rx.changed().await.is_err() {
-                return Ok(());
+                return std::future::pending().await;
             }
         };
-        tokio::select! {
+        let sent = tokio::select! {
             r = forward_stdin(target, pid, tty) => r,
             r = forward_resizes(target, pid), if tty => r,
-        }
+        };
+        // Our input ended: the command goes on until it ends by itself.
+        sent?;
+        std::future::pending::<Result<()>>().await
     };
     let result = tokio::select! {
         r = output => r,
-        r = input => match r {
-            // Stdin ended: the command goes on until it ends by itself.
-            Ok(()) => std::future::pending().await,
-            Err(e) => Err(e),
-        },
+        r = input => r,
     };
     drop(_raw);
     result.map(|()| exit_code(code))

@@ -121,3 +121,17 @@ def test_get_metrics_range(sandboxes):
         assert abs((p.timestamp - now).total_seconds()) <= 61
     assert sbx.get_metrics(start=now - minutes(60), end=now - minutes(30)) == []
     assert sbx.get_metrics(start=now + minutes(10)) == []
+
+
+def test_get_metrics_series_and_range(sandboxes):
+    sbx = sandboxes.create()
+    t0 = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(12)
+    every = sbx.get_metrics()
+    assert len(every) >= 3, every
+    assert [p.timestamp for p in every] == sorted(p.timestamp for p in every)
+    start, end = t0 + datetime.timedelta(seconds=2), t0 + datetime.timedelta(seconds=9)
+    some = sbx.get_metrics(start=start, end=end)
+    assert 1 <= len(some) < len(every), (some, every)
+    for p in some:
+        assert int(start.timestamp()) <= int(p.timestamp.timestamp()) <= int(end.timestamp()), p

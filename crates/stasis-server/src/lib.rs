@@ -171,6 +171,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
     tracing::info!("serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
+    tracing::info!("dashboard on http://{}/dashboard/, metrics at /metrics", listener.local_addr()?);
     let tls_task = match cfg.tls_listen {
         Some(addr) => {
             let tls_cfg = tls::server_config(&cfg.data_dir.join("tls"), &cfg.domain).context("TLS (--tls-listen)")?;

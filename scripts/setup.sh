@@ -104,6 +104,34 @@ stop_server() {
     rm -f "$PID_FILE"
 }
 
+# True where systemd is PID 1 (then Stasis runs as a unit, not a background process).
+has_systemd() {
+    [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null
+}
+
+# Installs scripts/systemd/stasis.service with these serve arguments, enables it and
+# (re)starts it: restart on failure, pause-on-shutdown on stop, logs in the journal.
+start_server_systemd() {
+    local unit=/etc/systemd/system/stasis.service
+    stop_server   # a background server from an earlier setup
+    sed -e "s|@STASIS_BIN@|$STASIS_BIN|" -e "s|@ARGS@|$*|" "$SCRIPT_DIR/systemd/stasis.service" >"$unit.tmp"
+    mv "$unit.tmp" "$unit"
+    systemctl daemon-reload
+    systemctl enable stasis.service >/dev/null 2>&1
+    log "starting: systemctl restart stasis (unit $unit; logs: journalctl -u stasis)"
+    systemctl restart stasis.service
+    sleep 1
+    systemctl is-active --quiet stasis.service || {
+        journalctl -u stasis.service -n 20 --no-pager >&2 || true
+        die "stasis.service did not start (journalctl -u stasis)"
+    }
+    log "stasis serve running (systemd unit stasis.service)"
+    for _ in $(seq 20); do [ -s "$DATA/api-key" ] && break; sleep 0.1; done
+    if [ -s "$DATA/api-key" ]; then
+        log "API key in $DATA/api-key: export E2B_API_KEY=\$(cat $DATA/api-key) E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000"
+    fi
+}
+
 start_server() {
     local help pid args=(serve)
     if [ ! -x "$STASIS_BIN" ]; then
@@ -120,6 +148,10 @@ start_server() {
     # HTTPS beside HTTP: https://{port}-{id}.localhost:3443 with the local CA (docs/network.md).
     if grep -q -- '--tls-listen' <<<"$help" && "$STASIS_BIN" tls init --data-dir "$DATA" >/dev/null; then
         args+=(--tls-listen 127.0.0.1:3443)
+    fi
+    if has_systemd; then
+        start_server_systemd "${args[@]:1}"
+        return
     fi
     stop_server
     mkdir -p "$(dirname "$LOG_FILE")"

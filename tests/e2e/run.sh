@@ -67,8 +67,23 @@ install_py() {
   cp "$req" "$venv/.e2e-installed-req"
 }
 
+# The dashboard's browser test drives Debian's chromium (headless, loopback only).
+install_browser() {
+  command -v chromium >/dev/null && return 0
+  say "apt-get install chromium (the dashboard's browser test)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }; } \
+    && command -v chromium >/dev/null
+}
+
 case " $SUITES " in *" js "*) install_js || die "installing the JS deps failed" ;; esac
 case " $SUITES " in *" py "*) install_py || die "installing the Python deps failed" ;; esac
+case " $SUITES ${PY_FILES[*]:-} " in *" py "*|*test_dashboard*)
+  if [ ${#PY_FILES[@]} -eq 0 ] || [[ " ${PY_FILES[*]} " == *test_dashboard* ]]; then
+    install_browser || die "installing chromium failed"
+  fi
+;; esac
 
 # ---------------------------------------------------------------- (b) the server
 mkdir -p /var/lib/stasis-test

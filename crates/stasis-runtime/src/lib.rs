@@ -119,6 +119,16 @@ pub struct OpProgress {
     pub bytes_total: u64,
 }
 
+/// A template sandboxes can be created from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateInfo {
+    pub name: String,
+    /// It has a start command and a ready check: its sandboxes start from a warm snapshot
+    /// with the service running.
+    pub service: bool,
+}
+
 /// Usage figures read from the sandbox's cgroups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -181,6 +191,11 @@ pub trait Runtime: Send + Sync {
     /// At shutdown: removes the sandboxes of warms under way (they would be left running,
     /// and the warm is retried at the next start anyway).
     async fn abandon_warms(&self) {}
+
+    /// The templates sandboxes can be created from. The default runtime has none to tell.
+    async fn templates(&self) -> Vec<TemplateInfo> {
+        Vec::new()
+    }
 }
 
 /// An init that exited while its sandbox was meant to be running, and what recovery made

@@ -5,9 +5,12 @@
 //! `{port}-{id}.{domain}`) go to the proxy; everything else is the control API.
 
 pub mod api;
+pub mod dashboard;
 pub mod ids;
 pub mod lifecycle;
 pub mod listen;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod tls;
 
@@ -39,6 +42,8 @@ pub struct ServeConfig {
     /// The longest timeout a sandbox may ask for (create, connect, setTimeout); `None`: no
     /// limit.
     pub max_timeout: Option<std::time::Duration>,
+    /// A bearer token that may read `/metrics` besides the API keys.
+    pub metrics_token: Option<String>,
     /// Also serve over TLS here, with the certificate from `stasis tls init`.
     pub tls_listen: Option<SocketAddr>,
     /// The state database (`stasis_store::open::open`); `None`: SQLite in the data dir.
@@ -88,7 +93,7 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
         return Ok(());
     }
     if store.count_api_keys().await? > 0 {
-        eprintln!("stasis: API key in {}", cfg.data_dir.join("api-key").display());
+        tracing::info!("API key in {}", cfg.data_dir.join("api-key").display());
         return Ok(());
     }
     let key = stasis_store::generate_api_key().context("generate an API key")?;
@@ -142,9 +147,18 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     );
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
-    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
-    let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, route));
+    let ops = ops::OpsConfig { data_dir: Some(cfg.data_dir.clone()), metrics_token: cfg.metrics_token.clone() };
+    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone(), ops: Arc::new(ops) };
+    let app = app(state);
     Ok((app, lifecycle))
+}
+
+/// The whole HTTP surface: the operator's endpoints, the E2B API, and in front of both the
+/// proxy for sandbox-addressed requests.
+pub fn app(state: AppState) -> axum::Router {
+    ops::router(state.clone())
+        .merge(api::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state, route))
 }
 
 async fn resume_paused_at_shutdown(lc: &Lifecycle, cfg: &ServeConfig) {
@@ -177,14 +191,15 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     lifecycle.start();
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
-    eprintln!("stasis: serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
     let gate = listen::Gate::new(cfg.limits);
+    tracing::info!("serving on http://{} (sandbox domain {})", listener.local_addr()?, cfg.domain);
+    tracing::info!("dashboard on http://{}/dashboard/, metrics at /metrics", listener.local_addr()?);
     let tls_task = match cfg.tls_listen {
         Some(addr) => {
             let tls_cfg = tls::server_config(&cfg.data_dir.join("tls"), &cfg.domain).context("TLS (--tls-listen)")?;
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen on {addr}"))?;
-            eprintln!(
-                "stasis: serving on https://{} (CA: {})",
+            tracing::info!(
+                "serving on https://{} (CA: {})",
                 l.local_addr()?,
                 tls::files(&cfg.data_dir.join("tls")).ca_cert.display()
             );
@@ -201,9 +216,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
     if cfg.pause_on_shutdown {
         let ids = lifecycle.running_ids().await?;
         write_durably(&cfg.data_dir.join(RESUME_ON_START), serde_json::to_string(&ids)?.as_bytes())?;
-        eprintln!("stasis: pausing {} running sandboxes before exit", ids.len());
+        tracing::info!("pausing {} running sandboxes before exit", ids.len());
         let paused = lifecycle.pause_all().await;
-        eprintln!("stasis: paused {}; they resume at the next start", paused.len());
+        tracing::info!("paused {}; they resume at the next start", paused.len());
     }
     Ok(())
 }

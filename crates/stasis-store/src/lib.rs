@@ -16,6 +16,7 @@
 
 pub mod api_key;
 pub mod error;
+pub mod events;
 pub mod model;
 pub mod open;
 pub mod postgres;
@@ -33,6 +34,7 @@ use async_trait::async_trait;
 
 pub use api_key::{constant_time_eq, generate_api_key, hash_api_key};
 pub use error::StoreError;
+pub use events::{EventQuery, Level, SandboxEvent, MAX_EVENTS};
 pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
 pub use postgres::PostgresStore;
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
@@ -117,4 +119,13 @@ pub trait Store: Send + Sync {
     async fn verify_api_key(&self, key: &str) -> Result<bool, StoreError>;
 
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
+
+    /// Appends an event (its `seq` is assigned; the one given is ignored). Returns the seq.
+    async fn add_event(&self, event: &SandboxEvent) -> Result<i64, StoreError>;
+
+    /// The events `query` selects.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<SandboxEvent>, StoreError>;
+
+    /// Deletes the events older than `before`; returns how many.
+    async fn prune_events(&self, before: UnixMillis) -> Result<u64, StoreError>;
 }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::api_key::hash_api_key;
 use crate::model::{FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow};
 use crate::query::{metadata_filter_param, ListQuery, SnapshotQuery};
-use crate::{Store, StoreError};
+use crate::{EventQuery, Level, SandboxEvent, Store, StoreError};
 
 /// One fresh database of one implementation.
 #[async_trait]
@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync + 'static {
 #[macro_export]
 macro_rules! store_suite {
     ($backend:expr) => {
-        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified);
+        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned);
     };
     (@each $backend:expr; $($name:ident),*) => {
         $(
@@ -454,4 +454,45 @@ pub async fn api_keys_are_hashed_and_verified<B: Backend>(b: B) {
     assert!(!store.verify_api_key("e2b_wrong").await.unwrap());
     assert!(!store.verify_api_key("").await.unwrap());
     assert!(matches!(store.add_api_key("again", &key).await, Err(StoreError::AlreadyExists(_))));
+}
+
+fn event(id: &str, at: i64, level: Level, kind: &str) -> SandboxEvent {
+    let fields = BTreeMap::from([("k".to_string(), "v".to_string())]);
+    let message = format!("{kind} message");
+    SandboxEvent { seq: 0, sandbox_id: id.into(), at, level, kind: kind.into(), message, fields }
+}
+
+pub async fn events_are_kept_in_order_filtered_and_pruned<B: Backend>(b: B) {
+    let store = b.open().await;
+    let a1 = store.add_event(&event("a", 1000, Level::Info, "created")).await.unwrap();
+    store.add_event(&event("b", 1500, Level::Info, "created")).await.unwrap();
+    store.add_event(&event("a", 2000, Level::Error, "pause-failed")).await.unwrap();
+    store.add_event(&event("a", 3000, Level::Info, "paused")).await.unwrap();
+    let q = |f: fn(&mut EventQuery)| {
+        let mut q = EventQuery { sandbox_id: "a".into(), ..Default::default() };
+        f(&mut q);
+        q
+    };
+    let kinds = |v: Vec<SandboxEvent>| v.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(kinds(store.events(&q(|_| {})).await.unwrap()), ["created", "pause-failed", "paused"]);
+    let all = store.events(&q(|_| {})).await.unwrap();
+    assert_eq!(all[0].fields["k"], "v");
+    assert_eq!(all[0].seq, a1);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "seq increases");
+    let after = EventQuery { after_seq: Some(a1), ..q(|_| {}) };
+    assert_eq!(kinds(store.events(&after).await.unwrap()), ["pause-failed", "paused"]);
+    assert_eq!(kinds(store.events(&q(|q| q.min_level = Some(Level::Warn))).await.unwrap()), ["pause-failed"]);
+    assert_eq!(kinds(store.events(&q(|q| q.search = Some("paused".into()))).await.unwrap()), ["paused"]);
+    let newest = q(|q| {
+        q.newest_first = true;
+        q.limit = Some(1);
+    });
+    assert_eq!(kinds(store.events(&newest).await.unwrap()), ["paused"]);
+    assert_eq!(kinds(store.events(&q(|q| q.until = Some(2000))).await.unwrap()), ["created", "pause-failed"]);
+    assert_eq!(kinds(store.events(&q(|q| q.since = Some(2000))).await.unwrap()), ["pause-failed", "paused"]);
+    // Survives reopening, as another node would read them.
+    drop(store);
+    let store = b.open().await;
+    assert_eq!(store.prune_events(2000).await.unwrap(), 2);
+    assert_eq!(kinds(store.events(&q(|_| {})).await.unwrap()), ["pause-failed", "paused"]);
 }

@@ -38,35 +38,66 @@ async fn post(
     Ok(resp)
 }
 
-/// Starts `cmd` (run by `/bin/bash -l -c`) and collects its output until it ends.
+/// A shell command line, run by `/bin/bash -l -c` (the SDKs' `commands.run`).
+pub fn shell(cmd: &str, envs: HashMap<String, String>) -> pb::ProcessConfig {
+    pb::ProcessConfig { cmd: "/bin/bash".into(), args: vec!["-l".into(), "-c".into(), cmd.into()], envs, cwd: None }
+}
+
+/// A program and its arguments, as given (no shell parses them), found on the login
+/// `PATH`: a login bash `exec`s it with `"$0" "$@"`, so no argument is ever re-split.
+pub fn argv(argv: &[String], envs: HashMap<String, String>) -> pb::ProcessConfig {
+    let mut args = vec!["-l".into(), "-c".into(), r#"exec "$0" "$@""#.into()];
+    args.extend(argv.iter().cloned());
+    pb::ProcessConfig { cmd: "/bin/bash".into(), args, envs, cwd: None }
+}
+
+/// `Authorization: Basic` naming the user a process runs as.
+pub fn user_header(user: &str) -> (&'static str, String) {
+    use base64::Engine;
+    ("authorization", format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:"))))
+}
+
+/// Starts `process` and collects its output until it ends.
 pub async fn run(
     io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    cmd: &str,
+    process: pb::ProcessConfig,
     user: Option<&str>,
-    envs: HashMap<String, String>,
     extra_headers: &[(&str, String)],
 ) -> Result<CommandOutput> {
-    let req = pb::StartRequest {
-        process: Some(pb::ProcessConfig {
-            cmd: "/bin/bash".into(),
-            args: vec!["-l".into(), "-c".into(), cmd.into()],
-            envs,
-            cwd: None,
-        }),
-        pty: None,
-        tag: None,
-        stdin: Some(false),
-    };
-    let body = encode_envelope(0, &serde_json::to_vec(&req)?);
+    let req = pb::StartRequest { process: Some(process), pty: None, tag: None, stdin: Some(false) };
+    let mut out = CommandOutput::default();
     let mut headers: Vec<(&str, String)> = extra_headers.to_vec();
-    if let Some(u) = user {
-        use base64::Engine;
-        headers.push((
-            "authorization",
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:"))),
-        ));
-    }
-    let resp = post(io, "/process.Process/Start", "application/connect+json", body, &headers).await?;
+    headers.extend(user.map(user_header));
+    start(io, &req, &headers, |event| {
+        use pb::process_event::{data_event::Output, Event};
+        match event {
+            Event::Start(s) => out.pid = s.pid,
+            Event::Data(d) => match d.output {
+                Some(Output::Stdout(b)) | Some(Output::Pty(b)) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
+                Some(Output::Stderr(b)) => out.stderr.push_str(&String::from_utf8_lossy(&b)),
+                None => {}
+            },
+            Event::End(e) => {
+                out.exit_code = e.exit_code;
+                out.status = e.status;
+            }
+            _ => {}
+        }
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Starts a process as `req` says and hands each of its events to `on_event` until it
+/// ends (an end event, then the stream's end frame).
+pub async fn start(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    req: &pb::StartRequest,
+    headers: &[(&str, String)],
+    mut on_event: impl FnMut(pb::process_event::Event),
+) -> Result<()> {
+    let body = encode_envelope(0, &serde_json::to_vec(req)?);
+    let resp = post(io, "/process.Process/Start", "application/connect+json", body, headers).await?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -74,7 +105,6 @@ pub async fn run(
     }
     let mut body = resp.into_body();
     let mut dec = EnvelopeDecoder::new();
-    let mut out = CommandOutput::default();
     let mut ended = false;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else { continue };
@@ -82,32 +112,36 @@ pub async fn run(
         while let Some(env) = dec.next_frame()? {
             match decode_stream_message::<pb::StartResponse>(&env)? {
                 StreamFrame::Message(m) => {
-                    use pb::process_event::{data_event::Output, Event};
-                    match m.event.and_then(|e| e.event) {
-                        Some(Event::Start(s)) => out.pid = s.pid,
-                        Some(Event::Data(d)) => match d.output {
-                            Some(Output::Stdout(b)) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
-                            Some(Output::Stderr(b)) => out.stderr.push_str(&String::from_utf8_lossy(&b)),
-                            Some(Output::Pty(b)) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
-                            None => {}
-                        },
-                        Some(Event::End(e)) => {
-                            out.exit_code = e.exit_code;
-                            out.status = e.status;
-                            ended = true;
-                        }
-                        _ => {}
+                    if let Some(event) = m.event.and_then(|e| e.event) {
+                        ended |= matches!(event, pb::process_event::Event::End(_));
+                        on_event(event);
                     }
                 }
                 StreamFrame::End(Ok(())) => {
                     if !ended {
                         bail!("stream ended without an end event");
                     }
-                    return Ok(out);
+                    return Ok(());
                 }
                 StreamFrame::End(Err(e)) => return Err(anyhow!("envd: {e}")),
             }
         }
     }
     bail!("envd stream closed before its end frame")
+}
+
+/// A unary envd call (`SendInput`, `Update`...) with a JSON body, over `io`.
+pub async fn unary(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    path: &str,
+    body: &impl serde::Serialize,
+    headers: &[(&str, String)],
+) -> Result<()> {
+    let resp = post(io, path, "application/json", Bytes::from(serde_json::to_vec(body)?), headers).await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        bail!("sandbox answered {status} to {path}: {}", String::from_utf8_lossy(&body).trim());
+    }
+    Ok(())
 }

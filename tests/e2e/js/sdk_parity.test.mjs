@@ -187,3 +187,25 @@ test('signed file URLs with E2B_SANDBOX_URL: the URL has no sandbox host, so sen
     await killAll(sbx)
   }
 })
+
+test('getMetrics returns the series sampled every 5 s, and a range only its points', T, async () => {
+  const sbx = await createSandbox()
+  try {
+    const t0 = Date.now()
+    await sleep(12_000)
+    const all = await sbx.getMetrics()
+    assert.ok(all.length >= 3, `a series, not one point: ${all.length}`)
+    const stamps = all.map((p) => p.timestamp.getTime())
+    assert.deepEqual(stamps, [...stamps].sort((a, b) => a - b), 'oldest first')
+    const start = new Date(t0 + 2_000), end = new Date(t0 + 9_000)
+    const some = await sbx.getMetrics({ start, end })
+    assert.ok(some.length >= 1 && some.length < all.length, `${some.length} of ${all.length}`)
+    for (const p of some) {
+      const t = Math.floor(p.timestamp.getTime() / 1000)
+      assert.ok(t >= Math.floor(start.getTime() / 1000) && t <= Math.floor(end.getTime() / 1000), `${p.timestamp.toISOString()} in range`)
+    }
+    assert.ok(all.every((p) => p.memUsed > 0 && p.memTotal > 0), 'memory sampled')
+  } finally {
+    await killAll(sbx)
+  }
+})

@@ -232,3 +232,17 @@ def test_signed_file_urls(sandboxes):
     assert (r.status_code, r.json()[0]["path"]) == (200, "/root/up.txt")
     r = _host_routed(sbx.upload_url("up.txt", use_signature_expiration=-100), host, method="POST", files={"file": ("x", b"x")})
     assert (r.status_code, r.json()["message"]) == (401, "signature is already expired")
+
+
+def test_get_metrics_series_and_range(sandboxes):
+    sbx = sandboxes.create()
+    t0 = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(12)
+    every = sbx.get_metrics()
+    assert len(every) >= 3, every
+    assert [p.timestamp for p in every] == sorted(p.timestamp for p in every)
+    start, end = t0 + datetime.timedelta(seconds=2), t0 + datetime.timedelta(seconds=9)
+    some = sbx.get_metrics(start=start, end=end)
+    assert 1 <= len(some) < len(every), (some, every)
+    for p in some:
+        assert int(start.timestamp()) <= int(p.timestamp.timestamp()) <= int(end.timestamp()), p

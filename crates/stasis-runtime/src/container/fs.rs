@@ -41,6 +41,13 @@ pub(super) fn syncfs(path: &Path) -> Result<()> {
 }
 
 /// Allocated bytes under `p` (not following symlinks or crossing into mounts).
+/// Bytes in use on the filesystem mounted at `mount` (a sandbox's own disk), from
+/// `statvfs`: what `df` shows as used.
+pub(crate) fn used_bytes(mount: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(mount).ok()?;
+    Some((s.blocks() as u64).saturating_sub(s.blocks_free() as u64) * s.fragment_size() as u64)
+}
+
 pub(crate) fn disk_usage(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;

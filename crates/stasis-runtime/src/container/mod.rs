@@ -307,8 +307,16 @@ impl Runtime for ContainerRuntime {
             return Err(RuntimeError::NotRunning(id.to_string()));
         }
         let mut usage = self.inner.cgroups.usage(id);
-        let upper = self.inner.dir(id).upper();
-        usage.disk_bytes = tokio::task::spawn_blocking(move || fs::disk_usage(&upper)).await.unwrap_or(0);
+        let dir = self.inner.dir(id);
+        // Its own disk: the filesystem's count, at no cost (the lifecycle samples every
+        // running sandbox every few seconds). Without one: a walk of its writable layer.
+        let own_disk = rec.spec.disk_mb > 0;
+        usage.disk_bytes = tokio::task::spawn_blocking(move || match own_disk {
+            true => fs::used_bytes(&dir.disk()).unwrap_or_else(|| fs::disk_usage(&dir.upper())),
+            false => fs::disk_usage(&dir.upper()),
+        })
+        .await
+        .unwrap_or(0);
         Ok(usage)
     }
 
@@ -333,6 +341,11 @@ impl Runtime for ContainerRuntime {
     async fn abandon_warms(&self) {
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.abandon_warms()).await;
+    }
+
+    async fn templates(&self) -> Vec<crate::TemplateInfo> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.templates()).await.unwrap_or_default()
     }
 
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {

@@ -96,15 +96,20 @@ impl Inner {
 
     /// Names of the templates that warm (built, with a start command and a ready check).
     pub(super) fn warming_templates(&self) -> Vec<String> {
+        self.templates().into_iter().filter(|t| t.service).map(|t| t.name).collect()
+    }
+
+    /// Every template that loads, by name.
+    pub(super) fn templates(&self) -> Vec<crate::TemplateInfo> {
         let Ok(entries) = std::fs::read_dir(self.layout.templates()) else { return Vec::new() };
-        let mut names: Vec<String> = entries
+        let mut out: Vec<crate::TemplateInfo> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| !n.starts_with('.'))
-            .filter(|n| self.template(n).is_ok_and(|t| t.warms()))
+            .filter_map(|n| self.template(&n).ok().map(|t| crate::TemplateInfo { service: t.warms(), name: n }))
             .collect();
-        names.sort();
-        names
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 }
 

@@ -1,8 +1,9 @@
 //! The control API (E2B REST v1 + v2): parses and validates requests, calls the
 //! lifecycle, maps results and errors back to the wire. No lifecycle rule lives here.
 
-mod auth;
+pub(crate) mod auth;
 mod error;
+mod logs;
 mod novita;
 mod sandboxes;
 mod snapshots;
@@ -12,6 +13,8 @@ pub mod wire;
 
 #[cfg(test)]
 mod body_fuzz_tests;
+#[cfg(test)]
+mod logs_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +35,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub lifecycle: Lifecycle,
     pub domain: String,
+    /// The operator's endpoints' settings (`/metrics`, `/health`).
+    pub ops: crate::ops::Config,
 }
 
 impl AppState {
@@ -53,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/logs", get(logs::logs_v1))
+        .route("/v2/sandboxes/{id}/logs", get(logs::logs_v2))
+        .route("/stasis/sandboxes/{id}/events", get(logs::events))
         .route("/sandboxes/{id}/snapshots", post(snapshots::create))
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/sandboxes/{id}/clone", post(snapshots::clone))
@@ -60,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))
+        .route("/stasis/templates", get(status::templates))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))

@@ -256,24 +256,24 @@ pub async fn metrics(
         }
     }
     let row = state.lifecycle.get(&id).await?;
-    let Some(usage) = state.lifecycle.usage(&id).await? else {
-        return Ok(Json(Vec::<wire::Metric>::new()).into_response());
-    };
-    let cpu_pct = state.lifecycle.cpu_percent(&id, usage.cpu_usage_ns, row.cpu_count).await;
+    // The sampled history (every few seconds while it ran), then the usage now.
+    let (start, end) = (range.start.map(|s| s.saturating_mul(1000)), range.end.map(|e| e.saturating_mul(1000) + 999));
+    let mut points: Vec<wire::Metric> =
+        state.lifecycle.samples(&id, start, end).iter().map(wire::Metric::from).collect();
     let now = state.lifecycle.now();
-    if !range.contains(now / 1000) {
-        return Ok(Json(Vec::<wire::Metric>::new()).into_response());
+    if range.contains(now / 1000) {
+        if let Some(usage) = state.lifecycle.usage(&id).await? {
+            let cpu_pct = state.lifecycle.cpu_percent(&id, usage.cpu_usage_ns, row.cpu_count).await;
+            points.push(wire::Metric::from(&crate::lifecycle::Sample {
+                at: now,
+                cpu_count: row.cpu_count,
+                cpu_pct,
+                mem_used: usage.memory_bytes,
+                mem_total: usage.memory_limit_bytes,
+                disk_used: usage.disk_bytes,
+                disk_total: row.disk_size_mb << 20,
+            }));
+        }
     }
-    let metric = wire::Metric {
-        timestamp: stasis_proto::rfc3339_millis(now),
-        timestamp_unix: now / 1000,
-        cpu_count: row.cpu_count,
-        cpu_used_pct: cpu_pct,
-        mem_used: usage.memory_bytes,
-        mem_total: usage.memory_limit_bytes,
-        mem_cache: 0,
-        disk_used: usage.disk_bytes,
-        disk_total: row.disk_size_mb << 20,
-    };
-    Ok(Json(vec![metric]).into_response())
+    Ok(Json(points).into_response())
 }

@@ -33,10 +33,26 @@ pub struct SnapshotInfo {
     #[serde(rename = "snapshotID")]
     snapshot_id: String,
     names: Vec<String>,
+    /// Stasis extensions (the dashboard shows them): where it came from, when, its size.
+    #[serde(rename = "sourceSandboxID")]
+    source_sandbox_id: String,
+    #[serde(rename = "templateID")]
+    template_id: String,
+    created_at: String,
+    size_bytes: u64,
+    memory: bool,
 }
 
 fn info(row: &stasis_store::SnapshotRow) -> SnapshotInfo {
-    SnapshotInfo { snapshot_id: public_id(row), names: public_names(row) }
+    SnapshotInfo {
+        snapshot_id: public_id(row),
+        names: public_names(row),
+        source_sandbox_id: row.source_sandbox_id.clone(),
+        template_id: row.template_id.clone(),
+        created_at: stasis_proto::rfc3339_millis(row.created_at),
+        size_bytes: row.size_bytes,
+        memory: row.memory,
+    }
 }
 
 pub async fn create(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<Response> {

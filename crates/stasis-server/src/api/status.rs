@@ -1,7 +1,8 @@
 //! Stasis's own endpoints, beside E2B's: `GET /stasis/lifecycle` reports the lifecycle's
 //! failed actions (counters since the daemon started, per operation; every sandbox with
 //! a failed action on its row, including one stuck `killing`, which E2B's endpoints do
-//! not show). A Prometheus `/metrics` would export the same counters.
+//! not show). `GET /metrics` exports the same counters
+//! (`stasis_lifecycle_failed_actions_total`, `ops/metrics.rs`).
 
 use axum::extract::State;
 use axum::Json;
@@ -41,4 +42,10 @@ pub async fn lifecycle(State(state): State<AppState>) -> Result<Json<LifecycleSt
         })
         .collect();
     Ok(Json(LifecycleStatus { failed_actions: state.lifecycle.failed_actions(), failing }))
+}
+
+/// `GET /stasis/templates`: the templates sandboxes can be created from (the dashboard's
+/// list), with whether each starts with a service running.
+pub async fn templates(State(state): State<AppState>) -> Json<Vec<stasis_runtime::TemplateInfo>> {
+    Json(state.lifecycle.templates().await)
 }

@@ -122,6 +122,10 @@ pub struct ListedSandbox {
     pub metadata: BTreeMap<String, String>,
     pub state: &'static str,
     pub envd_version: &'static str,
+    /// Stasis extension: when a paused sandbox was paused (its `endAt` no longer applies
+    /// until it runs again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
 }
 
 impl ListedSandbox {
@@ -139,6 +143,7 @@ impl ListedSandbox {
             metadata: r.metadata.clone(),
             state: r.state.listed_as().unwrap_or("running"),
             envd_version: ENVD_VERSION,
+            paused_at: r.paused_at.filter(|_| r.state.listed_as() == Some("paused")).map(rfc3339_millis),
         }
     }
 }
@@ -242,6 +247,22 @@ pub struct Metric {
     pub mem_cache: u64,
     pub disk_used: u64,
     pub disk_total: u64,
+}
+
+impl From<&crate::lifecycle::Sample> for Metric {
+    fn from(s: &crate::lifecycle::Sample) -> Metric {
+        Metric {
+            timestamp: stasis_proto::rfc3339_millis(s.at),
+            timestamp_unix: s.at / 1000,
+            cpu_count: s.cpu_count,
+            cpu_used_pct: s.cpu_pct,
+            mem_used: s.mem_used,
+            mem_total: s.mem_total,
+            mem_cache: 0,
+            disk_used: s.disk_used,
+            disk_total: s.disk_total,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,11 @@ impl Activity {
         self.inner.lock().unwrap().get(id).map_or(0, |e| e.open)
     }
 
+    /// Connections open now, over every sandbox.
+    pub fn open_total(&self) -> usize {
+        self.inner.lock().unwrap().values().map(|e| e.open).sum()
+    }
+
     /// When the sandbox has been idle since (no connection open), or `None` while one is.
     pub fn idle_since(&self, id: &str) -> Option<i64> {
         let mut m = self.inner.lock().unwrap();

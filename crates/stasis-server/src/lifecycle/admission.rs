@@ -141,8 +141,11 @@ impl Lifecycle {
             }
             SandboxState::Paused => {
                 let timeout = row.timeout_secs.max(self.inner.config.defaults.min_auto_resume_secs);
-                match self.resume_locked(row, timeout, true).await {
-                    Ok(_) => Ok(()),
+                match self.resume_locked(row, timeout, true, "a proxied request (auto-resume)").await {
+                    Ok(_) => {
+                        self.inner.metrics.action(crate::metrics::Action::AutoResume);
+                        Ok(())
+                    }
                     Err(LifecycleError::NotFound(_) | LifecycleError::Conflict(_)) => Err(Refusal::NotRunning),
                     Err(e) => Err(Refusal::ResumeFailed(e.to_string())),
                 }

@@ -1,10 +1,11 @@
 //! Creating a sandbox: the row is written `creating` first, then the runtime boots it.
 
 use stasis_runtime::SandboxSpec;
-use stasis_store::{SandboxRow, SandboxState};
+use stasis_store::{Level, SandboxRow, SandboxState};
 
 use super::{ms, network_policy, snapshots, CreateParams, Lifecycle, Result};
 use crate::ids::{self, SandboxId};
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// Creates a sandbox from a template, or from a snapshot when `p.template` names one.
@@ -65,11 +66,15 @@ impl Lifecycle {
             env: p.env_vars,
             access_token: row.envd_access_token.clone(),
         };
+        let t0 = std::time::Instant::now();
         let created = match &snapshot {
             Some(snap) => self.inner.runtime.create_from_snapshot(&id, snap, &spec).await,
             None => self.inner.runtime.create(&id, &spec).await,
         };
+        self.inner.metrics.operation(Op::Create, t0.elapsed().as_secs_f64(), created.is_ok());
         if let Err(e) = created {
+            let message = format!("create failed: {e}");
+            self.event(&id, Level::Error, "create-failed", message, &[("error", e.to_string())]).await;
             let _ = self.inner.store.delete_sandbox(&id).await;
             self.inner.routes.forget(&id);
             return Err(e.into());
@@ -77,10 +82,18 @@ impl Lifecycle {
         let started = self.now();
         let timeout = row.timeout_secs;
         self.inner.activity.started(&id);
-        self.flip(&id, &[SandboxState::Creating], SandboxState::Running, move |r| {
-            r.started_at = started;
-            r.end_at = started + ms(timeout);
-        })
-        .await
+        let row = self
+            .flip(&id, &[SandboxState::Creating], SandboxState::Running, move |r| {
+                r.started_at = started;
+                r.end_at = started + ms(timeout);
+            })
+            .await?;
+        let total_ms = t0.elapsed().as_millis().to_string();
+        let from = snapshot.as_deref().map_or(String::new(), |s| format!(" from snapshot {s}"));
+        let message = format!("created from template {}{from} in {total_ms} ms", row.template_id);
+        let mut fields = vec![("template", row.template_id.clone()), ("total_ms", total_ms)];
+        fields.extend(snapshot.map(|s| ("snapshot", s)));
+        self.event(&id, Level::Info, "created", message, &fields).await;
+        Ok(row)
     }
 }

@@ -16,7 +16,6 @@
 //!
 //! The next success of the operation clears the row's error.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -52,24 +51,13 @@ impl Backoff {
     }
 }
 
-/// Failed lifecycle actions since the daemon started, per operation: what a metrics
-/// endpoint exports (`stasis_lifecycle_failed_actions_total{operation}`).
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    pause: AtomicU64,
-    resume: AtomicU64,
-    kill: AtomicU64,
-    run: AtomicU64,
-}
-
-impl Counters {
-    fn of(&self, op: Operation) -> &AtomicU64 {
-        match op {
-            Operation::Pause => &self.pause,
-            Operation::Resume => &self.resume,
-            Operation::Kill => &self.kill,
-            Operation::Run => &self.run,
-        }
+/// The metrics' name of a failed operation.
+fn label(op: Operation) -> &'static str {
+    match op {
+        Operation::Pause => "pause",
+        Operation::Resume => "resume",
+        Operation::Kill => "kill",
+        Operation::Run => "lost",
     }
 }
 
@@ -91,13 +79,9 @@ fn ms(d: Duration) -> i64 {
 
 impl Lifecycle {
     pub fn failed_actions(&self) -> FailedActionCounts {
-        let c = &self.inner.failures;
-        let (pause, resume, kill, lost) = (
-            c.pause.load(Ordering::Relaxed),
-            c.resume.load(Ordering::Relaxed),
-            c.kill.load(Ordering::Relaxed),
-            c.run.load(Ordering::Relaxed),
-        );
+        let m = &self.inner.metrics;
+        let [pause, resume, kill, lost] =
+            [Operation::Pause, Operation::Resume, Operation::Kill, Operation::Run].map(|op| m.failed_count(label(op)));
         FailedActionCounts { pause, resume, kill, lost, total: pause + resume + kill + lost }
     }
 
@@ -120,7 +104,7 @@ impl Lifecycle {
     /// Records that `op` failed on sandbox `id` with `error` (called under its lock, with
     /// the row in the state the failure left it in). The error to return is `error`.
     pub(super) async fn record_failure(&self, id: &str, op: Operation, error: LifecycleError) -> LifecycleError {
-        self.inner.failures.of(op).fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.action_failed(label(op));
         let now = self.now();
         let message = error.to_string();
         let backoff = self.inner.config.backoff;
@@ -145,6 +129,16 @@ impl Lifecycle {
                 backoff.max_attempts
             ),
         }
+        let kind = match op {
+            Operation::Run => "lost".to_string(),
+            other => format!("{other}-failed"),
+        };
+        let next_text = next.map_or("no more automatic attempts".to_string(), |t| {
+            format!("next attempt at {}", stasis_proto::rfc3339_millis(t))
+        });
+        let fields = [("error", message.clone()), ("attempt", attempts.to_string()), ("next", next_text.clone())];
+        let text = format!("{op} failed (attempt {attempts}): {message}; {next_text}");
+        self.event(id, stasis_store::Level::Error, &kind, text, &fields).await;
         row.last_error = Some(FailedAction { operation: op, message, at: now, attempts, next_attempt_at: next });
         if let Err(e) = self.inner.store.update_sandbox(&row).await {
             tracing::error!(sandbox = %id, "cannot record the failed {op}: {e}");

@@ -11,9 +11,11 @@
 
 mod activity;
 mod admission;
+mod census;
 mod clock;
 mod create;
 mod error;
+mod events;
 mod exits;
 mod failures;
 #[cfg(test)]
@@ -24,6 +26,7 @@ mod recovery;
 mod reset;
 mod resume;
 mod routes;
+mod sampler;
 mod scheduler;
 pub mod snapshots;
 #[cfg(test)]
@@ -42,6 +45,7 @@ pub use admission::{Credentials, PortConnection, Refusal};
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
+pub use sampler::Sample;
 
 use crate::ids::SandboxId;
 use activity::Activity;
@@ -134,7 +138,9 @@ struct Inner {
     runtime: Arc<dyn Runtime>,
     activity: Activity,
     routes: routes::Routes,
-    failures: failures::Counters,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Usage samples of each sandbox (`getMetrics` with a range).
+    history: sampler::History,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Last CPU sample per sandbox (cumulative ns, when), for a usage percentage.
     cpu_samples: Mutex<HashMap<String, (u64, std::time::Instant)>>,
@@ -171,11 +177,17 @@ impl Lifecycle {
             runtime,
             activity,
             routes: Default::default(),
-            failures: Default::default(),
+            metrics: Default::default(),
+            history: Default::default(),
             locks: Mutex::default(),
             cpu_samples: Mutex::default(),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Where the lifecycle's operations and the proxy are counted.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
     }
 
     /// Now, in ms since the epoch, as every lifecycle rule sees it.
@@ -288,6 +300,7 @@ impl Lifecycle {
         scheduler::spawn(self.clone());
         exits::spawn(self.clone());
         warm::spawn(self.clone());
+        sampler::spawn(self.clone());
     }
 }
 

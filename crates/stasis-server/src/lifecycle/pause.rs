@@ -1,10 +1,11 @@
 //! Pausing a sandbox: connections cut, the runtime checkpoints it, the row says paused.
 
 use stasis_runtime::{Recovered, RuntimeError};
-use stasis_store::{Operation, SandboxRow, SandboxState};
+use stasis_store::{Level, Operation, SandboxRow, SandboxState};
 
 use super::{mode, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// An API pause: starts a failed action's back-off over, then pauses.
@@ -12,10 +13,10 @@ impl Lifecycle {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         self.touched(self.row(id).await?).await?;
-        self.pause_locked(id, memory).await
+        self.pause_locked(id, memory, "asked by the API").await
     }
 
-    pub(super) async fn pause_locked(&self, id: &str, memory: bool) -> Result<SandboxRow> {
+    pub(super) async fn pause_locked(&self, id: &str, memory: bool, why: &str) -> Result<SandboxRow> {
         let row = self.row(id).await?;
         if row.state == SandboxState::Paused {
             return Err(LifecycleError::Conflict(format!("sandbox {id} is already paused")));
@@ -24,11 +25,35 @@ impl Lifecycle {
         // A paused sandbox serves nobody: open connections are cut now, cleanly.
         self.inner.activity.disconnect_all(id);
         let started = std::time::Instant::now();
-        match self.inner.runtime.pause(id, mode(memory)).await {
-            Ok(stats) => tracing::info!(
-                sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
-                dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
-            ),
+        let paused = self.inner.runtime.pause(id, mode(memory)).await;
+        self.inner.metrics.operation(Op::Pause, started.elapsed().as_secs_f64(), paused.is_ok());
+        match paused {
+            Ok(stats) => {
+                let total_ms = started.elapsed().as_millis() as u64;
+                let message = match memory {
+                    true => format!(
+                        "paused ({why}) in {total_ms} ms: dump {} ms, sync {} ms, {} bytes",
+                        stats.dump_ms, stats.sync_ms, stats.image_bytes
+                    ),
+                    false => format!("paused ({why}) in {total_ms} ms, files only"),
+                };
+                let fields = [
+                    ("reason", why.to_string()),
+                    ("memory", memory.to_string()),
+                    ("total_ms", total_ms.to_string()),
+                    ("dump_ms", stats.dump_ms.to_string()),
+                    ("sync_ms", stats.sync_ms.to_string()),
+                    ("image_bytes", stats.image_bytes.to_string()),
+                ];
+                self.event(id, Level::Info, "paused", message, &fields).await;
+                tracing::info!(
+                    sandbox = %id, memory, total_ms = started.elapsed().as_millis() as u64,
+                    dump_ms = stats.dump_ms, sync_ms = stats.sync_ms, image_bytes = stats.image_bytes, "paused"
+                );
+                if memory {
+                    self.inner.metrics.pause_phases(stats.dump_ms, stats.sync_ms, stats.image_bytes);
+                }
+            }
             Err(e @ (RuntimeError::PauseIncomplete { .. } | RuntimeError::InitGone { .. })) => {
                 // Past the point of no return (or nothing left to pause): its processes
                 // are gone. Never reported as running: the row follows what the runtime
@@ -69,7 +94,10 @@ impl Lifecycle {
                 tokio::spawn(async move {
                     let lock = lc.lock(&row.id);
                     let _g = lock.lock().await;
-                    (row.id.clone(), lc.pause_locked(&row.id, row.pause_memory).await)
+                    (
+                        row.id.clone(),
+                        lc.pause_locked(&row.id, row.pause_memory, "daemon shutdown (--pause-on-shutdown)").await,
+                    )
                 })
             })
             .collect();

@@ -8,7 +8,7 @@
 //! than leaving one that is neither the old nor the new.
 
 use stasis_runtime::SandboxSpec;
-use stasis_store::{Operation, SandboxRow, SandboxState};
+use stasis_store::{Level, Operation, SandboxRow, SandboxState};
 
 use super::{ms, network_policy, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
@@ -60,6 +60,8 @@ impl Lifecycle {
             None => self.inner.runtime.create(id, &spec).await,
         };
         if let Err(e) = created {
+            let message = format!("reset failed, the sandbox is removed: {e}");
+            self.event(id, Level::Error, "reset-failed", message, &[("error", e.to_string())]).await;
             let _ = self.inner.runtime.kill(id).await;
             let _ = self.inner.store.delete_sandbox(id).await;
             self.inner.routes.forget(id);
@@ -76,9 +78,11 @@ impl Lifecycle {
                 r.last_error = None;
             })
             .await?;
+        let to = snapshot.map_or(format!("template {}", row.template_id), |s| format!("snapshot {}", s.id));
+        self.event(id, Level::Info, "reset", format!("reset to {to}"), &[("template", row.template_id.clone())]).await;
         if resume {
             return Ok(row);
         }
-        self.pause_locked(id, row.pause_memory).await
+        self.pause_locked(id, row.pause_memory, "reset with resume: false").await
     }
 }

@@ -1,10 +1,11 @@
 //! Connecting to a sandbox: a running one has its end extended, a paused one is resumed
 //! (by an API call, or by proxied traffic when it asked for auto-resume).
 
-use stasis_store::{Operation, SandboxRow, SandboxState};
+use stasis_store::{Level, Operation, SandboxRow, SandboxState};
 
 use super::{conflict, mode, ms, Lifecycle, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Op;
 
 impl Lifecycle {
     /// Connect (an API call): a running sandbox gets its end extended (never shortened); a
@@ -34,29 +35,47 @@ impl Lifecycle {
             }
             SandboxState::Paused => {
                 let t = timeout_secs.unwrap_or(row.timeout_secs);
-                Ok((self.resume_locked(row, t, memory).await?, true))
+                Ok((self.resume_locked(row, t, memory, "connect (API)").await?, true))
             }
             other => Err(conflict(&row.id, other)),
         }
     }
 
-    pub(super) async fn resume_locked(&self, row: SandboxRow, timeout_secs: u64, memory: bool) -> Result<SandboxRow> {
+    pub(super) async fn resume_locked(
+        &self,
+        row: SandboxRow,
+        timeout_secs: u64,
+        memory: bool,
+        why: &str,
+    ) -> Result<SandboxRow> {
         let id = row.id.clone();
         self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
         let memory = memory && row.pause_memory;
-        if let Err(e) = self.inner.runtime.resume(&id, mode(memory)).await {
+        let started = std::time::Instant::now();
+        let resumed = self.inner.runtime.resume(&id, mode(memory)).await;
+        self.inner.metrics.operation(Op::Resume, started.elapsed().as_secs_f64(), resumed.is_ok());
+        if let Err(e) = resumed {
             // Nothing was lost: the checkpoint is intact, the sandbox stays paused.
             let _ = self.flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {}).await;
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
+        if memory {
+            self.inner.metrics.checkpoint_read(self.checkpoint_bytes(&id).await);
+        }
         let now = self.now();
         self.inner.activity.started(&id);
-        self.flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
-            r.end_at = now + ms(timeout_secs);
-            r.paused_at = None;
-            r.last_error = None;
-        })
-        .await
+        let row = self
+            .flip(&id, &[SandboxState::Resuming], SandboxState::Running, move |r| {
+                r.end_at = now + ms(timeout_secs);
+                r.paused_at = None;
+                r.last_error = None;
+            })
+            .await?;
+        let total_ms = started.elapsed().as_millis().to_string();
+        let message = format!("resumed ({why}) in {total_ms} ms{}", if memory { "" } else { ", without memory" });
+        let fields = [("reason", why.into()), ("total_ms", total_ms), ("memory", memory.to_string())];
+        self.event(&id, Level::Info, "resumed", message, &fields).await;
+        Ok(row)
     }
 }
 

@@ -66,7 +66,17 @@ impl Lifecycle {
         }
         let snap_id = ids::snapshot_id();
         let mode = if memory { PauseMode::Memory } else { PauseMode::Filesystem };
-        let stats = self.inner.runtime.snapshot(id, &snap_id, mode).await?;
+        let started = std::time::Instant::now();
+        let taken = self.inner.runtime.snapshot(id, &snap_id, mode).await;
+        self.inner.metrics.operation(crate::metrics::Op::Snapshot, started.elapsed().as_secs_f64(), taken.is_ok());
+        let stats = taken?;
+        let message = format!("snapshot {snap_id} taken (frozen {} ms, {} bytes)", stats.frozen_ms, stats.size_bytes);
+        let fields = [
+            ("snapshot", snap_id.clone()),
+            ("frozen_ms", stats.frozen_ms.to_string()),
+            ("size_bytes", stats.size_bytes.to_string()),
+        ];
+        self.event(id, stasis_store::Level::Info, "snapshot", message, &fields).await;
         let previous = match &name {
             Some(n) => self.inner.store.find_snapshot_by_name(n).await?,
             None => None,

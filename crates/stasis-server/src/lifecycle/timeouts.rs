@@ -6,6 +6,7 @@ use stasis_store::{Operation, SandboxRow, SandboxState, UnixMillis};
 
 use super::{ms, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
+use crate::metrics::Action;
 
 impl Lifecycle {
     /// Sets the end to now + `secs` (may shorten, unlike connect). `0` ends it now, as E2B
@@ -17,8 +18,10 @@ impl Lifecycle {
         let mut row = self.touched(self.row(id).await?).await?;
         if secs == 0 {
             return match (row.state, row.auto_pause) {
-                (SandboxState::Running, true) => self.pause_locked(id, row.pause_memory).await,
-                (SandboxState::Running, false) => self.kill_locked(id).await.map(|()| row),
+                (SandboxState::Running, true) => {
+                    self.pause_locked(id, row.pause_memory, "setTimeout(0) (auto-pause)").await
+                }
+                (SandboxState::Running, false) => self.kill_locked(id, "setTimeout(0)").await.map(|()| row),
                 _ => Ok(row),
             };
         }
@@ -50,6 +53,19 @@ impl Lifecycle {
         self.may_retry(row, op, now).then_some(op)
     }
 
+    /// How the metrics name action `op`, due on `row`.
+    fn action_of(&self, row: &SandboxRow, op: Operation) -> Action {
+        let idle = row.state == SandboxState::Running && self.effective_end(row) < row.end_at;
+        match (row.state, op) {
+            (SandboxState::Running, Operation::Pause) if idle => Action::IdlePause,
+            (SandboxState::Running, Operation::Pause) => Action::TimeoutPause,
+            (SandboxState::Running, _) if idle => Action::IdleKill,
+            (SandboxState::Running, _) => Action::TimeoutKill,
+            (SandboxState::Paused, _) => Action::RetentionKill,
+            _ => Action::KillRetry,
+        }
+    }
+
     /// Runs the action due on sandbox `id`, if one still is under its lock. A failure is
     /// recorded on the row and logged by the operation; it is not an error here.
     pub(super) async fn run_due_action(&self, id: &str) -> Result<()> {
@@ -58,19 +74,38 @@ impl Lifecycle {
         let Some(row) = self.inner.store.get_sandbox(id).await? else {
             return Ok(());
         };
-        let result = match self.due_action(&row, self.now()) {
-            None => return Ok(()),
-            Some(Operation::Pause) => self.pause_locked(id, row.pause_memory).await.map(drop),
-            Some(_) => {
+        let now = self.now();
+        let Some(op) = self.due_action(&row, now) else {
+            return Ok(());
+        };
+        let action = self.action_of(&row, op);
+        self.inner.metrics.action(action);
+        let why = why(action);
+        let result = match op {
+            Operation::Pause => self.pause_locked(id, row.pause_memory, why).await.map(drop),
+            _ => {
                 if row.state == SandboxState::Paused {
                     tracing::info!(sandbox = %id, "paused longer than the retention: killing it");
                 }
-                self.kill_locked(id).await
+                self.kill_locked(id, why).await
             }
         };
         match result {
             Err(e @ (LifecycleError::Store(_) | LifecycleError::Conflict(_))) => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// An action the lifecycle takes by itself, in words (its events' reason).
+fn why(a: Action) -> &'static str {
+    match a {
+        Action::TimeoutPause => "its timeout passed (auto-pause)",
+        Action::TimeoutKill => "its timeout passed",
+        Action::IdlePause => "no client connection for its idle timeout (auto-pause)",
+        Action::IdleKill => "no client connection for its idle timeout",
+        Action::RetentionKill => "paused longer than the retention (--paused-retention)",
+        Action::KillRetry => "retrying a kill that failed",
+        Action::AutoResume => "a proxied request (auto-resume)",
     }
 }

@@ -10,9 +10,30 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::counted::Counted;
+
 use crate::lifecycle::Guard;
+use crate::metrics::Metrics;
+
+/// Copies both ways between a client and a sandbox until either side ends or the sandbox
+/// pauses (`guard` cancelled); the bytes are counted as they pass.
+pub async fn bridge<C, S>(mut client: C, sandbox: &mut S, guard: &Guard, metrics: &Metrics)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut client = Counted::new(&mut client);
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, sandbox) => {}
+        _ = guard.cancel.cancelled() => {}
+    }
+    metrics.proxy_bytes(client.read, client.written);
+}
 
 /// How long the proxy waits for a sandbox's response headers: generous (a slow endpoint
 /// is the user's business) but bounded, so a service that accepts and never answers does
@@ -30,7 +51,19 @@ fn is_upgrade(req: &Request) -> bool {
 
 /// Sends `req` over `stream` and returns the sandbox's response. The connection lives as
 /// long as the response body (or the upgraded stream) and ends when `guard` is cancelled.
-pub async fn forward(stream: TcpStream, mut req: Request, guard: Guard) -> Result<Response, String> {
+pub async fn forward(stream: TcpStream, req: Request, guard: Guard, metrics: Arc<Metrics>) -> Result<Response, String> {
+    // Request bodies counted as they stream to the sandbox.
+    let counter = metrics.clone();
+    let mut req = req.map(|body| {
+        let stream = http_body_util::BodyStream::new(body).map(move |frame| {
+            let frame = frame?;
+            if let Some(data) = frame.data_ref() {
+                counter.proxy_bytes(data.len() as u64, 0);
+            }
+            Ok::<_, axum::Error>(frame)
+        });
+        Body::new(http_body_util::StreamBody::new(stream))
+    });
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
@@ -54,11 +87,7 @@ pub async fn forward(stream: TcpStream, mut req: Request, guard: Guard) -> Resul
         let client_upgrade = client_upgrade.expect("upgrade requested");
         tokio::spawn(async move {
             let (Ok(backend), Ok(client)) = (backend_upgrade.await, client_upgrade.await) else { return };
-            let (mut b, mut c) = (TokioIo::new(backend), TokioIo::new(client));
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut c, &mut b) => {}
-                _ = guard.cancel.cancelled() => {}
-            }
+            bridge(TokioIo::new(client), &mut TokioIo::new(backend), &guard, &metrics).await;
             drop(guard);
         });
         let (parts, _) = resp.into_parts();
@@ -75,7 +104,10 @@ pub async fn forward(stream: TcpStream, mut req: Request, guard: Guard) -> Resul
         loop {
             tokio::select! {
                 frame = frames.next() => match frame {
-                    Some(Ok(f)) => if let Ok(data) = f.into_data() { yield Ok::<_, BoxError>(data) },
+                    Some(Ok(f)) => if let Ok(data) = f.into_data() {
+                        metrics.proxy_bytes(0, data.len() as u64);
+                        yield Ok::<_, BoxError>(data)
+                    },
                     Some(Err(e)) => { yield Err(Box::new(e) as BoxError); break }
                     None => break,
                 },

@@ -4,6 +4,7 @@
 //! to HTTP. A paused or unknown sandbox answers 502, as E2B's proxy does. Stasis's own
 //! credentials never reach the sandbox (`credentials.rs`).
 
+mod counted;
 mod credentials;
 mod forward;
 pub mod target;
@@ -17,6 +18,7 @@ use stasis_proto::file_signing::{Operation, SignedQuery, SignedQueryOwned};
 
 use crate::api::AppState;
 use crate::lifecycle::{Credentials, PortConnection, Refusal};
+use crate::metrics::ProxyKind;
 use target::Target;
 
 /// What the SDKs expect from a sandbox that is not running (`isRunning()` reads it).
@@ -71,6 +73,7 @@ async fn connect(
     target: &Target,
     headers: &axum::http::HeaderMap,
     signed: Option<(Operation, SignedQueryOwned)>,
+    kind: ProxyKind,
 ) -> Result<PortConnection, Response> {
     let creds = Credentials {
         access_token: header(headers, "x-access-token"),
@@ -78,7 +81,9 @@ async fn connect(
         file_call: signed.as_ref().map(|(op, q)| (*op, q.borrow())),
     };
     let id = &target.sandbox_id;
-    state.lifecycle.connect_port(id, target.port, creds).await.map_err(|r| refused(id, r))
+    let conn = state.lifecycle.connect_port(id, target.port, creds).await;
+    state.lifecycle.metrics().proxy_request(kind, conn.is_ok());
+    conn.map_err(|r| refused(id, r))
 }
 
 /// The operation and signing parts of a call to the agent's `/files` (the path is the
@@ -92,12 +97,12 @@ fn file_query(req: &Request) -> Option<(Operation, SignedQueryOwned)> {
 }
 
 pub async fn handle(state: AppState, target: Target, mut req: Request) -> Response {
-    let conn = match connect(&state, &target, req.headers(), file_query(&req)).await {
+    let conn = match connect(&state, &target, req.headers(), file_query(&req), ProxyKind::Http).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     credentials::strip(&state, target.port, req.headers_mut()).await;
-    match forward::forward(conn.stream, req, conn.guard).await {
+    match forward::forward(conn.stream, req, conn.guard, state.lifecycle.metrics().clone()).await {
         Ok(r) => r,
         Err(e) => error(StatusCode::BAD_GATEWAY, &target.sandbox_id, e),
     }
@@ -106,18 +111,16 @@ pub async fn handle(state: AppState, target: Target, mut req: Request) -> Respon
 /// `CONNECT {port}-{id}.{domain}:N` (or with the sandbox headers): a raw TCP tunnel to
 /// the port, for protocols that are not HTTP. Cut at pause like every connection.
 pub async fn tunnel(state: AppState, target: Target, mut req: Request) -> Response {
-    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers(), file_query(&req)).await {
+    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers(), file_query(&req), ProxyKind::Connect).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     let upgrade = hyper::upgrade::on(&mut req);
+    let metrics = state.lifecycle.metrics().clone();
     tokio::spawn(async move {
         let Ok(client) = upgrade.await else { return };
-        let mut client = hyper_util::rt::TokioIo::new(client);
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut stream) => {}
-            _ = guard.cancel.cancelled() => {}
-        }
+        let client = hyper_util::rt::TokioIo::new(client);
+        forward::bridge(client, &mut stream, &guard, &metrics).await;
         drop(guard);
     });
     StatusCode::OK.into_response()

@@ -71,6 +71,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX snapshot_names_by_snapshot ON snapshot_names (snapshot_id, position);
     "#,
+    // 2: sandbox events (no foreign key: they outlive the sandbox's row).
+    r#"
+    CREATE TABLE sandbox_events (
+        seq        BIGSERIAL PRIMARY KEY,
+        sandbox_id TEXT COLLATE "C" NOT NULL,
+        at         BIGINT NOT NULL,
+        level      TEXT NOT NULL CHECK (level IN ('debug','info','warn','error')),
+        kind       TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        fields     JSONB NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX sandbox_events_by_sandbox ON sandbox_events (sandbox_id, seq);
+    CREATE INDEX sandbox_events_by_time ON sandbox_events (at);
+    "#,
 ];
 
 /// The schema version this build writes.

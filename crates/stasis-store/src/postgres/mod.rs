@@ -13,6 +13,7 @@
 //! yet (a URL with `sslmode=require` fails to connect): run PostgreSQL on the nodes'
 //! private network or behind a tunnel.
 
+mod events;
 mod migrations;
 mod rows;
 
@@ -305,6 +306,18 @@ impl Store for PostgresStore {
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
         let n: i64 = self.client().await?.query_one("SELECT COUNT(*) FROM api_keys", &[]).await?.try_get(0)?;
         Ok(n as u64)
+    }
+
+    async fn add_event(&self, event: &crate::SandboxEvent) -> Result<i64, StoreError> {
+        events::insert(&self.client().await?, event).await
+    }
+
+    async fn events(&self, query: &crate::EventQuery) -> Result<Vec<crate::SandboxEvent>, StoreError> {
+        events::select(&self.client().await?, query).await
+    }
+
+    async fn prune_events(&self, before: crate::UnixMillis) -> Result<u64, StoreError> {
+        Ok(self.client().await?.execute("DELETE FROM sandbox_events WHERE at < $1", &[&before]).await?)
     }
 }
 

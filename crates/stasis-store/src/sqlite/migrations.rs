@@ -71,6 +71,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sandboxes ADD COLUMN last_error TEXT;
     "#,
+    // 4: sandbox events (no foreign key: they outlive the sandbox's row).
+    r#"
+    CREATE TABLE sandbox_events (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        sandbox_id TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        level      TEXT NOT NULL CHECK (level IN ('debug','info','warn','error')),
+        kind       TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        fields     TEXT NOT NULL DEFAULT '{}'
+    ) STRICT;
+    CREATE INDEX sandbox_events_by_sandbox ON sandbox_events (sandbox_id, seq);
+    CREATE INDEX sandbox_events_by_time ON sandbox_events (at);
+    "#,
 ];
 
 /// The schema version this build writes.

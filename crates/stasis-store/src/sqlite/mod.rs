@@ -9,6 +9,7 @@
 //! Durability: WAL with `synchronous=FULL`, so a committed transaction (a state flip) has
 //! been fsynced to the WAL when the call returns, and survives power loss.
 
+mod events;
 mod migrations;
 mod rows;
 
@@ -346,6 +347,20 @@ impl Store for SqliteStore {
             Ok(found)
         })
         .await
+    }
+
+    async fn add_event(&self, event: &crate::SandboxEvent) -> Result<i64, StoreError> {
+        let event = event.clone();
+        self.call(move |conn| events::insert(conn, &event)).await
+    }
+
+    async fn events(&self, query: &crate::EventQuery) -> Result<Vec<crate::SandboxEvent>, StoreError> {
+        let query = query.clone();
+        self.call(move |conn| events::select(conn, &query)).await
+    }
+
+    async fn prune_events(&self, before: crate::UnixMillis) -> Result<u64, StoreError> {
+        self.call(move |conn| Ok(conn.execute("DELETE FROM sandbox_events WHERE at < ?1", [before])? as u64)).await
     }
 
     async fn count_api_keys(&self) -> Result<u64, StoreError> {

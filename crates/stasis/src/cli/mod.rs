@@ -3,10 +3,15 @@
 //! `stasis runtime ...` drives the container runtime directly on this host (no daemon):
 //! for operators and for the runtime's own end-to-end tests.
 
+mod cp;
+mod envd_target;
+mod exec;
+mod logs;
 mod runtime;
 mod sandbox;
 mod serve;
 mod snapshot;
+mod terminal;
 mod tls;
 
 use std::process::ExitCode;
@@ -56,5 +61,7 @@ pub fn main() -> ExitCode {
             Command::Runtime(args) => runtime::run(args).await,
         }
     });
+    // Not waiting for a read of stdin still blocked (`exec -i` after its command ended).
+    rt.shutdown_background();
     ExitCode::from(code)
 }

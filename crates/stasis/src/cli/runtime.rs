@@ -143,7 +143,7 @@ async fn execute(rt: &ContainerRuntime, cmd: Cmd) -> Result<u8, RuntimeError> {
         Cmd::Exec { id, user, cmd } => {
             let stream = rt.connect(&id, stasis_runtime::ENVD_PORT).await?;
             let oom_before = rt.usage(&id).await.map(|u| u.oom_kills).unwrap_or(0);
-            match envd_client::run(stream, &cmd, user.as_deref(), Default::default(), &[]).await {
+            match envd_client::run(stream, envd_client::shell(&cmd, Default::default()), user.as_deref(), &[]).await {
                 Ok(out) => {
                     print!("{}", out.stdout);
                     eprint!("{}", out.stderr);

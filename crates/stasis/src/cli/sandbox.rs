@@ -8,7 +8,6 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::exit;
-use crate::envd_client;
 
 /// How to reach `stasis serve`: shared by every command that goes through the API.
 #[derive(clap::Args)]
@@ -78,13 +77,15 @@ enum Cmd {
     },
     /// Show one sandbox.
     Info { id: String },
-    /// Run a shell command in a sandbox; exits with the command's exit code.
-    Exec {
-        id: String,
-        #[arg(long)]
-        user: Option<String>,
-        cmd: String,
-    },
+    /// Run a command in a sandbox (`exec ID -- cmd arg...`; `-it` for a terminal); exits
+    /// with the command's exit code.
+    Exec(super::exec::ExecArgs),
+    /// Copy a file into or out of a running sandbox: `cp ./f ID:/path`, `cp ID:/path ./f`.
+    Cp(super::cp::CpArgs),
+    /// The sandbox's log: what happened to it and why (`-f` follows).
+    Logs(super::logs::LogsArgs),
+    /// The sandbox's lifecycle events with their figures (`-f` follows).
+    Events(super::logs::LogsArgs),
     /// Pause a sandbox (memory and files, or files only).
     Pause {
         id: String,
@@ -121,6 +122,12 @@ impl std::fmt::Display for ApiFailure {
 }
 
 impl std::error::Error for ApiFailure {}
+
+impl ApiFailure {
+    pub(super) fn new(status: u16, message: String) -> Self {
+        Self { status, message }
+    }
+}
 
 impl Api {
     pub(super) async fn call(
@@ -198,12 +205,14 @@ pub async fn run(args: Args) -> u8 {
 }
 
 pub(super) fn print_table(rows: &[Value]) {
-    let cols = ["sandboxID", "state", "templateID", "startedAt", "endAt", "metadata"];
+    let cols = ["sandboxID", "state", "templateID", "startedAt", "endAt", "pausedAt", "metadata"];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             cols.iter()
                 .map(|c| match &r[*c] {
+                    // A paused sandbox's end no longer applies: it shows when it paused.
+                    Value::String(_) if *c == "endAt" && r["state"] == "paused" => "-".to_string(),
                     Value::String(s) => s.clone(),
                     Value::Object(m) => {
                         m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")
@@ -214,7 +223,7 @@ pub(super) fn print_table(rows: &[Value]) {
                 .collect()
         })
         .collect();
-    let headers = ["ID", "STATE", "TEMPLATE", "STARTED", "ENDS", "METADATA"];
+    let headers = ["ID", "STATE", "TEMPLATE", "STARTED", "ENDS", "PAUSED", "METADATA"];
     let widths: Vec<usize> =
         (0..cols.len()).map(|i| cells.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap()).collect();
     let line = |vals: Vec<&str>| {
@@ -334,35 +343,10 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
                 }
             }
         }
-        Cmd::Exec { id, user, cmd } => {
-            let (_, info) = api.call(Method::GET, &format!("/sandboxes/{id}"), None).await?;
-            if info["state"] != "running" {
-                return Err(ApiFailure {
-                    status: 409,
-                    message: format!("sandbox {id} is {}", info["state"].as_str().unwrap_or("not running")),
-                }
-                .into());
-            }
-            let url = reqwest::Url::parse(&api.base).context("bad --api-url")?;
-            let addr =
-                format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port_or_known_default().unwrap_or(80));
-            let stream = tokio::net::TcpStream::connect(&addr).await.with_context(|| format!("connect {addr}"))?;
-            let mut headers = vec![("e2b-sandbox-id", id.clone()), ("e2b-sandbox-port", "49983".to_string())];
-            if let Some(t) = info["envdAccessToken"].as_str() {
-                headers.push(("x-access-token", t.to_string()));
-            }
-            let out = envd_client::run(stream, &cmd, user.as_deref(), Default::default(), &headers).await?;
-            if as_json {
-                println!(
-                    "{}",
-                    json!({"stdout": out.stdout, "stderr": out.stderr, "exitCode": out.exit_code, "status": out.status})
-                );
-            } else {
-                print!("{}", out.stdout);
-                eprint!("{}", out.stderr);
-            }
-            return Ok(if out.exit_code < 0 { 128 } else { out.exit_code.min(255) as u8 });
-        }
+        Cmd::Exec(a) => return super::exec::run(api, as_json, a).await,
+        Cmd::Cp(a) => return super::cp::run(api, a).await,
+        Cmd::Logs(a) => return super::logs::run(api, as_json, a, false).await,
+        Cmd::Events(a) => return super::logs::run(api, as_json, a, true).await,
         Cmd::Pause { id, filesystem_only } => {
             let path = format!("/sandboxes/{id}/pause");
             let call = api.call(Method::POST, &path, Some(json!({"memory": !filesystem_only})));

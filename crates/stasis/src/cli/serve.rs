@@ -52,13 +52,32 @@ pub struct Args {
     /// Time a client has to complete the TLS handshake.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     tls_handshake_timeout: std::time::Duration,
+    /// A bearer token that may read `GET /metrics` (an API key may too).
+    #[arg(long, env = "STASIS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Log lines as text, or as JSON objects (one a line, for log shippers); a line about a
+    /// sandbox carries its id in the field `sandbox`.
+    #[arg(long, value_enum, default_value = "text", env = "STASIS_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 pub async fn run(args: Args) -> u8 {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STASIS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_logs(args.log_format);
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -76,6 +95,7 @@ pub async fn run(args: Args) -> u8 {
             header_timeout: args.header_timeout,
             tls_handshake_timeout: args.tls_handshake_timeout,
         },
+        metrics_token: args.metrics_token,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use stasis_store::{
-    ApiKeyRow, ListQuery, Page, RowUpdate, SandboxRow, SandboxState, SnapshotQuery, SnapshotRow, SqliteStore, Store,
-    StoreError,
+    ApiKeyRow, EventQuery, ListQuery, Page, RowUpdate, SandboxEvent, SandboxRow, SandboxState, SnapshotQuery,
+    SnapshotRow, SqliteStore, Store, StoreError,
 };
 
 pub(crate) struct CountingStore {
@@ -70,5 +70,14 @@ impl Store for CountingStore {
     }
     async fn count_api_keys(&self) -> R<u64> {
         self.inner.count_api_keys().await
+    }
+    async fn add_event(&self, event: &SandboxEvent) -> R<i64> {
+        self.inner.add_event(event).await
+    }
+    async fn events(&self, query: &EventQuery) -> R<Vec<SandboxEvent>> {
+        self.inner.events(query).await
+    }
+    async fn prune_events(&self, before: i64) -> R<u64> {
+        self.inner.prune_events(before).await
     }
 }

@@ -129,6 +129,6 @@ impl Harness {
 }
 
 /// Sleeps on tokio's (paused) clock.
-pub(super) async fn after(secs: f64) {
+pub(crate) async fn after(secs: f64) {
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod ids;
 pub mod lifecycle;
 pub mod proxy;
+pub mod templates;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -107,9 +108,11 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         agent_binary: cfg.agent_binary.clone(),
     })
     .context("start the container runtime")?;
+    let runtime: Arc<dyn stasis_runtime::Runtime> = Arc::new(runtime);
+    let templates = templates::Templates::new(runtime.clone(), &cfg.data_dir).context("prepare template builds")?;
     let lifecycle = Lifecycle::new(
         store,
-        Arc::new(runtime),
+        runtime,
         lifecycle::LifecycleConfig {
             paused_retention: cfg.paused_retention,
             defaults: lifecycle::SandboxDefaults {
@@ -120,8 +123,9 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         },
     );
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
+    templates.recover().await;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
-    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone() };
+    let state = AppState { lifecycle: lifecycle.clone(), templates, domain: cfg.domain.clone() };
     let app = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(state, route));
     Ok((app, lifecycle))
 }

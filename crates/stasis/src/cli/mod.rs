@@ -3,10 +3,12 @@
 //! `stasis runtime ...` drives the container runtime directly on this host (no daemon):
 //! for operators and for the runtime's own end-to-end tests.
 
+mod dockerfile;
 mod runtime;
 mod sandbox;
 mod serve;
 mod snapshot;
+mod template;
 mod tls;
 
 use std::process::ExitCode;
@@ -28,6 +30,8 @@ enum Command {
     Sandbox(sandbox::Args),
     /// Snapshots through `stasis serve` (create, ls, rm).
     Snapshot(snapshot::Args),
+    /// Templates through `stasis serve` (build from a Dockerfile, ls, rm).
+    Template(template::Args),
     /// TLS for `stasis serve`: `stasis tls init` makes a local CA and a wildcard certificate.
     Tls(tls::Args),
     /// Drive the local container runtime directly (no daemon).
@@ -52,6 +56,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
+            Command::Template(args) => template::run(args).await,
             Command::Tls(args) => tls::run(args),
             Command::Runtime(args) => runtime::run(args).await,
         }

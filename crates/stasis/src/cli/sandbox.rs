@@ -8,7 +8,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::exit;
-use crate::envd_client;
+use stasis_runtime::agent_client as envd_client;
 
 /// How to reach `stasis serve`: shared by every command that goes through the API.
 #[derive(clap::Args)]

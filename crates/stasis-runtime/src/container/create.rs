@@ -68,7 +68,9 @@ impl Inner {
             spec: spec.clone(),
             state: SandboxState::Running,
             init_pid: None,
-            lower_dirs: std::iter::once(agent_layer.display().to_string()).chain(template.lowers.iter().cloned()).collect(),
+            lower_dirs: std::iter::once(agent_layer.display().to_string())
+                .chain(template.lowers.iter().cloned())
+                .collect(),
             agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
             checkpoint: None,
             boot_id: random_hex(16),

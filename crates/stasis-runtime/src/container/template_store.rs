@@ -129,7 +129,13 @@ impl Inner {
         // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and an open_how of the
         // size we pass; the fd it returns is ours.
         let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, root.as_raw_fd(), rel.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                rel.as_ptr(),
+                &how,
+                std::mem::size_of::<libc::open_how>(),
+            )
         };
         if fd < 0 {
             return Err(std::io::Error::last_os_error()).ctx(|| format!("create {dest} in sandbox {id}"));
@@ -150,13 +156,19 @@ impl Inner {
     /// Publishes a built template: its version dir, its warm snapshot when it starts a
     /// service, then the link `NAME` moved to it.
     pub(super) fn publish_template(&self, p: &TemplatePublish) -> Result<()> {
-        if !valid_template_name(&p.name) || p.build_id.is_empty() || !p.build_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !valid_template_name(&p.name)
+            || p.build_id.is_empty()
+            || !p.build_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(RuntimeError::Boot(format!("invalid template name {:?} or build id", p.name)));
         }
         let templates = self.layout.templates();
         let link = templates.join(&p.name);
         if link.exists() && built(&link).is_none() {
-            return Err(RuntimeError::AlreadyExists(format!("template {} (made by setup: not replaced by a build)", p.name)));
+            return Err(RuntimeError::AlreadyExists(format!(
+                "template {} (made by setup: not replaced by a build)",
+                p.name
+            )));
         }
         let base = p.base.as_ref().ok_or_else(|| RuntimeError::Boot("a template needs files".into()))?;
         let version = format!(".{}-{}", p.name, p.build_id);
@@ -165,7 +177,12 @@ impl Inner {
             name: p.name.clone(),
             build_id: p.build_id.clone(),
             created_at: now_rfc3339(),
-            file: TemplateFile { start: p.start.clone(), ready: p.ready.clone(), lowers: self.lowers_of(base)?, env: p.env.clone() },
+            file: TemplateFile {
+                start: p.start.clone(),
+                ready: p.ready.clone(),
+                lowers: self.lowers_of(base)?,
+                env: p.env.clone(),
+            },
         };
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
@@ -213,7 +230,10 @@ impl Inner {
             let Ok(t) = self.template(&name) else { continue };
             let built = built(&e.path());
             let own = if built.is_some() {
-                t.lowers.iter().take_while(|l| l.starts_with(&self.layout.snapshots().display().to_string())).collect::<Vec<_>>()
+                t.lowers
+                    .iter()
+                    .take_while(|l| l.starts_with(&self.layout.snapshots().display().to_string()))
+                    .collect::<Vec<_>>()
             } else {
                 t.lowers.iter().collect()
             };

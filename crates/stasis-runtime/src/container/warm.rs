@@ -180,6 +180,10 @@ fn probe_cmd(init: Arc<super::InitHandle>, cmd: &str) -> std::result::Result<(),
         Ok(())
     } else {
         let said = format!("{}{}", out.stdout, out.stderr);
-        Err(format!("exit code {}{}", out.exit_code, if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }))
+        Err(format!(
+            "exit code {}{}",
+            out.exit_code,
+            if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
+        ))
     }
 }

@@ -53,7 +53,11 @@ pub async fn request(State(state): State<AppState>, body: Body) -> ApiResult<Res
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-pub async fn files(State(state): State<AppState>, Path((_id, hash)): Path<(String, String)>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn files(
+    State(state): State<AppState>,
+    Path((_id, hash)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let body = match state.templates.upload_link(&hash)? {
         None => json!({"present": true}),
         Some(token) => {
@@ -79,7 +83,11 @@ pub async fn upload(
     Ok(StatusCode::OK)
 }
 
-pub async fn start(State(state): State<AppState>, Path((id, build)): Path<(String, String)>, body: Body) -> ApiResult<StatusCode> {
+pub async fn start(
+    State(state): State<AppState>,
+    Path((id, build)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<StatusCode> {
     let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
         .await
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "template larger than 1 MiB"))?;

@@ -109,7 +109,8 @@ impl Build {
     }
 
     pub fn log(&self, level: &str, step: Option<&str>, message: impl Into<String>) {
-        let e = LogEntry { timestamp: now(), level: level.into(), message: message.into(), step: step.map(str::to_string) };
+        let e =
+            LogEntry { timestamp: now(), level: level.into(), message: message.into(), step: step.map(str::to_string) };
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()) {
             let _ = writeln!(f, "{}", serde_json::to_string(&e).expect("json"));
         }
@@ -133,7 +134,8 @@ impl Build {
         let rec = self.record();
         let path = self.dir.join(format!("{}.json", rec.build_id));
         let tmp = path.with_extension("json.tmp");
-        let written = std::fs::write(&tmp, serde_json::to_vec_pretty(&rec).expect("json")).and_then(|()| std::fs::rename(&tmp, &path));
+        let written = std::fs::write(&tmp, serde_json::to_vec_pretty(&rec).expect("json"))
+            .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             tracing::warn!(build = %rec.build_id, "cannot save the build record: {e}");
         }

@@ -164,7 +164,9 @@ impl Templates {
                 f.write_all(&chunk).await.map_err(|e| TemplateError::Internal(e.to_string()))?;
             }
             f.sync_all().await.map_err(|e| TemplateError::Internal(e.to_string()))?;
-            tokio::fs::rename(&tmp, self.inner.files_dir.join(hash)).await.map_err(|e| TemplateError::Internal(e.to_string()))
+            tokio::fs::rename(&tmp, self.inner.files_dir.join(hash))
+                .await
+                .map_err(|e| TemplateError::Internal(e.to_string()))
         }
         .await;
         if result.is_err() {
@@ -177,7 +179,9 @@ impl Templates {
     pub fn start(&self, template: &str, build_id: &str, spec: spec::TemplateWire) -> Result<()> {
         let req = self.inner.requested.lock().unwrap().remove(build_id);
         let Some(req) = req.filter(|r| r.name == template) else {
-            return Err(TemplateError::NotFound(format!("build {build_id} of template {template} not found (request it first)")));
+            return Err(TemplateError::NotFound(format!(
+                "build {build_id} of template {template} not found (request it first)"
+            )));
         };
         let spec = BuildSpec::parse(spec).map_err(TemplateError::BadRequest)?;
         let record = Record {
@@ -206,7 +210,11 @@ impl Templates {
             let outcome = match run::run(&ctx, &spec, &build).await {
                 Ok(publish) => {
                     if publish.start.is_some() {
-                        build.log("info", Some("finalize"), "[finalize] starting the start command until it is ready, then capturing it");
+                        build.log(
+                            "info",
+                            Some("finalize"),
+                            "[finalize] starting the start command until it is ready, then capturing it",
+                        );
                     }
                     inner.runtime.publish_template(&publish).await.map_err(|e| Failure {
                         message: format!("publish: {e}"),
@@ -218,7 +226,11 @@ impl Templates {
             };
             match outcome {
                 Ok(()) => {
-                    build.log("info", None, format!("template {} built in {:.1}s", ctx.template, t0.elapsed().as_secs_f64()));
+                    build.log(
+                        "info",
+                        None,
+                        format!("template {} built in {:.1}s", ctx.template, t0.elapsed().as_secs_f64()),
+                    );
                     build.set_status(Status::Ready, None);
                 }
                 Err(f) => {

@@ -50,13 +50,17 @@ pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Build) -> Result<Templat
     let fail = |step: &str, message: String| {
         let tail = log.tail_of(step, 20);
         let output: Vec<&str> = tail.iter().skip(1).map(|e| e.message.as_str()).collect();
-        let message = if output.is_empty() { message } else { format!("{message}; its output ends:\n{}", output.join("\n")) };
+        let message =
+            if output.is_empty() { message } else { format!("{message}; its output ends:\n{}", output.join("\n")) };
         Failure { message, step: Some(step.to_string()), log_entries: tail }
     };
     let base = match &spec.from {
         From::Template(name) => BuildBase::Template(name.clone()),
         From::Image(img) => {
-            return Err(fail("base", format!("fromImage {img:?}: images are not supported by this server yet; use fromTemplate")))
+            return Err(fail(
+                "base",
+                format!("fromImage {img:?}: images are not supported by this server yet; use fromTemplate"),
+            ))
         }
     };
     let lowers = ctx.runtime.template_lowers(&base).await.map_err(|e| fail("base", format!("base: {e}")))?;
@@ -120,15 +124,19 @@ pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Build) -> Result<Templat
         env: BTreeMap::new(),
     });
     let ready = match (&start, &spec.ready_cmd) {
-        (Some(_), Some(cmd)) => Some(ReadyCheck {
-            port: None,
-            path: "/".into(),
-            cmd: Some(cmd.clone()),
-            timeout_secs: READY_TIMEOUT_SECS,
-        }),
+        (Some(_), Some(cmd)) => {
+            Some(ReadyCheck { port: None, path: "/".into(), cmd: Some(cmd.clone()), timeout_secs: READY_TIMEOUT_SECS })
+        }
         _ => None,
     };
-    Ok(TemplatePublish { name: ctx.template.clone(), build_id: ctx.build_id.clone(), base: Some(cur), env: state.env, start, ready })
+    Ok(TemplatePublish {
+        name: ctx.template.clone(),
+        build_id: ctx.build_id.clone(),
+        base: Some(cur),
+        env: state.env,
+        start,
+        ready,
+    })
 }
 
 fn describe_base(from: &From) -> String {

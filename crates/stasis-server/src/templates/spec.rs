@@ -94,7 +94,13 @@ fn opt(s: Option<&String>) -> Option<String> {
 impl Step {
     fn parse(s: StepWire) -> Result<Self, String> {
         let a = &s.args;
-        let need = |n: usize| if a.len() < n { Err(format!("{} needs {n} argument(s), got {}", s.kind, a.len())) } else { Ok(()) };
+        let need = |n: usize| {
+            if a.len() < n {
+                Err(format!("{} needs {n} argument(s), got {}", s.kind, a.len()))
+            } else {
+                Ok(())
+            }
+        };
         match s.kind.as_str() {
             "RUN" => {
                 need(1)?;
@@ -130,9 +136,13 @@ impl Step {
     /// One line for the build log.
     pub fn describe(&self) -> String {
         match self {
-            Step::Run { cmd, user } => format!("RUN {cmd}{}", user.as_ref().map(|u| format!(" (as {u})")).unwrap_or_default()),
+            Step::Run { cmd, user } => {
+                format!("RUN {cmd}{}", user.as_ref().map(|u| format!(" (as {u})")).unwrap_or_default())
+            }
             Step::Copy { src, dest, .. } => format!("COPY {src} {dest}"),
-            Step::Env(kv) => format!("ENV {}", kv.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")),
+            Step::Env(kv) => {
+                format!("ENV {}", kv.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
+            }
             Step::Workdir(d) => format!("WORKDIR {d}"),
             Step::User(u) => format!("USER {u}"),
         }
@@ -214,7 +224,16 @@ mod tests {
         assert_eq!(s.from, From::Template("base".into()));
         assert_eq!(
             s.steps[0],
-            (Step::Copy { src: "app.txt".into(), dest: "/app/".into(), user: None, mode: Some(0o644), files_hash: "ab12".into() }, false)
+            (
+                Step::Copy {
+                    src: "app.txt".into(),
+                    dest: "/app/".into(),
+                    user: None,
+                    mode: Some(0o644),
+                    files_hash: "ab12".into()
+                },
+                false
+            )
         );
         assert_eq!(s.steps[1].0, Step::Run { cmd: "echo hi".into(), user: Some("user".into()) });
         assert_eq!(s.steps[2], (Step::Env(vec![("A".into(), "1".into()), ("B".into(), "2".into())]), true));

@@ -66,7 +66,9 @@ pub fn parse(text: &str) -> Result<Vec<Instr>> {
             "WORKDIR" => Instr::Workdir(rest.to_string()),
             "USER" => Instr::User(rest.to_string()),
             "CMD" | "ENTRYPOINT" => Instr::Start(exec_or_shell(rest)),
-            "EXPOSE" | "LABEL" | "VOLUME" | "HEALTHCHECK" | "MAINTAINER" | "STOPSIGNAL" | "SHELL" | "ONBUILD" => continue,
+            "EXPOSE" | "LABEL" | "VOLUME" | "HEALTHCHECK" | "MAINTAINER" | "STOPSIGNAL" | "SHELL" | "ONBUILD" => {
+                continue
+            }
             other => return Err(at(format!("unknown instruction {other}"))),
         };
         out.push(instr);
@@ -180,7 +182,11 @@ CMD ["python3", "-m", "http.server", "8000"]
                 Instr::Env(vec![("A".into(), "1".into()), ("B".into(), "two words".into())]),
                 Instr::Env(vec![("C".into(), "3".into())]),
                 Instr::Run("apt-get update &&  echo hi".into()),
-                Instr::Copy { srcs: vec!["src/".into(), "app.txt".into()], dest: "/app/".into(), chown: Some("user:user".into()) },
+                Instr::Copy {
+                    srcs: vec!["src/".into(), "app.txt".into()],
+                    dest: "/app/".into(),
+                    chown: Some("user:user".into())
+                },
                 Instr::Workdir("/app".into()),
                 Instr::User("user".into()),
                 Instr::Start("python3 -m http.server 8000".into()),

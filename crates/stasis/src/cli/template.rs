@@ -64,7 +64,9 @@ pub async fn run(args: Args) -> u8 {
 async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
     use reqwest::Method;
     match cmd {
-        Cmd::Build { file, name, no_cache, ready_cmd, dir } => build(api, as_json, file, name, no_cache, ready_cmd, &dir).await,
+        Cmd::Build { file, name, no_cache, ready_cmd, dir } => {
+            build(api, as_json, file, name, no_cache, ready_cmd, &dir).await
+        }
         Cmd::Ls => {
             let (_, v) = api.call(Method::GET, "/templates", None).await?;
             if as_json {
@@ -85,7 +87,8 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             Ok(exit::OK)
         }
         Cmd::Rm { name } => {
-            api.call(Method::DELETE, &format!("/templates/{}", stasis_store::query::encode_uri_component(&name)), None).await?;
+            api.call(Method::DELETE, &format!("/templates/{}", stasis_store::query::encode_uri_component(&name)), None)
+                .await?;
             Ok(exit::OK)
         }
     }
@@ -121,7 +124,10 @@ async fn build(
             .ok_or_else(|| anyhow!("name the template with --name"))?,
     };
     let (_, v) = api.call(Method::POST, "/v3/templates", Some(json!({"name": name}))).await?;
-    let (tid, bid) = (v["templateID"].as_str().unwrap_or_default().to_string(), v["buildID"].as_str().unwrap_or_default().to_string());
+    let (tid, bid) = (
+        v["templateID"].as_str().unwrap_or_default().to_string(),
+        v["buildID"].as_str().unwrap_or_default().to_string(),
+    );
     let mut template = json!({"force": no_cache, "steps": []});
     let mut steps: Vec<Value> = Vec::new();
     let staging = tempdir()?;
@@ -149,7 +155,9 @@ async fn build(
                 for src in srcs {
                     let hash = upload(api, &tid, dir, &src, &dest, &staging).await?;
                     let user = chown.clone().unwrap_or_default();
-                    steps.push(json!({"type": "COPY", "args": [src, dest, user, ""], "force": no_cache, "filesHash": hash}));
+                    steps.push(
+                        json!({"type": "COPY", "args": [src, dest, user, ""], "force": no_cache, "filesHash": hash}),
+                    );
                 }
             }
         }
@@ -202,7 +210,9 @@ async fn upload(api: &Api, tid: &str, dir: &Path, src: &str, dest: &str, staging
 async fn follow(api: &Api, as_json: bool, tid: &str, bid: &str) -> Result<u8> {
     let mut offset = 0usize;
     loop {
-        let (_, v) = api.call(reqwest::Method::GET, &format!("/templates/{tid}/builds/{bid}/status?logsOffset={offset}"), None).await?;
+        let (_, v) = api
+            .call(reqwest::Method::GET, &format!("/templates/{tid}/builds/{bid}/status?logsOffset={offset}"), None)
+            .await?;
         let entries = v["logEntries"].as_array().cloned().unwrap_or_default();
         offset += entries.len();
         if !as_json {

@@ -116,7 +116,7 @@ impl Step {
                 Ok(Step::Copy { src: a[0].clone(), dest: a[1].clone(), user: opt(a.get(2)), mode, files_hash })
             }
             "ENV" => {
-                if a.len() % 2 != 0 {
+                if !a.len().is_multiple_of(2) {
                     return Err("ENV needs key/value pairs".into());
                 }
                 Ok(Step::Env(a.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect()))

@@ -49,7 +49,7 @@ impl ReadyCheck {
 }
 
 /// `template.json`, as far as the runtime reads it (the build scripts write more).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TemplateFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -171,19 +171,21 @@ impl Inner {
             )));
         }
         let base = p.base.as_ref().ok_or_else(|| RuntimeError::Boot("a template needs files".into()))?;
+        let tf = TemplateFile {
+            start: p.start.clone(),
+            ready: p.ready.clone(),
+            lowers: self.lowers_of(base)?,
+            env: p.env.clone(),
+        };
+        if built(&link).is_some_and(|cur| cur.file == tf) {
+            // The same template (a rebuild from the cache): the current version, and its
+            // warm snapshot, stay.
+            return Ok(());
+        }
         let version = format!(".{}-{}", p.name, p.build_id);
         let dir = templates.join(&version);
-        let file = BuiltFile {
-            name: p.name.clone(),
-            build_id: p.build_id.clone(),
-            created_at: now_rfc3339(),
-            file: TemplateFile {
-                start: p.start.clone(),
-                ready: p.ready.clone(),
-                lowers: self.lowers_of(base)?,
-                env: p.env.clone(),
-            },
-        };
+        let file =
+            BuiltFile { name: p.name.clone(), build_id: p.build_id.clone(), created_at: now_rfc3339(), file: tf };
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
         let written = std::fs::write(dir.join("template.json"), serde_json::to_vec_pretty(&file).expect("json"))

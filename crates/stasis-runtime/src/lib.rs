@@ -6,6 +6,7 @@
 //! implementation. Runtimes own host resources only: they know nothing of the API, of
 //! timeouts or of users.
 
+pub mod agent_client;
 pub mod container;
 mod error;
 pub mod lock;
@@ -16,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use container::network::NetworkPolicy;
-pub use container::SnapshotMeta;
+pub use container::{valid_template_name, BuildBase, ReadyCheck, SnapshotMeta, TemplateInfo, TemplatePublish};
 pub use error::{Result, RuntimeError};
 pub use stasis_proto::agent::ENVD_PORT;
 
@@ -119,16 +120,6 @@ pub struct OpProgress {
     pub bytes_total: u64,
 }
 
-/// A template sandboxes can be created from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TemplateInfo {
-    pub name: String,
-    /// It has a start command and a ready check: its sandboxes start from a warm snapshot
-    /// with the service running.
-    pub service: bool,
-}
-
 /// Usage figures read from the sandbox's cgroups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -182,6 +173,36 @@ pub trait Runtime: Send + Sync {
     fn init_exits(&self) -> tokio::sync::broadcast::Receiver<InitExit> {
         tokio::sync::broadcast::channel(1).1
     }
+    /// Boots a sandbox to run a template build's steps in, on `base`'s files (a template's,
+    /// without its start command, or a committed layer's).
+    async fn create_build_sandbox(&self, _id: &str, _base: &BuildBase, _spec: &SandboxSpec) -> Result<()> {
+        Err(RuntimeError::Boot("this runtime does not build templates".into()))
+    }
+    /// Copies host file `src` to `dest` (absolute) inside running sandbox `id`, owned by
+    /// the sandbox's root.
+    async fn copy_in(&self, id: &str, _src: &std::path::Path, _dest: &str) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
+    /// Whether a build committed layer `layer` (a files-only snapshot) and it still exists.
+    async fn has_layer(&self, _layer: &str) -> bool {
+        false
+    }
+    /// The files `base` stands for, top first: what a build's cache keys start from.
+    async fn template_lowers(&self, base: &BuildBase) -> Result<Vec<String>> {
+        Err(RuntimeError::TemplateNotFound(format!("{base:?}")))
+    }
+    /// Publishes a built template atomically (warmed first when it starts a service).
+    async fn publish_template(&self, p: &TemplatePublish) -> Result<()> {
+        Err(RuntimeError::TemplateNotFound(p.name.clone()))
+    }
+    /// Every template, built or made by setup.
+    async fn templates(&self) -> Result<Vec<TemplateInfo>> {
+        Ok(Vec::new())
+    }
+    /// Removes a built template (its layers go once nothing uses them).
+    async fn remove_template(&self, name: &str) -> Result<()> {
+        Err(RuntimeError::TemplateNotFound(name.to_string()))
+    }
     /// Prepares every template whose sandboxes start from a warm snapshot (a template
     /// with a start command and a ready check), so that the first create of each is as
     /// fast as the others. Returns each such template with the outcome.
@@ -191,11 +212,6 @@ pub trait Runtime: Send + Sync {
     /// At shutdown: removes the sandboxes of warms under way (they would be left running,
     /// and the warm is retried at the next start anyway).
     async fn abandon_warms(&self) {}
-
-    /// The templates sandboxes can be created from. The default runtime has none to tell.
-    async fn templates(&self) -> Vec<TemplateInfo> {
-        Vec::new()
-    }
 }
 
 /// An init that exited while its sandbox was meant to be running, and what recovery made

@@ -12,6 +12,7 @@ pub mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
+pub mod templates;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -133,9 +134,11 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         disk_reserve: cfg.disk_reserve,
     })
     .context("start the container runtime")?;
+    let runtime: Arc<dyn stasis_runtime::Runtime> = Arc::new(runtime);
+    let templates = templates::Templates::new(runtime.clone(), &cfg.data_dir).context("prepare template builds")?;
     let lifecycle = Lifecycle::new(
         store,
-        Arc::new(runtime),
+        runtime,
         lifecycle::LifecycleConfig {
             paused_retention: cfg.paused_retention,
             defaults: lifecycle::SandboxDefaults {
@@ -146,9 +149,10 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         },
     );
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
+    templates.recover().await;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
     let ops = ops::OpsConfig { data_dir: Some(cfg.data_dir.clone()), metrics_token: cfg.metrics_token.clone() };
-    let state = AppState { lifecycle: lifecycle.clone(), domain: cfg.domain.clone(), ops: Arc::new(ops) };
+    let state = AppState { lifecycle: lifecycle.clone(), templates, domain: cfg.domain.clone(), ops: Arc::new(ops) };
     let app = app(state);
     Ok((app, lifecycle))
 }

@@ -1,7 +1,6 @@
 //! The `stasis` command: thin argument parsing over the library crates.
 
 mod cli;
-mod envd_client;
 
 fn main() -> std::process::ExitCode {
     // Everything Stasis writes (records with tokens, databases, images, logs) is root's

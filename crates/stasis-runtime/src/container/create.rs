@@ -23,6 +23,7 @@ impl Inner {
             return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
         let template = self.template(&spec.template)?;
+        let spec = &template.spec_for(spec);
         if template.warms() {
             // The template's service is already running in its warm snapshot.
             let snap = self.ready_snapshot(&template)?;
@@ -69,7 +70,9 @@ impl Inner {
             spec: spec.clone(),
             state: SandboxState::Running,
             init_pid: None,
-            lower_dirs: vec![agent_layer.display().to_string(), template.rootfs.display().to_string()],
+            lower_dirs: std::iter::once(agent_layer.display().to_string())
+                .chain(template.lowers.iter().cloned())
+                .collect(),
             agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
             checkpoint: None,
             boot_id: random_hex(16),

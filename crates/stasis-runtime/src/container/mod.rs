@@ -14,6 +14,8 @@
 //! | `recover.rs` | finishing or undoing an operation a dead daemon left |
 //! | `teardown.rs` | kill, and cleaning up a failed create |
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
+//! | `template.rs`, `warm.rs` | what a template is made of; warming one that starts a service |
+//! | `template_store.rs` | build sandboxes, layers, publishing, listing and removing built templates |
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
@@ -52,10 +54,11 @@ mod snapshot;
 pub mod space;
 mod teardown;
 mod template;
+mod template_store;
 mod warm;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cgroups::Cgroups;
@@ -63,6 +66,8 @@ pub use init::InitHandle;
 pub use layout::{Layout, SandboxDir};
 use record::Record;
 pub use snapshot::SnapshotMeta;
+pub use template::ReadyCheck;
+pub use template_store::{valid_template_name, BuildBase, TemplateInfo, TemplatePublish};
 
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};
@@ -343,9 +348,42 @@ impl Runtime for ContainerRuntime {
         let _ = tokio::task::spawn_blocking(move || inner.abandon_warms()).await;
     }
 
-    async fn templates(&self) -> Vec<crate::TemplateInfo> {
+    async fn create_build_sandbox(&self, id: &str, base: &BuildBase, spec: &SandboxSpec) -> Result<()> {
+        let (id2, base, spec) = (id.to_string(), base.clone(), spec.clone());
+        let _g = self.inner.snapshot_lock.read().await;
+        self.locked(id, move |rt| rt.create_build_sandbox(&id2, &base, &spec)).await
+    }
+
+    async fn copy_in(&self, id: &str, src: &Path, dest: &str) -> Result<()> {
+        let (id2, src, dest) = (id.to_string(), src.to_path_buf(), dest.to_string());
+        self.locked(id, move |rt| rt.copy_in(&id2, &src, &dest)).await
+    }
+
+    async fn has_layer(&self, layer: &str) -> bool {
+        let (inner, layer) = (self.inner.clone(), layer.to_string());
+        tokio::task::spawn_blocking(move || inner.has_layer(&layer)).await.unwrap_or(false)
+    }
+
+    async fn template_lowers(&self, base: &BuildBase) -> Result<Vec<String>> {
+        let (inner, base) = (self.inner.clone(), base.clone());
+        tokio::task::spawn_blocking(move || inner.lowers_of(&base)).await.expect("template task")
+    }
+
+    async fn publish_template(&self, p: &TemplatePublish) -> Result<()> {
+        let _g = self.inner.snapshot_lock.read().await;
+        let (inner, p) = (self.inner.clone(), p.clone());
+        tokio::task::spawn_blocking(move || inner.publish_template(&p)).await.expect("template task")
+    }
+
+    async fn templates(&self) -> Result<Vec<TemplateInfo>> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.templates()).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || inner.templates()).await.expect("template task")
+    }
+
+    async fn remove_template(&self, name: &str) -> Result<()> {
+        let _g = self.inner.snapshot_lock.write().await;
+        let (inner, name) = (self.inner.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || inner.remove_template(&name)).await.expect("template task")
     }
 
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {

@@ -233,7 +233,8 @@ impl Inner {
             .collect();
         // A record or snapshot that cannot be read (one from a newer Stasis, a damaged one)
         // may use any layer: then nothing is collected.
-        let mut in_use: Vec<String> = Vec::new();
+        // Templates stand on layers too (a built template's, every version).
+        let mut in_use: Vec<String> = self.template_lowers_in_use();
         if let Ok(sbx) = std::fs::read_dir(self.layout.sandboxes()) {
             for e in sbx.flatten() {
                 let record = e.path().join("record.json");

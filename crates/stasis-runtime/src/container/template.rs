@@ -1,14 +1,18 @@
-//! Templates: the read-only root filesystems sandboxes are made from
-//! (`DATA/templates/NAME/rootfs`), and what `template.json` says about them.
+//! Templates: the read-only root filesystems sandboxes are made from, and what
+//! `template.json` says about them. A template is either a root filesystem of its own
+//! (`DATA/templates/NAME/rootfs`, made by setup) or a stack of layers (`lowers` in its
+//! `template.json`, top first: layer snapshots a build committed, over the rootfs of the
+//! template it was built from; `template_store.rs` publishes them).
 //!
 //! A template may name a start command (a service its sandboxes run from boot) and a
 //! ready check. Such a template is *warmed* once (`warm.rs`): a sandbox boots it, the
 //! check passes, the sandbox is captured as a snapshot; every create then starts from
 //! that snapshot, with the service already running.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stasis_proto::agent::StartCommand;
 
 use super::Inner;
@@ -18,13 +22,18 @@ use crate::error::{Result, RuntimeError};
 const BASE_ALIASES: [&str; 1] = ["base"];
 
 /// When the template's service is ready: `GET path` on `port` inside the sandbox
-/// answers 200.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// answers 200, or (`cmd`, the SDKs' `readyCmd`) a shell command run in the sandbox
+/// through its agent exits 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadyCheck {
-    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     #[serde(default = "ReadyCheck::default_path")]
     pub path: String,
+    /// Run as root by `sh -c` (bash when there is one) until it exits 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
     /// How long a warm may wait for it.
     #[serde(default = "ReadyCheck::default_timeout")]
     pub timeout_secs: u64,
@@ -40,33 +49,35 @@ impl ReadyCheck {
 }
 
 /// `template.json`, as far as the runtime reads it (the build scripts write more).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TemplateFile {
-    #[serde(default)]
-    start: Option<StartCommand>,
-    #[serde(default)]
-    ready: Option<ReadyCheck>,
+pub(super) struct TemplateFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyCheck>,
+    /// A built template's files: layer dirs, top first (absolute, like a record's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lowers: Vec<String>,
+    /// Environment of every process of its sandboxes (a create's own envs win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Template {
     pub name: String,
-    pub rootfs: PathBuf,
+    /// Its files, top first: `[rootfs]` or a built template's layers.
+    pub lowers: Vec<String>,
     pub start: Option<StartCommand>,
     pub ready: Option<ReadyCheck>,
+    pub env: BTreeMap<String, String>,
     /// The bytes of `template.json`: a rebuilt template is another template.
     pub manifest: Vec<u8>,
 }
 
 impl Template {
-    fn load(name: &str, dir: &Path) -> Result<Self> {
-        // Resolved: a template name may be a symlink to its current version, and a
-        // sandbox must keep the version it was made from (its record holds this path).
-        let rootfs = match std::fs::canonicalize(dir.join("rootfs")) {
-            Ok(p) if p.is_dir() => p,
-            _ => return Err(RuntimeError::TemplateNotFound(name.to_string())),
-        };
+    pub(super) fn load(name: &str, dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("template.json");
         let manifest = std::fs::read(&manifest_path).unwrap_or_default();
         let file: TemplateFile = if manifest.is_empty() {
@@ -75,7 +86,26 @@ impl Template {
             serde_json::from_slice(&manifest)
                 .map_err(|e| RuntimeError::Boot(format!("{}: {e}", manifest_path.display())))?
         };
-        Ok(Self { name: name.to_string(), rootfs, start: file.start, ready: file.ready, manifest })
+        let lowers = if file.lowers.is_empty() {
+            // Resolved: a template name may be a symlink to its current version, and a
+            // sandbox must keep the version it was made from (its record holds this path).
+            match std::fs::canonicalize(dir.join("rootfs")) {
+                Ok(p) if p.is_dir() => vec![p.display().to_string()],
+                _ => return Err(RuntimeError::TemplateNotFound(name.to_string())),
+            }
+        } else if file.lowers.iter().all(|l| Path::new(l).is_dir()) {
+            file.lowers.clone()
+        } else {
+            return Err(RuntimeError::TemplateNotFound(format!("{name} (a layer of it is missing)")));
+        };
+        Ok(Self { name: name.to_string(), lowers, start: file.start, ready: file.ready, env: file.env, manifest })
+    }
+
+    /// `spec` with the template's environment under its own.
+    pub fn spec_for(&self, spec: &crate::SandboxSpec) -> crate::SandboxSpec {
+        let mut env = self.env.clone();
+        env.extend(spec.env.clone());
+        crate::SandboxSpec { env, ..spec.clone() }
     }
 
     /// Whether sandboxes of this template start from a warmed snapshot.
@@ -90,31 +120,47 @@ impl Inner {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(RuntimeError::TemplateNotFound(name.to_string()));
         }
-        let rootfs = self.layout.template_rootfs(name);
-        Template::load(name, rootfs.parent().expect("a template rootfs has a parent"))
+        Template::load(name, &self.layout.templates().join(name))
     }
 
-    /// Names of the templates that warm (built, with a start command and a ready check).
+    /// Names of the templates that warm (with a start command and a ready check).
     pub(super) fn warming_templates(&self) -> Vec<String> {
-        self.templates().into_iter().filter(|t| t.service).map(|t| t.name).collect()
-    }
-
-    /// Every template that loads, by name.
-    pub(super) fn templates(&self) -> Vec<crate::TemplateInfo> {
         let Ok(entries) = std::fs::read_dir(self.layout.templates()) else { return Vec::new() };
-        let mut out: Vec<crate::TemplateInfo> = entries
+        let mut out: Vec<String> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| !n.starts_with('.'))
-            .filter_map(|n| self.template(&n).ok().map(|t| crate::TemplateInfo { service: t.warms(), name: n }))
+            .filter(|n| self.template(n).is_ok_and(|t| t.warms()))
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort();
         out
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_built_template_is_its_layers_with_its_env_and_ready_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+        std::fs::create_dir_all(&l1).unwrap();
+        std::fs::create_dir_all(&l2).unwrap();
+        let file = serde_json::json!({
+            "lowers": [l2, l1], "env": {"A": "1"},
+            "start": {"cmd": "serve"}, "ready": {"cmd": "test -f /ok", "timeoutSecs": 5}
+        });
+        std::fs::write(dir.path().join("template.json"), file.to_string()).unwrap();
+        let t = Template::load("app", dir.path()).unwrap();
+        assert_eq!(t.lowers, vec![l2.display().to_string(), l1.display().to_string()]);
+        assert_eq!(t.env.get("A").map(String::as_str), Some("1"));
+        let ready = t.ready.clone().unwrap();
+        assert_eq!((ready.port, ready.cmd.as_deref(), ready.timeout_secs), (None, Some("test -f /ok"), 5));
+        assert!(t.warms());
+        // A layer gone (collected, or a broken copy): not a template any more.
+        std::fs::remove_dir(&l1).unwrap();
+        assert!(matches!(Template::load("app", dir.path()), Err(RuntimeError::TemplateNotFound(_))));
+    }
+
     use super::*;
 
     #[test]
@@ -129,7 +175,7 @@ mod tests {
         let t = Template::load("ci", dir.path()).unwrap();
         let start = t.start.clone().unwrap();
         assert_eq!((start.cmd.as_str(), start.user.as_str()), ("serve --port 1", "user"));
-        assert_eq!(t.ready, Some(ReadyCheck { port: 1, path: "/health".into(), timeout_secs: 180 }));
+        assert_eq!(t.ready, Some(ReadyCheck { port: Some(1), path: "/health".into(), cmd: None, timeout_secs: 180 }));
         assert!(t.warms());
     }
 

@@ -64,7 +64,7 @@ impl Inner {
         // No token: each sandbox made from the capture gets its own at handover (one
         // left in the capture would stay the agent's token for creates without one).
         let spec = SandboxSpec { template: t.name.clone(), access_token: None, network: None, ..Default::default() };
-        self.create_cold(&id, &spec, t)?;
+        self.create_cold(&id, &t.spec_for(&spec), t)?;
         let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);
         self.warming.lock().unwrap().remove(&id);
@@ -84,6 +84,10 @@ impl Inner {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
+            let what = match (&ready.cmd, ready.port) {
+                (Some(cmd), _) => format!("{cmd:?}"),
+                (None, port) => format!("GET {} on port {}", ready.path, port.unwrap_or(0)),
+            };
             alone = if self.cgroups.usage(id).pids <= 1 { alone + 1 } else { 0 };
             let gone = alone >= 3;
             if gone || Instant::now() >= deadline {
@@ -93,10 +97,8 @@ impl Inner {
                     format!("start command not ready after {}s", ready.timeout_secs)
                 };
                 return Err(RuntimeError::Boot(format!(
-                    "template {}: {why} (GET {} on port {}: {last}){}",
+                    "template {}: {why} ({what}: {last}){}",
                     t.name,
-                    ready.path,
-                    ready.port,
                     self.start_log_tail(id, t)
                 )));
             }
@@ -115,6 +117,17 @@ impl Inner {
                 format!("; end of {log}:\n{}", tail.join("\n"))
             }
             Err(_) => String::new(),
+        }
+    }
+
+    /// Forgets template `name`'s warm snapshot (the template is gone).
+    pub(super) fn drop_ready_snapshot(&self, name: &str) {
+        let file = ready_file(self, name);
+        if let Ok(old) = std::fs::read_to_string(&file) {
+            let _ = std::fs::remove_file(&file);
+            if self.snapshot_meta(old.trim()).is_ok() {
+                let _ = self.delete_snapshot(old.trim());
+            }
         }
     }
 
@@ -169,9 +182,14 @@ impl Inner {
     }
 }
 
-/// One `GET` of the ready check, over a socket made in the sandbox's network namespace.
+/// One try of the ready check: its command, or a `GET`, over a socket made in the
+/// sandbox's network namespace.
 fn probe(init: Arc<super::InitHandle>, ready: &ReadyCheck) -> std::result::Result<(), String> {
-    let mut s = crate::netns::connect_blocking(init, ready.port, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    if let Some(cmd) = &ready.cmd {
+        return probe_cmd(init, cmd);
+    }
+    let port = ready.port.ok_or("the ready check names neither a command nor a port")?;
+    let mut s = crate::netns::connect_blocking(init, port, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     let req = format!("GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", ready.path);
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
@@ -182,6 +200,39 @@ fn probe(init: Arc<super::InitHandle>, ready: &ReadyCheck) -> std::result::Resul
         Ok(())
     } else {
         Err(format!("status {:?}", line.lines().next().unwrap_or("")))
+    }
+}
+
+/// Runs the ready command once through the sandbox's agent (as root; the warm sandbox has
+/// no access token): ready when it exits 0.
+fn probe_cmd(init: Arc<super::InitHandle>, cmd: &str) -> std::result::Result<(), String> {
+    let s = crate::netns::connect_blocking(init, stasis_proto::agent::ENVD_PORT, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let c = crate::agent_client::Command {
+        cmd: cmd.to_string(),
+        user: Some("root".into()),
+        portable_shell: true,
+        ..Default::default()
+    };
+    let out = rt
+        .block_on(async {
+            s.set_nonblocking(true)?;
+            let io = tokio::net::TcpStream::from_std(s)?;
+            tokio::time::timeout(Duration::from_secs(30), crate::agent_client::run_streaming(io, &c, &[], |_, _| {}))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within 30 s"))?
+        })
+        .map_err(|e: anyhow::Error| e.to_string())?;
+    if out.exit_code == 0 {
+        Ok(())
+    } else {
+        let said = format!("{}{}", out.stdout, out.stderr);
+        Err(format!(
+            "exit code {}{}",
+            out.exit_code,
+            if said.trim().is_empty() { String::new() } else { format!(": {}", said.trim()) }
+        ))
     }
 }
 

@@ -7,14 +7,14 @@ use serde_json::Value;
 use stasis_store::Store;
 use tower::ServiceExt;
 
-use super::{router, AppState};
+use super::router;
 use crate::lifecycle::fake_runtime::Op;
 use crate::lifecycle::tests::{after, harness, Harness};
 
 const KEY: &str = "e2b_2222222222222222222222222222222222222222";
 
 async fn call(h: &Harness, method: &str, path: &str) -> (StatusCode, Value) {
-    let app = router(AppState { lifecycle: h.lc.clone(), domain: "localhost".into(), ops: Default::default() });
+    let app = router(h.app_state());
     let req = Request::builder().method(method).uri(path).header("x-api-key", KEY).body(Body::empty()).unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();

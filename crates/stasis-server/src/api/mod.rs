@@ -8,6 +8,7 @@ mod novita;
 mod sandboxes;
 mod snapshots;
 mod status;
+mod templates;
 mod unserved;
 pub mod wire;
 
@@ -20,7 +21,7 @@ mod tests;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 
@@ -34,6 +35,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Lifecycle,
+    pub templates: crate::templates::Templates,
     pub domain: String,
     /// The operator's endpoints' settings (`/metrics`, `/health`).
     pub ops: crate::ops::Config,
@@ -67,11 +69,20 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/reset", post(novita::reset))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
+        .route("/templates", get(templates::list))
+        .route("/v3/templates", post(templates::request))
+        .route("/templates/{id}/files/{hash}", get(templates::files))
+        .route("/v2/templates/{id}/builds/{build}", post(templates::start))
+        .route("/templates/{id}/builds/{build}/status", get(templates::status))
+        .route("/templates/aliases/{alias}", get(templates::alias))
         .route("/stasis/lifecycle", get(status::lifecycle))
         .route("/stasis/templates", get(status::templates))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))
+        // The SDKs upload a build's files to the URL they were given, with no API key: the
+        // URL is signed (`templates::Templates::upload_token`).
+        .merge(Router::new().route("/stasis/build-files/{hash}", put(templates::upload)))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }

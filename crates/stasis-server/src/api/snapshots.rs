@@ -1,5 +1,6 @@
-//! Snapshot endpoints: take one, list them, delete one (`DELETE /templates/{id}`), fork,
-//! and Novita's clone (a fork with Novita's body and answer).
+//! Snapshot endpoints: take one, list them, delete one (`DELETE /templates/{id}`, which
+//! also removes a built template of that name), fork, and Novita's clone (a fork with
+//! Novita's body and answer).
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -80,9 +81,14 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     }
     match state.lifecycle.delete_snapshot(&id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(crate::lifecycle::LifecycleError::NotFound(_)) => {
-            Err(ApiError::not_found(format!("snapshot or template {id:?} not found")))
-        }
+        // Not a snapshot: a built template of that name?
+        Err(crate::lifecycle::LifecycleError::NotFound(_)) => match state.templates.remove(&id).await {
+            Ok(()) => Ok(StatusCode::NO_CONTENT),
+            Err(crate::templates::TemplateError::NotFound(_)) => {
+                Err(ApiError::not_found(format!("snapshot or template {id:?} not found")))
+            }
+            Err(e) => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }

@@ -7,14 +7,14 @@ use serde_json::Value;
 use stasis_store::Store;
 use tower::ServiceExt;
 
-use super::{router, AppState};
+use super::router;
 use crate::lifecycle::fake_runtime::Op;
 use crate::lifecycle::tests::{harness, Harness};
 
 const KEY: &str = "e2b_0000000000000000000000000000000000000000";
 
 async fn get(h: &Harness, path: &str) -> (StatusCode, Value) {
-    let app = router(AppState { lifecycle: h.lc.clone(), domain: "localhost".into(), ops: Default::default() });
+    let app = router(h.app_state());
     let req = Request::get(path).header("x-api-key", KEY).body(Body::empty()).unwrap();
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
@@ -61,7 +61,7 @@ async fn info_shows_the_last_failed_action_beside_the_e2b_fields() {
 #[tokio::test(start_paused = true)]
 async fn the_status_endpoint_needs_the_api_key() {
     let h = harness().await;
-    let app = router(AppState { lifecycle: h.lc.clone(), domain: "localhost".into(), ops: Default::default() });
+    let app = router(h.app_state());
     let resp = app.oneshot(Request::get("/stasis/lifecycle").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }

@@ -29,6 +29,9 @@ impl Lifecycle {
 
     /// The templates sandboxes can be created from (the runtime's).
     pub async fn templates(&self) -> Vec<stasis_runtime::TemplateInfo> {
-        self.inner.runtime.templates().await
+        self.inner.runtime.templates().await.unwrap_or_else(|e| {
+            tracing::warn!("cannot list the templates: {e}");
+            Vec::new()
+        })
     }
 }

@@ -19,7 +19,7 @@ const TOKEN: &str = "metrics-secret";
 
 async fn scrape(h: &Harness, auth: Option<(&str, &str)>, accept: Option<&str>) -> (StatusCode, String, String) {
     let ops = OpsConfig { data_dir: Some(std::env::temp_dir()), metrics_token: Some(TOKEN.into()) };
-    let app = crate::app(AppState { lifecycle: h.lc.clone(), domain: "localhost".into(), ops: ops.into() });
+    let app = crate::app(AppState { ops: ops.into(), ..h.app_state() });
     let mut req = Request::get("/metrics");
     if let Some((k, v)) = auth {
         req = req.header(k, v);
@@ -148,7 +148,7 @@ async fn metrics_need_the_token_or_an_api_key() {
 #[tokio::test(start_paused = true)]
 async fn health_answers_without_credentials() {
     let h = harness().await;
-    let app = crate::app(AppState { lifecycle: h.lc.clone(), domain: "localhost".into(), ops: Default::default() });
+    let app = crate::app(h.app_state());
     for path in ["/health", "/health/ready"] {
         let resp = app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{path}");

@@ -29,7 +29,7 @@ impl EnvdTarget {
         if let Some(t) = info.get("envdAccessToken").and_then(Value::as_str) {
             headers.push(("x-access-token", t.to_string()));
         }
-        headers.extend(user.map(crate::envd_client::user_header));
+        headers.extend(user.map(stasis_runtime::agent_client::user_header));
         Ok(EnvdTarget { addr, base: api.base.trim_end_matches('/').to_string(), headers })
     }
 

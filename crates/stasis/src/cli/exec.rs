@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use super::envd_target::EnvdTarget;
 use super::sandbox::Api;
 use super::terminal;
-use crate::envd_client;
+use stasis_runtime::agent_client as envd_client;
 
 #[derive(clap::Args)]
 pub struct ExecArgs {

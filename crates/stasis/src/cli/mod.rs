@@ -4,6 +4,7 @@
 //! for operators and for the runtime's own end-to-end tests.
 
 mod cp;
+mod dockerfile;
 mod envd_target;
 mod exec;
 mod logs;
@@ -12,6 +13,7 @@ mod sandbox;
 mod serve;
 mod snapshot;
 mod terminal;
+mod template;
 mod tls;
 
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ enum Command {
     Sandbox(sandbox::Args),
     /// Snapshots through `stasis serve` (create, ls, rm).
     Snapshot(snapshot::Args),
+    /// Templates through `stasis serve` (build from a Dockerfile, ls, rm).
+    Template(template::Args),
     /// TLS for `stasis serve`: `stasis tls init` makes a local CA and a wildcard certificate.
     Tls(tls::Args),
     /// Drive the local container runtime directly (no daemon).
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
+            Command::Template(args) => template::run(args).await,
             Command::Tls(args) => tls::run(args),
             Command::Runtime(args) => runtime::run(args).await,
         }

@@ -9,7 +9,7 @@ use stasis_runtime::lock::{DataDirLock, LockKind};
 use stasis_runtime::{PauseMode, Runtime, RuntimeError, SandboxSpec};
 
 use super::exit;
-use crate::envd_client;
+use stasis_runtime::agent_client as envd_client;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -28,7 +28,16 @@ pub(crate) struct Harness {
     pub config: LifecycleConfig,
     /// Sandbox reads the lifecycle made from the store.
     pub sandbox_reads: Arc<AtomicUsize>,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The API's state over this harness (template builds on the fake runtime, which
+    /// builds none).
+    pub fn app_state(&self) -> crate::api::AppState {
+        let templates = crate::templates::Templates::new(self.rt.clone(), self.dir.path()).unwrap();
+        crate::api::AppState { lifecycle: self.lc.clone(), templates, domain: "localhost".into(), ops: Default::default() }
+    }
 }
 
 /// A lifecycle over the database in `dir`, reading time from tokio's clock.

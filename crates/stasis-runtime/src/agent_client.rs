@@ -1,5 +1,8 @@
-//! A small envd client: runs commands in a sandbox over any byte stream to its agent.
-//! Used by the CLI and the tests; the SDKs are the real clients.
+//! A small envd client: runs commands in a sandbox over any byte stream to its agent
+//! (a socket the runtime made in the sandbox's network namespace, or a tunnel through
+//! `stasis serve`). Used by the CLI (`exec`, `exec -it`), the template builder (build
+//! steps, with their output streamed) and a template's ready check (`readyCmd`). The SDKs
+//! are the real clients.
 
 use std::collections::HashMap;
 
@@ -20,6 +23,30 @@ pub struct CommandOutput {
     pub exit_code: i32,
     pub status: String,
 }
+
+/// Which of a command's streams a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A build step or ready check to run: `cmd` is a shell line.
+#[derive(Debug, Clone, Default)]
+pub struct Command {
+    pub cmd: String,
+    /// `None`: envd's default user.
+    pub user: Option<String>,
+    pub envs: HashMap<String, String>,
+    pub cwd: Option<String>,
+    /// Run by `/bin/sh` (bash when the image has it, as `bash -c`) instead of `bash -l -c`:
+    /// for images without bash (busybox, alpine) and without login scripts.
+    pub portable_shell: bool,
+}
+
+/// `sh -c` that hands the line to bash when there is one (build steps are written for
+/// bash, as with E2B), else runs it itself.
+const PORTABLE: &str = "if command -v bash >/dev/null 2>&1; then exec bash -c \"$1\"; else exec sh -c \"$1\"; fi";
 
 async fn post(
     io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -65,16 +92,53 @@ pub async fn run(
     extra_headers: &[(&str, String)],
 ) -> Result<CommandOutput> {
     let req = pb::StartRequest { process: Some(process), pty: None, tag: None, stdin: Some(false) };
-    let mut out = CommandOutput::default();
     let mut headers: Vec<(&str, String)> = extra_headers.to_vec();
     headers.extend(user.map(user_header));
-    start(io, &req, &headers, |event| {
+    collect(io, &req, &headers, |_, _| {}).await
+}
+
+/// Runs `c`, calling `on_output` with each chunk of its output as it comes, and returns
+/// the whole output with the exit code when it ends.
+pub async fn run_streaming(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    c: &Command,
+    extra_headers: &[(&str, String)],
+    on_output: impl FnMut(Stream, &[u8]),
+) -> Result<CommandOutput> {
+    let mut process = if c.portable_shell {
+        let args = vec!["-c".to_string(), PORTABLE.to_string(), "sh".to_string(), c.cmd.clone()];
+        pb::ProcessConfig { cmd: "/bin/sh".into(), args, envs: c.envs.clone(), cwd: None }
+    } else {
+        shell(&c.cmd, c.envs.clone())
+    };
+    process.cwd = c.cwd.clone();
+    let req = pb::StartRequest { process: Some(process), pty: None, tag: None, stdin: Some(false) };
+    let mut headers: Vec<(&str, String)> = extra_headers.to_vec();
+    headers.extend(c.user.as_deref().map(user_header));
+    collect(io, &req, &headers, on_output).await
+}
+
+/// Runs `req` to its end, handing each chunk of output to `on_output`, and returns it all.
+async fn collect(
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    req: &pb::StartRequest,
+    headers: &[(&str, String)],
+    mut on_output: impl FnMut(Stream, &[u8]),
+) -> Result<CommandOutput> {
+    let mut out = CommandOutput::default();
+    start(io, req, headers, |event| {
         use pb::process_event::{data_event::Output, Event};
         match event {
             Event::Start(s) => out.pid = s.pid,
             Event::Data(d) => match d.output {
-                Some(Output::Stdout(b)) | Some(Output::Pty(b)) => out.stdout.push_str(&String::from_utf8_lossy(&b)),
-                Some(Output::Stderr(b)) => out.stderr.push_str(&String::from_utf8_lossy(&b)),
+                Some(Output::Stdout(b)) | Some(Output::Pty(b)) => {
+                    on_output(Stream::Stdout, &b);
+                    out.stdout.push_str(&String::from_utf8_lossy(&b));
+                }
+                Some(Output::Stderr(b)) => {
+                    on_output(Stream::Stderr, &b);
+                    out.stderr.push_str(&String::from_utf8_lossy(&b));
+                }
                 None => {}
             },
             Event::End(e) => {

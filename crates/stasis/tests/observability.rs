@@ -187,3 +187,27 @@ fn run_with_stdin(mut c: Command, input: &[u8]) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The unit setup installs where systemd is PID 1, rendered as setup renders it: systemd
+/// accepts every line, and a daemon that dies or restarts leaves the sandboxes running
+/// (on cgroup v1 their processes share the unit's systemd cgroup).
+#[test]
+fn the_systemd_unit_is_valid_and_spares_the_sandboxes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let template = std::fs::read_to_string(root.join("scripts/systemd/stasis.service")).unwrap();
+    let unit = template
+        .replace("@STASIS_BIN@", "/usr/local/bin/stasis")
+        .replace("@ARGS@", "--listen 127.0.0.1:3000 --data-dir /var/lib/stasis");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stasis.service");
+    std::fs::write(&path, &unit).unwrap();
+    let out =
+        Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze (Debian's systemd)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let own: Vec<&str> = said.lines().filter(|l| l.contains("stasis.service")).collect();
+    assert!(out.status.success() && own.is_empty(), "systemd-analyze verify: {said}");
+    let setting = |key: &str| unit.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::trim);
+    assert_eq!(setting("KillMode"), Some("process"));
+    assert_eq!(setting("Restart"), Some("on-failure"));
+    assert!(setting("ExecStart").unwrap().ends_with("--pause-on-shutdown"));
+}

@@ -24,6 +24,9 @@ pub enum RuntimeError {
     InvalidNetwork(String),
     #[error("network: {0}")]
     Network(String),
+    /// A change to a sandbox that it cannot take (`container/update.rs`).
+    #[error("{0}")]
+    InvalidUpdate(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

@@ -120,6 +120,16 @@ pub struct OpProgress {
     pub bytes_total: u64,
 }
 
+/// A change to a created sandbox: what is `Some` changes, the rest stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxUpdate {
+    /// A new memory limit, at least the current one.
+    pub memory_mb: Option<u64>,
+    /// A new outbound policy, replacing the current one whole.
+    pub network: Option<NetworkPolicy>,
+}
+
 /// Usage figures read from the sandbox's cgroups.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +163,11 @@ pub trait Runtime: Send + Sync {
     async fn create_from_snapshot(&self, id: &str, snapshot_id: &str, spec: &SandboxSpec) -> Result<()>;
     /// Deletes a snapshot; sandboxes made from it keep working.
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
+    /// Changes a running or paused sandbox's memory limit or outbound policy; a paused one
+    /// gets them at its resume.
+    async fn update(&self, id: &str, _update: &SandboxUpdate) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
     /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;

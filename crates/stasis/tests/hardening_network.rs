@@ -1,8 +1,10 @@
 //! Issue 13, item 6: a sandbox with internet access does not reach what is around the
 //! host: cloud metadata (169.254.169.254), private and shared ranges, the host's own
 //! addresses, nor what the host publishes on them with DNAT, unless its `allowOut` names
-//! the range (the host's own addresses never). Every server here lives in a network
-//! namespace (or on a dummy address) the test makes; nothing leaves the machine.
+//! the range (the host's own addresses never). A running sandbox's policy can be changed
+//! (`PUT /sandboxes/{id}/network`), and the change outlives a pause. Every server here
+//! lives in a network namespace (or on a dummy address) the test makes; nothing leaves
+//! the machine.
 
 mod common;
 
@@ -30,7 +32,10 @@ struct Around {
 
 impl Around {
     fn start() -> Self {
-        let r = (std::process::id() % 200) as u8 + 20;
+        // Distinct per test of this binary too (they run side by side).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = ((std::process::id() * 7 + n * 101) % 200) as u8 + 20;
         let a = Around { r, servers: vec![] };
         a.cleanup();
         let (ns, hi, dummy) = (a.ns(), format!("steg{r}h"), format!("stegd{r}"));
@@ -109,6 +114,9 @@ impl Drop for Around {
     }
 }
 
+/// The tests here share host routes (169.254.169.254 goes to one `Around`): one at a time.
+static AROUND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn reach(api: &Api, sbx: &Value, url: &str) -> bool {
     let cmd = format!("python3 -c \"import urllib.request; print(urllib.request.urlopen('{url}', timeout=3).status)\" 2>/dev/null || echo blocked");
     api.sh(sbx, &cmd).await.trim() == "200"
@@ -116,6 +124,7 @@ async fn reach(api: &Api, sbx: &Value, url: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_sandbox_reaches_no_metadata_private_range_or_host_address() {
+    let _one_at_a_time = AROUND.lock().await;
     let s = Server::start("egress");
     let api = Api::new(&s);
     let around = Around::start();
@@ -146,4 +155,44 @@ async fn a_default_sandbox_reaches_no_metadata_private_range_or_host_address() {
     for sbx in [&open, &allowed] {
         api.kill(&id(sbx)).await;
     }
+}
+
+/// `updateNetwork` / Novita's `setNetwork` on a running sandbox: its gateway's rules are
+/// replaced at once, kept through a pause and resume (the gateway is rebuilt from the
+/// record), and an update that clears them closes the range again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_sandbox_gets_a_new_policy_that_outlives_a_pause() {
+    let _one_at_a_time = AROUND.lock().await;
+    let s = Server::start("egress-update");
+    let api = Api::new(&s);
+    let around = Around::start();
+    let r = around.r;
+    let private = format!("http://10.97.{r}.2:8080/");
+    let metadata = "http://169.254.169.254:8080/".to_string();
+    let sbx = api.create(json!({"timeout": 300})).await;
+    let sid = id(&sbx);
+    let path = format!("/sandboxes/{sid}/network");
+    assert!(!reach(&api, &sbx, &private).await, "closed by default");
+
+    let (status, body) =
+        api.call(reqwest::Method::PUT, &path, Some(json!({"allowOut": [format!("10.97.{r}.0/30")]}))).await;
+    assert_eq!(status, 204, "{body}");
+    assert!(reach(&api, &sbx, &private).await, "the update opens the range at once");
+    assert!(!reach(&api, &sbx, &metadata).await, "only what allowOut names");
+
+    assert_eq!(api.pause(&sid).await, 204);
+    assert_eq!(api.connect(&sid, json!({})).await.0, 201);
+    assert!(reach(&api, &sbx, &private).await, "the updated policy is the one a resume rebuilds");
+
+    // A paused sandbox takes the change too; its resume applies it.
+    assert_eq!(api.pause(&sid).await, 204);
+    let (status, _) = api.call(reqwest::Method::PUT, &path, Some(json!({}))).await;
+    assert_eq!(status, 204);
+    assert_eq!(api.connect(&sid, json!({})).await.0, 201);
+    assert!(!reach(&api, &sbx, &private).await, "cleared while paused, closed after the resume");
+
+    let (status, body) = api.call(reqwest::Method::PUT, &path, Some(json!({"allowOut": ["not-a-cidr"]}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!reach(&api, &sbx, &private).await, "a refused update changes nothing");
+    api.kill(&sid).await;
 }

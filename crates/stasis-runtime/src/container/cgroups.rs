@@ -129,6 +129,29 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Changes the memory limit of a sandbox's cgroup while it runs (swap stays off). On
+    /// v1 the memory+swap limit may never be below the memory limit, so a raise writes it
+    /// first and a cut after.
+    pub fn set_memory(&self, id: &str, memory_mb: u64) -> Result<()> {
+        let bytes = memory_mb << 20;
+        match self {
+            Cgroups::V1(_) => {
+                let m = self.dir(id, "memory");
+                let (limit, memsw) = (m.join("memory.limit_in_bytes"), m.join("memory.memsw.limit_in_bytes"));
+                let raise = bytes >= read_u64(&limit);
+                if raise && memsw.exists() {
+                    write(&memsw, &bytes.to_string())?;
+                }
+                write(&limit, &bytes.to_string())?;
+                if !raise && memsw.exists() {
+                    write(&memsw, &bytes.to_string())?;
+                }
+                Ok(())
+            }
+            Cgroups::V2(_) => write(&self.dir(id, "").join("memory.max"), &bytes.to_string()),
+        }
+    }
+
     /// The `cgroup.procs` files a process writes its pid to, to join the sandbox.
     pub fn procs_files(&self, id: &str) -> Vec<PathBuf> {
         self.dirs(id).into_iter().map(|(_, d)| d.join("cgroup.procs")).collect()

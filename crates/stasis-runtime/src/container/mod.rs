@@ -55,6 +55,7 @@ pub mod space;
 mod teardown;
 mod template;
 mod template_store;
+mod update;
 mod warm;
 
 use std::collections::HashMap;
@@ -255,6 +256,11 @@ impl Runtime for ContainerRuntime {
     async fn resume(&self, id: &str, mode: PauseMode) -> Result<()> {
         let id2 = id.to_string();
         self.locked(id, move |rt| rt.resume(&id2, mode)).await
+    }
+
+    async fn update(&self, id: &str, update: &crate::SandboxUpdate) -> Result<()> {
+        let (id2, update) = (id.to_string(), update.clone());
+        self.locked(id, move |rt| rt.update(&id2, &update)).await
     }
 
     async fn kill(&self, id: &str) -> Result<()> {

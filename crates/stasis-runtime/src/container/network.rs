@@ -223,6 +223,28 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     );
     run("ip setup (gateway)", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&inside))?;
     enable_forwarding(&n.netns)?;
+    let rules = gateway_rules(policy, gw_ip);
+    run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))?;
+    Ok(n)
+}
+
+/// Replaces the outbound policy of a running sandbox's gateway in one nft transaction
+/// (the old rules and the new never both apply, and a failure leaves the old ones).
+/// Connections already open stay open (`ct state established`), as at create.
+pub fn apply_policy(id: &str, index: u32, policy: &NetworkPolicy) -> Result<()> {
+    let n = names(id, index);
+    let (_, gw_ip) = transit(index);
+    let rules = format!("flush table ip gw\n{}", gateway_rules(policy, gw_ip));
+    run(
+        "nft gateway rules (update)",
+        Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]),
+        Some(&rules),
+    )
+}
+
+/// The gateway's nftables table for `policy`: forwarding from the sandbox filtered, the
+/// sandbox's traffic translated to the gateway's transit address.
+fn gateway_rules(policy: &NetworkPolicy, gw_ip: Ipv4Addr) -> String {
     let mut rules = String::from(
         "table ip gw {\n\
            chain forward { type filter hook forward priority 0; policy drop;\n\
@@ -248,8 +270,7 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     rules.push_str(&format!(
         "  }}\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    oifname \"uplink\" snat to {gw_ip}\n  }}\n}}\n"
     ));
-    run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))?;
-    Ok(n)
+    rules
 }
 
 /// The IPv4 name servers of the host's `/etc/resolv.conf` (which templates copy): the

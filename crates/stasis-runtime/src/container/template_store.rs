@@ -259,9 +259,13 @@ impl Inner {
     /// Removes built template `name`: its link and versions, its warm snapshot, and the
     /// layers no other template uses (collected once no sandbox uses them either).
     pub(super) fn remove_template(&self, name: &str) -> Result<()> {
+        // The name is checked before it touches a path: `../x` must not even be looked at.
+        if !valid_template_name(name) {
+            return Err(RuntimeError::TemplateNotFound(name.to_string()));
+        }
         let templates = self.layout.templates();
         let link = templates.join(name);
-        if !valid_template_name(name) || built(&link).is_none() {
+        if built(&link).is_none() {
             return Err(if link.exists() {
                 RuntimeError::AlreadyExists(format!("template {name} (made by setup: not removed)"))
             } else {

@@ -67,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/sandboxes/{id}/clone", post(snapshots::clone))
         .route("/sandboxes/{id}/reset", post(novita::reset))
+        .route("/sandboxes/{id}/hotplug-memory", post(novita::hotplug_memory))
+        .route("/sandboxes/{id}/network", put(sandboxes::update_network))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/templates", get(templates::list))

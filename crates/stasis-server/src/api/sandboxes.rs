@@ -227,6 +227,47 @@ pub async fn set_timeout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `PUT /sandboxes/{id}/network` (E2B's `updateNetwork`, Novita's `setNetwork`).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkUpdateBody {
+    #[serde(default)]
+    allow_out: Vec<String>,
+    #[serde(default)]
+    deny_out: Vec<String>,
+    /// Left out: as created (a sandbox made without internet access does not get it back
+    /// because an update named only `allowOut`).
+    allow_internet_access: Option<bool>,
+    #[serde(default)]
+    dns_servers: Vec<String>,
+    egress_proxy: Option<serde_json::Value>,
+    rules: Option<serde_json::Value>,
+}
+
+/// Replaces the sandbox's outbound rules: `allowOut` / `denyOut` as at create (IPv4
+/// addresses and CIDRs), one left out is cleared; 204. What Stasis does not do at egress
+/// (DNS servers, a SOCKS proxy, per-domain header rules) is a 400 naming it, never
+/// silently dropped.
+pub async fn update_network(
+    State(state): State<AppState>,
+    SandboxPath(id): SandboxPath,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let req: NetworkUpdateBody = json_body(body).await?;
+    let unsupported = [
+        ("dnsServers", !req.dns_servers.is_empty()),
+        ("egressProxy", req.egress_proxy.as_ref().is_some_and(|v| !v.is_null())),
+        ("rules", req.rules.as_ref().is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(ApiError::bad_request(format!(
+            "network.{name} is not supported by Stasis (allowOut and denyOut with IPv4 addresses and CIDRs are; see docs/sdk-parity.md)"
+        )));
+    }
+    state.lifecycle.update_network(&id, req.allow_out, req.deny_out, req.allow_internet_access).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Legacy keep-alive: `{"duration": seconds}` extends like connect.
 pub async fn refresh(State(state): State<AppState>, SandboxPath(id): SandboxPath, body: Body) -> ApiResult<StatusCode> {
     let req: BTreeMap<String, serde_json::Value> = json_body(body).await?;

@@ -108,7 +108,7 @@ async fn unserved_sdk_endpoints_say_so() {
         ("/volumes", "Volume"),
         ("/secrets/abc", "Secret"),
         ("/templates/tags", "template tags"),
-        ("/sandboxes/abc/hotplug-memory", "novita hotplugMemory"),
+        ("/sandboxes/abc/volume-mounts", "novita mountVolume"),
         ("/volumecontent/v1/path", "Volume files"),
     ] {
         let (status, body) = get(&h, path).await;
@@ -117,4 +117,62 @@ async fn unserved_sdk_endpoints_say_so() {
     }
     assert_eq!(get(&h, "/no/such").await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(&h, "/snapshots").await.0, StatusCode::OK);
+}
+
+async fn send(h: &Harness, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+    let app = router(h.app_state());
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", KEY)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// `PUT /sandboxes/{id}/network` and Novita's `hotplug-memory`: the row follows a change,
+/// what Stasis cannot do at egress is a 400 naming it, memory only grows.
+#[tokio::test(start_paused = true)]
+async fn network_and_memory_changes_on_the_wire() {
+    let h = harness().await;
+    h.store.add_api_key("test", KEY).await.unwrap();
+    let id = h.create(|_| {}).await;
+    let path = format!("/sandboxes/{id}/network");
+    let (status, _) = send(&h, "PUT", &path, r#"{"allowOut": ["10.1.2.0/24"], "denyOut": ["0.0.0.0/0"]}"#).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let row = h.store.get_sandbox(&id).await.unwrap().unwrap();
+    assert_eq!(row.network["allowOut"], serde_json::json!(["10.1.2.0/24"]));
+    assert_eq!(row.network["denyOut"], serde_json::json!(["0.0.0.0/0"]));
+    assert!(row.allow_internet_access, "kept as created when the update does not say");
+    let (status, _) = send(&h, "PUT", &path, r#"{"allowInternetAccess": false}"#).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let row = h.store.get_sandbox(&id).await.unwrap().unwrap();
+    assert_eq!((row.network["allowOut"].clone(), row.allow_internet_access), (serde_json::json!([]), false), "cleared");
+    for (body, says) in [
+        (r#"{"allowOut": ["example.com"]}"#, "not an IPv4 address or CIDR"),
+        (r#"{"dnsServers": ["1.1.1.1"]}"#, "network.dnsServers is not supported"),
+        (r#"{"rules": {"api.example.com": {"transform": {"headers": {"a": "b"}}}}}"#, "network.rules is not supported"),
+        (r#"{"egressProxy": {"address": "127.0.0.1:1080"}}"#, "network.egressProxy is not supported"),
+    ] {
+        let (status, err) = send(&h, "PUT", &path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(err["message"].as_str().unwrap().contains(says), "{body}: {err}");
+    }
+    assert_eq!(send(&h, "PUT", "/sandboxes/nosuchsandbox0000000/network", "{}").await.0, StatusCode::NOT_FOUND);
+
+    let mem = format!("/sandboxes/{id}/hotplug-memory");
+    let before = h.store.get_sandbox(&id).await.unwrap().unwrap().memory_mb;
+    let (status, _) = send(&h, "POST", &mem, &format!(r#"{{"requested_size_mib": {}}}"#, before * 2)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(h.store.get_sandbox(&id).await.unwrap().unwrap().memory_mb, before * 2);
+    let (status, err) = send(&h, "POST", &mem, &format!(r#"{{"requested_size_mib": {before}}}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["message"].as_str().unwrap().contains("memory can only grow"), "{err}");
+    assert_eq!(send(&h, "POST", &mem, "{}").await.0, StatusCode::BAD_REQUEST);
+    let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
+    assert_eq!(info["memoryMB"], before * 2);
 }

@@ -10,8 +10,6 @@ use super::{ApiError, AppState};
 
 /// (path, what the SDKs call it).
 const UNSERVED: &[(&str, &str)] = &[
-    ("/sandboxes/{id}/network", "updateNetwork / setNetwork"),
-    ("/sandboxes/{id}/hotplug-memory", "novita hotplugMemory / resize"),
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
     ("/sandboxes/{id}/commit", "novita commit (use createSnapshot)"),
     ("/volumes", "Volume"),
@@ -21,8 +19,6 @@ const UNSERVED: &[(&str, &str)] = &[
     ("/secrets/{id}", "Secret"),
     ("/templates/tags", "template tags"),
     ("/templates/{id}/tags", "template tags"),
-    ("/templates/aliases/{alias}", "template aliases"),
-    ("/v3/templates", "template builds"),
 ];
 
 fn not_served(what: &'static str) -> MethodRouter<AppState> {

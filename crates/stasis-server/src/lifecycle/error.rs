@@ -29,6 +29,9 @@ impl From<RuntimeError> for LifecycleError {
             RuntimeError::TemplateNotFound(t) => LifecycleError::TemplateNotFound(t),
             RuntimeError::SnapshotNotFound(s) => LifecycleError::TemplateNotFound(s),
             RuntimeError::InvalidId(id) => LifecycleError::NotFound(id),
+            e @ (RuntimeError::InvalidNetwork(_) | RuntimeError::InvalidUpdate(_)) => {
+                LifecycleError::BadRequest(e.to_string())
+            }
             other => LifecycleError::Runtime(other),
         }
     }

@@ -251,6 +251,16 @@ impl Runtime for FakeRuntime {
         }
     }
 
+    async fn update(&self, id: &str, update: &stasis_runtime::SandboxUpdate) -> Result<()> {
+        if self.state_of(id).is_none() {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        if let Some(p) = &update.network {
+            p.validate()?;
+        }
+        Ok(())
+    }
+
     async fn kill(&self, id: &str) -> Result<()> {
         if self.state_of(id).is_none() {
             return Err(RuntimeError::NotFound(id.to_string()));

@@ -32,6 +32,7 @@ pub mod snapshots;
 #[cfg(test)]
 pub(crate) mod tests;
 mod timeouts;
+mod update;
 mod warm;
 
 use std::collections::{BTreeMap, HashMap};

@@ -163,12 +163,20 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     v
 }
 
-pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    assert!(wait_within(std::time::Duration::from_secs(20), f), "timed out waiting for {what}");
+}
+
+/// Polls `f` until it holds or `limit` passes; whether it held.
+pub fn wait_within(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
     while !f() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(20), "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    true
 }
 
 /// True while `pid` is a live (not zombie) process. An exited sandbox init waits as a
@@ -213,7 +221,12 @@ impl Server {
             .spawn()
             .expect("start stasis serve");
         let s = Server { host, url, child };
-        wait_for("stasis serve to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        // A start recovers what the last daemon left (it may wait for a CRIU it left
+        // running) before it listens: on a loaded 2-core host that can pass 20 s.
+        let up = wait_within(std::time::Duration::from_secs(90), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "stasis serve did not listen within 90 s; its log:\n{}", s.log());
         s
     }
 

@@ -28,6 +28,66 @@ fn attached(image: &Path) -> bool {
         .any(|b| std::fs::read_to_string(b.path().join("loop/backing_file")).is_ok_and(|f| Path::new(f.trim()) == want))
 }
 
+/// The loop device attached to `image` (its `major:minor`), if any.
+fn loop_device_of(image: &Path) -> Option<String> {
+    let want = image.canonicalize().ok()?;
+    std::fs::read_dir("/sys/block").ok()?.flatten().find_map(|b| {
+        let backing = std::fs::read_to_string(b.path().join("loop/backing_file")).ok()?;
+        (Path::new(backing.trim()) == want).then(|| std::fs::read_to_string(b.path().join("dev")).ok()).flatten()
+    })
+}
+
+/// Who still holds the filesystem on `image` (for the log, when a release lingers):
+/// processes whose mount namespace still has it mounted, and processes with a file,
+/// a mapping, a cwd or a root on it. Reads /proc once; costs nothing unless called.
+fn holders(image: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dev) = loop_device_of(image) else { return "no loop device attached any more".into() };
+    let dev = dev.trim().to_string();
+    let (major, minor) = match dev.split_once(':').map(|(a, b)| (a.parse::<u64>(), b.parse::<u64>())) {
+        Some((Ok(a), Ok(b))) => (a, b),
+        _ => return format!("loop device {dev}"),
+    };
+    let rdev = libc::makedev(major as u32, minor as u32);
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return format!("loop device {dev}") };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default().trim().to_string();
+        let mut why = Vec::new();
+        let mounted = std::fs::read_to_string(p.path().join("mountinfo"))
+            .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(2) == Some(dev.as_str())));
+        if mounted {
+            why.push("mounted in its namespace".to_string());
+        }
+        for link in ["cwd", "root"] {
+            if std::fs::metadata(p.path().join(link)).is_ok_and(|m| m.dev() == rdev) {
+                why.push(link.to_string());
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir(p.path().join("fd")) {
+            let open = fds.flatten().filter(|f| std::fs::metadata(f.path()).is_ok_and(|m| m.dev() == rdev)).count();
+            if open > 0 {
+                why.push(format!("{open} open files"));
+            }
+        }
+        let maps = std::fs::read_to_string(p.path().join("maps")).unwrap_or_default();
+        let mapped =
+            maps.lines().filter(|l| l.split_whitespace().nth(3) == Some(&format!("{major:02x}:{minor:02x}"))).count();
+        if mapped > 0 {
+            why.push(format!("{mapped} mappings"));
+        }
+        if !why.is_empty() {
+            found.push(format!("{pid} ({comm}): {}", why.join(", ")));
+        }
+    }
+    if found.is_empty() {
+        format!("loop device {dev}; no process holds it (a detached mount the kernel has not torn down yet)")
+    } else {
+        format!("loop device {dev}; held by {}", found.join("; "))
+    }
+}
+
 /// How long a mount waits for the previous release of the same image. Usually a few
 /// milliseconds; on a loaded host a detached filesystem has been seen to linger for more
 /// than 10 s (docs/reliability.md, cause open), and waiting beats failing the resume.
@@ -49,14 +109,16 @@ fn wait_released(image: &Path, limit: std::time::Duration) -> Result<()> {
             return Err(RuntimeError::Io {
                 context: format!("release {}", image.display()),
                 source: std::io::Error::other(format!(
-                    "the sandbox's disk is still in use {} s after it was unmounted",
-                    limit.as_secs()
+                    "the sandbox's disk is still in use {} s after it was unmounted ({})",
+                    limit.as_secs(),
+                    holders(image)
                 )),
             });
         }
         if waited.as_secs() >= 10 * (told + 1) {
             told += 1;
-            tracing::warn!(image = %image.display(), secs = waited.as_secs(), "waiting for the sandbox's previous disk release");
+            let holders = if told == 1 { holders(image) } else { String::new() };
+            tracing::warn!(image = %image.display(), secs = waited.as_secs(), %holders, "waiting for the sandbox's previous disk release");
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

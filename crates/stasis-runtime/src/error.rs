@@ -24,6 +24,10 @@ pub enum RuntimeError {
     InvalidNetwork(String),
     #[error("network: {0}")]
     Network(String),
+    /// An OCI image could not be made a template base (reference, registry, credentials,
+    /// architecture: the message says which).
+    #[error("{0}")]
+    Image(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/fork", post(snapshots::fork))
         .route("/sandboxes/{id}/clone", post(snapshots::clone))
         .route("/sandboxes/{id}/reset", post(novita::reset))
+        .route("/sandboxes/{id}/commit", post(novita::commit))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/templates", get(templates::list))

@@ -13,7 +13,6 @@ const UNSERVED: &[(&str, &str)] = &[
     ("/sandboxes/{id}/network", "updateNetwork / setNetwork"),
     ("/sandboxes/{id}/hotplug-memory", "novita hotplugMemory / resize"),
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
-    ("/sandboxes/{id}/commit", "novita commit (use createSnapshot)"),
     ("/volumes", "Volume"),
     ("/volumes/{id}", "Volume"),
     ("/volumecontent/{id}/{*rest}", "Volume files"),

@@ -15,7 +15,7 @@
 //! [`ImageSource`]), or run anything of the image on the host.
 
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -372,6 +372,71 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// `rel` resolved as the image would see it (its symlinks followed inside `root`, an
+/// absolute target taken from `root`), or `None` when a part is missing or the links
+/// loop. For reading and for finding a real directory to create a file in.
+fn resolve_in(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = rel.split('/').filter(|s| !s.is_empty()).rev().map(str::to_string).collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let path = cur.iter().fold(root.to_path_buf(), |p, c| p.join(c)).join(&part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                let target = std::fs::read_link(&path).ok()?;
+                let t = target.to_string_lossy().to_string();
+                if t.starts_with('/') {
+                    cur.clear();
+                }
+                todo.extend(t.split('/').filter(|s| !s.is_empty()).rev().map(str::to_string));
+            }
+            Ok(_) => cur.push(part),
+            Err(_) if todo.is_empty() => {
+                cur.push(part);
+                return Some(cur.iter().fold(root.to_path_buf(), |p, c| p.join(c)));
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(cur.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
+}
+
+fn exists_in(root: &Path, rel: &str) -> bool {
+    resolve_in(root, rel).is_some_and(|p| std::fs::symlink_metadata(p).is_ok())
+}
+
+/// E2B's SDKs run every command as `/bin/bash -l -c CMD`: an image without bash (alpine,
+/// busybox) gets `/bin/bash`, a script handing its arguments to `/bin/sh`.
+fn bash_shim(root: &Path) -> Result<Option<String>> {
+    if exists_in(root, "bin/bash") || !exists_in(root, "bin/sh") {
+        return Ok(None);
+    }
+    let Some(dir) = resolve_in(root, "bin").filter(|d| d.is_dir()) else { return Ok(None) };
+    let path = dir.join("bash");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o755)
+        .open(&path)
+        .ctx(|| format!("create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, b"#!/bin/sh\n# Made by Stasis: the image has no bash; the SDKs run commands with /bin/bash.\nexec /bin/sh \"$@\"\n")
+        .ctx(|| format!("write {}", path.display()))?;
+    chown_in(&path, 0, 0)?;
+    Ok(Some("the image has no bash: /bin/bash runs /bin/sh (the SDKs run commands with /bin/bash -l -c)".into()))
+}
+
 fn chown_in(path: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::lchown(path, Some(idmap::HOST_ID_BASE + uid), Some(idmap::HOST_ID_BASE + gid))
         .ctx(|| format!("chown {}", path.display()))
@@ -456,6 +521,7 @@ fn prepare(root: &Path) -> Result<Vec<String>> {
             }
         }
     }
+    notes.extend(bash_shim(root)?);
     let home = inside(root, &format!("home/{SANDBOX_USER}"))?;
     if !home.exists() {
         std::fs::create_dir(&home).ctx(|| format!("create {}", home.display()))?;
@@ -536,7 +602,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(root.join("etc/group"), "root:x:0:\nnode:x:1000:\n").unwrap();
+        std::fs::create_dir(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/busybox"), "").unwrap();
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
         let notes = prepare(root).unwrap();
+        assert!(std::fs::read_to_string(root.join("bin/bash")).unwrap().contains("exec /bin/sh \"$@\""));
         let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
         assert!(passwd.contains("user:x:1001:1001::/home/user:/bin/sh"), "{passwd}");
         assert!(std::fs::read_to_string(root.join("etc/group")).unwrap().contains("user:x:1001:"));
@@ -548,6 +618,23 @@ mod tests {
         assert_eq!(user_name(root, "ghost"), None);
         // Run again: nothing more to do.
         assert!(prepare(root).unwrap().is_empty());
+    }
+
+    #[test]
+    fn resolves_the_images_links_inside_it() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", r.join("bin")).unwrap();
+        std::fs::write(r.join("usr/bin/bash"), "").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", r.join("usr/bin/evil")).unwrap();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        assert!(exists_in(r, "bin/bash"), "merged /usr");
+        assert_eq!(resolve_in(r, "bin/evil").unwrap(), r.join("etc/shadow"), "an absolute link stays inside");
+        assert!(!exists_in(r, "bin/evil"));
+        assert!(!exists_in(r, "nope/x"));
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert!(resolve_in(r, "loop").is_none());
     }
 
     #[test]

@@ -433,6 +433,8 @@ fn bash_shim(root: &Path) -> Result<Option<String>> {
         .ctx(|| format!("create {}", path.display()))?;
     std::io::Write::write_all(&mut f, b"#!/bin/sh\n# Made by Stasis: the image has no bash; the SDKs run commands with /bin/bash.\nexec /bin/sh \"$@\"\n")
         .ctx(|| format!("write {}", path.display()))?;
+    // Explicitly: the daemon's umask is 077.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).ctx(|| "chmod /bin/bash".into())?;
     chown_in(&path, 0, 0)?;
     Ok(Some("the image has no bash: /bin/bash runs /bin/sh (the SDKs run commands with /bin/bash -l -c)".into()))
 }
@@ -467,11 +469,7 @@ fn prepare(root: &Path) -> Result<Vec<String>> {
     let group_path = inside(root, "etc/group")?;
     let mut passwd = std::fs::read_to_string(&passwd_path).unwrap_or_default();
     let mut group = std::fs::read_to_string(&group_path).unwrap_or_default();
-    let shell = if inside(root, "bin/bash")?.exists() || inside(root, "usr/bin/bash")?.exists() {
-        "/bin/bash"
-    } else {
-        "/bin/sh"
-    };
+    let shell = if exists_in(root, "bin/bash") { "/bin/bash" } else { "/bin/sh" };
     let has = |table: &str, name: &str| table.lines().any(|l| l.split(':').next() == Some(name));
     let ids = |table: &str, field: usize| -> Vec<u32> {
         table.lines().filter_map(|l| l.split(':').nth(field)?.parse().ok()).collect()

@@ -45,12 +45,14 @@ require_root
 # Run time: networking for sandboxes (iproute2, nftables, iptables), the
 # template builder (debootstrap, python3 for shift-owner.py), the CRIU
 # build (build-essential, pkg-config; its -dev packages are installed by
-# install-criu.sh) and CRIU's shared libraries.
+# install-criu.sh), CRIU's shared libraries, and skopeo + umoci (templates from
+# OCI images: pull and unpack).
 RUNTIME_PACKAGES=(
     iproute2 nftables iptables debootstrap python3 pkg-config build-essential
     ca-certificates util-linux
     libprotobuf-c1 libnl-3-200 libnet1 libbsd0 libcap2 libgnutls30
     libnftables1 libuuid1
+    skopeo umoci
 )
 
 T0=$SECONDS

@@ -16,6 +16,10 @@ STASIS_LOG_TAG=test
 # shellcheck source=lib.sh
 . "$REPO/scripts/lib.sh"
 apt_install_missing postgresql
+# Templates from OCI images (crates/stasis/tests/templates_oci.rs, the e2e image tests):
+# local registries (docker-registry, htpasswd from apache2-utils) and a static busybox
+# the test images are made of.
+apt_install_missing docker-registry apache2-utils busybox-static
 
 # The tests use the agent and CRIU that setup just installed, and their own data dirs.
 export STASIS_AGENT=/usr/local/lib/stasis/stasis-agent

@@ -77,6 +77,27 @@ install_browser() {
     && command -v chromium >/dev/null
 }
 
+# The image template tests (templates_image, test_templates_image): Debian's skopeo and
+# umoci (the server's image import; test-images.sh makes the images with them), its
+# docker-registry (the local registries), busybox-static (an image) and apache2-utils
+# (htpasswd for the registry that wants credentials).
+OCI_PACKAGES=(skopeo umoci docker-registry busybox-static apache2-utils)
+install_oci_tools() {
+  local missing=() p
+  for p in "${OCI_PACKAGES[@]}"; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "apt-get install ${missing[*]} (the image template tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; }
+}
+WANT_REGISTRY=0
+if [ $# -eq 0 ]; then WANT_REGISTRY=1; fi
+for f in "$@"; do case "$f" in *image*) WANT_REGISTRY=1 ;; esac; done
+if [ "$WANT_REGISTRY" = 1 ]; then install_oci_tools || die "installing the OCI tools failed"; fi
+
 case " $SUITES " in *" js "*) install_js || die "installing the JS deps failed" ;; esac
 case " $SUITES " in *" py "*) install_py || die "installing the Python deps failed" ;; esac
 case " $SUITES ${PY_FILES[*]:-} " in *" py "*|*test_dashboard*)
@@ -161,10 +182,16 @@ stop_server() {
 
 FAILED=()
 SERVER_STOP_FAILED=0
+REGISTRY_DIR="$DATA_DIR.registry"
 finish() {
   local rc=$?
   trap - EXIT INT TERM
   stop_server
+  if [ -d "$REGISTRY_DIR" ]; then
+    "$HERE/../oci/registry.sh" stop "$REGISTRY_DIR/anon"
+    "$HERE/../oci/registry.sh" stop "$REGISTRY_DIR/auth"
+    rm -rf "$REGISTRY_DIR"
+  fi
   say "leak check ($DATA_DIR)"
   if ! leak_check; then
     FAILED+=("leak-check")
@@ -214,6 +241,23 @@ export NOVITA_API_URL="$BASE_URL" NOVITA_SANDBOX_URL="$BASE_URL" NOVITA_API_KEY=
 export E2E_TLS_PORT="$TLS_PORT" E2E_DOMAIN=localhost E2E_CA_CERT="$DATA_DIR/tls/ca.pem"
 export E2E_SEEN_IDS="$SEEN_IDS" NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
+
+# Two local registries (anonymous, and one wanting credentials) with the test images.
+if [ "$WANT_REGISTRY" = 1 ]; then
+  say "test images and local registries (tests/oci)"
+  IMAGES=/var/cache/stasis/e2e-images
+  "$HERE/../oci/test-images.sh" "$IMAGES" debian >/dev/null || die "making the test images failed"
+  mkdir -p "$REGISTRY_DIR"
+  E2E_REGISTRY_USER=tester E2E_REGISTRY_PASSWORD="pw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  E2E_REGISTRY=$("$HERE/../oci/registry.sh" start "$REGISTRY_DIR/anon") || die "starting the registry failed"
+  E2E_AUTH_REGISTRY=$("$HERE/../oci/registry.sh" start "$REGISTRY_DIR/auth" "$E2E_REGISTRY_USER:$E2E_REGISTRY_PASSWORD") \
+    || die "starting the registry with credentials failed"
+  push() { "$HERE/../oci/registry.sh" push "$REGISTRY_DIR" "$@" || die "pushing $1 to $2 failed"; }
+  push "$IMAGES/layout:debian" "$E2E_REGISTRY/deb:1"
+  push "$IMAGES/layout:busybox" "$E2E_REGISTRY/bb:1"
+  push "$IMAGES/layout:busybox" "$E2E_AUTH_REGISTRY/bb:1" "$E2E_REGISTRY_USER:$E2E_REGISTRY_PASSWORD"
+  export E2E_REGISTRY E2E_AUTH_REGISTRY E2E_REGISTRY_USER E2E_REGISTRY_PASSWORD
+fi
 
 if [ "${E2E_SERVE_ONLY:-0}" = 1 ]; then
   # Debugging aid: keep the server up and print how to reach it, until interrupted.

@@ -27,6 +27,10 @@ pub enum RuntimeError {
     /// A change to a sandbox that it cannot take (`container/update.rs`).
     #[error("{0}")]
     InvalidUpdate(String),
+    /// An OCI image could not be made a template base (reference, registry, credentials,
+    /// architecture: the message says which).
+    #[error("{0}")]
+    Image(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

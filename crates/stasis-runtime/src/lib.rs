@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use container::network::NetworkPolicy;
-pub use container::{valid_template_name, BuildBase, ReadyCheck, SnapshotMeta, TemplateInfo, TemplatePublish};
+pub use container::{
+    valid_template_name, BuildBase, ImageConfig, ImageSource, ImportedImage, ReadyCheck, RegistryAuth, SnapshotMeta,
+    TemplateInfo, TemplatePublish,
+};
 pub use error::{Result, RuntimeError};
 pub use stasis_proto::agent::ENVD_PORT;
 
@@ -197,6 +200,15 @@ pub trait Runtime: Send + Sync {
     /// the sandbox's root.
     async fn copy_in(&self, id: &str, _src: &std::path::Path, _dest: &str) -> Result<()> {
         Err(RuntimeError::NotFound(id.to_string()))
+    }
+    /// The layer of an OCI image (pulled, unpacked and made a sandbox root once; shared
+    /// by every template built from it). `log` hears what it does.
+    async fn import_image(
+        &self,
+        src: &ImageSource,
+        _log: std::sync::Arc<dyn Fn(String) + Send + Sync>,
+    ) -> Result<ImportedImage> {
+        Err(RuntimeError::Image(format!("this runtime does not import images ({})", src.reference)))
     }
     /// Whether a build committed layer `layer` (a files-only snapshot) and it still exists.
     async fn has_layer(&self, _layer: &str) -> bool {

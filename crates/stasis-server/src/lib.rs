@@ -53,6 +53,9 @@ pub struct ServeConfig {
     pub disk_reserve: u64,
     /// Connection cap and client deadlines of both listeners.
     pub limits: listen::Limits,
+    /// Registries (`HOST[:PORT]`) template builds may reach without verified TLS
+    /// (loopback registries always may).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -135,7 +138,9 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
     })
     .context("start the container runtime")?;
     let runtime: Arc<dyn stasis_runtime::Runtime> = Arc::new(runtime);
-    let templates = templates::Templates::new(runtime.clone(), &cfg.data_dir).context("prepare template builds")?;
+    let templates = templates::Templates::new(runtime.clone(), &cfg.data_dir)
+        .context("prepare template builds")?
+        .with_insecure_registries(cfg.insecure_registries.clone());
     let lifecycle = Lifecycle::new(
         store,
         runtime,

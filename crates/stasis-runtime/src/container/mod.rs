@@ -42,6 +42,7 @@ mod init;
 mod init_watch;
 mod layout;
 pub mod network;
+mod oci_image;
 pub mod overlay;
 mod pause;
 mod perms;
@@ -65,6 +66,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub use cgroups::Cgroups;
 pub use init::InitHandle;
 pub use layout::{Layout, SandboxDir};
+pub use oci_image::{ImageConfig, ImageSource, ImportedImage, RegistryAuth};
 use record::Record;
 pub use snapshot::SnapshotMeta;
 pub use template::ReadyCheck;
@@ -363,6 +365,13 @@ impl Runtime for ContainerRuntime {
     async fn copy_in(&self, id: &str, src: &Path, dest: &str) -> Result<()> {
         let (id2, src, dest) = (id.to_string(), src.to_path_buf(), dest.to_string());
         self.locked(id, move |rt| rt.copy_in(&id2, &src, &dest)).await
+    }
+
+    async fn import_image(&self, src: &ImageSource, log: Arc<dyn Fn(String) + Send + Sync>) -> Result<ImportedImage> {
+        // Read: no collection (which could take a layer being taken back) while it runs.
+        let _g = self.inner.snapshot_lock.read().await;
+        let (inner, src) = (self.inner.clone(), src.clone());
+        tokio::task::spawn_blocking(move || inner.import_image(&src, &*log)).await.expect("image task")
     }
 
     async fn has_layer(&self, layer: &str) -> bool {

@@ -52,7 +52,7 @@ pub(super) enum Limits {
     Request,
 }
 
-const DELETED: &str = "deleted";
+pub(super) const DELETED: &str = "deleted";
 const META: &str = "snapshot.json";
 
 impl SnapshotMeta {
@@ -60,7 +60,7 @@ impl SnapshotMeta {
         format::load(path, SNAPSHOT_VERSION)
     }
 
-    fn to_json(&self) -> Vec<u8> {
+    pub(super) fn to_json(&self) -> Vec<u8> {
         format::to_json(SNAPSHOT_VERSION, self, true)
     }
 }

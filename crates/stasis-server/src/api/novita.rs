@@ -1,6 +1,7 @@
-//! Novita's own sandbox endpoints on top of E2B's: `POST /sandboxes/{id}/reset` and
-//! `POST /sandboxes/{id}/hotplug-memory`. (Its clone is a fork, in `snapshots.rs`; its
-//! `setNetwork` is E2B's `PUT /sandboxes/{id}/network`, in `sandboxes.rs`.)
+//! Novita's own sandbox endpoints on top of E2B's: `POST /sandboxes/{id}/reset`,
+//! `POST /sandboxes/{id}/hotplug-memory` and `POST /sandboxes/{id}/commit` (a sandbox
+//! becomes a template). (Its clone is a fork, in `snapshots.rs`; its `setNetwork` is
+//! E2B's `PUT /sandboxes/{id}/network`, in `sandboxes.rs`.)
 
 use axum::body::Body;
 use axum::extract::State;
@@ -53,4 +54,59 @@ pub async fn hotplug_memory(
     let mib = req.requested_size_mib.ok_or_else(|| ApiError::bad_request("requested_size_mib is required"))?;
     state.lifecycle.hotplug_memory(&id, mib).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct CommitBody {
+    alias: Option<String>,
+}
+
+/// `Sandbox.commit(id, { alias })` (novita-sandbox 2.1, legacy domains): the sandbox
+/// becomes a template named `alias`, answered as Novita's template info
+/// (`templateType: "snapshot_template"`). It is a named snapshot *with memory* (the store
+/// snapshots-as-templates already use: `Sandbox.create(alias)` resolves it), so a sandbox
+/// created from it continues the committed one's processes, not only its files. A paused
+/// sandbox is resumed for the capture and paused again (as it was: with or without memory).
+/// Without an alias the template gets a generated name. Committing again under an alias
+/// moves the alias to the new capture.
+pub async fn commit(
+    State(state): State<AppState>,
+    SandboxPath(id): SandboxPath,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: CommitBody = json_body(body).await?;
+    let alias =
+        req.alias.filter(|a| !a.trim().is_empty()).unwrap_or_else(|| format!("commit-{}", crate::ids::snapshot_id()));
+    let row = state.lifecycle.get(&id).await?;
+    let paused = row.state == stasis_store::SandboxState::Paused;
+    if paused {
+        state.lifecycle.connect(&id, None, row.pause_memory).await?;
+    }
+    let taken = state.lifecycle.snapshot(&id, Some(alias), true).await;
+    if paused {
+        if let Err(e) = state.lifecycle.pause(&id, row.pause_memory).await {
+            tracing::warn!(sandbox = %id, "commit: cannot pause the sandbox again: {e}");
+        }
+    }
+    let snap = taken?;
+    let created = stasis_proto::rfc3339_millis(snap.created_at);
+    let names = crate::lifecycle::snapshots::public_names(&snap);
+    Ok(Json(json!({
+        "templateID": crate::lifecycle::snapshots::public_id(&snap),
+        "buildID": snap.id,
+        "buildStatus": "ready",
+        "aliases": snap.names,
+        "names": names,
+        "templateType": "snapshot_template",
+        "buildCount": 1,
+        "cpuCount": row.cpu_count,
+        "memoryMB": row.memory_mb,
+        "diskSizeMB": row.disk_size_mb,
+        "spawnCount": 0,
+        "envdVersion": crate::api::wire::ENVD_VERSION,
+        "public": false,
+        "createdAt": created,
+        "updatedAt": created,
+    }))
+    .into_response())
 }

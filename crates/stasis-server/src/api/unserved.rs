@@ -11,7 +11,6 @@ use super::{ApiError, AppState};
 /// (path, what the SDKs call it).
 const UNSERVED: &[(&str, &str)] = &[
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
-    ("/sandboxes/{id}/commit", "novita commit (use createSnapshot)"),
     ("/volumes", "Volume"),
     ("/volumes/{id}", "Volume"),
     ("/volumecontent/{id}/{*rest}", "Volume files"),

@@ -9,6 +9,7 @@
 //! sandboxes are not users' sandboxes (no rows, no timeouts, never listed); they live only
 //! while a step runs. Must not: touch sandbox rows, or parse the wire (`api/templates.rs`).
 
+pub mod image;
 pub mod log;
 mod run;
 pub mod spec;
@@ -78,6 +79,10 @@ struct Inner {
     requested: Mutex<HashMap<String, BuildRequest>>,
     /// One build at a time: the machine is small and a build is a sandbox.
     one_at_a_time: tokio::sync::Semaphore,
+    /// `DATA/images/import`: the only place on-disk images are read from (`image.rs`).
+    import_dir: PathBuf,
+    /// Registries reached without verified TLS besides loopback ones.
+    insecure_registries: Vec<String>,
 }
 
 impl Templates {
@@ -94,8 +99,23 @@ impl Templates {
                 builds: Mutex::default(),
                 requested: Mutex::default(),
                 one_at_a_time: tokio::sync::Semaphore::new(1),
+                import_dir: data_dir.join("images").join("import"),
+                insecure_registries: Vec::new(),
             }),
         })
+    }
+
+    /// Registries (`HOST[:PORT]`) builds may reach over plain HTTP or unverified TLS.
+    pub fn with_insecure_registries(mut self, registries: Vec<String>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.insecure_registries = registries;
+        }
+        self
+    }
+
+    /// Where on-disk OCI images (`oci-archive:`, `oci:`) must be to be built from.
+    pub fn import_dir(&self) -> &Path {
+        &self.inner.import_dir
     }
 
     /// After a restart: build sandboxes a stopped daemon left go (their builds read as
@@ -199,6 +219,8 @@ impl Templates {
             files: self.inner.files_dir.clone(),
             template: template.to_string(),
             build_id: build_id.to_string(),
+            import_dir: self.inner.import_dir.clone(),
+            insecure_registries: self.inner.insecure_registries.clone(),
             cpu_count: req.cpu_count.unwrap_or(2).clamp(1, 16),
             memory_mb: req.memory_mb.unwrap_or(2048).clamp(128, 65536),
         };

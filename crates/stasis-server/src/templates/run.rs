@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use stasis_proto::agent::StartCommand;
 use stasis_runtime::agent_client::{self, Command};
-use stasis_runtime::{BuildBase, PauseMode, ReadyCheck, Runtime, SandboxSpec, TemplatePublish, ENVD_PORT};
+use stasis_runtime::{
+    BuildBase, ImageConfig, ImportedImage, PauseMode, ReadyCheck, Runtime, SandboxSpec, TemplatePublish, ENVD_PORT,
+};
 
 use super::log::{Build, Failure, Lines};
 use super::spec::{self, sh_quote, BuildSpec, From, Step};
@@ -29,6 +31,9 @@ pub struct Context {
     pub files: PathBuf,
     pub template: String,
     pub build_id: String,
+    /// Where on-disk images may be read from, and registries reached without verified TLS.
+    pub import_dir: PathBuf,
+    pub insecure_registries: Vec<String>,
     pub cpu_count: u32,
     pub memory_mb: u64,
 }
@@ -45,7 +50,7 @@ struct Sandbox {
     id: String,
 }
 
-pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Build) -> Result<TemplatePublish, Failure> {
+pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Arc<Build>) -> Result<TemplatePublish, Failure> {
     // The message carries the end of the step's output: the SDKs show only the message.
     let fail = |step: &str, message: String| {
         let tail = log.tail_of(step, 20);
@@ -54,20 +59,29 @@ pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Build) -> Result<Templat
             if output.is_empty() { message } else { format!("{message}; its output ends:\n{}", output.join("\n")) };
         Failure { message, step: Some(step.to_string()), log_entries: tail }
     };
+    log.log("info", Some("base"), format!("[base] {}", describe_base(&spec.from)));
+    let mut state = State { env: BTreeMap::new(), user: "root".into(), workdir: None };
     let base = match &spec.from {
         From::Template(name) => BuildBase::Template(name.clone()),
-        From::Image(img) => {
-            return Err(fail(
-                "base",
-                format!("fromImage {img:?}: images are not supported by this server yet; use fromTemplate"),
-            ))
+        From::Image(img, creds) => {
+            let t0 = std::time::Instant::now();
+            let imported = import(ctx, img, creds.as_ref(), log).await.map_err(|e| fail("base", e))?;
+            let how = if imported.cached { "already here" } else { "pulled and unpacked" };
+            log.log(
+                "info",
+                Some("base"),
+                format!("[base] {img} ({}) {how} in {:.1}s", imported.digest, t0.elapsed().as_secs_f64()),
+            );
+            for note in &imported.config.notes {
+                log.log("info", Some("base"), format!("[base] {note}"));
+            }
+            state.start_from(&imported.config);
+            BuildBase::Layer(imported.layer)
         }
     };
     let lowers = ctx.runtime.template_lowers(&base).await.map_err(|e| fail("base", format!("base: {e}")))?;
-    log.log("info", Some("base"), format!("[base] {}", describe_base(&spec.from)));
     let mut key = spec::base_key(&lowers);
     let mut cur = base;
-    let mut state = State { env: BTreeMap::new(), user: "root".into(), workdir: None };
     let mut sandbox: Option<Sandbox> = None;
     let total = spec.steps.len();
     let mut result = Ok(());
@@ -142,7 +156,39 @@ pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Build) -> Result<Templat
 fn describe_base(from: &From) -> String {
     match from {
         From::Template(t) => format!("FROM template {t}"),
-        From::Image(i) => format!("FROM image {i}"),
+        From::Image(i, _) => format!("FROM image {i}"),
+    }
+}
+
+/// The layer of image `img` (pulled unless an earlier build did), or why not.
+async fn import(
+    ctx: &Context,
+    img: &str,
+    creds: Option<&super::image::Credentials>,
+    log: &Arc<Build>,
+) -> Result<ImportedImage, String> {
+    let source = super::image::source(img, creds, &ctx.insecure_registries, &ctx.import_dir)?;
+    let heard = log.clone();
+    let hear: Arc<dyn Fn(String) + Send + Sync> =
+        Arc::new(move |line| heard.log("info", Some("base"), format!("[base] {line}")));
+    ctx.runtime.import_image(&source, hear).await.map_err(|e| e.to_string())
+}
+
+impl State {
+    /// The image's ENV, WORKDIR and USER are where the steps start (its CMD and
+    /// ENTRYPOINT are not taken, as E2B does not: the start command is the template's).
+    fn start_from(&mut self, c: &ImageConfig) {
+        for kv in &c.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                self.env.insert(k.to_string(), v.to_string());
+            }
+        }
+        if let Some(w) = &c.working_dir {
+            self.workdir = Some(w.clone());
+        }
+        if let Some(u) = &c.user {
+            self.user = u.clone();
+        }
     }
 }
 

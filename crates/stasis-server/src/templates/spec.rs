@@ -44,7 +44,8 @@ pub struct StepWire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum From {
     Template(String),
-    Image(String),
+    /// An OCI image (`image.rs` reads the reference), with registry credentials.
+    Image(String, Option<super::image::Credentials>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +74,7 @@ impl BuildSpec {
         let from = match (t.from_template, t.from_image) {
             (Some(name), _) => From::Template(name),
             (None, Some(img)) if E2B_BASE_IMAGES.contains(&img.as_str()) => From::Template("base".into()),
-            (None, Some(img)) => From::Image(img),
+            (None, Some(img)) => From::Image(img, super::image::credentials(t.from_image_registry.as_ref())?),
             (None, None) => From::Template("base".into()),
         };
         let mut steps = Vec::with_capacity(t.steps.len());
@@ -248,7 +249,11 @@ mod tests {
         assert_eq!(s.from, From::Template("base".into()));
         assert!(s.steps[0].1);
         let img = BuildSpec::parse(wire(serde_json::json!({"fromImage": "localhost:5000/app:1"}))).unwrap();
-        assert_eq!(img.from, From::Image("localhost:5000/app:1".into()));
+        assert_eq!(img.from, From::Image("localhost:5000/app:1".into(), None));
+        let creds = BuildSpec::parse(wire(serde_json::json!({"fromImage": "localhost:5000/app:1",
+            "fromImageRegistry": {"type": "registry", "username": "u", "password": "p"}})))
+        .unwrap();
+        assert!(matches!(creds.from, From::Image(_, Some(ref c)) if c.username == "u" && c.password == "p"));
     }
 
     #[test]

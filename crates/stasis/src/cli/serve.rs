@@ -55,6 +55,10 @@ pub struct Args {
     /// A bearer token that may read `GET /metrics` (an API key may too).
     #[arg(long, env = "STASIS_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// A registry (HOST[:PORT]) template builds may pull from over plain HTTP or
+    /// unverified TLS (repeat for more; loopback registries always may).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
     /// Log lines as text, or as JSON objects (one a line, for log shippers); a line about a
     /// sandbox carries its id in the field `sandbox`.
     #[arg(long, value_enum, default_value = "text", env = "STASIS_LOG_FORMAT")]
@@ -96,6 +100,7 @@ pub async fn run(args: Args) -> u8 {
             tls_handshake_timeout: args.tls_handshake_timeout,
         },
         metrics_token: args.metrics_token,
+        insecure_registries: args.insecure_registries,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

@@ -21,13 +21,12 @@ while True:
     time.sleep(1)
 ' >/dev/null 2>&1 &"#;
 
-struct Node<'a> {
+struct Node {
     host: Host,
     env: Vec<(String, String)>,
-    s3: &'a S3Server,
 }
 
-impl Node<'_> {
+impl Node {
     fn rt(&self, args: &[&str]) -> common::Output {
         let mut full = vec!["runtime"];
         full.extend_from_slice(args);
@@ -46,7 +45,9 @@ impl Node<'_> {
         self.ok(&["create", &id, "--memory-mb", "256"]);
         self.host.sh(&id, PYVAR);
         self.host.sh(&id, "echo 'kept on disk' > /home/user/file.txt");
-        wait_for("python value", || self.host.sh(&id, "cat /home/user/py-initial 2>/dev/null || true").trim().len() > 3);
+        wait_for("python value", || {
+            self.host.sh(&id, "cat /home/user/py-initial 2>/dev/null || true").trim().len() > 3
+        });
         let value = self.host.sh(&id, "cat /home/user/py-initial");
         (id, value)
     }
@@ -69,10 +70,10 @@ impl Node<'_> {
     }
 }
 
-fn node<'a>(s3: &'a S3Server, name: &str) -> Node<'a> {
+fn node(s3: &S3Server, name: &str) -> Node {
     let host = Host::new(name);
     let env = s3.env(&format!("node-{name}"));
-    Node { host, env, s3 }
+    Node { host, env }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,9 +112,7 @@ async fn a_pause_is_in_the_bucket_and_resumes_without_the_local_copy() {
 
     // Killing it deletes its objects.
     n.ok(&["kill", &id]);
-    wait_for("objects deleted", || {
-        futures::executor::block_on(bucket.list(&n.prefix(&id))).unwrap().is_empty()
-    });
+    wait_for("objects deleted", || futures::executor::block_on(bucket.list(&n.prefix(&id))).unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,7 +160,6 @@ async fn a_pause_that_cannot_upload_fails_and_the_sandbox_goes_on_running() {
     // The same processes, memory intact, files intact.
     assert_eq!(n.host.python_value_now(&id), value);
     assert_eq!(n.host.sh(&id, "cat /home/user/file.txt"), "kept on disk\n");
-    let _ = n.s3;
     // Killed without the store: nothing to delete there.
     n.host.rt(&["kill", &id]);
 }

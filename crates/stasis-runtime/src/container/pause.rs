@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use super::fs::{dir_size, syncfs, unmount_fs};
 use super::generations::{discard_generations_later, next_generation, remove_other_generations};
-use super::remote::{checkpoint_rel, checkpoints_rel};
 use super::layout::SandboxDir;
 use super::record::Record;
+use super::remote::{checkpoint_rel, checkpoints_rel};
 use super::{checksum, criu, flush, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, SandboxState};

@@ -95,7 +95,8 @@ impl Inner {
                 // An incomplete copy (no manifest): replaced.
                 let _ = std::fs::remove_dir_all(images);
             }
-            std::fs::rename(&tmp, images).map_err(|e| crate::objstore::err(format!("rename to {}", images.display()), e))
+            std::fs::rename(&tmp, images)
+                .map_err(|e| crate::objstore::err(format!("rename to {}", images.display()), e))
         })();
         if let Err(e) = fetched {
             let _ = std::fs::remove_dir_all(&tmp);

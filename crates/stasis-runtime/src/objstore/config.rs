@@ -66,7 +66,11 @@ impl ObjectStoreConfig {
                 }
                 "region" => region = v.to_string(),
                 "parallel" => {
-                    parallel = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad(url, "parallel must be 1 to 64"))?
+                    parallel = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| bad(url, "parallel must be 1 to 64"))?
                 }
                 other => return Err(bad(url, format!("unknown option {other:?}"))),
             }

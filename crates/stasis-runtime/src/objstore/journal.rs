@@ -90,7 +90,11 @@ mod tests {
         let mut j = Journal::open(d.path(), "b/sandboxes/x/1");
         j.finish().unwrap();
         assert!(complete(d.path(), "b/sandboxes/x/1"));
-        std::fs::write(d.path().join(JOURNAL), br#"{"formatVersion":9,"target":"b/sandboxes/x/1","done":{},"complete":true}"#).unwrap();
+        std::fs::write(
+            d.path().join(JOURNAL),
+            br#"{"formatVersion":9,"target":"b/sandboxes/x/1","done":{},"complete":true}"#,
+        )
+        .unwrap();
         assert!(!complete(d.path(), "b/sandboxes/x/1"));
     }
 }

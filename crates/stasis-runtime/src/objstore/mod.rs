@@ -65,7 +65,9 @@ impl Remote {
             // the sandbox is frozen meanwhile.
             .with_retry(RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(20), ..Default::default() })
             .with_client_options(
-                ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(120)),
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
             );
         if let Some(t) = &config.session_token {
             b = b.with_token(t);
@@ -110,11 +112,15 @@ impl Remote {
     pub fn list(&self, rel: &str) -> Result<Vec<(String, u64)>> {
         let base = self.key(rel);
         self.block_on(async {
-            let objs: Vec<_> = self.store.list(Some(&base)).try_collect().await.map_err(|e| err(format!("list {base}"), e))?;
+            let objs: Vec<_> =
+                self.store.list(Some(&base)).try_collect().await.map_err(|e| err(format!("list {base}"), e))?;
             Ok(objs
                 .into_iter()
                 .map(|o| {
-                    let name = o.location.prefix_match(&base).map(|p| p.map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join("/"));
+                    let name = o
+                        .location
+                        .prefix_match(&base)
+                        .map(|p| p.map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join("/"));
                     (name.unwrap_or_else(|| o.location.to_string()), o.size)
                 })
                 .collect())
@@ -126,8 +132,12 @@ impl Remote {
         let base = self.key(rel);
         self.block_on(async {
             let locations = self.store.list(Some(&base)).map_ok(|o| o.location).boxed();
-            let deleted: Vec<_> =
-                self.store.delete_stream(locations).try_collect().await.map_err(|e| err(format!("delete {base}"), e))?;
+            let deleted: Vec<_> = self
+                .store
+                .delete_stream(locations)
+                .try_collect()
+                .await
+                .map_err(|e| err(format!("delete {base}"), e))?;
             Ok(deleted.len())
         })
     }

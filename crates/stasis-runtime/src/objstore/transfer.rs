@@ -113,9 +113,13 @@ impl Remote {
         let bytes = self.block_on(async {
             futures::stream::iter(jobs)
                 .map(|(f, key, range)| async move {
-                    let data = self.store.get_range(&key, range.clone()).await.map_err(|e| err(format!("get {key}"), e))?;
+                    let data =
+                        self.store.get_range(&key, range.clone()).await.map_err(|e| err(format!("get {key}"), e))?;
                     if data.len() as u64 != range.end - range.start {
-                        return Err(err(format!("get {key}"), format!("{} bytes for a range of {}", data.len(), range.end - range.start)));
+                        return Err(err(
+                            format!("get {key}"),
+                            format!("{} bytes for a range of {}", data.len(), range.end - range.start),
+                        ));
                     }
                     f.write_all_at(&data, range.start).map_err(|e| err(format!("write {key}"), e))?;
                     Ok(data.len() as u64)

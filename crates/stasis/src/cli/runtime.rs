@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
-use stasis_runtime::objstore::ObjectStoreConfig;
 use stasis_runtime::lock::{DataDirLock, LockKind};
+use stasis_runtime::objstore::ObjectStoreConfig;
 use stasis_runtime::{PauseMode, Runtime, RuntimeError, SandboxSpec};
 
 use super::exit;

@@ -32,7 +32,11 @@ fn python() -> PathBuf {
 impl S3Server {
     pub fn start(name: &str) -> Self {
         let py = python();
-        assert!(py.exists(), "{} missing: run scripts/s3-test-server-env.sh (or set STASIS_TEST_S3_PYTHON)", py.display());
+        assert!(
+            py.exists(),
+            "{} missing: run scripts/s3-test-server-env.sh (or set STASIS_TEST_S3_PYTHON)",
+            py.display()
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let data_dir = PathBuf::from("/var/lib/stasis-test").join(super::unique_id(&format!("s3{name}")));
         std::fs::create_dir_all(&data_dir).unwrap();
@@ -51,7 +55,10 @@ impl S3Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!("S3 server did not start ({e}): {}", std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default())
+            panic!(
+                "S3 server did not start ({e}): {}",
+                std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default()
+            )
         });
         Self {
             child: Some(child),
@@ -65,7 +72,10 @@ impl S3Server {
     /// The environment that points `stasis` at this server, objects under `prefix`.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![
-            ("STASIS_OBJECT_STORE".into(), format!("s3://{BUCKET}/{prefix}?endpoint={}&region=us-east-1", self.endpoint)),
+            (
+                "STASIS_OBJECT_STORE".into(),
+                format!("s3://{BUCKET}/{prefix}?endpoint={}&region=us-east-1", self.endpoint),
+            ),
             ("AWS_ACCESS_KEY_ID".into(), self.access_key.clone()),
             ("AWS_SECRET_ACCESS_KEY".into(), self.secret.clone()),
         ]

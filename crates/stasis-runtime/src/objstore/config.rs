@@ -123,7 +123,7 @@ mod tests {
         assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("ckpt", "team/a"));
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!((c.region.as_str(), c.parallel), ("eu-west-1", 4));
-        assert_eq!((c.access_key_id.as_str(), c.session_token), ("AK", None));
+        assert_eq!((c.access_key_id.as_str(), c.session_token.as_deref()), ("AK", None));
         let shown = format!("{c:?} {}", c.display());
         assert!(!shown.contains("SECRET"), "{shown}");
         let plain = ObjectStoreConfig::parse("s3://b", creds).unwrap();

@@ -228,6 +228,17 @@ mod tests {
     }
 
     #[test]
+    fn listed_reads_the_signed_manifest_without_the_images() {
+        let (d, key) = sealed();
+        let fetched = tempfile::tempdir().unwrap();
+        std::fs::copy(d.path().join(MANIFEST), fetched.path().join(MANIFEST)).unwrap();
+        let names: Vec<String> = listed(fetched.path(), &key).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["core-1.img", "empty.img", "pages-1.img"]);
+        // Signed by another key: nothing is listed, so nothing would be fetched.
+        assert!(listed(fetched.path(), &Key::for_tests(1)).is_err());
+    }
+
+    #[test]
     fn detects_truncation_flipped_bytes_and_added_images() {
         let (d, key) = sealed();
         // A log may change; images may not.

@@ -98,6 +98,10 @@ def main():
                     results.append((size, mode, pause_s, stats.get("uploadMs", 0) / 1000, resume_s))
                     print(f"  {size} MiB {mode:8} run {run}: pause {pause_s:.2f} s (upload {results[-1][3]:.2f} s), resume {resume_s:.2f} s", file=sys.stderr)
     finally:
+        # A run that failed half-way leaves its sandbox: killed before its dir goes.
+        sandboxes = os.path.join(root, "data/sandboxes")
+        for sid in os.listdir(sandboxes) if os.path.isdir(sandboxes) else []:
+            subprocess.run([stasis, "runtime", "kill", sid], env=base_env, capture_output=True)
         proc.kill()
         proc.wait()
         subprocess.run(["umount", "-R", root], capture_output=True)

@@ -32,6 +32,10 @@ chmod 0711 /var/lib/stasis-test
 "$REPO/scripts/interpreter-dev-env.sh"
 export STASIS_INTERP_TEST_KERNELS=${STASIS_INTERP_DEV:-/var/cache/stasis/interp-dev}/kernels
 
+# The object-store tests start real S3 servers (moto's) from a venv (idempotent).
+"$REPO/scripts/s3-test-server-env.sh"
+export STASIS_TEST_S3_PYTHON=${STASIS_S3_SERVER_ENV:-/var/cache/stasis/s3-server}/bin/python
+
 status=0
 echo "== house rules: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check || status=1

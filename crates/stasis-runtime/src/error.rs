@@ -48,6 +48,10 @@ pub enum RuntimeError {
     InitGone { id: String, pid: u32 },
     #[error("sandbox {id} was checkpointed and its processes stopped, but the checkpoint could not be made durable ({message}); it will be completed from its images as soon as possible")]
     PauseIncomplete { id: String, message: String },
+    /// The object store (`--object-store`) refused or could not be reached; `op` says
+    /// what was being done and what became of the sandbox.
+    #[error("object store: {0}")]
+    ObjectStore(String),
     #[error("data dir {} is in use by {holder}: stop it first, or use another --data-dir", dir.display())]
     DataDirInUse { dir: std::path::PathBuf, holder: String },
     #[error("{context}: {source}")]

@@ -11,6 +11,7 @@ pub mod container;
 mod error;
 pub mod lock;
 mod netns;
+pub mod objstore;
 
 use std::collections::BTreeMap;
 
@@ -99,6 +100,9 @@ pub struct CheckpointStats {
     pub image_bytes: u64,
     pub dump_ms: u64,
     pub sync_ms: u64,
+    /// Time spent uploading the images to the object store (0 without one).
+    #[serde(default)]
+    pub upload_ms: u64,
 }
 
 /// What a snapshot captured.

@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub database: Option<String>,
     /// Bytes of the data dir's filesystem creates, pauses and snapshots leave free.
     pub disk_reserve: u64,
+    /// Where checkpoint and snapshot images are kept beyond this host; `None`: here only.
+    pub object_store: Option<stasis_runtime::objstore::ObjectStoreConfig>,
     /// Connection cap and client deadlines of both listeners.
     pub limits: listen::Limits,
     /// Registries (`HOST[:PORT]`) template builds may reach without verified TLS
@@ -135,8 +137,12 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         data_dir: cfg.data_dir.clone(),
         agent_binary: cfg.agent_binary.clone(),
         disk_reserve: cfg.disk_reserve,
+        object_store: cfg.object_store.clone(),
     })
     .context("start the container runtime")?;
+    if let Some(o) = &cfg.object_store {
+        tracing::info!("checkpoints and snapshots are kept in {}", o.display());
+    }
     let runtime: Arc<dyn stasis_runtime::Runtime> = Arc::new(runtime);
     let templates = templates::Templates::new(runtime.clone(), &cfg.data_dir)
         .context("prepare template builds")?

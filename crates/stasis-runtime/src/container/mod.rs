@@ -12,6 +12,7 @@
 //! | `pause.rs` | pause: CRIU dump, checksums, sync, the commit point, release |
 //! | `resume.rs` | resume: restore (keyed checksums verified first), or a fresh boot |
 //! | `recover.rs` | finishing or undoing an operation a dead daemon left |
+//! | `remote.rs` | images in the object store: upload at pause, fetch at resume, delete |
 //! | `teardown.rs` | kill, and cleaning up a failed create |
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
 //! | `template.rs`, `warm.rs` | what a template is made of; warming one that starts a service |
@@ -49,6 +50,7 @@ mod perms;
 mod progress;
 mod record;
 mod recover;
+mod remote;
 mod resume;
 mod sandbox_net;
 mod snapshot;
@@ -83,6 +85,9 @@ pub struct ContainerConfig {
     /// Bytes of the data dir's filesystem that creates, pauses and snapshots leave free
     /// (`space.rs`).
     pub disk_reserve: u64,
+    /// Where checkpoint and snapshot images are kept beyond this host (`remote.rs`);
+    /// `None`: on this host only.
+    pub object_store: Option<crate::objstore::ObjectStoreConfig>,
 }
 
 impl ContainerConfig {
@@ -138,6 +143,8 @@ struct Inner {
     warming: Mutex<std::collections::HashSet<String>>,
     /// Snapshot images this process has verified in full (`checksum/verified.rs`).
     verified: checksum::Verified,
+    /// The object store images are kept in, if any (`remote.rs`).
+    remote: Option<Arc<crate::objstore::Remote>>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -169,6 +176,7 @@ impl ContainerRuntime {
         }
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
+        let remote = config.object_store.as_ref().map(crate::objstore::Remote::connect).transpose()?.map(Arc::new);
         Ok(Self {
             inner: Arc::new_cyclic(|me| Inner {
                 layout,
@@ -190,6 +198,7 @@ impl ContainerRuntime {
                 warm_locks: Mutex::default(),
                 warming: Mutex::default(),
                 verified: checksum::Verified::default(),
+                remote,
             }),
         })
     }

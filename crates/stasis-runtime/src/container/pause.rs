@@ -10,9 +10,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::fs::{dir_size, syncfs, unmount_fs};
-use super::generations::{next_generation, remove_other_generations};
+use super::generations::{discard_generations_later, next_generation, remove_other_generations};
 use super::layout::SandboxDir;
 use super::record::Record;
+use super::remote::{checkpoint_rel, checkpoints_rel};
 use super::{checksum, criu, flush, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, SandboxState};
@@ -83,6 +84,12 @@ impl Inner {
             return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
         }
         let sync_ms = t1.elapsed().as_millis() as u64;
+        // Durable where it must be: in the object store too, before the commit point.
+        let t2 = Instant::now();
+        if let Err(e) = self.upload_images(&images, &checkpoint_rel(id, generation)) {
+            return Err(self.undo_pause(&mut rec, &dir, &images, e));
+        }
+        let upload_ms = t2.elapsed().as_millis() as u64;
         rec.state = SandboxState::Paused;
         rec.init_pid = None;
         rec.checkpoint = Some(generation);
@@ -100,7 +107,8 @@ impl Inner {
             tracing::warn!(sandbox = %id, "paused, but not all it held is released yet: {e}");
         }
         remove_other_generations(&dir, Some(generation));
-        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms })
+        self.forget_other_remote_generations(id, generation);
+        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms, upload_ms })
     }
 
     /// Stops every process, keeps the files: the next resume is a fresh boot.
@@ -120,7 +128,37 @@ impl Inner {
         rec.store(&dir.record())?;
         self.cgroups.remove(&id)?;
         remove_other_generations(dir, None);
-        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64 })
+        self.forget_remote(&checkpoints_rel(&id));
+        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64, upload_ms: 0 })
+    }
+
+    /// A memory pause whose images could not be uploaded is not durable: it is undone,
+    /// the sandbox restored from the local images (it goes on running, as after any
+    /// failed pause) and the upload's error returned. If even that restore fails, the
+    /// dump is left uncommitted for recovery to commit on this host only
+    /// (`PauseIncomplete`): its processes are gone, its images are all there is.
+    fn undo_pause(&self, rec: &mut Record, dir: &SandboxDir, images: &Path, upload: RuntimeError) -> RuntimeError {
+        let id = rec.id.clone();
+        tracing::warn!(sandbox = %id, "pause not durable, restoring it: {upload}");
+        self.forget_init(&id);
+        let _ = self.cgroups.kill_all(&id);
+        self.network_down(rec);
+        let restored = unmount_fs(dir).and_then(|()| {
+            let _ = self.cgroups.remove(&id);
+            self.restore_from(rec, dir, images)
+        });
+        match restored {
+            Ok(daemon) => {
+                discard_generations_later(dir, daemon);
+                RuntimeError::ObjectStore(format!(
+                    "pause of {id} failed: its checkpoint could not be uploaded ({upload}); the sandbox goes on running"
+                ))
+            }
+            Err(e) => RuntimeError::PauseIncomplete {
+                id,
+                message: format!("its checkpoint could not be uploaded ({upload}) and restoring it failed ({e}); it is kept on this host only"),
+            },
+        }
     }
 }
 

@@ -65,6 +65,7 @@ impl Inner {
                     rec.checkpoint = Some(g);
                     rec.store(&dir.record())?;
                     remove_other_generations(&dir, Some(g));
+                    self.finish_upload(id, g);
                     return Ok(Recovered::Paused);
                 }
                 // Its memory is lost (host reboot, or killed from outside); its files are
@@ -113,6 +114,9 @@ impl Inner {
                 unmount_fs(&dir)?;
                 let _ = self.cgroups.remove(id);
                 remove_other_generations(&dir, rec.checkpoint);
+                if let Some(g) = rec.checkpoint {
+                    self.finish_upload(id, g);
+                }
                 Ok(Recovered::Paused)
             }
         }

@@ -13,6 +13,7 @@ use super::fs::{dir_size, mount_fs, unmount_fs};
 use super::generations::{discard_generations_later, remove_other_generations};
 use super::layout::SandboxDir;
 use super::record::{self, Record};
+use super::remote::{checkpoint_rel, checkpoints_rel};
 use super::{checksum, Inner};
 use crate::error::{Result, RuntimeError};
 use crate::{PauseMode, SandboxState};
@@ -42,15 +43,30 @@ impl Inner {
                     let _ = self.cgroups.remove(id);
                 } else {
                     remove_other_generations(&dir, None);
+                    self.forget_remote_later(checkpoints_rel(id));
                 }
                 return result;
             }
         };
-        let daemon = self.restore_from(&mut rec, &dir, &dir.checkpoint(generation))?;
+        // Not on this host (another node paused it, or the cache was dropped): fetched
+        // from the object store, and verified like any image before CRIU reads it.
+        let images = dir.checkpoint(generation);
+        let fetched = self.fetch_images(&images, &checkpoint_rel(id, generation))?;
+        let daemon = match self.restore_from(&mut rec, &dir, &images) {
+            Ok(d) => d,
+            Err(e) => {
+                if fetched {
+                    let _ = std::fs::remove_dir_all(&images);
+                }
+                return Err(e);
+            }
+        };
         // Deleting a GiB of images takes longer than the restore itself: moved aside now,
         // deleted in the background once no lazy-pages daemon reads them (a leftover is
         // removed at kill).
         discard_generations_later(&dir, daemon);
+        // Running again: its checkpoint is stale.
+        self.forget_remote_later(checkpoints_rel(id));
         Ok(())
     }
 

@@ -23,6 +23,7 @@ use super::fs::{disk_usage, syncfs};
 use super::handover;
 use super::pause::wait_for_lazy_pages;
 use super::record::Record;
+use super::remote::{snapshot_images_rel, snapshot_rel};
 use super::{random_hex, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
@@ -76,8 +77,19 @@ impl Inner {
         SnapshotMeta::load(&path)
     }
 
-    /// Captures sandbox `id` as snapshot `snap`; the sandbox keeps running.
+    /// Captures sandbox `id` as snapshot `snap`; the sandbox keeps running. Its memory
+    /// images are in the object store, if there is one, before the snapshot exists.
     pub(super) fn snapshot(&self, id: &str, snap: &str, mode: PauseMode) -> Result<SnapshotStats> {
+        self.capture(id, snap, mode, true)
+    }
+
+    /// A snapshot kept on this host only (a template's warm snapshot: every node makes
+    /// its own from the template).
+    pub(super) fn snapshot_here(&self, id: &str, snap: &str, mode: PauseMode) -> Result<SnapshotStats> {
+        self.capture(id, snap, mode, false)
+    }
+
+    fn capture(&self, id: &str, snap: &str, mode: PauseMode, keep_remote: bool) -> Result<SnapshotStats> {
         validate_id(snap)?;
         let rec = self.load(id)?;
         let init = self.init_of(&rec)?;
@@ -109,8 +121,16 @@ impl Inner {
         })();
         let thawed = self.cgroups.set_frozen(id, false);
         let frozen_ms = t0.elapsed().as_millis() as u64;
-        if let Err(e) = captured.and(thawed) {
+        // Uploaded once the source runs again: the upload does not lengthen its freeze.
+        let uploaded = || match (mode, keep_remote) {
+            (PauseMode::Memory, true) => self.upload_images(&tmp.join("images"), &snapshot_images_rel(snap)),
+            _ => Ok(()),
+        };
+        if let Err(e) = captured.and(thawed).and_then(|()| uploaded()) {
             let _ = std::fs::remove_dir_all(&tmp);
+            if keep_remote {
+                self.forget_remote(&snapshot_rel(snap));
+            }
             return Err(e);
         }
         let meta = SnapshotMeta {
@@ -180,7 +200,15 @@ impl Inner {
                 start: meta.start.clone(),
             };
             if meta.memory {
-                if let Some(mut daemon) = self.restore_from(&mut rec, &dir, &snap_dir.join("images"))? {
+                // Not on this host: fetched from the object store (and verified).
+                let images = snap_dir.join("images");
+                let fetched = self.fetch_images(&images, &snapshot_images_rel(snap))?;
+                let restored = self.restore_from(&mut rec, &dir, &images).inspect_err(|_| {
+                    if fetched {
+                        let _ = std::fs::remove_dir_all(&images);
+                    }
+                })?;
+                if let Some(mut daemon) = restored {
                     // Reaped when it has filled the memory in. A snapshot deleted meanwhile
                     // kept its images for this daemon: the last reader drops them.
                     let snap_dir = snap_dir.clone();
@@ -217,6 +245,7 @@ impl Inner {
         // Memory images only serve sandboxes being created, and lazy restores still
         // filling memory in: they go now unless such a restore still reads them.
         drop_images_if_deleted(&dir);
+        self.forget_remote(&snapshot_rel(snap));
         self.collect_snapshots();
         Ok(())
     }

@@ -37,6 +37,8 @@ impl Inner {
         if !self.dir(id).path().exists() {
             return Err(RuntimeError::NotFound(id.to_string()));
         }
-        self.teardown(id)
+        self.teardown(id)?;
+        self.forget_remote(&super::remote::sandbox_rel(id));
+        Ok(())
     }
 }

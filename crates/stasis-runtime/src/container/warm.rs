@@ -65,7 +65,7 @@ impl Inner {
         // left in the capture would stay the agent's token for creates without one).
         let spec = SandboxSpec { template: t.name.clone(), access_token: None, network: None, ..Default::default() };
         self.create_cold(&id, &t.spec_for(&spec), t)?;
-        let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot(&id, snap, PauseMode::Memory));
+        let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot_here(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);
         self.warming.lock().unwrap().remove(&id);
         captured.map(|_| ())

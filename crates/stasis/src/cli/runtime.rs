@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use stasis_runtime::container::{ContainerConfig, ContainerRuntime};
 use stasis_runtime::lock::{DataDirLock, LockKind};
+use stasis_runtime::objstore::ObjectStoreConfig;
 use stasis_runtime::{PauseMode, Runtime, RuntimeError, SandboxSpec};
 
 use super::exit;
@@ -15,6 +16,9 @@ use stasis_runtime::agent_client as envd_client;
 pub struct Args {
     #[arg(long, env = "STASIS_DATA_DIR", default_value = "/var/lib/stasis", global = true)]
     data_dir: PathBuf,
+    /// Keep checkpoint and snapshot images in this S3 bucket too (see `stasis serve --help`).
+    #[arg(long, env = "STASIS_OBJECT_STORE", global = true)]
+    object_store: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -101,10 +105,18 @@ pub async fn run(args: Args) -> u8 {
             return exit::ERROR;
         }
     };
+    let object_store = match args.object_store.as_deref().map(ObjectStoreConfig::from_url).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
     let rt = match ContainerRuntime::new(ContainerConfig {
         data_dir: args.data_dir,
         agent_binary: ContainerConfig::default_agent_binary(),
         disk_reserve: ContainerConfig::default_disk_reserve(),
+        object_store,
     }) {
         Ok(rt) => rt,
         Err(e) => {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use stasis_runtime::container::ContainerConfig;
+use stasis_runtime::objstore::ObjectStoreConfig;
 use stasis_server::ServeConfig;
 
 use super::exit;
@@ -42,6 +43,12 @@ pub struct Args {
     /// pauses and snapshots that would cut into it are refused (507). A size: 10GiB, 512M.
     #[arg(long, env = "STASIS_DISK_RESERVE", value_parser = stasis_runtime::container::space::parse_size, default_value = "1GiB")]
     disk_reserve: u64,
+    /// Keep checkpoint and snapshot images in this S3 bucket as well (a pause is durable
+    /// once they are uploaded; a resume fetches what this host lacks):
+    /// s3://BUCKET[/PREFIX][?endpoint=http://HOST:PORT&region=NAME&parallel=N].
+    /// Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Default: this host only.
+    #[arg(long, env = "STASIS_OBJECT_STORE")]
+    object_store: Option<String>,
     /// Connections open at once (both listeners); more wait in the kernel's backlog.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -82,6 +89,13 @@ fn init_logs(format: LogFormat) {
 
 pub async fn run(args: Args) -> u8 {
     init_logs(args.log_format);
+    let object_store = match args.object_store.as_deref().map(ObjectStoreConfig::from_url).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -94,6 +108,7 @@ pub async fn run(args: Args) -> u8 {
         tls_listen: args.tls_listen,
         database: args.database,
         disk_reserve: args.disk_reserve,
+        object_store,
         limits: stasis_server::listen::Limits {
             max_connections: args.max_connections.max(1),
             header_timeout: args.header_timeout,

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod pty;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,10 +62,16 @@ impl Host {
     }
 
     pub fn stasis(&self, args: &[&str]) -> Output {
+        self.stasis_with(args, &[])
+    }
+
+    /// [`Host::stasis`] with extra environment variables.
+    pub fn stasis_with(&self, args: &[&str], env: &[(String, String)]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_stasis"))
             .args(args)
             .env("STASIS_DATA_DIR", &self.data_dir)
             .env("STASIS_AGENT", agent_binary())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run stasis");
         Output {

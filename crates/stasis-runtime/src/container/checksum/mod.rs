@@ -137,6 +137,33 @@ pub fn write(dir: &Path, key: &Key) -> Result<()> {
 /// The manifest, its MAC checked, and every image of `dir` listed in it at its size.
 fn manifest(dir: &Path, key: &Key) -> Result<Body> {
     let bad = |message: String| RuntimeError::CorruptCheckpoint(format!("{}: {message}", dir.display()));
+    let body = signed_manifest(dir, key)?;
+    let present = image_files(dir).map_err(|e| bad(format!("cannot list images ({e})")))?;
+    if let Some(extra) = present.iter().find(|n| !body.files.contains_key(*n)) {
+        return Err(bad(format!("{extra} is not part of the checkpoint (added after it was sealed)")));
+    }
+    for (name, want) in &body.files {
+        let size = std::fs::metadata(dir.join(name)).map_err(|e| bad(format!("{name} is missing ({e})")))?.len();
+        if size != want.size {
+            return Err(bad(format!(
+                "{name} is {size} bytes, the checkpoint wrote {} (truncated or overwritten)",
+                want.size
+            )));
+        }
+    }
+    Ok(body)
+}
+
+/// The images (name, size) the signed manifest in `dir` lists, its MAC checked; the
+/// images themselves need not be there (an upload reads what to send, a fetch what to
+/// get, from it).
+pub fn listed(dir: &Path, key: &Key) -> Result<Vec<(String, u64)>> {
+    Ok(signed_manifest(dir, key)?.files.into_iter().map(|(n, f)| (n, f.size)).collect())
+}
+
+/// The manifest of `dir`, its version and MAC checked.
+fn signed_manifest(dir: &Path, key: &Key) -> Result<Body> {
+    let bad = |message: String| RuntimeError::CorruptCheckpoint(format!("{}: {message}", dir.display()));
     let path = dir.join(MANIFEST);
     let data = std::fs::read(&path).map_err(|e| bad(format!("no checksum manifest ({e})")))?;
     if format::check(&path, &data, CHECKSUMS_VERSION)? == legacy::VERSION {
@@ -152,18 +179,9 @@ fn manifest(dir: &Path, key: &Key) -> Result<Body> {
     if m.body.algorithm != ALGORITHM || m.body.chunk != CHUNK {
         return Err(bad(format!("manifest uses {} in {} byte chunks", m.body.algorithm, m.body.chunk)));
     }
-    let present = image_files(dir).map_err(|e| bad(format!("cannot list images ({e})")))?;
-    if let Some(extra) = present.iter().find(|n| !m.body.files.contains_key(*n)) {
-        return Err(bad(format!("{extra} is not part of the checkpoint (added after it was sealed)")));
-    }
-    for (name, want) in &m.body.files {
-        let size = std::fs::metadata(dir.join(name)).map_err(|e| bad(format!("{name} is missing ({e})")))?.len();
-        if size != want.size {
-            return Err(bad(format!(
-                "{name} is {size} bytes, the checkpoint wrote {} (truncated or overwritten)",
-                want.size
-            )));
-        }
+    // Names become paths: only plain file names, as a dump writes them.
+    if let Some(n) = m.body.files.keys().find(|n| n.is_empty() || n.contains('/') || n.starts_with('.')) {
+        return Err(bad(format!("manifest lists {n:?}, not an image file name")));
     }
     Ok(m.body)
 }
@@ -207,6 +225,17 @@ mod tests {
         write(d.path(), &key).unwrap();
         verify(d.path(), &key).unwrap();
         (d, key)
+    }
+
+    #[test]
+    fn listed_reads_the_signed_manifest_without_the_images() {
+        let (d, key) = sealed();
+        let fetched = tempfile::tempdir().unwrap();
+        std::fs::copy(d.path().join(MANIFEST), fetched.path().join(MANIFEST)).unwrap();
+        let names: Vec<String> = listed(fetched.path(), &key).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["core-1.img", "empty.img", "pages-1.img"]);
+        // Signed by another key: nothing is listed, so nothing would be fetched.
+        assert!(listed(fetched.path(), &Key::for_tests(1)).is_err());
     }
 
     #[test]

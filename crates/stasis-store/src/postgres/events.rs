@@ -19,7 +19,9 @@ pub(super) async fn insert(client: &Object, e: &SandboxEvent) -> Result<i64, Sto
 }
 
 pub(super) async fn select(client: &Object, q: &EventQuery) -> Result<Vec<SandboxEvent>, StoreError> {
-    let mut sql = String::from("SELECT seq, sandbox_id, at, level, kind, message, fields FROM sandbox_events WHERE sandbox_id = $1");
+    let mut sql = String::from(
+        "SELECT seq, sandbox_id, at, level, kind, message, fields FROM sandbox_events WHERE sandbox_id = $1",
+    );
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(q.sandbox_id.clone())];
     let mut push = |sql: &mut String, clause: &str, arg: Box<dyn ToSql + Sync + Send>| {
         args.push(arg);

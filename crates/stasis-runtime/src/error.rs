@@ -24,6 +24,9 @@ pub enum RuntimeError {
     InvalidNetwork(String),
     #[error("network: {0}")]
     Network(String),
+    /// A volume mount that cannot be made: a bad path, a volume whose files are gone.
+    #[error("volume: {0}")]
+    Volume(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

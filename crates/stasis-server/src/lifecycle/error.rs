@@ -13,6 +13,8 @@ pub enum LifecycleError {
     BadRequest(String),
     #[error("template {0:?} not found")]
     TemplateNotFound(String),
+    #[error("volume {0} not found")]
+    VolumeNotFound(String),
     #[error("runtime: {0}")]
     Runtime(RuntimeError),
     #[error("store: {0}")]
@@ -29,6 +31,7 @@ impl From<RuntimeError> for LifecycleError {
             RuntimeError::TemplateNotFound(t) => LifecycleError::TemplateNotFound(t),
             RuntimeError::SnapshotNotFound(s) => LifecycleError::TemplateNotFound(s),
             RuntimeError::InvalidId(id) => LifecycleError::NotFound(id),
+            RuntimeError::Volume(m) => LifecycleError::BadRequest(m),
             other => LifecycleError::Runtime(other),
         }
     }

@@ -63,8 +63,10 @@ pub fn create(layout: &Layout, id: &str) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let all = layout.volumes();
     std::fs::create_dir_all(&all).ctx(|| format!("create {}", all.display()))?;
-    // Root only: sandboxes reach a volume through its mount, never through this path.
-    std::fs::set_permissions(&all, std::fs::Permissions::from_mode(0o700)).ctx(|| "chmod volumes".into())?;
+    // Searchable, not listable (`perms.rs`'s rule for the path to a sandbox's root):
+    // CRIU's restore opens a volume's directory as the sandbox's root (host uid 100000).
+    std::fs::set_permissions(&all, std::fs::Permissions::from_mode(super::perms::TRAVERSE))
+        .ctx(|| "chmod volumes".into())?;
     let dir = layout.volume(id);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}

@@ -20,6 +20,8 @@ mod body_fuzz_tests;
 mod logs_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod volumes_tests;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;

@@ -8,10 +8,10 @@
 
 pub mod agent_client;
 pub mod container;
-pub mod volume_files;
 mod error;
 pub mod lock;
 mod netns;
+pub mod volume_files;
 
 use std::collections::BTreeMap;
 

@@ -110,7 +110,8 @@ impl VolumeFiles {
 
     /// Opens `rel` (relative, clean) inside the root.
     fn resolve(&self, rel: &str, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
-        let name = CString::new(if rel.is_empty() { "." } else { rel }).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let name =
+            CString::new(if rel.is_empty() { "." } else { rel }).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         // SAFETY: open_how is plain data; all-zero is its empty value.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (flags | libc::O_CLOEXEC) as u64;

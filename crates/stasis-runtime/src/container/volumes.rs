@@ -75,7 +75,8 @@ pub fn create(layout: &Layout, id: &str) -> Result<PathBuf> {
     }
     let owner = Some(HOST_ID_BASE + DEFAULT_OWNER);
     std::os::unix::fs::chown(&dir, owner, owner).ctx(|| format!("chown {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).ctx(|| format!("chmod {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .ctx(|| format!("chmod {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -208,7 +209,23 @@ fn mount_point(rootfs: &Path, path: &str) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_mount_path;
+    use super::{check_mount_path, mount_point};
+
+    #[test]
+    fn mount_points_are_made_inside_the_root_and_never_through_a_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        std::fs::write(root.path().join("file"), "").unwrap();
+        let made = mount_point(root.path(), "/srv/data").unwrap();
+        assert_eq!(made, root.path().join("srv/data"));
+        assert!(made.is_dir());
+        for bad in ["/link/data", "/link", "/file/x"] {
+            let e = mount_point(root.path(), bad).unwrap_err().to_string();
+            assert!(e.contains("not a directory"), "{bad}: {e}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing made outside the root");
+    }
 
     #[test]
     fn mount_paths_are_absolute_normal_and_outside_the_kernels_dirs() {

@@ -69,18 +69,19 @@ async fn volumes_are_named_mounted_and_kept_while_mounted() {
     assert!(e["message"].as_str().unwrap().contains(&sid), "{e}");
     assert_eq!(api(&h, Method::POST, &format!("/sandboxes/{sid}/pause"), None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(api(&h, Method::DELETE, &format!("/volumes/{id}"), None).await.0, StatusCode::CONFLICT);
-    // A snapshot's copy mounts it too (once it runs again).
+    // A fork mounts it too, and holds it after its source is gone.
     let (s, _) = api(&h, Method::POST, &format!("/sandboxes/{sid}/connect"), Some(json!({"timeout": 60}))).await;
     assert!(s.is_success());
     let (_, forks) = api(&h, Method::POST, &format!("/sandboxes/{sid}/fork"), Some(json!({"count": 1}))).await;
-    let fork = forks.as_array().and_then(|f| f.first()).and_then(|f| f["sandboxID"].as_str()).map(String::from);
-    if let Some(fork) = &fork {
-        let (_, d) = api(&h, Method::GET, &format!("/sandboxes/{fork}"), None).await;
-        assert_eq!(d["volumeMounts"], json!([{"name": "data_1", "path": "/mnt/data"}]));
-        assert_eq!(api(&h, Method::DELETE, &format!("/sandboxes/{fork}"), None).await.0, StatusCode::NO_CONTENT);
-    }
-    // Killed: deletable.
+    let fork = forks[0]["sandbox"]["sandboxID"].as_str().unwrap_or_else(|| panic!("fork: {forks}")).to_string();
+    let (_, d) = api(&h, Method::GET, &format!("/sandboxes/{fork}"), None).await;
+    assert_eq!(d["volumeMounts"], json!([{"name": "data_1", "path": "/mnt/data"}]));
     assert_eq!(api(&h, Method::DELETE, &format!("/sandboxes/{sid}"), None).await.0, StatusCode::NO_CONTENT);
+    let (s, e) = api(&h, Method::DELETE, &format!("/volumes/{id}"), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "the fork still mounts it: {e}");
+    assert!(e["message"].as_str().unwrap().contains(&fork), "{e}");
+    assert_eq!(api(&h, Method::DELETE, &format!("/sandboxes/{fork}"), None).await.0, StatusCode::NO_CONTENT);
+    // All killed: deletable.
     assert_eq!(api(&h, Method::DELETE, &format!("/volumes/{id}"), None).await.0, StatusCode::NO_CONTENT);
     assert_eq!(api(&h, Method::DELETE, &format!("/volumes/{id}"), None).await.0, StatusCode::NOT_FOUND);
 }

@@ -27,7 +27,8 @@ impl Lifecycle {
                 "volume name {name:?}: use 1-{MAX_NAME} letters, digits, '_' or '-'"
             )));
         }
-        let row = VolumeRow { id: ids::snapshot_id(), name: name.to_string(), token: ids::token(), created_at: self.now() };
+        let row =
+            VolumeRow { id: ids::snapshot_id(), name: name.to_string(), token: ids::token(), created_at: self.now() };
         // The directory first: a row never names storage that does not exist (an orphan
         // directory left by a failed insert is empty and harmless).
         self.inner.runtime.create_volume(&row.id).await?;
@@ -78,7 +79,8 @@ impl Lifecycle {
     pub async fn resolve_volume_mounts(&self, wanted: &[(String, String)]) -> Result<Vec<VolumeMount>> {
         let mut out: Vec<VolumeMount> = Vec::new();
         for (name, path) in wanted {
-            let path = stasis_runtime::container::volumes::check_mount_path(path).map_err(LifecycleError::BadRequest)?;
+            let path =
+                stasis_runtime::container::volumes::check_mount_path(path).map_err(LifecycleError::BadRequest)?;
             if let Some(other) = out.iter().find(|m| {
                 m.path == path || m.path.starts_with(&format!("{path}/")) || path.starts_with(&format!("{}/", m.path))
             }) {

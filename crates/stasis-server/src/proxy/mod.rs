@@ -111,10 +111,11 @@ pub async fn handle(state: AppState, target: Target, mut req: Request) -> Respon
 /// `CONNECT {port}-{id}.{domain}:N` (or with the sandbox headers): a raw TCP tunnel to
 /// the port, for protocols that are not HTTP. Cut at pause like every connection.
 pub async fn tunnel(state: AppState, target: Target, mut req: Request) -> Response {
-    let PortConnection { mut stream, guard } = match connect(&state, &target, req.headers(), file_query(&req), ProxyKind::Connect).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let PortConnection { mut stream, guard } =
+        match connect(&state, &target, req.headers(), file_query(&req), ProxyKind::Connect).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
     let upgrade = hyper::upgrade::on(&mut req);
     let metrics = state.lifecycle.metrics().clone();
     tokio::spawn(async move {

@@ -12,8 +12,8 @@ mod runtime;
 mod sandbox;
 mod serve;
 mod snapshot;
-mod terminal;
 mod template;
+mod terminal;
 mod tls;
 
 use std::process::ExitCode;

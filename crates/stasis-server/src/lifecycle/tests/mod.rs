@@ -36,7 +36,12 @@ impl Harness {
     /// builds none).
     pub fn app_state(&self) -> crate::api::AppState {
         let templates = crate::templates::Templates::new(self.rt.clone(), self.dir.path()).unwrap();
-        crate::api::AppState { lifecycle: self.lc.clone(), templates, domain: "localhost".into(), ops: Default::default() }
+        crate::api::AppState {
+            lifecycle: self.lc.clone(),
+            templates,
+            domain: "localhost".into(),
+            ops: Default::default(),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ async fn volumes_are_mounted_kept_across_pauses_and_shared() {
     assert_eq!(std::fs::metadata(host_dir.join("f")).unwrap().uid(), 101_000);
 
     // A process with its cwd and an open file on the volume, across a memory pause.
-    api.sh(&a, "cd /srv/vol/d && nohup bash -c 'exec 3>>/srv/vol/d/log; while true; do echo x >&3; sleep 0.2; done' >/dev/null 2>&1 &").await;
+    api.sh(&a, "(cd /srv/vol/d && exec nohup bash -c 'exec 3>>log; while true; do echo x >&3; sleep 0.2; done') >/dev/null 2>&1 &").await;
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(api.pause(&aid).await, 204);
     let before = std::fs::read_to_string(host_dir.join("d/log")).unwrap().lines().count();

@@ -235,7 +235,7 @@ done
 
 # The SDKs' environment: only loopback, never E2B_DEBUG.
 unset E2B_DEBUG E2B_DOMAIN NOVITA_DOMAIN E2B_ACCESS_TOKEN
-export E2B_API_URL="$BASE_URL" E2B_SANDBOX_URL="$BASE_URL" E2B_API_KEY="$API_KEY"
+export E2B_API_URL="$BASE_URL" E2B_SANDBOX_URL="$BASE_URL" E2B_API_KEY="$API_KEY" E2B_VOLUME_API_URL="$BASE_URL"
 export NOVITA_API_URL="$BASE_URL" NOVITA_SANDBOX_URL="$BASE_URL" NOVITA_API_KEY="$API_KEY"
 # Host-routing mode (helpers.mjs `useHostRouting`): where the TLS listener is and its CA.
 export E2E_TLS_PORT="$TLS_PORT" E2E_DOMAIN=localhost E2E_CA_CERT="$DATA_DIR/tls/ca.pem"

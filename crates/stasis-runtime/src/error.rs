@@ -31,6 +31,9 @@ pub enum RuntimeError {
     /// architecture: the message says which).
     #[error("{0}")]
     Image(String),
+    /// A volume mount that cannot be made: a bad path, a volume whose files are gone.
+    #[error("volume: {0}")]
+    Volume(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

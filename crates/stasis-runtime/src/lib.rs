@@ -12,6 +12,7 @@ mod error;
 pub mod lock;
 mod netns;
 pub mod objstore;
+pub mod volume_files;
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,17 @@ pub struct SandboxSpec {
     /// Outbound network; `None`: loopback only (the host still reaches its ports).
     #[serde(default)]
     pub network: Option<NetworkPolicy>,
+    /// Volumes bind-mounted read-write into the sandbox (`container/volumes.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// Volume `id` (its files: `DATA/volumes/ID`) mounted at `path` inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub id: String,
+    /// Absolute, normalized (`container::volumes::check_mount_path`).
+    pub path: String,
 }
 
 impl Default for SandboxSpec {
@@ -59,6 +71,7 @@ impl Default for SandboxSpec {
             env: BTreeMap::new(),
             access_token: None,
             network: Some(NetworkPolicy::open()),
+            volumes: Vec::new(),
         }
     }
 }
@@ -194,6 +207,19 @@ pub trait Runtime: Send + Sync {
     /// committed). The default runtime has none to tell.
     fn init_exits(&self) -> tokio::sync::broadcast::Receiver<InitExit> {
         tokio::sync::broadcast::channel(1).1
+    }
+    /// Makes volume `id`'s (empty) storage. The default runtime has none.
+    async fn create_volume(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Removes volume `id`'s storage (no sandbox mounts it any more).
+    async fn delete_volume(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+    /// The host directory holding volume `id`'s files, for its content API; `None` when
+    /// this runtime keeps no volume files on the host.
+    fn volume_dir(&self, _id: &str) -> Option<std::path::PathBuf> {
+        None
     }
     /// Boots a sandbox to run a template build's steps in, on `base`'s files (a template's,
     /// without its start command, or a committed layer's).

@@ -1,5 +1,5 @@
 //! The store's one error type. The HTTP layer maps it to wire errors once:
-//! `NotFound` → 404, `Conflict`/`AlreadyExists` → 409, `InvalidQuery` → 400, the rest → 500.
+//! `NotFound` → 404, `Conflict`/`AlreadyExists`/`InUse` → 409, `InvalidQuery` → 400, the rest → 500.
 
 use crate::model::SandboxState;
 use crate::query::QueryError;
@@ -14,6 +14,9 @@ pub enum StoreError {
     /// An insert hit an existing id or snapshot name.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// A volume still mounted by the sandboxes named.
+    #[error("{what} is mounted by sandbox(es) {}", by.join(", "))]
+    InUse { what: String, by: Vec<String> },
     #[error(transparent)]
     InvalidQuery(#[from] QueryError),
     /// The database was written by a newer Stasis; opening it could corrupt it.

@@ -2,7 +2,7 @@
 //!
 //! This crate owns:
 //! - the records the control plane must not lose: sandboxes (with their lifecycle state),
-//!   snapshots and API keys ([`model`]);
+//!   snapshots, API keys ([`model`]) and volumes with their mounts ([`volumes`]);
 //! - the [`Store`] trait, [`SqliteStore`], its SQLite implementation (WAL,
 //!   `synchronous=FULL`, versioned migrations), and [`PostgresStore`] for several nodes;
 //! - the semantics of list requests: default states, metadata filters, ordering, limits
@@ -22,6 +22,7 @@ pub mod open;
 pub mod postgres;
 pub mod query;
 pub mod sqlite;
+pub mod volumes;
 
 #[cfg(test)]
 mod query_fuzz_tests;
@@ -39,6 +40,7 @@ pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxS
 pub use postgres::PostgresStore;
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
 pub use sqlite::SqliteStore;
+pub use volumes::{VolumeMount, VolumeRow};
 
 /// Changes applied to a row inside a state transition's transaction (e.g. set `paused_at`
 /// together with the flip to `Paused`). It must not change `id`; `state` and `updated_at` are
@@ -128,4 +130,25 @@ pub trait Store: Send + Sync {
 
     /// Deletes the events older than `before`; returns how many.
     async fn prune_events(&self, before: UnixMillis) -> Result<u64, StoreError>;
+
+    /// Inserts a volume. `AlreadyExists` when its id or name is taken.
+    async fn insert_volume(&self, row: &VolumeRow) -> Result<(), StoreError>;
+
+    async fn get_volume(&self, id: &str) -> Result<Option<VolumeRow>, StoreError>;
+
+    async fn find_volume_by_name(&self, name: &str) -> Result<Option<VolumeRow>, StoreError>;
+
+    /// Every volume, oldest first.
+    async fn list_volumes(&self) -> Result<Vec<VolumeRow>, StoreError>;
+
+    /// Deletes a volume and the mounts snapshots had of it. `InUse` (naming them) while a
+    /// sandbox row mounts it; `Ok(false)` when there was no such volume.
+    async fn delete_volume(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Replaces what `owner` (a sandbox or snapshot id) mounts; empty: nothing. `NotFound`
+    /// when a volume named in `mounts` does not exist (deleted meanwhile).
+    async fn set_volume_mounts(&self, owner: &str, mounts: &[VolumeMount]) -> Result<(), StoreError>;
+
+    /// What `owner` mounts, by path.
+    async fn volume_mounts(&self, owner: &str) -> Result<Vec<VolumeMount>, StoreError>;
 }

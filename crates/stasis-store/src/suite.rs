@@ -1,7 +1,7 @@
 //! The [`Store`] semantics every implementation must have, as one test suite run against
 //! each of them (`store_suite!` in `sqlite/tests.rs` and `postgres/tests.rs`): round
 //! trips, compare-and-set transitions, keyset pagination, the list query encodings,
-//! snapshots and their names, API keys.
+//! snapshots and their names, API keys, volumes and their mounts.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync + 'static {
 #[macro_export]
 macro_rules! store_suite {
     ($backend:expr) => {
-        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned);
+        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted);
     };
     (@each $backend:expr; $($name:ident),*) => {
         $(
@@ -495,4 +495,54 @@ pub async fn events_are_kept_in_order_filtered_and_pruned<B: Backend>(b: B) {
     let store = b.open().await;
     assert_eq!(store.prune_events(2000).await.unwrap(), 2);
     assert_eq!(kinds(store.events(&q(|_| {})).await.unwrap()), ["pause-failed", "paused"]);
+}
+
+pub async fn volumes_have_unique_names_and_are_kept_while_mounted<B: Backend>(b: B) {
+    use crate::{VolumeMount, VolumeRow};
+    let store = b.open().await;
+    let vol = |id: &str, name: &str, at| VolumeRow {
+        id: id.into(),
+        name: name.into(),
+        token: format!("t-{id}"),
+        created_at: at,
+    };
+    store.insert_volume(&vol("v1", "data", 1)).await.unwrap();
+    store.insert_volume(&vol("v2", "cache", 2)).await.unwrap();
+    assert!(matches!(store.insert_volume(&vol("v3", "data", 3)).await, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(store.insert_volume(&vol("v1", "other", 3)).await, Err(StoreError::AlreadyExists(_))));
+    // Seen from another connection (another process or node).
+    let other = b.open().await;
+    assert_eq!(other.get_volume("v1").await.unwrap(), Some(vol("v1", "data", 1)));
+    assert_eq!(other.find_volume_by_name("cache").await.unwrap().map(|v| v.id), Some("v2".into()));
+    assert_eq!(other.find_volume_by_name("nope").await.unwrap(), None);
+    let ids: Vec<String> = other.list_volumes().await.unwrap().into_iter().map(|v| v.id).collect();
+    assert_eq!(ids, ["v1", "v2"]);
+
+    // A sandbox mounts both; a snapshot of it mounts v1.
+    store.insert_sandbox(&sandbox("sbx1", SandboxState::Paused, 10)).await.unwrap();
+    let m = |v: &str, p: &str| VolumeMount { volume_id: v.into(), path: p.into() };
+    store.set_volume_mounts("sbx1", &[m("v1", "/data"), m("v2", "/cache")]).await.unwrap();
+    store.set_volume_mounts("snap1", &[m("v1", "/data")]).await.unwrap();
+    assert_eq!(other.volume_mounts("sbx1").await.unwrap(), [m("v2", "/cache"), m("v1", "/data")]);
+    // A mount of a volume that does not exist is refused, and changes nothing.
+    assert!(matches!(store.set_volume_mounts("sbx1", &[m("v9", "/x")]).await, Err(StoreError::NotFound)));
+    assert_eq!(store.volume_mounts("sbx1").await.unwrap().len(), 2);
+
+    // Mounted by a sandbox row: kept, naming it.
+    match store.delete_volume("v1").await {
+        Err(StoreError::InUse { by, .. }) => assert_eq!(by, ["sbx1"]),
+        other => panic!("deleting a mounted volume: {other:?}"),
+    }
+    assert!(store.get_volume("v1").await.unwrap().is_some());
+    // Once the sandbox no longer mounts it (or its row is gone), it goes, with the
+    // snapshot's mount of it.
+    store.set_volume_mounts("sbx1", &[m("v2", "/cache")]).await.unwrap();
+    assert!(store.delete_volume("v1").await.unwrap());
+    assert_eq!(store.volume_mounts("snap1").await.unwrap(), []);
+    assert!(!store.delete_volume("v1").await.unwrap(), "already gone");
+    store.delete_sandbox("sbx1").await.unwrap();
+    assert!(store.delete_volume("v2").await.unwrap(), "the mount of a deleted sandbox row holds nothing");
+    assert_eq!(store.list_volumes().await.unwrap(), []);
+    // The name is free again.
+    store.insert_volume(&vol("v4", "data", 4)).await.unwrap();
 }

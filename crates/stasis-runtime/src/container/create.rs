@@ -13,7 +13,7 @@ use super::layout::SandboxDir;
 use super::record::{self, Record};
 use super::snapshot::Limits;
 use super::template::Template;
-use super::{agent_layer, boot, network, random_hex, Inner};
+use super::{agent_layer, boot, network, random_hex, volumes, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{SandboxSpec, SandboxState};
 
@@ -24,7 +24,9 @@ impl Inner {
         }
         let template = self.template(&spec.template)?;
         let spec = &template.spec_for(spec);
-        if template.warms() {
+        // A warm capture has no volume mounts, and a restore cannot add one: a sandbox
+        // with volumes boots its template's service cold.
+        if template.warms() && spec.volumes.is_empty() {
             // The template's service is already running in its warm snapshot.
             let snap = self.ready_snapshot(&template)?;
             return self.create_from_snapshot_with(id, &snap, spec, Limits::Request);
@@ -106,10 +108,19 @@ impl Inner {
             gateway_ip: network::GATEWAY_IP.to_string(),
             start: rec.start.clone(),
         };
+        let bound = match volumes::bind(&self.layout, &dir.rootfs(), &rec.spec.volumes) {
+            Ok(b) => b,
+            Err(e) => {
+                self.network_down(rec);
+                return Err(e);
+            }
+        };
         let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), |pid| match &net {
             Some(n) => network::move_into(n, pid),
             None => Ok(()),
         });
+        // The sandbox's namespace has its own copies of the volume mounts by now.
+        volumes::unbind(&bound);
         let pid = match booted {
             Ok(pid) => pid,
             Err(e) => {

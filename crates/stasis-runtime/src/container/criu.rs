@@ -114,10 +114,22 @@ impl Criu {
     /// Dumps the tree rooted at `pid` into `images`. With `leave_running` the sandbox
     /// goes on afterwards (snapshots); without, its processes are gone on success and
     /// untouched on failure.
-    pub fn dump(&self, pid: u32, images: &Path, freezer: &Path, leave_running: bool) -> Result<()> {
+    /// `external`: (path inside the sandbox, key) of each bind mount from outside its
+    /// root (volumes), recorded by key only; the restore says where each key is.
+    pub fn dump(
+        &self,
+        pid: u32,
+        images: &Path,
+        freezer: &Path,
+        leave_running: bool,
+        external: &[(String, String)],
+    ) -> Result<()> {
         let log = images.join("dump.log");
         let mut cmd = Command::new(&self.binary);
         cmd.arg("dump").arg("-t").arg(pid.to_string()).arg("-D").arg(images).arg("-o").arg(&log);
+        for (path, key) in external {
+            cmd.arg("--external").arg(format!("mnt[{path}]:{key}"));
+        }
         cmd.arg("--freeze-cgroup").arg(freezer).arg("--ghost-limit").arg("64M");
         cmd.args(COMMON);
         if leave_running {
@@ -134,6 +146,7 @@ impl Criu {
     /// With `lazy`, memory is not copied before the tree runs: a `criu lazy-pages` daemon
     /// (returned) serves each page on first touch and pushes the rest in the background,
     /// reading the images, which must stay until it exits.
+    /// `external`: (key, host directory) of each external bind mount the dump recorded.
     #[allow(clippy::too_many_arguments)] // each is one of CRIU's own options
     pub fn restore(
         &self,
@@ -142,6 +155,7 @@ impl Criu {
         work: &Path,
         cgroup_procs: &[PathBuf],
         net_device: Option<&str>,
+        external: &[(String, PathBuf)],
         lazy: bool,
         leave_stopped: bool,
     ) -> Result<(u32, Option<std::process::Child>)> {
@@ -166,6 +180,9 @@ impl Criu {
         cmd.args(COMMON);
         if let Some(dev) = net_device {
             cmd.arg("--external").arg(format!("netdev[eth0]:{dev}"));
+        }
+        for (key, dir) in external {
+            cmd.arg("--external").arg(format!("mnt[{key}]:{}", dir.display()));
         }
         let procs: Vec<CString> =
             cgroup_procs.iter().map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap()).collect();

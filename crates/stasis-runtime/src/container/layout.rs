@@ -11,6 +11,7 @@
 //! DATA/snapshots/SID/layer          a snapshot's files (a copy of the source's writable layer)
 //! DATA/snapshots/SID/images         its memory images (memory snapshots only)
 //! DATA/snapshots/SID/snapshot.json  what it was made from
+//! DATA/volumes/VID                  a volume's files (bind-mounted into sandboxes)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,14 @@ impl Layout {
 
     pub fn snapshot(&self, id: &str) -> PathBuf {
         self.snapshots().join(id)
+    }
+
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    pub fn volume(&self, id: &str) -> PathBuf {
+        self.volumes().join(id)
     }
 
     pub fn sandbox(&self, id: &str) -> SandboxDir {

@@ -20,6 +20,7 @@
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
+//! | `volumes.rs` | volumes: their directories, mounts at boot, CRIU's external mounts |
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
@@ -59,6 +60,7 @@ mod teardown;
 mod template;
 mod template_store;
 mod update;
+pub mod volumes;
 mod warm;
 
 use std::collections::HashMap;
@@ -293,6 +295,25 @@ impl Runtime for ContainerRuntime {
         let _g = self.inner.snapshot_lock.read().await;
         let (id2, snap, spec) = (id.to_string(), snapshot_id.to_string(), spec.clone());
         self.locked(id, move |rt| rt.create_from_snapshot(&id2, &snap, &spec)).await
+    }
+
+    async fn create_volume(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let layout = self.inner.layout.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || volumes::create(&layout, &id).map(|_| ())).await.expect("volume task")
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let layout = self.inner.layout.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || volumes::remove(&layout, &id)).await.expect("volume task")
+    }
+
+    fn volume_dir(&self, id: &str) -> Option<PathBuf> {
+        validate_id(id).ok()?;
+        Some(self.inner.layout.volume(id)).filter(|d| d.is_dir())
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {

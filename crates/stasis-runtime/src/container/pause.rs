@@ -64,7 +64,8 @@ impl Inner {
         }
         let written = self.track(id, "pausing", self.cgroups.usage(id).memory_bytes);
         let flusher = flush::Flusher::start(&images, written);
-        let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), false);
+        let external = super::volumes::dump_externals(&rec.spec.volumes);
+        let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), false, &external);
         flusher.stop();
         self.untrack(id);
         if let Err(e) = dumped {

@@ -117,12 +117,14 @@ impl Inner {
             let net = self.network_up(rec)?;
             net_up = net.is_some();
             let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+            let external = super::volumes::restore_externals(&self.layout, &rec.spec.volumes)?;
             self.criu.restore(
                 images,
                 &dir.rootfs(),
                 &dir.path().join("restore"),
                 &self.cgroups.procs_files(&id),
                 dev,
+                &external,
                 self.lazy,
                 true,
             )

@@ -114,7 +114,8 @@ impl Inner {
             if mode == PauseMode::Memory {
                 let images = tmp.join("images");
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
-                self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true)?;
+                let external = super::volumes::dump_externals(&rec.spec.volumes);
+                self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true, &external)?;
                 super::pause::seal(&images, &self.key)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
@@ -166,6 +167,13 @@ impl Inner {
         limits: Limits,
     ) -> Result<()> {
         let meta = self.snapshot_meta(snap)?;
+        // A copy mounts the volumes its source mounted, where it mounted them: its
+        // processes may hold files open on them.
+        if matches!(limits, Limits::Snapshot) && !spec.volumes.is_empty() && spec.volumes != meta.spec.volumes {
+            return Err(RuntimeError::Volume(format!(
+                "a sandbox made from snapshot {snap} mounts the volumes its source mounted; it cannot name others"
+            )));
+        }
         let dir = self.dir(id);
         if dir.path().exists() {
             return Err(RuntimeError::AlreadyExists(id.to_string()));

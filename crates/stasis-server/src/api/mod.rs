@@ -10,6 +10,8 @@ mod snapshots;
 mod status;
 mod templates;
 mod unserved;
+mod volume_content;
+mod volumes;
 pub mod wire;
 
 #[cfg(test)]
@@ -18,6 +20,8 @@ mod body_fuzz_tests;
 mod logs_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod volumes_tests;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
@@ -78,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/templates/{id}/builds/{build}", post(templates::start))
         .route("/templates/{id}/builds/{build}/status", get(templates::status))
         .route("/templates/aliases/{alias}", get(templates::alias))
+        .route("/volumes", post(volumes::create).get(volumes::list))
+        .route("/volumes/{id}", get(volumes::info).delete(volumes::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))
         .route("/stasis/templates", get(status::templates))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -86,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         // The SDKs upload a build's files to the URL they were given, with no API key: the
         // URL is signed (`templates::Templates::upload_token`).
         .merge(Router::new().route("/stasis/build-files/{hash}", put(templates::upload)))
+        // A volume's files take the volume's own token (`Authorization: Bearer`), which the
+        // SDKs send instead of the API key.
+        .merge(volume_content::routes())
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -116,6 +125,8 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Conflict(m) => ApiError::conflict(m),
             LifecycleError::BadRequest(m) => ApiError::bad_request(m),
             LifecycleError::TemplateNotFound(t) => ApiError::not_found(format!("template {t:?} not found")),
+            LifecycleError::VolumeNotFound(v) => ApiError::not_found(format!("volume {v} not found")),
+            LifecycleError::Store(e @ stasis_store::StoreError::InUse { .. }) => ApiError::conflict(e.to_string()),
             LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::CorruptCheckpoint(_)) => {
                 ApiError::internal(e.to_string())
             }

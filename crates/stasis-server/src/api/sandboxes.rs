@@ -119,13 +119,17 @@ fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> 
         memory_mb,
         cpu_count,
         disk_mb,
+        volumes: Vec::new(),
     })
 }
 
 async fn create(state: AppState, body: Body, default_timeout: fn(&SandboxDefaults) -> u64) -> ApiResult<Response> {
-    let req: NewSandbox = json_body(body).await?;
+    let mut req: NewSandbox = json_body(body).await?;
+    let mounts: Vec<(String, String)> =
+        req.volume_mounts.take().unwrap_or_default().into_iter().map(|m| (m.name, m.path)).collect();
     let d = state.defaults();
-    let params = create_params(req, default_timeout(d), d)?;
+    let mut params = create_params(req, default_timeout(d), d)?;
+    params.volumes = state.lifecycle.resolve_volume_mounts(&mounts).await?;
     let row = state.lifecycle.create(params).await?;
     Ok((StatusCode::CREATED, Json(wire::Sandbox::from_row(&row, &state.domain))).into_response())
 }
@@ -174,6 +178,13 @@ pub async fn info(State(state): State<AppState>, SandboxPath(id): SandboxPath) -
     let row = state.lifecycle.get(&id).await?;
     let mut detail = wire::SandboxDetail::from_row(&row, &state.domain);
     detail.operation = state.lifecycle.progress(&id);
+    detail.volume_mounts = state
+        .lifecycle
+        .volume_mounts(&id)
+        .await?
+        .into_iter()
+        .map(|(name, path)| wire::SandboxVolumeMount { name, path })
+        .collect();
     Ok(Json(detail).into_response())
 }
 

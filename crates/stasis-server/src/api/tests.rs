@@ -105,11 +105,9 @@ async fn unserved_sdk_endpoints_say_so() {
     let h = harness().await;
     h.store.add_api_key("test", KEY).await.unwrap();
     for (path, what) in [
-        ("/volumes", "Volume"),
         ("/secrets/abc", "Secret"),
         ("/templates/tags", "template tags"),
         ("/sandboxes/abc/volume-mounts", "novita mountVolume"),
-        ("/volumecontent/v1/path", "Volume files"),
     ] {
         let (status, body) = get(&h, path).await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");

@@ -11,9 +11,6 @@ use super::{ApiError, AppState};
 /// (path, what the SDKs call it).
 const UNSERVED: &[(&str, &str)] = &[
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
-    ("/volumes", "Volume"),
-    ("/volumes/{id}", "Volume"),
-    ("/volumecontent/{id}/{*rest}", "Volume files"),
     ("/secrets", "Secret"),
     ("/secrets/{id}", "Secret"),
     ("/templates/tags", "template tags"),

@@ -49,6 +49,38 @@ pub struct NewSandbox {
     /// Stasis extension: disk size (the most the sandbox can write).
     #[serde(rename = "diskSizeMB")]
     pub disk_size_mb: Option<u64>,
+    /// Volumes to mount, by name.
+    pub volume_mounts: Option<Vec<SandboxVolumeMount>>,
+}
+
+/// A volume mounted in a sandbox (`SandboxVolumeMount`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxVolumeMount {
+    pub name: String,
+    pub path: String,
+}
+
+/// `POST /volumes`.
+#[derive(Debug, Deserialize, Default)]
+pub struct NewVolume {
+    pub name: Option<String>,
+}
+
+/// A volume in a listing (`Volume`).
+#[derive(Debug, Serialize)]
+pub struct Volume {
+    #[serde(rename = "volumeID")]
+    pub volume_id: String,
+    pub name: String,
+}
+
+/// A volume with the token of its content API (`VolumeAndToken`).
+#[derive(Debug, Serialize)]
+pub struct VolumeAndToken {
+    #[serde(rename = "volumeID")]
+    pub volume_id: String,
+    pub name: String,
+    pub token: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -173,6 +205,7 @@ pub struct SandboxDetail {
     /// succeeds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    pub volume_mounts: Vec<SandboxVolumeMount>,
 }
 
 /// A failed lifecycle action as the API shows it (`lastError`).
@@ -217,6 +250,7 @@ impl SandboxDetail {
             pause_mode: if r.pause_memory { "full" } else { "filesystem" },
             operation: None,
             last_error: r.last_error.as_ref().map(LastError::from_failed),
+            volume_mounts: Vec::new(),
         }
     }
 }

@@ -52,8 +52,23 @@ impl Lifecycle {
             updated_at: now,
             last_error: None,
         };
+        // A copy mounts what its snapshot's source mounted.
+        let volumes = match (&snapshot, p.volumes.is_empty()) {
+            (Some(snap), true) => self.inner.store.volume_mounts(snap).await?,
+            _ => p.volumes.clone(),
+        };
         // Recorded first: a crash during the boot leaves a `creating` row that recovery cleans.
         self.inner.store.insert_sandbox(&row).await?;
+        // The mounts with it: from now on none of its volumes can be deleted.
+        if let Err(e) = self.inner.store.set_volume_mounts(&id, &volumes).await {
+            let _ = self.inner.store.delete_sandbox(&id).await;
+            return Err(match e {
+                stasis_store::StoreError::NotFound => {
+                    super::LifecycleError::BadRequest("a volume to mount was deleted meanwhile".into())
+                }
+                other => other.into(),
+            });
+        }
         let lock = self.lock(&id);
         let _g = lock.lock().await;
         let spec = SandboxSpec {
@@ -65,6 +80,7 @@ impl Lifecycle {
             max_pids: self.inner.config.defaults.max_pids,
             env: p.env_vars,
             access_token: row.envd_access_token.clone(),
+            volumes: super::volumes::runtime_mounts(&volumes),
         };
         let t0 = std::time::Instant::now();
         let created = match &snapshot {
@@ -76,6 +92,7 @@ impl Lifecycle {
             let message = format!("create failed: {e}");
             self.event(&id, Level::Error, "create-failed", message, &[("error", e.to_string())]).await;
             let _ = self.inner.store.delete_sandbox(&id).await;
+            let _ = self.inner.store.set_volume_mounts(&id, &[]).await;
             self.inner.routes.forget(&id);
             return Err(e.into());
         }

@@ -13,6 +13,8 @@ pub enum LifecycleError {
     BadRequest(String),
     #[error("template {0:?} not found")]
     TemplateNotFound(String),
+    #[error("volume {0} not found")]
+    VolumeNotFound(String),
     #[error("runtime: {0}")]
     Runtime(RuntimeError),
     #[error("store: {0}")]
@@ -32,6 +34,7 @@ impl From<RuntimeError> for LifecycleError {
             e @ (RuntimeError::InvalidNetwork(_) | RuntimeError::InvalidUpdate(_)) => {
                 LifecycleError::BadRequest(e.to_string())
             }
+            RuntimeError::Volume(m) => LifecycleError::BadRequest(m),
             other => LifecycleError::Runtime(other),
         }
     }

@@ -31,6 +31,8 @@ impl Lifecycle {
             return Err(self.record_failure(id, Operation::Kill, e.into()).await);
         }
         self.inner.store.delete_sandbox(id).await?;
+        // Its volumes are free (a mount of a gone row holds nothing either).
+        let _ = self.inner.store.set_volume_mounts(id, &[]).await;
         self.inner.routes.forget(id);
         let ms = started.elapsed().as_millis().to_string();
         self.event(id, Level::Info, "killed", format!("killed: {why}"), &[("reason", why.into()), ("total_ms", ms)])

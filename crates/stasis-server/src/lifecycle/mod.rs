@@ -33,6 +33,7 @@ pub mod snapshots;
 pub(crate) mod tests;
 mod timeouts;
 mod update;
+pub mod volumes;
 mod warm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -69,6 +70,9 @@ pub struct CreateParams {
     pub memory_mb: u64,
     pub cpu_count: u32,
     pub disk_mb: u64,
+    /// Volumes to mount (`Lifecycle::resolve_volume_mounts`). From a snapshot: empty means
+    /// the snapshot's own.
+    pub volumes: Vec<stasis_store::VolumeMount>,
 }
 
 /// Settings of the lifecycle, read once at start (from `ServeConfig`); no rule reads a

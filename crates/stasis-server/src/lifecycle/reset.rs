@@ -54,6 +54,7 @@ impl Lifecycle {
             env: row.env_vars.clone(),
             // The same token: the SDK's Sandbox object keeps the one it has.
             access_token: row.envd_access_token.clone(),
+            volumes: super::volumes::runtime_mounts(&self.inner.store.volume_mounts(id).await?),
         };
         let created = match &snapshot {
             Some(snap) => self.inner.runtime.create_from_snapshot(id, &snap.id, &spec).await,

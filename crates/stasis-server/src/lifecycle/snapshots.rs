@@ -93,7 +93,14 @@ impl Lifecycle {
             size_bytes: stats.size_bytes,
             created_at: self.now(),
         };
-        if let Err(e) = self.inner.store.insert_snapshot(&snap).await {
+        // Sandboxes made from it mount what the source mounts.
+        let mounts = self.inner.store.volume_mounts(id).await?;
+        let inserted = match self.inner.store.insert_snapshot(&snap).await {
+            Ok(()) => self.inner.store.set_volume_mounts(&snap_id, &mounts).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = inserted {
+            let _ = self.inner.store.delete_snapshot(&snap_id).await;
             let _ = self.inner.runtime.delete_snapshot(&snap_id).await;
             return Err(match e {
                 StoreError::AlreadyExists(what) => LifecycleError::Conflict(format!("{what} already exists")),
@@ -110,6 +117,7 @@ impl Lifecycle {
             Err(e) => return Err(e.into()),
         }
         self.inner.store.delete_snapshot(&snap.id).await?;
+        let _ = self.inner.store.set_volume_mounts(&snap.id, &[]).await;
         Ok(())
     }
 
@@ -143,6 +151,7 @@ impl Lifecycle {
             self.inner.runtime.snapshot(id, &snap_id, PauseMode::Memory).await?;
             row
         };
+        let volumes = self.inner.store.volume_mounts(id).await?;
         let forks: Vec<_> = (0..count)
             .map(|_| {
                 let lc = self.clone();
@@ -161,6 +170,7 @@ impl Lifecycle {
                     memory_mb: source.memory_mb,
                     cpu_count: source.cpu_count,
                     disk_mb: source.disk_size_mb,
+                    volumes: volumes.clone(),
                 };
                 let snap = snap_id.clone();
                 tokio::spawn(async move { lc.create_with(params, Some(snap)).await })

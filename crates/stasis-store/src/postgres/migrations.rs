@@ -85,6 +85,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX sandbox_events_by_sandbox ON sandbox_events (sandbox_id, seq);
     CREATE INDEX sandbox_events_by_time ON sandbox_events (at);
     "#,
+    // 3: volumes and their mounts (as SQLite's migration 5).
+    r#"
+    CREATE TABLE volumes (
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        token      TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+
+    CREATE TABLE volume_mounts (
+        owner     TEXT COLLATE "C" NOT NULL,
+        path      TEXT NOT NULL,
+        volume_id TEXT COLLATE "C" NOT NULL REFERENCES volumes (id),
+        PRIMARY KEY (owner, path)
+    );
+    CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,7 @@
 mod events;
 mod migrations;
 mod rows;
+mod volumes;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -318,6 +319,33 @@ impl Store for PostgresStore {
 
     async fn prune_events(&self, before: crate::UnixMillis) -> Result<u64, StoreError> {
         Ok(self.client().await?.execute("DELETE FROM sandbox_events WHERE at < $1", &[&before]).await?)
+    }
+    async fn insert_volume(&self, row: &crate::VolumeRow) -> Result<(), StoreError> {
+        volumes::insert(&self.client().await?, row).await
+    }
+
+    async fn get_volume(&self, id: &str) -> Result<Option<crate::VolumeRow>, StoreError> {
+        volumes::select_one(&self.client().await?, "id", id).await
+    }
+
+    async fn find_volume_by_name(&self, name: &str) -> Result<Option<crate::VolumeRow>, StoreError> {
+        volumes::select_one(&self.client().await?, "name", name).await
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<crate::VolumeRow>, StoreError> {
+        volumes::select_all(&self.client().await?).await
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<bool, StoreError> {
+        volumes::delete(&mut self.client().await?, id).await
+    }
+
+    async fn set_volume_mounts(&self, owner: &str, mounts: &[crate::VolumeMount]) -> Result<(), StoreError> {
+        volumes::set_mounts(&mut self.client().await?, owner, mounts).await
+    }
+
+    async fn volume_mounts(&self, owner: &str) -> Result<Vec<crate::VolumeMount>, StoreError> {
+        volumes::mounts(&self.client().await?, owner).await
     }
 }
 

@@ -85,6 +85,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX sandbox_events_by_sandbox ON sandbox_events (sandbox_id, seq);
     CREATE INDEX sandbox_events_by_time ON sandbox_events (at);
     "#,
+    // 5: volumes, and what each sandbox or snapshot (`owner`, no foreign key: either
+    // table) mounts where; a mount keeps its volume from being deleted.
+    r#"
+    CREATE TABLE volumes (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        token      TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE volume_mounts (
+        owner     TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        volume_id TEXT NOT NULL REFERENCES volumes (id),
+        PRIMARY KEY (owner, path)
+    ) STRICT;
+    CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume_id);
+    "#,
 ];
 
 /// The schema version this build writes.

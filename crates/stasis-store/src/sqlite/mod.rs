@@ -12,6 +12,7 @@
 mod events;
 mod migrations;
 mod rows;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -369,6 +370,39 @@ impl Store for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+    async fn insert_volume(&self, row: &crate::VolumeRow) -> Result<(), StoreError> {
+        let row = row.clone();
+        self.call(move |conn| volumes::insert(conn, &row)).await
+    }
+
+    async fn get_volume(&self, id: &str) -> Result<Option<crate::VolumeRow>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| volumes::select_one(conn, "id", &id)).await
+    }
+
+    async fn find_volume_by_name(&self, name: &str) -> Result<Option<crate::VolumeRow>, StoreError> {
+        let name = name.to_owned();
+        self.call(move |conn| volumes::select_one(conn, "name", &name)).await
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<crate::VolumeRow>, StoreError> {
+        self.call(volumes::select_all).await
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| volumes::delete(conn, &id)).await
+    }
+
+    async fn set_volume_mounts(&self, owner: &str, mounts: &[crate::VolumeMount]) -> Result<(), StoreError> {
+        let (owner, mounts) = (owner.to_owned(), mounts.to_vec());
+        self.call(move |conn| volumes::set_mounts(conn, &owner, &mounts)).await
+    }
+
+    async fn volume_mounts(&self, owner: &str) -> Result<Vec<crate::VolumeMount>, StoreError> {
+        let owner = owner.to_owned();
+        self.call(move |conn| volumes::mounts(conn, &owner)).await
     }
 }
 

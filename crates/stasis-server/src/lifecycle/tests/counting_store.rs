@@ -80,4 +80,25 @@ impl Store for CountingStore {
     async fn prune_events(&self, before: i64) -> R<u64> {
         self.inner.prune_events(before).await
     }
+    async fn insert_volume(&self, row: &stasis_store::VolumeRow) -> R<()> {
+        self.inner.insert_volume(row).await
+    }
+    async fn get_volume(&self, id: &str) -> R<Option<stasis_store::VolumeRow>> {
+        self.inner.get_volume(id).await
+    }
+    async fn find_volume_by_name(&self, name: &str) -> R<Option<stasis_store::VolumeRow>> {
+        self.inner.find_volume_by_name(name).await
+    }
+    async fn list_volumes(&self) -> R<Vec<stasis_store::VolumeRow>> {
+        self.inner.list_volumes().await
+    }
+    async fn delete_volume(&self, id: &str) -> R<bool> {
+        self.inner.delete_volume(id).await
+    }
+    async fn set_volume_mounts(&self, owner: &str, mounts: &[stasis_store::VolumeMount]) -> R<()> {
+        self.inner.set_volume_mounts(owner, mounts).await
+    }
+    async fn volume_mounts(&self, owner: &str) -> R<Vec<stasis_store::VolumeMount>> {
+        self.inner.volume_mounts(owner).await
+    }
 }

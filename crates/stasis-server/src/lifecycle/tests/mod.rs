@@ -86,6 +86,7 @@ pub(super) fn params() -> CreateParams {
         memory_mb: 512,
         cpu_count: 2,
         disk_mb: 4096,
+        volumes: Vec::new(),
     }
 }
 

@@ -9,18 +9,6 @@ mod common;
 use common::s3::S3Server;
 use common::{cgroup_dirs, wait_for, Host};
 
-const PYVAR: &str = r#"nohup python3 -c '
-import random, signal, time
-v = random.getrandbits(62)
-open("/home/user/py-initial", "w").write(str(v))
-def dump(*_):
-    open("/home/user/py-now.tmp", "w").write(str(v))
-    __import__("os").rename("/home/user/py-now.tmp", "/home/user/py-now")
-signal.signal(signal.SIGUSR1, dump)
-while True:
-    time.sleep(1)
-' >/dev/null 2>&1 &"#;
-
 struct Node {
     host: Host,
     env: Vec<(String, String)>,
@@ -43,7 +31,7 @@ impl Node {
     fn sandbox_with_state(&self, prefix: &str) -> (String, String) {
         let id = common::unique_id(prefix);
         self.ok(&["create", &id, "--memory-mb", "256"]);
-        self.host.sh(&id, PYVAR);
+        self.host.sh(&id, common::PYVAR);
         self.host.sh(&id, "echo 'kept on disk' > /home/user/file.txt");
         wait_for("python value", || {
             self.host.sh(&id, "cat /home/user/py-initial 2>/dev/null || true").trim().len() > 3

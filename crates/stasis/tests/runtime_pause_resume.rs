@@ -9,22 +9,9 @@ use common::{cgroup_dirs, mounts_under, process_alive, wait_for, Host};
 /// A bash loop whose counter lives only in the shell's memory, appended to a file every 100 ms.
 const COUNTER: &str = r#"nohup bash -c 'i=0; while true; do i=$((i+1)); echo $i >> /home/user/counter; sleep 0.1; done' >/dev/null 2>&1 &"#;
 
-/// A python3 process holding a random value in a variable; SIGUSR1 makes it write the value out.
-const PYVAR: &str = r#"nohup python3 -c '
-import random, signal, time
-v = random.getrandbits(62)
-open("/home/user/py-initial", "w").write(str(v))
-def dump(*_):
-    open("/home/user/py-now.tmp", "w").write(str(v))
-    __import__("os").rename("/home/user/py-now.tmp", "/home/user/py-now")
-signal.signal(signal.SIGUSR1, dump)
-while True:
-    time.sleep(1)
-' >/dev/null 2>&1 &"#;
-
 fn start_workload(h: &Host, id: &str) -> String {
     h.sh(id, COUNTER);
-    h.sh(id, PYVAR);
+    h.sh(id, common::PYVAR);
     h.sh(id, "head -c 1048576 /dev/urandom > /home/user/blob && sha256sum /home/user/blob > /home/user/blob.sha");
     wait_for("python value", || h.sh(id, "cat /home/user/py-initial 2>/dev/null || true").trim().len() > 3);
     wait_for("counter", || last_count(h, id) >= 3);

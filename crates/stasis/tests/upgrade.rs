@@ -15,19 +15,6 @@ use std::process::Command;
 
 use common::{agent_binary, wait_for, Host};
 
-/// A python3 process holding a random value in memory only; SIGUSR1 makes it write it out.
-const PYVAR: &str = r#"nohup python3 -c '
-import random, signal, time, os
-v = random.getrandbits(62)
-open("/home/user/py-initial", "w").write(str(v))
-def dump(*_):
-    open("/home/user/py-now.tmp", "w").write(str(v))
-    os.rename("/home/user/py-now.tmp", "/home/user/py-now")
-signal.signal(signal.SIGUSR1, dump)
-while True:
-    time.sleep(1)
-' >/dev/null 2>&1 &"#;
-
 struct Old {
     binary: PathBuf,
     agent: PathBuf,
@@ -77,7 +64,7 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
 
     // The previous release: create, start a process with state in memory, snapshot, pause.
     old.rt(&h, &["create", &id, "--env", "ORIGIN=old"]);
-    old.rt(&h, &["exec", &id, PYVAR]);
+    old.rt(&h, &["exec", &id, common::PYVAR]);
     old.rt(&h, &["exec", &id, "echo written-by-old > /home/user/old.txt"]);
     wait_for("python value", || {
         old.rt(&h, &["exec", &id, "cat /home/user/py-initial 2>/dev/null || true"]).trim().len() > 3

@@ -370,3 +370,16 @@ impl Drop for HostMarker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A python3 process holding a random value in a variable; SIGUSR1 makes it write the value out.
+pub const PYVAR: &str = r#"nohup python3 -c '
+import random, signal, time
+v = random.getrandbits(62)
+open("/home/user/py-initial", "w").write(str(v))
+def dump(*_):
+    open("/home/user/py-now.tmp", "w").write(str(v))
+    __import__("os").rename("/home/user/py-now.tmp", "/home/user/py-now")
+signal.signal(signal.SIGUSR1, dump)
+while True:
+    time.sleep(1)
+' >/dev/null 2>&1 &"#;

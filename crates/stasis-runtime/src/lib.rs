@@ -164,6 +164,14 @@ pub struct SandboxUsage {
     pub disk_bytes: u64,
 }
 
+/// A sandbox's resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
     /// Boots a new sandbox and returns when its agent answers.
@@ -183,6 +191,17 @@ pub trait Runtime: Send + Sync {
     async fn create_from_snapshot(&self, id: &str, snapshot_id: &str, spec: &SandboxSpec) -> Result<()>;
     /// Deletes a snapshot; sandboxes made from it keep working.
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
+    /// The limits (CPU, memory, disk) a sandbox made from snapshot `snapshot_id` gets:
+    /// its source's when captured, whatever the create asks. `None`: the runtime applies
+    /// the create's own.
+    async fn snapshot_limits(&self, _snapshot_id: &str) -> Result<Option<Limits>> {
+        Ok(None)
+    }
+    /// Whether template `name` exists now (so that a reset can be refused before it tears
+    /// anything down).
+    async fn has_template(&self, _name: &str) -> bool {
+        true
+    }
     /// Changes a running or paused sandbox's memory limit or outbound policy; a paused one
     /// gets them at its resume.
     async fn update(&self, id: &str, _update: &SandboxUpdate) -> Result<()> {

@@ -10,6 +10,7 @@ import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Template, waitForPort, Sandbox, BuildError } from 'e2b'
+import { Sandbox as Novita } from 'novita-sandbox'
 import { createSandbox, killAll, runTag, sleep } from './helpers.mjs'
 
 const T = { timeout: 600_000 }
@@ -136,5 +137,31 @@ test('buildInBackground + getBuildStatus, skipCache', T, async () => {
     assert.equal(await sbx.files.read('/opt/bg.txt'), '2\n')
   } finally {
     await killAll(sbx)
+  }
+})
+
+test('a deleted template: its sandboxes run on, pause and resume; a Novita reset of one is refused and keeps it', T, async () => {
+  const name = runTag('gone')
+  await Template.build(Template().fromTemplate('base').runCmd('echo kept > /opt/kept.txt'), name)
+  const sbx = await createSandbox({ template: name })
+  try {
+    await sbx.files.write('/home/user/mine.txt', 'mine')
+    // `e2b template delete` sends this.
+    const del = await fetch(`${process.env.E2B_API_URL}/templates/${name}`, {
+      method: 'DELETE', headers: { 'X-API-KEY': process.env.E2B_API_KEY },
+    })
+    assert.equal(del.status, 204)
+    assert.equal(await Template.exists(name), false)
+    await assert.rejects(Sandbox.create(name), /not found/)
+    await sbx.pause()
+    const back = await Sandbox.connect(sbx.sandboxId)
+    assert.equal(await back.files.read('/opt/kept.txt'), 'kept\n', 'its layers stay while a sandbox uses them')
+    // Refused with a 409 ("... which is deleted: nothing to reset it to"), which the SDK
+    // answers as false; nothing was torn down.
+    assert.equal(await Novita.reset(sbx.sandboxId), false)
+    assert.equal(await back.files.read('/home/user/mine.txt'), 'mine', 'the refused reset changed nothing')
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running')
+  } finally {
+    await killAll(sbx.sandboxId)
   }
 })

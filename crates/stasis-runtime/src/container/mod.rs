@@ -297,6 +297,18 @@ impl Runtime for ContainerRuntime {
         self.locked(id, move |rt| rt.create_from_snapshot(&id2, &snap, &spec)).await
     }
 
+    async fn snapshot_limits(&self, snapshot_id: &str) -> Result<Option<crate::Limits>> {
+        let (inner, snap) = (self.inner.clone(), snapshot_id.to_string());
+        let meta = tokio::task::spawn_blocking(move || inner.snapshot_meta(&snap)).await.expect("snapshot task")?;
+        let s = &meta.spec;
+        Ok(Some(crate::Limits { cpu_count: s.cpu_count, memory_mb: s.memory_mb, disk_mb: s.disk_mb }))
+    }
+
+    async fn has_template(&self, name: &str) -> bool {
+        let (inner, name) = (self.inner.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || inner.template(&name).is_ok()).await.unwrap_or(false)
+    }
+
     async fn create_volume(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         let layout = self.inner.layout.clone();

@@ -206,6 +206,30 @@ pub struct SandboxDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
     pub volume_mounts: Vec<SandboxVolumeMount>,
+    /// The egress rules the sandbox has now (E2B's `SandboxNetworkConfig`: `allowOut`,
+    /// `denyOut`; the SDKs' `getInfo().network`), as created or last updated.
+    pub network: NetworkInfo,
+    pub allow_internet_access: bool,
+}
+
+/// `SandboxDetail.network`: the two lists Stasis enforces (empty when not set).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInfo {
+    pub allow_out: Vec<String>,
+    pub deny_out: Vec<String>,
+}
+
+impl NetworkInfo {
+    fn from_value(v: &serde_json::Value) -> Self {
+        let list = |key: &str| -> Vec<String> {
+            v.get(key)
+                .and_then(|l| l.as_array())
+                .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        Self { allow_out: list("allowOut"), deny_out: list("denyOut") }
+    }
 }
 
 /// A failed lifecycle action as the API shows it (`lastError`).
@@ -251,6 +275,8 @@ impl SandboxDetail {
             operation: None,
             last_error: r.last_error.as_ref().map(LastError::from_failed),
             volume_mounts: Vec::new(),
+            network: NetworkInfo::from_value(&r.network),
+            allow_internet_access: r.allow_internet_access,
         }
     }
 }

@@ -24,6 +24,14 @@ impl Lifecycle {
     pub(super) async fn create_with(&self, p: CreateParams, snapshot: Option<String>) -> Result<SandboxRow> {
         let id = SandboxId::generate().to_string();
         let now = self.now();
+        // A copy runs with its snapshot's limits (its processes were sized for them); the
+        // row says so, whatever the create asked.
+        let mut p = p;
+        if let Some(snap) = &snapshot {
+            if let Some(l) = self.inner.runtime.snapshot_limits(snap).await? {
+                (p.cpu_count, p.memory_mb, p.disk_mb) = (l.cpu_count, l.memory_mb, l.disk_mb);
+            }
+        }
         let row = SandboxRow {
             id: id.clone(),
             template_id: p.template.clone(),

@@ -33,6 +33,12 @@ impl Lifecycle {
                 row.template_id
             )));
         }
+        if snapshot.is_none() && !self.inner.runtime.has_template(&row.template_id).await {
+            return Err(LifecycleError::Conflict(format!(
+                "sandbox {id} was made from template {:?}, which is deleted: nothing to reset it to",
+                row.template_id
+            )));
+        }
         self.flip(id, &[row.state], SandboxState::Creating, |_| {}).await?;
         // Cut what is open to the old one; the entry (and a fresh token) stays for the new.
         self.inner.activity.disconnect_all(id);

@@ -26,6 +26,10 @@ AREAS = (U_AREA, R_AREA)
 MAX_ALIVE = 4      # sandboxes alive (running or paused) at once
 MAX_SNAPS = 3      # snapshots kept at once
 MAX_SECRETS = 2    # secret processes per sandbox
+MAX_VOLS = 2       # volumes kept at once
+MAX_TPLS = 2       # custom templates built at once
+VOL_PATH = "/home/user/vol"  # where a sandbox mounts its volume (at most one)
+NETS = ("10.11.0.0/16", "10.12.0.0/16", "192.0.2.0/24", "198.51.100.7")  # never sent to
 MAX_BGS = 2        # background sleeps per sandbox
 SECRET_PORT0 = 20000
 MIB = 1024 * 1024
@@ -97,6 +101,10 @@ class SbM:
     watch: Optional[str] = None                            # the watched dir
     ci: bool = False                                       # a code-interpreter-v1 sandbox
     vars: Dict[str, int] = field(default_factory=dict)     # its Python kernel's variables
+    vol: Optional[int] = None                              # the volume mounted at VOL_PATH
+    tpl: Optional[tuple] = None                            # (template t, its content seed then)
+    origin: Optional[int] = None                           # the snapshot n it was made from
+    net: Optional[dict] = None                             # {"allow_out": [...], "deny_out": [...]}
 
     def fresh_dirs(self):
         self.dirs = {U_AREA: "user", R_AREA: "root"}
@@ -157,6 +165,21 @@ class SbM:
         self.bgs = dict(other.bgs)
         self.ci = other.ci
         self.vars = dict(other.vars)
+        self.vol = other.vol
+        self.tpl = other.tpl
+        self.origin = other.origin
+
+    def reset_content(self):
+        """What Novita's reset leaves: the template's files, no processes, a fresh kernel."""
+        self.files, self.secrets, self.bgs, self.vars = {}, {}, {}, {}
+        self.watch = None
+        self.fresh_dirs()
+
+
+@dataclass
+class VolM:
+    name: str
+    files: Dict[str, FileM] = field(default_factory=dict)  # name (top level) -> file
 
 
 @dataclass
@@ -172,6 +195,8 @@ class World:
     def __init__(self):
         self.sbs: Dict[int, SbM] = {}
         self.snaps: Dict[int, SnapM] = {}
+        self.vols: Dict[int, VolM] = {}
+        self.tpls: Dict[int, int] = {}  # template t -> content seed of its current build
         self.pos = False  # does the current server run with --pause-on-shutdown
 
     def running(self):
@@ -188,7 +213,26 @@ class World:
     def applicable(self, op) -> bool:  # noqa: C901 - one branch per op kind
         k = op["op"]
         if k == "create":
+            if op.get("vol") is not None and op["vol"] not in self.vols:
+                return False
+            if op.get("tpl") is not None and op["tpl"] not in self.tpls:
+                return False
             return op["s"] not in self.sbs and len(self.sbs) < MAX_ALIVE
+        if k == "vol_create":
+            return op["v"] not in self.vols and len(self.vols) < MAX_VOLS
+        if k in ("vol_put", "vol_check", "vol_destroy"):
+            if op["v"] not in self.vols:
+                return False
+            if k == "vol_put":
+                f = self.vols[op["v"]].files.get(op["name"])
+                return f is None or f.owner == "user"
+            return True
+        if k == "tpl_build":
+            return op["t"] in self.tpls or len(self.tpls) < MAX_TPLS
+        if k == "tpl_delete":
+            return op["t"] in self.tpls
+        if k in ("commit", "reset", "net_update"):
+            return op["s"] in self.sbs and (k != "commit" or (op["snap"] not in self.snaps and len(self.snaps) < MAX_SNAPS))
         if k == "restart":
             return True
         if k == "sdk_list":
@@ -248,6 +292,13 @@ class World:
             return True
         if k == "ci_run":
             return sb.ci
+        if k == "vol_write":
+            if sb.vol is None or sb.vol not in self.vols:
+                return False
+            f = self.vols[sb.vol].files.get(op["name"])
+            return f is None or f.owner == who
+        if k == "mem_up":
+            return True
         if k == "bg_start":
             return op["key"] not in sb.bgs and len(sb.bgs) < MAX_BGS
         if k == "bg_kill":
@@ -272,7 +323,41 @@ class World:
         if k == "create":
             sb = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"], ci=op.get("ci", False))
             sb.fresh_dirs()
+            sb.vol = op.get("vol")
+            if op.get("tpl") is not None:
+                sb.tpl = (op["tpl"], self.tpls[op["tpl"]])
             self.sbs[op["s"]] = sb
+        elif k == "vol_create":
+            self.vols[op["v"]] = VolM(op["name"])
+        elif k == "vol_put":
+            self.vols[op["v"]].files[op["name"]] = FileM(op["cs"], op["size"], "user")
+        elif k == "vol_write":
+            self.vols[sb.vol].files[op["name"]] = FileM(op["cs"], op["size"], who)
+        elif k == "vol_destroy":
+            if not self.vol_users(op["v"]):
+                del self.vols[op["v"]]
+        elif k == "tpl_build":
+            self.tpls[op["t"]] = op["cs"]
+        elif k == "tpl_delete":
+            del self.tpls[op["t"]]
+        elif k == "net_update":
+            sb.net = {"allow_out": list(op["allow"]), "deny_out": list(op["deny"])}
+        elif k == "commit":
+            c = SbM(slot=-1, state="paused", meta={}, timeout=0)
+            c.copy_content_from(sb)
+            c.origin = op["snap"]
+            self.snaps[op["snap"]] = SnapM(op["snap"], op["s"], c)
+        elif k == "reset":
+            if self.reset_outcome(sb) == "ok":
+                if sb.origin is not None:
+                    keep = (sb.vol, sb.tpl)
+                    sb.copy_content_from(self.snaps[sb.origin].content)
+                    sb.vol, sb.tpl = keep
+                else:
+                    sb.reset_content()
+                    if sb.tpl is not None:
+                        sb.tpl = (sb.tpl[0], self.tpls[sb.tpl[0]])
+                sb.state = "running"
         elif k == "kill":
             del self.sbs[op["s"]]
         elif k == "write":
@@ -318,8 +403,11 @@ class World:
         elif k == "snapshot":
             c = SbM(slot=-1, state="paused", meta={}, timeout=0)
             c.copy_content_from(sb)
+            c.origin = op["snap"]
             self.snaps[op["snap"]] = SnapM(op["snap"], op["s"], c)
         elif k == "from_snapshot":
+            if not self.snap_usable(op["snap"]):
+                return  # refused: nothing made
             new = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"])
             new.copy_content_from(self.snaps[op["snap"]].content)
             self.sbs[op["s"]] = new
@@ -329,12 +417,32 @@ class World:
             for n in op["new"]:
                 new = SbM(slot=n, state="running", meta=dict(sb.meta), timeout=op["timeout"])
                 new.copy_content_from(sb)
+                new.net = copy.deepcopy(sb.net)  # a fork keeps its source's settings
                 self.sbs[n] = new
         elif k == "restart":
             # Running sandboxes stay running (re-adopted, or paused at shutdown with
             # --pause-on-shutdown and resumed at start), paused ones stay paused.
             self.pos = op["pos"]
-        # read, exists, list, run_*, secret_query, pause_again, sdk_list: no effect
+        # read, exists, list, run_*, secret_query, pause_again, sdk_list, vol_check, mem_up: no
+        # effect on the model (mem_up's sizes are the runner's: it learns the default at create)
+
+    def vol_users(self, v):
+        """Who keeps volume v from being deleted: the sandboxes (running or paused) that mount
+        it. Snapshots do not: a copy made from one whose volume is gone is refused."""
+        return [f"s{s}" for s, sb in sorted(self.sbs.items()) if sb.vol == v]
+
+    def snap_usable(self, n) -> bool:
+        """Whether a sandbox can be made from snapshot n (its volume, if any, still exists)."""
+        v = self.snaps[n].content.vol
+        return v is None or v in self.vols
+
+    def reset_outcome(self, sb) -> str:
+        """"ok", or why Novita's reset of `sb` is refused (the sandbox then stays as it was)."""
+        if sb.origin is not None and sb.origin not in self.snaps:
+            return "snapshot deleted"
+        if sb.origin is None and sb.tpl is not None and sb.tpl[0] not in self.tpls:
+            return "template deleted"
+        return "ok"
 
 
 # ---------------------------------------------------------------------- describe
@@ -350,7 +458,31 @@ def describe(op) -> str:  # noqa: C901
     k, s = op["op"], f"s{op['s']}" if "s" in op else ""
     if k == "create":
         cls = "CodeInterpreter" if op.get("ci") else "Sandbox"
-        return f"{s} = {cls}.create(timeout={op['timeout']}, metadata={op['meta']})"
+        extra = (f", template=t{op['tpl']}" if op.get("tpl") is not None else "") + \
+                (f", volume_mounts={{{VOL_PATH!r}: v{op['vol']}}}" if op.get("vol") is not None else "")
+        return f"{s} = {cls}.create(timeout={op['timeout']}, metadata={op['meta']}{extra})"
+    if k == "vol_create":
+        return f"v{op['v']} = Volume.create({op['name']!r})"
+    if k == "vol_put":
+        return f"v{op['v']}.write_file('/{op['name']}', <{_size(op['size'])} cs={op['cs']}>)"
+    if k == "vol_write":
+        return f"{s}.files.write('{VOL_PATH}/{op['name']}', <{_size(op['size'])} cs={op['cs']}>){_who(op)}"
+    if k == "vol_check":
+        return f"v{op['v']}.list('/') + read_file of each"
+    if k == "vol_destroy":
+        return f"Volume.destroy(v{op['v']})"
+    if k == "tpl_build":
+        return f"Template.build(base + RUN echo {op['cs']} > /opt/mdl-tpl + ENV MDL_TPL, 't{op['t']}')"
+    if k == "tpl_delete":
+        return f"DELETE /templates/t{op['t']}"
+    if k == "mem_up":
+        return f"{s} hotplug-memory +{op['add']} MiB"
+    if k == "net_update":
+        return f"{s}.update_network(allow_out={op['allow']}, deny_out={op['deny']})"
+    if k == "commit":
+        return f"n{op['snap']} = Novita commit({s}, alias={op['alias']!r})"
+    if k == "reset":
+        return f"Novita reset({s})"
     if k == "ci_run":
         return f"{s}.run_code('{op['name']} = {op['value']}')"
     if k == "kill":
@@ -415,6 +547,11 @@ DEFAULT_WEIGHTS = {
     "snapshot": 2, "from_snapshot": 3, "delete_snapshot": 1, "fork": 2,
     "restart": 2,
     "ci_run": 4,  # also makes ~30% of creates code-interpreter-v1 sandboxes (0: none)
+    # Volumes (a create mounts one at VOL_PATH ~40% of the time once there is one).
+    "vol_create": 1, "vol_put": 2, "vol_write": 3, "vol_check": 1, "vol_destroy": 1,
+    # Custom templates (a create uses one ~40% of the time once built).
+    "tpl_build": 1, "tpl_delete": 1,
+    "mem_up": 1, "net_update": 2, "commit": 1, "reset": 1,
 }
 KINDS = tuple(DEFAULT_WEIGHTS)
 
@@ -440,6 +577,8 @@ class Generator:
         self.next_snap = 0
         self.next_name = 0
         self.next_key = 0
+        self.next_vol = 0
+        self.next_tpl = 0
 
     # -- helpers
     def _as(self):
@@ -483,7 +622,74 @@ class Generator:
         op = {"op": "create", "s": s, "timeout": self._timeout(), "meta": self._meta(s)}
         if self.weights.get("ci_run", 0) > 0 and self.rng.random() < 0.3:
             op["ci"] = True
+        if self.w.vols and self.rng.random() < 0.4:
+            op["vol"] = self.rng.choice(sorted(self.w.vols))
+        if not op.get("ci") and self.w.tpls and self.rng.random() < 0.4:
+            op["tpl"] = self.rng.choice(sorted(self.w.tpls))
         return op
+
+    def b_vol_create(self):
+        if len(self.w.vols) >= MAX_VOLS:
+            return None
+        return {"op": "vol_create", "v": self.next_vol, "name": f"vol{self.next_vol}"}
+
+    def _vol_name(self, files, who):
+        own = [n for n in sorted(files) if files[n].owner == who]
+        if own and self.rng.random() < 0.35:
+            return self.rng.choice(own)
+        return self._name("vf")
+
+    def b_vol_put(self):
+        if not self.w.vols:
+            return None
+        v = self.rng.choice(sorted(self.w.vols))
+        return {"op": "vol_put", "v": v, "name": self._vol_name(self.w.vols[v].files, "user"),
+                "size": self._size(), "cs": self._cs()}
+
+    def b_vol_write(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].vol in self.w.vols]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        a = self._as()
+        return {"op": "vol_write", "s": sb.slot, "as": a, "name": self._vol_name(self.w.vols[sb.vol].files, eff(a)),
+                "size": self._size(), "cs": self._cs()}
+
+    def b_vol_check(self):
+        return self.w.vols and {"op": "vol_check", "v": self.rng.choice(sorted(self.w.vols))}
+
+    def b_vol_destroy(self):
+        return self.w.vols and {"op": "vol_destroy", "v": self.rng.choice(sorted(self.w.vols))}
+
+    def b_tpl_build(self):
+        if self.w.tpls and (len(self.w.tpls) >= MAX_TPLS or self.rng.random() < 0.3):
+            t = self.rng.choice(sorted(self.w.tpls))  # a rebuild: a new version
+        else:
+            t = self.next_tpl
+        return {"op": "tpl_build", "t": t, "cs": self._cs()}
+
+    def b_tpl_delete(self):
+        return self.w.tpls and {"op": "tpl_delete", "t": self.rng.choice(sorted(self.w.tpls))}
+
+    def b_mem_up(self):
+        sb = self._running_sb()
+        return sb and {"op": "mem_up", "s": sb.slot, "add": self.rng.choice([64, 128, 256])}
+
+    def b_net_update(self):
+        if not self.w.sbs:
+            return None
+        k = self.rng.randint(0, 2)
+        return {"op": "net_update", "s": self.rng.choice(sorted(self.w.sbs)),
+                "allow": sorted(self.rng.sample(NETS, k)), "deny": sorted(self.rng.sample(NETS, self.rng.randint(0, 2)))}
+
+    def b_commit(self):
+        if not self.w.sbs or len(self.w.snaps) >= MAX_SNAPS:
+            return None
+        return {"op": "commit", "s": self.rng.choice(sorted(self.w.sbs)), "snap": self.next_snap,
+                "alias": f"commit{self.next_snap}"}
+
+    def b_reset(self):
+        return self.w.sbs and {"op": "reset", "s": self.rng.choice(sorted(self.w.sbs))}
 
     def b_ci_run(self):
         cands = [s for s in self.w.running() if self.w.sbs[s].ci]
@@ -727,8 +933,12 @@ class Generator:
                     self.next_slot += 1
                 elif op["op"] == "fork":
                     self.next_slot += len(op["new"])
-                elif op["op"] == "snapshot":
+                elif op["op"] in ("snapshot", "commit"):
                     self.next_snap += 1
+                elif op["op"] == "vol_create":
+                    self.next_vol += 1
+                elif op["op"] == "tpl_build" and op["t"] == self.next_tpl:
+                    self.next_tpl += 1
                 return op
         # Nothing else possible (e.g. creates disabled and nothing alive): create.
         op = self.b_create()

@@ -11,17 +11,20 @@ and in a code-interpreter sandbox every variable its Python kernel holds.
 """
 import ast
 import hashlib
+import json
 import shlex
 import time
 import traceback
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from e2b import FileType, Sandbox, SandboxQuery, SandboxState
-from e2b.exceptions import NotFoundException
+from e2b import FileType, Sandbox, SandboxQuery, SandboxState, Template, Volume
+from e2b.exceptions import NotFoundException, VolumeException
 from e2b_code_interpreter import Sandbox as CodeInterpreter
 
-from .ops import AREAS, World, content, describe, eff, file_metadata, sdk_user, under
+from .ops import AREAS, VOL_PATH, World, content, describe, eff, file_metadata, sdk_user, under
 from .server import Server
 
 # The process that holds a secret only in memory: it reads it from stdin, then serves
@@ -97,11 +100,13 @@ class Rt:
     secret_n: Dict[int, int] = field(default_factory=dict)
     bg_pid: Dict[int, int] = field(default_factory=dict)
     watch: object = None
+    mem: int = 0  # the memory limit (MiB) getInfo must show: the default learnt at create + hotplugs
 
     def inherit(self, other: "Rt"):
         self.secret_pid = dict(other.secret_pid)
         self.secret_n = dict(other.secret_n)
         self.bg_pid = dict(other.bg_pid)
+        self.mem = other.mem
 
 
 @dataclass
@@ -137,7 +142,8 @@ class Runner:
         self.verbose = verbose
         self.w = World()
         self.rt: Dict[int, Rt] = {}
-        self.snaps: Dict[int, tuple] = {}  # n -> (snapshot id, Rt copy of the source)
+        self.snaps: Dict[int, tuple] = {}  # n -> (id to create from, Rt copy of the source, id to delete)
+        self.vols: Dict[int, Volume] = {}
         self.lines: List[str] = []
         self.details: List[str] = []  # notes of the op running now, printed after its line
         self.counts: Dict[str, int] = {}
@@ -231,7 +237,36 @@ class Runner:
             raise Mismatch("info.state", f"s{slot} is {info.state}, model says {state}")
         if info.metadata != self._meta(sb.meta):
             raise Mismatch("info.metadata", f"s{slot}: {info.metadata} != {self._meta(sb.meta)}")
+        if rt.mem and info.memory_mb != rt.mem:
+            raise Mismatch("info.memory", f"s{slot}: memory_mb {info.memory_mb}, expected {rt.mem}")
+        net = info.network or {}
+        got = {"allow_out": sorted(net.get("allow_out") or []), "deny_out": sorted(net.get("deny_out") or [])}
+        want = sb.net or {"allow_out": [], "deny_out": []}
+        if got != want:
+            raise Mismatch("info.network", f"s{slot}: network {got}, model {want}")
+        want_vols = [{"name": self.vols[sb.vol].name, "path": VOL_PATH}] if sb.vol is not None else []
+        if list(info.volume_mounts) != want_vols:
+            raise Mismatch("info.volume_mounts", f"s{slot}: {info.volume_mounts}, model {want_vols}")
         return info
+
+    def _rest(self, method, path, body=None, ok=(200, 201, 204)):
+        """A control-API call the Python SDK has no method for (Novita's commit and reset,
+        hotplug-memory, template delete): (status, parsed JSON or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.server.url + path, data=data, method=method,
+                                     headers={"X-API-KEY": self.server.key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        parsed = json.loads(raw) if raw.strip() else None
+        if ok and status not in ok:
+            raise RuntimeError(f"{method} {path}: HTTP {status}: {raw[:300]!r}")
+        return status, parsed
+
+    def _tpl_name(self, t):
+        return f"{self.tag}-t{t}"
 
     def _new_rt(self, slot, sbx, timeout):
         self.server.seen(sbx.sandbox_id)
@@ -277,8 +312,29 @@ class Runner:
             self._query(slot, key, sb.secrets[key].as_, why)
         if sb.ci:
             self._vars_check(slot, why)
+        if sb.vol is not None:
+            self._vol_in_sandbox_check(slot, why)
+        if sb.tpl is not None:
+            got = fs.read("/opt/mdl-tpl", user="root")
+            if got != f"{sb.tpl[1]}\n":
+                raise Mismatch("template.file", f"s{slot} after {why}: /opt/mdl-tpl holds {got!r}, model {sb.tpl[1]} (t{sb.tpl[0]})")
         self.details.append(f"      full check of s{slot} after {why}: {len(sb.files)} files, {len(sb.dirs)} dirs, "
                   f"{len(sb.secrets)} secrets, {len(sb.bgs)} bg ok [{time.monotonic() - t:.2f}s]")
+
+    def _vol_in_sandbox_check(self, slot, why):
+        """The volume as the sandbox sees it: exactly the model's files, with their bytes."""
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        vm = self.w.vols[sb.vol]
+        got = {e.name: (e.type, e.size, e.owner) for e in rt.sbx.files.list(VOL_PATH, depth=1, user="root")}
+        want = {n: (FileType.FILE, f.size, f.owner) for n, f in vm.files.items()}
+        if got != want:
+            raise Mismatch("volume.tree", f"s{slot} {VOL_PATH} (v{sb.vol}) after {why}: {sorted(got.items(), key=str)} "
+                           f"!= model {sorted(want.items(), key=str)}")
+        for n in sorted(vm.files):
+            data = bytes(rt.sbx.files.read(f"{VOL_PATH}/{n}", format="bytes", user="root"))
+            if data != vm.files[n].data():
+                raise Mismatch("volume.content", f"s{slot} {VOL_PATH}/{n} after {why}: sha {_sha(data)[:12]}, "
+                               f"model sha {_sha(vm.files[n].data())[:12]}")
 
     def _vars_check(self, slot, why):
         """The kernel's variables are the model's: memory kept across whatever happened."""
@@ -363,12 +419,28 @@ class Runner:
     def op_create(self, op):
         meta = self._meta(op["meta"])
         cls = CodeInterpreter if op.get("ci") else Sandbox
-        sbx = cls.create(timeout=op["timeout"], metadata=meta, **self.server.api)
-        self._new_rt(op["s"], sbx, op["timeout"])
+        kw = {}
+        if op.get("tpl") is not None:
+            kw["template"] = self._tpl_name(op["tpl"])
+        if op.get("vol") is not None:
+            kw["volume_mounts"] = {VOL_PATH: self.vols[op["vol"]].name}
+        sbx = cls.create(timeout=op["timeout"], metadata=meta, **kw, **self.server.api)
+        rt = self._new_rt(op["s"], sbx, op["timeout"])
+        self._make_areas(sbx)
+        self.w.apply(op)
+        rt.mem = Sandbox.get_info(sbx.sandbox_id, **self.server.api).memory_mb
+        self._info_check(op["s"], "running")
+        if op.get("tpl") is not None:
+            r = sbx.commands.run("cat /opt/mdl-tpl; echo $MDL_TPL")
+            want = f"{self.w.tpls[op['tpl']]}\n" * 2
+            if r.stdout != want:
+                raise Mismatch("template.create", f"s{op['s']} from t{op['tpl']}: {r.stdout!r}, want {want!r}")
+        if op.get("vol") is not None:
+            self._vol_in_sandbox_check(op["s"], "create")
+
+    def _make_areas(self, sbx):
         # The two work areas (a command as root, not a files.* call).
         sbx.commands.run(f"install -d -o user -g user -m 755 {AREAS[0]} && install -d -m 700 {AREAS[1]}", user="root")
-        self.w.apply(op)
-        self._info_check(op["s"], "running")
 
     def op_kill(self, op):
         _, rt = self._sb(op)
@@ -574,15 +646,26 @@ class Runner:
         snap = rt.sbx.create_snapshot()
         copy = Rt(rt.sbx, 0)
         copy.inherit(rt)
-        self.snaps[op["snap"]] = (snap.snapshot_id, copy)
+        self.snaps[op["snap"]] = (snap.snapshot_id, copy, snap.snapshot_id)
         self.w.apply(op)
         if not rt.sbx.is_running():
             raise Mismatch("snapshot.source", f"s{op['s']} not running after create_snapshot")
         self.full_check(op["s"], "create_snapshot (source)")
 
     def op_from_snapshot(self, op):
-        snap_id, src = self.snaps[op["snap"]]
+        snap_id, src, _ = self.snaps[op["snap"]]
         cls = CodeInterpreter if self.w.snaps[op["snap"]].content.ci else Sandbox
+        if not self.w.snap_usable(op["snap"]):
+            try:
+                sbx = cls.create(template=snap_id, timeout=op["timeout"], metadata=self._meta(op["meta"]), **self.server.api)
+            except Exception as e:  # noqa: BLE001 - the refusal is the expected outcome
+                if "volume" not in str(e):
+                    raise Mismatch("from_snapshot.refusal", f"n{op['snap']} (its volume is deleted): {e}")
+                self.details.append(f"      refused as expected (its volume is deleted): {str(e)[:200]}")
+                self._list_check(None)
+                return
+            self.server.seen(sbx.sandbox_id)
+            raise Mismatch("from_snapshot.volume_gone", f"n{op['snap']}: a sandbox was made though its volume is deleted")
         sbx = cls.create(template=snap_id, timeout=op["timeout"], metadata=self._meta(op["meta"]), **self.server.api)
         rt = self._new_rt(op["s"], sbx, op["timeout"])
         rt.inherit(src)
@@ -591,7 +674,7 @@ class Runner:
         self.full_check(op["s"], f"create from n{op['snap']}")
 
     def op_delete_snapshot(self, op):
-        snap_id, _ = self.snaps.pop(op["snap"])
+        _, _, snap_id = self.snaps.pop(op["snap"])
         if Sandbox.delete_snapshot(snap_id, **self.server.api) is not True:
             raise Mismatch("delete_snapshot", f"n{op['snap']} ({snap_id}) delete did not return True")
         self.w.apply(op)
@@ -631,3 +714,147 @@ class Runner:
         self._list_check(None)
         for s in self.w.running():
             self.full_check(s, f"SIG{op['sig']} + restart")
+
+    # ------------------------------------------------------------------ volumes
+    def _vol_api(self):
+        """The volume content API's options: this server, never E2B_VOLUME_API_URL."""
+        return {"api_url": self.server.url, "request_timeout": 120}
+
+    def op_vol_create(self, op):
+        name = f"{self.tag}-{op['name']}"
+        vol = Volume.create(name, **self.server.api)
+        self.vols[op["v"]] = vol
+        self.w.apply(op)
+        if Volume.get_info(vol.volume_id, **self.server.api).name != name:
+            raise Mismatch("vol_create.info", f"v{op['v']}: get_info does not name it {name}")
+
+    def op_vol_put(self, op):
+        vol = self.vols[op["v"]]
+        st = vol.write_file("/" + op["name"], content(op["cs"], op["size"]), **self._vol_api())
+        self.w.apply(op)
+        if st.size != op["size"] or st.uid != 1000:
+            raise Mismatch("vol_put.stat", f"v{op['v']} /{op['name']}: size {st.size} uid {st.uid}, want {op['size']} and 1000")
+
+    def op_vol_write(self, op):
+        sb, rt = self._sb(op)
+        path = f"{VOL_PATH}/{op['name']}"
+        rt.sbx.files.write(path, content(op["cs"], op["size"]), user=sdk_user(op["as"]))
+        self.w.apply(op)
+        info = rt.sbx.files.get_info(path, user=sdk_user(op["as"]))
+        if info.size != op["size"] or info.owner != eff(op["as"]):
+            raise Mismatch("vol_write.info", f"s{op['s']} {path}: {info.size} B owner {info.owner}")
+
+    def op_vol_check(self, op):
+        """The volume through its content API: exactly the model's files, with their bytes."""
+        vol, vm = self.vols[op["v"]], self.w.vols[op["v"]]
+        got = {e.name: (e.type.value, e.size, e.uid) for e in vol.list("/", depth=1, **self._vol_api())}
+        want = {n: ("file", f.size, 0 if f.owner == "root" else 1000) for n, f in vm.files.items()}
+        if got != want:
+            raise Mismatch("vol_check.tree", f"v{op['v']}: {sorted(got.items())} != model {sorted(want.items())}")
+        for n in sorted(vm.files):
+            data = bytes(vol.read_file("/" + n, format="bytes", **self._vol_api()))
+            if data != vm.files[n].data():
+                raise Mismatch("vol_check.content", f"v{op['v']} /{n}: sha {_sha(data)[:12]}, model {_sha(vm.files[n].data())[:12]}")
+
+    def op_vol_destroy(self, op):
+        vol = self.vols[op["v"]]
+        users = self.w.vol_users(op["v"])
+        if users:
+            try:
+                Volume.destroy(vol.volume_id, **self.server.api)
+            except VolumeException as e:
+                if "mounted" not in str(e) and "needed" not in str(e):
+                    raise Mismatch("vol_destroy.message", f"v{op['v']} used by {users}: {e}")
+                self.details.append(f"      refused as expected (used by {', '.join(users)}): {e}")
+                return
+            raise Mismatch("vol_destroy.in_use", f"v{op['v']} was deleted while {', '.join(users)} need it")
+        if Volume.destroy(vol.volume_id, **self.server.api) is not True:
+            raise Mismatch("vol_destroy.result", f"v{op['v']}: destroy did not return True")
+        self.w.apply(op)
+        del self.vols[op["v"]]
+        if any(v.volume_id == vol.volume_id for v in Volume.list(**self.server.api)):
+            raise Mismatch("vol_destroy.listed", f"v{op['v']} still listed after destroy")
+
+    # ------------------------------------------------------------------ templates
+    def op_tpl_build(self, op):
+        t = (Template().from_template("base")
+             .run_cmd(f"echo {op['cs']} > /opt/mdl-tpl")
+             .set_envs({"MDL_TPL": str(op["cs"])}))
+        Template.build(t, self._tpl_name(op["t"]), api_key=self.server.key, api_url=self.server.url)
+        self.w.apply(op)
+
+    def op_tpl_delete(self, op):
+        self._rest("DELETE", f"/templates/{self._tpl_name(op['t'])}", ok=(204,))
+        self.w.apply(op)
+        status, _ = self._rest("POST", "/sandboxes", {"templateID": self._tpl_name(op["t"])}, ok=None)
+        if status != 404 and status != 400:
+            raise Mismatch("tpl_delete.create", f"t{op['t']}: a create from the deleted template answered {status}")
+
+    # ------------------------------------------------------------------ settings
+    def op_mem_up(self, op):
+        _, rt = self._sb(op)
+        want = rt.mem + op["add"]
+        self._rest("POST", f"/sandboxes/{rt.sbx.sandbox_id}/hotplug-memory", {"requested_size_mib": want}, ok=(204,))
+        rt.mem = want
+        self.w.apply(op)
+        self._info_check(op["s"], "running")
+
+    def op_net_update(self, op):
+        sb, rt = self._sb(op)
+        Sandbox.update_network(rt.sbx.sandbox_id, {"allow_out": op["allow"], "deny_out": op["deny"]}, **self.server.api)
+        self.w.apply(op)
+        self._info_check(op["s"], sb.state)
+        if sb.state == "running":
+            r = rt.sbx.commands.run("echo net-ok")
+            if r.stdout != "net-ok\n":
+                raise Mismatch("net_update.run", f"s{op['s']}: {r.stdout!r}")
+
+    # ------------------------------------------------------------------ Novita
+    def op_commit(self, op):
+        sb, rt = self._sb(op)
+        was = sb.state
+        _, body = self._rest("POST", f"/sandboxes/{rt.sbx.sandbox_id}/commit", {"alias": op["alias"]})
+        if op["alias"] not in (body or {}).get("aliases", []):
+            raise Mismatch("commit.answer", f"s{op['s']}: {body}")
+        copy = Rt(rt.sbx, 0)
+        copy.inherit(rt)
+        self.snaps[op["snap"]] = (op["alias"], copy, body["templateID"])
+        self.w.apply(op)
+        self._info_check(op["s"], was)
+        if was == "running":
+            self.full_check(op["s"], "commit (source)")
+
+    def op_reset(self, op):
+        sb, rt = self._sb(op)
+        why = self.w.reset_outcome(sb)
+        was = sb.state
+        status, body = self._rest("POST", f"/sandboxes/{rt.sbx.sandbox_id}/reset", {}, ok=None)
+        if why != "ok":
+            if status != 409:
+                raise Mismatch("reset.refused", f"s{op['s']} ({why}): HTTP {status} {body}")
+            self.details.append(f"      refused as expected ({why}): {(body or {}).get('message')}")
+            self._info_check(op["s"], was)
+            if was == "running":
+                self.full_check(op["s"], "refused reset")
+            return
+        if status != 200:
+            raise Mismatch("reset.status", f"s{op['s']}: HTTP {status} {body}")
+        self.w.apply(op)
+        if rt.watch is not None:
+            try:
+                rt.watch.stop()
+            except Exception:  # noqa: BLE001 - its stream went with the old processes
+                pass
+            rt.watch = None
+        cls = CodeInterpreter if sb.ci else Sandbox
+        rt.sbx = cls.connect(rt.sbx.sandbox_id, **self.server.api)
+        rt.deadline = time.monotonic() + sb.timeout
+        if sb.origin is not None:
+            mem = rt.mem  # a reset keeps the sandbox's settings
+            rt.inherit(self.snaps[sb.origin][1])
+            rt.mem = mem
+        else:
+            rt.secret_pid, rt.secret_n, rt.bg_pid = {}, {}, {}
+            self._make_areas(rt.sbx)
+        self._info_check(op["s"], "running")
+        self.full_check(op["s"], "reset")

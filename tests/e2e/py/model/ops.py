@@ -231,6 +231,10 @@ class World:
             return op["t"] in self.tpls or len(self.tpls) < MAX_TPLS
         if k == "tpl_delete":
             return op["t"] in self.tpls
+        if k == "events":
+            return op["s"] in self.sbs
+        if k == "metrics":
+            return True
         if k in ("commit", "reset", "net_update"):
             return op["s"] in self.sbs and (k != "commit" or (op["snap"] not in self.snaps and len(self.snaps) < MAX_SNAPS))
         if k == "restart":
@@ -483,6 +487,10 @@ def describe(op) -> str:  # noqa: C901
         return f"n{op['snap']} = Novita commit({s}, alias={op['alias']!r})"
     if k == "reset":
         return f"Novita reset({s})"
+    if k == "events":
+        return f"stasis sandbox events {s}"
+    if k == "metrics":
+        return "GET /metrics: stasis_sandboxes by state"
     if k == "ci_run":
         return f"{s}.run_code('{op['name']} = {op['value']}')"
     if k == "kill":
@@ -552,6 +560,7 @@ DEFAULT_WEIGHTS = {
     # Custom templates (a create uses one ~40% of the time once built).
     "tpl_build": 1, "tpl_delete": 1,
     "mem_up": 1, "net_update": 2, "commit": 1, "reset": 1,
+    "events": 1, "metrics": 1,
 }
 KINDS = tuple(DEFAULT_WEIGHTS)
 
@@ -687,6 +696,12 @@ class Generator:
             return None
         return {"op": "commit", "s": self.rng.choice(sorted(self.w.sbs)), "snap": self.next_snap,
                 "alias": f"commit{self.next_snap}"}
+
+    def b_events(self):
+        return self.w.sbs and {"op": "events", "s": self.rng.choice(sorted(self.w.sbs))}
+
+    def b_metrics(self):
+        return {"op": "metrics"}
 
     def b_reset(self):
         return self.w.sbs and {"op": "reset", "s": self.rng.choice(sorted(self.w.sbs))}

@@ -101,6 +101,9 @@ class Rt:
     bg_pid: Dict[int, int] = field(default_factory=dict)
     watch: object = None
     mem: int = 0  # the memory limit (MiB) getInfo must show: the default learnt at create + hotplugs
+    # Events the sandbox's event log must hold exactly this many of (kinds only one op
+    # makes; pauses and resumes also come from restarts and commits, so are not counted).
+    ev: Dict[str, int] = field(default_factory=lambda: {"created": 1, "snapshot": 0, "network": 0, "memory": 0, "reset": 0})
 
     def inherit(self, other: "Rt"):
         self.secret_pid = dict(other.secret_pid)
@@ -647,6 +650,7 @@ class Runner:
         copy = Rt(rt.sbx, 0)
         copy.inherit(rt)
         self.snaps[op["snap"]] = (snap.snapshot_id, copy, snap.snapshot_id)
+        rt.ev["snapshot"] += 1
         self.w.apply(op)
         if not rt.sbx.is_running():
             raise Mismatch("snapshot.source", f"s{op['s']} not running after create_snapshot")
@@ -796,12 +800,14 @@ class Runner:
         want = rt.mem + op["add"]
         self._rest("POST", f"/sandboxes/{rt.sbx.sandbox_id}/hotplug-memory", {"requested_size_mib": want}, ok=(204,))
         rt.mem = want
+        rt.ev["memory"] += 1
         self.w.apply(op)
         self._info_check(op["s"], "running")
 
     def op_net_update(self, op):
         sb, rt = self._sb(op)
         Sandbox.update_network(rt.sbx.sandbox_id, {"allow_out": op["allow"], "deny_out": op["deny"]}, **self.server.api)
+        rt.ev["network"] += 1
         self.w.apply(op)
         self._info_check(op["s"], sb.state)
         if sb.state == "running":
@@ -819,6 +825,7 @@ class Runner:
         copy = Rt(rt.sbx, 0)
         copy.inherit(rt)
         self.snaps[op["snap"]] = (op["alias"], copy, body["templateID"])
+        rt.ev["snapshot"] += 1
         self.w.apply(op)
         self._info_check(op["s"], was)
         if was == "running":
@@ -839,6 +846,7 @@ class Runner:
             return
         if status != 200:
             raise Mismatch("reset.status", f"s{op['s']}: HTTP {status} {body}")
+        rt.ev["reset"] += 1
         self.w.apply(op)
         if rt.watch is not None:
             try:
@@ -858,3 +866,35 @@ class Runner:
             self._make_areas(rt.sbx)
         self._info_check(op["s"], "running")
         self.full_check(op["s"], "reset")
+
+    # ------------------------------------------------------------------ observability
+    def op_events(self, op):
+        """The sandbox's event log (`stasis sandbox events`, the dashboard's): in order, and
+        exactly as many of each counted kind as the ops made, across restarts and pauses."""
+        _, rt = self._sb(op)
+        _, events = self._rest("GET", f"/stasis/sandboxes/{rt.sbx.sandbox_id}/events?limit=1000")
+        seqs = [e["seq"] for e in events]
+        if seqs != sorted(seqs) or len(set(seqs)) != len(seqs):
+            raise Mismatch("events.order", f"s{op['s']}: seqs {seqs}")
+        got = {k: sum(1 for e in events if e["kind"] == k) for k in rt.ev}
+        if got != rt.ev:
+            raise Mismatch("events.count", f"s{op['s']}: {got}, model {rt.ev} (kinds: {[e['kind'] for e in events]})")
+        errors = [e for e in events if e["level"] == "error"]
+        if errors:
+            raise Mismatch("events.error", f"s{op['s']}: {errors[:3]}")
+
+    def op_metrics(self, op):
+        """`/metrics` (Prometheus text): `stasis_sandboxes` by state is the model's census."""
+        req = urllib.request.Request(self.server.url + "/metrics", headers={"X-API-KEY": self.server.key})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            text = r.read().decode()
+        got = {}
+        for line in text.splitlines():
+            if line.startswith("stasis_sandboxes{"):
+                labels, value = line.rsplit(" ", 1)
+                state = labels.split('state="', 1)[1].split('"', 1)[0]
+                got[state] = got.get(state, 0) + int(float(value))
+        want = {st: n for st, n in (("running", len(self.w.running())), ("paused", len(self.w.paused()))) if n}
+        got = {k: v for k, v in got.items() if v}
+        if got != want:
+            raise Mismatch("metrics.sandboxes", f"stasis_sandboxes by state {got}, model {want}")

@@ -822,6 +822,25 @@ def machine_notes():
     return notes
 
 
+def prerequisites(a):
+    """What the run needs and lacks, each with how to get it: checked before anything starts
+    (the runc baseline runs after the Stasis half, so a missing runc used to surface as a
+    traceback minutes in)."""
+    out = []
+    for p in (a.stasis, a.agent):
+        if not os.path.isfile(p):
+            out.append(f"{p}: cargo build --release -p stasis; RUSTFLAGS='-C target-feature=+crt-static' "
+                       "cargo build --release -p stasis-agent --target x86_64-unknown-linux-gnu")
+    if not os.path.isdir(BASE_TEMPLATE + "/rootfs"):
+        out.append(f"the base template ({BASE_TEMPLATE}): sudo scripts/setup.sh --no-start")
+    if shutil.which("criu") is None:
+        out.append("criu: sudo scripts/setup.sh --no-start (builds CRIU 4.2.1)")
+    if not a.no_baseline and not a.density and shutil.which("runc") is None:
+        out.append("runc, for the baseline (setup does not install it): sudo apt-get install runc, "
+                   "or pass --no-baseline")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stasis", default=os.path.join(REPO, "target/release/stasis"))
@@ -837,10 +856,9 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (cgroups, CRIU, runc)")
-    for p in (a.stasis, a.agent):
-        if not os.path.isfile(p):
-            sys.exit(f"{p} missing: cargo build --release -p stasis; RUSTFLAGS='-C target-feature=+crt-static' "
-                     "cargo build --release -p stasis-agent --target x86_64-unknown-linux-gnu")
+    missing = prerequisites(a)
+    if missing:
+        sys.exit("bench.py cannot start; missing:\n" + "\n".join(f"  - {m}" for m in missing))
     work = os.path.join(a.work, f"run-{os.getpid()}")
     os.makedirs(os.path.join(work, "bin"), exist_ok=True)
     # Private copies: the target dir may be rebuilt while the benchmark runs.

@@ -77,28 +77,45 @@ pub fn boot(
 
 fn drive(sock: &UnixStream, stage1_pid: u32, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
     let mut reader = BufReader::new(sock);
-    let mut next = || -> Result<SyncMessage> {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) => Err(RuntimeError::Boot("agent exited during boot".into())),
-            Ok(_) => match SyncMessage::parse(&line) {
-                Ok(SyncMessage::Error(msg)) => Err(RuntimeError::Boot(msg)),
-                Ok(msg) => Ok(msg),
-                Err(e) => Err(RuntimeError::Boot(e.to_string())),
-            },
-            Err(e) => Err(RuntimeError::Boot(format!("no answer from agent: {e}"))),
-        }
-    };
-    expect(next()?, SyncMessage::Unshared)?;
+    expect(next_message(&mut reader)?, SyncMessage::Unshared)?;
     idmap::write_maps(stage1_pid).ctx(|| format!("write id maps of {stage1_pid}"))?;
     after_unshare(stage1_pid)?;
     (&*sock).write_all(format!("{}\n", SyncMessage::Mapped.to_line()).as_bytes()).ctx(|| "boot sync".into())?;
-    let pid = match next()? {
-        SyncMessage::Pid(pid) => pid,
-        other => return Err(RuntimeError::Boot(format!("expected \"pid N\" from agent, got {:?}", other.to_line()))),
-    };
-    expect(next()?, SyncMessage::Ready)?;
-    Ok(pid)
+    pid_and_ready(&mut reader)
+}
+
+/// The agent's next line; its error report, or its end, as a boot error.
+fn next_message(reader: &mut impl BufRead) -> Result<SyncMessage> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => Err(RuntimeError::Boot("agent exited during boot".into())),
+        Ok(_) => match SyncMessage::parse(&line) {
+            Ok(SyncMessage::Error(msg)) => Err(RuntimeError::Boot(msg)),
+            Ok(msg) => Ok(msg),
+            Err(e) => Err(RuntimeError::Boot(e.to_string())),
+        },
+        Err(e) => Err(RuntimeError::Boot(format!("no answer from agent: {e}"))),
+    }
+}
+
+/// PID 1's pid and its "ready". Stage 1 sends the pid right after its fork and PID 1
+/// sends "ready" once it serves: two processes, so either may come first (on a loaded
+/// host PID 1 can get there before stage 1 is scheduled again).
+fn pid_and_ready(reader: &mut impl BufRead) -> Result<u32> {
+    let (mut pid, mut ready) = (None, false);
+    while pid.is_none() || !ready {
+        match next_message(reader)? {
+            SyncMessage::Pid(p) if pid.is_none() => pid = Some(p),
+            SyncMessage::Ready if !ready => ready = true,
+            other => {
+                return Err(RuntimeError::Boot(format!(
+                    "expected \"pid N\" and \"ready\" from agent, got {:?}",
+                    other.to_line()
+                )))
+            }
+        }
+    }
+    Ok(pid.expect("the loop ends with a pid"))
 }
 
 /// Whether `agent` reads its config from the sync fd: it then holds the argument that
@@ -120,5 +137,30 @@ fn expect(got: SyncMessage, want: SyncMessage) -> Result<()> {
         Ok(())
     } else {
         Err(RuntimeError::Boot(format!("expected {:?} from agent, got {:?}", want.to_line(), got.to_line())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after_mapped(lines: &str) -> Result<u32> {
+        pid_and_ready(&mut std::io::Cursor::new(lines.as_bytes()))
+    }
+
+    #[test]
+    fn pid_and_ready_in_either_order() {
+        assert_eq!(after_mapped("pid 42\nready\n").unwrap(), 42);
+        // PID 1 first: seen under load in CI ("expected \"pid N\" from agent, got \"ready\"").
+        assert_eq!(after_mapped("ready\npid 42\n").unwrap(), 42);
+    }
+
+    #[test]
+    fn a_repeated_missing_or_failed_message_is_a_boot_error() {
+        assert!(matches!(after_mapped("ready\nready\n"), Err(RuntimeError::Boot(m)) if m.contains("got \"ready\"")));
+        assert!(matches!(after_mapped("pid 1\n"), Err(RuntimeError::Boot(m)) if m.contains("exited during boot")));
+        assert!(
+            matches!(after_mapped("pid 1\nerror init: no rootfs\n"), Err(RuntimeError::Boot(m)) if m.contains("no rootfs"))
+        );
     }
 }

@@ -66,6 +66,40 @@ pub struct NewVolume {
     pub name: Option<String>,
 }
 
+/// A secret's metadata (`Secret`); never its value.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    #[serde(rename = "secretID")]
+    pub secret_id: String,
+    pub name: String,
+    pub current_version: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Secret {
+    pub fn from_row(r: &stasis_store::SecretRow) -> Self {
+        Self {
+            secret_id: r.id.clone(),
+            name: r.name.clone(),
+            current_version: r.version,
+            metadata: r.metadata.clone(),
+            created_at: rfc3339_millis(r.created_at),
+            updated_at: rfc3339_millis(r.updated_at),
+        }
+    }
+}
+
+/// `POST /secrets` (`NewSecret`) and `POST /secrets/{id}` (`SecretUpdate`, no name).
+#[derive(Debug, Deserialize, Default)]
+pub struct SecretBody {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
 /// A volume in a listing (`Volume`).
 #[derive(Debug, Serialize)]
 pub struct Volume {

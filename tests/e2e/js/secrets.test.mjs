@@ -3,8 +3,8 @@
 // Values are write-only: no answer of the API carries one.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Secret, SecretError, SecretNotFoundError } from 'e2b'
-import { drain, runTag } from './helpers.mjs'
+import { Sandbox, Secret, SecretError, SecretNotFoundError } from 'e2b'
+import { createSandbox, drain, killAll, runTag } from './helpers.mjs'
 
 const T = { timeout: 300_000 }
 const VALUE = 'sk-js-' + 'v'.repeat(24)
@@ -67,4 +67,32 @@ test('Secret: create, getInfo, exists, update, list, destroy, never reading a va
 
 test('Secret.fill formats the placeholder', () => {
   assert.equal(Secret.fill('openai'), '${e2b.secrets.openai}')
+})
+
+test('network.rules name existing secrets, are kept and shown as sent, replaced by updateNetwork', T, async () => {
+  const name = runTag('jssec')
+  const made = []
+  try {
+    await Secret.create(name, VALUE)
+    const header = { Authorization: `Bearer ${Secret.fill(name)}` }
+    await assert.rejects(
+      createSandbox({ network: { rules: { 'a.example.com': [{ transform: { headers: { X: '${e2b.secrets.nope}' } } }] } } }),
+      /which does not exist/,
+    )
+    await assert.rejects(createSandbox({ network: { rules: { '1.2.3.4': [{ transform: { headers: header } }] } } }), /not a domain name/)
+    const sbx = await createSandbox({ network: { rules: { 'API.example.com': [{ transform: { headers: header } }] } } })
+    made.push(sbx)
+    const info = await Sandbox.getInfo(sbx.sandboxId)
+    assert.deepEqual(info.network.rules, { 'api.example.com': [{ transform: { headers: header } }] })
+    const [, text] = await rawGet(`/sandboxes/${sbx.sandboxId}`)
+    assert.ok(!text.includes(VALUE))
+
+    await sbx.updateNetwork({ rules: { '*.example.org': [{ transform: { headers: { 'X-Key': Secret.fill(name) } } }] } })
+    assert.deepEqual(Object.keys((await Sandbox.getInfo(sbx.sandboxId)).network.rules), ['*.example.org'])
+    await sbx.updateNetwork({ allowOut: ['10.1.2.3'] })
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).network.rules, undefined)
+  } finally {
+    await killAll(made)
+    await Secret.destroy(name)
+  }
 })

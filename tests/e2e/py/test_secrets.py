@@ -82,3 +82,29 @@ def test_secret_crud_without_ever_reading_a_value(secret_name):
 
 def test_fill_formats_the_placeholder():
     assert Secret.fill("openai") == "${e2b.secrets.openai}"
+
+
+def test_rules_name_existing_secrets_and_show_as_sent(sandboxes, secret_name):
+    Secret.create(secret_name, VALUE)
+    header = {"Authorization": f"Bearer {Secret.fill(secret_name)}"}
+    rules = {"API.example.com": [{"transform": {"headers": header}}]}
+    # A placeholder naming no secret is refused at create, before anything is made.
+    with pytest.raises(Exception, match="which does not exist"):
+        sandboxes.create(network={"rules": {"a.example.com": [{"transform": {"headers": {"X": "${e2b.secrets.nope-" + secret_name + "}"}}}]}})
+    with pytest.raises(Exception, match="not a domain name"):
+        sandboxes.create(network={"rules": {"*": [{"transform": {"headers": header}}]}})
+
+    sbx = sandboxes.create(network={"rules": rules})
+    want = {"api.example.com": [{"transform": {"headers": header}}]}
+    assert Sandbox.get_info(sbx.sandbox_id).network["rules"] == want
+    status, text = raw_get(f"/sandboxes/{sbx.sandbox_id}")
+    assert status == 200 and VALUE not in text
+
+    # update_network replaces the rules; one that leaves them out clears them.
+    sbx.update_network({"rules": {"*.example.org": [{"transform": {"headers": {"X-Key": Secret.fill(secret_name)}}}]}})
+    assert list(Sandbox.get_info(sbx.sandbox_id).network["rules"]) == ["*.example.org"]
+    with pytest.raises(Exception, match="which does not exist"):
+        sbx.update_network({"rules": {"a.example.com": [{"transform": {"headers": {"X": "${e2b.secrets.nope}"}}}]}})
+    assert list(Sandbox.get_info(sbx.sandbox_id).network["rules"]) == ["*.example.org"], "a refused update changes nothing"
+    sbx.update_network({"allow_out": ["10.1.2.3"]})
+    assert "rules" not in Sandbox.get_info(sbx.sandbox_id).network

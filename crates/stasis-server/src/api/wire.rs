@@ -252,6 +252,9 @@ pub struct SandboxDetail {
 pub struct NetworkInfo {
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
+    /// The per-domain header rules as stored (placeholders, never values); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<serde_json::Value>,
 }
 
 impl NetworkInfo {
@@ -262,7 +265,8 @@ impl NetworkInfo {
                 .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                 .unwrap_or_default()
         };
-        Self { allow_out: list("allowOut"), deny_out: list("denyOut") }
+        let rules = v.get("rules").filter(|r| r.as_object().is_some_and(|m| !m.is_empty())).cloned();
+        Self { allow_out: list("allowOut"), deny_out: list("denyOut"), rules }
     }
 }
 

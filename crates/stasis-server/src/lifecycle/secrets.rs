@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use stasis_store::{Page, SecretRow, SecretUpdate, StoreError};
 
 use super::{Lifecycle, LifecycleError, Result};
-use crate::secrets::{self, names::ID_PREFIX, Vault};
+use crate::secrets::{self, names::ID_PREFIX, NetworkRules, Vault};
 
 /// The most secrets one listing page returns (E2B's `paginationLimit`).
 pub const MAX_PAGE: u32 = 100;
@@ -93,6 +93,19 @@ impl Lifecycle {
             return Err(LifecycleError::SecretNotFound(selector.to_string()));
         }
         tracing::info!(secret = %row.id, name = %row.name, "secret deleted");
+        Ok(())
+    }
+
+    /// Refuses rules whose placeholders name a secret that does not exist (a typo would
+    /// otherwise surface only as an authentication failure at the destination).
+    pub async fn check_rule_secrets(&self, rules: &NetworkRules) -> Result<()> {
+        for name in rules.secret_names() {
+            if self.inner.store.find_secret_by_name(&name).await?.is_none() {
+                return Err(LifecycleError::BadRequest(format!(
+                    "network.rules names the secret {name:?}, which does not exist (Secret.create it first)"
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //! reader of a value in the clear, when it sets a header a network rule names.
 
 pub mod names;
+pub mod rules;
 pub mod vault;
 
 pub use names::{check_metadata, check_value, normalize_name, PLACEHOLDER_PREFIX};
+pub use rules::NetworkRules;
 pub use vault::{Vault, VaultError};

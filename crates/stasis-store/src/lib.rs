@@ -41,8 +41,8 @@ pub use events::{EventQuery, Level, SandboxEvent, MAX_EVENTS};
 pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
 pub use postgres::PostgresStore;
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
-pub use sqlite::SqliteStore;
 pub use secrets::{SecretRow, SecretUpdate};
+pub use sqlite::SqliteStore;
 pub use volumes::{VolumeMount, VolumeRow};
 
 /// Changes applied to a row inside a state transition's transaction (e.g. set `paused_at`

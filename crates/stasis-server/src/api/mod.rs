@@ -20,11 +20,11 @@ mod body_fuzz_tests;
 #[cfg(test)]
 mod logs_tests;
 #[cfg(test)]
+mod secrets_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod volumes_tests;
-#[cfg(test)]
-mod secrets_tests;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;

@@ -48,7 +48,9 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Api
         match k.as_str() {
             "limit" => {
                 limit = v.parse().ok().filter(|l| (1..=MAX_SECRETS_PAGE).contains(l)).ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid limit {v:?} (expected an integer from 1 to {MAX_SECRETS_PAGE})"))
+                    ApiError::bad_request(format!(
+                        "invalid limit {v:?} (expected an integer from 1 to {MAX_SECRETS_PAGE})"
+                    ))
                 })?
             }
             "nextToken" if !v.is_empty() => token = Some(v),

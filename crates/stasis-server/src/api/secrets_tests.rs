@@ -35,9 +35,13 @@ fn parse(text: &str) -> Value {
 async fn secrets_are_created_versioned_paged_and_deleted_without_showing_a_value() {
     let h = harness().await;
     h.store.add_api_key("test", KEY).await.unwrap();
-    let (s, body, _) =
-        api(&h, Method::POST, "/secrets", Some(json!({"name": "OpenAI-Key", "value": VALUE, "metadata": {"env": "t"}})))
-            .await;
+    let (s, body, _) = api(
+        &h,
+        Method::POST,
+        "/secrets",
+        Some(json!({"name": "OpenAI-Key", "value": VALUE, "metadata": {"env": "t"}})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let sec = parse(&body);
     let id = sec["secretID"].as_str().unwrap().to_string();
@@ -84,10 +88,15 @@ async fn secrets_are_created_versioned_paged_and_deleted_without_showing_a_value
 
     // Pages by name.
     for n in ["b-key", "c-key"] {
-        assert_eq!(api(&h, Method::POST, "/secrets", Some(json!({"name": n, "value": VALUE}))).await.0, StatusCode::CREATED);
+        assert_eq!(
+            api(&h, Method::POST, "/secrets", Some(json!({"name": n, "value": VALUE}))).await.0,
+            StatusCode::CREATED
+        );
     }
     let (s, body, next) = api(&h, Method::GET, "/secrets?limit=2", None).await;
-    let names = |b: &str| parse(b).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let names = |b: &str| {
+        parse(b).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
     assert_eq!((s, names(&body)), (StatusCode::OK, vec!["b-key".to_string(), "c-key".to_string()]));
     let (_, body, last) = api(&h, Method::GET, &format!("/secrets?limit=2&nextToken={}", next.unwrap()), None).await;
     assert_eq!((names(&body), last), (vec!["openai-key".to_string()], None));

@@ -106,10 +106,7 @@ async fn metrics_only_in_the_requested_range() {
 async fn unserved_sdk_endpoints_say_so() {
     let h = harness().await;
     h.store.add_api_key("test", KEY).await.unwrap();
-    for (path, what) in [
-        ("/templates/tags", "template tags"),
-        ("/sandboxes/abc/volume-mounts", "novita mountVolume"),
-    ] {
+    for (path, what) in [("/templates/tags", "template tags"), ("/sandboxes/abc/volume-mounts", "novita mountVolume")] {
         let (status, body) = get(&h, path).await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert!(body["message"].as_str().unwrap().starts_with(what), "{path}: {body}");
@@ -163,7 +160,10 @@ async fn network_and_memory_changes_on_the_wire() {
         (r#"{"dnsServers": ["1.1.1.1"]}"#, "network.dnsServers is not supported"),
         (r#"{"rules": {"api.example.com": {"transform": {"headers": {"a": "b"}}}}}"#, "network.rules must map domains"),
         (r#"{"rules": {"*": [{"transform": {"headers": {"a": "b"}}}]}}"#, "is not a domain name"),
-        (r#"{"rules": {"a.com": [{"transform": {"headers": {"a": "${e2b.secrets.nope}"}}}]}}"#, "\"nope\", which does not exist"),
+        (
+            r#"{"rules": {"a.com": [{"transform": {"headers": {"a": "${e2b.secrets.nope}"}}}]}}"#,
+            "\"nope\", which does not exist",
+        ),
         (r#"{"egressProxy": {"address": "127.0.0.1:1080"}}"#, "network.egressProxy is not supported"),
     ] {
         let (status, err) = send(&h, "PUT", &path, body).await;

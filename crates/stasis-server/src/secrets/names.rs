@@ -49,7 +49,10 @@ pub fn check_value(value: &str) -> Result<(), String> {
         return Err(format!("a secret's value must be 1 to {MAX_VALUE} bytes"));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err("a secret's value cannot contain control characters such as CR or LF (it is sent as an HTTP header value)".into());
+        return Err(
+            "a secret's value cannot contain control characters such as CR or LF (it is sent as an HTTP header value)"
+                .into(),
+        );
     }
     Ok(())
 }

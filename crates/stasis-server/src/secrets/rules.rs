@@ -186,7 +186,10 @@ fn check_header(key: &str, name: &str, value: &str) -> Result<(), String> {
         return Err(format!("{}: a rule may not set this header (it frames or routes the request)", at()));
     }
     if value.len() > MAX_HEADER_VALUE || value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(format!("{}: the value must be at most {MAX_HEADER_VALUE} bytes, without control characters", at()));
+        return Err(format!(
+            "{}: the value must be at most {MAX_HEADER_VALUE} bytes, without control characters",
+            at()
+        ));
     }
     placeholders(value).map_err(|e| format!("{}: {e}", at()))?;
     Ok(())
@@ -231,7 +234,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.0.keys().collect::<Vec<_>>(), ["*.example.org", "api.example.com"]);
         assert_eq!(r.secret_names(), ["a", "b", "openai"]);
-        assert_eq!(r.to_value()["api.example.com"][0]["transform"]["headers"]["Authorization"], "Bearer ${e2b.secrets.OpenAI}");
+        assert_eq!(
+            r.to_value()["api.example.com"][0]["transform"]["headers"]["Authorization"],
+            "Bearer ${e2b.secrets.OpenAI}"
+        );
         assert_eq!(NetworkRules::parse(None).unwrap(), NetworkRules::default());
         assert!(NetworkRules::parse(Some(&json!(null))).unwrap().is_empty());
     }
@@ -256,7 +262,10 @@ mod tests {
             assert!(rules(bad.clone()).is_err(), "{bad}");
         }
         // `${` that is no e2b placeholder is literal text.
-        assert!(rules(json!({"a.com": [{"transform": {"headers": {"X": "${HOME}"}}}]})).unwrap().secret_names().is_empty());
+        assert!(rules(json!({"a.com": [{"transform": {"headers": {"X": "${HOME}"}}}]}))
+            .unwrap()
+            .secret_names()
+            .is_empty());
     }
 
     #[test]

@@ -28,9 +28,7 @@ fn json(m: &std::collections::BTreeMap<String, String>) -> Result<serde_json::Va
 pub(super) async fn insert(client: &Object, s: &SecretRow) -> Result<(), StoreError> {
     let sql = format!("INSERT INTO secrets ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
     let metadata = json(&s.metadata)?;
-    match client
-        .execute(&sql, &[&s.id, &s.name, &s.version, &metadata, &s.sealed, &s.created_at, &s.updated_at])
-        .await
+    match client.execute(&sql, &[&s.id, &s.name, &s.version, &metadata, &s.sealed, &s.created_at, &s.updated_at]).await
     {
         Ok(_) => Ok(()),
         Err(e) if unique_violation(&e) => Err(StoreError::AlreadyExists(format!("secret {:?}", s.name))),
@@ -64,9 +62,13 @@ pub(super) async fn update(client: &Object, id: &str, u: &SecretUpdate) -> Resul
         "UPDATE secrets SET sealed = $2, version = version + 1, updated_at = $3, \
          metadata = COALESCE($4, metadata) WHERE id = $1 RETURNING {COLUMNS}"
     );
-    client.query_opt(&sql, &[&id, &u.sealed, &u.updated_at, &metadata]).await?.as_ref().map(from_row).transpose()?.ok_or(
-        StoreError::NotFound,
-    )
+    client
+        .query_opt(&sql, &[&id, &u.sealed, &u.updated_at, &metadata])
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or(StoreError::NotFound)
 }
 
 pub(super) async fn delete(client: &Object, id: &str) -> Result<bool, StoreError> {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod egress;
 pub mod ids;
 pub mod lifecycle;
 pub mod listen;

@@ -6,12 +6,14 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod egress;
 pub mod ids;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
+pub mod secrets;
 pub mod templates;
 pub mod tls;
 
@@ -156,6 +158,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
                 max_timeout_secs: cfg.max_timeout.map(|d| d.as_secs().max(1)),
                 ..Default::default()
             },
+            secrets: Some(secrets::Vault::new(cfg.data_dir.join("secrets.key"))),
             ..Default::default()
         },
     );

@@ -2,7 +2,8 @@
 //!
 //! This crate owns:
 //! - the records the control plane must not lose: sandboxes (with their lifecycle state),
-//!   snapshots, API keys ([`model`]) and volumes with their mounts ([`volumes`]);
+//!   snapshots, API keys ([`model`]), volumes with their mounts ([`volumes`]) and
+//!   secrets, sealed ([`secrets`]: the store never holds a secret's value in the clear);
 //! - the [`Store`] trait, [`SqliteStore`], its SQLite implementation (WAL,
 //!   `synchronous=FULL`, versioned migrations), and [`PostgresStore`] for several nodes;
 //! - the semantics of list requests: default states, metadata filters, ordering, limits
@@ -21,6 +22,7 @@ pub mod model;
 pub mod open;
 pub mod postgres;
 pub mod query;
+pub mod secrets;
 pub mod sqlite;
 pub mod volumes;
 
@@ -39,6 +41,7 @@ pub use events::{EventQuery, Level, SandboxEvent, MAX_EVENTS};
 pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
 pub use postgres::PostgresStore;
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
+pub use secrets::{SecretRow, SecretUpdate};
 pub use sqlite::SqliteStore;
 pub use volumes::{VolumeMount, VolumeRow};
 
@@ -151,4 +154,22 @@ pub trait Store: Send + Sync {
 
     /// What `owner` mounts, by path.
     async fn volume_mounts(&self, owner: &str) -> Result<Vec<VolumeMount>, StoreError>;
+
+    /// Inserts a secret. `AlreadyExists` when its id or name is taken.
+    async fn insert_secret(&self, row: &SecretRow) -> Result<(), StoreError>;
+
+    async fn get_secret(&self, id: &str) -> Result<Option<SecretRow>, StoreError>;
+
+    async fn find_secret_by_name(&self, name: &str) -> Result<Option<SecretRow>, StoreError>;
+
+    /// Up to `limit` secrets by name, after the one `token` names (`None`: from the first),
+    /// and the token of the next page (`None`: this was the last).
+    async fn list_secrets(&self, token: Option<&str>, limit: u32) -> Result<Page<SecretRow>, StoreError>;
+
+    /// Replaces a secret's sealed value (and metadata, when given) and adds one to its
+    /// version, in one statement. `NotFound` when there is no such secret.
+    async fn update_secret(&self, id: &str, update: &SecretUpdate) -> Result<SecretRow, StoreError>;
+
+    /// Deletes a secret. Returns whether it existed.
+    async fn delete_secret(&self, id: &str) -> Result<bool, StoreError>;
 }

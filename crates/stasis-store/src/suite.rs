@@ -1,7 +1,7 @@
 //! The [`Store`] semantics every implementation must have, as one test suite run against
 //! each of them (`store_suite!` in `sqlite/tests.rs` and `postgres/tests.rs`): round
 //! trips, compare-and-set transitions, keyset pagination, the list query encodings,
-//! snapshots and their names, API keys, volumes and their mounts.
+//! snapshots and their names, API keys, volumes and their mounts, secrets.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync + 'static {
 #[macro_export]
 macro_rules! store_suite {
     ($backend:expr) => {
-        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted);
+        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages);
     };
     (@each $backend:expr; $($name:ident),*) => {
         $(
@@ -545,4 +545,70 @@ pub async fn volumes_have_unique_names_and_are_kept_while_mounted<B: Backend>(b:
     assert_eq!(store.list_volumes().await.unwrap(), []);
     // The name is free again.
     store.insert_volume(&vol("v4", "data", 4)).await.unwrap();
+}
+
+pub async fn secrets_have_unique_names_versions_and_pages<B: Backend>(b: B) {
+    use crate::{SecretRow, SecretUpdate};
+    let store = b.open().await;
+    let secret = |id: &str, name: &str, at| SecretRow {
+        id: id.into(),
+        name: name.into(),
+        version: 1,
+        metadata: BTreeMap::from([("env".into(), "test".into())]),
+        sealed: vec![0, 1, 2, 255],
+        created_at: at,
+        updated_at: at,
+    };
+    store.insert_secret(&secret("sec_1", "openai", 1)).await.unwrap();
+    store.insert_secret(&secret("sec_2", "github", 2)).await.unwrap();
+    store.insert_secret(&secret("sec_3", "zeta ü", 3)).await.unwrap();
+    assert!(matches!(store.insert_secret(&secret("sec_9", "openai", 4)).await, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(store.insert_secret(&secret("sec_1", "other", 4)).await, Err(StoreError::AlreadyExists(_))));
+
+    // Seen from another connection (another process or node), by id and by name.
+    let other = b.open().await;
+    assert_eq!(other.get_secret("sec_1").await.unwrap(), Some(secret("sec_1", "openai", 1)));
+    assert_eq!(other.find_secret_by_name("github").await.unwrap().map(|s| s.id), Some("sec_2".into()));
+    assert_eq!(other.find_secret_by_name("nope").await.unwrap(), None);
+
+    // An update replaces the sealed value, adds one to the version, keeps the metadata
+    // unless given; concurrent updates each get their own version.
+    let u = |sealed: &[u8], metadata: Option<BTreeMap<String, String>>| SecretUpdate {
+        sealed: sealed.to_vec(),
+        metadata,
+        updated_at: 10,
+    };
+    let row = store.update_secret("sec_1", &u(b"v2", None)).await.unwrap();
+    assert_eq!((row.version, row.sealed.as_slice(), row.updated_at, row.created_at), (2, &b"v2"[..], 10, 1));
+    assert_eq!(row.metadata, BTreeMap::from([("env".into(), "test".into())]));
+    let row = store.update_secret("sec_1", &u(b"v3", Some(BTreeMap::new()))).await.unwrap();
+    assert_eq!((row.version, row.metadata.len()), (3, 0));
+    let updates: Vec<_> = (0..8)
+        .map(|_| {
+            let s = other.clone();
+            tokio::spawn(async move { s.update_secret("sec_2", &u(b"x", None)).await.unwrap().version })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for t in updates {
+        versions.push(t.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (2..10).collect::<Vec<i64>>());
+    assert!(matches!(store.update_secret("sec_9", &u(b"x", None)).await, Err(StoreError::NotFound)));
+
+    // Pages by name, each secret exactly once; a token this store did not make is refused.
+    let (page, next) = other.list_secrets(None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["github", "openai"]);
+    let (page, last) = other.list_secrets(next.as_deref(), 2).await.unwrap();
+    assert_eq!(page.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["zeta ü"]);
+    assert_eq!(last, None);
+    assert_eq!(other.list_secrets(None, 3).await.unwrap().1, None, "no page after an exact fit");
+    assert!(matches!(other.list_secrets(Some("zz"), 2).await, Err(StoreError::InvalidQuery(_))));
+
+    assert!(store.delete_secret("sec_1").await.unwrap());
+    assert!(!store.delete_secret("sec_1").await.unwrap(), "already gone");
+    assert_eq!(other.get_secret("sec_1").await.unwrap(), None);
+    // The name is free again.
+    store.insert_secret(&secret("sec_4", "openai", 5)).await.unwrap();
 }

@@ -62,7 +62,7 @@ test('updateNetwork (e2b) and setNetwork (novita): accepted for a running and a 
     assert.deepEqual([after.allowOut, after.denyOut], [[], ['10.0.0.0/8']], 'each update replaces the whole policy, kept across resume')
     assert.equal((await back.commands.run('echo resumed')).stdout, 'resumed\n')
     await assert.rejects(sbx.updateNetwork({ allowOut: ['example.com'] }), /not an IPv4 address or CIDR/)
-    await assert.rejects(sbx.updateNetwork({ rules: { 'api.example.com': [{ transform: { headers: { 'X-Key': 'v' } } }] } }), /network.rules is not supported/)
+    await assert.rejects(sbx.updateNetwork({ rules: { 'api.example.com': [{ transform: { headers: { 'X-Key': '${e2b.secrets.nosuchsecret}' } } }] } }), /names the secret "nosuchsecret", which does not exist/)
     await assert.rejects(E2B.updateNetwork('nosuchsandbox0000000', {}), /not found/i)
   } finally {
     await killAll(sbx.sandboxId)

@@ -6,6 +6,7 @@ mod error;
 mod logs;
 mod novita;
 mod sandboxes;
+mod secrets;
 mod snapshots;
 mod status;
 mod templates;
@@ -18,6 +19,8 @@ pub mod wire;
 mod body_fuzz_tests;
 #[cfg(test)]
 mod logs_tests;
+#[cfg(test)]
+mod secrets_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -84,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/templates/aliases/{alias}", get(templates::alias))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{id}", get(volumes::info).delete(volumes::delete))
+        .route("/secrets", post(secrets::create).get(secrets::list))
+        .route("/secrets/{id}", get(secrets::info).post(secrets::update).delete(secrets::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))
         .route("/stasis/templates", get(status::templates))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -126,6 +131,7 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::BadRequest(m) => ApiError::bad_request(m),
             LifecycleError::TemplateNotFound(t) => ApiError::not_found(format!("template {t:?} not found")),
             LifecycleError::VolumeNotFound(v) => ApiError::not_found(format!("volume {v} not found")),
+            LifecycleError::SecretNotFound(s) => ApiError::not_found(format!("secret {s:?} not found")),
             LifecycleError::Store(e @ stasis_store::StoreError::InUse { .. }) => ApiError::conflict(e.to_string()),
             LifecycleError::Runtime(e @ stasis_runtime::RuntimeError::CorruptCheckpoint(_)) => {
                 ApiError::internal(e.to_string())

@@ -15,6 +15,7 @@ use super::wire::{self, NewSandbox};
 use super::{json_body, ApiError, AppState};
 use crate::ids::SandboxId;
 use crate::lifecycle::{CreateParams, SandboxDefaults, FOREVER_SECS};
+use crate::secrets::NetworkRules;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -130,6 +131,15 @@ async fn create(state: AppState, body: Body, default_timeout: fn(&SandboxDefault
     let d = state.defaults();
     let mut params = create_params(req, default_timeout(d), d)?;
     params.volumes = state.lifecycle.resolve_volume_mounts(&mounts).await?;
+    let rules = NetworkRules::parse(params.network.get("rules")).map_err(ApiError::bad_request)?;
+    state.lifecycle.check_rule_secrets(&rules).await?;
+    if let Some(network) = params.network.as_object_mut() {
+        if rules.is_empty() {
+            network.remove("rules");
+        } else {
+            network.insert("rules".into(), rules.to_value());
+        }
+    }
     let row = state.lifecycle.create(params).await?;
     Ok((StatusCode::CREATED, Json(wire::Sandbox::from_row(&row, &state.domain))).into_response())
 }
@@ -256,9 +266,9 @@ pub struct NetworkUpdateBody {
 }
 
 /// Replaces the sandbox's outbound rules: `allowOut` / `denyOut` as at create (IPv4
-/// addresses and CIDRs), one left out is cleared; 204. What Stasis does not do at egress
-/// (DNS servers, a SOCKS proxy, per-domain header rules) is a 400 naming it, never
-/// silently dropped.
+/// addresses and CIDRs) and the per-domain header `rules` (their secrets must exist), one
+/// left out is cleared; 204. What Stasis does not do at egress (DNS servers, a SOCKS
+/// proxy) is a 400 naming it, never silently dropped.
 pub async fn update_network(
     State(state): State<AppState>,
     SandboxPath(id): SandboxPath,
@@ -268,14 +278,14 @@ pub async fn update_network(
     let unsupported = [
         ("dnsServers", !req.dns_servers.is_empty()),
         ("egressProxy", req.egress_proxy.as_ref().is_some_and(|v| !v.is_null())),
-        ("rules", req.rules.as_ref().is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))),
     ];
     if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(ApiError::bad_request(format!(
-            "network.{name} is not supported by Stasis (allowOut and denyOut with IPv4 addresses and CIDRs are; see docs/sdk-parity.md)"
+            "network.{name} is not supported by Stasis (allowOut and denyOut with IPv4 addresses and CIDRs, and rules, are; see docs/sdk-parity.md)"
         )));
     }
-    state.lifecycle.update_network(&id, req.allow_out, req.deny_out, req.allow_internet_access).await?;
+    let rules = NetworkRules::parse(req.rules.as_ref()).map_err(ApiError::bad_request)?;
+    state.lifecycle.update_network(&id, req.allow_out, req.deny_out, req.allow_internet_access, rules).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -106,11 +106,7 @@ async fn metrics_only_in_the_requested_range() {
 async fn unserved_sdk_endpoints_say_so() {
     let h = harness().await;
     h.store.add_api_key("test", KEY).await.unwrap();
-    for (path, what) in [
-        ("/secrets/abc", "Secret"),
-        ("/templates/tags", "template tags"),
-        ("/sandboxes/abc/volume-mounts", "novita mountVolume"),
-    ] {
+    for (path, what) in [("/templates/tags", "template tags"), ("/sandboxes/abc/volume-mounts", "novita mountVolume")] {
         let (status, body) = get(&h, path).await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert!(body["message"].as_str().unwrap().starts_with(what), "{path}: {body}");
@@ -162,7 +158,12 @@ async fn network_and_memory_changes_on_the_wire() {
     for (body, says) in [
         (r#"{"allowOut": ["example.com"]}"#, "not an IPv4 address or CIDR"),
         (r#"{"dnsServers": ["1.1.1.1"]}"#, "network.dnsServers is not supported"),
-        (r#"{"rules": {"api.example.com": {"transform": {"headers": {"a": "b"}}}}}"#, "network.rules is not supported"),
+        (r#"{"rules": {"api.example.com": {"transform": {"headers": {"a": "b"}}}}}"#, "network.rules must map domains"),
+        (r#"{"rules": {"*": [{"transform": {"headers": {"a": "b"}}}]}}"#, "is not a domain name"),
+        (
+            r#"{"rules": {"a.com": [{"transform": {"headers": {"a": "${e2b.secrets.nope}"}}}]}}"#,
+            "\"nope\", which does not exist",
+        ),
         (r#"{"egressProxy": {"address": "127.0.0.1:1080"}}"#, "network.egressProxy is not supported"),
     ] {
         let (status, err) = send(&h, "PUT", &path, body).await;
@@ -170,6 +171,17 @@ async fn network_and_memory_changes_on_the_wire() {
         assert!(err["message"].as_str().unwrap().contains(says), "{body}: {err}");
     }
     assert_eq!(send(&h, "PUT", "/sandboxes/nosuchsandbox0000000/network", "{}").await.0, StatusCode::NOT_FOUND);
+    // Rules naming a secret that exists are kept (keys lower-cased) and shown as sent:
+    // placeholders, never values; an update without them clears them.
+    h.lc.create_secret("key", "the-value", Default::default()).await.unwrap();
+    let rules = r#"{"rules": {"API.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}}]}}"#;
+    assert_eq!(send(&h, "PUT", &path, rules).await.0, StatusCode::NO_CONTENT);
+    let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
+    let want = serde_json::json!({"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}}]});
+    assert_eq!(info["network"]["rules"], want);
+    assert!(!info.to_string().contains("the-value"));
+    assert_eq!(send(&h, "PUT", &path, "{}").await.0, StatusCode::NO_CONTENT);
+    assert!(get(&h, &format!("/sandboxes/{id}")).await.1["network"].get("rules").is_none());
 
     let mem = format!("/sandboxes/{id}/hotplug-memory");
     let before = h.store.get_sandbox(&id).await.unwrap().unwrap().memory_mb;

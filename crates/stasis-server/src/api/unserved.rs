@@ -11,8 +11,6 @@ use super::{ApiError, AppState};
 /// (path, what the SDKs call it).
 const UNSERVED: &[(&str, &str)] = &[
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
-    ("/secrets", "Secret"),
-    ("/secrets/{id}", "Secret"),
     ("/templates/tags", "template tags"),
     ("/templates/{id}/tags", "template tags"),
 ];

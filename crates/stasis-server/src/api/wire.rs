@@ -66,6 +66,40 @@ pub struct NewVolume {
     pub name: Option<String>,
 }
 
+/// A secret's metadata (`Secret`); never its value.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    #[serde(rename = "secretID")]
+    pub secret_id: String,
+    pub name: String,
+    pub current_version: i64,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Secret {
+    pub fn from_row(r: &stasis_store::SecretRow) -> Self {
+        Self {
+            secret_id: r.id.clone(),
+            name: r.name.clone(),
+            current_version: r.version,
+            metadata: r.metadata.clone(),
+            created_at: rfc3339_millis(r.created_at),
+            updated_at: rfc3339_millis(r.updated_at),
+        }
+    }
+}
+
+/// `POST /secrets` (`NewSecret`) and `POST /secrets/{id}` (`SecretUpdate`, no name).
+#[derive(Debug, Deserialize, Default)]
+pub struct SecretBody {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
 /// A volume in a listing (`Volume`).
 #[derive(Debug, Serialize)]
 pub struct Volume {
@@ -218,6 +252,9 @@ pub struct SandboxDetail {
 pub struct NetworkInfo {
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
+    /// The per-domain header rules as stored (placeholders, never values); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<serde_json::Value>,
 }
 
 impl NetworkInfo {
@@ -228,7 +265,8 @@ impl NetworkInfo {
                 .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                 .unwrap_or_default()
         };
-        Self { allow_out: list("allowOut"), deny_out: list("denyOut") }
+        let rules = v.get("rules").filter(|r| r.as_object().is_some_and(|m| !m.is_empty())).cloned();
+        Self { allow_out: list("allowOut"), deny_out: list("denyOut"), rules }
     }
 }
 

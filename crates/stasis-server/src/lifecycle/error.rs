@@ -15,6 +15,11 @@ pub enum LifecycleError {
     TemplateNotFound(String),
     #[error("volume {0} not found")]
     VolumeNotFound(String),
+    #[error("secret {0} not found")]
+    SecretNotFound(String),
+    /// The vault could not seal or open a value (its key file, or a damaged row).
+    #[error("secrets: {0}")]
+    Vault(#[from] crate::secrets::VaultError),
     #[error("runtime: {0}")]
     Runtime(RuntimeError),
     #[error("store: {0}")]

@@ -28,6 +28,7 @@ mod resume;
 mod routes;
 mod sampler;
 mod scheduler;
+mod secrets;
 pub mod snapshots;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -48,6 +49,7 @@ pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
 pub use sampler::Sample;
+pub use secrets::MAX_PAGE as MAX_SECRETS_PAGE;
 
 use crate::ids::SandboxId;
 use activity::Activity;
@@ -84,6 +86,8 @@ pub struct LifecycleConfig {
     /// How the lifecycle spaces its own retries of a failed action.
     pub backoff: Backoff,
     pub defaults: SandboxDefaults,
+    /// Seals secret values (`DATA/secrets.key`); `None`: the secret endpoints refuse.
+    pub secrets: Option<crate::secrets::Vault>,
 }
 
 /// What a sandbox gets for what its create request does not say, and the bounds it is

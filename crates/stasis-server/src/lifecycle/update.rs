@@ -9,6 +9,7 @@ use stasis_store::{Level, SandboxRow, SandboxState};
 
 use super::{Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
+use crate::secrets::NetworkRules;
 
 /// The most memory a sandbox may have, as at create.
 pub const MAX_MEMORY_MB: u64 = 262_144;
@@ -38,16 +39,18 @@ impl Lifecycle {
         Ok(row)
     }
 
-    /// Replaces the sandbox's outbound rules (`allowOut`, `denyOut`; one left out is
-    /// cleared). Whether it has internet access at all stays as created unless
-    /// `allow_internet` says.
+    /// Replaces the sandbox's outbound rules (`allowOut`, `denyOut`, the per-domain
+    /// `rules`; one left out is cleared). Whether it has internet access at all stays as
+    /// created unless `allow_internet` says.
     pub async fn update_network(
         &self,
         id: &SandboxId,
         allow_out: Vec<String>,
         deny_out: Vec<String>,
         allow_internet: Option<bool>,
+        rules: NetworkRules,
     ) -> Result<SandboxRow> {
+        self.check_rule_secrets(&rules).await?;
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let mut row = self.changeable(id).await?;
@@ -62,10 +65,19 @@ impl Lifecycle {
         };
         network.insert("allowOut".into(), serde_json::json!(policy.allow_out));
         network.insert("denyOut".into(), serde_json::json!(policy.deny_out));
+        if rules.is_empty() {
+            network.remove("rules");
+        } else {
+            network.insert("rules".into(), rules.to_value());
+        }
         row.network = serde_json::Value::Object(network);
         row.allow_internet_access = allow_internet;
         let row = self.inner.store.update_sandbox(&row).await?;
-        let message = format!("network updated: allowOut {:?}, denyOut {:?}", policy.allow_out, policy.deny_out);
+        let domains: Vec<&String> = rules.0.keys().collect();
+        let message = format!(
+            "network updated: allowOut {:?}, denyOut {:?}, header rules for {domains:?}",
+            policy.allow_out, policy.deny_out
+        );
         self.event(id, Level::Info, "network", message, &[]).await;
         Ok(row)
     }

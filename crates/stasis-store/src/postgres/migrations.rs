@@ -102,6 +102,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume_id);
     "#,
+    // 4: secrets (as SQLite's migration 6). Names in "C" order, as SQLite compares them,
+    // so both page through the same order.
+    r#"
+    CREATE TABLE secrets (
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        name       TEXT COLLATE "C" NOT NULL UNIQUE,
+        version    BIGINT NOT NULL,
+        metadata   JSONB NOT NULL,
+        sealed     BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,7 @@
 mod events;
 mod migrations;
 mod rows;
+mod secrets;
 mod volumes;
 
 use async_trait::async_trait;
@@ -346,6 +347,30 @@ impl Store for PostgresStore {
 
     async fn volume_mounts(&self, owner: &str) -> Result<Vec<crate::VolumeMount>, StoreError> {
         volumes::mounts(&self.client().await?, owner).await
+    }
+
+    async fn insert_secret(&self, row: &crate::SecretRow) -> Result<(), StoreError> {
+        secrets::insert(&self.client().await?, row).await
+    }
+
+    async fn get_secret(&self, id: &str) -> Result<Option<crate::SecretRow>, StoreError> {
+        secrets::select_one(&self.client().await?, "id", id).await
+    }
+
+    async fn find_secret_by_name(&self, name: &str) -> Result<Option<crate::SecretRow>, StoreError> {
+        secrets::select_one(&self.client().await?, "name", name).await
+    }
+
+    async fn list_secrets(&self, token: Option<&str>, limit: u32) -> Result<Page<crate::SecretRow>, StoreError> {
+        secrets::page(&self.client().await?, token, limit).await
+    }
+
+    async fn update_secret(&self, id: &str, update: &crate::SecretUpdate) -> Result<crate::SecretRow, StoreError> {
+        secrets::update(&self.client().await?, id, update).await
+    }
+
+    async fn delete_secret(&self, id: &str) -> Result<bool, StoreError> {
+        secrets::delete(&self.client().await?, id).await
     }
 }
 

@@ -103,6 +103,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX volume_mounts_by_volume ON volume_mounts (volume_id);
     "#,
+    // 6: secrets, the value sealed by the server's vault (never in the clear here);
+    // names are unique and listed in name order.
+    r#"
+    CREATE TABLE secrets (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        version    INTEGER NOT NULL,
+        metadata   TEXT NOT NULL,
+        sealed     BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

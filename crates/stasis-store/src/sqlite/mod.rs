@@ -12,6 +12,7 @@
 mod events;
 mod migrations;
 mod rows;
+mod secrets;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -403,6 +404,36 @@ impl Store for SqliteStore {
     async fn volume_mounts(&self, owner: &str) -> Result<Vec<crate::VolumeMount>, StoreError> {
         let owner = owner.to_owned();
         self.call(move |conn| volumes::mounts(conn, &owner)).await
+    }
+
+    async fn insert_secret(&self, row: &crate::SecretRow) -> Result<(), StoreError> {
+        let row = row.clone();
+        self.call(move |conn| secrets::insert(conn, &row)).await
+    }
+
+    async fn get_secret(&self, id: &str) -> Result<Option<crate::SecretRow>, StoreError> {
+        let id = id.to_string();
+        self.call(move |conn| secrets::select_one(conn, "id", &id)).await
+    }
+
+    async fn find_secret_by_name(&self, name: &str) -> Result<Option<crate::SecretRow>, StoreError> {
+        let name = name.to_string();
+        self.call(move |conn| secrets::select_one(conn, "name", &name)).await
+    }
+
+    async fn list_secrets(&self, token: Option<&str>, limit: u32) -> Result<Page<crate::SecretRow>, StoreError> {
+        let token = token.map(str::to_string);
+        self.call(move |conn| secrets::page(conn, token.as_deref(), limit)).await
+    }
+
+    async fn update_secret(&self, id: &str, update: &crate::SecretUpdate) -> Result<crate::SecretRow, StoreError> {
+        let (id, update) = (id.to_string(), update.clone());
+        self.call(move |conn| secrets::update(conn, &id, &update)).await
+    }
+
+    async fn delete_secret(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.call(move |conn| secrets::delete(conn, &id)).await
     }
 }
 

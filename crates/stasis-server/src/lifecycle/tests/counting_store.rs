@@ -101,4 +101,22 @@ impl Store for CountingStore {
     async fn volume_mounts(&self, owner: &str) -> R<Vec<stasis_store::VolumeMount>> {
         self.inner.volume_mounts(owner).await
     }
+    async fn insert_secret(&self, row: &stasis_store::SecretRow) -> R<()> {
+        self.inner.insert_secret(row).await
+    }
+    async fn get_secret(&self, id: &str) -> R<Option<stasis_store::SecretRow>> {
+        self.inner.get_secret(id).await
+    }
+    async fn find_secret_by_name(&self, name: &str) -> R<Option<stasis_store::SecretRow>> {
+        self.inner.find_secret_by_name(name).await
+    }
+    async fn list_secrets(&self, token: Option<&str>, limit: u32) -> R<Page<stasis_store::SecretRow>> {
+        self.inner.list_secrets(token, limit).await
+    }
+    async fn update_secret(&self, id: &str, update: &stasis_store::SecretUpdate) -> R<stasis_store::SecretRow> {
+        self.inner.update_secret(id, update).await
+    }
+    async fn delete_secret(&self, id: &str) -> R<bool> {
+        self.inner.delete_secret(id).await
+    }
 }

@@ -54,7 +54,9 @@ async fn open(
     let store = SqliteStore::open(dir.path().join("stasis.db")).await.unwrap();
     let reads = Arc::new(AtomicUsize::new(0));
     let counting = Arc::new(CountingStore { inner: store.clone(), sandbox_reads: reads.clone() });
-    let lc = Lifecycle::with_clock(counting, rt.clone(), config.clone(), Clock::tokio());
+    let mut config = config.clone();
+    config.secrets.get_or_insert_with(|| crate::secrets::Vault::new(dir.path().join("secrets.key")));
+    let lc = Lifecycle::with_clock(counting, rt.clone(), config, Clock::tokio());
     (lc, Arc::new(store), reads)
 }
 

@@ -220,8 +220,10 @@ trap 'exit 130' INT TERM
 
 say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
 STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
+  # --accept-unapplied-network-rules: the Secret tests check that rules are stored and
+  # shown; without it (the default) they are a 501 (api::tests).
   "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
-  >"$LOG" 2>&1 &
+    --accept-unapplied-network-rules >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 ready=0

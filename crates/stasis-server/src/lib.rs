@@ -60,6 +60,8 @@ pub struct ServeConfig {
     /// Registries (`HOST[:PORT]`) template builds may reach without verified TLS
     /// (loopback registries always may).
     pub insecure_registries: Vec<String>,
+    /// Store `network.rules` although nothing applies them yet (else a 501).
+    pub accept_unapplied_rules: bool,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -156,6 +158,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
             paused_retention: cfg.paused_retention,
             defaults: lifecycle::SandboxDefaults {
                 max_timeout_secs: cfg.max_timeout.map(|d| d.as_secs().max(1)),
+                accept_unapplied_rules: cfg.accept_unapplied_rules,
                 ..Default::default()
             },
             secrets: Some(secrets::Vault::new(cfg.data_dir.join("secrets.key"))),

@@ -113,6 +113,9 @@ pub struct SandboxDefaults {
     pub max_timeout_secs: Option<u64>,
     /// After an auto-resume the sandbox lives at least this long.
     pub min_auto_resume_secs: u64,
+    /// Accept `network.rules` although nothing applies them yet (`stasis serve
+    /// --accept-unapplied-network-rules`); without it they are a 501 that says so.
+    pub accept_unapplied_rules: bool,
 }
 
 impl Default for SandboxDefaults {
@@ -131,6 +134,7 @@ impl Default for SandboxDefaults {
             refresh_secs: 60,
             max_timeout_secs: Some(30 * 24 * 3600),
             min_auto_resume_secs: 300,
+            accept_unapplied_rules: false,
         }
     }
 }

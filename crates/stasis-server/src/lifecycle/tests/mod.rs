@@ -64,7 +64,7 @@ pub(crate) async fn harness() -> Harness {
     harness_with(LifecycleConfig::default()).await
 }
 
-pub(super) async fn harness_with(config: LifecycleConfig) -> Harness {
+pub(crate) async fn harness_with(config: LifecycleConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
     let (lc, store, sandbox_reads) = open(&dir, &rt, &config).await;

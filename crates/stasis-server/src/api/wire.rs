@@ -218,6 +218,8 @@ pub struct SandboxDetail {
 pub struct NetworkInfo {
     pub allow_out: Vec<String>,
     pub deny_out: Vec<String>,
+    /// False: the user ports take the traffic access token.
+    pub allow_public_traffic: bool,
 }
 
 impl NetworkInfo {
@@ -228,7 +230,11 @@ impl NetworkInfo {
                 .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                 .unwrap_or_default()
         };
-        Self { allow_out: list("allowOut"), deny_out: list("denyOut") }
+        Self {
+            allow_out: list("allowOut"),
+            deny_out: list("denyOut"),
+            allow_public_traffic: crate::lifecycle::allows_public_traffic(v),
+        }
     }
 }
 

@@ -147,7 +147,7 @@ async fn ports_answer_by_host_and_header_are_cut_at_pause_and_come_back() {
 }
 
 #[tokio::test]
-async fn auto_resume_on_http_and_traffic_token_for_secure_sandboxes() {
+async fn auto_resume_on_http_and_traffic_token_only_without_public_traffic() {
     let s = Server::start("portar");
     let api = Api::new(&s);
     let sbx = api.create(json!({"timeout": 300, "autoResume": {"enabled": true}})).await;
@@ -160,15 +160,21 @@ async fn auto_resume_on_http_and_traffic_token_for_secure_sandboxes() {
     assert_eq!(body, hello);
     assert_eq!(api.state(&id(&sbx)).await.as_deref(), Some("running"));
 
-    // secure: ports need the traffic token.
+    // `secure` guards the agent, not the ports (SDK releases create every sandbox secure).
     let sec = api.create(json!({"timeout": 300, "secure": true})).await;
     start_app(&api, &sec).await;
-    let token = sec["trafficAccessToken"].as_str().expect("secure sandboxes get a traffic token").to_string();
-    assert_eq!(by_host(&s, &sec, "/").send().await.unwrap().status(), 403);
-    let r = by_host(&s, &sec, "/").header("e2b-traffic-access-token", &token).send().await.unwrap();
+    assert!(sec["trafficAccessToken"].is_null(), "{sec}");
+    assert_eq!(by_host(&s, &sec, "/").send().await.unwrap().status(), 200);
+    // network.allowPublicTraffic: false: the ports need the traffic token.
+    let closed = api.create(json!({"timeout": 300, "secure": true, "network": {"allowPublicTraffic": false}})).await;
+    start_app(&api, &closed).await;
+    let token = closed["trafficAccessToken"].as_str().expect("a closed sandbox gets a traffic token").to_string();
+    assert_eq!(by_host(&s, &closed, "/").send().await.unwrap().status(), 403);
+    let r = by_host(&s, &closed, "/").header("e2b-traffic-access-token", &token).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    api.kill(&id(&sbx)).await;
-    api.kill(&id(&sec)).await;
+    for s in [&sbx, &sec, &closed] {
+        api.kill(&id(s)).await;
+    }
 }
 
 /// A network namespace of the test's own, with an HTTP server at 198.18.R.2:8080: the

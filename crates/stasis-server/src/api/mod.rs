@@ -127,6 +127,7 @@ impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
         match e {
             LifecycleError::NotFound(id) => ApiError::not_found(format!("sandbox {id} not found")),
+            LifecycleError::NotRunning(msg) => ApiError::not_found(msg),
             LifecycleError::Conflict(m) => ApiError::conflict(m),
             LifecycleError::BadRequest(m) => ApiError::bad_request(m),
             LifecycleError::TemplateNotFound(t) => ApiError::not_found(format!("template {t:?} not found")),

@@ -97,6 +97,9 @@ fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> 
     if !(network.is_null() || network.is_object()) {
         return Err(ApiError::bad_request("network must be an object"));
     }
+    if network.get("allowPublicTraffic").is_some_and(|v| !v.is_boolean()) {
+        return Err(ApiError::bad_request("network.allowPublicTraffic must be true or false"));
+    }
     for key in ["allowOut", "denyOut"] {
         if let Some(v) = network.get(key) {
             if !v.as_array().is_some_and(|a| a.iter().all(|x| x.is_string())) {

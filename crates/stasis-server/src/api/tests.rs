@@ -146,14 +146,17 @@ async fn network_and_memory_changes_on_the_wire() {
     assert!(row.allow_internet_access, "kept as created when the update does not say");
     // getInfo shows the rules as they are now (the SDKs' `info.network`).
     let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
-    assert_eq!(info["network"], serde_json::json!({"allowOut": ["10.1.2.0/24"], "denyOut": ["0.0.0.0/0"]}));
+    assert_eq!(
+        info["network"],
+        serde_json::json!({"allowOut": ["10.1.2.0/24"], "denyOut": ["0.0.0.0/0"], "allowPublicTraffic": true})
+    );
     assert_eq!(info["allowInternetAccess"], true);
     let (status, _) = send(&h, "PUT", &path, r#"{"allowInternetAccess": false}"#).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let row = h.store.get_sandbox(&id).await.unwrap().unwrap();
     assert_eq!((row.network["allowOut"].clone(), row.allow_internet_access), (serde_json::json!([]), false), "cleared");
     let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
-    assert_eq!(info["network"], serde_json::json!({"allowOut": [], "denyOut": []}));
+    assert_eq!(info["network"], serde_json::json!({"allowOut": [], "denyOut": [], "allowPublicTraffic": true}));
     assert_eq!(info["allowInternetAccess"], false);
     for (body, says) in [
         (r#"{"allowOut": ["example.com"]}"#, "not an IPv4 address or CIDR"),

@@ -255,6 +255,8 @@ pub struct NetworkInfo {
     /// The per-domain header rules as stored (placeholders, never values); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<serde_json::Value>,
+    /// False: the user ports take the traffic access token.
+    pub allow_public_traffic: bool,
 }
 
 impl NetworkInfo {
@@ -266,7 +268,12 @@ impl NetworkInfo {
                 .unwrap_or_default()
         };
         let rules = v.get("rules").filter(|r| r.as_object().is_some_and(|m| !m.is_empty())).cloned();
-        Self { allow_out: list("allowOut"), deny_out: list("denyOut"), rules }
+        Self {
+            allow_out: list("allowOut"),
+            deny_out: list("denyOut"),
+            rules,
+            allow_public_traffic: crate::lifecycle::allows_public_traffic(v),
+        }
     }
 }
 

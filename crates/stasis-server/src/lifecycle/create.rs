@@ -44,7 +44,7 @@ impl Lifecycle {
             memory_mb: p.memory_mb,
             disk_size_mb: p.disk_mb,
             envd_access_token: Some(ids::token()),
-            traffic_access_token: p.secure.then(ids::token),
+            traffic_access_token: (!super::allows_public_traffic(&p.network)).then(ids::token),
             started_at: now,
             end_at: now + ms(p.timeout_secs),
             timeout_secs: p.timeout_secs,

@@ -7,6 +7,10 @@ use stasis_store::StoreError;
 pub enum LifecycleError {
     #[error("sandbox {0} not found")]
     NotFound(String),
+    /// Not found among the running sandboxes, as E2B answers for a paused one (the full
+    /// message).
+    #[error("{0}")]
+    NotRunning(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]

@@ -330,6 +330,14 @@ pub fn network_policy(allow_internet: bool, network: &serde_json::Value) -> Netw
     NetworkPolicy { allow_internet, allow_out: list("allowOut"), deny_out: list("denyOut") }
 }
 
+/// E2B's `network.allowPublicTraffic` (default true): false makes the sandbox's user ports
+/// take its traffic access token. `secure` does not: it guards the agent (envd access
+/// token) only, so the SDK releases that create `secure` sandboxes by default keep public
+/// ports.
+pub fn allows_public_traffic(network: &serde_json::Value) -> bool {
+    network.get("allowPublicTraffic").and_then(|v| v.as_bool()).unwrap_or(true)
+}
+
 fn conflict(id: &str, current: SandboxState) -> LifecycleError {
     match current {
         SandboxState::Paused => LifecycleError::Conflict(format!("sandbox {id} is already paused")),

@@ -16,6 +16,14 @@ impl Lifecycle {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let mut row = self.touched(self.row(id).await?).await?;
+        // E2B looks the sandbox up among the running ones and answers 404 for a paused
+        // one; SDK releases rely on it (e2b 2.3's `connect` sets the timeout first and
+        // resumes on that 404). The timeout a resume gives is the connect's.
+        if row.state == SandboxState::Paused {
+            return Err(LifecycleError::NotRunning(format!(
+                "sandbox {id} not found among the running sandboxes: it is paused (Sandbox.connect resumes it, with its timeout)"
+            )));
+        }
         if secs == 0 {
             return match (row.state, row.auto_pause) {
                 (SandboxState::Running, true) => {

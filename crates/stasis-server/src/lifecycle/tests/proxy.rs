@@ -43,6 +43,7 @@ async fn tokens_are_checked_before_anything_else() {
         .create(|p| {
             p.auto_resume = true;
             p.secure = true;
+            p.network = serde_json::json!({"allowPublicTraffic": false});
         })
         .await;
     let row = h.row(&id).await.unwrap();
@@ -67,6 +68,28 @@ async fn tokens_are_checked_before_anything_else() {
     assert!(ask(Some(envd), None, ENVD_PORT).await.is_none(), "the agent's port takes the access token");
     assert!(ask(None, Some(traffic), 8000).await.is_none(), "a user port takes the traffic token");
     assert_eq!(ask(Some(envd), None, 8000).await, Some(Refusal::TrafficTokenRequired));
+}
+
+/// `secure` guards the agent only: the SDK releases that create every sandbox `secure`
+/// keep its user ports public (E2B's `network.allowPublicTraffic` defaults to true).
+#[tokio::test(start_paused = true)]
+async fn a_secure_sandbox_keeps_public_ports_unless_public_traffic_is_off() {
+    let h = harness().await;
+    let secure = h.create(|p| p.secure = true).await;
+    let row = h.row(&secure).await.unwrap();
+    assert!(row.envd_access_token.is_some() && row.traffic_access_token.is_none());
+    let open =
+        h.lc.connect_port(&secure, 8000, Credentials { access_token: None, traffic_token: None, file_call: None });
+    assert!(open.await.is_ok(), "a user port of a secure sandbox needs no token");
+    let envd =
+        h.lc.connect_port(&secure, ENVD_PORT, Credentials { access_token: None, traffic_token: None, file_call: None });
+    assert_eq!(envd.await.err(), Some(Refusal::MissingAccessToken), "its agent still does");
+
+    let closed = h.create(|p| p.network = serde_json::json!({"allowPublicTraffic": false})).await;
+    assert!(h.row(&closed).await.unwrap().traffic_access_token.is_some());
+    let ask =
+        h.lc.connect_port(&closed, 8000, Credentials { access_token: None, traffic_token: None, file_call: None });
+    assert_eq!(ask.await.err(), Some(Refusal::TrafficTokenRequired));
 }
 
 /// `downloadUrl` / `uploadUrl` of a `secure` sandbox: the signed URL stands in for the

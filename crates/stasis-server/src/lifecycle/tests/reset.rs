@@ -11,7 +11,12 @@ use super::harness;
 #[tokio::test(start_paused = true)]
 async fn reset_remakes_the_sandbox_in_place_running_or_paused() {
     let h = harness().await;
-    let id = h.create(|p| p.secure = true).await;
+    let id = h
+        .create(|p| {
+            p.secure = true;
+            p.network = serde_json::json!({"allowPublicTraffic": false});
+        })
+        .await;
     let before = h.row(&id).await.unwrap();
     // A connection open across the reset is cut; the new sandbox's are not.
     let open = h.request(&id, ENVD_PORT).await.unwrap();

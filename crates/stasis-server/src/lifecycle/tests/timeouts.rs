@@ -7,7 +7,7 @@ use stasis_runtime::SandboxState as RtState;
 use stasis_store::SandboxState;
 
 use super::super::fake_runtime::Op;
-use super::super::LifecycleConfig;
+use super::super::{LifecycleConfig, LifecycleError};
 use super::{after, harness, harness_with};
 
 #[tokio::test(start_paused = true)]
@@ -76,14 +76,23 @@ async fn paused_time_does_not_count_and_connect_never_shortens() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn set_timeout_on_a_paused_sandbox_applies_from_its_resume() {
+async fn set_timeout_on_a_paused_sandbox_is_not_found_as_e2b_answers() {
     let h = harness().await;
-    let id = h.create(|p| p.auto_pause = true).await;
+    let id = h
+        .create(|p| {
+            p.auto_pause = true;
+            p.timeout_secs = 40;
+        })
+        .await;
     h.lc.pause(&id, true).await.unwrap();
-    h.lc.set_timeout(&id, 10).await.unwrap();
+    match h.lc.set_timeout(&id, 10).await {
+        Err(LifecycleError::NotRunning(m)) => assert!(m.contains("is paused"), "{m}"),
+        other => panic!("setTimeout of a paused sandbox: {other:?}"),
+    }
+    assert_eq!(h.state(&id).await, Some(SandboxState::Paused), "and it stays paused");
     after(60.0).await;
     h.lc.connect(&id, None, true).await.unwrap();
-    assert_eq!(h.secs_left(&id).await, 10.0);
+    assert_eq!(h.secs_left(&id).await, 40.0, "unchanged: it resumes with its own timeout");
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,7 +107,7 @@ async fn set_timeout_zero_acts_at_once_by_the_policy() {
     let row = h.lc.set_timeout(&paused, 0).await.unwrap();
     assert_eq!(row.state, SandboxState::Paused, "paused before setTimeout returns");
     assert_eq!(h.rt.state_of(&paused), Some(RtState::Paused));
-    h.lc.set_timeout(&paused, 0).await.unwrap();
+    assert!(h.lc.set_timeout(&paused, 0).await.is_err(), "a paused sandbox is not among the running");
     assert_eq!(h.rt.count(Op::Pause), 1, "a paused sandbox stays as it is");
     h.lc.connect(&paused, None, true).await.unwrap();
     assert_eq!(h.secs_left(&paused).await, 40.0, "it resumes with the timeout it had");

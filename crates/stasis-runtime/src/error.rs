@@ -18,6 +18,9 @@ pub enum RuntimeError {
     SnapshotNotFound(String),
     #[error("template {0:?} not found")]
     TemplateNotFound(String),
+    /// A template request that cannot be: a bad tag, tagging a template made by setup.
+    #[error("{0}")]
+    InvalidTemplate(String),
     #[error("invalid sandbox id {0:?}: use 1-64 characters a-z and 0-9")]
     InvalidId(String),
     #[error("invalid network policy: {0}")]

@@ -17,6 +17,7 @@
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
 //! | `template.rs`, `warm.rs` | what a template is made of; warming one that starts a service |
 //! | `template_store.rs` | build sandboxes, layers, publishing, listing and removing built templates |
+//! | `template_tags.rs` | tags: which build (version) each `NAME:TAG` names; retiring untagged versions |
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
@@ -59,6 +60,7 @@ pub mod space;
 mod teardown;
 mod template;
 mod template_store;
+mod template_tags;
 mod update;
 pub mod volumes;
 mod warm;
@@ -75,6 +77,7 @@ use record::Record;
 pub use snapshot::SnapshotMeta;
 pub use template::ReadyCheck;
 pub use template_store::{valid_template_name, BuildBase, TemplateInfo, TemplatePublish};
+pub use template_tags::{normalize_tags, split_template_ref, TemplateTag, DEFAULT_TAG};
 
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};
@@ -141,6 +144,9 @@ struct Inner {
     me: std::sync::Weak<Inner>,
     /// One warm per template at a time (`warm.rs`).
     warm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held while template links (tags) move and versions are written or retired
+    /// (`template_tags.rs`).
+    template_links: Mutex<()>,
     /// Warm sandboxes of this process, under way.
     warming: Mutex<std::collections::HashSet<String>>,
     /// Snapshot images this process has verified in full (`checksum/verified.rs`).
@@ -198,6 +204,7 @@ impl ContainerRuntime {
                 exits: tokio::sync::broadcast::channel(64).0,
                 me: me.clone(),
                 warm_locks: Mutex::default(),
+                template_links: Mutex::default(),
                 warming: Mutex::default(),
                 verified: checksum::Verified::default(),
                 remote,
@@ -441,6 +448,23 @@ impl Runtime for ContainerRuntime {
         let _g = self.inner.snapshot_lock.write().await;
         let (inner, name) = (self.inner.clone(), name.to_string());
         tokio::task::spawn_blocking(move || inner.remove_template(&name)).await.expect("template task")
+    }
+
+    async fn assign_template_tags(&self, target: &str, tags: &[String]) -> Result<(String, Vec<String>)> {
+        let _g = self.inner.snapshot_lock.read().await;
+        let (inner, target, tags) = (self.inner.clone(), target.to_string(), tags.to_vec());
+        tokio::task::spawn_blocking(move || inner.assign_template_tags(&target, &tags)).await.expect("template task")
+    }
+
+    async fn remove_template_tags(&self, name: &str, tags: &[String]) -> Result<()> {
+        let _g = self.inner.snapshot_lock.write().await;
+        let (inner, name, tags) = (self.inner.clone(), name.to_string(), tags.to_vec());
+        tokio::task::spawn_blocking(move || inner.remove_template_tags(&name, &tags)).await.expect("template task")
+    }
+
+    async fn template_tags(&self, name: &str) -> Result<Vec<TemplateTag>> {
+        let (inner, name) = (self.inner.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || inner.template_tags(&name)).await.expect("template task")
     }
 
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {

@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/templates/{id}/builds/{build}", post(templates::start))
         .route("/templates/{id}/builds/{build}/status", get(templates::status))
         .route("/templates/aliases/{alias}", get(templates::alias))
+        .route("/templates/tags", post(templates::assign_tags).delete(templates::remove_tags))
+        .route("/templates/{id}/tags", get(templates::tags))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{id}", get(volumes::info).delete(volumes::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))

@@ -13,8 +13,6 @@ const UNSERVED: &[(&str, &str)] = &[
     ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
     ("/secrets", "Secret"),
     ("/secrets/{id}", "Secret"),
-    ("/templates/tags", "template tags"),
-    ("/templates/{id}/tags", "template tags"),
 ];
 
 fn not_served(what: &'static str) -> MethodRouter<AppState> {

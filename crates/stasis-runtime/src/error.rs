@@ -37,6 +37,9 @@ pub enum RuntimeError {
     /// A volume mount that cannot be made: a bad path, a volume whose files are gone.
     #[error("volume: {0}")]
     Volume(String),
+    /// A volume that cannot be unmounted now; the message says why.
+    #[error("the volume cannot be unmounted: {0}")]
+    VolumeInUse(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

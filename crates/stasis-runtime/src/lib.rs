@@ -207,6 +207,16 @@ pub trait Runtime: Send + Sync {
     async fn update(&self, id: &str, _update: &SandboxUpdate) -> Result<()> {
         Err(RuntimeError::NotFound(id.to_string()))
     }
+    /// Mounts volume `mount` into running sandbox `id` (its path checked by the caller);
+    /// the next pause, resume, snapshot and fork keep it.
+    async fn mount_volume(&self, id: &str, _mount: &VolumeMount) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
+    /// Unmounts the volume at `path` from running sandbox `id`; `force`: even while in
+    /// use (lazily detached). `VolumeInUse` says why it was refused.
+    async fn unmount_volume(&self, id: &str, _path: &str, _force: bool) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
     /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;

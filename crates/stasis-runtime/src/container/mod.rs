@@ -22,6 +22,7 @@
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
 //! | `volumes.rs` | volumes: their directories, mounts at boot, CRIU's external mounts |
+//! | `hot_mounts.rs` | volumes mounted into and unmounted from a running sandbox |
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
@@ -40,6 +41,7 @@ mod format;
 mod fs;
 mod generations;
 mod handover;
+mod hot_mounts;
 pub mod idmap;
 mod init;
 mod init_watch;
@@ -281,6 +283,27 @@ impl Runtime for ContainerRuntime {
     async fn update(&self, id: &str, update: &crate::SandboxUpdate) -> Result<()> {
         let (id2, update) = (id.to_string(), update.clone());
         self.locked(id, move |rt| rt.update(&id2, &update)).await
+    }
+
+    async fn mount_volume(&self, id: &str, mount: &crate::VolumeMount) -> Result<()> {
+        let (id2, mount) = (id.to_string(), mount.clone());
+        self.locked(id, move |rt| rt.mount_volume(&id2, &mount)).await
+    }
+
+    async fn unmount_volume(&self, id: &str, path: &str, force: bool) -> Result<()> {
+        let (id2, path) = (id.to_string(), path.to_string());
+        let outcome = self.locked(id, move |rt| rt.unmount_volume(&id2, &path, force)).await?;
+        outcome.map_err(|refused| {
+            RuntimeError::VolumeInUse(match refused {
+                hot_mounts::UnmountRefused::Busy => {
+                    "processes in the sandbox use files under it: close them, or unmount with force (detached lazily)"
+                        .into()
+                }
+                hot_mounts::UnmountRefused::Locked => "it came with the sandbox's mount namespace (mounted at create or \
+                     restored by a resume), which locks it in place; it stays until the sandbox is killed"
+                    .into(),
+            })
+        })
     }
 
     async fn kill(&self, id: &str) -> Result<()> {

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/hotplug-memory", post(novita::hotplug_memory))
         .route("/sandboxes/{id}/network", put(sandboxes::update_network))
         .route("/sandboxes/{id}/commit", post(novita::commit))
+        .route("/sandboxes/{id}/volume-mounts", post(novita::mount_volume).delete(novita::unmount_volume))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/templates", get(templates::list))

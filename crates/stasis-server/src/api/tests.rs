@@ -108,7 +108,6 @@ async fn unserved_sdk_endpoints_say_so() {
     h.store.add_api_key("test", KEY).await.unwrap();
     for (path, what) in [
         ("/secrets/abc", "Secret"),
-        ("/sandboxes/abc/volume-mounts", "novita mountVolume"),
     ] {
         let (status, body) = get(&h, path).await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");

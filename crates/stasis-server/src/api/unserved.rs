@@ -10,7 +10,6 @@ use super::{ApiError, AppState};
 
 /// (path, what the SDKs call it).
 const UNSERVED: &[(&str, &str)] = &[
-    ("/sandboxes/{id}/volume-mounts", "novita mountVolume / unmountVolume"),
     ("/secrets", "Secret"),
     ("/secrets/{id}", "Secret"),
 ];

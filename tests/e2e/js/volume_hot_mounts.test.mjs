@@ -3,7 +3,8 @@
 // volume appears in the running sandbox (written from inside, seen through the Volume
 // content API), stays across pause + connect and in a snapshot's copies, is refused on a
 // paused sandbox, on bad paths and through a planted symlink; unmount refuses while in
-// use unless forced; the volume cannot be deleted while mounted, and can after.
+// use unless forced, and a create-time mount until a resume; the volume cannot be
+// deleted while mounted, and can after.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Sandbox as Novita } from 'novita-sandbox'
@@ -123,6 +124,30 @@ test('mountVolume refuses bad paths, unknown volumes, and never follows a symlin
     assert.equal((await sbx.commands.run('test -e /etc/x; echo $?')).stdout, '1\n')
     assert.deepEqual((await Novita.getInfo(sbx.sandboxId)).volumeMounts, [])
     // A failed mount leaves the volume deletable.
+    assert.equal(await Volume.destroy(vol.volumeId), true)
+  } finally {
+    await killAll(sbx)
+    await Volume.destroy(vol.volumeId).catch(() => {})
+  }
+})
+
+test('unmountVolume of a volume mounted at create: refused while the kernel locks it; after a resume it unmounts', T, async () => {
+  const name = runTag('hotcreate')
+  const vol = await Volume.create(name)
+  let sbx
+  try {
+    sbx = await Novita.create({ timeoutMs: 300_000, volumeMounts: { '/mnt/made': name } })
+    seen(sbx.sandboxId)
+    assert.deepEqual((await Novita.getInfo(sbx.sandboxId)).volumeMounts, [{ name, path: '/mnt/made' }])
+    const locked = await raw('DELETE', `/sandboxes/${sbx.sandboxId}/volume-mounts?path=/mnt/made&force=true`)
+    assert.equal(locked.status, 409, JSON.stringify(locked.body))
+    assert.match(locked.body.message, /locks it/)
+    assert.equal((await sbx.commands.run('ls -d /mnt/made && echo $?')).stdout, '/mnt/made\n0\n')
+    await sbx.pause()
+    const back = await Novita.connect(sbx.sandboxId)
+    const un = await raw('DELETE', `/sandboxes/${sbx.sandboxId}/volume-mounts?path=/mnt/made`)
+    assert.equal(un.status, 200, JSON.stringify(un.body))
+    assert.equal((await back.commands.run("grep -c ' /mnt/made ' /proc/mounts || true")).stdout, '0\n')
     assert.equal(await Volume.destroy(vol.volumeId), true)
   } finally {
     await killAll(sbx)

@@ -50,8 +50,8 @@ struct MountAttr {
 pub enum UnmountRefused {
     /// Processes in the sandbox hold files or a directory under it.
     Busy,
-    /// The kernel locks it to its parent: it came with the namespace (mounted at create
-    /// or restored by CRIU), not by a hot mount of this boot.
+    /// The kernel locks it to its parent: it was mounted at create and came with the
+    /// namespace's copy (CRIU's restore mounts it anew, unlocked). Or it is gone.
     Locked,
 }
 

@@ -299,8 +299,9 @@ impl Runtime for ContainerRuntime {
                     "processes in the sandbox use files under it: close them, or unmount with force (detached lazily)"
                         .into()
                 }
-                hot_mounts::UnmountRefused::Locked => "it came with the sandbox's mount namespace (mounted at create or \
-                     restored by a resume), which locks it in place; it stays until the sandbox is killed"
+                hot_mounts::UnmountRefused::Locked => "it was mounted at create and came with the sandbox's mount \
+                     namespace, which locks it in place (after a pause and resume it can be unmounted), or nothing is \
+                     mounted there any more"
                     .into(),
             })
         })

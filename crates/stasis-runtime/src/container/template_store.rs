@@ -197,10 +197,8 @@ impl Inner {
         let templates = self.layout.templates();
         // Held to the end: tag changes must not retire the version being made.
         let _g = self.template_links.lock().unwrap_or_else(|e| e.into_inner());
-        let same = self
-            .versions_of(&p.name)
-            .into_iter()
-            .find(|v| built(&templates.join(v)).is_some_and(|b| b.file == tf));
+        let same =
+            self.versions_of(&p.name).into_iter().find(|v| built(&templates.join(v)).is_some_and(|b| b.file == tf));
         let version = match same {
             Some(v) => v,
             None => self.write_version(p, tf)?,

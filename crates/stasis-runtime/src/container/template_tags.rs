@@ -384,11 +384,17 @@ mod store_tests {
         assert_eq!((build.as_str(), tags), ("b2", vec!["default".to_string(), "stable".to_string()]));
         assert_eq!(mark(inner, "app").as_deref(), Some("two"));
         assert_eq!(versions("app"), vec![".app-b2"]);
-        assert!(matches!(inner.assign_template_tags("app:gone", &["x".into()]), Err(RuntimeError::TemplateNotFound(_))));
+        assert!(matches!(
+            inner.assign_template_tags("app:gone", &["x".into()]),
+            Err(RuntimeError::TemplateNotFound(_))
+        ));
         assert!(matches!(inner.assign_template_tags("app", &[]), Err(RuntimeError::InvalidTemplate(_))));
 
         // Removing: never `default`; a tag it lacks is no error; the others stay.
-        assert!(matches!(inner.remove_template_tags("app", &["default".into()]), Err(RuntimeError::InvalidTemplate(_))));
+        assert!(matches!(
+            inner.remove_template_tags("app", &["default".into()]),
+            Err(RuntimeError::InvalidTemplate(_))
+        ));
         assert!(matches!(inner.remove_template_tags("app:v2", &["v2".into()]), Err(RuntimeError::InvalidTemplate(_))));
         inner.remove_template_tags("app", &["v2".into(), "never".into()]).unwrap();
         assert_eq!(tag_builds(inner, "app"), pairs(&[("default", "b2"), ("stable", "b2")]));

@@ -130,7 +130,8 @@ pub async fn mount_volume(
     body: Body,
 ) -> Result<Response, ApiError> {
     let req: MountBody = json_body(body).await?;
-    let name = req.name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("name (the volume's) is required"))?;
+    let name =
+        req.name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("name (the volume's) is required"))?;
     let path = req.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("path is required"))?;
     state.lifecycle.mount_volume(&id, &name, &path).await?;
     super::sandboxes::info(State(state), SandboxPath(id)).await

@@ -106,9 +106,7 @@ async fn metrics_only_in_the_requested_range() {
 async fn unserved_sdk_endpoints_say_so() {
     let h = harness().await;
     h.store.add_api_key("test", KEY).await.unwrap();
-    for (path, what) in [
-        ("/secrets/abc", "Secret"),
-    ] {
+    for (path, what) in [("/secrets/abc", "Secret")] {
         let (status, body) = get(&h, path).await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert!(body["message"].as_str().unwrap().starts_with(what), "{path}: {body}");

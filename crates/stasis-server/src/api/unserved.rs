@@ -9,10 +9,7 @@ use axum::Router;
 use super::{ApiError, AppState};
 
 /// (path, what the SDKs call it).
-const UNSERVED: &[(&str, &str)] = &[
-    ("/secrets", "Secret"),
-    ("/secrets/{id}", "Secret"),
-];
+const UNSERVED: &[(&str, &str)] = &[("/secrets", "Secret"), ("/secrets/{id}", "Secret")];
 
 fn not_served(what: &'static str) -> MethodRouter<AppState> {
     any(move || async move {

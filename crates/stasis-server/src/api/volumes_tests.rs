@@ -117,7 +117,10 @@ async fn volumes_mount_into_and_unmount_from_a_running_sandbox() {
 
     let (s, info) = api(&h, Method::POST, &url, Some(json!({"name": "hot", "path": "/mnt//hot/"}))).await;
     assert_eq!(s, StatusCode::OK, "{info}");
-    assert_eq!((&info["sandboxID"], &info["volumeMounts"]), (&json!(sid), &json!([{"name": "hot", "path": "/mnt/hot"}])));
+    assert_eq!(
+        (&info["sandboxID"], &info["volumeMounts"]),
+        (&json!(sid), &json!([{"name": "hot", "path": "/mnt/hot"}]))
+    );
     assert_eq!(api(&h, Method::DELETE, &format!("/volumes/{vid}"), None).await.0, StatusCode::CONFLICT);
     for (body, want) in [
         (json!({"name": "hot", "path": "/mnt/hot/deeper"}), StatusCode::CONFLICT),
@@ -128,7 +131,12 @@ async fn volumes_mount_into_and_unmount_from_a_running_sandbox() {
     ] {
         assert_eq!(api(&h, Method::POST, &url, Some(body.clone())).await.0, want, "{body}");
     }
-    let missing = api(&h, Method::POST, "/sandboxes/nosuchsandbox0000000/volume-mounts", Some(json!({"name": "hot", "path": "/x"})));
+    let missing = api(
+        &h,
+        Method::POST,
+        "/sandboxes/nosuchsandbox0000000/volume-mounts",
+        Some(json!({"name": "hot", "path": "/x"})),
+    );
     assert_eq!(missing.await.0, StatusCode::NOT_FOUND);
 
     assert_eq!(api(&h, Method::DELETE, &format!("{url}?path=/elsewhere"), None).await.0, StatusCode::BAD_REQUEST);

@@ -60,7 +60,8 @@ impl Lifecycle {
         })?;
         let rest: Vec<VolumeMount> = mounts.into_iter().filter(|m| m.path != path).collect();
         self.inner.store.set_volume_mounts(id, &rest).await?;
-        let message = format!("volume {} unmounted from {path}{}", gone.volume_id, if force { " (forced)" } else { "" });
+        let message =
+            format!("volume {} unmounted from {path}{}", gone.volume_id, if force { " (forced)" } else { "" });
         self.event(id, Level::Info, "volume", message, &[("volume", gone.volume_id), ("path", path)]).await;
         Ok(row)
     }

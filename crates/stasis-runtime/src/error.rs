@@ -18,6 +18,9 @@ pub enum RuntimeError {
     SnapshotNotFound(String),
     #[error("template {0:?} not found")]
     TemplateNotFound(String),
+    /// A template request that cannot be: a bad tag, tagging a template made by setup.
+    #[error("{0}")]
+    InvalidTemplate(String),
     #[error("invalid sandbox id {0:?}: use 1-64 characters a-z and 0-9")]
     InvalidId(String),
     #[error("invalid network policy: {0}")]
@@ -34,6 +37,9 @@ pub enum RuntimeError {
     /// A volume mount that cannot be made: a bad path, a volume whose files are gone.
     #[error("volume: {0}")]
     Volume(String),
+    /// A volume that cannot be unmounted now; the message says why.
+    #[error("the volume cannot be unmounted: {0}")]
+    VolumeInUse(String),
     #[error("sandbox boot failed: {0}")]
     Boot(String),
     #[error("checkpoint is corrupted, not restored (the sandbox stays paused, its data kept): {0}")]

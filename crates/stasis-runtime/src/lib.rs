@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use container::network::NetworkPolicy;
 pub use container::{
-    valid_template_name, BuildBase, ImageConfig, ImageSource, ImportedImage, ReadyCheck, RegistryAuth, SnapshotMeta,
-    TemplateInfo, TemplatePublish,
+    normalize_tags, split_template_ref, valid_template_name, BuildBase, ImageConfig, ImageSource, ImportedImage,
+    ReadyCheck, RegistryAuth, SnapshotMeta, TemplateInfo, TemplatePublish, TemplateTag, DEFAULT_TAG,
 };
 pub use error::{Result, RuntimeError};
 pub use stasis_proto::agent::ENVD_PORT;
@@ -207,6 +207,16 @@ pub trait Runtime: Send + Sync {
     async fn update(&self, id: &str, _update: &SandboxUpdate) -> Result<()> {
         Err(RuntimeError::NotFound(id.to_string()))
     }
+    /// Mounts volume `mount` into running sandbox `id` (its path checked by the caller);
+    /// the next pause, resume, snapshot and fork keep it.
+    async fn mount_volume(&self, id: &str, _mount: &VolumeMount) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
+    /// Unmounts the volume at `path` from running sandbox `id`; `force`: even while in
+    /// use (lazily detached). `VolumeInUse` says why it was refused.
+    async fn unmount_volume(&self, id: &str, _path: &str, _force: bool) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
     /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;
@@ -277,6 +287,19 @@ pub trait Runtime: Send + Sync {
     }
     /// Removes a built template (its layers go once nothing uses them).
     async fn remove_template(&self, name: &str) -> Result<()> {
+        Err(RuntimeError::TemplateNotFound(name.to_string()))
+    }
+    /// Makes `tags` also name the build `target` (`NAME[:TAG]`) names; returns that
+    /// build's id and the tags as stored.
+    async fn assign_template_tags(&self, target: &str, _tags: &[String]) -> Result<(String, Vec<String>)> {
+        Err(RuntimeError::TemplateNotFound(target.to_string()))
+    }
+    /// Removes tags of template `name` (never `default`); a build no tag names goes.
+    async fn remove_template_tags(&self, name: &str, _tags: &[String]) -> Result<()> {
+        Err(RuntimeError::TemplateNotFound(name.to_string()))
+    }
+    /// The tags of template `name`, each with the build it names.
+    async fn template_tags(&self, name: &str) -> Result<Vec<TemplateTag>> {
         Err(RuntimeError::TemplateNotFound(name.to_string()))
     }
     /// Prepares every template whose sandboxes start from a warm snapshot (a template

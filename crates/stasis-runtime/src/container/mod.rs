@@ -17,10 +17,12 @@
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
 //! | `template.rs`, `warm.rs` | what a template is made of; warming one that starts a service |
 //! | `template_store.rs` | build sandboxes, layers, publishing, listing and removing built templates |
+//! | `template_tags.rs` | tags: which build (version) each `NAME:TAG` names; retiring untagged versions |
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
 //! | `volumes.rs` | volumes: their directories, mounts at boot, CRIU's external mounts |
+//! | `hot_mounts.rs` | volumes mounted into and unmounted from a running sandbox |
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
@@ -39,6 +41,7 @@ mod format;
 mod fs;
 mod generations;
 mod handover;
+mod hot_mounts;
 pub mod idmap;
 mod init;
 mod init_watch;
@@ -59,6 +62,7 @@ pub mod space;
 mod teardown;
 mod template;
 mod template_store;
+mod template_tags;
 mod update;
 pub mod volumes;
 mod warm;
@@ -75,6 +79,7 @@ use record::Record;
 pub use snapshot::SnapshotMeta;
 pub use template::ReadyCheck;
 pub use template_store::{valid_template_name, BuildBase, TemplateInfo, TemplatePublish};
+pub use template_tags::{normalize_tags, split_template_ref, TemplateTag, DEFAULT_TAG};
 
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};
@@ -141,6 +146,9 @@ struct Inner {
     me: std::sync::Weak<Inner>,
     /// One warm per template at a time (`warm.rs`).
     warm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held while template links (tags) move and versions are written or retired
+    /// (`template_tags.rs`).
+    template_links: Mutex<()>,
     /// Warm sandboxes of this process, under way.
     warming: Mutex<std::collections::HashSet<String>>,
     /// Snapshot images this process has verified in full (`checksum/verified.rs`).
@@ -198,6 +206,7 @@ impl ContainerRuntime {
                 exits: tokio::sync::broadcast::channel(64).0,
                 me: me.clone(),
                 warm_locks: Mutex::default(),
+                template_links: Mutex::default(),
                 warming: Mutex::default(),
                 verified: checksum::Verified::default(),
                 remote,
@@ -274,6 +283,28 @@ impl Runtime for ContainerRuntime {
     async fn update(&self, id: &str, update: &crate::SandboxUpdate) -> Result<()> {
         let (id2, update) = (id.to_string(), update.clone());
         self.locked(id, move |rt| rt.update(&id2, &update)).await
+    }
+
+    async fn mount_volume(&self, id: &str, mount: &crate::VolumeMount) -> Result<()> {
+        let (id2, mount) = (id.to_string(), mount.clone());
+        self.locked(id, move |rt| rt.mount_volume(&id2, &mount)).await
+    }
+
+    async fn unmount_volume(&self, id: &str, path: &str, force: bool) -> Result<()> {
+        let (id2, path) = (id.to_string(), path.to_string());
+        let outcome = self.locked(id, move |rt| rt.unmount_volume(&id2, &path, force)).await?;
+        outcome.map_err(|refused| {
+            RuntimeError::VolumeInUse(match refused {
+                hot_mounts::UnmountRefused::Busy => {
+                    "processes in the sandbox use files under it: close them, or unmount with force (detached lazily)"
+                        .into()
+                }
+                hot_mounts::UnmountRefused::Locked => "it was mounted at create and came with the sandbox's mount \
+                     namespace, which locks it in place (after a pause and resume it can be unmounted), or nothing is \
+                     mounted there any more"
+                    .into(),
+            })
+        })
     }
 
     async fn kill(&self, id: &str) -> Result<()> {
@@ -441,6 +472,23 @@ impl Runtime for ContainerRuntime {
         let _g = self.inner.snapshot_lock.write().await;
         let (inner, name) = (self.inner.clone(), name.to_string());
         tokio::task::spawn_blocking(move || inner.remove_template(&name)).await.expect("template task")
+    }
+
+    async fn assign_template_tags(&self, target: &str, tags: &[String]) -> Result<(String, Vec<String>)> {
+        let _g = self.inner.snapshot_lock.read().await;
+        let (inner, target, tags) = (self.inner.clone(), target.to_string(), tags.to_vec());
+        tokio::task::spawn_blocking(move || inner.assign_template_tags(&target, &tags)).await.expect("template task")
+    }
+
+    async fn remove_template_tags(&self, name: &str, tags: &[String]) -> Result<()> {
+        let _g = self.inner.snapshot_lock.write().await;
+        let (inner, name, tags) = (self.inner.clone(), name.to_string(), tags.to_vec());
+        tokio::task::spawn_blocking(move || inner.remove_template_tags(&name, &tags)).await.expect("template task")
+    }
+
+    async fn template_tags(&self, name: &str) -> Result<Vec<TemplateTag>> {
+        let (inner, name) = (self.inner.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || inner.template_tags(&name)).await.expect("template task")
     }
 
     async fn warm_templates(&self) -> Vec<(String, Result<()>)> {

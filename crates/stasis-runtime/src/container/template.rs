@@ -74,6 +74,8 @@ pub struct Template {
     pub env: BTreeMap<String, String>,
     /// The bytes of `template.json`: a rebuilt template is another template.
     pub manifest: Vec<u8>,
+    /// The version dir (`.NAME-BUILD`) of a built template; none for one made by setup.
+    pub version: Option<String>,
 }
 
 impl Template {
@@ -98,7 +100,15 @@ impl Template {
         } else {
             return Err(RuntimeError::TemplateNotFound(format!("{name} (a layer of it is missing)")));
         };
-        Ok(Self { name: name.to_string(), lowers, start: file.start, ready: file.ready, env: file.env, manifest })
+        Ok(Self {
+            name: name.to_string(),
+            lowers,
+            start: file.start,
+            ready: file.ready,
+            env: file.env,
+            manifest,
+            version: None,
+        })
     }
 
     /// `spec` with the template's environment under its own.
@@ -108,6 +118,12 @@ impl Template {
         crate::SandboxSpec { env, ..spec.clone() }
     }
 
+    /// What its warm snapshot is recorded under: its version (the tags of one version
+    /// share it), or its name for a template made by setup.
+    pub fn warm_key(&self) -> &str {
+        self.version.as_deref().unwrap_or(&self.name)
+    }
+
     /// Whether sandboxes of this template start from a warmed snapshot.
     pub fn warms(&self) -> bool {
         self.start.is_some() && self.ready.is_some()
@@ -115,12 +131,24 @@ impl Template {
 }
 
 impl Inner {
-    pub(super) fn template(&self, name: &str) -> Result<Template> {
-        let name = if BASE_ALIASES.contains(&name) { "base" } else { name };
+    /// Template `reference`: `NAME` (its `default` tag) or `NAME:TAG` (`template_tags.rs`).
+    pub(super) fn template(&self, reference: &str) -> Result<Template> {
+        let not_found = || RuntimeError::TemplateNotFound(reference.to_string());
+        let (name, tag) = super::template_tags::split_template_ref(reference).map_err(|_| not_found())?;
+        let name = if BASE_ALIASES.contains(&name.as_str()) { "base" } else { name.as_str() };
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(RuntimeError::TemplateNotFound(name.to_string()));
+            return Err(not_found());
         }
-        Template::load(name, &self.layout.templates().join(name))
+        let dir = self.tag_dir(name, &tag);
+        if !dir.exists() {
+            return Err(not_found());
+        }
+        let mut t = Template::load(name, &dir)?;
+        t.version = std::fs::read_link(&dir)
+            .ok()
+            .and_then(|v| v.to_str().map(str::to_string))
+            .filter(|v| v.starts_with('.') && !v.contains('/'));
+        Ok(t)
     }
 
     /// Names of the templates that warm (with a start command and a ready check).

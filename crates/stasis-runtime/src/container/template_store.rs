@@ -6,10 +6,11 @@
 //! made the layer, so a layer is its own cache entry and is shared by every template built
 //! the same way). A published template is a version dir `DATA/templates/.NAME-BUILD`
 //! whose `template.json` lists its layers (`lowers`, top first, down to the rootfs of the
-//! template it was built from: nothing is copied) and the symlink `NAME` to it, replaced
-//! by a rename: a create sees the old version or the new one, never a half-made one. A
-//! template with a start command and a ready check is warmed before the link moves, so a
-//! start command that never gets ready fails the build, not the creates after it.
+//! template it was built from: nothing is copied) and the links of the tags the build
+//! names (`template_tags.rs`: `NAME` is the `default` tag), each replaced by a rename: a
+//! create sees the old version or the new one, never a half-made one. A template with a
+//! start command and a ready check is warmed before a link moves, so a start command
+//! that never gets ready fails the build, not the creates after it.
 //!
 //! Must not: decide what a step does (the builder's) or touch anything of a template made
 //! by setup (a real directory, not a link) other than reading it.
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use stasis_proto::agent::StartCommand;
 
 use super::template::{ReadyCheck, Template, TemplateFile};
+use super::template_tags::{normalize_tags, TemplateTag, DEFAULT_TAG};
 use super::{fs::disk_usage, idmap, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::SandboxSpec;
@@ -46,6 +48,9 @@ pub struct TemplatePublish {
     pub env: BTreeMap<String, String>,
     pub start: Option<StartCommand>,
     pub ready: Option<ReadyCheck>,
+    /// The tags the build moves to its version; none: `default` (E2B's build API).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A template, as `stasis template ls` and the API list it.
@@ -53,7 +58,8 @@ pub struct TemplatePublish {
 #[serde(rename_all = "camelCase")]
 pub struct TemplateInfo {
     pub name: String,
-    /// The build that made the current version (none: made by setup).
+    /// The build that made the version described here: the `default` tag's, else the
+    /// newest tagged one (none: made by setup).
     pub build_id: Option<String>,
     /// Layers (built templates) or 1 (a rootfs).
     pub layers: usize,
@@ -64,17 +70,20 @@ pub struct TemplateInfo {
     /// with the service running.
     pub service: bool,
     pub created_at: Option<String>,
+    /// Its tags, each with the build it names (none: made by setup).
+    #[serde(default)]
+    pub tags: Vec<TemplateTag>,
 }
 
 /// `template.json` of a built version: the runtime's fields and the build's.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct BuiltFile {
-    name: String,
-    build_id: String,
-    created_at: String,
+pub(super) struct BuiltFile {
+    pub name: String,
+    pub build_id: String,
+    pub created_at: String,
     #[serde(flatten)]
-    file: TemplateFile,
+    pub file: TemplateFile,
 }
 
 /// Template names: what a DNS label and a file name both take.
@@ -108,6 +117,7 @@ impl Inner {
             ready: None,
             env: BTreeMap::new(),
             manifest: Vec::new(),
+            version: None,
         };
         self.create_cold(id, spec, &template)
     }
@@ -157,7 +167,9 @@ impl Inner {
     }
 
     /// Publishes a built template: its version dir, its warm snapshot when it starts a
-    /// service, then the link `NAME` moved to it.
+    /// service, then the links of its tags moved to it. A build that makes what a version
+    /// of the template already is (a rebuild from the cache) moves the tags to that
+    /// version: its warm snapshot stays.
     pub(super) fn publish_template(&self, p: &TemplatePublish) -> Result<()> {
         if !valid_template_name(&p.name)
             || p.build_id.is_empty()
@@ -165,9 +177,11 @@ impl Inner {
         {
             return Err(RuntimeError::Boot(format!("invalid template name {:?} or build id", p.name)));
         }
-        let templates = self.layout.templates();
-        let link = templates.join(&p.name);
-        if link.exists() && built(&link).is_none() {
+        let mut tags = normalize_tags(&p.tags).map_err(RuntimeError::InvalidTemplate)?;
+        if tags.is_empty() {
+            tags.push(DEFAULT_TAG.to_string());
+        }
+        if self.is_setup_template(&p.name) {
             return Err(RuntimeError::AlreadyExists(format!(
                 "template {} (made by setup: not replaced by a build)",
                 p.name
@@ -180,13 +194,25 @@ impl Inner {
             lowers: self.lowers_of(base)?,
             env: p.env.clone(),
         };
-        if built(&link).is_some_and(|cur| cur.file == tf) {
-            // The same template (a rebuild from the cache): the current version, and its
-            // warm snapshot, stay.
-            return Ok(());
-        }
+        let templates = self.layout.templates();
+        // Held to the end: tag changes must not retire the version being made.
+        let _g = self.template_links.lock().unwrap_or_else(|e| e.into_inner());
+        let same =
+            self.versions_of(&p.name).into_iter().find(|v| built(&templates.join(v)).is_some_and(|b| b.file == tf));
+        let version = match same {
+            Some(v) => v,
+            None => self.write_version(p, tf)?,
+        };
+        self.point_tags(&p.name, &version, &tags)?;
+        // Sandboxes made from a version name its layers, not the version dir.
+        self.retire_versions(&p.name);
+        Ok(())
+    }
+
+    /// Writes version `.NAME-BUILD` of a build (warmed when it starts a service).
+    fn write_version(&self, p: &TemplatePublish, tf: TemplateFile) -> Result<String> {
         let version = format!(".{}-{}", p.name, p.build_id);
-        let dir = templates.join(&version);
+        let dir = self.layout.templates().join(&version);
         let file =
             BuiltFile { name: p.name.clone(), build_id: p.build_id.clone(), created_at: now_rfc3339(), file: tf };
         let _ = std::fs::remove_dir_all(&dir);
@@ -194,26 +220,23 @@ impl Inner {
         let written = std::fs::write(dir.join("template.json"), serde_json::to_vec_pretty(&file).expect("json"))
             .ctx(|| format!("write {}/template.json", dir.display()))
             .and_then(|()| {
-                let t = Template::load(&p.name, &dir)?;
+                let mut t = Template::load(&p.name, &dir)?;
+                t.version = Some(version.clone());
                 if t.warms() {
                     self.ready_snapshot(&t)?;
                 }
                 Ok(())
-            })
-            .and_then(|()| swap_link(&templates, &p.name, &version));
+            });
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&dir);
+            self.drop_ready_snapshot(&version);
             return Err(e);
         }
-        // Older versions: sandboxes made from them name their layers, not the version dir.
-        for old in self.versions_of(&p.name).into_iter().filter(|v| *v != version) {
-            let _ = std::fs::remove_dir_all(templates.join(old));
-        }
-        Ok(())
+        Ok(version)
     }
 
     /// The version dirs (`.NAME-BUILD`) builds made of template `name`.
-    fn versions_of(&self, name: &str) -> Vec<String> {
+    pub(super) fn versions_of(&self, name: &str) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.layout.templates()) else { return Vec::new() };
         entries
             .flatten()
@@ -227,13 +250,26 @@ impl Inner {
         let dir = self.layout.templates();
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
-        for e in entries.flatten() {
-            let Ok(name) = e.file_name().into_string() else { continue };
-            if name.starts_with('.') {
-                continue;
-            }
-            let Ok(t) = self.template(&name) else { continue };
-            let built = built(&e.path());
+        let names: std::collections::BTreeSet<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .chain(self.names_with_tags_only())
+            .collect();
+        for name in names {
+            let tags = self.template_tags(&name).unwrap_or_default();
+            // The default tag's version, else the one tagged last.
+            let shown = if dir.join(&name).exists() {
+                DEFAULT_TAG.to_string()
+            } else {
+                match tags.iter().max_by(|a, b| a.created_at.cmp(&b.created_at)) {
+                    Some(t) => t.tag.clone(),
+                    None => continue,
+                }
+            };
+            let path = self.tag_dir(&name, &shown);
+            let Ok(t) = Template::load(&name, &path) else { continue };
+            let built = built(&path);
             let own = if built.is_some() {
                 t.lowers
                     .iter()
@@ -250,33 +286,40 @@ impl Inner {
                 start_cmd: t.start.as_ref().map(|s| s.cmd.clone()),
                 service: t.warms(),
                 created_at: built.map(|b| b.created_at),
+                tags,
             });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    /// Removes built template `name`: its link and versions, its warm snapshot, and the
+    /// Removes built template `name`: its tags and versions, their warm snapshots, and the
     /// layers no other template uses (collected once no sandbox uses them either).
     pub(super) fn remove_template(&self, name: &str) -> Result<()> {
         // The name is checked before it touches a path: `../x` must not even be looked at.
         if !valid_template_name(name) {
             return Err(RuntimeError::TemplateNotFound(name.to_string()));
         }
-        let templates = self.layout.templates();
-        let link = templates.join(name);
-        if built(&link).is_none() {
-            return Err(if link.exists() {
-                RuntimeError::AlreadyExists(format!("template {name} (made by setup: not removed)"))
-            } else {
-                RuntimeError::TemplateNotFound(name.to_string())
-            });
+        if self.is_setup_template(name) {
+            return Err(RuntimeError::AlreadyExists(format!("template {name} (made by setup: not removed)")));
         }
-        std::fs::remove_file(&link).ctx(|| format!("remove {}", link.display()))?;
-        for v in self.versions_of(name) {
-            let _ = std::fs::remove_dir_all(templates.join(v));
+        let _g = self.template_links.lock().unwrap_or_else(|e| e.into_inner());
+        let tags = self.tags_of(name);
+        if tags.is_empty() {
+            return Err(RuntimeError::TemplateNotFound(name.to_string()));
         }
+        for tag in tags.keys() {
+            let link = self.tag_dir(name, tag);
+            std::fs::remove_file(&link).ctx(|| format!("remove {}", link.display()))?;
+        }
+        self.retire_versions(name);
+        // A warm snapshot recorded under the name (before versions had their own).
         self.drop_ready_snapshot(name);
+        self.collect_unused_layers()
+    }
+
+    /// Marks deleted every layer no template version names; each goes once no sandbox or
+    /// snapshot stands on it either (the snapshot collector).
+    pub(super) fn collect_unused_layers(&self) -> Result<()> {
         let used = self.template_lowers_in_use();
         let snaps = std::fs::read_dir(self.layout.snapshots()).ctx(|| "read snapshots".into())?;
         for e in snaps.flatten() {
@@ -303,13 +346,13 @@ impl Inner {
 }
 
 /// The build record of the template (version) at `dir`, if a build made it.
-fn built(dir: &Path) -> Option<BuiltFile> {
+pub(super) fn built(dir: &Path) -> Option<BuiltFile> {
     let bytes = std::fs::read(dir.join("template.json")).ok()?;
     serde_json::from_slice::<BuiltFile>(&bytes).ok().filter(|b| !b.build_id.is_empty())
 }
 
 /// `NAME` → `version`, by a rename over it (atomic for the readers of `NAME`).
-fn swap_link(templates: &Path, name: &str, version: &str) -> Result<()> {
+pub(super) fn swap_link(templates: &Path, name: &str, version: &str) -> Result<()> {
     let tmp = templates.join(format!(".{name}.link"));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(version, &tmp).ctx(|| format!("link {}", tmp.display()))?;

@@ -20,10 +20,11 @@ use super::{random_hex, Inner};
 use crate::error::{Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec};
 
-/// `DATA/snapshots/.ready-NAME`: the id of template NAME's current warm snapshot, in the
-/// data dir (a template dir may be shared by several data dirs, as the tests' are).
-fn ready_file(inner: &Inner, template: &str) -> std::path::PathBuf {
-    inner.layout.snapshots().join(format!(".ready-{template}"))
+/// `DATA/snapshots/.ready-KEY`: the id of the current warm snapshot of a template's
+/// version `KEY` (`Template::warm_key`), in the data dir (a template dir may be shared by
+/// several data dirs, as the tests' are).
+fn ready_file(inner: &Inner, key: &str) -> std::path::PathBuf {
+    inner.layout.snapshots().join(format!(".ready-{key}"))
 }
 
 impl Inner {
@@ -33,7 +34,7 @@ impl Inner {
         if self.snapshot_meta(&snap).is_ok() {
             return Ok(snap);
         }
-        let lock = self.warm_locks.lock().unwrap().entry(t.name.clone()).or_default().clone();
+        let lock = self.warm_locks.lock().unwrap().entry(t.warm_key().to_string()).or_default().clone();
         let _warming = lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.snapshot_meta(&snap).is_ok() {
             return Ok(snap);
@@ -120,9 +121,9 @@ impl Inner {
         }
     }
 
-    /// Forgets template `name`'s warm snapshot (the template is gone).
-    pub(super) fn drop_ready_snapshot(&self, name: &str) {
-        let file = ready_file(self, name);
+    /// Forgets the warm snapshot recorded under `key` (that version is gone).
+    pub(super) fn drop_ready_snapshot(&self, key: &str) {
+        let file = ready_file(self, key);
         if let Ok(old) = std::fs::read_to_string(&file) {
             let _ = std::fs::remove_file(&file);
             if self.snapshot_meta(old.trim()).is_ok() {
@@ -133,7 +134,7 @@ impl Inner {
 
     /// Records `snap` as the template's ready snapshot and drops the one it replaces.
     fn replace_ready_snapshot(&self, t: &Template, snap: &str) {
-        let file = ready_file(self, &t.name);
+        let file = ready_file(self, t.warm_key());
         let old = std::fs::read_to_string(&file).ok().map(|s| s.trim().to_string());
         if let Err(e) = std::fs::write(&file, format!("{snap}\n")) {
             tracing::warn!(template = %t.name, "cannot record the ready snapshot: {e}");

@@ -10,7 +10,6 @@ mod secrets;
 mod snapshots;
 mod status;
 mod templates;
-mod unserved;
 mod volume_content;
 mod volumes;
 pub mod wire;
@@ -56,7 +55,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    unserved::add(Router::new())
+    Router::new()
         .route("/sandboxes", post(sandboxes::create_v1).get(sandboxes::list_v1))
         .route("/v2/sandboxes", post(sandboxes::create_v2).get(sandboxes::list_v2))
         .route("/sandboxes/{id}", get(sandboxes::info).delete(sandboxes::kill))
@@ -77,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/hotplug-memory", post(novita::hotplug_memory))
         .route("/sandboxes/{id}/network", put(sandboxes::update_network))
         .route("/sandboxes/{id}/commit", post(novita::commit))
+        .route("/sandboxes/{id}/volume-mounts", post(novita::mount_volume).delete(novita::unmount_volume))
         .route("/snapshots", get(snapshots::list))
         .route("/templates/{id}", axum::routing::delete(snapshots::delete))
         .route("/templates", get(templates::list))
@@ -85,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/templates/{id}/builds/{build}", post(templates::start))
         .route("/templates/{id}/builds/{build}/status", get(templates::status))
         .route("/templates/aliases/{alias}", get(templates::alias))
+        .route("/templates/tags", post(templates::assign_tags).delete(templates::remove_tags))
+        .route("/templates/{id}/tags", get(templates::tags))
         .route("/volumes", post(volumes::create).get(volumes::list))
         .route("/volumes/{id}", get(volumes::info).delete(volumes::delete))
         .route("/secrets", post(secrets::create).get(secrets::list))

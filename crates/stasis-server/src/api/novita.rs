@@ -1,10 +1,11 @@
 //! Novita's own sandbox endpoints on top of E2B's: `POST /sandboxes/{id}/reset`,
-//! `POST /sandboxes/{id}/hotplug-memory` and `POST /sandboxes/{id}/commit` (a sandbox
-//! becomes a template). (Its clone is a fork, in `snapshots.rs`; its `setNetwork` is
+//! `POST /sandboxes/{id}/hotplug-memory`, `POST /sandboxes/{id}/commit` (a sandbox
+//! becomes a template), and `POST` / `DELETE /sandboxes/{id}/volume-mounts` (a volume
+//! mounted into, or unmounted from, a running sandbox). (Its clone is a fork, in `snapshots.rs`; its `setNetwork` is
 //! E2B's `PUT /sandboxes/{id}/network`, in `sandboxes.rs`.)
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -109,4 +110,49 @@ pub async fn commit(
         "updatedAt": created,
     }))
     .into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct MountBody {
+    /// The volume's name.
+    name: Option<String>,
+    /// Where in the sandbox (absolute).
+    path: Option<String>,
+}
+
+/// `sandbox.mountVolume(name, path)`: the volume mounted into the running sandbox; 200
+/// with the sandbox's info (its `volumeMounts` include it). Unknown volume, bad path:
+/// 400 (a 404 would read as "sandbox not found" in the SDK); paused, or a mount already
+/// there: 409.
+pub async fn mount_volume(
+    State(state): State<AppState>,
+    SandboxPath(id): SandboxPath,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: MountBody = json_body(body).await?;
+    let name =
+        req.name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("name (the volume's) is required"))?;
+    let path = req.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("path is required"))?;
+    state.lifecycle.mount_volume(&id, &name, &path).await?;
+    super::sandboxes::info(State(state), SandboxPath(id)).await
+}
+
+#[derive(Deserialize)]
+pub struct UnmountQuery {
+    path: Option<String>,
+    force: Option<String>,
+}
+
+/// `sandbox.unmountVolume(path, { force })`: 200 with the sandbox's info. Nothing
+/// mounted there: 400; in use without `force`, or a mount the sandbox's namespace locks
+/// (made at create or restored by a resume): 409.
+pub async fn unmount_volume(
+    State(state): State<AppState>,
+    SandboxPath(id): SandboxPath,
+    Query(q): Query<UnmountQuery>,
+) -> Result<Response, ApiError> {
+    let path = q.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("path is required"))?;
+    let force = matches!(q.force.as_deref(), Some("true") | Some("1"));
+    state.lifecycle.unmount_volume(&id, &path, force).await?;
+    super::sandboxes::info(State(state), SandboxPath(id)).await
 }

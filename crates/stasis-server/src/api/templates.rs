@@ -3,7 +3,9 @@
 //! `PUT /stasis/build-files/{hash}` (the upload itself: a signed URL, no API key, as the
 //! SDKs send none with it), `POST /v2/templates/{id}/builds/{build}` (start),
 //! `GET /templates/{id}/builds/{build}/status` (status and log from `logsOffset`),
-//! `GET /templates/aliases/{alias}`, `GET /templates`. Parsing and mapping only.
+//! `GET /templates/aliases/{alias}`, `GET /templates`, and tags: `POST /templates/tags`
+//! (assign), `DELETE /templates/tags` (remove), `GET /templates/{id}/tags`. Parsing and
+//! mapping only.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -142,6 +144,50 @@ pub async fn alias(State(state): State<AppState>, Path(alias): Path<String>) -> 
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct AssignTagsBody {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// `POST /templates/tags` (`Template.assignTags`): 201 `{tags, buildID}`.
+pub async fn assign_tags(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
+    let b: AssignTagsBody = json_body(body).await?;
+    if b.target.trim().is_empty() {
+        return Err(ApiError::bad_request("name the template to tag from in `target` (name or name:tag)"));
+    }
+    let (build, tags) = state.templates.assign_tags(&b.target, &b.tags).await?;
+    Ok((StatusCode::CREATED, Json(json!({"tags": tags, "buildID": build}))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct RemoveTagsBody {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// `DELETE /templates/tags` (`Template.removeTags`): 204.
+pub async fn remove_tags(State(state): State<AppState>, body: Body) -> ApiResult<StatusCode> {
+    let b: RemoveTagsBody = json_body(body).await?;
+    if b.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name the template in `name`"));
+    }
+    state.templates.remove_tags(&b.name, &b.tags).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /templates/{id}/tags` (`Template.getTags`): `[{tag, buildID, createdAt}]`.
+pub async fn tags(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let tags = state.templates.tags(&id).await?;
+    let rows: Vec<serde_json::Value> =
+        tags.into_iter().map(|t| json!({"tag": t.tag, "buildID": t.build_id, "createdAt": t.created_at})).collect();
+    Ok(Json(serde_json::Value::Array(rows)))
+}
+
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let list = state.templates.list().await?;
     let rows: Vec<serde_json::Value> = list
@@ -153,6 +199,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::V
                 "buildStatus": "ready", "cpuCount": 2, "memoryMB": 512, "diskSizeMB": 4096,
                 "spawnCount": 0, "buildCount": u32::from(t.build_id.is_some()),
                 "sizeBytes": t.size_bytes, "layers": t.layers, "startCmd": t.start_cmd,
+                "tags": t.tags.iter().map(|x| json!({"tag": x.tag, "buildID": x.build_id})).collect::<Vec<_>>(),
             })
         })
         .collect();

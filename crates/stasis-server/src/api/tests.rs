@@ -100,21 +100,6 @@ async fn metrics_only_in_the_requested_range() {
     }
 }
 
-/// SDK endpoints Stasis does not serve answer 501 naming the method, not a 404 that the
-/// SDKs read as "sandbox not found"; the served neighbours still route.
-#[tokio::test(start_paused = true)]
-async fn unserved_sdk_endpoints_say_so() {
-    let h = harness().await;
-    h.store.add_api_key("test", KEY).await.unwrap();
-    for (path, what) in [("/templates/tags", "template tags"), ("/sandboxes/abc/volume-mounts", "novita mountVolume")] {
-        let (status, body) = get(&h, path).await;
-        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{path}");
-        assert!(body["message"].as_str().unwrap().starts_with(what), "{path}: {body}");
-    }
-    assert_eq!(get(&h, "/no/such").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&h, "/snapshots").await.0, StatusCode::OK);
-}
-
 async fn send(h: &Harness, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
     let app = router(h.app_state());
     let req = Request::builder()

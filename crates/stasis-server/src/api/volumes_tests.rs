@@ -100,3 +100,53 @@ async fn volume_content_takes_the_volumes_token_not_the_api_key() {
     let bearer = format!("Bearer {}", vol["token"].as_str().unwrap());
     assert_eq!(call(&h, Method::GET, other, None, ("authorization", &bearer)).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// Novita's hot mounts over the lifecycle (the fake runtime mounts nothing): the store's
+/// mounts follow, a paused sandbox and a second mount at the same place are 409s, bad
+/// paths and unknown volumes 400s (never a 404, which the SDK reads as "sandbox not
+/// found"), and the volume is deletable again once unmounted.
+#[tokio::test(start_paused = true)]
+async fn volumes_mount_into_and_unmount_from_a_running_sandbox() {
+    let h = harness().await;
+    h.store.add_api_key("test", KEY).await.unwrap();
+    let (_, vol) = api(&h, Method::POST, "/volumes", Some(json!({"name": "hot"}))).await;
+    let vid = vol["volumeID"].as_str().unwrap().to_string();
+    let (_, sbx) = api(&h, Method::POST, "/sandboxes", Some(json!({"templateID": "base"}))).await;
+    let sid = sbx["sandboxID"].as_str().unwrap().to_string();
+    let url = format!("/sandboxes/{sid}/volume-mounts");
+
+    let (s, info) = api(&h, Method::POST, &url, Some(json!({"name": "hot", "path": "/mnt//hot/"}))).await;
+    assert_eq!(s, StatusCode::OK, "{info}");
+    assert_eq!(
+        (&info["sandboxID"], &info["volumeMounts"]),
+        (&json!(sid), &json!([{"name": "hot", "path": "/mnt/hot"}]))
+    );
+    assert_eq!(api(&h, Method::DELETE, &format!("/volumes/{vid}"), None).await.0, StatusCode::CONFLICT);
+    for (body, want) in [
+        (json!({"name": "hot", "path": "/mnt/hot/deeper"}), StatusCode::CONFLICT),
+        (json!({"name": "hot", "path": "/proc/x"}), StatusCode::BAD_REQUEST),
+        (json!({"name": "hot", "path": "rel"}), StatusCode::BAD_REQUEST),
+        (json!({"name": "nosuch", "path": "/x"}), StatusCode::BAD_REQUEST),
+        (json!({"path": "/x"}), StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(api(&h, Method::POST, &url, Some(body.clone())).await.0, want, "{body}");
+    }
+    let missing = api(
+        &h,
+        Method::POST,
+        "/sandboxes/nosuchsandbox0000000/volume-mounts",
+        Some(json!({"name": "hot", "path": "/x"})),
+    );
+    assert_eq!(missing.await.0, StatusCode::NOT_FOUND);
+
+    assert_eq!(api(&h, Method::DELETE, &format!("{url}?path=/elsewhere"), None).await.0, StatusCode::BAD_REQUEST);
+    let (s, info) = api(&h, Method::DELETE, &format!("{url}?path=/mnt/hot&force=true"), None).await;
+    assert_eq!((s, &info["volumeMounts"]), (StatusCode::OK, &json!([])), "{info}");
+
+    // Paused: refused, nothing recorded.
+    assert_eq!(api(&h, Method::POST, &format!("/sandboxes/{sid}/pause"), None).await.0, StatusCode::NO_CONTENT);
+    let (s, why) = api(&h, Method::POST, &url, Some(json!({"name": "hot", "path": "/mnt/hot"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(why["message"].as_str().unwrap().contains("paused"), "{why}");
+    assert_eq!(api(&h, Method::DELETE, &format!("/volumes/{vid}"), None).await.0, StatusCode::NO_CONTENT);
+}

@@ -61,10 +61,13 @@ impl Lifecycle {
             last_error: None,
         };
         // A copy mounts what its snapshot's source mounted.
-        let volumes = match (&snapshot, p.volumes.is_empty()) {
+        let mut volumes = match (&snapshot, p.volumes.is_empty()) {
             (Some(snap), true) => self.inner.store.volume_mounts(snap).await?,
             _ => p.volumes.clone(),
         };
+        // In the store's order (by path), which is the order the runtime keeps (hot mounts
+        // are inserted in it too): a copy's list must equal its snapshot's.
+        volumes.sort_by(|a, b| a.path.cmp(&b.path));
         // Recorded first: a crash during the boot leaves a `creating` row that recovery cleans.
         self.inner.store.insert_sandbox(&row).await?;
         // The mounts with it: from now on none of its volumes can be deleted.

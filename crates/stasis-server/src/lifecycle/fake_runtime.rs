@@ -261,6 +261,14 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn mount_volume(&self, id: &str, _mount: &stasis_runtime::VolumeMount) -> Result<()> {
+        self.expect(id, SandboxState::Running)
+    }
+
+    async fn unmount_volume(&self, id: &str, _path: &str, _force: bool) -> Result<()> {
+        self.expect(id, SandboxState::Running)
+    }
+
     async fn kill(&self, id: &str) -> Result<()> {
         if self.state_of(id).is_none() {
             return Err(RuntimeError::NotFound(id.to_string()));

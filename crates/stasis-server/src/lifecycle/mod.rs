@@ -34,6 +34,7 @@ pub mod snapshots;
 pub(crate) mod tests;
 mod timeouts;
 mod update;
+mod volume_mounts;
 pub mod volumes;
 mod warm;
 

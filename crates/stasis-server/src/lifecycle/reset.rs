@@ -25,17 +25,13 @@ impl Lifecycle {
             )));
         }
         let snapshot = self.resolve_snapshot(&row.template_id).await?;
-        // A sandbox made from a snapshot names it `<id>:<tag>`; once the snapshot is
-        // deleted there is nothing to reset to, and that must be known before anything goes.
-        if snapshot.is_none() && row.template_id.contains(':') {
-            return Err(LifecycleError::Conflict(format!(
-                "sandbox {id} was made from snapshot {:?}, which is deleted: nothing to reset it to",
-                row.template_id
-            )));
-        }
+        // A sandbox made from a snapshot names it `<id>:<tag>` (one made from a template's
+        // tag, `name:tag`); once it is deleted there is nothing to reset to, and that must
+        // be known before anything goes.
         if snapshot.is_none() && !self.inner.runtime.has_template(&row.template_id).await {
+            let what = if row.template_id.contains(':') { "snapshot or template tag" } else { "template" };
             return Err(LifecycleError::Conflict(format!(
-                "sandbox {id} was made from template {:?}, which is deleted: nothing to reset it to",
+                "sandbox {id} was made from {what} {:?}, which is deleted: nothing to reset it to",
                 row.template_id
             )));
         }

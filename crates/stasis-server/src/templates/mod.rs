@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-use stasis_runtime::{valid_template_name, Runtime, RuntimeError, TemplateInfo};
+use stasis_runtime::{
+    normalize_tags, split_template_ref, valid_template_name, Runtime, RuntimeError, TemplateInfo, TemplateTag,
+    DEFAULT_TAG,
+};
 use tokio::io::AsyncWriteExt;
 
 use log::{Build, Failure, Record, Status};
@@ -47,6 +50,7 @@ impl From<RuntimeError> for TemplateError {
         match e {
             RuntimeError::TemplateNotFound(t) => TemplateError::NotFound(format!("template {t:?} not found")),
             RuntimeError::AlreadyExists(m) => TemplateError::Conflict(format!("{m} already exists")),
+            RuntimeError::InvalidTemplate(m) => TemplateError::BadRequest(m),
             other => TemplateError::Internal(other.to_string()),
         }
     }
@@ -127,11 +131,19 @@ impl Templates {
         }
     }
 
-    /// `POST /v3/templates`: a build id for template `name` (`name:tag` also tags it).
+    /// `POST /v3/templates`: a build id for template `name`. The tags it moves when it
+    /// succeeds: `name:tag`'s and `tags`; none named: `default` (E2B's build API).
     pub fn request(&self, mut req: BuildRequest) -> Result<(String, String, Vec<String>)> {
-        if let Some((name, tag)) = req.name.clone().split_once(':') {
-            req.name = name.to_string();
-            req.tags.push(tag.to_string());
+        let (name, tag) = split_template_ref(&req.name).map_err(TemplateError::BadRequest)?;
+        let mut tags = Vec::new();
+        if req.name.contains(':') {
+            tags.push(tag);
+        }
+        tags.extend(req.tags.iter().cloned());
+        req.name = name;
+        req.tags = normalize_tags(&tags).map_err(TemplateError::BadRequest)?;
+        if req.tags.is_empty() {
+            req.tags.push(DEFAULT_TAG.to_string());
         }
         if !valid_template_name(&req.name) {
             return Err(TemplateError::BadRequest(format!(
@@ -230,7 +242,8 @@ impl Templates {
             build.set_status(Status::Building, None);
             let t0 = std::time::Instant::now();
             let outcome = match run::run(&ctx, &spec, &build).await {
-                Ok(publish) => {
+                Ok(mut publish) => {
+                    publish.tags = req.tags.clone();
                     if publish.start.is_some() {
                         build.log(
                             "info",
@@ -286,8 +299,26 @@ impl Templates {
         Ok(self.inner.runtime.templates().await?)
     }
 
-    pub async fn exists(&self, name: &str) -> Result<bool> {
-        Ok(self.list().await?.iter().any(|t| t.name == name))
+    /// Whether template `name` exists (any of its tags), or with `name:tag`, that tag.
+    pub async fn exists(&self, reference: &str) -> Result<bool> {
+        let (name, tag) = split_template_ref(reference).map_err(TemplateError::BadRequest)?;
+        let Some(t) = self.list().await?.into_iter().find(|t| t.name == name) else { return Ok(false) };
+        Ok(!reference.contains(':') || t.tags.iter().any(|x| x.tag == tag) || (t.tags.is_empty() && tag == DEFAULT_TAG))
+    }
+
+    /// `POST /templates/tags`: `tags` also name the build `target` (`name[:tag]`) names.
+    pub async fn assign_tags(&self, target: &str, tags: &[String]) -> Result<(String, Vec<String>)> {
+        Ok(self.inner.runtime.assign_template_tags(target, tags).await?)
+    }
+
+    /// `DELETE /templates/tags`.
+    pub async fn remove_tags(&self, name: &str, tags: &[String]) -> Result<()> {
+        Ok(self.inner.runtime.remove_template_tags(name, tags).await?)
+    }
+
+    /// `GET /templates/{id}/tags`.
+    pub async fn tags(&self, name: &str) -> Result<Vec<TemplateTag>> {
+        Ok(self.inner.runtime.template_tags(name).await?)
     }
 
     pub async fn remove(&self, name: &str) -> Result<()> {

@@ -150,6 +150,8 @@ pub async fn run(ctx: &Context, spec: &BuildSpec, log: &Arc<Build>) -> Result<Te
         env: state.env,
         start,
         ready,
+        // The service sets them from the request (`templates/mod.rs`).
+        tags: Vec::new(),
     })
 }
 

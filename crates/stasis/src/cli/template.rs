@@ -72,14 +72,15 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
             if as_json {
                 println!("{v}");
             } else {
-                println!("NAME\tLAYERS\tSIZE\tBUILD\tSTART");
+                println!("NAME\tLAYERS\tSIZE\tBUILD\tTAGS\tSTART");
                 for t in v.as_array().cloned().unwrap_or_default() {
                     println!(
-                        "{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}",
                         t["templateID"].as_str().unwrap_or_default(),
                         t["layers"],
                         human(t["sizeBytes"].as_u64().unwrap_or(0)),
                         t["buildID"].as_str().filter(|b| !b.is_empty()).unwrap_or("-"),
+                        tags_column(&t),
                         t["startCmd"].as_str().unwrap_or("-"),
                     );
                 }
@@ -91,6 +92,30 @@ async fn execute(api: &Api, as_json: bool, cmd: Cmd) -> Result<u8> {
                 .await?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// `default,v2=1a2b3c4d`: each tag, with the first 8 of its build's id when that is not
+/// the build the row shows (a tag left on an older build).
+fn tags_column(t: &Value) -> String {
+    let shown = t["buildID"].as_str().unwrap_or_default();
+    let tags: Vec<String> = t["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| {
+            let (tag, build) = (x["tag"].as_str().unwrap_or_default(), x["buildID"].as_str().unwrap_or_default());
+            if build == shown {
+                tag.to_string()
+            } else {
+                format!("{tag}={}", &build[..build.len().min(8)])
+            }
+        })
+        .collect();
+    if tags.is_empty() {
+        "-".into()
+    } else {
+        tags.join(",")
     }
 }
 
@@ -243,4 +268,19 @@ fn tempdir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("stasis-build-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_column_names_tags_on_other_builds() {
+        let row = json!({"buildID": "aaaaaaaa-1", "tags": [
+            {"tag": "default", "buildID": "aaaaaaaa-1"},
+            {"tag": "v2", "buildID": "bbbbbbbbcccc"},
+        ]});
+        assert_eq!(tags_column(&row), "default,v2=bbbbbbbb");
+        assert_eq!(tags_column(&json!({"buildID": ""})), "-");
+    }
 }

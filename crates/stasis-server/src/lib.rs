@@ -58,6 +58,9 @@ pub struct ServeConfig {
     /// Registries (`HOST[:PORT]`) template builds may reach without verified TLS
     /// (loopback registries always may).
     pub insecure_registries: Vec<String>,
+    /// How long proxied connections stay parked across a pause for sandboxes whose
+    /// metadata does not say (`stasis_park_connections`); `None`: cut at pause.
+    pub park_connections: Option<std::time::Duration>,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -152,6 +155,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         runtime,
         lifecycle::LifecycleConfig {
             paused_retention: cfg.paused_retention,
+            park_connections: cfg.park_connections,
             defaults: lifecycle::SandboxDefaults {
                 max_timeout_secs: cfg.max_timeout.map(|d| d.as_secs().max(1)),
                 ..Default::default()

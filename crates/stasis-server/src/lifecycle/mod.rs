@@ -21,6 +21,7 @@ mod failures;
 #[cfg(test)]
 pub(crate) mod fake_runtime;
 mod kill;
+mod parking;
 mod pause;
 mod recovery;
 mod reset;
@@ -44,6 +45,7 @@ use stasis_store::{ListQuery, Page, SandboxRow, SandboxState, Store, StoreError}
 
 pub use activity::Guard;
 pub use admission::{Credentials, PortConnection, Refusal};
+pub use parking::{limit as park_limit, PortStream, MAX_LIMIT as PARK_MAX_LIMIT, METADATA_KEY as PARK_METADATA_KEY};
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
@@ -84,6 +86,9 @@ pub struct LifecycleConfig {
     /// How the lifecycle spaces its own retries of a failed action.
     pub backoff: Backoff,
     pub defaults: SandboxDefaults,
+    /// How long proxied connections stay parked across a pause for sandboxes that do not
+    /// say (`stasis serve --park-connections`); `None`: cut at pause (`parking.rs`).
+    pub park_connections: Option<std::time::Duration>,
 }
 
 /// What a sandbox gets for what its create request does not say, and the bounds it is

@@ -92,12 +92,10 @@ pub async fn handle(AxState(state): AxState<envd::State>, mut req: Request<Body>
             tokio::spawn(run_session(sessions.clone(), id, app, park_secs, rx));
             (tx, 0, false)
         }
-        handshake::Request::Resume { session, received, fin } => {
-            match sessions.inner.lock().unwrap().get(&session) {
-                Some(tx) => (tx.clone(), received, fin),
-                None => return refuse(StatusCode::NOT_FOUND, format!("no relay session {session}")),
-            }
-        }
+        handshake::Request::Resume { session, received, fin } => match sessions.inner.lock().unwrap().get(&session) {
+            Some(tx) => (tx.clone(), received, fin),
+            None => return refuse(StatusCode::NOT_FOUND, format!("no relay session {session}")),
+        },
     };
     let (reply, answer) = oneshot::channel();
     let leg = NewLeg { peer_received, peer_fin, upgrade, reply };

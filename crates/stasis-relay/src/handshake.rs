@@ -105,7 +105,9 @@ impl Accept {
 pub enum Answer {
     Accepted(Accept),
     /// Any other status, with the body's start if it had one.
-    Refused { status: u16 },
+    Refused {
+        status: u16,
+    },
 }
 
 /// Reads the head of the agent's answer (everything before the blank line).
@@ -137,7 +139,9 @@ mod tests {
         ] {
             assert_eq!(Request::parse(&r.header_value()), Ok(r));
         }
-        for bad in ["", "open", "open port=0 park=1", "open port=70000 park=1", "resume session=a/b received=1 fin=0", "x y=1"] {
+        for bad in
+            ["", "open", "open port=0 park=1", "open port=70000 park=1", "resume session=a/b received=1 fin=0", "x y=1"]
+        {
             assert!(Request::parse(bad).is_err(), "{bad}");
         }
     }
@@ -145,7 +149,8 @@ mod tests {
     #[test]
     fn answers_are_read() {
         let a = Accept { session: "s1".into(), received: 5, fin: false };
-        let head = format!("HTTP/1.1 101 Switching Protocols\r\nupgrade: {PROTOCOL}\r\nX-Stasis-Relay: {}", a.header_value());
+        let head =
+            format!("HTTP/1.1 101 Switching Protocols\r\nupgrade: {PROTOCOL}\r\nX-Stasis-Relay: {}", a.header_value());
         assert_eq!(parse_answer(&head), Ok(Answer::Accepted(a)));
         assert_eq!(parse_answer("HTTP/1.1 404 Not Found\r\ncontent-length: 0"), Ok(Answer::Refused { status: 404 }));
         assert!(parse_answer("HTTP/1.1 101 Switching Protocols\r\n").is_err());

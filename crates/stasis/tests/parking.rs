@@ -161,7 +161,11 @@ async fn websocket_stream_and_tunnel_survive_pause_and_resume() {
     raw.get_mut().write_all(b"one\n").await.unwrap();
     assert_eq!(line(&mut raw).await, "one\n");
     let mut count = BufReader::new(TcpStream::connect(addr(&s)).await.unwrap());
-    count.get_mut().write_all(format!("GET /count HTTP/1.1\r\nHost: 8000-{sid}.localhost\r\n\r\n").as_bytes()).await.unwrap();
+    count
+        .get_mut()
+        .write_all(format!("GET /count HTTP/1.1\r\nHost: 8000-{sid}.localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let head = read_head(&mut count).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let counted = tokio::spawn(chunked_lines(count));
@@ -176,7 +180,11 @@ async fn websocket_stream_and_tunnel_survive_pause_and_resume() {
     let (status, body) = api.connect(&sid, json!({"timeout": 300})).await;
     assert!(status == 200 || status == 201, "connect: {status} {body}");
 
-    assert_eq!(ws_recv(&mut ws).await, "while paused", "the message sent while paused is echoed on the same connection");
+    assert_eq!(
+        ws_recv(&mut ws).await,
+        "while paused",
+        "the message sent while paused is echoed on the same connection"
+    );
     ws_send(&mut ws, "after").await;
     assert_eq!(ws_recv(&mut ws).await, "after");
     assert_eq!(line(&mut raw).await, "two\n");
@@ -235,8 +243,9 @@ async fn per_sandbox_choice_limit_and_auto_resume() {
     assert!(started.elapsed() < Duration::from_secs(10), "at the limit: {:?}", started.elapsed());
 
     // Auto-resume: traffic on a parked connection resumes the sandbox and is answered.
-    let auto =
-        api.create(json!({"timeout": 300, "autoResume": {"enabled": true}, "metadata": {"stasis_park_connections": "on"}})).await;
+    let auto = api
+        .create(json!({"timeout": 300, "autoResume": {"enabled": true}, "metadata": {"stasis_park_connections": "on"}}))
+        .await;
     start_app(&api, &auto).await;
     let mut ws = websocket(&s, &id(&auto)).await;
     ws_send(&mut ws, "hi").await;

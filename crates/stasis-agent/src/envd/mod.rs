@@ -38,7 +38,12 @@ pub struct State {
 impl State {
     pub fn new(supervisor: Supervisor, cfg: &BootConfig) -> Self {
         publish_token_digest(cfg.access_token.as_deref());
-        Self { supervisor, access_token: Arc::new(RwLock::new(cfg.access_token.clone())), watchers: Default::default(), relay: Default::default() }
+        Self {
+            supervisor,
+            access_token: Arc::new(RwLock::new(cfg.access_token.clone())),
+            watchers: Default::default(),
+            relay: Default::default(),
+        }
     }
 }
 

@@ -79,9 +79,7 @@ impl Lifecycle {
                 }
                 // A pause that starts from here on parks it (it is counted, and its phase
                 // read, before its first leg opens).
-                return self
-                    .connect_parked(id, port, limit, route.envd_access_token.clone(), route.auto_resume)
-                    .await;
+                return self.connect_parked(id, port, limit, route.envd_access_token.clone(), route.auto_resume).await;
             }
             // Counted as open before the check: a pause that starts after the check cuts it.
             let guard = self.inner.activity.enter(id);

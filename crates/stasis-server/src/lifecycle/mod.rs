@@ -45,10 +45,10 @@ use stasis_store::{ListQuery, Page, SandboxRow, SandboxState, Store, StoreError}
 
 pub use activity::Guard;
 pub use admission::{Credentials, PortConnection, Refusal};
-pub use parking::{limit as park_limit, PortStream, MAX_LIMIT as PARK_MAX_LIMIT, METADATA_KEY as PARK_METADATA_KEY};
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
+pub use parking::{limit as park_limit, PortStream, MAX_LIMIT as PARK_MAX_LIMIT, METADATA_KEY as PARK_METADATA_KEY};
 pub use sampler::Sample;
 
 use crate::ids::SandboxId;

@@ -149,8 +149,14 @@ impl Lifecycle {
             Phase::Running(n) => n,
             Phase::Paused => return Err(Refusal::NotRunning),
         };
-        let mut session =
-            Session { lifecycle: self.clone(), id: id.to_string(), access_token, auto_resume, limit, session: String::new() };
+        let mut session = Session {
+            lifecycle: self.clone(),
+            id: id.to_string(),
+            access_token,
+            auto_resume,
+            limit,
+            session: String::new(),
+        };
         let open = handshake::Request::Open { port, park_secs: limit.as_secs().max(1) };
         let leg = match session.open_leg(&open).await {
             Ok(l) => l,

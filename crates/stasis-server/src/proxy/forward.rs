@@ -51,7 +51,12 @@ fn is_upgrade(req: &Request) -> bool {
 /// Sends `req` over `stream` and returns the sandbox's response. The connection lives as
 /// long as the response body (or the upgraded stream) and ends when `guard` is cancelled
 /// (at pause, or only at kill for a parked connection, whose stream waits out a pause).
-pub async fn forward(stream: PortStream, req: Request, guard: Guard, metrics: Arc<Metrics>) -> Result<Response, String> {
+pub async fn forward(
+    stream: PortStream,
+    req: Request,
+    guard: Guard,
+    metrics: Arc<Metrics>,
+) -> Result<Response, String> {
     // Request bodies counted as they stream to the sandbox.
     let counter = metrics.clone();
     let mut req = req.map(|body| {

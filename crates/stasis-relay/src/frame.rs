@@ -72,7 +72,7 @@ impl Decoder {
     }
 
     /// The next whole frame, `None` until one has arrived.
-    pub fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let Some(&kind) = self.buf.first() else { return Ok(None) };
         let need = match kind {
             DATA => {
@@ -139,7 +139,7 @@ mod tests {
                 d.push(&rest[..n]);
                 rest = &rest[n..];
                 i += 1;
-                while let Some(f) = d.next().unwrap() { got.push(f); }
+                while let Some(f) = d.next_frame().unwrap() { got.push(f); }
             }
             prop_assert_eq!(got, all());
         }
@@ -149,9 +149,9 @@ mod tests {
     fn bad_frames_are_refused() {
         let mut d = Decoder::default();
         d.push(&[9]);
-        assert_eq!(d.next(), Err(FrameError::UnknownKind(9)));
+        assert_eq!(d.next_frame(), Err(FrameError::UnknownKind(9)));
         let mut d = Decoder::default();
         d.push(&[DATA, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(d.next(), Err(FrameError::TooLong(u32::MAX)));
+        assert_eq!(d.next_frame(), Err(FrameError::TooLong(u32::MAX)));
     }
 }

@@ -127,7 +127,7 @@ impl RelayState {
     /// Bytes read from the leg. Data goes to [`Self::take_delivery`].
     pub fn receive(&mut self, bytes: &[u8]) -> Result<Event, ProtocolError> {
         self.decoder.push(bytes);
-        while let Some(frame) = self.decoder.next()? {
+        while let Some(frame) = self.decoder.next_frame()? {
             match frame {
                 Frame::Data { offset, bytes } => self.data(offset, bytes)?,
                 Frame::Ack { received, fin } => self.ack(received, fin)?,

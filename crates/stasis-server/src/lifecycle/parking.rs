@@ -345,3 +345,29 @@ impl Session {
         Err(last)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(METADATA_KEY.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn the_limit_comes_from_the_metadata_else_the_server() {
+        let server = Some(Duration::from_secs(120));
+        assert_eq!(limit(&BTreeMap::new(), None), Ok(None), "off by default");
+        assert_eq!(limit(&BTreeMap::new(), server), Ok(server));
+        assert_eq!(limit(&meta("on"), None), Ok(Some(DEFAULT_LIMIT)));
+        assert_eq!(limit(&meta("ON"), server), Ok(server));
+        assert_eq!(limit(&meta("off"), server), Ok(None), "a sandbox may refuse the server's parking");
+        assert_eq!(limit(&meta("90s"), None), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(limit(&meta("45"), server), Ok(Some(Duration::from_secs(45))));
+        assert_eq!(limit(&meta("1h 30m"), None), Ok(Some(Duration::from_secs(5400))));
+        for bad in ["sometimes", "0", "0s", "25h", "-1", ""] {
+            let e = limit(&meta(bad), None).unwrap_err();
+            assert!(e.contains(METADATA_KEY), "{bad}: {e}");
+        }
+    }
+}

@@ -261,3 +261,33 @@ async fn per_sandbox_choice_limit_and_auto_resume() {
         api.kill(&id(sbx)).await;
     }
 }
+
+/// A sandbox whose agent has no relay (one paused by an older Stasis resumes with the
+/// agent it ran) is served as without parking, not refused. The installed agent is used
+/// when it predates the relay; once it has one, there is nothing to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_relay_is_served_as_before() {
+    let old = std::path::Path::new("/usr/local/lib/stasis/stasis-agent");
+    let has_relay = |p: &std::path::Path| {
+        std::fs::read(p).map(|b| b.windows(b"/stasis/relay".len()).any(|w| w == b"/stasis/relay")).unwrap_or(true)
+    };
+    if has_relay(old) {
+        eprintln!("skipped: {} has the relay (nothing older to check against)", old.display());
+        return;
+    }
+    let s = Server::start_with_agent(common::Host::new("parkold"), &["--park-connections"], old);
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 300})).await;
+    let sid = id(&sbx);
+    start_app(&api, &sbx).await;
+    let mut raw = tunnel(&s, &sid, 9000).await;
+    raw.get_mut().write_all(b"old\n").await.unwrap();
+    assert_eq!(line(&mut raw).await, "old\n");
+    let mut ws = websocket(&s, &sid).await;
+    ws_send(&mut ws, "old agent").await;
+    assert_eq!(ws_recv(&mut ws).await, "old agent");
+    // Not parked: cut at pause, as before.
+    assert_eq!(api.pause(&sid).await, 204);
+    assert!(closes(&mut raw, Duration::from_secs(10)).await);
+    api.kill(&sid).await;
+}

@@ -79,7 +79,10 @@ impl Lifecycle {
                 }
                 // A pause that starts from here on parks it (it is counted, and its phase
                 // read, before its first leg opens).
-                return self.connect_parked(id, port, limit, route.envd_access_token.clone(), route.auto_resume).await;
+                let token = route.envd_access_token.clone();
+                if let Some(conn) = self.connect_parked(id, port, limit, token, route.auto_resume).await? {
+                    return Ok(conn);
+                }
             }
             // Counted as open before the check: a pause that starts after the check cuts it.
             let guard = self.inner.activity.enter(id);

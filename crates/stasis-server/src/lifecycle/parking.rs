@@ -135,7 +135,9 @@ struct Session {
 }
 
 impl Lifecycle {
-    /// Opens a parked connection to `port` (the sandbox is running: admitted).
+    /// Opens a parked connection to `port` (the sandbox is running: admitted). `None`: the
+    /// sandbox's agent has no relay (a sandbox paused by an older Stasis resumes with the
+    /// agent it ran), so the connection is made as without parking.
     pub(super) async fn connect_parked(
         &self,
         id: &str,
@@ -143,7 +145,7 @@ impl Lifecycle {
         limit: Duration,
         access_token: Option<String>,
         auto_resume: bool,
-    ) -> Result<PortConnection, Refusal> {
+    ) -> Result<Option<PortConnection>, Refusal> {
         let (guard, phase) = self.inner.activity.enter_parked(id);
         let run = match *phase.borrow() {
             Phase::Running(n) => n,
@@ -162,15 +164,19 @@ impl Lifecycle {
             Ok(l) => l,
             Err(LegError::NotRunning) => return Err(Refusal::NotRunning),
             Err(LegError::Refused(502)) => return Err(Refusal::PortClosed(port)),
-            Err(LegError::Refused(status)) => {
+            Err(LegError::Refused(status @ (401 | 503))) => {
                 return Err(Refusal::Internal(format!("the sandbox's agent refused a relay ({status})")))
+            }
+            Err(LegError::Refused(status)) => {
+                tracing::debug!(sandbox = %id, status, "the agent has no relay: this connection is not parked");
+                return Ok(None);
             }
             Err(LegError::Failed(e)) => return Err(Refusal::Internal(format!("relay to port {port}: {e}"))),
         };
         session.session = leg.accept.session.clone();
         let (local, remote) = tokio::io::duplex(LOCAL_BUFFER);
         tokio::spawn(session.relay(remote, leg, run, guard.cancel.clone(), phase));
-        Ok(PortConnection { stream: PortStream::Parked(local), guard })
+        Ok(Some(PortConnection { stream: PortStream::Parked(local), guard }))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::state::{Event, ProtocolError, RelayState};
 
 /// Local bytes kept unacknowledged at most: past it the local stream is not read
 /// (backpressure), with or without a leg.
-pub const MAX_UNACKED: usize = 4 * 1024 * 1024;
+pub const MAX_UNACKED: usize = 1024 * 1024;
 
 /// How much one round puts on the leg at most.
 const TRANSMIT_BUDGET: usize = 256 * 1024;

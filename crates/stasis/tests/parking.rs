@@ -291,3 +291,29 @@ async fn an_agent_without_relay_is_served_as_before() {
     assert!(closes(&mut raw, Duration::from_secs(10)).await);
     api.kill(&sid).await;
 }
+
+/// Auto-pause at the timeout, then auto-resume by the parked connection's own traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_paused_then_resumed_by_its_parked_traffic() {
+    let s = Server::start_on(common::Host::new("parkauto"), &["--park-connections"]);
+    let api = Api::new(&s);
+    let sbx = api.create(json!({"timeout": 10, "autoPause": true, "autoResume": {"enabled": true}})).await;
+    let sid = id(&sbx);
+    start_app(&api, &sbx).await;
+    let mut ws = websocket(&s, &sid).await;
+    ws_send(&mut ws, "before").await;
+    assert_eq!(ws_recv(&mut ws).await, "before");
+    let mut paused = false;
+    for _ in 0..120 {
+        if api.state(&sid).await.as_deref() == Some("paused") {
+            paused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(paused, "the timeout paused the sandbox");
+    ws_send(&mut ws, "after the auto-pause").await;
+    assert_eq!(ws_recv(&mut ws).await, "after the auto-pause");
+    assert_eq!(api.state(&sid).await.as_deref(), Some("running"));
+    api.kill(&sid).await;
+}

@@ -1,7 +1,7 @@
 // Issue 19 item 3: parked connections, through the SDK. A sandbox whose metadata says
 // `stasis_park_connections: on` keeps its proxied connections across a pause: a
 // `commands.run` output stream goes on after pause + connect with no line lost or
-// repeated, and a WebSocket to a port of the sandbox echoes, on the same connection, what
+// repeated, a PTY's output stream sees what is typed after the resume, and a WebSocket to a port of the sandbox echoes, on the same connection, what
 // was sent while the sandbox was paused. Without it (the default) a pause cuts them, as
 // the SDKs document (the other suites). Traffic goes only to 127.0.0.1.
 import { test } from 'node:test'
@@ -32,6 +32,26 @@ test('a commands.run stream keeps delivering across pause + connect, no line los
     assert.deepEqual(result.stdout.trim().split('\n'), want, 'every line once, in order')
     assert.equal(seen, result.stdout, 'the callback saw the same stream')
     assert.equal(result.exitCode, 0)
+  } finally {
+    await killAll(sbx)
+  }
+})
+
+test('a PTY session keeps its output stream across pause + connect', T, async () => {
+  const sbx = await createSandbox({ metadata: { suite: 'parking', tag: runTag('pk'), ...PARK } })
+  try {
+    let out = ''
+    const dec = new TextDecoder()
+    const pty = await sbx.pty.create({ cols: 100, rows: 30, onData: (d) => { out += dec.decode(d, { stream: true }) }, timeoutMs: 0 })
+    await sbx.pty.sendInput(pty.pid, new TextEncoder().encode('echo "before-$((6*7))"\n'))
+    await waitFor('output before the pause', () => out.includes('before-42'))
+    assert.equal(await sbx.pause(), true)
+    await sleep(500)
+    const again = await Sandbox.connect(sbx.sandboxId)
+    await again.pty.sendInput(pty.pid, new TextEncoder().encode('echo "after-$((7*8))"\n'))
+    await waitFor('output after the resume, on the handle opened before the pause', () => out.includes('after-56'))
+    await again.pty.sendInput(pty.pid, new TextEncoder().encode('exit\n'))
+    assert.equal((await pty.wait()).exitCode, 0, 'the same stream sees the PTY end')
   } finally {
     await killAll(sbx)
   }

@@ -240,7 +240,7 @@ async fn per_sandbox_choice_limit_and_auto_resume() {
     assert_eq!(api.pause(&id(&short)).await, 204);
     assert!(closes(&mut raw, Duration::from_secs(15)).await, "the limit passed: closed");
     assert!(started.elapsed() >= Duration::from_secs(2), "not before the limit: {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(10), "at the limit: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30), "at the limit: {:?}", started.elapsed());
 
     // Auto-resume: traffic on a parked connection resumes the sandbox and is answered.
     let auto = api

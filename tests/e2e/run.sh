@@ -7,7 +7,9 @@
 #
 # Env: STASIS_BIN (default /usr/local/bin/stasis), STASIS_AGENT (default
 # /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success,
-# E2E_ROUTING=host runs the JS files in host-routing mode (helpers.mjs `useHostRouting`).
+# E2E_ROUTING=host runs the JS files in host-routing mode (helpers.mjs `useHostRouting`),
+# E2E_SERVE_ARGS adds arguments to `stasis serve` (e.g. --park-connections: every SDK call
+# through the relay).
 # Must run as root (sandboxes need namespaces and cgroups). Talks only to 127.0.0.1.
 set -uo pipefail
 
@@ -219,11 +221,12 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
+# --accept-unapplied-network-rules: the Secret tests check that rules are stored and
+# shown; without it (the default) they are a 501 (api::tests).
+# shellcheck disable=SC2086 # E2E_SERVE_ARGS is a list of words
 STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
-  # --accept-unapplied-network-rules: the Secret tests check that rules are stored and
-  # shown; without it (the default) they are a 501 (api::tests).
   "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
-    --accept-unapplied-network-rules >"$LOG" 2>&1 &
+    --accept-unapplied-network-rules ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 ready=0

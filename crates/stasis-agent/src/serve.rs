@@ -18,6 +18,11 @@ pub fn run(config_json: &str) -> Result<()> {
         let supervisor = Supervisor::new(cfg.env.clone());
         supervisor.start_reaper().context("start reaper")?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", ENVD_PORT)).await.context("bind envd port")?;
+        // No Nagle: a relay leg and a stream send small writes that must go out at once
+        // (with it, each waited for the peer's delayed ACK: ~40 ms per exchange, measured).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let state = envd::State::new(supervisor.clone(), &cfg);
         chan.send(&SyncMessage::Ready);
         // Nothing of the host may stay open in a sandbox that will be checkpointed.

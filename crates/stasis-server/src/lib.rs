@@ -62,6 +62,9 @@ pub struct ServeConfig {
     pub insecure_registries: Vec<String>,
     /// Store `network.rules` although nothing applies them yet (else a 501).
     pub accept_unapplied_rules: bool,
+    /// How long proxied connections stay parked across a pause for sandboxes whose
+    /// metadata does not say (`stasis_park_connections`); `None`: cut at pause.
+    pub park_connections: Option<std::time::Duration>,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
@@ -156,6 +159,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         runtime,
         lifecycle::LifecycleConfig {
             paused_retention: cfg.paused_retention,
+            park_connections: cfg.park_connections,
             defaults: lifecycle::SandboxDefaults {
                 max_timeout_secs: cfg.max_timeout.map(|d| d.as_secs().max(1)),
                 accept_unapplied_rules: cfg.accept_unapplied_rules,

@@ -32,13 +32,31 @@ pub struct State {
     pub supervisor: Supervisor,
     access_token: Arc<RwLock<Option<String>>>,
     watchers: filesystem::Watchers,
+    relay: crate::relay::Sessions,
 }
 
 impl State {
     pub fn new(supervisor: Supervisor, cfg: &BootConfig) -> Self {
         publish_token_digest(cfg.access_token.as_deref());
-        Self { supervisor, access_token: Arc::new(RwLock::new(cfg.access_token.clone())), watchers: Default::default() }
+        Self {
+            supervisor,
+            access_token: Arc::new(RwLock::new(cfg.access_token.clone())),
+            watchers: Default::default(),
+            relay: Default::default(),
+        }
     }
+}
+
+impl State {
+    /// The relay's sessions (`crate::relay`).
+    pub(crate) fn relay_sessions(&self) -> crate::relay::Sessions {
+        self.relay.clone()
+    }
+}
+
+/// 401 unless the call carries the sandbox's access token (when it has one).
+pub(crate) fn check_token(state: &State, headers: &axum::http::HeaderMap) -> Result<(), ConnectError> {
+    auth::check_token(state, headers)
 }
 
 fn publish_token_digest(token: Option<&str>) {
@@ -53,6 +71,7 @@ pub fn router(state: State) -> Router {
         .route(INIT_PATH, axum::routing::post(init))
         .route("/envs", get(envs))
         .route("/files", get(files::download).post(files::upload))
+        .route(stasis_relay::handshake::PATH, get(crate::relay::handle))
         .fallback(connect_call)
         .with_state(state)
 }

@@ -81,6 +81,9 @@ fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> 
             }
         },
     };
+    if let Err(e) = crate::lifecycle::park_limit(&metadata, None) {
+        return Err(ApiError::bad_request(e));
+    }
     let memory_mb = req.memory_mb.unwrap_or(d.memory_mb);
     if !(64..=262_144).contains(&memory_mb) {
         return Err(ApiError::bad_request(format!("memoryMB must be between 64 and 262144, got {memory_mb}")));

@@ -1,9 +1,12 @@
 //! Open client connections per sandbox: counted for the idle timeout, and cut when the
-//! sandbox pauses (a paused sandbox serves nobody; clients reconnect after resume).
+//! sandbox pauses (a paused sandbox serves nobody; clients reconnect after resume), unless
+//! they are parked connections (`parking.rs`), which only a kill cuts and which follow the
+//! sandbox's [`Phase`] to drop their leg at a pause and reopen it after.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::Clock;
@@ -19,12 +22,38 @@ struct Entry {
     /// Wall-clock ms when the sandbox last became idle (last connection closed, or it
     /// started running).
     idle_since: i64,
+    /// Runs so far (the number of the last [`Phase::Running`]).
+    runs: u64,
     cancel: CancellationToken,
+    /// Cancelled when the sandbox is killed (never renewed): parked connections end then.
+    killed: CancellationToken,
+    phase: watch::Sender<Phase>,
+}
+
+/// Whether a sandbox's processes run, for parked connections: each time it runs again
+/// (a resume, or a pause that failed) is a new run number, so a connection knows its leg
+/// is from an earlier run and must be reopened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running(u64),
+    Paused,
 }
 
 impl Entry {
     fn new(now: i64) -> Self {
-        Self { open: 0, idle_since: now, cancel: CancellationToken::new() }
+        Self {
+            open: 0,
+            idle_since: now,
+            runs: 0,
+            cancel: CancellationToken::new(),
+            killed: CancellationToken::new(),
+            phase: watch::Sender::new(Phase::Running(0)),
+        }
+    }
+
+    fn run_again(&mut self) {
+        self.runs += 1;
+        self.phase.send_replace(Phase::Running(self.runs));
     }
 }
 
@@ -63,6 +92,25 @@ impl Activity {
         Guard { activity: self.clone(), id: id.to_string(), cancel: e.cancel.clone() }
     }
 
+    /// A parked connection: counted as open like the others, but its guard is cancelled
+    /// only by a kill; the pauses and runs come through the returned phase.
+    pub fn enter_parked(&self, id: &str) -> (Guard, watch::Receiver<Phase>) {
+        let mut m = self.inner.lock().unwrap();
+        let e = self.entry(&mut m, id);
+        e.open += 1;
+        let guard = Guard { activity: self.clone(), id: id.to_string(), cancel: e.killed.clone() };
+        (guard, e.phase.subscribe())
+    }
+
+    /// The sandbox runs again without a restart (a pause that failed): parked connections
+    /// reopen their legs; idle time is not reset.
+    pub fn running_again(&self, id: &str) {
+        let mut m = self.inner.lock().unwrap();
+        if let Some(e) = m.get_mut(id) {
+            e.run_again();
+        }
+    }
+
     /// Connections open now.
     #[cfg(test)]
     pub fn open(&self, id: &str) -> usize {
@@ -85,7 +133,9 @@ impl Activity {
     pub fn started(&self, id: &str) {
         let mut m = self.inner.lock().unwrap();
         let now = self.clock.now_ms();
-        self.entry(&mut m, id).idle_since = now;
+        let e = self.entry(&mut m, id);
+        e.idle_since = now;
+        e.run_again();
     }
 
     /// Closes every open connection of the sandbox; later ones are unaffected.
@@ -94,6 +144,7 @@ impl Activity {
         if let Some(e) = m.get_mut(id) {
             e.cancel.cancel();
             e.cancel = CancellationToken::new();
+            e.phase.send_replace(Phase::Paused);
         }
     }
 
@@ -101,6 +152,7 @@ impl Activity {
         let mut m = self.inner.lock().unwrap();
         if let Some(e) = m.get(id) {
             e.cancel.cancel();
+            e.killed.cancel();
             if e.open == 0 {
                 m.remove(id);
             }
@@ -124,5 +176,23 @@ mod tests {
         assert!(!g3.cancel.is_cancelled(), "a connection opened after the pause is not cut");
         drop((g1, g2));
         assert_eq!(a.open("s"), 1);
+    }
+
+    #[test]
+    fn parked_connections_follow_pauses_and_end_at_kill() {
+        let a = Activity::new(Clock::wall());
+        let (g, phase) = a.enter_parked("s");
+        assert_eq!(*phase.borrow(), Phase::Running(0));
+        a.disconnect_all("s");
+        assert!(!g.cancel.is_cancelled(), "a pause parks, it does not cut");
+        assert_eq!(*phase.borrow(), Phase::Paused);
+        a.started("s");
+        assert_eq!(*phase.borrow(), Phase::Running(1));
+        a.disconnect_all("s");
+        a.running_again("s");
+        assert_eq!(*phase.borrow(), Phase::Running(2), "a failed pause is a new run too");
+        assert_eq!(a.open("s"), 1);
+        a.forget("s");
+        assert!(g.cancel.is_cancelled());
     }
 }

@@ -10,7 +10,6 @@
 use stasis_proto::file_signing::{self, Operation, SignedQuery};
 use stasis_runtime::{RuntimeError, ENVD_PORT};
 use stasis_store::SandboxState;
-use tokio::net::TcpStream;
 
 use super::activity::Guard;
 use super::routes::Route;
@@ -53,7 +52,7 @@ pub enum Refusal {
 
 /// A connection to a port inside a sandbox, counted as client activity while it lives.
 pub struct PortConnection {
-    pub stream: TcpStream,
+    pub stream: super::parking::PortStream,
     /// Cancelled when the sandbox pauses or is killed: the connection must end then.
     pub guard: Guard,
 }
@@ -73,14 +72,25 @@ impl Lifecycle {
         creds: Credentials<'_>,
     ) -> Result<PortConnection, Refusal> {
         for _ in 0..MAX_ADMISSIONS {
-            let generation = self.admit(id, port, creds).await?;
+            let route = self.admit(id, port, creds).await?;
+            if let Some(limit) = route.park {
+                if !self.inner.routes.is_current(id, route.generation) {
+                    continue;
+                }
+                // A pause that starts from here on parks it (it is counted, and its phase
+                // read, before its first leg opens).
+                let token = route.envd_access_token.clone();
+                if let Some(conn) = self.connect_parked(id, port, limit, token, route.auto_resume).await? {
+                    return Ok(conn);
+                }
+            }
             // Counted as open before the check: a pause that starts after the check cuts it.
             let guard = self.inner.activity.enter(id);
-            if !self.inner.routes.is_current(id, generation) {
+            if !self.inner.routes.is_current(id, route.generation) {
                 continue;
             }
             return match self.inner.runtime.connect(id, port).await {
-                Ok(stream) => Ok(PortConnection { stream, guard }),
+                Ok(stream) => Ok(PortConnection { stream: super::parking::PortStream::Direct(stream), guard }),
                 Err(RuntimeError::NotRunning(_) | RuntimeError::NotFound(_)) => Err(Refusal::NotRunning),
                 Err(_) => Err(Refusal::PortClosed(port)),
             };
@@ -88,18 +98,18 @@ impl Lifecycle {
         Err(Refusal::NotRunning)
     }
 
-    /// The generation of the running sandbox's route the request was admitted on.
-    async fn admit(&self, id: &str, port: u16, creds: Credentials<'_>) -> Result<u64, Refusal> {
+    /// The running sandbox's route the request was admitted on.
+    async fn admit(&self, id: &str, port: u16, creds: Credentials<'_>) -> Result<std::sync::Arc<Route>, Refusal> {
         let route = self.route_of(id).await?;
         check_tokens(&route, port, creds, self.now() / 1000)?;
         match route.state {
-            SandboxState::Running => Ok(route.generation),
+            SandboxState::Running => Ok(route),
             // A pause under way is waited for (the sandbox lock), then undone.
             SandboxState::Pausing | SandboxState::Paused | SandboxState::Resuming if route.auto_resume => {
                 self.auto_resume(id).await?;
                 let route = self.route_of(id).await?;
                 match route.state {
-                    SandboxState::Running => Ok(route.generation),
+                    SandboxState::Running => Ok(route),
                     _ => Err(Refusal::NotRunning),
                 }
             }
@@ -114,7 +124,7 @@ impl Lifecycle {
             Err(generation) => generation,
         };
         match self.inner.store.get_sandbox(id).await {
-            Ok(Some(row)) => Ok(self.inner.routes.fill(id, generation, &row)),
+            Ok(Some(row)) => Ok(self.inner.routes.fill(id, generation, &row, self.inner.config.park_connections)),
             Ok(None) => {
                 self.inner.routes.forget(id);
                 Err(Refusal::NotRunning)
@@ -126,7 +136,7 @@ impl Lifecycle {
     /// Resumes paused sandbox `id` for proxied traffic: it then lives at least
     /// `min_auto_resume_secs` ([`super::SandboxDefaults`]). A resume that failed is not tried again per request, only
     /// once its back-off ran (`failures.rs`).
-    async fn auto_resume(&self, id: &str) -> Result<(), Refusal> {
+    pub(super) async fn auto_resume(&self, id: &str) -> Result<(), Refusal> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let row = match self.row(id).await {

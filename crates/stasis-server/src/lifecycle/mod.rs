@@ -21,6 +21,7 @@ mod failures;
 #[cfg(test)]
 pub(crate) mod fake_runtime;
 mod kill;
+mod parking;
 mod pause;
 mod recovery;
 mod reset;
@@ -49,6 +50,7 @@ pub use admission::{Credentials, PortConnection, Refusal};
 pub use clock::Clock;
 pub use error::{LifecycleError, Result};
 pub use failures::{Backoff, FailedActionCounts};
+pub use parking::{limit as park_limit, PortStream, MAX_LIMIT as PARK_MAX_LIMIT, METADATA_KEY as PARK_METADATA_KEY};
 pub use sampler::Sample;
 pub use secrets::MAX_PAGE as MAX_SECRETS_PAGE;
 
@@ -89,6 +91,9 @@ pub struct LifecycleConfig {
     pub defaults: SandboxDefaults,
     /// Seals secret values (`DATA/secrets.key`); `None`: the secret endpoints refuse.
     pub secrets: Option<crate::secrets::Vault>,
+    /// How long proxied connections stay parked across a pause for sandboxes that do not
+    /// say (`stasis serve --park-connections`); `None`: cut at pause (`parking.rs`).
+    pub park_connections: Option<std::time::Duration>,
 }
 
 /// What a sandbox gets for what its create request does not say, and the bounds it is

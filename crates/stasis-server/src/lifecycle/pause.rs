@@ -22,7 +22,8 @@ impl Lifecycle {
             return Err(LifecycleError::Conflict(format!("sandbox {id} is already paused")));
         }
         self.flip(id, &[SandboxState::Running], SandboxState::Pausing, |_| {}).await?;
-        // A paused sandbox serves nobody: open connections are cut now, cleanly.
+        // A paused sandbox serves nobody: open connections are cut now, cleanly (parked
+        // ones drop their leg into the sandbox and wait for it to run again).
         self.inner.activity.disconnect_all(id);
         let started = std::time::Instant::now();
         let paused = self.inner.runtime.pause(id, mode(memory)).await;
@@ -68,6 +69,7 @@ impl Lifecycle {
             Err(e) => {
                 // The runtime leaves the sandbox running when a pause fails.
                 let _ = self.flip(id, &[SandboxState::Pausing], SandboxState::Running, |_| {}).await;
+                self.inner.activity.running_again(id);
                 return Err(self.record_failure(id, Operation::Pause, e.into()).await);
             }
         }

@@ -23,6 +23,9 @@ pub(super) struct Route {
     pub auto_resume: bool,
     pub envd_access_token: Option<String>,
     pub traffic_access_token: Option<String>,
+    /// How long its proxied connections stay parked across a pause (`parking.rs`), or
+    /// `None`: cut at pause.
+    pub park: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -53,13 +56,22 @@ impl Routes {
     }
 
     /// The route read from `row` at `generation`; cached unless `id` changed since.
-    pub fn fill(&self, id: &str, generation: u64, row: &SandboxRow) -> Arc<Route> {
+    /// `park_default`: the server's parking limit (`LifecycleConfig::park_connections`).
+    pub fn fill(
+        &self,
+        id: &str,
+        generation: u64,
+        row: &SandboxRow,
+        park_default: Option<std::time::Duration>,
+    ) -> Arc<Route> {
         let route = Arc::new(Route {
             generation,
             state: row.state,
             auto_resume: row.auto_resume,
             envd_access_token: row.envd_access_token.clone(),
             traffic_access_token: row.traffic_access_token.clone(),
+            // Checked at create; a value that no longer reads (an older row) parks nothing.
+            park: super::parking::limit(&row.metadata, park_default).unwrap_or(None),
         });
         if let Some(slot) = self.slots.lock().unwrap().get_mut(id) {
             if slot.generation == generation {

@@ -13,11 +13,10 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::counted::Counted;
 
-use crate::lifecycle::Guard;
+use crate::lifecycle::{Guard, PortStream};
 use crate::metrics::Metrics;
 
 /// Copies both ways between a client and a sandbox until either side ends or the sandbox
@@ -50,8 +49,14 @@ fn is_upgrade(req: &Request) -> bool {
 }
 
 /// Sends `req` over `stream` and returns the sandbox's response. The connection lives as
-/// long as the response body (or the upgraded stream) and ends when `guard` is cancelled.
-pub async fn forward(stream: TcpStream, req: Request, guard: Guard, metrics: Arc<Metrics>) -> Result<Response, String> {
+/// long as the response body (or the upgraded stream) and ends when `guard` is cancelled
+/// (at pause, or only at kill for a parked connection, whose stream waits out a pause).
+pub async fn forward(
+    stream: PortStream,
+    req: Request,
+    guard: Guard,
+    metrics: Arc<Metrics>,
+) -> Result<Response, String> {
     // Request bodies counted as they stream to the sandbox.
     let counter = metrics.clone();
     let mut req = req.map(|body| {

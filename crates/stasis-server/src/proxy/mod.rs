@@ -109,7 +109,8 @@ pub async fn handle(state: AppState, target: Target, mut req: Request) -> Respon
 }
 
 /// `CONNECT {port}-{id}.{domain}:N` (or with the sandbox headers): a raw TCP tunnel to
-/// the port, for protocols that are not HTTP. Cut at pause like every connection.
+/// the port, for protocols that are not HTTP. Cut at pause like every connection, unless
+/// the sandbox parks its connections.
 pub async fn tunnel(state: AppState, target: Target, mut req: Request) -> Response {
     let PortConnection { mut stream, guard } =
         match connect(&state, &target, req.headers(), file_query(&req), ProxyKind::Connect).await {

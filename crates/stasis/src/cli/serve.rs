@@ -29,6 +29,11 @@ pub struct Args {
     /// 30d, 12h); 0: no limit.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
     max_timeout: std::time::Duration,
+    /// Park proxied connections across a pause instead of cutting them (each sandbox may
+    /// say otherwise with its metadata `stasis_park_connections`: on, off or a limit):
+    /// a connection survives a pause shorter than LIMIT (default 10m).
+    #[arg(long, value_name = "LIMIT", num_args = 0..=1, default_missing_value = "10m", value_parser = parse_park_limit)]
+    park_connections: Option<std::time::Duration>,
     /// On SIGTERM, pause every running sandbox; the next start resumes them.
     #[arg(long)]
     pause_on_shutdown: bool,
@@ -76,6 +81,14 @@ pub struct Args {
     log_format: LogFormat,
 }
 
+fn parse_park_limit(v: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(v).map_err(|e| e.to_string())?;
+    if d.is_zero() || d > stasis_server::lifecycle::PARK_MAX_LIMIT {
+        return Err("the park limit must be more than 0 and at most 24h".into());
+    }
+    Ok(d)
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
@@ -121,6 +134,7 @@ pub async fn run(args: Args) -> u8 {
         },
         metrics_token: args.metrics_token,
         insecure_registries: args.insecure_registries,
+        park_connections: args.park_connections,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

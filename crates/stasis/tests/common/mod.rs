@@ -215,6 +215,11 @@ impl Server {
 
     /// Starts serve on `host`'s data dir (reusing it across restarts).
     pub fn start_on(host: Host, extra: &[&str]) -> Self {
+        Self::start_with_agent(host, extra, &agent_binary())
+    }
+
+    /// [`Server::start_on`] with another agent binary (an older release's).
+    pub fn start_with_agent(host: Host, extra: &[&str], agent: &Path) -> Self {
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(host.data_dir.join("serve.log")).unwrap();
@@ -222,7 +227,7 @@ impl Server {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", API_KEY])
             .args(extra)
             .env("STASIS_DATA_DIR", &host.data_dir)
-            .env("STASIS_AGENT", agent_binary())
+            .env("STASIS_AGENT", agent)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -211,17 +211,7 @@ fn in_mount_ns<T: Send + 'static>(
 /// false its parent and its last component's name.
 fn walk(path: &str, make: bool) -> std::result::Result<(OwnedFd, CString), String> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    let open = |dir: i32, name: &CString| -> std::io::Result<OwnedFd> {
-        // SAFETY: openat on a valid dirfd with a NUL-terminated name; the fd is ours.
-        let fd = unsafe {
-            libc::openat(dir, name.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd owned by nothing else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
+    let open = super::volumes::open_dir_nofollow;
     let root = CString::new("/").expect("no NUL");
     let mut cur = open(libc::AT_FDCWD, &root).map_err(|e| format!("open /: {e}"))?;
     let upto = if make { comps.len() } else { comps.len().saturating_sub(1) };

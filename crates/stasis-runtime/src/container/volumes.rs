@@ -158,21 +158,24 @@ pub(super) fn unbind(targets: &[PathBuf]) {
     }
 }
 
+/// Directory `name` in `dir` as an `O_PATH` fd, refusing a symlink (never followed).
+pub(super) fn open_dir_nofollow(dir: i32, name: &CString) -> std::io::Result<OwnedFd> {
+    // SAFETY: openat on a valid dirfd with a NUL-terminated name; the fd is ours.
+    let fd = unsafe {
+        libc::openat(dir, name.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The directory `path` names inside `rootfs`, made (0755, owned by the sandbox's root)
 /// where missing. No component may be a symlink: it would be followed by host root.
 fn mount_point(rootfs: &Path, path: &str) -> Result<PathBuf> {
     let err = |what: String| RuntimeError::Volume(format!("mount path {path}: {what}"));
-    let open = |dir: i32, name: &CString| -> std::io::Result<OwnedFd> {
-        // SAFETY: openat on a valid dirfd with a NUL-terminated name; the fd is ours.
-        let fd = unsafe {
-            libc::openat(dir, name.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd owned by nothing else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    };
+    let open = open_dir_nofollow;
     let mut cur = OwnedFd::from(std::fs::File::open(rootfs).ctx(|| format!("open {}", rootfs.display()))?);
     for comp in path.split('/').filter(|c| !c.is_empty()) {
         let name = CString::new(comp).map_err(|_| err("NUL in path".into()))?;

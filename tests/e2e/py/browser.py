@@ -66,6 +66,14 @@ class Browser:
         self.ws.send(json.dumps({"id": mine, "method": method, "params": params}))
         while True:
             msg = json.loads(self.ws.recv())
+            if msg.get("method") == "Page.javascriptDialogOpening":
+                # An alert() blocks the page, and with it every later evaluate: dismiss it
+                # and fail with what it said (the page's alerts report failed actions).
+                text = msg["params"].get("message", "")
+                kind = msg["params"].get("type", "dialog")
+                self.ws.send(json.dumps({"id": 0, "method": "Page.handleJavaScriptDialog",
+                                         "params": {"accept": False}}))
+                raise AssertionError(f"the page opened a {kind}: {text!r}")
             if msg.get("id") == mine:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")

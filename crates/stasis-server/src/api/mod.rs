@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 mod error;
+mod failure_log;
 mod logs;
 mod novita;
 mod sandboxes;
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         // SDKs send instead of the API key.
         .merge(volume_content::routes())
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(failure_log::log_failures))
         .with_state(state)
 }
 

@@ -73,6 +73,7 @@ impl Lifecycle {
             .await?;
         let total_ms = started.elapsed().as_millis().to_string();
         let message = format!("resumed ({why}) in {total_ms} ms{}", if memory { "" } else { ", without memory" });
+        tracing::info!(sandbox = %id, reason = why, memory, total_ms, "resumed");
         let fields = [("reason", why.into()), ("total_ms", total_ms), ("memory", memory.to_string())];
         self.event(&id, Level::Info, "resumed", message, &fields).await;
         Ok(row)

@@ -69,7 +69,18 @@ impl Lifecycle {
         let started = std::time::Instant::now();
         let taken = self.inner.runtime.snapshot(id, &snap_id, mode).await;
         self.inner.metrics.operation(crate::metrics::Op::Snapshot, started.elapsed().as_secs_f64(), taken.is_ok());
-        let stats = taken?;
+        let stats = match taken {
+            Ok(stats) => stats,
+            Err(e) => {
+                // The source goes on running, unchanged; say why in its events and the log.
+                let e = LifecycleError::from(e);
+                tracing::warn!(sandbox = %id, snapshot = %snap_id, "snapshot failed: {e}");
+                let message = format!("snapshot failed: {e}");
+                self.event(id, stasis_store::Level::Error, "snapshot-failed", message, &[("error", e.to_string())])
+                    .await;
+                return Err(e);
+            }
+        };
         let message = format!("snapshot {snap_id} taken (frozen {} ms, {} bytes)", stats.frozen_ms, stats.size_bytes);
         let fields = [
             ("snapshot", snap_id.clone()),

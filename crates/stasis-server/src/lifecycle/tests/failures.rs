@@ -71,3 +71,19 @@ async fn a_restart_reconciles_every_interrupted_operation() {
     assert_eq!(h.state(&gone).await, None, "no trace in the runtime: row removed");
     assert_eq!(h.state(&paused).await, Some(SandboxState::Paused), "nothing paused is dropped");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_snapshot_leaves_the_source_running_and_says_why_in_its_events() {
+    let h = harness().await;
+    let id = h.create(|_| {}).await;
+    h.rt.fail(Op::Snapshot, 1);
+    let err = h.lc.snapshot(&id, None, true).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::Runtime(_)), "{err:?}");
+    assert_eq!(h.state(&id).await, Some(SandboxState::Running));
+    let q = stasis_store::EventQuery { sandbox_id: id.to_string(), ..Default::default() };
+    let events = h.lc.events(&q).await.unwrap();
+    let failed = events.iter().find(|e| e.kind == "snapshot-failed").expect("a snapshot-failed event");
+    assert_eq!(failed.level, stasis_store::Level::Error);
+    assert!(failed.message.contains("injected Snapshot failure"), "{}", failed.message);
+    h.lc.snapshot(&id, None, true).await.expect("a later snapshot works");
+}

@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use super::layout::SandboxDir;
+use super::layout::{Layout, SandboxDir};
 use super::record::Record;
 use super::{disk, idmap, overlay};
 use crate::error::{IoContext, Result};
 
-/// Mounts the sandbox's disk (when it has a size) and its root overlay on it.
-pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
+/// Mounts the sandbox's disk (when it has a size) and its root overlay on it, over the
+/// lower layers its record names, found where they are now (`Layout::lower_now`).
+pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir, layout: &Layout) -> Result<()> {
     if rec.spec.disk_mb > 0 {
         disk::mount(&dir.disk_image(), &dir.disk(), rec.spec.disk_mb)?;
     }
@@ -20,7 +21,8 @@ pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
         let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
         std::fs::set_permissions(dir.upper(), mode).ctx(|| "chmod upper".into())?;
     }
-    overlay::mount_root(&rec.lower_dirs, &dir.upper(), &dir.work(), &dir.rootfs())
+    let lowers: Vec<String> = rec.lower_dirs.iter().map(|l| layout.lower_now(l).display().to_string()).collect();
+    overlay::mount_root(&lowers, &dir.upper(), &dir.work(), &dir.rootfs())
 }
 
 /// Unmounts the root overlay, then the disk under it (idempotent).

@@ -195,3 +195,21 @@ async fn network_and_memory_changes_on_the_wire() {
     let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
     assert_eq!(info["memoryMB"], before * 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn workload_identity_tokens_are_refused_by_name_never_ignored() {
+    let h = harness().await;
+    h.store.add_api_key("test", KEY).await.unwrap();
+    let asks = r#"{"templateID": "base", "iam": {"tokens": {"aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}}"#;
+    let (status, body) = send(&h, "POST", "/sandboxes", asks).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("iam.tokens (workload identity) is not served"), "{body}");
+    let (status, body) = send(&h, "POST", "/sandboxes", r#"{"templateID": "base", "iam": {"tokens": 3}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(h.store.sandboxes_in_states(&stasis_store::SandboxState::ALL).await.unwrap().is_empty(), "nothing made");
+    // No tokens asked is no identity asked: the SDKs send an empty map for "off".
+    for off in [r#"{"templateID": "base", "iam": {"tokens": {}}}"#, r#"{"templateID": "base", "iam": null}"#] {
+        let (status, body) = send(&h, "POST", "/sandboxes", off).await;
+        assert_eq!(status, StatusCode::CREATED, "{off}: {body}");
+    }
+}

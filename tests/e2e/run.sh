@@ -6,7 +6,8 @@
 #   E2E_SUITES=js bash tests/e2e/run.sh   # only the JS suites (or: py)
 #
 # Env: STASIS_BIN (default /usr/local/bin/stasis), STASIS_AGENT (default
-# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success,
+# /usr/local/lib/stasis/stasis-agent), E2E_TEMPLATE_BASE (default /var/lib/stasis/templates/base),
+# E2E_KEEP_LOG=1 keeps the server log on success,
 # E2E_ROUTING=host runs the JS files in host-routing mode (helpers.mjs `useHostRouting`),
 # E2E_SERVE_ARGS adds arguments to `stasis serve` (e.g. --park-connections: every SDK call
 # through the relay).
@@ -16,7 +17,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STASIS_BIN=${STASIS_BIN:-/usr/local/bin/stasis}
 STASIS_AGENT=${STASIS_AGENT:-/usr/local/lib/stasis/stasis-agent}
-TEMPLATE_BASE=/var/lib/stasis/templates/base
+TEMPLATE_BASE=${E2E_TEMPLATE_BASE:-/var/lib/stasis/templates/base}
 TEMPLATE_INTERPRETER=/var/lib/stasis/templates/code-interpreter-v1
 SUITES=${E2E_SUITES:-js py}
 START=$(date +%s)

@@ -186,7 +186,8 @@ async fn rules_set_secret_headers_on_https_and_the_secret_never_enters_the_sandb
     let sbx = api.create(json!({"timeout": 300, "network": net})).await;
     let created_in = t0.elapsed();
     let sid = id(&sbx);
-    let script = format!("cat > /tmp/client.py <<'EOF'\n{CLIENT}\nEOF\ncat > /tmp/test-ca.pem <<'EOF'\n{}EOF\n", echo.ca());
+    let script =
+        format!("cat > /tmp/client.py <<'EOF'\n{CLIENT}\nEOF\ncat > /tmp/test-ca.pem <<'EOF'\n{}EOF\n", echo.ca());
     api.sh(&sbx, &script).await;
     let addr = echo.addr();
 
@@ -212,8 +213,7 @@ async fn rules_set_secret_headers_on_https_and_the_secret_never_enters_the_sandb
     assert_eq!(env.trim(), ["/etc/ssl/certs/ca-certificates.crt"; 3].join(" "));
 
     // A new version of the secret: the next request carries it.
-    let (status, body) =
-        api.call(reqwest::Method::POST, "/secrets/egress-key", Some(json!({"value": second}))).await;
+    let (status, body) = api.call(reqwest::Method::POST, "/secrets/egress-key", Some(json!({"value": second}))).await;
     assert_eq!(status, 200, "{body}");
     let got = get(&api, &sbx, MATCHED, &addr, None).await;
     assert_eq!(got["body"]["key_sha256"], sha256(&format!("Key {second}")), "{got}");
@@ -252,7 +252,8 @@ async fn rules_set_secret_headers_on_https_and_the_secret_never_enters_the_sandb
         assert_eq!(files_holding(&dir, v), "", "the secret is in the sandbox's files");
         assert!(!s.log().contains(v), "the secret is in the server's log");
     }
-    let inside = api.sh(&sbx, &format!("grep -rl -e {first} -e {second} /etc /tmp /root /home 2>/dev/null; echo done")).await;
+    let inside =
+        api.sh(&sbx, &format!("grep -rl -e {first} -e {second} /etc /tmp /root /home 2>/dev/null; echo done")).await;
     assert_eq!(inside.trim(), "done", "{inside}");
     eprintln!("egress: create with rules {created_in:?}, first intercepted request {first_request:?}");
     api.kill(&sid).await;

@@ -62,7 +62,8 @@ impl EgressUpstream {
     /// namespace.
     pub async fn connect(&self) -> io::Result<tokio::net::TcpStream> {
         let netns = self.netns.clone();
-        let fd = tokio::task::spawn_blocking(move || socket_in(&netns, |_| Ok(()))).await.map_err(io::Error::other)??;
+        let fd =
+            tokio::task::spawn_blocking(move || socket_in(&netns, |_| Ok(()))).await.map_err(io::Error::other)??;
         let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
         tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, socket.connect(SocketAddr::V4(self.dst)))
             .await
@@ -181,7 +182,11 @@ impl Inner {
 
     /// Puts the egress CA in the sandbox's trust store (`trust.rs`) if `policy`
     /// intercepts its HTTPS.
-    pub(super) fn trust_egress_ca(&self, policy: Option<&network::NetworkPolicy>, rootfs: &std::path::Path) -> Result<()> {
+    pub(super) fn trust_egress_ca(
+        &self,
+        policy: Option<&network::NetworkPolicy>,
+        rootfs: &std::path::Path,
+    ) -> Result<()> {
         match (&self.egress, policy.is_some_and(|p| p.intercept_https)) {
             (Some(cfg), true) => super::trust::install(rootfs, &cfg.ca_pem),
             _ => Ok(()),

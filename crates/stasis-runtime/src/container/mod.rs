@@ -81,9 +81,9 @@ pub use oci_image::{ImageConfig, ImageSource, ImportedImage, RegistryAuth};
 use record::Record;
 pub use snapshot::SnapshotMeta;
 pub use template::ReadyCheck;
-pub use trust::BUNDLE as TRUST_BUNDLE;
 pub use template_store::{valid_template_name, BuildBase, TemplateInfo, TemplatePublish};
 pub use template_tags::{normalize_tags, split_template_ref, TemplateTag, DEFAULT_TAG};
+pub use trust::BUNDLE as TRUST_BUNDLE;
 
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};

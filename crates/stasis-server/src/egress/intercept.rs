@@ -98,10 +98,7 @@ where
             resp
         }
     });
-    hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), service)
-        .await
-        .context("relay")?;
+    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await.context("relay")?;
     Ok(())
 }
 

@@ -222,12 +222,10 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
-# --accept-unapplied-network-rules: the Secret tests check that rules are stored and
-# shown; without it (the default) they are a 501 (api::tests).
 # shellcheck disable=SC2086 # E2E_SERVE_ARGS is a list of words
 STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
   "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
-    --accept-unapplied-network-rules ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
+    ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 ready=0

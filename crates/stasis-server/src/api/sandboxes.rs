@@ -140,7 +140,6 @@ async fn create(state: AppState, body: Body, default_timeout: fn(&SandboxDefault
     params.volumes = state.lifecycle.resolve_volume_mounts(&mounts).await?;
     let rules = NetworkRules::parse(params.network.get("rules")).map_err(ApiError::bad_request)?;
     state.lifecycle.check_rule_secrets(&rules).await?;
-    refuse_unapplied(&rules, d)?;
     if let Some(network) = params.network.as_object_mut() {
         if rules.is_empty() {
             network.remove("rules");
@@ -294,25 +293,8 @@ pub async fn update_network(
     }
     let rules = NetworkRules::parse(req.rules.as_ref()).map_err(ApiError::bad_request)?;
     state.lifecycle.check_rule_secrets(&rules).await?;
-    refuse_unapplied(&rules, state.defaults())?;
     state.lifecycle.update_network(&id, req.allow_out, req.deny_out, req.allow_internet_access, rules).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `network.rules` are checked (their secrets must exist) but nothing applies them to
-/// traffic yet (the egress proxy is not built), so a sandbox asking for them is refused
-/// with a 501 that says so, never left to find its headers missing; `stasis serve
-/// --accept-unapplied-network-rules` stores them anyway (to stage configurations).
-fn refuse_unapplied(rules: &NetworkRules, d: &SandboxDefaults) -> ApiResult<()> {
-    if rules.is_empty() || d.accept_unapplied_rules {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "network.rules are valid, but this Stasis cannot apply them yet: the egress proxy that sets \
-         their headers on outbound HTTPS is not built (docs/sdk-parity.md, Secrets); \
-         `stasis serve --accept-unapplied-network-rules` stores them anyway",
-    ))
 }
 
 /// Workload identity tokens (`iam.tokens`, E2B's `Secret.iamToken`): E2B mints them as an

@@ -159,22 +159,10 @@ async fn network_and_memory_changes_on_the_wire() {
         assert!(err["message"].as_str().unwrap().contains(says), "{body}: {err}");
     }
     assert_eq!(send(&h, "PUT", "/sandboxes/nosuchsandbox0000000/network", "{}").await.0, StatusCode::NOT_FOUND);
-    // Valid rules are refused while nothing applies them (501 saying so), unless the
-    // server accepts unapplied rules.
+    // Valid rules are kept (keys lower-cased) and shown as sent: placeholders, never
+    // values; an update without them clears them.
     h.lc.create_secret("key", "the-value", Default::default()).await.unwrap();
     let rules = r#"{"rules": {"API.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}}]}}"#;
-    let (status, err) = send(&h, "PUT", &path, rules).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{err}");
-    assert!(err["message"].as_str().unwrap().contains("cannot apply them yet"), "{err}");
-    // Accepted, they are kept (keys lower-cased) and shown as sent: placeholders, never
-    // values; an update without them clears them.
-    let mut config = crate::lifecycle::LifecycleConfig::default();
-    config.defaults.accept_unapplied_rules = true;
-    let h = crate::lifecycle::tests::harness_with(config).await;
-    h.store.add_api_key("test", KEY).await.unwrap();
-    let id = h.create(|_| {}).await;
-    let path = format!("/sandboxes/{id}/network");
-    h.lc.create_secret("key", "the-value", Default::default()).await.unwrap();
     assert_eq!(send(&h, "PUT", &path, rules).await.0, StatusCode::NO_CONTENT);
     let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
     let want = serde_json::json!({"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}}]});

@@ -13,26 +13,9 @@ const T = { timeout: 300_000 }
 const { E2E_EGRESS_ADDR: ADDR, E2E_EGRESS_CIDR: CIDR, E2E_EGRESS_CA: CA } = process.env
 const sha = (s) => createHash('sha256').update(s).digest('hex')
 
-// A GET of https://NAME/ sent to the echo's address, verified against the sandbox's
-// system bundle, or CAFILE: what `curl --resolve NAME:443:ADDR` does.
-const CLIENT = `
-import json, socket, ssl, sys
-name, addr, cafile = sys.argv[1], sys.argv[2], (sys.argv[3] if len(sys.argv) > 3 else None)
-try:
-    ctx = ssl.create_default_context(cafile=cafile)
-    s = ctx.wrap_socket(socket.create_connection((addr, 443), timeout=15), server_hostname=name)
-    issuer = dict(x[0] for x in s.getpeercert()["issuer"])["commonName"]
-    s.sendall(("GET / HTTP/1.1\\r\\nHost: %s\\r\\nX-Api-Key: sandbox-own\\r\\nX-Mine: kept\\r\\nConnection: close\\r\\n\\r\\n" % name).encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    print(json.dumps({"issuer": issuer, "body": json.loads(data.partition(b"\\r\\n\\r\\n")[2])}))
-except Exception as e:
-    print(json.dumps({"error": repr(e)}))
-`
+// The client the sandbox runs (tests/e2e/egress/client.py): a GET of https://NAME/ sent
+// to the echo's address, verified against the sandbox's system bundle, or CAFILE.
+const CLIENT = readFileSync(new URL('../egress/client.py', import.meta.url), 'utf8')
 
 async function get(sbx, name, cafile = '') {
   const r = await sbx.commands.run(`python3 /tmp/client.py ${name} ${ADDR} ${cafile}`)

@@ -15,24 +15,10 @@ ADDR = os.environ.get("E2E_EGRESS_ADDR")
 CIDR = os.environ.get("E2E_EGRESS_CIDR")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-CLIENT = r'''
-import json, socket, ssl, sys
-name, addr = sys.argv[1], sys.argv[2]
-try:
-    ctx = ssl.create_default_context()
-    s = ctx.wrap_socket(socket.create_connection((addr, 443), timeout=15), server_hostname=name)
-    issuer = dict(x[0] for x in s.getpeercert()["issuer"])["commonName"]
-    s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name).encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    print(json.dumps({"issuer": issuer, "body": json.loads(data.partition(b"\r\n\r\n")[2])}))
-except Exception as e:
-    print(json.dumps({"error": repr(e)}))
-'''
+# The client the sandbox runs: a GET of https://NAME/ sent to ADDR, verified against the
+# sandbox's system bundle (tests/e2e/egress/client.py).
+with open(os.path.join(HERE, "..", "egress", "client.py")) as f:
+    CLIENT = f.read()
 
 
 def sha(s):

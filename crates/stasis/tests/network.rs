@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::api::{id, Api};
-use common::Server;
+use common::{Host, Server};
 use serde_json::{json, Value};
 
 /// An HTTP server in the sandbox: `/` answers "hello from PID", `/stream` sends a line
@@ -267,6 +267,40 @@ async fn outbound_follows_the_policy_and_sandboxes_cannot_reach_each_other() {
         api.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"network": {"denyOut": ["not-a-cidr"]}}))).await;
     assert_eq!(st, 400, "{body}");
     for sbx in [&open, &closed, &allowed, &denied] {
+        api.kill(&id(sbx)).await;
+    }
+}
+
+/// A sandbox of a warm template (restored from the capture of its booted service, as the
+/// code interpreter's are) has an eth0 and follows its own policy, as a booted one does:
+/// the capture used to hold loopback only, and so did every copy made from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_of_a_warm_template_reach_the_network_by_their_own_policy() {
+    let host = Host::new("netwarm");
+    host.template(
+        "svc",
+        &json!({
+            "name": "svc",
+            "start": {"cmd": "exec python3 -m http.server --bind 127.0.0.1 8123", "user": "user"},
+            "ready": {"port": 8123, "path": "/", "timeoutSecs": 60},
+        }),
+    );
+    let s = Server::start_on(host, &[]);
+    let api = Api::new(&s);
+    let srv = TestServerNs::start();
+    let url = format!("http://{}:8080/", srv.ip);
+    let open = api.create(json!({"templateID": "svc", "timeout": 120})).await;
+    let closed = api.create(json!({"templateID": "svc", "timeout": 120, "allow_internet_access": false})).await;
+    // Both were made from the capture (a memory snapshot `tpl...`), not booted.
+    let snaps = std::fs::read_dir(s.host.data_dir.join("snapshots")).unwrap();
+    assert!(snaps.flatten().any(|e| e.file_name().to_string_lossy().starts_with("tpl")), "no warm capture");
+    assert_eq!(api.sh(&open, "grep -c eth0 /proc/net/dev").await.trim(), "1");
+    assert!(reach(&api, &open, &url).await, "a warm template's sandbox reaches the test server");
+    assert!(!reach(&api, &closed, &url).await, "allow_internet_access=false must block");
+    assert_eq!(api.pause(&id(&open)).await, 204);
+    assert_eq!(api.connect(&id(&open), json!({})).await.0, 201);
+    assert!(reach(&api, &open, &url).await, "network lost across pause/resume");
+    for sbx in [&open, &closed] {
         api.kill(&id(sbx)).await;
     }
 }

@@ -28,15 +28,6 @@ http.server.HTTPServer(("127.0.0.1", 8123), H).serve_forever()
 const GET_TOKEN: &str =
     "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:8123/\", timeout=5).read().decode())'";
 
-/// Makes template `name` in the host's data dir: the base root filesystem with `manifest`.
-fn template(host: &Host, name: &str, manifest: serde_json::Value) {
-    let dir = host.data_dir.join("templates").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let base = std::fs::canonicalize(host.data_dir.join("templates/base/rootfs")).unwrap();
-    std::os::unix::fs::symlink(base, dir.join("rootfs")).unwrap();
-    std::fs::write(dir.join("template.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
-}
-
 fn snapshots(host: &Host) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(host.data_dir.join("snapshots"))
         .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
@@ -49,10 +40,9 @@ fn snapshots(host: &Host) -> Vec<String> {
 #[test]
 fn sandboxes_of_a_warm_template_start_with_its_service_running() {
     let host = Host::new("warm-template");
-    template(
-        &host,
+    host.template(
         "svc",
-        json!({
+        &json!({
             "name": "svc",
             "start": {"cmd": format!("exec python3 -c '{SERVICE}'"), "user": "user"},
             "ready": {"port": 8123, "path": "/health", "timeoutSecs": 60},
@@ -84,10 +74,9 @@ fn sandboxes_of_a_warm_template_start_with_its_service_running() {
 #[test]
 fn a_template_whose_service_never_gets_ready_fails_its_creates_clearly() {
     let host = Host::new("warm-broken");
-    template(
-        &host,
+    host.template(
         "broken",
-        json!({
+        &json!({
             "name": "broken",
             "start": {
                 "cmd": "echo 'svc: cannot bind port 8123: no config' >/var/log/svc.log; exit 3",
@@ -110,10 +99,9 @@ fn a_template_whose_service_never_gets_ready_fails_its_creates_clearly() {
 #[test]
 fn a_service_that_never_answers_fails_after_the_ready_timeout() {
     let host = Host::new("warm-silent");
-    template(
-        &host,
+    host.template(
         "silent",
-        json!({
+        &json!({
             "name": "silent",
             "start": {"cmd": "exec sleep 1000", "user": "user"},
             "ready": {"port": 8123, "path": "/health", "timeoutSecs": 3},
@@ -142,10 +130,9 @@ fn a_warm_sandbox_left_by_a_stopped_daemon_is_removed_at_the_next_start() {
 #[test]
 fn a_daemon_stopped_during_a_warm_leaves_no_warm_sandbox() {
     let host = Host::new("warm-stop");
-    template(
-        &host,
+    host.template(
         "slow",
-        json!({
+        &json!({
             "name": "slow",
             "start": {"cmd": "exec sleep 1000", "user": "user"},
             "ready": {"port": 8123, "path": "/health", "timeoutSecs": 120},

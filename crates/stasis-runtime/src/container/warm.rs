@@ -20,6 +20,10 @@ use super::{random_hex, Inner};
 use crate::error::{Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec};
 
+/// What a warm capture is made of, in its id: a change here warms every template again.
+/// v2: captured with an eth0 (v1 captures had loopback only, and so had their copies).
+const WARM_FORMAT: &[u8] = b"warm-v2";
+
 /// `DATA/snapshots/.ready-KEY`: the id of the current warm snapshot of a template's
 /// version `KEY` (`Template::warm_key`), in the data dir (a template dir may be shared by
 /// several data dirs, as the tests' are).
@@ -50,7 +54,7 @@ impl Inner {
     fn ready_snapshot_id(&self, t: &Template) -> Result<String> {
         let agent = self.agent_layer()?;
         let mut h = Sha256::new();
-        for part in [t.name.as_bytes(), &t.manifest, agent.as_os_str().as_encoded_bytes()] {
+        for part in [WARM_FORMAT, t.name.as_bytes(), &t.manifest, agent.as_os_str().as_encoded_bytes()] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }
@@ -61,10 +65,15 @@ impl Inner {
         let ready = t.ready.as_ref().expect("only templates with a ready check warm");
         let id = warm_id();
         self.warming.lock().unwrap().insert(id.clone());
-        // Loopback only: a service that needs the internet to get ready is not a template.
+        // An eth0 with nothing allowed out: a service that needs the internet to get ready
+        // is not a template, but the capture must hold an eth0, because CRIU restores
+        // the network namespace as it was dumped and moves each copy's own veth in as
+        // that eth0 (a capture without one gives copies with loopback only).
         // No token: each sandbox made from the capture gets its own at handover (one
         // left in the capture would stay the agent's token for creates without one).
-        let spec = SandboxSpec { template: t.name.clone(), access_token: None, network: None, ..Default::default() };
+        let closed = super::network::NetworkPolicy { allow_internet: false, ..Default::default() };
+        let spec =
+            SandboxSpec { template: t.name.clone(), access_token: None, network: Some(closed), ..Default::default() };
         self.create_cold(&id, &t.spec_for(&spec), t)?;
         let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot_here(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);

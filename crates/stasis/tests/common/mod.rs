@@ -61,6 +61,17 @@ impl Host {
         Host { data_dir }
     }
 
+    /// Makes template `name` in the data dir: the base root filesystem with `manifest`
+    /// (`template.json`: a start command and ready check make it a warm template).
+    #[allow(dead_code)] // not every test crate makes templates
+    pub fn template(&self, name: &str, manifest: &serde_json::Value) {
+        let dir = self.data_dir.join("templates").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = std::fs::canonicalize(self.data_dir.join("templates/base/rootfs")).unwrap();
+        std::os::unix::fs::symlink(base, dir.join("rootfs")).unwrap();
+        std::fs::write(dir.join("template.json"), serde_json::to_vec(manifest).unwrap()).unwrap();
+    }
+
     pub fn stasis(&self, args: &[&str]) -> Output {
         self.stasis_with(args, &[])
     }

@@ -103,7 +103,7 @@ if [ "$WANT_REGISTRY" = 1 ]; then install_oci_tools || die "installing the OCI t
 # The egress proxy's SDK tests: an HTTPS echo in a namespace of its own (egress/echo.sh).
 WANT_EGRESS=0
 if [ $# -eq 0 ]; then WANT_EGRESS=1; fi
-for f in "$@"; do case "$f" in *egress*) WANT_EGRESS=1 ;; esac; done
+for f in "$@"; do case "$f" in *egress*|*model*) WANT_EGRESS=1 ;; esac; done
 
 case " $SUITES " in *" js "*) install_js || die "installing the JS deps failed" ;; esac
 case " $SUITES " in *" py "*) install_py || die "installing the Python deps failed" ;; esac

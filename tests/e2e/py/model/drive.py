@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .ops import AS_CHOICES, KINDS, describe, generate, parse_weights
+from .ops import AS_CHOICES, DEFAULT_WEIGHTS, EGRESS_KINDS, KINDS, describe, generate, parse_weights
 from .runner import Result, Runner
 from .shrink import render, shrink
 
@@ -50,6 +50,11 @@ def config_from_env(**over) -> Config:
     if os.environ.get("MODEL_USERS"):
         c.as_choices = tuple(u.strip() for u in os.environ["MODEL_USERS"].split(",") if u.strip())
     c.verbose = os.environ.get("MODEL_VERBOSE", "") == "1"
+    if not os.environ.get("E2E_EGRESS_ADDR"):
+        # The egress ops need run.sh's HTTPS echo (tests/e2e/egress): without it they are off.
+        c.weights = dict(c.weights or DEFAULT_WEIGHTS)
+        for kind in EGRESS_KINDS:
+            c.weights[kind] = 0
     for k, v in over.items():
         if v is not None:
             setattr(c, k, v)

@@ -28,7 +28,14 @@ MAX_SNAPS = 3      # snapshots kept at once
 MAX_SECRETS = 2    # secret processes per sandbox
 MAX_VOLS = 2       # volumes kept at once
 MAX_TPLS = 2       # custom templates built at once
-VOL_PATH = "/home/user/vol"  # where a sandbox mounts its volume (at most one)
+VOL_PATH = "/home/user/vol"    # where a create mounts a volume
+HVOL_PATH = "/home/user/hvol"  # the other place a running sandbox mounts one (mountVolume)
+MOUNT_PATHS = (VOL_PATH, HVOL_PATH)
+GIT_PATH = "/home/user/repo"   # the git repository the git ops keep (the SDK's default user)
+EGRESS = "$EGRESS"             # the egress echo's CIDR in allow_out (the runner knows it)
+EGRESS_HOST = "api.egress.test"  # the name the egress rules give a header for
+MAX_ESECRETS = 2               # secrets (E2B Secret) the egress rules name
+TAGS = ("v1", "v2", "rc")      # template tags the tag ops assign
 NETS = ("10.11.0.0/16", "10.12.0.0/16", "192.0.2.0/24", "198.51.100.7")  # never sent to
 MAX_BGS = 2        # background sleeps per sandbox
 SECRET_PORT0 = 20000
@@ -101,8 +108,12 @@ class SbM:
     watch: Optional[str] = None                            # the watched dir
     ci: bool = False                                       # a code-interpreter-v1 sandbox
     vars: Dict[str, int] = field(default_factory=dict)     # its Python kernel's variables
-    vol: Optional[int] = None                              # the volume mounted at VOL_PATH
-    tpl: Optional[tuple] = None                            # (template t, its content seed then)
+    mounts: Dict[str, int] = field(default_factory=dict)   # path -> the volume v mounted there
+    locked: set = field(default_factory=set)               # mounts made at create: the kernel locks them
+                                                           # (unmount refused) until a CRIU restore
+    tpl: Optional[tuple] = None                            # (template t, tag or None, its content seed then)
+    git: Optional[tuple] = None                            # GIT_PATH's (commit count, last content seed)
+    egress: Optional[int] = None                           # the secret k its egress rule names
     origin: Optional[int] = None                           # the snapshot n it was made from
     net: Optional[dict] = None                             # {"allow_out": [...], "deny_out": [...]}
 
@@ -165,13 +176,16 @@ class SbM:
         self.bgs = dict(other.bgs)
         self.ci = other.ci
         self.vars = dict(other.vars)
-        self.vol = other.vol
+        self.mounts = dict(other.mounts)
+        self.locked = set()  # a copy is a CRIU restore: its mounts are made anew
         self.tpl = other.tpl
+        self.git = other.git
         self.origin = other.origin
 
     def reset_content(self):
         """What Novita's reset leaves: the template's files, no processes, a fresh kernel."""
         self.files, self.secrets, self.bgs, self.vars = {}, {}, {}, {}
+        self.git = None
         self.watch = None
         self.fresh_dirs()
 
@@ -197,6 +211,8 @@ class World:
         self.snaps: Dict[int, SnapM] = {}
         self.vols: Dict[int, VolM] = {}
         self.tpls: Dict[int, int] = {}  # template t -> content seed of its current build
+        self.tags: Dict[tuple, int] = {}  # (t, tag) -> content seed of the build it names
+        self.esecrets: Dict[int, int] = {}  # egress secret k -> its value's seed
         self.pos = False  # does the current server run with --pause-on-shutdown
 
     def running(self):
@@ -217,6 +233,8 @@ class World:
                 return False
             if op.get("tpl") is not None and op["tpl"] not in self.tpls:
                 return False
+            if op.get("tag") is not None and (op["tpl"], op["tag"]) not in self.tags:
+                return False
             return op["s"] not in self.sbs and len(self.sbs) < MAX_ALIVE
         if k == "vol_create":
             return op["v"] not in self.vols and len(self.vols) < MAX_VOLS
@@ -231,6 +249,20 @@ class World:
             return op["t"] in self.tpls or len(self.tpls) < MAX_TPLS
         if k == "tpl_delete":
             return op["t"] in self.tpls
+        if k == "tpl_tag":
+            return op["t"] in self.tpls and (op.get("src") is None or (op["t"], op["src"]) in self.tags)
+        if k == "tpl_untag":
+            return (op["t"], op["tag"]) in self.tags
+        if k == "secret_update":
+            return op["k"] in self.esecrets
+        if k == "egress_set":
+            return op["s"] in self.sbs and (op["k"] in self.esecrets or len(self.esecrets) < MAX_ESECRETS)
+        if k == "vol_mount":
+            sb = self.sbs.get(op["s"])
+            return sb is not None and op["v"] in self.vols and op["path"] not in sb.mounts
+        if k == "vol_unmount":
+            sb = self.sbs.get(op["s"])
+            return sb is not None and op["path"] in sb.mounts
         if k == "events":
             return op["s"] in self.sbs
         if k == "metrics":
@@ -297,10 +329,15 @@ class World:
         if k == "ci_run":
             return sb.ci
         if k == "vol_write":
-            if sb.vol is None or sb.vol not in self.vols:
+            v = sb.mounts.get(op["at"])
+            if v is None or v not in self.vols:
                 return False
-            f = self.vols[sb.vol].files.get(op["name"])
+            f = self.vols[v].files.get(op["name"])
             return f is None or f.owner == who
+        if k == "git_commit":
+            return True
+        if k == "egress_check":
+            return sb.egress is not None
         if k == "mem_up":
             return True
         if k == "bg_start":
@@ -327,16 +364,37 @@ class World:
         if k == "create":
             sb = SbM(slot=op["s"], state="running", meta=dict(op["meta"]), timeout=op["timeout"], ci=op.get("ci", False))
             sb.fresh_dirs()
-            sb.vol = op.get("vol")
+            if op.get("vol") is not None:
+                sb.mounts = {VOL_PATH: op["vol"]}
+                sb.locked = {VOL_PATH}
             if op.get("tpl") is not None:
-                sb.tpl = (op["tpl"], self.tpls[op["tpl"]])
+                tag = op.get("tag")
+                sb.tpl = (op["tpl"], tag, self.tags[(op["tpl"], tag)] if tag else self.tpls[op["tpl"]])
             self.sbs[op["s"]] = sb
         elif k == "vol_create":
             self.vols[op["v"]] = VolM(op["name"])
         elif k == "vol_put":
             self.vols[op["v"]].files[op["name"]] = FileM(op["cs"], op["size"], "user")
         elif k == "vol_write":
-            self.vols[sb.vol].files[op["name"]] = FileM(op["cs"], op["size"], who)
+            self.vols[sb.mounts[op["at"]]].files[op["name"]] = FileM(op["cs"], op["size"], who)
+        elif k == "vol_mount":
+            if sb.state == "running":
+                sb.mounts[op["path"]] = op["v"]
+        elif k == "vol_unmount":
+            if sb.state == "running" and op["path"] not in sb.locked:
+                del sb.mounts[op["path"]]
+        elif k == "git_commit":
+            sb.git = ((sb.git[0] if sb.git else 0) + 1, op["cs"])
+        elif k == "secret_update":
+            self.esecrets[op["k"]] = op["val"]
+        elif k == "egress_set":
+            self.esecrets[op["k"]] = op["val"]
+            sb.net = {"allow_out": [EGRESS], "deny_out": []}
+            sb.egress = op["k"]
+        elif k == "tpl_tag":
+            self.tags[(op["t"], op["tag"])] = self.tags[(op["t"], op["src"])] if op.get("src") else self.tpls[op["t"]]
+        elif k == "tpl_untag":
+            del self.tags[(op["t"], op["tag"])]
         elif k == "vol_destroy":
             if not self.vol_users(op["v"]):
                 del self.vols[op["v"]]
@@ -344,8 +402,11 @@ class World:
             self.tpls[op["t"]] = op["cs"]
         elif k == "tpl_delete":
             del self.tpls[op["t"]]
+            for key in [key for key in self.tags if key[0] == op["t"]]:
+                del self.tags[key]
         elif k == "net_update":
             sb.net = {"allow_out": list(op["allow"]), "deny_out": list(op["deny"])}
+            sb.egress = None  # an update replaces the rules too
         elif k == "commit":
             c = SbM(slot=-1, state="paused", meta={}, timeout=0)
             c.copy_content_from(sb)
@@ -353,14 +414,18 @@ class World:
             self.snaps[op["snap"]] = SnapM(op["snap"], op["s"], c)
         elif k == "reset":
             if self.reset_outcome(sb) == "ok":
+                # A reset keeps the sandbox's mounts (its settings), made anew: from a
+                # snapshot by CRIU's restore, from a template by a create (locked).
                 if sb.origin is not None:
-                    keep = (sb.vol, sb.tpl)
+                    keep = (dict(sb.mounts), sb.tpl)
                     sb.copy_content_from(self.snaps[sb.origin].content)
-                    sb.vol, sb.tpl = keep
+                    sb.mounts, sb.tpl = keep
                 else:
                     sb.reset_content()
+                    sb.locked = set(sb.mounts)
                     if sb.tpl is not None:
-                        sb.tpl = (sb.tpl[0], self.tpls[sb.tpl[0]])
+                        t, tag, _ = sb.tpl
+                        sb.tpl = (t, tag, self.tags[(t, tag)] if tag else self.tpls[t])
                 sb.state = "running"
         elif k == "kill":
             del self.sbs[op["s"]]
@@ -401,6 +466,8 @@ class World:
         elif k == "pause":
             sb.state = "paused"
         elif k == "connect":
+            if sb.state == "paused":
+                sb.locked = set()  # CRIU's restore mounts them anew
             sb.state = "running"
         elif k == "set_timeout":
             sb.timeout = op["timeout"]
@@ -422,10 +489,14 @@ class World:
                 new = SbM(slot=n, state="running", meta=dict(sb.meta), timeout=op["timeout"])
                 new.copy_content_from(sb)
                 new.net = copy.deepcopy(sb.net)  # a fork keeps its source's settings
+                new.egress = sb.egress
                 self.sbs[n] = new
         elif k == "restart":
             # Running sandboxes stay running (re-adopted, or paused at shutdown with
             # --pause-on-shutdown and resumed at start), paused ones stay paused.
+            if op["sig"] == "TERM" and self.pos:  # paused at shutdown, restored at start
+                for s in self.running():
+                    self.sbs[s].locked = set()
             self.pos = op["pos"]
         # read, exists, list, run_*, secret_query, pause_again, sdk_list, vol_check, mem_up: no
         # effect on the model (mem_up's sizes are the runner's: it learns the default at create)
@@ -433,19 +504,20 @@ class World:
     def vol_users(self, v):
         """Who keeps volume v from being deleted: the sandboxes (running or paused) that mount
         it. Snapshots do not: a copy made from one whose volume is gone is refused."""
-        return [f"s{s}" for s, sb in sorted(self.sbs.items()) if sb.vol == v]
+        return [f"s{s}" for s, sb in sorted(self.sbs.items()) if v in sb.mounts.values()]
 
     def snap_usable(self, n) -> bool:
         """Whether a sandbox can be made from snapshot n (its volume, if any, still exists)."""
-        v = self.snaps[n].content.vol
-        return v is None or v in self.vols
+        return all(v in self.vols for v in self.snaps[n].content.mounts.values())
 
     def reset_outcome(self, sb) -> str:
         """"ok", or why Novita's reset of `sb` is refused (the sandbox then stays as it was)."""
         if sb.origin is not None and sb.origin not in self.snaps:
             return "snapshot deleted"
-        if sb.origin is None and sb.tpl is not None and sb.tpl[0] not in self.tpls:
-            return "template deleted"
+        if sb.origin is None and sb.tpl is not None:
+            t, tag, _ = sb.tpl
+            if t not in self.tpls or (tag and (t, tag) not in self.tags):
+                return "template deleted" if t not in self.tpls else f"tag {tag} removed"
         return "ok"
 
 
@@ -462,7 +534,8 @@ def describe(op) -> str:  # noqa: C901
     k, s = op["op"], f"s{op['s']}" if "s" in op else ""
     if k == "create":
         cls = "CodeInterpreter" if op.get("ci") else "Sandbox"
-        extra = (f", template=t{op['tpl']}" if op.get("tpl") is not None else "") + \
+        tag = f":{op['tag']}" if op.get("tag") else ""
+        extra = (f", template=t{op['tpl']}{tag}" if op.get("tpl") is not None else "") + \
                 (f", volume_mounts={{{VOL_PATH!r}: v{op['vol']}}}" if op.get("vol") is not None else "")
         return f"{s} = {cls}.create(timeout={op['timeout']}, metadata={op['meta']}{extra})"
     if k == "vol_create":
@@ -470,7 +543,25 @@ def describe(op) -> str:  # noqa: C901
     if k == "vol_put":
         return f"v{op['v']}.write_file('/{op['name']}', <{_size(op['size'])} cs={op['cs']}>)"
     if k == "vol_write":
-        return f"{s}.files.write('{VOL_PATH}/{op['name']}', <{_size(op['size'])} cs={op['cs']}>){_who(op)}"
+        return f"{s}.files.write('{op['at']}/{op['name']}', <{_size(op['size'])} cs={op['cs']}>){_who(op)}"
+    if k == "vol_mount":
+        return f"Novita {s}.mountVolume(v{op['v']}, {op['path']!r})"
+    if k == "vol_unmount":
+        return f"Novita {s}.unmountVolume({op['path']!r}, force={op['force']})"
+    if k == "git_commit":
+        return f"{s}.git: write {GIT_PATH}/data <cs={op['cs']}>, add, commit 'm{op['cs']}'"
+    if k == "secret_update":
+        return f"Secret.update(esec{op['k']}, <value {op['val']}>)"
+    if k == "egress_set":
+        return (f"Secret esec{op['k']} = <value {op['val']}>; {s}.update_network(allow_out=[egress echo], "
+                f"rules={{{EGRESS_HOST!r}: X-Api-Key <- esec{op['k']}}})")
+    if k == "egress_check":
+        return f"{s}: GET https://{EGRESS_HOST}/ (the egress echo), expect its secret's header"
+    if k == "tpl_tag":
+        src = f":{op['src']}" if op.get("src") else ""
+        return f"Template.assign_tags('t{op['t']}{src}', [{op['tag']!r}])"
+    if k == "tpl_untag":
+        return f"Template.remove_tags('t{op['t']}', [{op['tag']!r}])"
     if k == "vol_check":
         return f"v{op['v']}.list('/') + read_file of each"
     if k == "vol_destroy":
@@ -558,11 +649,18 @@ DEFAULT_WEIGHTS = {
     # Volumes (a create mounts one at VOL_PATH ~40% of the time once there is one).
     "vol_create": 1, "vol_put": 2, "vol_write": 3, "vol_check": 1, "vol_destroy": 1,
     # Custom templates (a create uses one ~40% of the time once built).
-    "tpl_build": 1, "tpl_delete": 1,
+    "tpl_build": 2, "tpl_delete": 1, "tpl_tag": 2, "tpl_untag": 1,
+    # Volumes mounted into / unmounted from a sandbox (Novita's mountVolume / unmountVolume).
+    "vol_mount": 2, "vol_unmount": 2,
+    # Git in the SDK's default user's home (sandbox.git).
+    "git_commit": 3,
+    # Egress rules naming a secret (needs run.sh's egress echo: 0 without it, see drive.py).
+    "egress_set": 2, "egress_check": 2, "secret_update": 1,
     "mem_up": 1, "net_update": 2, "commit": 1, "reset": 1,
     "events": 1, "metrics": 1,
 }
 KINDS = tuple(DEFAULT_WEIGHTS)
+EGRESS_KINDS = ("egress_set", "egress_check", "secret_update")
 
 
 def parse_weights(spec: str) -> Dict[str, int]:
@@ -635,6 +733,9 @@ class Generator:
             op["vol"] = self.rng.choice(sorted(self.w.vols))
         if not op.get("ci") and self.w.tpls and self.rng.random() < 0.4:
             op["tpl"] = self.rng.choice(sorted(self.w.tpls))
+            tags = sorted(tag for (t, tag) in self.w.tags if t == op["tpl"])
+            if tags and self.rng.random() < 0.7:
+                op["tag"] = self.rng.choice(tags)
         return op
 
     def b_vol_create(self):
@@ -656,13 +757,67 @@ class Generator:
                 "size": self._size(), "cs": self._cs()}
 
     def b_vol_write(self):
-        cands = [s for s in self.w.running() if self.w.sbs[s].vol in self.w.vols]
+        cands = [s for s in self.w.running() if self.w.sbs[s].mounts]
         if not cands:
             return None
         sb = self.w.sbs[self.rng.choice(cands)]
+        at = self.rng.choice(sorted(sb.mounts))
         a = self._as()
-        return {"op": "vol_write", "s": sb.slot, "as": a, "name": self._vol_name(self.w.vols[sb.vol].files, eff(a)),
-                "size": self._size(), "cs": self._cs()}
+        return {"op": "vol_write", "s": sb.slot, "as": a, "at": at,
+                "name": self._vol_name(self.w.vols[sb.mounts[at]].files, eff(a)), "size": self._size(), "cs": self._cs()}
+
+    def b_vol_mount(self):
+        # Mostly running sandboxes; a paused one is refused (409) and keeps its mounts.
+        cands = [s for s in sorted(self.w.sbs) if len(self.w.sbs[s].mounts) < len(MOUNT_PATHS)]
+        if not self.w.vols or not cands:
+            return None
+        run = [s for s in cands if self.w.sbs[s].state == "running"]
+        sb = self.w.sbs[self.rng.choice(run if run and self.rng.random() < 0.85 else cands)]
+        path = self.rng.choice([p for p in MOUNT_PATHS if p not in sb.mounts])
+        return {"op": "vol_mount", "s": sb.slot, "v": self.rng.choice(sorted(self.w.vols)), "path": path}
+
+    def b_vol_unmount(self):
+        cands = [s for s in sorted(self.w.sbs) if self.w.sbs[s].mounts]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        return {"op": "vol_unmount", "s": sb.slot, "path": self.rng.choice(sorted(sb.mounts)),
+                "force": self.rng.random() < 0.3}
+
+    def b_git_commit(self):
+        sb = self._running_sb()
+        return sb and {"op": "git_commit", "s": sb.slot, "cs": self._cs()}
+
+    def b_secret_update(self):
+        return self.w.esecrets and {"op": "secret_update", "k": self.rng.choice(sorted(self.w.esecrets)),
+                                    "val": self._cs()}
+
+    def b_egress_set(self):
+        if not self.w.sbs:
+            return None
+        ks = sorted(self.w.esecrets)
+        # An existing secret (its value updated), or a new one (secrets are never deleted:
+        # the next k is their count).
+        k = self.rng.choice(ks) if ks and (len(ks) >= MAX_ESECRETS or self.rng.random() < 0.5) else len(ks)
+        return {"op": "egress_set", "s": self.rng.choice(sorted(self.w.sbs)), "k": k, "val": self._cs()}
+
+    def b_egress_check(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].egress is not None]
+        return cands and {"op": "egress_check", "s": self.rng.choice(cands)}
+
+    def b_tpl_tag(self):
+        if not self.w.tpls:
+            return None
+        t = self.rng.choice(sorted(self.w.tpls))
+        srcs = sorted(tag for (tt, tag) in self.w.tags if tt == t)
+        src = self.rng.choice(srcs) if srcs and self.rng.random() < 0.3 else None
+        return {"op": "tpl_tag", "t": t, "tag": self.rng.choice(TAGS), "src": src}
+
+    def b_tpl_untag(self):
+        if not self.w.tags:
+            return None
+        t, tag = self.rng.choice(sorted(self.w.tags))
+        return {"op": "tpl_untag", "t": t, "tag": tag}
 
     def b_vol_check(self):
         return self.w.vols and {"op": "vol_check", "v": self.rng.choice(sorted(self.w.vols))}

@@ -12,19 +12,22 @@ and in a code-interpreter sandbox every variable its Python kernel holds.
 import ast
 import hashlib
 import json
+import os
 import shlex
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from e2b import FileType, Sandbox, SandboxQuery, SandboxState, Template, Volume
+from e2b import FileType, Sandbox, SandboxQuery, SandboxState, Secret, Template, Volume
 from e2b.exceptions import NotFoundException, VolumeException
 from e2b_code_interpreter import Sandbox as CodeInterpreter
 
-from .ops import AREAS, VOL_PATH, World, content, describe, eff, file_metadata, sdk_user, under
+from .ops import (AREAS, EGRESS, EGRESS_HOST, GIT_PATH, VOL_PATH, World, content, describe, eff, file_metadata,
+                  sdk_user, under)
 from .server import Server
 
 # The process that holds a secret only in memory: it reads it from stdin, then serves
@@ -72,6 +75,14 @@ sys.stdout.write(data.decode())
 sys.stdout.write(open(sys.argv[2]).read().strip() + "\n")
 """
 
+# The egress echo run.sh starts (tests/e2e/egress): where it answers, the CIDR a sandbox
+# must be allowed to reach it, and the client a sandbox runs against it.
+EGRESS_ADDR = os.environ.get("E2E_EGRESS_ADDR")
+EGRESS_CIDR = os.environ.get("E2E_EGRESS_CIDR")
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "egress", "client.py")) as _f:
+    EGRESS_CLIENT = _f.read()
+EGRESS_ISSUER = "Stasis sandbox egress CA"
+
 KEEPALIVE_MARGIN = 150  # seconds before a model deadline a running sandbox is extended
 WATCH_WAIT = 15.0
 
@@ -103,7 +114,7 @@ class Rt:
     mem: int = 0  # the memory limit (MiB) getInfo must show: the default learnt at create + hotplugs
     # Events the sandbox's event log must hold exactly this many of (kinds only one op
     # makes; pauses and resumes also come from restarts and commits, so are not counted).
-    ev: Dict[str, int] = field(default_factory=lambda: {"created": 1, "snapshot": 0, "network": 0, "memory": 0, "reset": 0})
+    ev: Dict[str, int] = field(default_factory=lambda: {"created": 1, "snapshot": 0, "network": 0, "memory": 0, "reset": 0, "volume": 0})
 
     def inherit(self, other: "Rt"):
         self.secret_pid = dict(other.secret_pid)
@@ -245,9 +256,10 @@ class Runner:
         net = info.network or {}
         got = {"allow_out": sorted(net.get("allow_out") or []), "deny_out": sorted(net.get("deny_out") or [])}
         want = sb.net or {"allow_out": [], "deny_out": []}
+        want = {k: sorted(EGRESS_CIDR if c == EGRESS else c for c in v) for k, v in want.items()}
         if got != want:
             raise Mismatch("info.network", f"s{slot}: network {got}, model {want}")
-        want_vols = [{"name": self.vols[sb.vol].name, "path": VOL_PATH}] if sb.vol is not None else []
+        want_vols = [{"name": self.vols[v].name, "path": p} for p, v in sorted(sb.mounts.items())]
         if list(info.volume_mounts) != want_vols:
             raise Mismatch("info.volume_mounts", f"s{slot}: {info.volume_mounts}, model {want_vols}")
         return info
@@ -315,28 +327,32 @@ class Runner:
             self._query(slot, key, sb.secrets[key].as_, why)
         if sb.ci:
             self._vars_check(slot, why)
-        if sb.vol is not None:
-            self._vol_in_sandbox_check(slot, why)
+        for path in sorted(sb.mounts):
+            self._vol_in_sandbox_check(slot, path, why)
         if sb.tpl is not None:
             got = fs.read("/opt/mdl-tpl", user="root")
-            if got != f"{sb.tpl[1]}\n":
-                raise Mismatch("template.file", f"s{slot} after {why}: /opt/mdl-tpl holds {got!r}, model {sb.tpl[1]} (t{sb.tpl[0]})")
+            if got != f"{sb.tpl[2]}\n":
+                raise Mismatch("template.file", f"s{slot} after {why}: /opt/mdl-tpl holds {got!r}, model {sb.tpl[2]} (t{sb.tpl[0]})")
+        self._git_check(slot, why)
+        if sb.egress is not None:
+            self._egress_check(slot, why)
         self.details.append(f"      full check of s{slot} after {why}: {len(sb.files)} files, {len(sb.dirs)} dirs, "
                   f"{len(sb.secrets)} secrets, {len(sb.bgs)} bg ok [{time.monotonic() - t:.2f}s]")
 
-    def _vol_in_sandbox_check(self, slot, why):
-        """The volume as the sandbox sees it: exactly the model's files, with their bytes."""
+    def _vol_in_sandbox_check(self, slot, path, why):
+        """The volume mounted at `path` as the sandbox sees it: exactly the model's files, with their bytes."""
         sb, rt = self.w.sbs[slot], self.rt[slot]
-        vm = self.w.vols[sb.vol]
-        got = {e.name: (e.type, e.size, e.owner) for e in rt.sbx.files.list(VOL_PATH, depth=1, user="root")}
+        v = sb.mounts[path]
+        vm = self.w.vols[v]
+        got = {e.name: (e.type, e.size, e.owner) for e in rt.sbx.files.list(path, depth=1, user="root")}
         want = {n: (FileType.FILE, f.size, f.owner) for n, f in vm.files.items()}
         if got != want:
-            raise Mismatch("volume.tree", f"s{slot} {VOL_PATH} (v{sb.vol}) after {why}: {sorted(got.items(), key=str)} "
+            raise Mismatch("volume.tree", f"s{slot} {path} (v{v}) after {why}: {sorted(got.items(), key=str)} "
                            f"!= model {sorted(want.items(), key=str)}")
         for n in sorted(vm.files):
-            data = bytes(rt.sbx.files.read(f"{VOL_PATH}/{n}", format="bytes", user="root"))
+            data = bytes(rt.sbx.files.read(f"{path}/{n}", format="bytes", user="root"))
             if data != vm.files[n].data():
-                raise Mismatch("volume.content", f"s{slot} {VOL_PATH}/{n} after {why}: sha {_sha(data)[:12]}, "
+                raise Mismatch("volume.content", f"s{slot} {path}/{n} after {why}: sha {_sha(data)[:12]}, "
                                f"model sha {_sha(vm.files[n].data())[:12]}")
 
     def _vars_check(self, slot, why):
@@ -424,7 +440,7 @@ class Runner:
         cls = CodeInterpreter if op.get("ci") else Sandbox
         kw = {}
         if op.get("tpl") is not None:
-            kw["template"] = self._tpl_name(op["tpl"])
+            kw["template"] = self._tpl_name(op["tpl"]) + (f":{op['tag']}" if op.get("tag") else "")
         if op.get("vol") is not None:
             kw["volume_mounts"] = {VOL_PATH: self.vols[op["vol"]].name}
         sbx = cls.create(timeout=op["timeout"], metadata=meta, **kw, **self.server.api)
@@ -435,11 +451,11 @@ class Runner:
         self._info_check(op["s"], "running")
         if op.get("tpl") is not None:
             r = sbx.commands.run("cat /opt/mdl-tpl; echo $MDL_TPL")
-            want = f"{self.w.tpls[op['tpl']]}\n" * 2
+            want = f"{self.w.sbs[op['s']].tpl[2]}\n" * 2
             if r.stdout != want:
                 raise Mismatch("template.create", f"s{op['s']} from t{op['tpl']}: {r.stdout!r}, want {want!r}")
         if op.get("vol") is not None:
-            self._vol_in_sandbox_check(op["s"], "create")
+            self._vol_in_sandbox_check(op["s"], VOL_PATH, "create")
 
     def _make_areas(self, sbx):
         # The two work areas (a command as root, not a files.* call).
@@ -741,7 +757,7 @@ class Runner:
 
     def op_vol_write(self, op):
         sb, rt = self._sb(op)
-        path = f"{VOL_PATH}/{op['name']}"
+        path = f"{op['at']}/{op['name']}"
         rt.sbx.files.write(path, content(op["cs"], op["size"]), user=sdk_user(op["as"]))
         self.w.apply(op)
         info = rt.sbx.files.get_info(path, user=sdk_user(op["as"]))
@@ -898,3 +914,143 @@ class Runner:
         got = {k: v for k, v in got.items() if v}
         if got != want:
             raise Mismatch("metrics.sandboxes", f"stasis_sandboxes by state {got}, model {want}")
+
+    # ------------------------------------------------------------------ volumes mounted live
+    def op_vol_mount(self, op):
+        """Novita's mountVolume: into a running sandbox at once; a paused one is refused."""
+        sb, rt = self._sb(op)
+        name = self.vols[op["v"]].name
+        status, body = self._rest("POST", f"/sandboxes/{rt.sbx.sandbox_id}/volume-mounts",
+                                  {"name": name, "path": op["path"]}, ok=None)
+        if sb.state == "paused":
+            if status != 409 or "paused" not in (body or {}).get("message", ""):
+                raise Mismatch("vol_mount.paused", f"s{op['s']} is paused: HTTP {status} {body}")
+            self.details.append(f"      refused as expected (paused): {(body or {}).get('message')}")
+            self._info_check(op["s"], "paused")
+            return
+        if status != 200:
+            raise Mismatch("vol_mount.status", f"s{op['s']} v{op['v']} at {op['path']}: HTTP {status} {body}")
+        rt.ev["volume"] += 1
+        self.w.apply(op)
+        self._info_check(op["s"], "running")
+        self._vol_in_sandbox_check(op["s"], op["path"], "mountVolume")
+
+    def op_vol_unmount(self, op):
+        """Novita's unmountVolume: refused while paused, and for a mount the kernel locks (made
+        at create, not restored by CRIU since); otherwise gone from the sandbox at once."""
+        sb, rt = self._sb(op)
+        path = op["path"]
+        q = f"path={urllib.parse.quote(path)}" + ("&force=true" if op["force"] else "")
+        status, body = self._rest("DELETE", f"/sandboxes/{rt.sbx.sandbox_id}/volume-mounts?{q}", ok=None)
+        message = (body or {}).get("message", "")
+        why = "paused" if sb.state == "paused" else ("locks it" if path in sb.locked else None)
+        if why:
+            if status != 409 or why not in message:
+                raise Mismatch("vol_unmount.refused", f"s{op['s']} {path} (expected a 409 saying {why!r}): HTTP {status} {body}")
+            self.details.append(f"      refused as expected: {message}")
+            self._info_check(op["s"], sb.state)
+            return
+        if status != 200:
+            raise Mismatch("vol_unmount.status", f"s{op['s']} {path}: HTTP {status} {body}")
+        rt.ev["volume"] += 1
+        self.w.apply(op)
+        self._info_check(op["s"], "running")
+        r = rt.sbx.commands.run(f"grep -c ' {path} ' /proc/mounts || true")
+        if r.stdout != "0\n":
+            raise Mismatch("vol_unmount.mounts", f"s{op['s']}: {path} still in /proc/mounts ({r.stdout!r})")
+
+    # ------------------------------------------------------------------ git
+    def op_git_commit(self, op):
+        """sandbox.git as the SDK's default user: init once, then write, add, commit."""
+        sb, rt = self._sb(op)
+        g = rt.sbx.git
+        if sb.git is None:
+            g.init(GIT_PATH, initial_branch="main")
+        rt.sbx.files.write(f"{GIT_PATH}/data", content(op["cs"], 256))
+        g.add(GIT_PATH)
+        g.commit(GIT_PATH, f"m{op['cs']}", author_name="Model", author_email="model@stasis.invalid")
+        self.w.apply(op)
+        self._git_check(op["s"], "commit")
+
+    def _git_check(self, slot, why):
+        """The repository holds the model's commits: their count, the last one's message, a
+        clean tree; none where the model has none."""
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        r = rt.sbx.commands.run(f"cd {GIT_PATH} 2>/dev/null && git rev-list --count HEAD && git log -1 --format=%s "
+                                f"&& git status --porcelain || echo none")
+        want = f"{sb.git[0]}\nm{sb.git[1]}\n" if sb.git else "none\n"
+        if r.stdout != want:
+            raise Mismatch("git", f"s{slot} after {why}: {r.stdout!r} {r.stderr[-200:]!r}, model {want!r}")
+
+    # ------------------------------------------------------------------ egress rules
+    def _secret_name(self, k):
+        return f"{self.tag}-esec{k}"
+
+    @staticmethod
+    def _secret_value(val):
+        return f"mdl-{val}"
+
+    def op_secret_update(self, op):
+        Secret.update(self._secret_name(op["k"]), self._secret_value(op["val"]), **self.server.api)
+        self.w.apply(op)
+
+    def op_egress_set(self, op):
+        """A secret (new, or a new value) and a rule naming it: the sandbox's HTTPS to the
+        echo carries it as a header, set outside the sandbox."""
+        sb, rt = self._sb(op)
+        name, value = self._secret_name(op["k"]), self._secret_value(op["val"])
+        if op["k"] in self.w.esecrets:
+            Secret.update(name, value, **self.server.api)
+        else:
+            Secret.create(name, value, **self.server.api)
+        rules = {EGRESS_HOST: [{"transform": {"headers": {"X-Api-Key": Secret.fill(name)}}}]}
+        Sandbox.update_network(rt.sbx.sandbox_id, {"allow_out": [EGRESS_CIDR], "rules": rules}, **self.server.api)
+        rt.ev["network"] += 1
+        self.w.apply(op)
+        self._info_check(op["s"], sb.state)
+        if sb.state == "running":
+            self._egress_check(op["s"], "rules set")
+
+    def op_egress_check(self, op):
+        self._egress_check(op["s"], "a request")
+
+    def _egress_check(self, slot, why):
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        r = rt.sbx.commands.run(f"python3 -c {shlex.quote(EGRESS_CLIENT)} {EGRESS_HOST} {EGRESS_ADDR}", timeout=60)
+        try:
+            got = json.loads(r.stdout)
+        except ValueError:
+            raise Mismatch("egress.answer", f"s{slot} after {why}: {r.stdout!r} {r.stderr[-300:]!r}")
+        want = hashlib.sha256(self._secret_value(self.w.esecrets[sb.egress]).encode()).hexdigest()
+        body = got.get("body") or {}
+        if got.get("issuer") != EGRESS_ISSUER or body.get("key_sha256") != want or body.get("host") != EGRESS_HOST:
+            raise Mismatch("egress", f"s{slot} after {why}: {got}, model: esec{sb.egress}'s value (sha {want[:12]})")
+
+    # ------------------------------------------------------------------ template tags
+    def op_tpl_tag(self, op):
+        src = self._tpl_name(op["t"]) + (f":{op['src']}" if op.get("src") else "")
+        info = Template.assign_tags(src, [op["tag"]], api_key=self.server.key, api_url=self.server.url)
+        self.w.apply(op)
+        if info.tags != [op["tag"]]:
+            raise Mismatch("tpl_tag.answer", f"t{op['t']}: assign_tags answered tags {info.tags}")
+        self._tags_check(op["t"])
+
+    def op_tpl_untag(self, op):
+        Template.remove_tags(self._tpl_name(op["t"]), [op["tag"]], api_key=self.server.key, api_url=self.server.url)
+        self.w.apply(op)
+        self._tags_check(op["t"])
+        status, _ = self._rest("POST", "/sandboxes", {"templateID": f"{self._tpl_name(op['t'])}:{op['tag']}"}, ok=None)
+        if status not in (400, 404):
+            raise Mismatch("tpl_untag.create", f"t{op['t']}:{op['tag']}: a create from the removed tag answered {status}")
+
+    def _tags_check(self, t):
+        """get_tags lists the model's tags of t (and `default`); tags naming one build share its id."""
+        got = {x.tag: x.build_id for x in Template.get_tags(self._tpl_name(t), api_key=self.server.key, api_url=self.server.url)}
+        want = {tag: cs for (tt, tag), cs in self.w.tags.items() if tt == t}
+        want["default"] = self.w.tpls[t]
+        if set(got) != set(want):
+            raise Mismatch("tpl_tags", f"t{t}: get_tags {sorted(got)}, model {sorted(want)}")
+        # Tags naming the same build (content seed) share its id; different builds differ.
+        pairs = {(got[tag], want[tag]) for tag in want}
+        if len({b for b, _ in pairs}) != len(pairs) or len({c for _, c in pairs}) != len(pairs):
+            raise Mismatch("tpl_tags.builds", f"t{t}: build ids {got}, model content seeds {want}")

@@ -93,6 +93,8 @@ class Server:
         args = [STASIS_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data, "--api-key", self.key]
         if pause_on_shutdown:
             args.append("--pause-on-shutdown")
+        if os.environ.get("E2E_EGRESS_CA"):  # run.sh's egress echo: its CA is not the host's
+            args += ["--egress-extra-root", os.environ["E2E_EGRESS_CA"]]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("E2B_", "NOVITA_"))}
         env.update(STASIS_AGENT=STASIS_AGENT, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         log = open(self.log_path, "a")

@@ -16,7 +16,8 @@ import time
 
 from .ops import describe
 
-PURE = {"read", "exists", "list", "run_echo", "run_cat", "secret_query", "sdk_list", "pause_again", "watch_stop", "set_timeout"}
+PURE = {"read", "exists", "list", "run_echo", "run_cat", "secret_query", "sdk_list", "pause_again", "watch_stop", "set_timeout",
+        "egress_check"}
 
 
 class OutOfBudget(Exception):

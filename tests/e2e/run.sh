@@ -59,16 +59,7 @@ install_js() {
   cp package-lock.json node_modules/.e2e-installed-lock
 }
 
-install_py() {
-  local venv="$HERE/.venv" req="$HERE/py/requirements.txt"
-  if [ -x "$venv/bin/python" ] && [ -f "$venv/.e2e-installed-req" ] && cmp -s "$req" "$venv/.e2e-installed-req"; then
-    return 0
-  fi
-  say "python venv (tests/e2e/.venv)"
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || return 1
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" || return 1
-  cp "$req" "$venv/.e2e-installed-req"
-}
+install_py() { "$HERE/py-venv.sh"; }
 
 # The dashboard's browser test drives Debian's chromium (headless, loopback only).
 install_browser() {

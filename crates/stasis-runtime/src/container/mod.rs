@@ -26,7 +26,7 @@
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
-//! `flush`, `disk`, `overlay`, `network`, `idmap`, `agent_layer`, `boot`, `layout`,
+//! `flush`, `disk`, `overlay`, `network`, `idmap`, `id_ranges`, `agent_layer`, `boot`, `layout`,
 //! `record`.
 
 mod agent_layer;
@@ -42,6 +42,7 @@ mod fs;
 mod generations;
 mod handover;
 mod hot_mounts;
+mod id_ranges;
 pub mod idmap;
 mod init;
 mod init_watch;
@@ -155,6 +156,8 @@ struct Inner {
     verified: checksum::Verified,
     /// The object store images are kept in, if any (`remote.rs`).
     remote: Option<Arc<crate::objstore::Remote>>,
+    /// Who holds which id range on this host (`id_ranges.rs`).
+    id_ranges: id_ranges::IdRanges,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -187,6 +190,8 @@ impl ContainerRuntime {
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
         let remote = config.object_store.as_ref().map(crate::objstore::Remote::connect).transpose()?.map(Arc::new);
+        let id_ranges = id_ranges::IdRanges::host();
+        reclaim_id_ranges(&layout, &id_ranges);
         Ok(Self {
             inner: Arc::new_cyclic(|me| Inner {
                 layout,
@@ -210,6 +215,7 @@ impl ContainerRuntime {
                 warming: Mutex::default(),
                 verified: checksum::Verified::default(),
                 remote,
+                id_ranges,
             }),
         })
     }
@@ -242,6 +248,24 @@ impl ContainerRuntime {
         let _guard = lock.lock().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner)).await.expect("runtime task panicked")
+    }
+}
+
+/// Claims again the id ranges this data dir's records and memory snapshots name: the
+/// host-wide claims live in `/run`, gone after a reboot, and another data dir's daemon
+/// must not hand them out.
+fn reclaim_id_ranges(layout: &Layout, ranges: &id_ranges::IdRanges) {
+    let owners = |dir: PathBuf, file: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(dir).map(|r| r.flatten().map(|e| e.path().join(file)).collect()).unwrap_or_default()
+    };
+    let records = owners(layout.sandboxes(), "record.json").into_iter().filter_map(|p| Some((Record::load(&p).ok()?.id_base?, p)));
+    let snaps = owners(layout.snapshots(), "snapshot.json")
+        .into_iter()
+        .filter_map(|p| Some((SnapshotMeta::load_from(&p).ok().filter(|m| m.memory)?.id_base?, p)));
+    for (base, owner) in records.chain(snaps) {
+        if let Err(e) = ranges.register(base, &owner) {
+            tracing::warn!("id range {base} of {}: {e}", owner.display());
+        }
     }
 }
 

@@ -65,7 +65,7 @@ impl Inner {
         // No token: each sandbox made from the capture gets its own at handover (one
         // left in the capture would stay the agent's token for creates without one).
         let spec = SandboxSpec { template: t.name.clone(), access_token: None, network: None, ..Default::default() };
-        self.create_cold(&id, &t.spec_for(&spec), t)?;
+        self.create_cold(&id, &t.spec_for(&spec), t, super::create::Ids::Own)?;
         let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot_here(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);
         self.warming.lock().unwrap().remove(&id);

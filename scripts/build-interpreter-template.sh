@@ -54,6 +54,8 @@ LINK=$TEMPLATES/$NAME
 # shellcheck source=../templates/code-interpreter-v1/versions.env
 . "$RECIPE_DIR/versions.env"
 recipe_inputs() {
+    # The base's version too: a new base (its own recipe) makes a new interpreter.
+    readlink "$BASE" || true
     cat "$0" "$RECIPE_DIR"/*
     if [ -d "$SUPPORT_DIR" ]; then find "$SUPPORT_DIR" -type f -print0 | sort -z | xargs -0r cat; fi
 }

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Build the "base" sandbox template: a Debian bookworm minbase rootfs whose
-# ownership is shifted by 100000 for the sandboxes' user namespaces.
+# Build the "base" sandbox template: a Debian bookworm minbase rootfs (with git and curl,
+# as the hosted platforms' base images have) whose ownership is shifted by 100000 for the
+# sandboxes' user namespaces.
 #
-# Result (all or nothing, published with one rename(2)):
-#   $DATA/templates/base/rootfs/             the root file system
-#   $DATA/templates/base/rootfs.uid-shift    marker left by shift-owner.py
-#   $DATA/templates/base/template.json       {"name","uidShift","createdAt","sizeBytes"}
+# Versioned by its recipe (this script and shift-owner.py): each recipe is built once into
+#   $DATA/templates/.base-RECIPE/rootfs/             the root file system
+#   $DATA/templates/.base-RECIPE/rootfs.uid-shift    marker left by shift-owner.py
+#   $DATA/templates/.base-RECIPE/template.json       {"name","recipe","uidShift","createdAt","sizeBytes"}
+# and published by pointing the symlink $DATA/templates/base at it (one rename(2)).
+# Sandboxes, snapshots and templates made before keep the version they were made from
+# (their records name its resolved path). A base from before versions (a real directory
+# at templates/base) moves to templates/.base-legacy, where the runtime finds it for the
+# records that name templates/base/rootfs (Layout::lower_now).
 #
-# Idempotent: exits at once when $DATA/templates/base/template.json exists.
+# Idempotent: exits at once when templates/base already points at this recipe's build.
 # Usage: build-template.sh [--data-dir /var/lib/stasis]
 set -euo pipefail
 
@@ -23,31 +29,49 @@ UID_SHIFT=100000
 SANDBOX_USER=user
 SANDBOX_UID=1000
 SANDBOX_HOSTNAME=sandbox
-INCLUDE=bash,coreutils,procps,python3,sudo,ca-certificates,iproute2
+INCLUDE=bash,coreutils,procps,python3,sudo,ca-certificates,iproute2,git,curl
 DEBOOTSTRAP_CACHE=/var/cache/stasis/debootstrap
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --data-dir) [ $# -ge 2 ] || die "--data-dir needs a value"; DATA=$2; shift 2 ;;
         --data-dir=*) DATA=${1#*=}; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 case "$DATA" in /*) ;; *) die "--data-dir must be an absolute path" ;; esac
 
 TEMPLATES=$DATA/templates
-FINAL=$TEMPLATES/$NAME
+LINK=$TEMPLATES/$NAME
+LEGACY=$TEMPLATES/.$NAME-legacy
+recipe=$(cat "$0" "$SCRIPT_DIR/shift-owner.py" | sha256sum | cut -c1-16)
+VERSION=.$NAME-$recipe
+FINAL=$TEMPLATES/$VERSION
 
-if [ -f "$FINAL/template.json" ]; then
-    log "template '$NAME' already built ($FINAL/template.json); nothing to do"
+current() { [ "$(readlink "$LINK" 2>/dev/null)" = "$VERSION" ] && [ -f "$FINAL/template.json" ]; }
+
+# Points templates/base at $VERSION. A pre-versions base directory moves aside first, in
+# the same breath, so a create never finds no base.
+publish() {
+    if [ -d "$LINK" ] && [ ! -L "$LINK" ]; then
+        [ ! -e "$LEGACY" ] || die "$LINK is a directory and $LEGACY exists: move one away and rerun"
+        mv -T "$LINK" "$LEGACY"
+        log "the base from before versions is kept at $LEGACY (sandboxes made from it still use it)"
+    fi
+    ln -sfn "$VERSION" "$LINK.tmp"
+    mv -T "$LINK.tmp" "$LINK"
+}
+
+if current; then
+    log "template '$NAME' already built (recipe $recipe); nothing to do"
     exit 0
 fi
 
 require_root
-[ ! -e "$FINAL" ] ||
-    die "$FINAL exists without template.json (not built by this script?); move it away and rerun"
-
+if [ -d "$LINK" ] && [ ! -L "$LINK" ] && [ ! -f "$LINK/template.json" ]; then
+    die "$LINK exists without template.json (not built by this script?); move it away and rerun"
+fi
 t_start=$SECONDS
 apt_install_missing debootstrap
 
@@ -56,8 +80,14 @@ chmod 0711 "$DATA" "$TEMPLATES"
 exec 9>"$TEMPLATES/.build.lock"
 flock 9
 # Another run may have finished while we waited for the lock.
-if [ -f "$FINAL/template.json" ]; then
+if current; then
     log "template '$NAME' was built by a concurrent run; nothing to do"
+    exit 0
+fi
+if [ -f "$FINAL/template.json" ]; then
+    # Built before, link moved since (a rollback): point at it again.
+    publish
+    log "template '$NAME' -> $VERSION (already built)"
     exit 0
 fi
 
@@ -69,14 +99,14 @@ umount_under() {
 }
 
 # Staging dirs of earlier, interrupted runs.
-for old in "$TEMPLATES/.$NAME.tmp-"*; do
+for old in "$TEMPLATES/.$NAME.tmp-"* "$TEMPLATES/.$NAME-"*.tmp-*; do
     [ -d "$old" ] || continue
     log "removing leftover staging dir $old"
     umount_under "$old"
     rm -rf --one-file-system "$old"
 done
 
-STAGE=$(mktemp -d "$TEMPLATES/.$NAME.tmp-XXXX")
+STAGE=$(mktemp -d "$FINAL.tmp-XXXX")
 ROOTFS=$STAGE/rootfs
 BUILD_LOG=$TEMPLATES/.$NAME-build.log
 cleanup() {
@@ -94,7 +124,7 @@ trap cleanup EXIT
 # Debian archive, which is then used (read at run time, never hard-coded).
 mirror=$(debian_archive_uri || true)
 mkdir -p "$DEBOOTSTRAP_CACHE"
-log "[1/5] debootstrap --variant=minbase $SUITE -> $ROOTFS${mirror:+ (mirror $mirror)}"
+log "[1/5] debootstrap --variant=minbase $SUITE (recipe $recipe) -> $ROOTFS${mirror:+ (mirror $mirror)}"
 t=$SECONDS
 if ! debootstrap --variant=minbase --include="$INCLUDE" --cache-dir="$DEBOOTSTRAP_CACHE" \
         "$SUITE" "$ROOTFS" ${mirror:+"$mirror"} >"$BUILD_LOG" 2>&1; then
@@ -142,13 +172,14 @@ log "      done in $((SECONDS - t))s"
 size=$(du -sb --one-file-system "$ROOTFS" | awk '{ print $1 }')
 files=$(find "$ROOTFS" -xdev | wc -l)
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-log "[5/5] writing template.json and publishing $FINAL"
-printf '{"name":"%s","uidShift":%d,"createdAt":"%s","sizeBytes":%d}\n' \
-    "$NAME" "$UID_SHIFT" "$created" "$size" >"$STAGE/template.json.tmp"
+log "[5/5] writing template.json and publishing $LINK -> $VERSION"
+printf '{"name":"%s","recipe":"%s","uidShift":%d,"createdAt":"%s","sizeBytes":%d}\n' \
+    "$NAME" "$recipe" "$UID_SHIFT" "$created" "$size" >"$STAGE/template.json.tmp"
 mv "$STAGE/template.json.tmp" "$STAGE/template.json"
 chmod 0644 "$STAGE/template.json"
 chmod 0711 "$STAGE"
 mv -T "$STAGE" "$FINAL"    # atomic: rename(2) within $TEMPLATES
 trap - EXIT
+publish
 
 log "template '$NAME' ready: $FINAL ($((size / 1024 / 1024)) MiB, $files entries, $((SECONDS - t_start))s total)"

@@ -20,6 +20,9 @@ apt_install_missing postgresql
 # local registries (docker-registry, htpasswd from apache2-utils) and a static busybox
 # the test images are made of.
 apt_install_missing docker-registry apache2-utils busybox-static
+# The egress proxy's test (crates/stasis/tests/egress_secrets.rs) makes its test CA and
+# the echo server's certificate with the openssl command.
+apt_install_missing openssl
 
 # The tests use the agent and CRIU that setup just installed, and their own data dirs.
 export STASIS_AGENT=/usr/local/lib/stasis/stasis-agent

@@ -6,7 +6,8 @@
 #   E2E_SUITES=js bash tests/e2e/run.sh   # only the JS suites (or: py)
 #
 # Env: STASIS_BIN (default /usr/local/bin/stasis), STASIS_AGENT (default
-# /usr/local/lib/stasis/stasis-agent), E2E_KEEP_LOG=1 keeps the server log on success,
+# /usr/local/lib/stasis/stasis-agent), E2E_TEMPLATE_BASE (default /var/lib/stasis/templates/base),
+# E2E_KEEP_LOG=1 keeps the server log on success,
 # E2E_ROUTING=host runs the JS files in host-routing mode (helpers.mjs `useHostRouting`),
 # E2E_SERVE_ARGS adds arguments to `stasis serve` (e.g. --park-connections: every SDK call
 # through the relay).
@@ -16,7 +17,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STASIS_BIN=${STASIS_BIN:-/usr/local/bin/stasis}
 STASIS_AGENT=${STASIS_AGENT:-/usr/local/lib/stasis/stasis-agent}
-TEMPLATE_BASE=/var/lib/stasis/templates/base
+TEMPLATE_BASE=${E2E_TEMPLATE_BASE:-/var/lib/stasis/templates/base}
 TEMPLATE_INTERPRETER=/var/lib/stasis/templates/code-interpreter-v1
 SUITES=${E2E_SUITES:-js py}
 START=$(date +%s)
@@ -221,12 +222,10 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
-# --accept-unapplied-network-rules: the Secret tests check that rules are stored and
-# shown; without it (the default) they are a 501 (api::tests).
 # shellcheck disable=SC2086 # E2E_SERVE_ARGS is a list of words
 STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
   "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
-    --accept-unapplied-network-rules ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
+    ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 ready=0

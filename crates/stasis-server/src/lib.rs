@@ -60,8 +60,9 @@ pub struct ServeConfig {
     /// Registries (`HOST[:PORT]`) template builds may reach without verified TLS
     /// (loopback registries always may).
     pub insecure_registries: Vec<String>,
-    /// Store `network.rules` although nothing applies them yet (else a 501).
-    pub accept_unapplied_rules: bool,
+    /// More roots (PEM files) the egress proxy verifies upstream certificates against,
+    /// besides the host's (`--egress-extra-root`; tests use a private CA).
+    pub egress_extra_roots: Vec<PathBuf>,
     /// How long proxied connections stay parked across a pause for sandboxes whose
     /// metadata does not say (`stasis_park_connections`); `None`: cut at pause.
     pub park_connections: Option<std::time::Duration>,
@@ -140,11 +141,20 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
         let _ = std::fs::set_permissions(cfg.data_dir.join(f), std::fs::Permissions::from_mode(0o600));
     }
     ensure_api_key(store.as_ref(), cfg).await?;
+    // The egress proxy: its CA (trusted by sandboxes with network.rules), the roots it
+    // verifies destinations against, and the channel the runtime's listeners feed.
+    let egress_ca = Arc::new(egress::ca::EgressCa::load_or_make(&cfg.data_dir.join("tls")).context("the egress CA")?);
+    let upstream_tls = egress::upstream::client_config(&cfg.egress_extra_roots)?;
+    let (egress_tx, egress_rx) = tokio::sync::mpsc::unbounded_channel();
     let runtime = ContainerRuntime::new(ContainerConfig {
         data_dir: cfg.data_dir.clone(),
         agent_binary: cfg.agent_binary.clone(),
         disk_reserve: cfg.disk_reserve,
         object_store: cfg.object_store.clone(),
+        egress: Some(stasis_runtime::container::egress::EgressConfig {
+            sink: egress_tx,
+            ca_pem: egress_ca.pem().to_string(),
+        }),
     })
     .context("start the container runtime")?;
     if let Some(o) = &cfg.object_store {
@@ -162,13 +172,14 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
             park_connections: cfg.park_connections,
             defaults: lifecycle::SandboxDefaults {
                 max_timeout_secs: cfg.max_timeout.map(|d| d.as_secs().max(1)),
-                accept_unapplied_rules: cfg.accept_unapplied_rules,
                 ..Default::default()
             },
             secrets: Some(secrets::Vault::new(cfg.data_dir.join("secrets.key"))),
             ..Default::default()
         },
     );
+    // Before recovery, which reopens the listeners of running sandboxes.
+    egress::spawn(egress::Proxy { lifecycle: lifecycle.clone(), ca: egress_ca, upstream_tls }, egress_rx);
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     templates.recover().await;
     resume_paused_at_shutdown(&lifecycle, cfg).await;

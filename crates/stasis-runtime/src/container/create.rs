@@ -119,7 +119,7 @@ impl Inner {
         let id = rec.id.clone();
         let id = id.as_str();
         self.cgroups.create(id, &rec.spec)?;
-        mount_fs(rec, dir)?;
+        mount_fs(rec, dir, &self.layout)?;
         rec.boot_id = random_hex(16);
         let net = self.network_up(rec)?;
         let cfg = BootConfig {

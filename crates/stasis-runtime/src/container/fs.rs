@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use super::layout::SandboxDir;
+use super::layout::{Layout, SandboxDir};
 use super::record::Record;
 use super::{disk, idmap, overlay};
 use crate::error::{IoContext, Result};
 
-/// Mounts the sandbox's disk (when it has a size) and its root overlay on it.
-pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
+/// Mounts the sandbox's disk (when it has a size) and its root overlay on it, over the
+/// lower layers its record names, found where they are now (`Layout::lower_now`).
+pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir, layout: &Layout) -> Result<()> {
     if rec.spec.disk_mb > 0 {
         disk::mount(&dir.disk_image(), &dir.disk(), rec.spec.disk_mb)?;
     }
@@ -31,6 +32,8 @@ pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir) -> Result<()> {
     let mut lowers = Vec::with_capacity(rec.lower_dirs.len());
     let made = (|| -> Result<()> {
         for (i, l) in rec.lower_dirs.iter().enumerate() {
+            let now = layout.lower_now(l).display().to_string();
+            let l = &now;
             let from = idmap::range_of_layer(Path::new(l));
             if from == rec.ids() {
                 lowers.push(l.clone());

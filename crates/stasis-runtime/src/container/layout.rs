@@ -1,7 +1,9 @@
 //! Where a container runtime keeps things under its data directory.
 //!
 //! ```text
-//! DATA/templates/NAME/rootfs        template root filesystems (read-only lower layers)
+//! DATA/templates/NAME/rootfs        template root filesystems (read-only lower layers);
+//!                                   NAME a symlink to its current version `.NAME-VERSION`
+//! DATA/templates/.base-legacy        the base from before base versions (`lower_now`)
 //! DATA/agents/HASH/                 agent layer: the agent binary and device nodes
 //! DATA/sandboxes/ID/record.json     the sandbox's persisted record (atomically replaced)
 //! DATA/sandboxes/ID/disk.img        its disk: a sparse ext4 image of its disk size
@@ -36,6 +38,25 @@ impl Layout {
 
     pub fn template_rootfs(&self, name: &str) -> PathBuf {
         self.root.join("templates").join(name).join("rootfs")
+    }
+
+    /// Where lower layer `lower`, as a record names it, is now. The base template was a
+    /// directory at `templates/base` before it had versions; the first versioned build
+    /// (scripts/build-template.sh) moves it to `templates/.base-legacy` and makes
+    /// `templates/base` a link to the new version, so records made before (sandboxes,
+    /// snapshots, templates built on it) name a path that now leads to another base. Every
+    /// other path is where it was: records made since name resolved versions.
+    pub fn lower_now(&self, lower: &str) -> PathBuf {
+        let templates = self.templates();
+        let legacy = templates.join(".base-legacy").join("rootfs");
+        let moved = Path::new(lower) == templates.join("base").join("rootfs")
+            && templates.join("base").is_symlink()
+            && legacy.is_dir();
+        if moved {
+            legacy
+        } else {
+            PathBuf::from(lower)
+        }
     }
 
     pub fn agents(&self) -> PathBuf {
@@ -101,5 +122,44 @@ impl SandboxDir {
     }
     pub fn log(&self, name: &str) -> PathBuf {
         self.0.join(format!("{name}.log"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_naming_the_base_from_before_versions_find_it_where_the_first_versioned_build_moved_it() {
+        let data = tempfile::tempdir().unwrap();
+        let layout = Layout::new(data.path());
+        let t = layout.templates();
+        let old_path = t.join("base/rootfs").display().to_string();
+        // Before versions: templates/base is the directory itself.
+        std::fs::create_dir_all(t.join("base/rootfs")).unwrap();
+        assert_eq!(layout.lower_now(&old_path), PathBuf::from(&old_path));
+        // The first versioned build: the old base moves aside, base links to the new one.
+        std::fs::rename(t.join("base"), t.join(".base-legacy")).unwrap();
+        std::fs::create_dir_all(t.join(".base-0123/rootfs")).unwrap();
+        std::os::unix::fs::symlink(".base-0123", t.join("base")).unwrap();
+        assert_eq!(layout.lower_now(&old_path), t.join(".base-legacy/rootfs"));
+        // Records made since name resolved versions, and other layers stay where they are.
+        let new_path = t.join(".base-0123/rootfs").display().to_string();
+        assert_eq!(layout.lower_now(&new_path), PathBuf::from(&new_path));
+        let agent = layout.agents().join("abc").display().to_string();
+        assert_eq!(layout.lower_now(&agent), PathBuf::from(&agent));
+    }
+
+    #[test]
+    fn a_data_dir_whose_base_links_elsewhere_and_has_no_legacy_base_keeps_the_path() {
+        // The test servers' data dirs: templates/base links to the system's base.
+        let data = tempfile::tempdir().unwrap();
+        let system = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(system.path().join("rootfs")).unwrap();
+        let layout = Layout::new(data.path());
+        std::fs::create_dir_all(layout.templates()).unwrap();
+        std::os::unix::fs::symlink(system.path(), layout.templates().join("base")).unwrap();
+        let path = layout.templates().join("base/rootfs").display().to_string();
+        assert_eq!(layout.lower_now(&path), PathBuf::from(&path));
     }
 }

@@ -21,6 +21,7 @@
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
+//! | `egress.rs`, `trust.rs` | the egress proxy's listener in each gateway namespace; its CA in the sandbox's trust store |
 //! | `volumes.rs` | volumes: their directories, mounts at boot, CRIU's external mounts |
 //! | `hot_mounts.rs` | volumes mounted into and unmounted from a running sandbox |
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
@@ -36,6 +37,7 @@ mod checksum;
 mod create;
 pub(crate) mod criu;
 mod disk;
+pub mod egress;
 mod flush;
 mod format;
 mod fs;
@@ -64,6 +66,7 @@ mod teardown;
 mod template;
 mod template_store;
 mod template_tags;
+mod trust;
 mod update;
 pub mod volumes;
 mod warm;
@@ -81,6 +84,7 @@ pub use snapshot::SnapshotMeta;
 pub use template::ReadyCheck;
 pub use template_store::{valid_template_name, BuildBase, TemplateInfo, TemplatePublish};
 pub use template_tags::{normalize_tags, split_template_ref, TemplateTag, DEFAULT_TAG};
+pub use trust::BUNDLE as TRUST_BUNDLE;
 
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{CheckpointStats, PauseMode, Recovered, Runtime, SandboxSpec, SandboxState, SandboxUsage, SnapshotStats};
@@ -96,6 +100,9 @@ pub struct ContainerConfig {
     /// Where checkpoint and snapshot images are kept beyond this host (`remote.rs`);
     /// `None`: on this host only.
     pub object_store: Option<crate::objstore::ObjectStoreConfig>,
+    /// The egress proxy sandboxes with `network.rules` send their HTTPS through
+    /// (`egress.rs`); `None`: such sandboxes are refused.
+    pub egress: Option<egress::EgressConfig>,
 }
 
 impl ContainerConfig {
@@ -158,6 +165,10 @@ struct Inner {
     remote: Option<Arc<crate::objstore::Remote>>,
     /// Who holds which id range on this host (`id_ranges.rs`).
     id_ranges: id_ranges::IdRanges,
+    /// Where intercepted HTTPS goes, and the CA sandboxes trust for it (`egress.rs`).
+    egress: Option<egress::EgressConfig>,
+    /// The open egress listeners, by sandbox.
+    egress_listeners: Mutex<HashMap<String, egress::Listener>>,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -203,6 +214,8 @@ impl ContainerRuntime {
                 snapshot_lock: tokio::sync::RwLock::new(()),
                 net_init: OnceLock::new(),
                 net_alloc: Mutex::new(()),
+                egress: config.egress,
+                egress_listeners: Mutex::default(),
                 lazy: criu::Criu::lazy_supported(),
                 key,
                 disk_reserve: config.disk_reserve,

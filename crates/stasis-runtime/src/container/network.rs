@@ -32,6 +32,9 @@ pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 22);
 /// Transit addresses: 10.200.0.0/16, one /30 per sandbox.
 const TRANSIT_PREFIX: [u8; 2] = [10, 200];
 pub const MAX_INDEX: u32 = 16_383;
+/// Where the egress proxy listens in each gateway namespace (on [`GATEWAY_IP`]); the
+/// sandbox's port-443 connections are redirected there when it has `network.rules`.
+pub const EGRESS_PORT: u16 = 15443;
 
 /// Not the internet: dropped for sandboxes unless in their `allowOut`. This network,
 /// RFC 1918, shared address space (RFC 6598, carrier NAT and some clouds' internal
@@ -62,6 +65,10 @@ pub struct NetworkPolicy {
     /// CIDRs never reachable (unless allowed above).
     #[serde(default)]
     pub deny_out: Vec<String>,
+    /// New TCP connections to port 443 go to the egress proxy's listener in the gateway
+    /// namespace (`egress.rs`) instead of being forwarded: the sandbox has `network.rules`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intercept_https: bool,
 }
 
 impl NetworkPolicy {
@@ -244,13 +251,15 @@ pub fn apply_policy(id: &str, index: u32, policy: &NetworkPolicy) -> Result<()> 
 
 /// The gateway's nftables table for `policy`: forwarding from the sandbox filtered, the
 /// sandbox's traffic translated to the gateway's transit address.
+///
+/// The allow/deny decision is one regular chain (`outbound`) that both paths out jump to:
+/// `forward` for the sandbox's own connections, and `output` for the connections the
+/// egress proxy opens from this namespace on the sandbox's behalf; so an intercepted
+/// connection is held to the same policy, and, leaving through the uplink, to the host's
+/// rules, exactly as forwarded traffic is. Nothing from the uplink reaches the proxy's
+/// listener (`input`).
 fn gateway_rules(policy: &NetworkPolicy, gw_ip: Ipv4Addr) -> String {
-    let mut rules = String::from(
-        "table ip gw {\n\
-           chain forward { type filter hook forward priority 0; policy drop;\n\
-             ct state established,related accept\n\
-             iifname \"uplink\" drop\n",
-    );
+    let mut rules = String::from("table ip gw {\n  chain outbound {\n");
     for c in &policy.allow_out {
         rules.push_str(&format!("    ip daddr {c} accept\n"));
     }
@@ -267,8 +276,30 @@ fn gateway_rules(policy: &NetworkPolicy, gw_ip: Ipv4Addr) -> String {
         rules.push_str(&format!("    ip daddr {{ {} }} drop\n", NOT_INTERNET.join(", ")));
         rules.push_str("    accept\n");
     }
+    rules.push_str(
+        "    drop\n  }\n\
+         \x20 chain forward { type filter hook forward priority 0; policy drop;\n\
+         \x20   ct state established,related accept\n\
+         \x20   iifname \"uplink\" drop\n\
+         \x20   jump outbound\n\
+         \x20 }\n\
+         \x20 chain output { type filter hook output priority 0; policy accept;\n\
+         \x20   oifname != \"uplink\" accept\n\
+         \x20   ct state established,related accept\n\
+         \x20   jump outbound\n\
+         \x20 }\n\
+         \x20 chain input { type filter hook input priority 0; policy accept;\n\
+         \x20   iifname \"uplink\" ct state established,related accept\n\
+         \x20   iifname \"uplink\" drop\n\
+         \x20 }\n",
+    );
+    if policy.intercept_https {
+        rules.push_str(&format!(
+            "  chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n    iifname \"gw\" tcp dport 443 redirect to :{EGRESS_PORT}\n  }}\n"
+        ));
+    }
     rules.push_str(&format!(
-        "  }}\n  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    oifname \"uplink\" snat to {gw_ip}\n  }}\n}}\n"
+        "  chain postrouting {{ type nat hook postrouting priority 100; policy accept;\n    oifname \"uplink\" snat to {gw_ip}\n  }}\n}}\n"
     ));
     rules
 }
@@ -338,5 +369,38 @@ mod tests {
         assert!(NetworkPolicy { deny_out: vec!["10.0.0.0/33".into()], ..NetworkPolicy::open() }.validate().is_err());
         assert!(NetworkPolicy { deny_out: vec!["example.com".into()], ..NetworkPolicy::open() }.validate().is_err());
         assert!(NetworkPolicy { deny_out: vec!["1.2.3.4; drop".into()], ..NetworkPolicy::open() }.validate().is_err());
+    }
+
+    #[test]
+    fn gateway_rules_are_valid_nftables_with_and_without_interception() {
+        if Command::new("nft").arg("--version").output().is_err() {
+            eprintln!("skipped: no nft");
+            return;
+        }
+        for intercept_https in [false, true] {
+            let policy = NetworkPolicy {
+                allow_out: vec!["10.1.0.0/16".into()],
+                deny_out: vec!["1.2.3.4".into()],
+                intercept_https,
+                ..NetworkPolicy::open()
+            };
+            let rules = gateway_rules(&policy, Ipv4Addr::new(10, 200, 0, 2));
+            assert_eq!(rules.contains(&format!("redirect to :{EGRESS_PORT}")), intercept_https);
+            let checked = Command::new("nft")
+                .args(["-c", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            if String::from_utf8_lossy(&checked.stderr).contains("Operation not permitted") {
+                eprintln!("skipped: nft -c needs CAP_NET_ADMIN");
+                return;
+            }
+            assert!(checked.status.success(), "{rules}\n{}", String::from_utf8_lossy(&checked.stderr));
+        }
     }
 }

@@ -113,7 +113,7 @@ impl Inner {
             checksum::verify(images, &self.key)?;
         }
         let mut net_up = false;
-        let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir)).and_then(|_| {
+        let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir, &self.layout)).and_then(|_| {
             let net = self.network_up(rec)?;
             net_up = net.is_some();
             let dev = net.as_ref().map(|n| n.sandbox_if.as_str());

@@ -145,10 +145,12 @@ impl Inner {
             .collect()
     }
 
-    /// Whether `name` is a template made by setup (never versioned, never tagged).
+    /// Whether `name` is a template made by setup (never tagged, never built by the API):
+    /// its dir, or the version its link points to (setup versions `base` and the code
+    /// interpreter by their recipes), has no build record.
     pub(super) fn is_setup_template(&self, name: &str) -> bool {
         let dir = self.layout.templates().join(name);
-        dir.exists() && self.version_of_link(&dir).is_none()
+        dir.exists() && super::template_store::built(&dir).is_none()
     }
 
     /// Points each of `tags` of `name` at `version` (one rename each).
@@ -322,6 +324,7 @@ mod store_tests {
             agent_binary: dir.join("no-agent"),
             disk_reserve: 0,
             object_store: None,
+            egress: None,
         };
         match ContainerRuntime::new(config) {
             Ok(rt) => Some(rt),
@@ -353,6 +356,31 @@ mod store_tests {
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn a_setup_template_versioned_by_its_recipe_is_still_a_setup_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(rt) = runtime(dir.path()) else { return };
+        let inner = &rt.inner;
+        // What scripts/build-template.sh makes: `base` links to `.base-RECIPE`, whose
+        // template.json has no build record.
+        let t = dir.path().join("templates");
+        std::fs::rename(t.join("base"), t.join(".base-legacy")).unwrap();
+        std::fs::create_dir_all(t.join(".base-0123456789abcdef/rootfs")).unwrap();
+        std::fs::write(
+            t.join(".base-0123456789abcdef/template.json"),
+            r#"{"name":"base","recipe":"0123456789abcdef","uidShift":100000}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(".base-0123456789abcdef", t.join("base")).unwrap();
+        assert!(inner.is_setup_template("base"));
+        assert!(matches!(inner.assign_template_tags("base", &["v1".into()]), Err(RuntimeError::InvalidTemplate(_))));
+        assert!(inner.remove_template("base").is_err(), "setup's base is not the API's to delete");
+        let canonical = std::fs::canonicalize(t.join(".base-0123456789abcdef/rootfs")).unwrap();
+        assert_eq!(inner.template("base").unwrap().lowers, vec![canonical.display().to_string()]);
+        let names: Vec<String> = inner.templates().unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, vec!["base".to_string()], "versions are not templates of their own");
     }
 
     #[test]

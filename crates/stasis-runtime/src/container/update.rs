@@ -33,7 +33,16 @@ impl Inner {
                 self.cgroups.set_memory(id, mb)?;
             }
             if let (Some(policy), Some(index)) = (&u.network, rec.net_index) {
+                // The listener is there before connections are redirected to it, and
+                // goes only after they no longer are.
+                if policy.intercept_https {
+                    self.trust_egress_ca(Some(policy), &self.dir(id).rootfs())?;
+                    self.egress_open(id, &network::names(id, index).netns)?;
+                }
                 network::apply_policy(id, index, policy)?;
+                if !policy.intercept_https {
+                    self.egress_close(id);
+                }
             }
         }
         if let Some(mb) = u.memory_mb {

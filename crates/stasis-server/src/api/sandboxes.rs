@@ -96,6 +96,7 @@ fn create_params(req: NewSandbox, default_timeout: u64, d: &SandboxDefaults) -> 
     if !(64..=1_048_576).contains(&disk_mb) {
         return Err(ApiError::bad_request(format!("diskSizeMB must be between 64 and 1048576, got {disk_mb}")));
     }
+    refuse_iam(req.iam.as_ref())?;
     let network = req.network.unwrap_or(serde_json::Value::Null);
     if !(network.is_null() || network.is_object()) {
         return Err(ApiError::bad_request("network must be an object"));
@@ -139,7 +140,6 @@ async fn create(state: AppState, body: Body, default_timeout: fn(&SandboxDefault
     params.volumes = state.lifecycle.resolve_volume_mounts(&mounts).await?;
     let rules = NetworkRules::parse(params.network.get("rules")).map_err(ApiError::bad_request)?;
     state.lifecycle.check_rule_secrets(&rules).await?;
-    refuse_unapplied(&rules, d)?;
     if let Some(network) = params.network.as_object_mut() {
         if rules.is_empty() {
             network.remove("rules");
@@ -293,24 +293,32 @@ pub async fn update_network(
     }
     let rules = NetworkRules::parse(req.rules.as_ref()).map_err(ApiError::bad_request)?;
     state.lifecycle.check_rule_secrets(&rules).await?;
-    refuse_unapplied(&rules, state.defaults())?;
     state.lifecycle.update_network(&id, req.allow_out, req.deny_out, req.allow_internet_access, rules).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `network.rules` are checked (their secrets must exist) but nothing applies them to
-/// traffic yet (the egress proxy is not built), so a sandbox asking for them is refused
-/// with a 501 that says so, never left to find its headers missing; `stasis serve
-/// --accept-unapplied-network-rules` stores them anyway (to stage configurations).
-fn refuse_unapplied(rules: &NetworkRules, d: &SandboxDefaults) -> ApiResult<()> {
-    if rules.is_empty() || d.accept_unapplied_rules {
+/// Workload identity tokens (`iam.tokens`, E2B's `Secret.iamToken`): E2B mints them as an
+/// OIDC issuer the cloud providers trust and its egress proxy puts them in requests. A
+/// self-hosted Stasis is no issuer any cloud trusts, so a sandbox asking for tokens is
+/// refused with a 501 that says so, never started without them. No tokens asked
+/// (absent, null, or an empty map, which the SDKs treat as off) is fine.
+fn refuse_iam(iam: Option<&serde_json::Value>) -> ApiResult<()> {
+    let asks = match iam {
+        None | Some(serde_json::Value::Null) => false,
+        Some(v) => match v.get("tokens") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Object(m)) => !m.is_empty(),
+            Some(_) => return Err(ApiError::bad_request("iam.tokens must be an object")),
+        },
+    };
+    if !asks {
         return Ok(());
     }
     Err(ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
-        "network.rules are valid, but this Stasis cannot apply them yet: the egress proxy that sets \
-         their headers on outbound HTTPS is not built (docs/sdk-parity.md, Secrets); \
-         `stasis serve --accept-unapplied-network-rules` stores them anyway",
+        "iam.tokens (workload identity) is not served by Stasis: tokens are minted by an OIDC issuer your \
+         cloud trusts, which a self-hosted Stasis is not; use a Secret and network.rules instead \
+         (docs/sdk-parity.md, iamToken)",
     ))
 }
 

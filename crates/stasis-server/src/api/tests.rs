@@ -159,22 +159,10 @@ async fn network_and_memory_changes_on_the_wire() {
         assert!(err["message"].as_str().unwrap().contains(says), "{body}: {err}");
     }
     assert_eq!(send(&h, "PUT", "/sandboxes/nosuchsandbox0000000/network", "{}").await.0, StatusCode::NOT_FOUND);
-    // Valid rules are refused while nothing applies them (501 saying so), unless the
-    // server accepts unapplied rules.
+    // Valid rules are kept (keys lower-cased) and shown as sent: placeholders, never
+    // values; an update without them clears them.
     h.lc.create_secret("key", "the-value", Default::default()).await.unwrap();
     let rules = r#"{"rules": {"API.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}}]}}"#;
-    let (status, err) = send(&h, "PUT", &path, rules).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{err}");
-    assert!(err["message"].as_str().unwrap().contains("cannot apply them yet"), "{err}");
-    // Accepted, they are kept (keys lower-cased) and shown as sent: placeholders, never
-    // values; an update without them clears them.
-    let mut config = crate::lifecycle::LifecycleConfig::default();
-    config.defaults.accept_unapplied_rules = true;
-    let h = crate::lifecycle::tests::harness_with(config).await;
-    h.store.add_api_key("test", KEY).await.unwrap();
-    let id = h.create(|_| {}).await;
-    let path = format!("/sandboxes/{id}/network");
-    h.lc.create_secret("key", "the-value", Default::default()).await.unwrap();
     assert_eq!(send(&h, "PUT", &path, rules).await.0, StatusCode::NO_CONTENT);
     let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
     let want = serde_json::json!({"api.example.com": [{"transform": {"headers": {"Authorization": "Bearer ${e2b.secrets.key}"}}}]});
@@ -194,4 +182,22 @@ async fn network_and_memory_changes_on_the_wire() {
     assert_eq!(send(&h, "POST", &mem, "{}").await.0, StatusCode::BAD_REQUEST);
     let (_, info) = get(&h, &format!("/sandboxes/{id}")).await;
     assert_eq!(info["memoryMB"], before * 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn workload_identity_tokens_are_refused_by_name_never_ignored() {
+    let h = harness().await;
+    h.store.add_api_key("test", KEY).await.unwrap();
+    let asks = r#"{"templateID": "base", "iam": {"tokens": {"aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}}"#;
+    let (status, body) = send(&h, "POST", "/sandboxes", asks).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("iam.tokens (workload identity) is not served"), "{body}");
+    let (status, body) = send(&h, "POST", "/sandboxes", r#"{"templateID": "base", "iam": {"tokens": 3}}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(h.store.sandboxes_in_states(&stasis_store::SandboxState::ALL).await.unwrap().is_empty(), "nothing made");
+    // No tokens asked is no identity asked: the SDKs send an empty map for "off".
+    for off in [r#"{"templateID": "base", "iam": {"tokens": {}}}"#, r#"{"templateID": "base", "iam": null}"#] {
+        let (status, body) = send(&h, "POST", "/sandboxes", off).await;
+        assert_eq!(status, StatusCode::CREATED, "{off}: {body}");
+    }
 }

@@ -51,6 +51,9 @@ pub struct NewSandbox {
     pub disk_size_mb: Option<u64>,
     /// Volumes to mount, by name.
     pub volume_mounts: Option<Vec<SandboxVolumeMount>>,
+    /// Workload identity (`iam: {tokens: {name: {audience, tokenType}}}`): not served
+    /// (`sandboxes::refuse_iam`), never ignored.
+    pub iam: Option<serde_json::Value>,
 }
 
 /// A volume mounted in a sandbox (`SandboxVolumeMount`).

@@ -82,14 +82,15 @@ impl Lifecycle {
         }
         let lock = self.lock(&id);
         let _g = lock.lock().await;
+        let policy = network_policy(p.allow_internet_access, &row.network);
         let spec = SandboxSpec {
-            network: Some(network_policy(p.allow_internet_access, &row.network)),
+            env: super::sandbox_env(p.env_vars, &policy),
+            network: Some(policy),
             template: p.template,
             cpu_count: row.cpu_count,
             memory_mb: row.memory_mb,
             disk_mb: row.disk_size_mb,
             max_pids: self.inner.config.defaults.max_pids,
-            env: p.env_vars,
             access_token: row.envd_access_token.clone(),
             volumes: super::volumes::runtime_mounts(&volumes),
         };

@@ -119,9 +119,6 @@ pub struct SandboxDefaults {
     pub max_timeout_secs: Option<u64>,
     /// After an auto-resume the sandbox lives at least this long.
     pub min_auto_resume_secs: u64,
-    /// Accept `network.rules` although nothing applies them yet (`stasis serve
-    /// --accept-unapplied-network-rules`); without it they are a 501 that says so.
-    pub accept_unapplied_rules: bool,
 }
 
 impl Default for SandboxDefaults {
@@ -140,7 +137,6 @@ impl Default for SandboxDefaults {
             refresh_secs: 60,
             max_timeout_secs: Some(30 * 24 * 3600),
             min_auto_resume_secs: 300,
-            accept_unapplied_rules: false,
         }
     }
 }
@@ -333,7 +329,23 @@ pub fn network_policy(allow_internet: bool, network: &serde_json::Value) -> Netw
             .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     };
-    NetworkPolicy { allow_internet, allow_out: list("allowOut"), deny_out: list("denyOut") }
+    let intercept_https = network.get("rules").is_some_and(|r| r.as_object().is_some_and(|m| !m.is_empty()));
+    NetworkPolicy { allow_internet, allow_out: list("allowOut"), deny_out: list("denyOut"), intercept_https }
+}
+
+/// The sandbox's environment, with, when its `network.rules` are applied, the variables
+/// that make Python (requests, certifi) and Node read the system CA bundle the egress CA
+/// was added to (`stasis-runtime`'s `trust.rs`); a variable the user set stays theirs.
+pub fn sandbox_env(
+    mut env: std::collections::BTreeMap<String, String>,
+    policy: &NetworkPolicy,
+) -> std::collections::BTreeMap<String, String> {
+    if policy.intercept_https {
+        for k in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+            env.entry(k.to_string()).or_insert_with(|| stasis_runtime::container::TRUST_BUNDLE.to_string());
+        }
+    }
+    env
 }
 
 /// E2B's `network.allowPublicTraffic` (default true): false makes the sandbox's user ports

@@ -46,14 +46,15 @@ impl Lifecycle {
                 return Err(self.record_failure(id, Operation::Kill, e.into()).await);
             }
         }
+        let policy = network_policy(row.allow_internet_access, &row.network);
         let spec = SandboxSpec {
-            network: Some(network_policy(row.allow_internet_access, &row.network)),
+            env: super::sandbox_env(row.env_vars.clone(), &policy),
+            network: Some(policy),
             template: row.template_id.clone(),
             cpu_count: row.cpu_count,
             memory_mb: row.memory_mb,
             disk_mb: row.disk_size_mb,
             max_pids: self.inner.config.defaults.max_pids,
-            env: row.env_vars.clone(),
             // The same token: the SDK's Sandbox object keeps the one it has.
             access_token: row.envd_access_token.clone(),
             volumes: super::volumes::runtime_mounts(&self.inner.store.volume_mounts(id).await?),

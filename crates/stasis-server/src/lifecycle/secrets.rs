@@ -119,4 +119,21 @@ impl Lifecycle {
             .ok_or_else(|| LifecycleError::SecretNotFound(name.to_string()))?;
         Ok(self.vault()?.open(&row.id, &row.sealed)?)
     }
+
+    /// The `network.rules` of sandbox `id` as stored (none for a sandbox without any or
+    /// not known), for the egress proxy: read per connection, so an update applies to the
+    /// next one.
+    pub async fn network_rules(&self, id: &str) -> NetworkRules {
+        match self.row(id).await {
+            Ok(row) => NetworkRules::parse(row.network.get("rules")).unwrap_or_default(),
+            Err(_) => NetworkRules::default(),
+        }
+    }
+
+    /// Says in the sandbox's events that the proxy sent a request without a rule's
+    /// header, the secret it names being gone (the name only, never a value).
+    pub async fn egress_secret_missing(&self, id: &str, host: &str, header: &str) {
+        let message = format!("egress: {host}: header {header:?} not set, a secret it names does not exist");
+        self.event(id, stasis_store::Level::Warn, "egress", message, &[]).await;
+    }
 }

@@ -55,7 +55,7 @@ impl Lifecycle {
         let _g = lock.lock().await;
         let mut row = self.changeable(id).await?;
         let allow_internet = allow_internet.unwrap_or(row.allow_internet_access);
-        let policy = NetworkPolicy { allow_internet, allow_out, deny_out };
+        let policy = NetworkPolicy { allow_internet, allow_out, deny_out, intercept_https: !rules.is_empty() };
         policy.validate().map_err(|e| LifecycleError::BadRequest(e.to_string()))?;
         let update = SandboxUpdate { network: Some(policy.clone()), ..Default::default() };
         self.inner.runtime.update(id, &update).await?;

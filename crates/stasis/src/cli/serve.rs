@@ -37,10 +37,14 @@ pub struct Args {
     /// On SIGTERM, pause every running sandbox; the next start resumes them.
     #[arg(long)]
     pause_on_shutdown: bool,
-    /// Store `network.rules` (secret headers for outbound HTTPS) although this version
-    /// cannot apply them yet; without it a sandbox asking for them is refused (501).
-    #[arg(long)]
+    /// Accepted and ignored: `network.rules` are applied by the egress proxy now
+    /// (older versions stored them unapplied only with this flag).
+    #[arg(long, hide = true)]
     accept_unapplied_network_rules: bool,
+    /// Also trust the CA certificates in FILE (PEM) for the destinations of intercepted
+    /// HTTPS (`network.rules`), besides the host's roots (repeat for more).
+    #[arg(long = "egress-extra-root", value_name = "FILE")]
+    egress_extra_roots: Vec<PathBuf>,
     /// Also serve HTTPS here (certificate from `stasis tls init` in the data dir).
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
@@ -122,7 +126,7 @@ pub async fn run(args: Args) -> u8 {
         paused_retention: args.paused_retention,
         pause_on_shutdown: args.pause_on_shutdown,
         max_timeout: Some(args.max_timeout).filter(|d| !d.is_zero()),
-        accept_unapplied_rules: args.accept_unapplied_network_rules,
+        egress_extra_roots: args.egress_extra_roots,
         tls_listen: args.tls_listen,
         database: args.database,
         disk_reserve: args.disk_reserve,

@@ -100,6 +100,10 @@ WANT_REGISTRY=0
 if [ $# -eq 0 ]; then WANT_REGISTRY=1; fi
 for f in "$@"; do case "$f" in *image*) WANT_REGISTRY=1 ;; esac; done
 if [ "$WANT_REGISTRY" = 1 ]; then install_oci_tools || die "installing the OCI tools failed"; fi
+# The egress proxy's SDK tests: an HTTPS echo in a namespace of its own (egress/echo.sh).
+WANT_EGRESS=0
+if [ $# -eq 0 ]; then WANT_EGRESS=1; fi
+for f in "$@"; do case "$f" in *egress*) WANT_EGRESS=1 ;; esac; done
 
 case " $SUITES " in *" js "*) install_js || die "installing the JS deps failed" ;; esac
 case " $SUITES " in *" py "*) install_py || die "installing the Python deps failed" ;; esac
@@ -186,10 +190,12 @@ stop_server() {
 FAILED=()
 SERVER_STOP_FAILED=0
 REGISTRY_DIR="$DATA_DIR.registry"
+EGRESS_DIR="$DATA_DIR.egress"
 finish() {
   local rc=$?
   trap - EXIT INT TERM
   stop_server
+  [ -d "$EGRESS_DIR" ] && "$HERE/egress/echo.sh" stop "$EGRESS_DIR"
   if [ -d "$REGISTRY_DIR" ]; then
     "$HERE/../oci/registry.sh" stop "$REGISTRY_DIR/anon"
     "$HERE/../oci/registry.sh" stop "$REGISTRY_DIR/auth"
@@ -221,11 +227,21 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
+EGRESS_ARGS=()
+if [ "$WANT_EGRESS" = 1 ]; then
+  say "an HTTPS echo for the egress proxy's tests (tests/e2e/egress)"
+  read -r E2E_EGRESS_ADDR E2E_EGRESS_CIDR _ < <("$HERE/egress/echo.sh" start "$EGRESS_DIR") \
+    || die "starting the egress echo failed"
+  [ -n "${E2E_EGRESS_ADDR:-}" ] || die "starting the egress echo failed"
+  export E2E_EGRESS_ADDR E2E_EGRESS_CIDR E2E_EGRESS_CA="$EGRESS_DIR/ca.pem"
+  EGRESS_ARGS=(--egress-extra-root "$EGRESS_DIR/ca.pem")
+fi
+
 say "starting $STASIS_BIN serve on $BASE_URL (data dir $DATA_DIR)"
 # shellcheck disable=SC2086 # E2E_SERVE_ARGS is a list of words
 STASIS_AGENT="$STASIS_AGENT" RUST_LOG="${RUST_LOG:-info}" \
   "$STASIS_BIN" serve --listen "127.0.0.1:$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --data-dir "$DATA_DIR" --api-key "$API_KEY" \
-    ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
+    "${EGRESS_ARGS[@]}" ${E2E_SERVE_ARGS:-} >"$LOG" 2>&1 &
 SERVER_PID=$!
 
 ready=0

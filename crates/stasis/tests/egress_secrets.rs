@@ -7,8 +7,8 @@
 //! certificate from a test CA the server is given with `--egress-extra-root`. The echo
 //! answers with a SHA-256 of the header it got, not the header: so the sandbox never
 //! holds the value, and the test can still look for it in the sandbox's files, env and
-//! memory images. The base template has no curl: the client is Python's `ssl` (which
-//! reads the system bundle, like curl), connecting to the server's address with the
+//! memory images. The client is Python's `ssl` (which reads the system bundle, like
+//! curl), connecting to the server's address with the
 //! rule's name as SNI and Host (what `curl --resolve NAME:443:ADDR` does).
 
 mod common;
@@ -49,33 +49,6 @@ impl Echo {
              printf 'subjectAltName=DNS:{MATCHED},DNS:{UNMATCHED}\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext && \
              openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext"
         ));
-        std::fs::write(
-            e.certs.path().join("echo.py"),
-            r#"
-import hashlib, http.server, json, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        key = self.headers.get("X-Api-Key")
-        body = json.dumps({
-            "host": self.headers.get("Host"),
-            "key_sha256": hashlib.sha256(key.encode()).hexdigest() if key is not None else None,
-            "mine": self.headers.get("X-Mine"),
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer((sys.argv[1], 443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2] + "/srv.pem", sys.argv[2] + "/srv.key")
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-srv.serve_forever()
-"#,
-        )
-        .unwrap();
         let (ns, hi) = (e.ns(), format!("steh{r}"));
         sh(&format!("ip netns add {ns}"));
         sh(&format!("ip link add {hi} type veth peer name eth0 netns {ns}"));
@@ -86,8 +59,7 @@ srv.serve_forever()
         ));
         e.server = Some(
             Command::new("ip")
-                .args(["netns", "exec", &ns, "/usr/bin/python3"])
-                .arg(e.certs.path().join("echo.py"))
+                .args(["netns", "exec", &ns, "/usr/bin/python3", ECHO])
                 .arg(e.addr())
                 .arg(e.certs.path())
                 .stdout(Stdio::null())
@@ -131,27 +103,13 @@ impl Drop for Echo {
     }
 }
 
+/// The HTTPS echo the SDK tests use too: it answers with a SHA-256 of the header.
+const ECHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/e2e/egress/echo.py");
+
 /// A GET of `https://NAME/` sent to `addr` from inside the sandbox, verified against
-/// the system bundle (or `cafile`): `{"issuer": ..., "body": {...}}` or `{"error": ...}`.
-const CLIENT: &str = r#"
-import json, socket, ssl, sys
-name, addr, cafile = sys.argv[1], sys.argv[2], (sys.argv[3] if len(sys.argv) > 3 else None)
-try:
-    ctx = ssl.create_default_context(cafile=cafile)
-    s = ctx.wrap_socket(socket.create_connection((addr, 443), timeout=15), server_hostname=name)
-    issuer = dict(x[0] for x in s.getpeercert()["issuer"])["commonName"]
-    s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nX-Api-Key: sandbox-own\r\nX-Mine: kept\r\nConnection: close\r\n\r\n" % name).encode())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    print(json.dumps({"issuer": issuer, "status": head.split(b" ")[1].decode(), "body": json.loads(body)}))
-except Exception as e:
-    print(json.dumps({"error": repr(e)}))
-"#;
+/// the system bundle (or `cafile`): `{"issuer": ..., "status": ..., "body": {...}}` or
+/// `{"error": ...}` (shared with the SDK tests).
+const CLIENT: &str = include_str!("../../../tests/e2e/egress/client.py");
 
 async fn get(api: &Api, sbx: &Value, name: &str, addr: &str, cafile: Option<&str>) -> Value {
     let out = api.sh(sbx, &format!("python3 /tmp/client.py {name} {addr} {}", cafile.unwrap_or(""))).await;

@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Sandbox } from 'novita-sandbox'
-import { killAll, seen } from './helpers.mjs'
+import { killAll, seen, waitFor } from './helpers.mjs'
 
 const T = { timeout: 180_000 }
 
@@ -24,8 +24,10 @@ test('Sandbox.clone(id, { count }) makes running copies: files, processes and me
       assert.equal(await c.files.read('clone.txt'), 'from the source')
       const alive = await c.commands.run(`kill -0 ${counter.pid} && cat /tmp/n`)
       const n1 = Number(alive.stdout)
-      await new Promise((r) => setTimeout(r, 300))
-      assert.ok(Number((await c.commands.run('cat /tmp/n')).stdout) > n1, 'the process keeps counting in the clone')
+      // It counts every 50 ms; a loaded host may take longer to fault its pages back in.
+      const counts = await waitFor('the clone\'s counter to move', async () =>
+        Number((await c.commands.run('cat /tmp/n')).stdout) > n1, 10_000, 100).catch(() => false)
+      assert.ok(counts, 'the process keeps counting in the clone')
       await c.files.write('clone.txt', `clone ${c.sandboxId}`)
     }
     assert.equal(await src.files.read('clone.txt'), 'from the source', 'each copy is its own')

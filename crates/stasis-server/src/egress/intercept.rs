@@ -23,7 +23,7 @@ use stasis_runtime::container::egress::EgressUpstream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Proxy;
-use crate::secrets::rules::{headers_for, Rule};
+use crate::secrets::rules::{headers_for, secret_names, Rule};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,14 +66,9 @@ where
         let (sender, lifecycle, id, host, rules) =
             (sender.clone(), lifecycle.clone(), id.clone(), host.clone(), rules.clone());
         async move {
-            // The names the rules' placeholders use, then their current values.
-            let mut names = Vec::new();
-            headers_for(&rules, |n| {
-                names.push(n.to_string());
-                Some(String::new())
-            });
+            // The current values of the secrets the rules name.
             let mut values = HashMap::new();
-            for n in names {
+            for n in secret_names(rules.iter()) {
                 if let Ok(v) = lifecycle.secret_value(&n).await {
                     values.insert(n, v);
                 }

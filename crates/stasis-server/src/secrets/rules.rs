@@ -87,17 +87,7 @@ impl NetworkRules {
 
     /// The secrets the placeholders name, lower-cased, each once.
     pub fn secret_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .0
-            .values()
-            .flatten()
-            .filter_map(|r| r.transform.as_ref())
-            .flat_map(|t| t.headers.values())
-            .flat_map(|v| placeholders(v).unwrap_or_default())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        secret_names(self.0.values().flatten())
     }
 
     /// The rules for a request to `host`: the exact name's, else the longest matching
@@ -125,6 +115,19 @@ impl NetworkRules {
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
     }
+}
+
+/// The secrets the placeholders of `rules` name, lower-cased, each once.
+pub fn secret_names<'a>(rules: impl IntoIterator<Item = &'a Rule>) -> Vec<String> {
+    let mut names: Vec<String> = rules
+        .into_iter()
+        .filter_map(|r| r.transform.as_ref())
+        .flat_map(|t| t.headers.values())
+        .flat_map(|v| placeholders(v).unwrap_or_default())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The headers `rules` set, in order (a later rule's header replaces an earlier one's),

@@ -56,10 +56,32 @@ pub fn range_of_layer(dir: &Path) -> u32 {
     std::fs::metadata(dir).ok().and_then(|m| range_of(m.uid())).unwrap_or(LAYER_BASE)
 }
 
-/// A user namespace whose ids `from..from+65536` are host ids `to..`: what an idmapped
-/// mount needs to show files owned by range `from` as owned by range `to`. Made by a
-/// child that unshares its user namespace and waits; its maps are written from here and
-/// the namespace outlives it through the returned fd.
+/// The `uid_map` / `gid_map` of an idmapped mount showing range `from` as range `to`: a
+/// swap of the two ranges, every other id mapped to itself.
+///
+/// Every id must be mapped: the kernel refuses to open for writing a file whose owner an
+/// idmapped mount leaves unmapped (`HAS_UNMAPPED_ID` in `inode_permission`, EACCES), and
+/// the agent layer's device nodes are host root's, so a map of the range alone left
+/// `/dev/null` unwritable in the sandbox. Ids outside both ranges keep their meaning, as
+/// without the idmapped mount; `to`'s ids (none in a layer written by range `from`) take
+/// `from`'s place so the map stays one to one.
+pub fn swap_map(from: u32, to: u32) -> String {
+    let (lo, hi) = (from.min(to), from.max(to));
+    let mut extents = vec![(from, to, ID_COUNT), (to, from, ID_COUNT)];
+    // The gaps below, between and above the two ranges (u32::MAX itself is never an id).
+    for (start, end) in [(0, lo), (lo + ID_COUNT, hi), (hi + ID_COUNT, u32::MAX)] {
+        if end > start {
+            extents.push((start, start, end - start));
+        }
+    }
+    extents.sort();
+    extents.iter().map(|(inside, outside, n)| format!("{inside} {outside} {n}\n")).collect()
+}
+
+/// A user namespace with [`swap_map`]`(from, to)`: what an idmapped mount needs to show
+/// files owned by range `from` as owned by range `to`. Made by a child that unshares its
+/// user namespace and waits; its maps are written from here and the namespace outlives it
+/// through the returned fd.
 pub fn userns_fd(from: u32, to: u32) -> std::io::Result<OwnedFd> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 into an array of two ints.
@@ -90,9 +112,10 @@ pub fn userns_fd(from: u32, to: u32) -> std::io::Result<OwnedFd> {
         if n != 1 || ok != 1 {
             return Err(std::io::Error::other("the id-mapping helper could not unshare its user namespace"));
         }
-        let line = format!("{from} {to} {ID_COUNT}\n");
-        std::fs::write(format!("/proc/{pid}/uid_map"), &line)?;
-        std::fs::write(format!("/proc/{pid}/gid_map"), &line)?;
+        // One write of the whole map (the kernel takes a map in a single write).
+        let map = swap_map(from, to);
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map)?;
         let f = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
         Ok(OwnedFd::from(f))
     })();
@@ -193,5 +216,37 @@ mod tests {
         assert_eq!(range_of(200_000), Some(200_000));
         assert_eq!(range_of(200_000 + 65_536 + 1000), Some(265_536));
         assert_eq!(map_line(265_536), "0 265536 65536\n");
+    }
+
+    #[test]
+    fn the_idmapped_mount_map_swaps_the_two_ranges_and_keeps_every_other_id() {
+        assert_eq!(
+            swap_map(LAYER_BASE, 265_536),
+            "0 0 100000\n100000 265536 65536\n165536 165536 100000\n265536 100000 65536\n331072 331072 4294636223\n"
+        );
+        // The other way round (a snapshot's layer of a higher range): the same extents.
+        let m = swap_map(265_536, LAYER_BASE);
+        assert_eq!(m.lines().count(), 5);
+        // Adjacent ranges leave no gap between them.
+        assert_eq!(swap_map(200_000, 265_536).lines().count(), 4);
+        // Every id once inside and once outside: the extents tile 0..u32::MAX both ways.
+        for m in [swap_map(LAYER_BASE, 265_536), swap_map(200_000, 265_536)] {
+            let ext: Vec<(u64, u64, u64)> = m
+                .lines()
+                .map(|l| {
+                    let f: Vec<u64> = l.split(' ').map(|n| n.parse().unwrap()).collect();
+                    (f[0], f[1], f[2])
+                })
+                .collect();
+            for pick in [0usize, 1] {
+                let mut spans: Vec<(u64, u64)> = ext.iter().map(|e| if pick == 0 { (e.0, e.2) } else { (e.1, e.2) }).collect();
+                spans.sort();
+                let end = spans.iter().fold(0, |at, (s, n)| {
+                    assert_eq!(*s, at, "{m}");
+                    s + n
+                });
+                assert_eq!(end, u32::MAX as u64, "{m}");
+            }
+        }
     }
 }

@@ -77,12 +77,6 @@ pub struct BootConfig {
     /// The template's start command: PID 1 launches it once it serves envd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartCommand>,
-    /// Host uid and gid the boot stage takes before it unshares, so the sandbox's user
-    /// namespace is owned by its range's root, not host root: the kernel charges each
-    /// namespace's per-user counts (inotify instances and watches, user namespaces) to
-    /// its owner, which would otherwise be one for every sandbox.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_ids: Option<u32>,
 }
 
 /// A template's start command (a service the template's sandboxes run from boot, such
@@ -281,7 +275,6 @@ mod tests {
                 cwd: None,
                 env: BTreeMap::from([("K".into(), "v".into())]),
             }),
-            owner_ids: Some(200_000),
         };
         let json = cfg.to_json();
         assert!(json.contains(r#""start":{"cmd":"exec svc","user":"user","env":{"K":"v"}}"#), "{json}");

@@ -1,7 +1,12 @@
 //! Issue 13, item 5: every sandbox runs in a host id range of its own. Its user
 //! namespace maps its ids to 65536 host ids no other sandbox has, so a file of one is
-//! out of reach of the other's host ids, the kernel's per-user counts (inotify instances)
-//! of one do not starve the other, a pause and resume keeps the range, and a kill frees it.
+//! out of reach of the other's host ids, a pause and resume keeps the range, and a kill
+//! frees it.
+//!
+//! Not achieved (ignored test below, evidence in docs/security.md): the kernel's
+//! per-user counts (inotify instances) of one sandbox not starving another. They are
+//! charged to the owner of the sandbox's user namespace, which must stay host root for
+//! CRIU to checkpoint it on a host whose root lacks CAP_SYS_RESOURCE.
 
 mod common;
 
@@ -59,6 +64,35 @@ async fn sandboxes_run_in_ranges_of_their_own_kept_across_pause_and_freed_at_kil
         assert!(e.contains("Permission denied"), "{other}: {e}");
     }
 
+    // Paused and resumed: the same range.
+    assert_eq!(api.pause(&id(&b)).await, 204, "pause; the server log:\n{}", s.log());
+    let (st, _) = api.connect(&id(&b), json!({"timeout": 300})).await;
+    assert!(st == 200 || st == 201, "resume: {st}");
+    assert_eq!(uid_map(&api, &b).await, mb, "b resumed in another range");
+
+    // Killed: its claim on the range is gone.
+    let data_dir = s.host.data_dir.display().to_string();
+    for (sbx, m) in [(&a, ma), (&b, mb)] {
+        let claim = claim_file(m.1);
+        let before = std::fs::read_to_string(&claim).unwrap_or_default();
+        assert!(before.contains(&id(sbx)), "range {} is not claimed for {}: {before:?}", m.1, id(sbx));
+        assert_eq!(api.kill(&id(sbx)).await, 204);
+        let after = std::fs::read_to_string(&claim).unwrap_or_default();
+        assert!(!after.contains(&data_dir) || !after.contains(&id(sbx)), "range {} still claimed: {after:?}", m.1);
+    }
+}
+
+/// Every inotify instance one sandbox can get, held, leaves another its own. Fails here:
+/// both sandboxes' user namespaces are owned by host root, so their instances count
+/// against host root's one per-user limit (`fs.inotify.max_user_instances`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not achieved: the user namespace must be owned by host root for CRIU (docs/security.md, item 5)"]
+async fn inotify_exhaustion_in_one_sandbox_leaves_another_working() {
+    let s = Server::start("uidinotify");
+    let api = Api::new(&s);
+    let a = api.create(json!({"timeout": 300})).await;
+    let b = api.create(json!({"timeout": 300})).await;
+
     // Every inotify instance a can get, held; b still gets its own.
     let exhaust = r#"nohup python3 -c '
 import ctypes, time
@@ -85,21 +119,4 @@ time.sleep(600)
     assert_eq!(api.sh(&a, probe).await.trim(), "-1", "a is out of inotify instances");
     let fd: i32 = api.sh(&b, probe).await.trim().parse().unwrap();
     assert!(fd >= 0, "b's inotify starved by a's: {fd}");
-
-    // Paused and resumed: the same range.
-    assert_eq!(api.pause(&id(&b)).await, 204);
-    let (st, _) = api.connect(&id(&b), json!({"timeout": 300})).await;
-    assert!(st == 200 || st == 201, "resume: {st}");
-    assert_eq!(uid_map(&api, &b).await, mb, "b resumed in another range");
-
-    // Killed: its claim on the range is gone.
-    let data_dir = s.host.data_dir.display().to_string();
-    for (sbx, m) in [(&a, ma), (&b, mb)] {
-        let claim = claim_file(m.1);
-        let before = std::fs::read_to_string(&claim).unwrap_or_default();
-        assert!(before.contains(&id(sbx)), "range {} is not claimed for {}: {before:?}", m.1, id(sbx));
-        assert_eq!(api.kill(&id(sbx)).await, 204);
-        let after = std::fs::read_to_string(&claim).unwrap_or_default();
-        assert!(!after.contains(&data_dir) || !after.contains(&id(sbx)), "range {} still claimed: {after:?}", m.1);
-    }
 }

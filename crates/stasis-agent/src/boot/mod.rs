@@ -61,18 +61,6 @@ fn stage1_inner(config_json: &str, chan: &mut SyncChannel) -> Result<()> {
     // the host-wide core_pattern says, and fill the sandbox's disk. Hard limit 0: raising
     // it needs CAP_SYS_RESOURCE in the host's namespace.
     setrlimit(Resource::RLIMIT_CORE, 0, 0).context("set RLIMIT_CORE")?;
-    if let Some(ids) = cfg.owner_ids {
-        // The namespace's owner is who unshares it: the range's root, not host root.
-        nix::unistd::setgroups(&[]).context("setgroups")?;
-        setresgid(Gid::from_raw(ids), Gid::from_raw(ids), Gid::from_raw(ids)).context("setresgid to the range")?;
-        setresuid(Uid::from_raw(ids), Uid::from_raw(ids), Uid::from_raw(ids)).context("setresuid to the range")?;
-        // A change of uid clears it: /proc/PID of PID 1 would be host root's until it
-        // execs, out of its own reach.
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("set dumpable");
-        }
-    }
     unshare(
         CloneFlags::CLONE_NEWUSER
             | CloneFlags::CLONE_NEWNS

@@ -135,7 +135,6 @@ impl Inner {
             sandbox_ip: network::SANDBOX_IP.to_string(),
             gateway_ip: network::GATEWAY_IP.to_string(),
             start: rec.start.clone(),
-            owner_ids: Some(rec.ids()),
         };
         let bound = match volumes::bind(&self.layout, &dir.rootfs(), &rec.spec.volumes, rec.ids()) {
             Ok(b) => b,

@@ -143,7 +143,11 @@ pub(super) fn restore_externals_for(
     let mut out = Vec::new();
     for (key, src) in external {
         let target = staging.join(&key);
+        // CRIU opens them from inside the sandbox's user namespace, as its range's root:
+        // the staging directory must be searchable by it, whatever the daemon's umask.
+        let traverse = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(super::perms::TRAVERSE);
         let r = std::fs::create_dir_all(&target)
+            .and_then(|_| std::fs::set_permissions(staging, traverse))
             .and_then(|_| super::idmap::idmapped_clone(&src, 0, HOST_ID_BASE, ids))
             .and_then(|tree| super::idmap::attach(&tree, &target));
         if let Err(e) = r {

@@ -58,8 +58,9 @@ impl Inner {
         use super::idmap::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
         let ids = rec.ids();
         // Its files shown in the sandbox's range (`volumes.rs`).
-        let tree = super::idmap::idmapped_clone(&src, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, super::idmap::HOST_ID_BASE, ids)
-            .map_err(|e| RuntimeError::Volume(format!("clone volume {}: {e}", m.id)))?;
+        let tree =
+            super::idmap::idmapped_clone(&src, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, super::idmap::HOST_ID_BASE, ids)
+                .map_err(|e| RuntimeError::Volume(format!("clone volume {}: {e}", m.id)))?;
         let init = self.init_of(&rec)?;
         let path = m.path.clone();
         in_mount_ns(init, move || {

@@ -148,7 +148,12 @@ pub fn idmapped_clone(dir: &Path, attrs: u64, from: u32, to: u32) -> std::io::Re
     let c = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: open_tree with a NUL-terminated path; the fd it returns is ours.
     let fd = unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint)
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -239,7 +244,8 @@ mod tests {
                 })
                 .collect();
             for pick in [0usize, 1] {
-                let mut spans: Vec<(u64, u64)> = ext.iter().map(|e| if pick == 0 { (e.0, e.2) } else { (e.1, e.2) }).collect();
+                let mut spans: Vec<(u64, u64)> =
+                    ext.iter().map(|e| if pick == 0 { (e.0, e.2) } else { (e.1, e.2) }).collect();
                 spans.sort();
                 let end = spans.iter().fold(0, |at, (s, n)| {
                     assert_eq!(*s, at, "{m}");

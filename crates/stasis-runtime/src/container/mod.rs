@@ -271,7 +271,9 @@ fn reclaim_id_ranges(layout: &Layout, ranges: &id_ranges::IdRanges) {
     let owners = |dir: PathBuf, file: &str| -> Vec<PathBuf> {
         std::fs::read_dir(dir).map(|r| r.flatten().map(|e| e.path().join(file)).collect()).unwrap_or_default()
     };
-    let records = owners(layout.sandboxes(), "record.json").into_iter().filter_map(|p| Some((Record::load(&p).ok()?.id_base?, p)));
+    let records = owners(layout.sandboxes(), "record.json")
+        .into_iter()
+        .filter_map(|p| Some((Record::load(&p).ok()?.id_base?, p)));
     let snaps = owners(layout.snapshots(), "snapshot.json")
         .into_iter()
         .filter_map(|p| Some((SnapshotMeta::load_from(&p).ok().filter(|m| m.memory)?.id_base?, p)));

@@ -113,30 +113,31 @@ impl Inner {
             checksum::verify(images, &self.key)?;
         }
         let mut net_up = false;
-        let restored = self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir, &self.layout)).and_then(|_| {
-            let net = self.network_up(rec)?;
-            net_up = net.is_some();
-            let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
-            let (external, staged) = super::volumes::restore_externals_for(
-                &self.layout,
-                &rec.spec.volumes,
-                rec.ids(),
-                &dir.path().join("volumes"),
-            )?;
-            let r = self.criu.restore(
-                images,
-                &dir.rootfs(),
-                &dir.path().join("restore"),
-                &self.cgroups.procs_files(&id),
-                dev,
-                &external,
-                self.lazy,
-                true,
-            );
-            // The restored namespace has its own binds of them by now.
-            super::volumes::unbind(&staged);
-            r
-        });
+        let restored =
+            self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir, &self.layout)).and_then(|_| {
+                let net = self.network_up(rec)?;
+                net_up = net.is_some();
+                let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+                let (external, staged) = super::volumes::restore_externals_for(
+                    &self.layout,
+                    &rec.spec.volumes,
+                    rec.ids(),
+                    &dir.path().join("volumes"),
+                )?;
+                let r = self.criu.restore(
+                    images,
+                    &dir.rootfs(),
+                    &dir.path().join("restore"),
+                    &self.cgroups.procs_files(&id),
+                    dev,
+                    &external,
+                    self.lazy,
+                    true,
+                );
+                // The restored namespace has its own binds of them by now.
+                super::volumes::unbind(&staged);
+                r
+            });
         read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
         let undo = |rec: &Record| {
             let _ = self.cgroups.kill_all(&id);

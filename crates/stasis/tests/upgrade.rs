@@ -88,7 +88,9 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     assert_eq!(h.python_value_now(&id), value, "the python process lost its memory across the upgrade");
     assert_eq!(h.sh(&id, "cat /home/user/old.txt").trim(), "written-by-old");
     let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
-    assert_eq!(rec["formatVersion"], 1, "the record is written back in the current format: {rec}");
+    assert_eq!(rec["formatVersion"], 2, "the record is written back in the current format: {rec}");
+    // Made before id ranges: it stays in the legacy range its files and images are in.
+    assert!(rec.get("idBase").is_none(), "an old sandbox was moved to a new id range: {rec}");
 
     // And pauses and resumes it in its own format.
     h.rt(&["pause", &id]);

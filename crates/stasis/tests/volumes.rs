@@ -39,8 +39,8 @@ async fn volumes_are_mounted_kept_across_pauses_and_shared() {
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert_eq!(api.pause(&aid).await, 204);
     let before = std::fs::read_to_string(host_dir.join("d/log")).unwrap().lines().count();
-    let (st, _) = api.connect(&aid, json!({"timeout": 120})).await;
-    assert!(st < 300);
+    let (st, body) = api.connect(&aid, json!({"timeout": 120})).await;
+    assert!(st < 300, "resume: {st} {body}; the server log:\n{}", s.log());
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let after = std::fs::read_to_string(host_dir.join("d/log")).unwrap().lines().count();
     assert!(after > before, "the restored process writes to its volume file again ({before} -> {after})");

@@ -2,6 +2,9 @@
 //! the code interpreter (when installed: templates start it as `/.stasis/interpreter`)
 //! and the device nodes PID 1 bind-mounts into /dev.
 //!
+//! Owned by the legacy id range on disk and shown to each sandbox in its own range by an
+//! idmapped mount (`idmap.rs`, `fs.rs`).
+//!
 //! Content-addressed by the binaries' hash and never modified once made, so a sandbox
 //! paused under one version resumes with exactly the binaries it ran.
 
@@ -76,7 +79,7 @@ pub fn ensure(agents_dir: &Path, agent_binary: &Path, interpreter: Option<&Path>
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666))?;
         }
         for p in owned {
-            idmap::chown_to_sandbox_root(&p)?;
+            idmap::chown_to_sandbox_root(&p, idmap::LAYER_BASE)?;
         }
         // Readable in the sandbox as before, whatever the daemon's umask.
         for d in [&tmp, &dir, &dir.join("dev")] {

@@ -24,6 +24,7 @@ pub fn boot(
     agent_binary: &Path,
     cfg: &BootConfig,
     log: &Path,
+    ids: u32,
     after_unshare: impl FnOnce(u32) -> Result<()>,
 ) -> Result<u32> {
     let (host_end, child_end) = UnixStream::pair().ctx(|| "boot socketpair".into())?;
@@ -60,7 +61,7 @@ pub fn boot(
         (&host_end).write_all(format!("{}\n", cfg.to_json()).as_bytes()).ctx(|| "send the boot config".into())?;
     }
 
-    let result = drive(&host_end, stage1.id(), after_unshare);
+    let result = drive(&host_end, stage1.id(), ids, after_unshare);
     // Stage 1 exits right after forking PID 1 (or on failure); reap it either way.
     if result.is_err() {
         let _ = stage1.kill();
@@ -75,10 +76,10 @@ pub fn boot(
     })
 }
 
-fn drive(sock: &UnixStream, stage1_pid: u32, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
+fn drive(sock: &UnixStream, stage1_pid: u32, ids: u32, after_unshare: impl FnOnce(u32) -> Result<()>) -> Result<u32> {
     let mut reader = BufReader::new(sock);
     expect(next_message(&mut reader)?, SyncMessage::Unshared)?;
-    idmap::write_maps(stage1_pid).ctx(|| format!("write id maps of {stage1_pid}"))?;
+    idmap::write_maps(stage1_pid, ids).ctx(|| format!("write id maps of {stage1_pid}"))?;
     after_unshare(stage1_pid)?;
     (&*sock).write_all(format!("{}\n", SyncMessage::Mapped.to_line()).as_bytes()).ctx(|| "boot sync".into())?;
     pid_and_ready(&mut reader)

@@ -17,6 +17,16 @@ use super::{agent_layer, boot, network, random_hex, volumes, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{SandboxSpec, SandboxState};
 
+/// Which host ids a new sandbox runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ids {
+    /// A range of its own (`id_ranges.rs`).
+    Own,
+    /// The shared layers' range: a template build, whose writable layer becomes a layer
+    /// of the template.
+    Layers,
+}
+
 impl Inner {
     pub(super) fn create(&self, id: &str, spec: &SandboxSpec) -> Result<()> {
         if self.dir(id).path().exists() {
@@ -31,16 +41,16 @@ impl Inner {
             let snap = self.ready_snapshot(&template)?;
             return self.create_from_snapshot_with(id, &snap, spec, Limits::Request);
         }
-        self.create_cold(id, spec, &template)
+        self.create_cold(id, spec, &template, Ids::Own)
     }
 
     /// Creates `id` by booting `template` (its start command, if any, starts now).
-    pub(super) fn create_cold(&self, id: &str, spec: &SandboxSpec, template: &Template) -> Result<()> {
+    pub(super) fn create_cold(&self, id: &str, spec: &SandboxSpec, template: &Template, ids: Ids) -> Result<()> {
         let dir = self.dir(id);
         if dir.path().exists() {
             return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
-        let result = self.create_inner(id, spec, &dir, template);
+        let result = self.create_inner(id, spec, &dir, template, ids);
         if result.is_err() {
             self.destroy(id);
         }
@@ -62,11 +72,28 @@ impl Inner {
         Ok(self.agent_layer.get_or_init(|| layer).clone())
     }
 
-    fn create_inner(&self, id: &str, spec: &SandboxSpec, dir: &SandboxDir, template: &Template) -> Result<()> {
+    /// A new id range for the sandbox of `dir` (whose directory exists), claimed under
+    /// its record.
+    pub(super) fn claim_ids(&self, dir: &SandboxDir) -> Result<u32> {
+        self.id_ranges.claim(&dir.record())
+    }
+
+    fn create_inner(
+        &self,
+        id: &str,
+        spec: &SandboxSpec,
+        dir: &SandboxDir,
+        template: &Template,
+        ids: Ids,
+    ) -> Result<()> {
         super::space::check(&self.layout.sandboxes(), self.disk_reserve, "create", super::space::CREATE_BYTES)?;
         let agent_layer = self.agent_layer()?;
         std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
         super::perms::sandbox_dir(dir.path())?;
+        let id_base = match ids {
+            Ids::Own => Some(self.claim_ids(dir)?),
+            Ids::Layers => None,
+        };
         let mut rec = Record {
             id: id.to_string(),
             spec: spec.clone(),
@@ -81,6 +108,7 @@ impl Inner {
             init_start: None,
             net_index: None,
             start: template.start.clone(),
+            id_base,
         };
         self.boot(&mut rec, dir)
     }
@@ -108,14 +136,14 @@ impl Inner {
             gateway_ip: network::GATEWAY_IP.to_string(),
             start: rec.start.clone(),
         };
-        let bound = match volumes::bind(&self.layout, &dir.rootfs(), &rec.spec.volumes) {
+        let bound = match volumes::bind(&self.layout, &dir.rootfs(), &rec.spec.volumes, rec.ids()) {
             Ok(b) => b,
             Err(e) => {
                 self.network_down(rec);
                 return Err(e);
             }
         };
-        let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), |pid| match &net {
+        let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), rec.ids(), |pid| match &net {
             Some(n) => network::move_into(n, pid),
             None => Ok(()),
         });

@@ -23,10 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, RuntimeError};
 
-/// `record.json`, a sandbox's record.
-pub const RECORD_VERSION: u32 = 1;
-/// `snapshot.json`, what a snapshot was made from.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// `record.json`, a sandbox's record (2: `idBase`, its own id range; a version 1 record
+/// reads as the legacy range, and a binary that knows no ranges must not boot a version 2
+/// sandbox in the legacy range over files owned by another).
+pub const RECORD_VERSION: u32 = 2;
+/// `snapshot.json`, what a snapshot was made from (2: `idBase`, the range its layer and
+/// memory images belong to).
+pub const SNAPSHOT_VERSION: u32 = 2;
 /// `checksums.json`, the checksums of a checkpoint's images (2: keyed, SHA-256 + HMAC).
 pub const CHECKSUMS_VERSION: u32 = 2;
 

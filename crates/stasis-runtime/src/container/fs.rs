@@ -16,13 +16,46 @@ pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir, layout: &Layout) -> Resul
     }
     if !dir.upper().exists() {
         std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
-        idmap::chown_to_sandbox_root(&dir.upper()).ctx(|| "chown upper".into())?;
+        idmap::chown_to_sandbox_root(&dir.upper(), rec.ids()).ctx(|| "chown upper".into())?;
         // The sandbox's `/` takes this directory's mode: 0755, whatever the daemon's umask.
         let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
         std::fs::set_permissions(dir.upper(), mode).ctx(|| "chmod upper".into())?;
     }
-    let lowers: Vec<String> = rec.lower_dirs.iter().map(|l| layout.lower_now(l).display().to_string()).collect();
-    overlay::mount_root(&lowers, &dir.upper(), &dir.work(), &dir.rootfs())
+    if overlay::is_mounted(&dir.rootfs()) {
+        return Ok(());
+    }
+    // Lowers owned by another range (the shared layers, a snapshot's) are seen through
+    // idmapped mounts in the sandbox's: attached under `lowers/` for the overlay mount to
+    // name, detached right after (the overlay keeps its own private copies).
+    let staging = dir.path().join("lowers");
+    let mut staged = Vec::new();
+    let mut lowers = Vec::with_capacity(rec.lower_dirs.len());
+    let made = (|| -> Result<()> {
+        for (i, l) in rec.lower_dirs.iter().enumerate() {
+            let now = layout.lower_now(l).display().to_string();
+            let l = &now;
+            let from = idmap::range_of_layer(Path::new(l));
+            if from == rec.ids() {
+                lowers.push(l.clone());
+                continue;
+            }
+            let target = staging.join(i.to_string());
+            std::fs::create_dir_all(&target).ctx(|| format!("create {}", target.display()))?;
+            let tree = idmap::idmapped_clone(Path::new(l), 0, from, rec.ids())
+                .ctx(|| format!("idmapped mount of layer {l} (ids {from} as {})", rec.ids()))?;
+            idmap::attach(&tree, &target).ctx(|| format!("attach layer {l} on {}", target.display()))?;
+            staged.push(target.clone());
+            lowers.push(target.display().to_string());
+        }
+        overlay::mount_root(&lowers, &dir.upper(), &dir.work(), &dir.rootfs())
+    })();
+    for t in &staged {
+        let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
+    }
+    if !staged.is_empty() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    made
 }
 
 /// Unmounts the root overlay, then the disk under it (idempotent).

@@ -2,7 +2,8 @@
 //! `mountVolume` / `unmountVolume`), with the kernel's new mount API:
 //!
 //! 1. On the host: `open_tree(DATA/volumes/VID, OPEN_TREE_CLONE)`, a detached bind mount
-//!    of the volume's directory, made `nosuid,nodev` by `mount_setattr`.
+//!    of the volume's directory, made `nosuid,nodev` (and idmapped into the sandbox's id
+//!    range) by `mount_setattr` (`idmap::idmapped_clone`).
 //! 2. On a short-lived thread that leaves the host's filesystem context
 //!    (`unshare(CLONE_FS)`) and enters the sandbox's mount namespace through its init's
 //!    pidfd (`setns`): the mount point is walked from the namespace's root one component
@@ -23,27 +24,15 @@
 //! the volume), or change a paused sandbox (its checkpoint's mounts are fixed).
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::record::Record;
 use super::Inner;
 use crate::error::{Result, RuntimeError};
 use crate::{SandboxState, VolumeMount};
 
-const OPEN_TREE_CLONE: libc::c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-/// `struct mount_attr` (linux/mount.h), version 0.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// Why a hot unmount did not happen.
 #[derive(Debug)]
@@ -66,11 +55,16 @@ impl Inner {
             return Err(RuntimeError::Volume(format!("a volume is already mounted at or around {}", m.path)));
         }
         let src = super::volumes::sources(&self.layout, std::slice::from_ref(m))?.remove(0);
-        let tree = detached_bind(&src).map_err(|e| RuntimeError::Volume(format!("clone volume {}: {e}", m.id)))?;
+        use super::idmap::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
+        let ids = rec.ids();
+        // Its files shown in the sandbox's range (`volumes.rs`).
+        let tree =
+            super::idmap::idmapped_clone(&src, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, super::idmap::HOST_ID_BASE, ids)
+                .map_err(|e| RuntimeError::Volume(format!("clone volume {}: {e}", m.id)))?;
         let init = self.init_of(&rec)?;
         let path = m.path.clone();
         in_mount_ns(init, move || {
-            let (target, _) = walk(&path, true)?;
+            let (target, _) = walk(&path, true, ids)?;
             move_mount(&tree, &target).map_err(|e| format!("mount on {path}: {e}"))
         })
         .map_err(|e| RuntimeError::Volume(format!("volume {} at {}: {e}", m.id, m.path)))?;
@@ -98,7 +92,7 @@ impl Inner {
         let init = self.init_of(&rec)?;
         let p = path.to_string();
         let outcome = in_mount_ns(init, move || {
-            let (parent, last) = walk(&p, false)?;
+            let (parent, last) = walk(&p, false, 0)?;
             let flags = libc::UMOUNT_NOFOLLOW | if force { libc::MNT_DETACH } else { 0 };
             // The last component is looked up from its parent's fd (the cwd of this
             // thread), never through a path the sandbox could change under us.
@@ -130,42 +124,6 @@ impl Inner {
 
 fn overlaps(a: &str, b: &str) -> bool {
     a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
-}
-
-/// A detached `nosuid,nodev` bind mount of `dir` (the host's view).
-fn detached_bind(dir: &std::path::Path) -> std::io::Result<OwnedFd> {
-    let c = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: open_tree with a NUL-terminated path; the fd it returns is ours.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd, owned by nothing else.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    let empty = c"";
-    // SAFETY: mount_setattr on our detached tree with a mount_attr of the size we pass.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(tree)
 }
 
 fn move_mount(tree: &OwnedFd, target: &OwnedFd) -> std::io::Result<()> {
@@ -208,8 +166,8 @@ fn in_mount_ns<T: Send + 'static>(
 
 /// Walks `path` from the current root with `O_NOFOLLOW` on every component: the directory
 /// itself (`make`: created where missing, owned by the sandbox's root), or with `make`
-/// false its parent and its last component's name.
-fn walk(path: &str, make: bool) -> std::result::Result<(OwnedFd, CString), String> {
+/// false its parent and its last component's name. Directories made are owned by `ids`.
+fn walk(path: &str, make: bool, ids: u32) -> std::result::Result<(OwnedFd, CString), String> {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let open = super::volumes::open_dir_nofollow;
     let root = CString::new("/").expect("no NUL");
@@ -228,8 +186,7 @@ fn walk(path: &str, make: bool) -> std::result::Result<(OwnedFd, CString), Strin
                             return Err(format!("create {comp}: {e}"));
                         }
                     }
-                    let base = super::idmap::HOST_ID_BASE;
-                    libc::fchownat(cur.as_raw_fd(), name.as_ptr(), base, base, libc::AT_SYMLINK_NOFOLLOW);
+                    libc::fchownat(cur.as_raw_fd(), name.as_ptr(), ids, ids, libc::AT_SYMLINK_NOFOLLOW);
                 }
                 open(cur.as_raw_fd(), &name).map_err(|e| format!("{comp}: {e}"))?
             }

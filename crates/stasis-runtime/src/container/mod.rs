@@ -27,7 +27,7 @@
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
-//! `flush`, `disk`, `overlay`, `network`, `idmap`, `agent_layer`, `boot`, `layout`,
+//! `flush`, `disk`, `overlay`, `network`, `idmap`, `id_ranges`, `agent_layer`, `boot`, `layout`,
 //! `record`.
 
 mod agent_layer;
@@ -44,6 +44,7 @@ mod fs;
 mod generations;
 mod handover;
 mod hot_mounts;
+mod id_ranges;
 pub mod idmap;
 mod init;
 mod init_watch;
@@ -162,6 +163,8 @@ struct Inner {
     verified: checksum::Verified,
     /// The object store images are kept in, if any (`remote.rs`).
     remote: Option<Arc<crate::objstore::Remote>>,
+    /// Who holds which id range on this host (`id_ranges.rs`).
+    id_ranges: id_ranges::IdRanges,
     /// Where intercepted HTTPS goes, and the CA sandboxes trust for it (`egress.rs`).
     egress: Option<egress::EgressConfig>,
     /// The open egress listeners, by sandbox.
@@ -198,6 +201,8 @@ impl ContainerRuntime {
         let criu = criu::Criu::locate()?;
         let cgroups = Cgroups::detect()?;
         let remote = config.object_store.as_ref().map(crate::objstore::Remote::connect).transpose()?.map(Arc::new);
+        let id_ranges = id_ranges::IdRanges::host();
+        reclaim_id_ranges(&layout, &id_ranges);
         Ok(Self {
             inner: Arc::new_cyclic(|me| Inner {
                 layout,
@@ -223,6 +228,7 @@ impl ContainerRuntime {
                 warming: Mutex::default(),
                 verified: checksum::Verified::default(),
                 remote,
+                id_ranges,
             }),
         })
     }
@@ -255,6 +261,26 @@ impl ContainerRuntime {
         let _guard = lock.lock().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner)).await.expect("runtime task panicked")
+    }
+}
+
+/// Claims again the id ranges this data dir's records and memory snapshots name: the
+/// host-wide claims live in `/run`, gone after a reboot, and another data dir's daemon
+/// must not hand them out.
+fn reclaim_id_ranges(layout: &Layout, ranges: &id_ranges::IdRanges) {
+    let owners = |dir: PathBuf, file: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(dir).map(|r| r.flatten().map(|e| e.path().join(file)).collect()).unwrap_or_default()
+    };
+    let records = owners(layout.sandboxes(), "record.json")
+        .into_iter()
+        .filter_map(|p| Some((Record::load(&p).ok()?.id_base?, p)));
+    let snaps = owners(layout.snapshots(), "snapshot.json")
+        .into_iter()
+        .filter_map(|p| Some((SnapshotMeta::load_from(&p).ok().filter(|m| m.memory)?.id_base?, p)));
+    for (base, owner) in records.chain(snaps) {
+        if let Err(e) = ranges.register(base, &owner) {
+            tracing::warn!("id range {base} of {}: {e}", owner.display());
+        }
     }
 }
 

@@ -187,6 +187,8 @@ impl Inner {
                 spec: SandboxSpec::default(),
                 agent_path: agent_layer::AGENT_IN_SANDBOX.to_string(),
                 start: None,
+                // Owned by the layers' range, like every template layer.
+                id_base: None,
             };
             super::perms::write_private(&tmp.join("snapshot.json"), &meta.to_json())
                 .ctx(|| "write snapshot.json".into())?;

@@ -36,6 +36,10 @@ pub struct Record {
     /// The template's start command, launched again by a boot (not by a restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartCommand>,
+    /// First host id of its id range (`id_ranges.rs`); `None`: a record from before
+    /// per-sandbox ranges, whose sandbox runs in the legacy range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_base: Option<u32>,
 }
 
 /// Start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
@@ -51,6 +55,11 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 impl Record {
+    /// First host id of the sandbox's range.
+    pub fn ids(&self) -> u32 {
+        self.id_base.unwrap_or(super::idmap::LAYER_BASE)
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         format::load(path, RECORD_VERSION)
     }

@@ -118,8 +118,13 @@ impl Inner {
                 let net = self.network_up(rec)?;
                 net_up = net.is_some();
                 let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
-                let external = super::volumes::restore_externals(&self.layout, &rec.spec.volumes)?;
-                self.criu.restore(
+                let (external, staged) = super::volumes::restore_externals_for(
+                    &self.layout,
+                    &rec.spec.volumes,
+                    rec.ids(),
+                    &dir.path().join("volumes"),
+                )?;
+                let r = self.criu.restore(
                     images,
                     &dir.rootfs(),
                     &dir.path().join("restore"),
@@ -128,7 +133,10 @@ impl Inner {
                     &external,
                     self.lazy,
                     true,
-                )
+                );
+                // The restored namespace has its own binds of them by now.
+                super::volumes::unbind(&staged);
+                r
             });
         read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
         let undo = |rec: &Record| {

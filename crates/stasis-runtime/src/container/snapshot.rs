@@ -42,6 +42,10 @@ pub struct SnapshotMeta {
     /// (resumed without memory) launches it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartCommand>,
+    /// The source's id range (`None`: the legacy one): its layer's files and its memory
+    /// images' user namespace are in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_base: Option<u32>,
 }
 
 /// Whose resource limits a sandbox created from a snapshot gets.
@@ -59,6 +63,10 @@ const META: &str = "snapshot.json";
 impl SnapshotMeta {
     fn load(path: &Path) -> Result<Self> {
         format::load(path, SNAPSHOT_VERSION)
+    }
+
+    pub(super) fn load_from(path: &Path) -> Result<Self> {
+        Self::load(path)
     }
 
     pub(super) fn to_json(&self) -> Vec<u8> {
@@ -145,8 +153,13 @@ impl Inner {
             spec: rec.spec.clone(),
             agent_path: rec.agent_path.clone(),
             start: rec.start.clone(),
+            id_base: rec.id_base,
         };
         super::perms::write_private(&tmp.join(META), &meta.to_json()).ctx(|| "write snapshot.json".into())?;
+        // Its copies restore into its range (`create_from_snapshot_with`): held while it lives.
+        if let (Some(base), true) = (meta.id_base, meta.memory) {
+            self.id_ranges.register(base, &final_dir.join(META))?;
+        }
         syncfs(&tmp)?;
         std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
         std::fs::File::open(self.layout.snapshots()).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())?;
@@ -186,6 +199,16 @@ impl Inner {
         let result = (|| -> Result<()> {
             std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
             super::perms::sandbox_dir(dir.path())?;
+            // A memory copy restores the user namespace its images hold: the source's
+            // range. A copy that boots gets its own; the snapshot's layer is idmapped.
+            let id_base = match (meta.memory, meta.id_base) {
+                (true, Some(base)) => {
+                    self.id_ranges.register(base, &dir.record())?;
+                    Some(base)
+                }
+                (true, None) => None,
+                (false, _) => Some(self.claim_ids(&dir)?),
+            };
             let mut rec = Record {
                 id: id.to_string(),
                 spec: match limits {
@@ -206,6 +229,7 @@ impl Inner {
                 init_start: None,
                 net_index: None,
                 start: meta.start.clone(),
+                id_base,
             };
             if meta.memory {
                 // Not on this host: fetched from the object store (and verified).

@@ -13,8 +13,9 @@ impl Inner {
         self.forget_init(id);
         let dir = self.dir(id);
         let killed = self.cgroups.kill_all(id);
-        if let Ok(rec) = self.load(id) {
-            self.network_down(&rec);
+        let rec = self.load(id).ok();
+        if let Some(rec) = &rec {
+            self.network_down(rec);
         }
         let unmounted = unmount_fs(&dir);
         let removed = self.cgroups.remove(id);
@@ -25,7 +26,12 @@ impl Inner {
                 source: std::io::Error::other("something is still mounted inside"),
             });
         }
-        std::fs::remove_dir_all(dir.path()).ctx(|| format!("remove {}", dir.path().display()))
+        std::fs::remove_dir_all(dir.path()).ctx(|| format!("remove {}", dir.path().display()))?;
+        // Its files are gone: nothing is left owned by its range.
+        if let Some(base) = rec.and_then(|r| r.id_base) {
+            self.id_ranges.release(base, &dir.record());
+        }
+        Ok(())
     }
 
     /// Best effort, for a create that failed: its error is what the caller reports.

@@ -23,7 +23,7 @@ use stasis_proto::agent::StartCommand;
 
 use super::template::{ReadyCheck, Template, TemplateFile};
 use super::template_tags::{normalize_tags, TemplateTag, DEFAULT_TAG};
-use super::{fs::disk_usage, idmap, Inner};
+use super::{fs::disk_usage, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::SandboxSpec;
 
@@ -119,7 +119,7 @@ impl Inner {
             manifest: Vec::new(),
             version: None,
         };
-        self.create_cold(id, spec, &template)
+        self.create_cold(id, spec, &template, super::create::Ids::Layers)
     }
 
     /// Copies host file `src` to `dest` (absolute) in running sandbox `id`, owned by the
@@ -157,7 +157,7 @@ impl Inner {
         let mut out = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
         let mut input = std::fs::File::open(src).ctx(|| format!("open {}", src.display()))?;
         std::io::copy(&mut input, &mut out).ctx(|| format!("copy into {dest} in sandbox {id}"))?;
-        let base = Some(idmap::HOST_ID_BASE);
+        let base = Some(rec.ids());
         std::os::unix::fs::fchown(&out, base, base).ctx(|| format!("chown {dest} in sandbox {id}"))
     }
 

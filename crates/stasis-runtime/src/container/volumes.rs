@@ -10,6 +10,10 @@
 //!   told the mount is external (`--external mnt[PATH]:KEY` at dump) and given the
 //!   volume's directory again at restore (`mnt[KEY]:DIR`), so a paused sandbox resumes
 //!   with its volumes mounted, and a copy from a snapshot mounts the same volumes.
+//! - **Ids**: a volume's files are owned by the legacy range on disk (`idmap.rs`), shared
+//!   by sandboxes of different ranges: each mounts it through an idmapped mount showing
+//!   them in its own range, at boot, at restore (CRIU binds the idmapped mount it is
+//!   given) and when mounted into a running sandbox (`hot_mounts.rs`).
 //! - **Mount points** are made inside the root without following any symlink: a template
 //!   or snapshot with `/data -> /etc` can never send a host-side mount out of the root.
 //!
@@ -20,7 +24,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 
 use super::idmap::HOST_ID_BASE;
 use super::layout::Layout;
@@ -121,27 +125,58 @@ pub(super) fn restore_externals(layout: &Layout, volumes: &[VolumeMount]) -> Res
     Ok(sources(layout, volumes)?.into_iter().enumerate().map(|(i, d)| (criu_key(i), d)).collect())
 }
 
-/// Binds each volume onto its path in `rootfs` (host side, before the agent boots).
-/// Returns the host mount points, to be released with [`unbind`] once the agent has its
-/// own copies. On error nothing stays mounted.
-pub(super) fn bind(layout: &Layout, rootfs: &Path, volumes: &[VolumeMount]) -> Result<Vec<PathBuf>> {
+/// What CRIU's restore of a sandbox in range `ids` is told of `volumes`: (key, host
+/// directory), with the directories staged as idmapped mounts under `staging` when the
+/// range is not the volumes' own; release them with [`unbind`] once CRIU is done. An error
+/// names a volume whose files are gone.
+pub(super) fn restore_externals_for(
+    layout: &Layout,
+    volumes: &[VolumeMount],
+    ids: u32,
+    staging: &Path,
+) -> Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+    let external = restore_externals(layout, volumes)?;
+    if ids == HOST_ID_BASE {
+        return Ok((external, vec![]));
+    }
+    let mut staged = Vec::new();
+    let mut out = Vec::new();
+    for (key, src) in external {
+        let target = staging.join(&key);
+        // CRIU opens them from inside the sandbox's user namespace, as its range's root:
+        // the staging directory must be searchable by it, whatever the daemon's umask.
+        let traverse = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(super::perms::TRAVERSE);
+        let r = std::fs::create_dir_all(&target)
+            .and_then(|_| std::fs::set_permissions(staging, traverse))
+            .and_then(|_| super::idmap::idmapped_clone(&src, 0, HOST_ID_BASE, ids))
+            .and_then(|tree| super::idmap::attach(&tree, &target));
+        if let Err(e) = r {
+            unbind(&staged);
+            return Err(RuntimeError::Volume(format!("idmapped mount of {}: {e}", src.display())));
+        }
+        staged.push(target.clone());
+        out.push((key, target));
+    }
+    Ok((out, staged))
+}
+
+/// Binds each volume onto its path in `rootfs` (host side, before the agent boots), its
+/// files shown in range `ids`. Returns the host mount points, to be released with
+/// [`unbind`] once the agent has its own copies. On error nothing stays mounted.
+pub(super) fn bind(layout: &Layout, rootfs: &Path, volumes: &[VolumeMount], ids: u32) -> Result<Vec<PathBuf>> {
+    use super::idmap::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID};
     let srcs = sources(layout, volumes)?;
     let mut done = Vec::new();
     for (v, src) in volumes.iter().zip(srcs) {
-        let target = match mount_point(rootfs, &v.path) {
+        let target = match mount_point(rootfs, &v.path, ids) {
             Ok(t) => t,
             Err(e) => {
                 unbind(&done);
                 return Err(e);
             }
         };
-        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        let none: Option<&str> = None;
-        let r = mount(Some(&src), &target, none, MsFlags::MS_BIND, none).and_then(|_| {
-            mount(none, &target, none, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, none).inspect_err(|_| {
-                let _ = umount2(&target, MntFlags::MNT_DETACH);
-            })
-        });
+        let r = super::idmap::idmapped_clone(&src, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, HOST_ID_BASE, ids)
+            .and_then(|tree| super::idmap::attach(&tree, &target));
         if let Err(e) = r {
             unbind(&done);
             return Err(RuntimeError::Volume(format!("mount volume {} on {}: {e}", v.id, v.path)));
@@ -171,9 +206,10 @@ pub(super) fn open_dir_nofollow(dir: i32, name: &CString) -> std::io::Result<Own
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The directory `path` names inside `rootfs`, made (0755, owned by the sandbox's root)
-/// where missing. No component may be a symlink: it would be followed by host root.
-fn mount_point(rootfs: &Path, path: &str) -> Result<PathBuf> {
+/// The directory `path` names inside `rootfs`, made (0755, owned by the root of the
+/// sandbox in range `ids`) where missing. No component may be a symlink: it would be
+/// followed by host root.
+fn mount_point(rootfs: &Path, path: &str, ids: u32) -> Result<PathBuf> {
     let err = |what: String| RuntimeError::Volume(format!("mount path {path}: {what}"));
     let open = open_dir_nofollow;
     let mut cur = OwnedFd::from(std::fs::File::open(rootfs).ctx(|| format!("open {}", rootfs.display()))?);
@@ -190,13 +226,7 @@ fn mount_point(rootfs: &Path, path: &str) -> Result<PathBuf> {
                             return Err(err(format!("create {comp}: {e}")));
                         }
                     }
-                    libc::fchownat(
-                        cur.as_raw_fd(),
-                        name.as_ptr(),
-                        HOST_ID_BASE,
-                        HOST_ID_BASE,
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    );
+                    libc::fchownat(cur.as_raw_fd(), name.as_ptr(), ids, ids, libc::AT_SYMLINK_NOFOLLOW);
                 }
                 open(cur.as_raw_fd(), &name).map_err(|e| err(format!("{comp}: {e}")))?
             }
@@ -220,11 +250,11 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
         std::fs::write(root.path().join("file"), "").unwrap();
-        let made = mount_point(root.path(), "/srv/data").unwrap();
+        let made = mount_point(root.path(), "/srv/data", super::HOST_ID_BASE).unwrap();
         assert_eq!(made, root.path().join("srv/data"));
         assert!(made.is_dir());
         for bad in ["/link/data", "/link", "/file/x"] {
-            let e = mount_point(root.path(), bad).unwrap_err().to_string();
+            let e = mount_point(root.path(), bad, super::HOST_ID_BASE).unwrap_err().to_string();
             assert!(e.contains("not a directory"), "{bad}: {e}");
         }
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing made outside the root");

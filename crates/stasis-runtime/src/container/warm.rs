@@ -74,7 +74,7 @@ impl Inner {
         let closed = super::network::NetworkPolicy { allow_internet: false, ..Default::default() };
         let spec =
             SandboxSpec { template: t.name.clone(), access_token: None, network: Some(closed), ..Default::default() };
-        self.create_cold(&id, &t.spec_for(&spec), t)?;
+        self.create_cold(&id, &t.spec_for(&spec), t, super::create::Ids::Own)?;
         let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot_here(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);
         self.warming.lock().unwrap().remove(&id);

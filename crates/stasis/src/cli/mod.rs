@@ -8,6 +8,7 @@ mod dockerfile;
 mod envd_target;
 mod exec;
 mod logs;
+mod node;
 mod runtime;
 mod sandbox;
 mod serve;
@@ -37,6 +38,8 @@ enum Command {
     Snapshot(snapshot::Args),
     /// Templates through `stasis serve` (build from a Dockerfile, ls, rm).
     Template(template::Args),
+    /// The cluster's nodes through `stasis serve` (ls, drain, activate).
+    Node(node::Args),
     /// TLS for `stasis serve`: `stasis tls init` makes a local CA and a wildcard certificate.
     Tls(tls::Args),
     /// Drive the local container runtime directly (no daemon).
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
             Command::Sandbox(args) => sandbox::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Template(args) => template::run(args).await,
+            Command::Node(args) => node::run(args).await,
             Command::Tls(args) => tls::run(args),
             Command::Runtime(args) => runtime::run(args).await,
         }

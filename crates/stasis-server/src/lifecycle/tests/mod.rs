@@ -41,6 +41,7 @@ impl Harness {
             templates,
             domain: "localhost".into(),
             ops: Default::default(),
+            cluster: None,
         }
     }
 }

@@ -20,7 +20,12 @@ pub struct Offered {
 const MB: u64 = 1024 * 1024;
 
 /// Capacity and free figures from the host's, the offer and what is committed.
-pub fn figures(host: &HostCapacity, offered: Offered, committed: Resources, disk_reserve: u64) -> (Resources, Resources) {
+pub fn figures(
+    host: &HostCapacity,
+    offered: Offered,
+    committed: Resources,
+    disk_reserve: u64,
+) -> (Resources, Resources) {
     let capacity = Resources {
         memory_mb: offered.memory_mb.unwrap_or(host.memory_total / MB),
         cpu_count: offered.cpu_count.unwrap_or(host.cpus.min(u64::from(u32::MAX)) as u32),
@@ -45,8 +50,13 @@ mod tests {
 
     #[test]
     fn free_is_capacity_minus_committed_and_disk_minus_reserve() {
-        let host =
-            HostCapacity { memory_total: 8192 * MB, memory_available: 1, disk_total: 1000 * MB, disk_available: 600 * MB, cpus: 4 };
+        let host = HostCapacity {
+            memory_total: 8192 * MB,
+            memory_available: 1,
+            disk_total: 1000 * MB,
+            disk_available: 600 * MB,
+            cpus: 4,
+        };
         let committed = Resources { memory_mb: 1024, cpu_count: 6, disk_mb: 0 };
         let (cap, free) = figures(&host, Offered::default(), committed, 100 * MB);
         assert_eq!(cap, Resources { memory_mb: 8192, cpu_count: 4, disk_mb: 1000 });

@@ -41,9 +41,11 @@ fn failed(node: &NodeRow, e: impl std::fmt::Display) -> Response {
 
 fn is_upgrade(req: &Request) -> bool {
     req.method() == Method::CONNECT
-        || req.headers().get(header::CONNECTION).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-            v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        })
+        || req
+            .headers()
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 impl Cluster {
@@ -73,7 +75,8 @@ impl Cluster {
         let connect = req.method() == Method::CONNECT;
         let upgrade = is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut sender, conn) = match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await {
+        let (mut sender, conn) = match hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await
+        {
             Ok(x) => x,
             Err(e) => return failed(node, e),
         };

@@ -90,7 +90,10 @@ mod tests {
         assert_eq!(subject(&req(Method::POST, "/sandboxes/abc1/pause", &[]), d), sbx("abc1"));
         assert_eq!(subject(&req(Method::POST, "/v2/sandboxes/abc1/connect", &[]), d), sbx("abc1"));
         assert_eq!(subject(&req(Method::GET, "/stasis/sandboxes/abc1/events", &[]), d), sbx("abc1"));
-        assert_eq!(subject(&req(Method::POST, "/process.Process/Start", &[("e2b-sandbox-id", "abc1")]), d), sbx("abc1"));
+        assert_eq!(
+            subject(&req(Method::POST, "/process.Process/Start", &[("e2b-sandbox-id", "abc1")]), d),
+            sbx("abc1")
+        );
         assert_eq!(subject(&req(Method::GET, "/", &[("host", "8080-abc1.example.com")]), d), sbx("abc1"));
         assert_eq!(subject(&req(Method::CONNECT, "5432-abc1.example.com:443", &[]), d), sbx("abc1"));
         assert_eq!(subject(&req(Method::POST, "/sandboxes", &[]), d), Subject::Create);

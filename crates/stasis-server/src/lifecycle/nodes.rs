@@ -81,7 +81,8 @@ impl Lifecycle {
     /// Stops new placements on `id` and has it pause its sandboxes (it sees the state at
     /// its next heartbeat). `NodeConflict` unless it is active (or already draining).
     pub async fn drain_node(&self, id: &str) -> Result<NodeRow> {
-        match self.inner.store.set_node_state(id, &[NodeState::Active, NodeState::Draining], NodeState::Draining).await {
+        match self.inner.store.set_node_state(id, &[NodeState::Active, NodeState::Draining], NodeState::Draining).await
+        {
             Ok(n) => Ok(n),
             Err(StoreError::NotFound) => Err(LifecycleError::NotFound(format!("node {id}"))),
             Err(StoreError::NodeConflict { current }) => {
@@ -108,14 +109,9 @@ impl Lifecycle {
 /// with the most free memory, then the most free CPUs, then the lowest id (so every node
 /// decides alike from the same rows). `None`: no node can take it.
 pub fn place(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Option<&NodeRow> {
-    nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Active && n.lease_until >= now)
-        .max_by(|a, b| {
-            (a.free.memory_mb, a.free.cpu_count)
-                .cmp(&(b.free.memory_mb, b.free.cpu_count))
-                .then_with(|| b.id.cmp(&a.id))
-        })
+    nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now).max_by(|a, b| {
+        (a.free.memory_mb, a.free.cpu_count).cmp(&(b.free.memory_mb, b.free.cpu_count)).then_with(|| b.id.cmp(&a.id))
+    })
 }
 
 #[cfg(test)]

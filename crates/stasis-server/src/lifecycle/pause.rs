@@ -97,10 +97,7 @@ impl Lifecycle {
                 tokio::spawn(async move {
                     let lock = lc.lock(&row.id);
                     let _g = lock.lock().await;
-                    (
-                        row.id.clone(),
-                        lc.pause_locked(&row.id, row.pause_memory, why).await,
-                    )
+                    (row.id.clone(), lc.pause_locked(&row.id, row.pause_memory, why).await)
                 })
             })
             .collect();

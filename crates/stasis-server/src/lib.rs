@@ -93,8 +93,16 @@ async fn route(State(state): State<AppState>, mut req: Request, next: Next) -> R
             Origin::Node(_) => strip(req.headers_mut()),
             Origin::Client if cluster.forwards() => {
                 let subject = cluster::routing::subject(&req, &state.domain);
-                if let Some(node) = cluster.destination(&subject).await {
-                    return cluster.forward(&node, req).await;
+                match cluster.destination(&subject).await {
+                    cluster::routing::Destination::Here => {}
+                    cluster::routing::Destination::Node(node) => return cluster.forward(&node, req).await,
+                    cluster::routing::Destination::Nowhere => {
+                        return api::ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "no node takes new sandboxes: every node is draining or silent (stasis node ls)",
+                        )
+                        .into_response()
+                    }
                 }
             }
             Origin::Client => {}

@@ -47,21 +47,37 @@ pub fn subject(req: &Request, domain: &str) -> Subject {
     sandbox_of_path(path).map_or(Subject::Here, Subject::Sandbox)
 }
 
+/// Where a request is answered.
+#[derive(Debug)]
+pub enum Destination {
+    Here,
+    Node(NodeRow),
+    /// A create no node can take (every node draining, or none alive).
+    Nowhere,
+}
+
 impl Cluster {
-    /// The other node that should answer `subject`, if any. Errors reading the store
-    /// answer here (the local answer then says what is wrong).
-    pub async fn destination(&self, subject: &Subject) -> Option<NodeRow> {
+    /// Which node should answer `subject`. Errors reading the store answer here (the
+    /// local answer then says what is wrong).
+    pub async fn destination(&self, subject: &Subject) -> Destination {
         let lc = self.lifecycle();
         match subject {
-            Subject::Here => None,
-            Subject::Sandbox(id) => lc.remote_owner(id).await.unwrap_or_else(|e| {
-                tracing::warn!(sandbox = %id, "cannot read its owner, answering here: {e}");
-                None
-            }),
+            Subject::Here => Destination::Here,
+            Subject::Sandbox(id) => match lc.remote_owner(id).await {
+                Ok(Some(node)) => Destination::Node(node),
+                Ok(None) => Destination::Here,
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, "cannot read its owner, answering here: {e}");
+                    Destination::Here
+                }
+            },
             Subject::Create => {
-                let nodes = lc.nodes().await.ok()?;
-                let chosen = crate::lifecycle::nodes::place(&nodes, lc.now())?;
-                (chosen.id != lc.node_id()).then(|| chosen.clone())
+                let Ok(nodes) = lc.nodes().await else { return Destination::Here };
+                match crate::lifecycle::nodes::place(&nodes, lc.now()) {
+                    Some(n) if n.id == lc.node_id() => Destination::Here,
+                    Some(n) => Destination::Node(n.clone()),
+                    None => Destination::Nowhere,
+                }
             }
         }
     }

@@ -38,6 +38,14 @@ impl Lifecycle {
         Ok(row)
     }
 
+    /// Whether this node is draining (read from the store: a drain or an activate counts
+    /// at once). A draining node resumes nothing, so a connect does not undo the drain
+    /// (to be paused again at the next beat).
+    pub(super) async fn is_draining(&self) -> Result<bool> {
+        let node = self.inner.store.get_node(self.node_id()).await?;
+        Ok(node.is_some_and(|n| n.state == NodeState::Draining))
+    }
+
     /// Declares dead the nodes whose lease ended; each of their lost sandboxes gets an
     /// event saying so (whichever node's sweep won writes them, once).
     pub async fn sweep_nodes(&self) -> Result<Vec<DeadNode>> {

@@ -55,6 +55,12 @@ impl Lifecycle {
         why: &str,
     ) -> Result<SandboxRow> {
         let id = row.id.clone();
+        if self.is_draining().await? {
+            return Err(LifecycleError::Conflict(format!(
+                "sandbox {id} is paused on node {}, which is draining: it resumes once the node is activated",
+                self.node_id()
+            )));
+        }
         self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
         let memory = memory && row.pause_memory;
         let started = std::time::Instant::now();

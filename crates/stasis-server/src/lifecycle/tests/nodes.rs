@@ -135,3 +135,20 @@ async fn a_node_that_comes_back_takes_up_what_it_still_holds() {
     let events = a.lc.events(&EventQuery { sandbox_id: kept.to_string(), ..Default::default() }).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "found"), "{events:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_node_resumes_nothing_until_activated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _store) = two_nodes(&dir).await;
+    beat(&a, true).await;
+    let id = create(&a).await;
+    a.lc.pause(&id, true).await.unwrap();
+    b.lc.drain_node("a").await.unwrap();
+    let err = a.lc.connect(&id, None, true).await.unwrap_err();
+    assert!(err.to_string().contains("draining"), "{err}");
+    beat(&a, false).await;
+    assert_eq!(a.lc.node("a").await.unwrap().state, NodeState::Draining, "a beat keeps a drain");
+    assert!(b.lc.drain_node("zz").await.is_err());
+    b.lc.activate_node("a").await.unwrap();
+    assert!(a.lc.connect(&id, None, true).await.unwrap().1, "resumed");
+}

@@ -30,7 +30,7 @@ fn node(host: Host, name: &str, port: u16, db: &str, memory: &str, secret_file: 
         "--heartbeat-interval",
         "300ms",
         "--node-lease",
-        "3s",
+        "5s",
         "--node-memory",
         memory,
     ];
@@ -154,7 +154,7 @@ async fn two_nodes_share_the_sandboxes() {
 
     // node-a dies (the daemon; its sandboxes' processes outlive it, as after a crash).
     let host_a = a.crash();
-    until("node-a declared dead", Duration::from_secs(15), async || node_state(&b, "node-a").await == "dead").await;
+    until("node-a declared dead", Duration::from_secs(30), async || node_state(&b, "node-a").await == "dead").await;
     assert_eq!(owner(&db, &sid).await.1, "lost");
     let (st, v) = api_b.info(&sid).await;
     assert_eq!(st, 404, "{v}");

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: control API, sandbox proxy and lifecycle scheduler on one port.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Manage sandboxes through `stasis serve` (create, ls, exec, pause, resume, kill, info).
     Sandbox(sandbox::Args),
     /// Snapshots through `stasis serve` (create, ls, rm).
@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Template(args) => template::run(args).await,

@@ -72,7 +72,10 @@ impl ClusterConfig {
                 return Err("the cluster secret must be at least 16 characters".into());
             }
         }
-        forward::authority(&self.advertise).map_err(|e| format!("--advertise: {e}"))?;
+        // Other nodes use it only in a cluster (one machine may listen on port 0).
+        if self.node_id.is_some() {
+            forward::authority(&self.advertise).map_err(|e| format!("--advertise: {e}"))?;
+        }
         if self.lease < self.heartbeat * 2 {
             return Err("--node-lease must be at least twice --heartbeat-interval".into());
         }
@@ -142,6 +145,9 @@ mod tests {
     fn a_node_needs_a_secret_a_reachable_url_and_a_lease_longer_than_two_beats() {
         let mut c = ClusterConfig::single("127.0.0.1:3000".parse().unwrap(), "/tmp".into(), 0);
         assert!(c.validate().is_ok());
+        c.advertise = "http://127.0.0.1:0".into();
+        assert!(c.validate().is_ok(), "one machine: the URL is only shown");
+        c.advertise = "http://127.0.0.1:3000".into();
         c.node_id = Some("a".into());
         assert!(c.validate().unwrap_err().contains("--cluster-secret-file"));
         c.secret = Some("short".into());

@@ -5,6 +5,7 @@
 //! `{port}-{id}.{domain}`) go to the proxy; everything else is the control API.
 
 pub mod api;
+pub mod cluster;
 pub mod dashboard;
 pub mod egress;
 pub mod ids;
@@ -66,14 +67,47 @@ pub struct ServeConfig {
     /// How long proxied connections stay parked across a pause for sandboxes whose
     /// metadata does not say (`stasis_park_connections`); `None`: cut at pause.
     pub park_connections: Option<std::time::Duration>,
+    /// This node: its id, advertised URL, lease, the cluster's secret
+    /// (`cluster::ClusterConfig::single` on one machine).
+    pub cluster: cluster::ClusterConfig,
 }
 
 /// Ids paused at shutdown, to resume at the next start. Written (durably) before the
 /// pauses begin, so a crash during shutdown still resumes what was paused.
 const RESUME_ON_START: &str = "resume-on-start.json";
 
-/// Sends sandbox-addressed requests to the proxy, the rest on to the control API.
-async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Sends a request another node answers there (`cluster`), sandbox-addressed requests to
+/// the proxy, the rest on to the control API.
+async fn route(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if let Some(cluster) = &state.cluster {
+        use cluster::auth::{origin, strip, Origin};
+        match origin(req.headers(), cluster.config().secret.as_deref()) {
+            Origin::Forged => {
+                return api::ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "a forwarded request without the cluster's secret",
+                )
+                .into_response()
+            }
+            // Answered here, whatever this node thinks of the owner: never bounced.
+            Origin::Node(_) => strip(req.headers_mut()),
+            Origin::Client if cluster.forwards() => {
+                let subject = cluster::routing::subject(&req, &state.domain);
+                match cluster.destination(&subject).await {
+                    cluster::routing::Destination::Here => {}
+                    cluster::routing::Destination::Node(node) => return cluster.forward(&node, req).await,
+                    cluster::routing::Destination::Nowhere => {
+                        return api::ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "no node takes new sandboxes: every node is draining or silent (stasis node ls)",
+                        )
+                        .into_response()
+                    }
+                }
+            }
+            Origin::Client => {}
+        }
+    }
     if req.method() == axum::http::Method::CONNECT {
         let by_authority = req.uri().authority().and_then(|a| proxy::target::from_host(a.as_str(), &state.domain));
         let target = match by_authority {
@@ -129,7 +163,8 @@ async fn ensure_api_key(store: &dyn Store, cfg: &ServeConfig) -> Result<()> {
     Ok(())
 }
 
-pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
+pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle, cluster::Cluster)> {
+    cfg.cluster.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
     let store: Arc<dyn Store> = stasis_store::open::open(cfg.database.as_deref(), &cfg.data_dir.join("stasis.db"))
         .await
@@ -175,18 +210,30 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle)> {
                 ..Default::default()
             },
             secrets: Some(secrets::Vault::new(cfg.data_dir.join("secrets.key"))),
+            node_id: cfg.cluster.node_id.clone().unwrap_or_default(),
             ..Default::default()
         },
     );
     // Before recovery, which reopens the listeners of running sandboxes.
     egress::spawn(egress::Proxy { lifecycle: lifecycle.clone(), ca: egress_ca, upstream_tls }, egress_rx);
+    // Renewed before recovery: once the lease holds, no other node declares this one dead
+    // under it, so what recovery takes up (lost sandboxes included) stays taken.
+    let cluster = cluster::Cluster::new(cfg.cluster.clone(), lifecycle.clone());
+    cluster.beat(true).await.context("register this node (first heartbeat)")?;
     lifecycle.reconcile().await.context("recover sandboxes after restart")?;
     templates.recover().await;
     resume_paused_at_shutdown(&lifecycle, cfg).await;
     let ops = ops::OpsConfig { data_dir: Some(cfg.data_dir.clone()), metrics_token: cfg.metrics_token.clone() };
-    let state = AppState { lifecycle: lifecycle.clone(), templates, domain: cfg.domain.clone(), ops: Arc::new(ops) };
+    let state = AppState {
+        lifecycle: lifecycle.clone(),
+        templates,
+        domain: cfg.domain.clone(),
+        ops: Arc::new(ops),
+        cluster: Some(cluster),
+    };
+    let cluster = state.cluster.clone().expect("made above");
     let app = app(state);
-    Ok((app, lifecycle))
+    Ok((app, lifecycle, cluster))
 }
 
 /// The whole HTTP surface: the operator's endpoints, the E2B API, and in front of both the
@@ -223,8 +270,9 @@ fn write_durably(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
 pub async fn serve(cfg: ServeConfig) -> Result<()> {
     // Before anything touches the data dir: a second daemon must not even recover it.
     let _owner = stasis_runtime::lock::DataDirLock::acquire(&cfg.data_dir, stasis_runtime::lock::LockKind::Daemon)?;
-    let (app, lifecycle) = build(&cfg).await?;
+    let (app, lifecycle, cluster) = build(&cfg).await?;
     lifecycle.start();
+    cluster.spawn_heartbeat();
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listen on {}", cfg.listen))?;
     let gate = listen::Gate::new(cfg.limits);
@@ -253,7 +301,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         let ids = lifecycle.running_ids().await?;
         write_durably(&cfg.data_dir.join(RESUME_ON_START), serde_json::to_string(&ids)?.as_bytes())?;
         tracing::info!("pausing {} running sandboxes before exit", ids.len());
-        let paused = lifecycle.pause_all().await;
+        let paused = lifecycle.pause_all("daemon shutdown (--pause-on-shutdown)").await;
         tracing::info!("paused {}; they resume at the next start", paused.len());
     }
     Ok(())

@@ -11,6 +11,9 @@ pub enum StoreError {
     /// A compare-and-set lost: the row is in `current`, not in any of the expected states.
     #[error("sandbox is {current}")]
     Conflict { current: SandboxState },
+    /// A compare-and-set of a node's state lost: it is in `current`.
+    #[error("node is {current}")]
+    NodeConflict { current: crate::nodes::NodeState },
     /// An insert hit an existing id or snapshot name.
     #[error("{0} already exists")]
     AlreadyExists(String),

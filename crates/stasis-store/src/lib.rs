@@ -19,6 +19,7 @@ pub mod api_key;
 pub mod error;
 pub mod events;
 pub mod model;
+pub mod nodes;
 pub mod open;
 pub mod postgres;
 pub mod query;
@@ -39,6 +40,7 @@ pub use api_key::{constant_time_eq, generate_api_key, hash_api_key};
 pub use error::StoreError;
 pub use events::{EventQuery, Level, SandboxEvent, MAX_EVENTS};
 pub use model::{now_ms, ApiKeyRow, FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow, UnixMillis};
+pub use nodes::{DeadNode, Heartbeat, NodeRow, NodeState, Resources, LOCAL_NODE};
 pub use postgres::PostgresStore;
 pub use query::{Cursor, ListQuery, Order, QueryError, SnapshotQuery};
 pub use secrets::{SecretRow, SecretUpdate};
@@ -172,4 +174,33 @@ pub trait Store: Send + Sync {
 
     /// Deletes a secret. Returns whether it existed.
     async fn delete_secret(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Registers node `hb.id` (state `active`) or renews its lease with what it says of
+    /// itself. A `dead` node that beats again is `active` again (and `joined_at` is this
+    /// beat); a `draining` one stays draining. Returns the row as stored.
+    async fn heartbeat(&self, hb: &Heartbeat) -> Result<NodeRow, StoreError>;
+
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRow>, StoreError>;
+
+    /// Every node, by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRow>, StoreError>;
+
+    /// Compare-and-set of a node's state: `NodeConflict { current }` when it is in none
+    /// of `from`, `NotFound` when there is no such node.
+    async fn set_node_state(&self, id: &str, from: &[NodeState], to: NodeState) -> Result<NodeRow, StoreError>;
+
+    /// In one transaction: every node not yet dead whose lease ended before `now` becomes
+    /// `dead`, and its sandboxes in `creating`, `running`, `pausing`, `resuming` or
+    /// `killing` become `lost` (with `nodes::lost_error` as their `last_error`); paused ones
+    /// stay. Each node is declared dead once, whichever node calls this first.
+    async fn expire_nodes(&self, now: UnixMillis) -> Result<Vec<DeadNode>, StoreError>;
 }
+
+/// The states of a sandbox whose node's death makes it lost (`Store::expire_nodes`).
+pub const LOST_WITH_NODE: [SandboxState; 5] = [
+    SandboxState::Creating,
+    SandboxState::Running,
+    SandboxState::Pausing,
+    SandboxState::Resuming,
+    SandboxState::Killing,
+];

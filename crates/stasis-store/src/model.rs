@@ -38,10 +38,14 @@ pub enum SandboxState {
     Resuming,
     Killing,
     Killed,
+    /// Its node died while it ran (or was between states): its memory and writable layer
+    /// were on that host (`nodes.rs`). Not listed; `lastError` says which node and when.
+    /// If that node comes back with its files, it takes the sandbox up again.
+    Lost,
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 7] = [
+    pub const ALL: [SandboxState; 8] = [
         SandboxState::Creating,
         SandboxState::Running,
         SandboxState::Pausing,
@@ -49,6 +53,7 @@ impl SandboxState {
         SandboxState::Resuming,
         SandboxState::Killing,
         SandboxState::Killed,
+        SandboxState::Lost,
     ];
 
     /// States shown as `running` by the list API. A sandbox being paused is still up until
@@ -68,6 +73,7 @@ impl SandboxState {
             SandboxState::Resuming => "resuming",
             SandboxState::Killing => "killing",
             SandboxState::Killed => "killed",
+            SandboxState::Lost => "lost",
         }
     }
 
@@ -77,7 +83,7 @@ impl SandboxState {
         match self {
             SandboxState::Running | SandboxState::Pausing => Some("running"),
             SandboxState::Paused | SandboxState::Resuming => Some("paused"),
-            SandboxState::Creating | SandboxState::Killing | SandboxState::Killed => None,
+            SandboxState::Creating | SandboxState::Killing | SandboxState::Killed | SandboxState::Lost => None,
         }
     }
 }
@@ -141,6 +147,9 @@ pub struct SandboxRow {
     /// The last lifecycle action on this sandbox that failed, until one succeeds: kept on
     /// the row so the failure stays visible (API, CLI) and its back-off survives a restart.
     pub last_error: Option<FailedAction>,
+    /// The node that runs it, or (paused) holds its files: `crate::nodes::LOCAL_NODE` on
+    /// a single machine. Only that node acts on it; the others forward to it.
+    pub node_id: String,
 }
 
 /// A lifecycle action the runtime carries out on a sandbox.

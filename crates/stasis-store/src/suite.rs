@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::api_key::hash_api_key;
 use crate::model::{FailedAction, Operation, SandboxRow, SandboxState, SnapshotRow};
 use crate::query::{metadata_filter_param, ListQuery, SnapshotQuery};
-use crate::{EventQuery, Level, SandboxEvent, Store, StoreError};
+use crate::{EventQuery, Heartbeat, Level, NodeState, Resources, SandboxEvent, Store, StoreError};
 
 /// One fresh database of one implementation.
 #[async_trait]
@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync + 'static {
 #[macro_export]
 macro_rules! store_suite {
     ($backend:expr) => {
-        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages);
+        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages, nodes_register_renew_and_change_state, an_expired_node_loses_its_running_sandboxes_once);
     };
     (@each $backend:expr; $($name:ident),*) => {
         $(
@@ -66,6 +66,7 @@ pub fn sandbox(id: &str, state: SandboxState, started_at: i64) -> SandboxRow {
         created_at: started_at,
         updated_at: started_at,
         last_error: None,
+        node_id: crate::LOCAL_NODE.into(),
     }
 }
 
@@ -78,6 +79,7 @@ pub async fn sandbox_round_trip_and_duplicate_insert<B: Backend>(b: B) {
     let mut row = sandbox("abc123", SandboxState::Creating, 1_700_000_000_000);
     row.metadata = BTreeMap::from([("k&=".into(), "v/?".into()), ("ü".into(), "✓".into())]);
     row.alias = Some("my-template".into());
+    row.node_id = "node-a".into();
     store.insert_sandbox(&row).await.unwrap();
     let got = store.get_sandbox("abc123").await.unwrap().unwrap();
     assert_eq!(got, SandboxRow { updated_at: got.updated_at, ..row.clone() });
@@ -611,4 +613,88 @@ pub async fn secrets_have_unique_names_versions_and_pages<B: Backend>(b: B) {
     assert_eq!(other.get_secret("sec_1").await.unwrap(), None);
     // The name is free again.
     store.insert_secret(&secret("sec_4", "openai", 5)).await.unwrap();
+}
+
+fn beat(id: &str, at: i64, free_mb: u64) -> Heartbeat {
+    Heartbeat {
+        id: id.into(),
+        url: format!("http://{id}.internal:3000"),
+        capacity: Resources { memory_mb: 8192, cpu_count: 4, disk_mb: 100_000 },
+        free: Resources { memory_mb: free_mb, cpu_count: 3, disk_mb: 90_000 },
+        at,
+        lease_until: at + 15_000,
+    }
+}
+
+pub async fn nodes_register_renew_and_change_state<B: Backend>(b: B) {
+    let store = b.open().await;
+    assert_eq!(store.get_node("b").await.unwrap(), None);
+    let first = store.heartbeat(&beat("b", 1_000, 4096)).await.unwrap();
+    assert_eq!((first.state, first.joined_at, first.lease_until), (NodeState::Active, 1_000, 16_000));
+    store.heartbeat(&beat("a", 1_000, 100)).await.unwrap();
+    let renewed = store.heartbeat(&beat("b", 6_000, 2048)).await.unwrap();
+    assert_eq!(renewed.free.memory_mb, 2048);
+    assert_eq!((renewed.heartbeat_at, renewed.lease_until, renewed.joined_at), (6_000, 21_000, 1_000));
+    assert_eq!(renewed.capacity, Resources { memory_mb: 8192, cpu_count: 4, disk_mb: 100_000 });
+    assert_eq!(renewed.url, "http://b.internal:3000");
+
+    // Draining is a compare-and-set, and a heartbeat keeps it.
+    let drained = store.set_node_state("b", &[NodeState::Active], NodeState::Draining).await.unwrap();
+    assert_eq!(drained.state, NodeState::Draining);
+    match store.set_node_state("b", &[NodeState::Active], NodeState::Draining).await {
+        Err(StoreError::NodeConflict { current: NodeState::Draining }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        store.set_node_state("zz", &[NodeState::Active], NodeState::Dead).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.heartbeat(&beat("b", 7_000, 2048)).await.unwrap().state, NodeState::Draining);
+
+    let other = b.open().await;
+    let ids: Vec<String> = other.list_nodes().await.unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(other.get_node("b").await.unwrap().unwrap().state, NodeState::Draining);
+}
+
+pub async fn an_expired_node_loses_its_running_sandboxes_once<B: Backend>(b: B) {
+    let (one, two) = (b.open().await, b.open().await);
+    one.heartbeat(&beat("dies", 1_000, 1)).await.unwrap(); // lease until 16 000
+    one.heartbeat(&beat("lives", 10_000, 1)).await.unwrap(); // lease until 25 000
+    let on = |id: &str, state, node: &str| {
+        let mut r = sandbox(id, state, 1);
+        r.node_id = node.into();
+        r
+    };
+    for row in [
+        on("run1", SandboxState::Running, "dies"),
+        on("res1", SandboxState::Resuming, "dies"),
+        on("pau1", SandboxState::Paused, "dies"),
+        on("run2", SandboxState::Running, "lives"),
+    ] {
+        one.insert_sandbox(&row).await.unwrap();
+    }
+    assert!(one.expire_nodes(16_000).await.unwrap().is_empty(), "a lease holds until its end");
+
+    // Two nodes sweep at once: the dead node is declared dead once.
+    let (x, y) = tokio::join!(one.expire_nodes(20_000), two.expire_nodes(20_000));
+    let mut dead: Vec<_> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = dead.pop().unwrap();
+    assert_eq!((d.node.id.as_str(), d.node.state), ("dies", NodeState::Dead));
+    assert_eq!(d.lost, ["res1", "run1"]);
+
+    let lost = two.get_sandbox("run1").await.unwrap().unwrap();
+    assert_eq!(lost.state, SandboxState::Lost);
+    let err = lost.last_error.expect("a lost sandbox says why");
+    assert_eq!(err.operation, Operation::Run);
+    assert!(err.message.contains("node dies"), "{}", err.message);
+    assert_eq!(two.get_sandbox("pau1").await.unwrap().unwrap().state, SandboxState::Paused, "paused stays");
+    assert_eq!(two.get_sandbox("run2").await.unwrap().unwrap().state, SandboxState::Running, "other node's");
+    assert_eq!(two.get_node("lives").await.unwrap().unwrap().state, NodeState::Active);
+
+    // It comes back: active again, joined anew; its lost sandboxes stay lost for it to settle.
+    let back = two.heartbeat(&beat("dies", 30_000, 1)).await.unwrap();
+    assert_eq!((back.state, back.joined_at), (NodeState::Active, 30_000));
+    assert_eq!(one.get_sandbox("res1").await.unwrap().unwrap().state, SandboxState::Lost);
 }

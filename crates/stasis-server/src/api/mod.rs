@@ -5,6 +5,7 @@ pub(crate) mod auth;
 mod error;
 mod failure_log;
 mod logs;
+mod nodes;
 mod novita;
 mod sandboxes;
 mod secrets;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub domain: String,
     /// The operator's endpoints' settings (`/metrics`, `/health`).
     pub ops: crate::ops::Config,
+    /// This node in its cluster (forwarding, heartbeat); `None` in tests of one lifecycle.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -93,6 +96,9 @@ pub fn router(state: AppState) -> Router {
         .route("/secrets", post(secrets::create).get(secrets::list))
         .route("/secrets/{id}", get(secrets::info).post(secrets::update).delete(secrets::delete))
         .route("/stasis/lifecycle", get(status::lifecycle))
+        .route("/stasis/nodes", get(nodes::list))
+        .route("/stasis/nodes/{id}/drain", post(nodes::drain))
+        .route("/stasis/nodes/{id}/activate", post(nodes::activate))
         .route("/stasis/templates", get(status::templates))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })

@@ -124,6 +124,12 @@ impl Lifecycle {
             Err(generation) => generation,
         };
         match self.inner.store.get_sandbox(id).await {
+            // Another node's (requests reach this node for it only while that node is
+            // dead): nothing here to connect to, and only this node's routes are cached.
+            Ok(Some(row)) if row.node_id != self.node_id() => {
+                self.inner.routes.forget(id);
+                Err(Refusal::NotRunning)
+            }
             Ok(Some(row)) => Ok(self.inner.routes.fill(id, generation, &row, self.inner.config.park_connections)),
             Ok(None) => {
                 self.inner.routes.forget(id);

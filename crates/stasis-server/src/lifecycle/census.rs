@@ -14,7 +14,7 @@ impl Lifecycle {
     pub async fn census(&self, data_dir: Option<&Path>) -> Result<Census> {
         use SandboxState::*;
         let states = [Creating, Running, Pausing, Paused, Resuming, Killing];
-        let rows = self.inner.store.sandboxes_in_states(&states).await?;
+        let rows = self.own_in_states(&states).await?;
         let mut c = Census::from_rows(&rows);
         c.open_connections = self.inner.activity.open_total() as u64;
         if let Some(dir) = data_dir {

@@ -59,6 +59,7 @@ impl Lifecycle {
             created_at: now,
             updated_at: now,
             last_error: None,
+            node_id: self.node_id().to_string(),
         };
         // A copy mounts what its snapshot's source mounted.
         let mut volumes = match (&snapshot, p.volumes.is_empty()) {

@@ -52,7 +52,7 @@ impl Lifecycle {
 
     /// Settles every running row whose sandbox the runtime no longer runs.
     async fn resync_running(&self) {
-        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else { return };
+        let Ok(rows) = self.own_in_states(&[SandboxState::Running]).await else { return };
         for row in rows {
             let lock = self.lock(&row.id);
             let _g = lock.lock().await;

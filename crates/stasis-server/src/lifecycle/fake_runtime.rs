@@ -140,6 +140,11 @@ impl FakeRuntime {
         self.state.lock().unwrap().sandboxes.insert(id.to_string(), state);
     }
 
+    /// The runtime no longer holds `id` (its host lost it).
+    pub fn remove(&self, id: &str) {
+        self.state.lock().unwrap().sandboxes.remove(id);
+    }
+
     /// What `recover(id)` answers.
     pub fn set_recovered(&self, id: &str, r: Result<Recovered, String>) {
         self.state.lock().unwrap().recovered.insert(id.to_string(), r);

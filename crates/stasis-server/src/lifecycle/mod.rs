@@ -21,6 +21,7 @@ mod failures;
 #[cfg(test)]
 pub(crate) mod fake_runtime;
 mod kill;
+pub mod nodes;
 mod parking;
 mod pause;
 mod recovery;
@@ -94,6 +95,9 @@ pub struct LifecycleConfig {
     /// How long proxied connections stay parked across a pause for sandboxes that do not
     /// say (`stasis serve --park-connections`); `None`: cut at pause (`parking.rs`).
     pub park_connections: Option<std::time::Duration>,
+    /// This node's id (`stasis serve --node-id`); empty: the single machine's
+    /// (`stasis_store::LOCAL_NODE`). The lifecycle acts only on the sandboxes of its node.
+    pub node_id: String,
 }
 
 /// What a sandbox gets for what its create request does not say, and the bounds it is
@@ -235,8 +239,23 @@ impl Lifecycle {
 
     /// Ids of the running sandboxes.
     pub async fn running_ids(&self) -> Result<Vec<String>> {
-        let rows = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await?;
+        let rows = self.own_in_states(&[SandboxState::Running]).await?;
         Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// This node's id: the sandboxes it creates carry it, and it acts only on those.
+    pub fn node_id(&self) -> &str {
+        match self.inner.config.node_id.as_str() {
+            "" => stasis_store::LOCAL_NODE,
+            id => id,
+        }
+    }
+
+    /// This node's sandboxes in one of `states` (the store's rows of every node, filtered:
+    /// the rows of a cluster are few enough; an index on `node_id` is there when not).
+    async fn own_in_states(&self, states: &[SandboxState]) -> std::result::Result<Vec<SandboxRow>, StoreError> {
+        let rows = self.inner.store.sandboxes_in_states(states).await?;
+        Ok(rows.into_iter().filter(|r| r.node_id == self.node_id()).collect())
     }
 
     fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -273,6 +292,9 @@ impl Lifecycle {
     /// A sandbox as the info API shows it (running or paused).
     pub async fn get(&self, id: &SandboxId) -> Result<SandboxRow> {
         let row = self.row(id).await?;
+        if row.state == SandboxState::Lost {
+            return Err(lost(&row));
+        }
         if row.state.listed_as().is_none() {
             return Err(LifecycleError::NotFound(id.to_string()));
         }
@@ -364,6 +386,12 @@ fn conflict(id: &str, current: SandboxState) -> LifecycleError {
         }
         other => LifecycleError::Conflict(format!("sandbox {id} is {other}")),
     }
+}
+
+/// What the API answers for a sandbox lost with its node: not found, saying why.
+pub(super) fn lost(row: &SandboxRow) -> LifecycleError {
+    let why = row.last_error.as_ref().map_or("lost: its node died", |e| e.message.as_str());
+    LifecycleError::NotRunning(format!("sandbox {} was {why}", row.id))
 }
 
 fn pct(used_ns: u64, over: std::time::Duration, cpus: u32) -> f64 {

@@ -82,10 +82,11 @@ impl Lifecycle {
         .await
     }
 
-    /// Pauses every running sandbox (daemon shutdown with --pause-on-shutdown); returns
-    /// the ids it paused. Tried even where an auto-pause gave up: the operator asked.
-    pub async fn pause_all(&self) -> Vec<String> {
-        let Ok(rows) = self.inner.store.sandboxes_in_states(&[SandboxState::Running]).await else {
+    /// Pauses every running sandbox of this node (daemon shutdown with
+    /// --pause-on-shutdown, a drain: `why`); returns the ids it paused. Tried even where an
+    /// auto-pause gave up: the operator asked.
+    pub async fn pause_all(&self, why: &'static str) -> Vec<String> {
+        let Ok(rows) = self.own_in_states(&[SandboxState::Running]).await else {
             return vec![];
         };
         let mut paused = Vec::new();
@@ -96,10 +97,7 @@ impl Lifecycle {
                 tokio::spawn(async move {
                     let lock = lc.lock(&row.id);
                     let _g = lock.lock().await;
-                    (
-                        row.id.clone(),
-                        lc.pause_locked(&row.id, row.pause_memory, "daemon shutdown (--pause-on-shutdown)").await,
-                    )
+                    (row.id.clone(), lc.pause_locked(&row.id, row.pause_memory, why).await)
                 })
             })
             .collect();
@@ -107,7 +105,7 @@ impl Lifecycle {
             if let Ok((id, r)) = t.await {
                 match r {
                     Ok(_) => paused.push(id),
-                    Err(e) => tracing::error!(sandbox = %id, "pause at shutdown failed: {e}"),
+                    Err(e) => tracing::error!(sandbox = %id, "pause ({why}) failed: {e}"),
                 }
             }
         }

@@ -2,6 +2,11 @@
 //! that matches what the runtime has on disk. Paused sandboxes are never dropped; running
 //! ones are re-adopted (their processes kept running), and one whose processes are gone
 //! keeps its files as a filesystem-only paused sandbox, reported in the log.
+//!
+//! Only this node's sandboxes: in a cluster the other rows are their nodes' to settle.
+//! Sandboxes the cluster declared lost while this node was away (its lease expired) are
+//! taken up again when their files are here (`readopt_lost`, also after a heartbeat
+//! finds the node was declared dead).
 
 use std::collections::HashSet;
 
@@ -14,14 +19,15 @@ impl Lifecycle {
     /// Reconciles every sandbox's row with the runtime; run once, before serving.
     pub async fn reconcile(&self) -> Result<()> {
         let (store, rt) = (&self.inner.store, &self.inner.runtime);
-        let rows = store
-            .sandboxes_in_states(&[
+        let rows = self
+            .own_in_states(&[
                 SandboxState::Creating,
                 SandboxState::Killing,
                 SandboxState::Pausing,
                 SandboxState::Resuming,
                 SandboxState::Running,
                 SandboxState::Paused,
+                SandboxState::Lost,
             ])
             .await?;
         let known: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
@@ -46,6 +52,8 @@ impl Lifecycle {
                     tracing::warn!(sandbox = %id, "its processes were gone after the restart: memory lost, files kept; it is now paused (filesystem only)");
                     (SandboxState::Paused, false)
                 }
+                // Declared lost while this node was away, and its files are not here either.
+                Err(RuntimeError::NotFound(_)) if row.state == SandboxState::Lost => continue,
                 Err(RuntimeError::NotFound(_)) => {
                     tracing::error!(sandbox = %id, state = %row.state, "the runtime has no trace of it: removing its record");
                     store.delete_sandbox(&id).await?;
@@ -80,5 +88,31 @@ impl Lifecycle {
             }
         }
         Ok(())
+    }
+
+    /// Sandboxes of this node the cluster declared lost (its lease expired: a stall, a
+    /// network cut) that this node still holds: running again, or paused with their files,
+    /// as the runtime finds them. Those it does not hold stay lost.
+    pub async fn readopt_lost(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for row in self.own_in_states(&[SandboxState::Lost]).await? {
+            let lock = self.lock(&row.id);
+            let _g = lock.lock().await;
+            let recovered = match self.inner.runtime.recover(&row.id).await {
+                Ok(r) => r,
+                Err(RuntimeError::NotFound(_)) => continue,
+                Err(e) => {
+                    tracing::error!(sandbox = %row.id, "cannot check a lost sandbox: {e}");
+                    continue;
+                }
+            };
+            if self.settle(&row.id, recovered, &[SandboxState::Lost]).await.is_ok() {
+                tracing::warn!(sandbox = %row.id, "declared lost while this node was away, found again");
+                let message = "found again: its node renewed its lease after it had expired".to_string();
+                self.event(&row.id, stasis_store::Level::Warn, "found", message, &[]).await;
+                found.push(row.id);
+            }
+        }
+        Ok(found)
     }
 }

@@ -3,7 +3,7 @@
 
 use stasis_store::{Level, Operation, SandboxRow, SandboxState};
 
-use super::{conflict, mode, ms, Lifecycle, Result};
+use super::{conflict, mode, ms, Lifecycle, LifecycleError, Result};
 use crate::ids::SandboxId;
 use crate::metrics::Op;
 
@@ -33,10 +33,16 @@ impl Lifecycle {
                 r.end_at = end;
                 Ok((self.inner.store.update_sandbox(&r).await?, false))
             }
+            SandboxState::Paused if row.node_id != self.node_id() => Err(LifecycleError::Conflict(format!(
+                "sandbox {} is paused on node {}, which does not answer; its files are there: it resumes \
+                 once that node is back",
+                row.id, row.node_id
+            ))),
             SandboxState::Paused => {
                 let t = timeout_secs.unwrap_or(row.timeout_secs);
                 Ok((self.resume_locked(row, t, memory, "connect (API)").await?, true))
             }
+            SandboxState::Lost => Err(super::lost(&row)),
             other => Err(conflict(&row.id, other)),
         }
     }
@@ -49,6 +55,12 @@ impl Lifecycle {
         why: &str,
     ) -> Result<SandboxRow> {
         let id = row.id.clone();
+        if self.is_draining().await? {
+            return Err(LifecycleError::Conflict(format!(
+                "sandbox {id} is paused on node {}, which is draining: it resumes once the node is activated",
+                self.node_id()
+            )));
+        }
         self.flip(&id, &[SandboxState::Paused], SandboxState::Resuming, |_| {}).await?;
         let memory = memory && row.pause_memory;
         let started = std::time::Instant::now();

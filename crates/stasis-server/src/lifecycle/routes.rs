@@ -55,6 +55,11 @@ impl Routes {
         Err(generation)
     }
 
+    /// Whether `id` has a cached route (only this node's sandboxes are ever filled).
+    pub fn lookup_cached(&self, id: &str) -> bool {
+        self.slots.lock().unwrap().get(id).is_some_and(|s| s.route.is_some())
+    }
+
     /// The route read from `row` at `generation`; cached unless `id` changed since.
     /// `park_default`: the server's parking limit (`LifecycleConfig::park_connections`).
     pub fn fill(

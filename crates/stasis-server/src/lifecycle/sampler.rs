@@ -82,7 +82,7 @@ impl Lifecycle {
     /// Samples every running sandbox once.
     pub(super) async fn sample_all(&self) {
         use SandboxState::*;
-        let Ok(rows) = self.inner.store.sandboxes_in_states(&[Running, Pausing, Paused, Resuming]).await else {
+        let Ok(rows) = self.own_in_states(&[Running, Pausing, Paused, Resuming]).await else {
             return;
         };
         self.inner.history.retain(&rows.iter().map(|r| r.id.clone()).collect());

@@ -22,7 +22,7 @@ pub fn spawn(lc: Lifecycle) {
         loop {
             tick.tick().await;
             let states = [SandboxState::Running, SandboxState::Paused, SandboxState::Killing];
-            let rows = match lc.inner.store.sandboxes_in_states(&states).await {
+            let rows = match lc.own_in_states(&states).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("timeout scan failed: {e}");

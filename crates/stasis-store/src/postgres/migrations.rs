@@ -115,6 +115,30 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     "#,
+    // 5: nodes (issue 17), the node each sandbox belongs to, and the state `lost` (as
+    // SQLite's migration 7).
+    r#"
+    ALTER TABLE sandboxes DROP CONSTRAINT sandboxes_state_check;
+    ALTER TABLE sandboxes ADD CONSTRAINT sandboxes_state_check CHECK (state IN
+        ('creating','running','pausing','paused','resuming','killing','killed','lost'));
+    ALTER TABLE sandboxes ADD COLUMN node_id TEXT COLLATE "C" NOT NULL DEFAULT 'local';
+    CREATE INDEX sandboxes_by_node ON sandboxes (node_id, state);
+
+    CREATE TABLE nodes (
+        id               TEXT COLLATE "C" PRIMARY KEY,
+        url              TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('active','draining','dead')),
+        memory_mb        BIGINT NOT NULL,
+        cpu_count        BIGINT NOT NULL,
+        disk_mb          BIGINT NOT NULL,
+        free_memory_mb   BIGINT NOT NULL,
+        free_cpu_count   BIGINT NOT NULL,
+        free_disk_mb     BIGINT NOT NULL,
+        heartbeat_at     BIGINT NOT NULL,
+        lease_until      BIGINT NOT NULL,
+        joined_at        BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,7 @@
 
 mod events;
 mod migrations;
+mod nodes;
 mod rows;
 mod secrets;
 mod volumes;
@@ -371,6 +372,31 @@ impl Store for PostgresStore {
 
     async fn delete_secret(&self, id: &str) -> Result<bool, StoreError> {
         secrets::delete(&self.client().await?, id).await
+    }
+
+    async fn heartbeat(&self, hb: &crate::Heartbeat) -> Result<crate::NodeRow, StoreError> {
+        nodes::heartbeat(&self.client().await?, hb).await
+    }
+
+    async fn get_node(&self, id: &str) -> Result<Option<crate::NodeRow>, StoreError> {
+        nodes::get(&self.client().await?, id).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<crate::NodeRow>, StoreError> {
+        nodes::list(&self.client().await?).await
+    }
+
+    async fn set_node_state(
+        &self,
+        id: &str,
+        from: &[crate::NodeState],
+        to: crate::NodeState,
+    ) -> Result<crate::NodeRow, StoreError> {
+        nodes::set_state(&mut self.client().await?, id, from, to).await
+    }
+
+    async fn expire_nodes(&self, now: crate::UnixMillis) -> Result<Vec<crate::DeadNode>, StoreError> {
+        nodes::expire(&mut self.client().await?, now).await
     }
 }
 

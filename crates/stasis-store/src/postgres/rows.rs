@@ -13,7 +13,7 @@ pub(super) const SANDBOX_COLUMNS: &str = "id, template_id, alias, client_id, sta
     cpu_count, memory_mb, disk_size_mb, envd_access_token, traffic_access_token, started_at, \
     end_at, timeout_secs, auto_pause, auto_resume, pause_memory, secure, \
     allow_internet_access, network, paused_at, idle_timeout_secs, created_at, updated_at, \
-    last_error";
+    last_error, node_id";
 
 pub(super) const SNAPSHOT_COLUMNS: &str = "s.id, s.source_sandbox_id, s.template_id, s.memory, s.size_bytes, \
     s.created_at, ARRAY(SELECT n.name FROM snapshot_names n WHERE n.snapshot_id = s.id ORDER BY n.position)";
@@ -63,6 +63,7 @@ pub(super) fn sandbox_from_row(r: &Row) -> Result<SandboxRow, StoreError> {
         created_at: r.try_get(23)?,
         updated_at: r.try_get(24)?,
         last_error: r.try_get::<_, Option<Json>>(25)?.map(|v| json(v, "last_error")).transpose()?,
+        node_id: r.try_get(26)?,
     })
 }
 
@@ -111,6 +112,7 @@ pub(super) fn sandbox_params(row: &SandboxRow) -> Result<Vec<Param>, StoreError>
         Box::new(row.created_at),
         Box::new(row.updated_at),
         Box::new(row.last_error.as_ref().map(to_json).transpose()?),
+        Box::new(row.node_id.clone()),
     ])
 }
 

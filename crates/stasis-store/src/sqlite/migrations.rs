@@ -116,6 +116,62 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 7: nodes (issue 17), the node each sandbox belongs to (rows from before: the
+    // single machine's `local`), and the state `lost`. SQLite cannot change a CHECK, so
+    // the sandboxes table is rebuilt (nothing references it).
+    r#"
+    CREATE TABLE sandboxes_v7 (
+        id                    TEXT PRIMARY KEY,
+        template_id           TEXT NOT NULL,
+        alias                 TEXT,
+        client_id             TEXT NOT NULL,
+        state                 TEXT NOT NULL CHECK (state IN
+            ('creating','running','pausing','paused','resuming','killing','killed','lost')),
+        metadata              TEXT NOT NULL DEFAULT '{}',
+        env_vars              TEXT NOT NULL DEFAULT '{}',
+        cpu_count             INTEGER NOT NULL,
+        memory_mb             INTEGER NOT NULL,
+        disk_size_mb          INTEGER NOT NULL,
+        envd_access_token     TEXT,
+        traffic_access_token  TEXT,
+        started_at            INTEGER NOT NULL,
+        end_at                INTEGER NOT NULL,
+        timeout_secs          INTEGER NOT NULL,
+        auto_pause            INTEGER NOT NULL,
+        auto_resume           INTEGER NOT NULL,
+        pause_memory          INTEGER NOT NULL,
+        secure                INTEGER NOT NULL,
+        allow_internet_access INTEGER NOT NULL,
+        network               TEXT NOT NULL DEFAULT 'null',
+        paused_at             INTEGER,
+        idle_timeout_secs     INTEGER,
+        created_at            INTEGER NOT NULL,
+        updated_at            INTEGER NOT NULL,
+        last_error            TEXT,
+        node_id               TEXT NOT NULL DEFAULT 'local'
+    ) STRICT;
+    INSERT INTO sandboxes_v7 SELECT *, 'local' FROM sandboxes;
+    DROP TABLE sandboxes;
+    ALTER TABLE sandboxes_v7 RENAME TO sandboxes;
+    CREATE INDEX sandboxes_by_start ON sandboxes (started_at, id);
+    CREATE INDEX sandboxes_by_state ON sandboxes (state, started_at, id);
+    CREATE INDEX sandboxes_by_node ON sandboxes (node_id, state);
+
+    CREATE TABLE nodes (
+        id               TEXT PRIMARY KEY,
+        url              TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('active','draining','dead')),
+        memory_mb        INTEGER NOT NULL,
+        cpu_count        INTEGER NOT NULL,
+        disk_mb          INTEGER NOT NULL,
+        free_memory_mb   INTEGER NOT NULL,
+        free_cpu_count   INTEGER NOT NULL,
+        free_disk_mb     INTEGER NOT NULL,
+        heartbeat_at     INTEGER NOT NULL,
+        lease_until      INTEGER NOT NULL,
+        joined_at        INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@
 
 mod events;
 mod migrations;
+mod nodes;
 mod rows;
 mod secrets;
 mod volumes;
@@ -434,6 +435,34 @@ impl Store for SqliteStore {
     async fn delete_secret(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.call(move |conn| secrets::delete(conn, &id)).await
+    }
+
+    async fn heartbeat(&self, hb: &crate::Heartbeat) -> Result<crate::NodeRow, StoreError> {
+        let hb = hb.clone();
+        self.call(move |conn| nodes::heartbeat(conn, &hb)).await
+    }
+
+    async fn get_node(&self, id: &str) -> Result<Option<crate::NodeRow>, StoreError> {
+        let id = id.to_string();
+        self.call(move |conn| nodes::get(conn, &id)).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<crate::NodeRow>, StoreError> {
+        self.call(nodes::list).await
+    }
+
+    async fn set_node_state(
+        &self,
+        id: &str,
+        from: &[crate::NodeState],
+        to: crate::NodeState,
+    ) -> Result<crate::NodeRow, StoreError> {
+        let (id, from) = (id.to_string(), from.to_vec());
+        self.call(move |conn| nodes::set_state(conn, &id, &from, to)).await
+    }
+
+    async fn expire_nodes(&self, now: crate::UnixMillis) -> Result<Vec<crate::DeadNode>, StoreError> {
+        self.call(move |conn| nodes::expire(conn, now)).await
     }
 }
 

@@ -12,7 +12,7 @@ pub(super) const SANDBOX_COLUMNS: &str = "id, template_id, alias, client_id, sta
     cpu_count, memory_mb, disk_size_mb, envd_access_token, traffic_access_token, started_at, \
     end_at, timeout_secs, auto_pause, auto_resume, pause_memory, secure, \
     allow_internet_access, network, paused_at, idle_timeout_secs, created_at, updated_at, \
-    last_error";
+    last_error, node_id";
 
 /// How many columns [`SANDBOX_COLUMNS`] names.
 pub(super) fn sandbox_column_count() -> usize {
@@ -69,6 +69,7 @@ pub(super) fn sandbox_from_row(r: &Row) -> rusqlite::Result<SandboxRow> {
             .get::<_, Option<String>>(25)?
             .map(|text| serde_json::from_str(&text).map_err(|e| conversion_error(25, e)))
             .transpose()?,
+        node_id: r.get(26)?,
     })
 }
 
@@ -114,6 +115,7 @@ pub(super) fn sandbox_values(row: &SandboxRow) -> Result<Vec<Value>, StoreError>
             Some(e) => json(e)?,
             None => Value::Null,
         },
+        Value::Text(row.node_id.clone()),
     ])
 }
 

@@ -54,7 +54,8 @@ async fn opening_an_old_database_migrates_it_and_keeps_its_rows() {
         assert_eq!(v, 1);
         // Version 1's columns: the ones later migrations added are left out.
         let row = sandbox("old1", SandboxState::Paused, 1000);
-        let v1_columns: Vec<&str> = SANDBOX_COLUMNS.split(',').map(str::trim).filter(|c| *c != "last_error").collect();
+        let v1_columns: Vec<&str> =
+            SANDBOX_COLUMNS.split(',').map(str::trim).filter(|c| !["last_error", "node_id"].contains(c)).collect();
         let mut values = sandbox_values(&row).unwrap();
         values.truncate(v1_columns.len());
         conn.execute(
@@ -69,6 +70,9 @@ async fn opening_an_old_database_migrates_it_and_keeps_its_rows() {
     let row = store.get_sandbox("old1").await.unwrap().unwrap();
     assert_eq!(row.state, SandboxState::Paused);
     assert_eq!(row.last_error, None, "an old row has no failed action");
+    assert_eq!(row.node_id, crate::LOCAL_NODE, "an old row is the single machine's");
+    // The rebuilt table (migration 7) takes the new state.
+    store.transition("old1", &[SandboxState::Paused], SandboxState::Lost).await.unwrap();
     // The tables of later migrations are usable.
     store.insert_snapshot(&snapshot("snap1", &["n1"], 5)).await.unwrap();
     // Opening again is a no-op.

@@ -8,6 +8,7 @@ mod dockerfile;
 mod envd_target;
 mod exec;
 mod logs;
+mod node;
 mod runtime;
 mod sandbox;
 mod serve;
@@ -30,13 +31,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: control API, sandbox proxy and lifecycle scheduler on one port.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Manage sandboxes through `stasis serve` (create, ls, exec, pause, resume, kill, info).
     Sandbox(sandbox::Args),
     /// Snapshots through `stasis serve` (create, ls, rm).
     Snapshot(snapshot::Args),
     /// Templates through `stasis serve` (build from a Dockerfile, ls, rm).
     Template(template::Args),
+    /// The cluster's nodes through `stasis serve` (ls, drain, activate).
+    Node(node::Args),
     /// TLS for `stasis serve`: `stasis tls init` makes a local CA and a wildcard certificate.
     Tls(tls::Args),
     /// Drive the local container runtime directly (no daemon).
@@ -58,10 +61,11 @@ pub fn main() -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
             Command::Snapshot(args) => snapshot::run(args).await,
             Command::Template(args) => template::run(args).await,
+            Command::Node(args) => node::run(args).await,
             Command::Tls(args) => tls::run(args),
             Command::Runtime(args) => runtime::run(args).await,
         }

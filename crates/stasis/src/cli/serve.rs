@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use stasis_runtime::container::ContainerConfig;
 use stasis_runtime::objstore::ObjectStoreConfig;
+use stasis_server::cluster::capacity::Offered;
+use stasis_server::cluster::ClusterConfig;
 use stasis_server::ServeConfig;
 
 use super::exit;
@@ -79,6 +81,31 @@ pub struct Args {
     /// unverified TLS (repeat for more; loopback registries always may).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// This node's id in a cluster of `stasis serve` sharing one --database (1-63 of
+    /// a-z, 0-9, '-'). Default: a single machine (node `local`, nothing forwarded).
+    #[arg(long, env = "STASIS_NODE_ID")]
+    node_id: Option<String>,
+    /// Where the other nodes reach this one: http://HOST:PORT (its --listen, as they see
+    /// it). Default: http://LISTEN.
+    #[arg(long, env = "STASIS_ADVERTISE")]
+    advertise: Option<String>,
+    /// A file with the secret every node of the cluster shares (16+ characters, read once
+    /// at start): requests forwarded between nodes carry it. Needed with --node-id.
+    #[arg(long, env = "STASIS_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// How often this node renews its lease in the registry.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    heartbeat_interval: std::time::Duration,
+    /// How long a lease holds: a node silent this long is declared dead and its running
+    /// sandboxes lost (at least twice --heartbeat-interval).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    node_lease: std::time::Duration,
+    /// Memory this node offers to sandboxes (placement); default: the host's. A size: 64GiB.
+    #[arg(long, value_parser = stasis_runtime::container::space::parse_size)]
+    node_memory: Option<u64>,
+    /// CPUs this node offers to sandboxes (placement); default: the host's.
+    #[arg(long)]
+    node_cpus: Option<u32>,
     /// Log lines as text, or as JSON objects (one a line, for log shippers); a line about a
     /// sandbox carries its id in the field `sandbox`.
     #[arg(long, value_enum, default_value = "text", env = "STASIS_LOG_FORMAT")]
@@ -117,6 +144,27 @@ pub async fn run(args: Args) -> u8 {
             return exit::USAGE;
         }
     };
+    let secret = match &args.cluster_secret_file {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) => {
+                eprintln!("error: --cluster-secret-file {}: {e}", p.display());
+                return exit::USAGE;
+            }
+        },
+        None => None,
+    };
+    let mut cluster = ClusterConfig::single(args.listen, args.data_dir.clone(), args.disk_reserve);
+    cluster.node_id = args.node_id;
+    cluster.secret = secret;
+    cluster.advertise = args.advertise.unwrap_or(cluster.advertise);
+    cluster.heartbeat = args.heartbeat_interval;
+    cluster.lease = args.node_lease;
+    cluster.capacity = Offered { memory_mb: args.node_memory.map(|b| b / (1024 * 1024)), cpu_count: args.node_cpus };
+    if let Err(e) = cluster.validate() {
+        eprintln!("error: {e}");
+        return exit::USAGE;
+    }
     let cfg = ServeConfig {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -139,6 +187,7 @@ pub async fn run(args: Args) -> u8 {
         metrics_token: args.metrics_token,
         insecure_registries: args.insecure_registries,
         park_connections: args.park_connections,
+        cluster,
     };
     match stasis_server::serve(cfg).await {
         Ok(()) => exit::OK,

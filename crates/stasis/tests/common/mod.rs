@@ -215,7 +215,7 @@ pub struct Server {
     child: std::process::Child,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -231,7 +231,11 @@ impl Server {
 
     /// [`Server::start_on`] with another agent binary (an older release's).
     pub fn start_with_agent(host: Host, extra: &[&str], agent: &Path) -> Self {
-        let port = free_port();
+        Self::start_at(host, free_port(), extra, agent)
+    }
+
+    /// [`Server::start_with_agent`] on a given port (a cluster node advertises its URL).
+    pub fn start_at(host: Host, port: u16, extra: &[&str], agent: &Path) -> Self {
         let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(host.data_dir.join("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stasis"))

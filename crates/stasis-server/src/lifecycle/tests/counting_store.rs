@@ -119,4 +119,24 @@ impl Store for CountingStore {
     async fn delete_secret(&self, id: &str) -> R<bool> {
         self.inner.delete_secret(id).await
     }
+    async fn heartbeat(&self, hb: &stasis_store::Heartbeat) -> R<stasis_store::NodeRow> {
+        self.inner.heartbeat(hb).await
+    }
+    async fn get_node(&self, id: &str) -> R<Option<stasis_store::NodeRow>> {
+        self.inner.get_node(id).await
+    }
+    async fn list_nodes(&self) -> R<Vec<stasis_store::NodeRow>> {
+        self.inner.list_nodes().await
+    }
+    async fn set_node_state(
+        &self,
+        id: &str,
+        from: &[stasis_store::NodeState],
+        to: stasis_store::NodeState,
+    ) -> R<stasis_store::NodeRow> {
+        self.inner.set_node_state(id, from, to).await
+    }
+    async fn expire_nodes(&self, now: stasis_store::UnixMillis) -> R<Vec<stasis_store::DeadNode>> {
+        self.inner.expire_nodes(now).await
+    }
 }

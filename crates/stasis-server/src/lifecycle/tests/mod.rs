@@ -6,6 +6,7 @@ mod backoff;
 mod conflicts;
 mod counting_store;
 mod failures;
+mod nodes;
 mod proxy;
 mod reset;
 mod timeouts;
@@ -41,6 +42,7 @@ impl Harness {
             templates,
             domain: "localhost".into(),
             ops: Default::default(),
+            cluster: None,
         }
     }
 }

@@ -1,0 +1,154 @@
+//! Two nodes on one store (two lifecycles, each with its own fake runtime, one SQLite
+//! file): each acts only on its own sandboxes; a node whose lease expires has its running
+//! sandboxes reported lost (paused ones stay), and takes them up again if it comes back.
+
+use std::sync::Arc;
+
+use stasis_store::{EventQuery, Heartbeat, NodeState, Resources, SandboxState, SqliteStore, Store};
+
+use super::super::fake_runtime::FakeRuntime;
+use super::super::{Clock, Lifecycle, LifecycleConfig, LifecycleError};
+use super::{after, params};
+use crate::ids::SandboxId;
+
+struct Node {
+    lc: Lifecycle,
+    rt: Arc<FakeRuntime>,
+}
+
+/// Nodes `a` and `b` on one database in `dir`.
+async fn two_nodes(dir: &tempfile::TempDir) -> (Node, Node, SqliteStore) {
+    let store = SqliteStore::open(dir.path().join("stasis.db")).await.unwrap();
+    let node = |id: &str| {
+        let rt = FakeRuntime::new();
+        let config = LifecycleConfig { node_id: id.into(), ..Default::default() };
+        let lc = Lifecycle::with_clock(Arc::new(store.clone()), rt.clone(), config, Clock::tokio());
+        Node { lc, rt }
+    };
+    (node("a"), node("b"), store)
+}
+
+/// `node` renews its lease for 15 s from now.
+async fn beat(node: &Node, first: bool) {
+    let at = node.lc.now();
+    let r = Resources { memory_mb: 4096, cpu_count: 4, disk_mb: 10_000 };
+    let hb = Heartbeat {
+        id: node.lc.node_id().into(),
+        url: format!("http://{}:3000", node.lc.node_id()),
+        capacity: r,
+        free: r,
+        at,
+        lease_until: at + 15_000,
+    };
+    node.lc.heartbeat(hb, first).await.unwrap();
+}
+
+async fn create(node: &Node) -> SandboxId {
+    SandboxId::parse(&node.lc.create(params()).await.unwrap().id).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_acts_only_on_its_own_sandboxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = two_nodes(&dir).await;
+    let id = create(&a).await;
+    assert_eq!(store.get_sandbox(&id).await.unwrap().unwrap().node_id, "a");
+    // b's recovery does not find it in b's runtime, and must not call it vanished.
+    b.lc.reconcile().await.unwrap();
+    assert_eq!(store.get_sandbox(&id).await.unwrap().unwrap().state, SandboxState::Running);
+    assert!(b.lc.pause_all("test").await.is_empty(), "b pauses only what b runs");
+    assert!(b.lc.running_ids().await.unwrap().is_empty());
+    assert_eq!(a.lc.running_ids().await.unwrap(), [id.to_string()]);
+    assert_eq!(a.lc.committed().await.unwrap().memory_mb, 512);
+    assert_eq!(b.lc.committed().await.unwrap().memory_mb, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_for_a_live_nodes_sandbox_go_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _store) = two_nodes(&dir).await;
+    beat(&a, true).await;
+    beat(&b, true).await;
+    let id = create(&a).await;
+    assert_eq!(b.lc.remote_owner(&id).await.unwrap().map(|n| n.id), Some("a".into()));
+    assert_eq!(a.lc.remote_owner(&id).await.unwrap(), None, "its own");
+    assert_eq!(b.lc.remote_owner("nosuchsandbox").await.unwrap(), None);
+    after(16.0).await;
+    assert_eq!(b.lc.remote_owner(&id).await.unwrap(), None, "a's lease ran out: b answers (lost, or why not)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_nodes_running_sandboxes_are_lost_its_paused_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = two_nodes(&dir).await;
+    beat(&a, true).await;
+    let running = create(&a).await;
+    let paused = create(&a).await;
+    a.lc.pause(&paused, true).await.unwrap();
+
+    after(10.0).await;
+    beat(&b, true).await;
+    assert!(b.lc.sweep_nodes().await.unwrap().is_empty(), "a's lease still holds");
+    after(6.0).await;
+    let dead = b.lc.sweep_nodes().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].node.id.as_str(), dead[0].lost.clone()), ("a", vec![running.to_string()]));
+    assert!(b.lc.sweep_nodes().await.unwrap().is_empty(), "declared once");
+    assert_eq!(b.lc.node("a").await.unwrap().state, NodeState::Dead);
+
+    // The API sees it lost, with the node and why; its events say so.
+    let err = b.lc.get(&running).await.unwrap_err();
+    let LifecycleError::NotRunning(message) = &err else { panic!("{err:?}") };
+    assert!(message.contains("lost") && message.contains("node a"), "{message}");
+    let err = b.lc.connect(&running, None, true).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::NotRunning(_)), "{err:?}");
+    let events = b.lc.events(&EventQuery { sandbox_id: running.to_string(), ..Default::default() }).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "lost" && e.message.contains("node a")), "{events:?}");
+    // Not listed; the paused one is, and cannot be resumed here (its files are on a).
+    let (listed, _) = b.lc.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [paused.as_str()]);
+    let err = b.lc.connect(&paused, None, true).await.unwrap_err();
+    assert!(err.to_string().contains("paused on node a"), "{err}");
+    assert_eq!(store.get_sandbox(&paused).await.unwrap().unwrap().state, SandboxState::Paused);
+    // A kill of a lost sandbox removes its record.
+    b.lc.kill(&running).await.unwrap();
+    assert!(store.get_sandbox(&running).await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_comes_back_takes_up_what_it_still_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = two_nodes(&dir).await;
+    beat(&a, true).await;
+    let kept = create(&a).await;
+    let gone = create(&a).await;
+    after(16.0).await;
+    beat(&b, true).await;
+    b.lc.sweep_nodes().await.unwrap(); // a is dead, both lost
+    assert_eq!(store.get_sandbox(&kept).await.unwrap().unwrap().state, SandboxState::Lost);
+    // `gone`'s processes did not survive whatever stalled a; `kept` did.
+    a.rt.remove(&gone);
+    beat(&a, false).await; // a's lease renewed: it rejoins and looks at what it holds
+    assert_eq!(a.lc.node("a").await.unwrap().state, NodeState::Active);
+    assert_eq!(store.get_sandbox(&kept).await.unwrap().unwrap().state, SandboxState::Running);
+    assert_eq!(store.get_sandbox(&gone).await.unwrap().unwrap().state, SandboxState::Lost, "not here: stays lost");
+    let events = a.lc.events(&EventQuery { sandbox_id: kept.to_string(), ..Default::default() }).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "found"), "{events:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_draining_node_resumes_nothing_until_activated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _store) = two_nodes(&dir).await;
+    beat(&a, true).await;
+    let id = create(&a).await;
+    a.lc.pause(&id, true).await.unwrap();
+    b.lc.drain_node("a").await.unwrap();
+    let err = a.lc.connect(&id, None, true).await.unwrap_err();
+    assert!(err.to_string().contains("draining"), "{err}");
+    beat(&a, false).await;
+    assert_eq!(a.lc.node("a").await.unwrap().state, NodeState::Draining, "a beat keeps a drain");
+    assert!(b.lc.drain_node("zz").await.is_err());
+    b.lc.activate_node("a").await.unwrap();
+    assert!(a.lc.connect(&id, None, true).await.unwrap().1, "resumed");
+}

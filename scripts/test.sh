@@ -39,10 +39,17 @@ export STASIS_INTERP_TEST_KERNELS=${STASIS_INTERP_DEV:-/var/cache/stasis/interp-
 "$REPO/scripts/s3-test-server-env.sh"
 export STASIS_TEST_S3_PYTHON=${STASIS_S3_SERVER_ENV:-/var/cache/stasis/s3-server}/bin/python
 
+# deploy/validate.sh checks the Kubernetes manifests with kubernetes-validate (PyPI, in a
+# venv under /var/cache/stasis) and reads the DaemonSet with python3-yaml.
+apt_install_missing python3-venv python3-yaml
+
 status=0
 echo "== house rules: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check || status=1
 cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
+
+echo "== deploy/kubernetes: schemas without a cluster, the DaemonSet's flags against the installed stasis"
+"$REPO/deploy/validate.sh" /usr/local/bin/stasis || status=1
 
 echo "== cargo test (unit + end-to-end: runtime, API, lifecycle, snapshots, code interpreter)"
 cargo test --workspace --no-fail-fast "$@" || status=1

@@ -200,9 +200,12 @@ test('getMetrics returns the series sampled every 5 s, and a range only its poin
     const start = new Date(t0 + 2_000), end = new Date(t0 + 9_000)
     const some = await sbx.getMetrics({ start, end })
     assert.ok(some.length >= 1 && some.length < all.length, `${some.length} of ${all.length}`)
+    // The JS SDK sends the range in Unix seconds *rounded* (Python's truncates): the
+    // server answers every point of the seconds it was sent, both ends included.
+    const [s, e] = [Math.round(start.getTime() / 1000), Math.round(end.getTime() / 1000)]
     for (const p of some) {
       const t = Math.floor(p.timestamp.getTime() / 1000)
-      assert.ok(t >= Math.floor(start.getTime() / 1000) && t <= Math.floor(end.getTime() / 1000), `${p.timestamp.toISOString()} in range`)
+      assert.ok(t >= s && t <= e, `${p.timestamp.toISOString()} in [${s}, ${e}] (sent for ${start.toISOString()}..${end.toISOString()})`)
     }
     assert.ok(all.every((p) => p.memUsed > 0 && p.memTotal > 0), 'memory sampled')
   } finally {

@@ -180,7 +180,7 @@ mod tests {
         let b = record(data.path(), "b", None);
         let rb = r.claim(&b).unwrap();
         assert_ne!(ra, rb);
-        assert!(ra >= FIRST_RANGE && rb >= FIRST_RANGE && (ra.max(rb) - ra.min(rb)) % ID_COUNT == 0);
+        assert!(ra >= FIRST_RANGE && rb >= FIRST_RANGE && (ra.max(rb) - ra.min(rb)).is_multiple_of(ID_COUNT));
         std::fs::write(&a, format!(r#"{{"idBase":{ra}}}"#)).unwrap();
         // A copy in a's range keeps it after a is gone.
         let c = record(data.path(), "c", Some(ra));

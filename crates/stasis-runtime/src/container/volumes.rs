@@ -125,6 +125,10 @@ pub(super) fn restore_externals(layout: &Layout, volumes: &[VolumeMount]) -> Res
     Ok(sources(layout, volumes)?.into_iter().enumerate().map(|(i, d)| (criu_key(i), d)).collect())
 }
 
+/// CRIU's external mounts, (key, host directory), and the idmapped staging mounts made
+/// for them (released with [`unbind`]).
+type StagedExternals = (Vec<(String, PathBuf)>, Vec<PathBuf>);
+
 /// What CRIU's restore of a sandbox in range `ids` is told of `volumes`: (key, host
 /// directory), with the directories staged as idmapped mounts under `staging` when the
 /// range is not the volumes' own; release them with [`unbind`] once CRIU is done. An error
@@ -134,7 +138,7 @@ pub(super) fn restore_externals_for(
     volumes: &[VolumeMount],
     ids: u32,
     staging: &Path,
-) -> Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+) -> Result<StagedExternals> {
     let external = restore_externals(layout, volumes)?;
     if ids == HOST_ID_BASE {
         return Ok((external, vec![]));

@@ -29,7 +29,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// What a node is told at start (`stasis serve --node-id ... --advertise ...`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// `[a-z0-9-]`, 1 to 63 characters; `None`: the single machine's (`local`).
+    /// A DNS name (`valid_node_id`); `None`: the single machine's (`local`).
     pub node_id: Option<String>,
     /// Where the other nodes reach this one: `http://HOST:PORT` (its API port).
     pub advertise: String,
@@ -83,18 +83,24 @@ impl ClusterConfig {
     }
 }
 
-/// A node id: lower-case letters, digits and `-`, 1 to 63 of them (a DNS label: ids may
-/// name hosts, pods, metrics labels).
+/// A node id: a DNS subdomain name (RFC 1123, as Kubernetes names its nodes, so a
+/// DaemonSet can pass `spec.nodeName`): dot-separated labels of lower-case letters, digits
+/// and `-` (1 to 63 each, not starting or ending with `-`), 253 characters at most.
 pub fn valid_node_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.starts_with('-')
-        && !id.ends_with('-');
-    if ok {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if id.len() <= 253 && id.split('.').all(label) {
         Ok(())
     } else {
-        Err(format!("bad node id {id:?}: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'"))
+        Err(format!(
+            "bad node id {id:?}: a DNS name (labels of a-z, 0-9 and '-' joined by '.', not starting or ending \
+             with '-', 253 characters at most)"
+        ))
     }
 }
 
@@ -132,11 +138,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn node_ids_are_dns_labels() {
-        for ok in ["a", "node-1", "n0", &"x".repeat(63)] {
+    fn node_ids_are_dns_names_as_kubernetes_names_nodes() {
+        for ok in ["a", "node-1", "n0", &"x".repeat(63), "ip-10-0-1-2.ec2.internal", "a.b"] {
             assert!(valid_node_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+        let long = ["x".repeat(63), "x".repeat(63), "x".repeat(63), "x".repeat(62)].join(".");
+        for bad in ["", "-a", "a-", "A", "a_b", "a..b", ".a", "a.", "a.-b", &"x".repeat(64), &long] {
             assert!(valid_node_id(bad).is_err(), "{bad}");
         }
     }

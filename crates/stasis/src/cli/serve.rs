@@ -81,8 +81,8 @@ pub struct Args {
     /// unverified TLS (repeat for more; loopback registries always may).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
-    /// This node's id in a cluster of `stasis serve` sharing one --database (1-63 of
-    /// a-z, 0-9, '-'). Default: a single machine (node `local`, nothing forwarded).
+    /// This node's id in a cluster of `stasis serve` sharing one --database (a DNS name, as
+    /// Kubernetes names nodes). Default: a single machine (node `local`, nothing forwarded).
     #[arg(long, env = "STASIS_NODE_ID")]
     node_id: Option<String>,
     /// Where the other nodes reach this one: http://HOST:PORT (its --listen, as they see

@@ -61,9 +61,9 @@ NSTEPS=7
 step() { STEP=$((STEP + 1)); STEP_T=$SECONDS; log "[$STEP/$NSTEPS] $*"; }
 step_done() { log "      ok ($((SECONDS - STEP_T))s)"; }
 
-# Placeholder for host tuning (sysctls etc.) the runtime will need; for now
-# it only makes sure the data dir exists. 0711: sandbox uids (100000+) may
-# traverse it to reach their rootfs, but nobody can list it.
+# Host tuning the runtime needs: the data dir (0711: sandbox uids may traverse it to
+# reach their rootfs, but nobody can list it) and the sysctls persisted in
+# /etc/sysctl.d/60-stasis.conf.
 configure_host() {
     mkdir -p "$DATA"
     chmod 0711 "$DATA"
@@ -74,10 +74,24 @@ configure_host() {
     # STASIS_LAZY_RESTORE=0 at setup keeps it off (resume then copies memory eagerly).
     local conf=/etc/sysctl.d/60-stasis.conf want=1
     [ "${STASIS_LAZY_RESTORE:-1}" = 0 ] && want=0
-    if [ "$(cat "$conf" 2>/dev/null)" != "vm.unprivileged_userfaultfd = $want" ]; then
-        echo "vm.unprivileged_userfaultfd = $want" >"$conf"
+    # Inotify instances and watches: the kernel counts every sandbox's against one
+    # shared budget (host root's, the owner of every sandbox's user namespace), so with
+    # the default 128 instances one sandbox could leave none to the others, to their
+    # agents (files.watch) or to the host. INT_MAX makes that count non-binding; what
+    # binds is each sandbox's own: its memory cgroup (the kernel charges inotify groups,
+    # marks, events and their files to it, ~1 KiB an instance, ~85 B a watch), its pids
+    # limit and RLIMIT_NOFILE. Any finite shared number is again a budget one sandbox
+    # can drain. See docs/security.md, "Inotify counts".
+    local inotify=2147483647
+    local want_conf
+    want_conf=$(printf '%s\n' "vm.unprivileged_userfaultfd = $want" \
+        "fs.inotify.max_user_instances = $inotify" "fs.inotify.max_user_watches = $inotify")
+    if [ "$(cat "$conf" 2>/dev/null)" != "$want_conf" ]; then
+        echo "$want_conf" >"$conf"
     fi
     sysctl -q -w "vm.unprivileged_userfaultfd=$want" || warn "cannot set vm.unprivileged_userfaultfd (resume will not be lazy)"
+    sysctl -q -w "fs.inotify.max_user_instances=$inotify" "fs.inotify.max_user_watches=$inotify" ||
+        warn "cannot raise fs.inotify.max_user_*: one sandbox can use every inotify instance of all sandboxes"
 }
 
 # True if $1 is a live `stasis serve` process.

@@ -65,6 +65,11 @@ impl Api {
         }
     }
 
+    /// A unary envd call in the sandbox: [`envd_unary`].
+    pub async fn envd(&self, sbx: &Value, method: &str, body: Value) -> (u16, Value) {
+        envd_unary(&self.url, sbx, method, body).await
+    }
+
     /// Runs a shell command through the sandbox proxy (envd), returns stdout.
     pub async fn sh(&self, sbx: &Value, cmd: &str) -> String {
         envd_run(&self.url, sbx["sandboxID"].as_str().unwrap(), sbx["envdAccessToken"].as_str().unwrap(), cmd).await
@@ -101,6 +106,24 @@ pub async fn envd_run(url: &str, id: &str, token: &str, cmd: &str) -> String {
         i += 5 + len;
     }
     out
+}
+
+/// A unary envd call (Connect, JSON) over the proxy, e.g. `filesystem.Filesystem/CreateWatcher`:
+/// the status and the decoded answer.
+pub async fn envd_unary(url: &str, sbx: &Value, method: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/{method}"))
+        .header("content-type", "application/json")
+        .header("e2b-sandbox-id", sbx["sandboxID"].as_str().unwrap())
+        .header("e2b-sandbox-port", "49983")
+        .header("x-access-token", sbx["envdAccessToken"].as_str().unwrap())
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 pub async fn wait_state(api: &Api, id: &str, want: Option<&str>, within: Duration) {

@@ -188,7 +188,10 @@ struct TestServerNs {
 
 impl TestServerNs {
     fn start() -> Self {
-        let r = (std::process::id() % 200) as u8 + 20;
+        // Tests of this file run at once: each server gets its own subnet and names.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = ((std::process::id() + n * 53) % 200) as u8 + 20;
         let name = format!("stasistest{r}");
         let (host_if, ip) = (format!("sttest{r}"), format!("198.18.{r}.2"));
         let sh = |cmd: &str| {

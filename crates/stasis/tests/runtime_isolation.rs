@@ -48,13 +48,19 @@ fn sandboxes_cannot_see_each_other_and_root_is_unprivileged_on_the_host() {
     wait_for("sleeps visible on the host", || {
         sandbox_pids(&a).iter().filter(|p| cmdline(**p).starts_with("sleep 30")).count() == 2
     });
+    // The sandbox's own id range (`idBase` in its record; 100000 for sandboxes from before
+    // per-sandbox ranges): its root is the range's first id, its user 1000 ids above.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(h.sandbox_dir(&a).join("record.json")).unwrap()).unwrap();
+    let base = record["idBase"].as_u64().unwrap_or(100_000) as u32;
+    assert!(base >= 100_000, "the range is above the host's own ids: {base}");
     for pid in sandbox_pids(&a) {
         let cmd = cmdline(pid);
         let uid = host_uid_of(pid);
         if cmd.starts_with("sleep 301") {
-            assert_eq!(uid, 100_000, "root in the sandbox must be host uid 100000");
+            assert_eq!(uid, base, "root in the sandbox must be the first host uid of its range");
         } else if cmd.starts_with("sleep 300") {
-            assert_eq!(uid, 101_000, "user 1000 in the sandbox must be host uid 101000");
+            assert_eq!(uid, base + 1000, "user 1000 in the sandbox must be host uid {} of its range", base + 1000);
         }
         assert_ne!(uid, 0, "process {pid} ({cmd}) of the sandbox runs as host root");
     }

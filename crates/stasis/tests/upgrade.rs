@@ -89,8 +89,10 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
     assert_eq!(h.sh(&id, "cat /home/user/old.txt").trim(), "written-by-old");
     let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     assert_eq!(rec["formatVersion"], 2, "the record is written back in the current format: {rec}");
-    // Made before id ranges: it stays in the legacy range its files and images are in.
-    assert!(rec.get("idBase").is_none(), "an old sandbox was moved to a new id range: {rec}");
+    // It stays in the id range its files and images are in: the legacy one when the
+    // previous release made it before per-sandbox ranges (no idBase), else its own.
+    let old_rec: serde_json::Value = serde_json::from_str(&old_record).unwrap();
+    assert_eq!(rec.get("idBase"), old_rec.get("idBase"), "an old sandbox was moved to another id range: {rec}");
 
     // And pauses and resumes it in its own format.
     h.rt(&["pause", &id]);

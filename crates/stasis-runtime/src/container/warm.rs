@@ -74,8 +74,12 @@ impl Inner {
         let closed = super::network::NetworkPolicy { allow_internet: false, ..Default::default() };
         let spec =
             SandboxSpec { template: t.name.clone(), access_token: None, network: Some(closed), ..Default::default() };
-        self.create_cold(&id, &t.spec_for(&spec), t, super::create::Ids::Own)?;
-        let captured = self.wait_ready(&id, t, ready).and_then(|()| self.snapshot_here(&id, snap, PauseMode::Memory));
+        // Whatever happens, the warm sandbox goes and the id leaves `warming` (a daemon
+        // stopping waits for that: `abandon_warms`).
+        let captured = self
+            .create_cold(&id, &t.spec_for(&spec), t, super::create::Ids::Own)
+            .and_then(|()| self.wait_ready(&id, t, ready))
+            .and_then(|()| self.snapshot_here(&id, snap, PauseMode::Memory));
         let _ = self.kill(&id);
         self.warming.lock().unwrap().remove(&id);
         captured.map(|_| ())
@@ -185,9 +189,21 @@ impl Inner {
     /// Kills this process's warm sandboxes under way (the daemon is stopping).
     pub(super) fn abandon_warms(&self) {
         let ids: Vec<String> = self.warming.lock().unwrap().iter().cloned().collect();
-        for id in ids {
+        for id in &ids {
             tracing::info!(sandbox = %id, "stopping: removing the sandbox of a warm under way");
-            let _ = self.kill(&id);
+            let _ = self.kill(id);
+        }
+        // The warm's own thread may still be making that sandbox (a kill in the middle of
+        // a create misses what the create makes next): it gives up at its next step and
+        // removes what it made; wait for that, then remove whatever is still there.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ids.iter().any(|id| self.warming.lock().unwrap().contains(id)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for id in &ids {
+            if self.dir(id).path().exists() {
+                let _ = self.kill(id);
+            }
         }
     }
 }

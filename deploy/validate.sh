@@ -63,10 +63,7 @@ if binary:
     for f in used:
         if f not in flags:
             errors.append(f"daemonset passes {f}, which `stasis serve` does not have")
-    cm = {}
-    for p in ["10-config.yaml"]:
-        doc = yaml.safe_load(open(path.rsplit("/", 1)[0] + "/" + p))
-        cm.update(doc.get("data", {}))
+    cm = yaml.safe_load(open(path.rsplit("/", 1)[0] + "/10-config.yaml")).get("data", {})
     names = [e["name"] for e in node.get("env", [])] + list(cm)
     for n in names:
         if n.startswith("STASIS_") and n not in envs:

@@ -990,19 +990,24 @@ class Runner:
     def _secret_value(val):
         return f"mdl-{val}"
 
+    def _put_secret(self, k, val):
+        """Egress secret k holds value `val` now (made on first use)."""
+        name, value = self._secret_name(k), self._secret_value(val)
+        if k in self.w.esecrets:
+            Secret.update(name, value, **self.server.api)
+        else:
+            Secret.create(name, value, **self.server.api)
+        return name
+
     def op_secret_update(self, op):
-        Secret.update(self._secret_name(op["k"]), self._secret_value(op["val"]), **self.server.api)
+        self._put_secret(op["k"], op["val"])
         self.w.apply(op)
 
     def op_egress_set(self, op):
         """A secret (new, or a new value) and a rule naming it: the sandbox's HTTPS to the
         echo carries it as a header, set outside the sandbox."""
         sb, rt = self._sb(op)
-        name, value = self._secret_name(op["k"]), self._secret_value(op["val"])
-        if op["k"] in self.w.esecrets:
-            Secret.update(name, value, **self.server.api)
-        else:
-            Secret.create(name, value, **self.server.api)
+        name = self._put_secret(op["k"], op["val"])
         rules = {EGRESS_HOST: [{"transform": {"headers": {"X-Api-Key": Secret.fill(name)}}}]}
         Sandbox.update_network(rt.sbx.sandbox_id, {"allow_out": [EGRESS_CIDR], "rules": rules}, **self.server.api)
         rt.ev["network"] += 1

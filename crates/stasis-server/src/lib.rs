@@ -213,6 +213,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle, cluste
             },
             secrets: Some(secrets::Vault::new(cfg.data_dir.join("secrets.key"))),
             node_id: cfg.cluster.node_id.clone().unwrap_or_default(),
+            share_layers: cfg.cluster.node_id.is_some() && cfg.object_store.is_some(),
             ..Default::default()
         },
     );

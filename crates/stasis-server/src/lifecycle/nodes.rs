@@ -70,7 +70,8 @@ impl Lifecycle {
     }
 
     /// Where the sandbox `id` lives, when that is another node that answers (its lease
-    /// holds): requests for it go there. `None`: this node answers (its own, unknown, or
+    /// holds): requests for it go there. A paused one whose node is dead or draining goes
+    /// to the node placement picks (`takeover.rs`), when layers are shared. `None`: this node answers (its own, unknown, or
     /// its node is dead, for which the lifecycle has its own answers).
     pub async fn remote_owner(&self, id: &str) -> Result<Option<NodeRow>> {
         if self.inner.routes.lookup_cached(id) {
@@ -79,6 +80,15 @@ impl Lifecycle {
         let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(None) };
         if row.node_id == self.node_id() {
             return Ok(None);
+        }
+        if self.movable(&row).await? {
+            // Paused on a dead or draining node, and any node can take it: the one a create
+            // would go to (the most free memory) resumes it.
+            let nodes = self.nodes().await?;
+            return Ok(match place(&nodes, self.now()) {
+                Some(n) if n.id != self.node_id() => Some(n.clone()),
+                _ => None,
+            });
         }
         match self.inner.store.get_node(&row.node_id).await? {
             Some(n) if n.state != NodeState::Dead && n.lease_until >= self.now() => Ok(Some(n)),

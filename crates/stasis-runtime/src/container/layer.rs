@@ -131,6 +131,40 @@ fn write_set(image: &Path, out: &Path, rec: &Record, data_dir: &Path) -> std::io
     Ok(copied)
 }
 
+/// The overlay's upper layer names its lower layers by file handle (`index=on`: the
+/// upper root's `trusted.overlay.origin`, the index under `work/`); on another node the
+/// lowers are other directories, whose handles differ, and the mount would fail with
+/// ESTALE. The disk is mounted once to drop both (the overlay makes them anew at its next
+/// mount; copied-up files' own origins are then only hints, ignored when stale).
+fn forget_lower_handles(image: &Path, mount: &Path, disk_mb: u64) -> Result<()> {
+    super::disk::mount(image, mount, disk_mb)?;
+    let upper = mount.join("upper");
+    let work = mount.join("work");
+    let fixed = (|| -> std::io::Result<()> {
+        let path = std::ffi::CString::new(upper.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+        let name = c"trusted.overlay.origin";
+        // SAFETY: two valid NUL-terminated strings.
+        if unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENODATA) {
+                return Err(e);
+            }
+        }
+        if work.exists() {
+            for e in std::fs::read_dir(&work)?.flatten() {
+                match e.file_type()?.is_dir() {
+                    true => std::fs::remove_dir_all(e.path())?,
+                    false => std::fs::remove_file(e.path())?,
+                }
+            }
+        }
+        Ok(())
+    })();
+    let unmounted = super::disk::unmount(image, mount);
+    fixed.ctx(|| format!("drop the old node's lower handles in {}", mount.display()))?;
+    unmounted
+}
+
 /// Rewrites `path` (a path under `from`, the source's data dir) under `to`.
 fn rebase(path: &str, from: &str, to: &Path) -> String {
     match Path::new(path).strip_prefix(from) {
@@ -246,6 +280,8 @@ impl Inner {
             }
         }
         out.sync_all().ctx(|| "sync the disk image".into())?;
+        drop(out);
+        forget_lower_handles(&image, &staging.join("disk"), map.record.spec.disk_mb)?;
         // The record, on this node's paths; no network index of the old node's.
         let mut rec = map.record;
         rec.net_index = None;

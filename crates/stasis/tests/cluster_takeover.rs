@@ -80,6 +80,8 @@ async fn prepared(api: &Api, db: &tokio_postgres::Client) -> (Value, String) {
     let sid = id(&sbx);
     assert_eq!(owner(db, &sid).await.0, "node-a", "placed on the node with the most memory");
     api.sh(&sbx, &format!("echo 'the file of {sid}' > /home/user/file.txt")).await;
+    // Some real files too (as a package install writes): the layer then has data to move.
+    api.sh(&sbx, "cp -r /usr/lib/python3*/email /usr/lib/python3*/json /home/user/ 2>/dev/null; sync").await;
     let pid = api.sh(&sbx, COUNTER).await.trim().to_string();
     assert!(!pid.is_empty());
     (sbx, pid)
@@ -146,6 +148,11 @@ async fn a_paused_sandbox_resumes_on_another_node() {
     }
     let data = objects.iter().find(|(k, _)| k.ends_with("layer/disk-data.img")).unwrap().1;
     eprintln!("layer of {id1}: {data} bytes of disk data; {}", layer_figures(&a.log(), &id1));
+    if let Ok(out) = std::env::var("STASIS_TEST_LAYER_OUT") {
+        // For measuring (compression): the layer's data as uploaded.
+        let key = objects.iter().find(|(k, _)| k.ends_with("layer/disk-data.img")).unwrap().0.clone();
+        std::fs::write(out, bucket.get(&key).await).unwrap();
+    }
 
     // Drained: a connect through node-b takes s1 over and resumes it there.
     assert_eq!(b.command(&["node", "drain", "node-a"]).code, 0);

@@ -159,7 +159,7 @@ impl Lifecycle {
                 let timeout = row.timeout_secs.max(self.inner.config.defaults.min_auto_resume_secs);
                 let why = "a proxied request (auto-resume)";
                 let resumed = match self.movable(&row).await {
-                    Ok(true) => self.take_over_locked(row, timeout, true, why).await,
+                    Ok(true) if row.node_id != self.node_id() => self.take_over_locked(row, timeout, true, why).await,
                     _ => self.resume_locked(row, timeout, true, why).await,
                 };
                 match resumed {

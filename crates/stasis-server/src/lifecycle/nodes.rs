@@ -78,17 +78,17 @@ impl Lifecycle {
             return Ok(None); // cached routes are of this node's sandboxes only
         }
         let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(None) };
-        if row.node_id == self.node_id() {
-            return Ok(None);
-        }
         if self.movable(&row).await? {
-            // Paused on a dead or draining node, and any node can take it: the one a create
-            // would go to (the most free memory) resumes it.
+            // Paused on a dead or draining node (this one too), and any node can take it:
+            // the one a create would go to (the most free memory) resumes it.
             let nodes = self.nodes().await?;
             return Ok(match place(&nodes, self.now()) {
                 Some(n) if n.id != self.node_id() => Some(n.clone()),
                 _ => None,
             });
+        }
+        if row.node_id == self.node_id() {
+            return Ok(None);
         }
         match self.inner.store.get_node(&row.node_id).await? {
             Some(n) if n.state != NodeState::Dead && n.lease_until >= self.now() => Ok(Some(n)),

@@ -19,10 +19,10 @@ impl Lifecycle {
         self.inner.config.share_layers
     }
 
-    /// Whether the paused sandbox `row` (of another node) is to be resumed elsewhere than
-    /// on its node: layers are shared and its node is dead, its lease over, or draining.
+    /// Whether the paused sandbox `row` is to be resumed elsewhere than on its node: layers
+    /// are shared and its node (this one included) is dead, its lease over, or draining.
     pub(super) async fn movable(&self, row: &SandboxRow) -> Result<bool> {
-        if !self.shares_layers() || row.state != SandboxState::Paused || row.node_id == self.node_id() {
+        if !self.shares_layers() || row.state != SandboxState::Paused {
             return Ok(false);
         }
         let owner = self.inner.store.get_node(&row.node_id).await?;

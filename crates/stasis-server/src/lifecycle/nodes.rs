@@ -127,9 +127,17 @@ impl Lifecycle {
 /// with the most free memory, then the most free CPUs, then the lowest id (so every node
 /// decides alike from the same rows). `None`: no node can take it.
 pub fn place(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Option<&NodeRow> {
-    nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now).max_by(|a, b| {
-        (a.free.memory_mb, a.free.cpu_count).cmp(&(b.free.memory_mb, b.free.cpu_count)).then_with(|| b.id.cmp(&a.id))
-    })
+    placement_order(nodes, now).into_iter().next()
+}
+
+/// Every node that can take a new sandbox, best first (as [`place`] ranks them): the
+/// next one is tried when the best does not answer (killed, its lease not over yet).
+pub fn placement_order(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Vec<&NodeRow> {
+    let mut v: Vec<&NodeRow> = nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now).collect();
+    v.sort_by(|a, b| {
+        (b.free.memory_mb, b.free.cpu_count).cmp(&(a.free.memory_mb, a.free.cpu_count)).then_with(|| a.id.cmp(&b.id))
+    });
+    v
 }
 
 #[cfg(test)]

@@ -192,7 +192,8 @@ class Cluster:
         port = free_port()
         self.s3_proc = subprocess.Popen([S3_PYTHON, os.path.join(REPO, "tests/objstore/s3_server.py"), str(port), BUCKET,
                                          os.path.join(self.work, "s3")],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                        stderr=open(os.path.join(self.work, "s3.log"), "w"))
         line = self.s3_proc.stdout.readline()
         if not line:
             raise RuntimeError("the S3 server did not start (scripts/s3-test-server-env.sh installs it)")

@@ -221,7 +221,9 @@ pub trait Runtime: Send + Sync {
     /// Makes a sandbox paused on another node of a cluster this runtime's, from the object
     /// store (its layer set; the memory images come down at resume).
     async fn import_paused(&self, id: &str) -> Result<()> {
-        Err(RuntimeError::ObjectStore(format!("sandbox {id} is paused on another node: this runtime cannot take it over")))
+        Err(RuntimeError::ObjectStore(format!(
+            "sandbox {id} is paused on another node: this runtime cannot take it over"
+        )))
     }
 
     async fn kill(&self, id: &str) -> Result<()>;

@@ -260,9 +260,10 @@ impl Inner {
         // The disk: sparse, its data written back at its offsets.
         let image = staging.join("disk.img");
         let data = File::open(set.join(DATA)).ctx(|| "open the layer data".into())?;
-        let out = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
-            .open(&image)
-            .ctx(|| format!("create {}", image.display()))?;
+        let out =
+            std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
+                .open(&image)
+                .ctx(|| format!("create {}", image.display()))?;
         out.set_len(map.size).ctx(|| "size the disk image".into())?;
         let mut buf = vec![0u8; 1 << 20];
         let mut at = 0u64;

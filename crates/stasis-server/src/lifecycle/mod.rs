@@ -29,10 +29,10 @@ mod reset;
 mod resume;
 mod routes;
 mod sampler;
-mod takeover;
 mod scheduler;
 mod secrets;
 pub mod snapshots;
+mod takeover;
 #[cfg(test)]
 pub(crate) mod tests;
 mod timeouts;

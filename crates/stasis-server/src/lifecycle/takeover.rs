@@ -47,7 +47,8 @@ impl Lifecycle {
             )));
         }
         let (old, me) = (row.node_id.clone(), self.node_id().to_string());
-        let claimed = self.inner.store.move_sandbox(&id, (SandboxState::Paused, &old), (SandboxState::Resuming, &me)).await;
+        let claimed =
+            self.inner.store.move_sandbox(&id, (SandboxState::Paused, &old), (SandboxState::Resuming, &me)).await;
         self.inner.routes.invalidate(&id);
         match claimed {
             Ok(_) => {}

@@ -218,6 +218,14 @@ pub trait Runtime: Send + Sync {
         Err(RuntimeError::NotFound(id.to_string()))
     }
     /// Stops the sandbox if it runs and deletes everything it owns.
+    /// Makes a sandbox paused on another node of a cluster this runtime's, from the object
+    /// store (its layer set; the memory images come down at resume).
+    async fn import_paused(&self, id: &str) -> Result<()> {
+        Err(RuntimeError::ObjectStore(format!(
+            "sandbox {id} is paused on another node: this runtime cannot take it over"
+        )))
+    }
+
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;
     /// After a daemon restart: finishes or undoes whatever operation was cut short and

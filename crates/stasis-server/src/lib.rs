@@ -186,6 +186,8 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle, cluste
         agent_binary: cfg.agent_binary.clone(),
         disk_reserve: cfg.disk_reserve,
         object_store: cfg.object_store.clone(),
+        // A cluster with an object store: paused sandboxes resume on any node.
+        share_layers: cfg.cluster.node_id.is_some() && cfg.object_store.is_some(),
         egress: Some(stasis_runtime::container::egress::EgressConfig {
             sink: egress_tx,
             ca_pem: egress_ca.pem().to_string(),
@@ -211,6 +213,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle, cluste
             },
             secrets: Some(secrets::Vault::new(cfg.data_dir.join("secrets.key"))),
             node_id: cfg.cluster.node_id.clone().unwrap_or_default(),
+            share_layers: cfg.cluster.node_id.is_some() && cfg.object_store.is_some(),
             ..Default::default()
         },
     );

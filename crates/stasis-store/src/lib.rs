@@ -88,6 +88,16 @@ pub trait Store: Send + Sync {
         update: RowUpdate,
     ) -> Result<SandboxRow, StoreError>;
 
+    /// Compare-and-set of a sandbox's state *and node* in one transaction: a takeover of a
+    /// paused sandbox by another node (`(Paused, old) -> (Resuming, new)`), or its undo.
+    /// `Conflict { current }` unless the row is in state `from.0` on node `from.1`.
+    async fn move_sandbox(
+        &self,
+        id: &str,
+        from: (SandboxState, &str),
+        to: (SandboxState, &str),
+    ) -> Result<SandboxRow, StoreError>;
+
     /// Deletes a sandbox's row. Returns whether it existed.
     async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError>;
 

@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync + 'static {
 #[macro_export]
 macro_rules! store_suite {
     ($backend:expr) => {
-        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages, nodes_register_renew_and_change_state, an_expired_node_loses_its_running_sandboxes_once);
+        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, a_paused_sandbox_is_taken_over_by_one_node, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages, nodes_register_renew_and_change_state, an_expired_node_loses_its_running_sandboxes_once);
     };
     (@each $backend:expr; $($name:ident),*) => {
         $(
@@ -163,6 +163,47 @@ pub async fn transition_is_compare_and_set<B: Backend>(b: B) {
     assert_eq!(store.get_sandbox("s1").await.unwrap().unwrap(), row);
     assert!(matches!(
         store.transition("ghost", &[SandboxState::Running], SandboxState::Killing).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub async fn a_paused_sandbox_is_taken_over_by_one_node<B: Backend>(b: B) {
+    let (a, b) = (b.open().await, b.open().await);
+    let mut row = sandbox("moved", SandboxState::Paused, 1);
+    row.node_id = "old".into();
+    a.insert_sandbox(&row).await.unwrap();
+    // Two nodes claim it at once (and the old node resumes it itself): one wins.
+    let mut tasks = Vec::new();
+    for (store, node) in [(a.clone(), "n1"), (b.clone(), "n2"), (a.clone(), "n3"), (b.clone(), "n4")] {
+        tasks.push(tokio::spawn(async move {
+            store.move_sandbox("moved", (SandboxState::Paused, "old"), (SandboxState::Resuming, node)).await
+        }));
+    }
+    let own = b.transition("moved", &[SandboxState::Paused], SandboxState::Resuming);
+    let own = own.await;
+    let mut winners: Vec<String> = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(r) => winners.push(r.node_id),
+            Err(StoreError::Conflict { current }) => assert_eq!(current, SandboxState::Resuming),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(winners.len() + own.is_ok() as usize, 1, "{winners:?} {own:?}");
+    let stored = a.get_sandbox("moved").await.unwrap().unwrap();
+    assert_eq!(stored.state, SandboxState::Resuming);
+    if let Some(w) = winners.first() {
+        assert_eq!(&stored.node_id, w);
+        // Its undo: back to the old node, paused; only from the winner's row.
+        assert!(matches!(
+            a.move_sandbox("moved", (SandboxState::Resuming, "elsewhere"), (SandboxState::Paused, "old")).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let back = a.move_sandbox("moved", (SandboxState::Resuming, w), (SandboxState::Paused, "old")).await.unwrap();
+        assert_eq!((back.state, back.node_id.as_str()), (SandboxState::Paused, "old"));
+    }
+    assert!(matches!(
+        a.move_sandbox("ghost", (SandboxState::Paused, "old"), (SandboxState::Resuming, "x")).await,
         Err(StoreError::NotFound)
     ));
 }

@@ -13,6 +13,7 @@
 //! | `resume.rs` | resume: restore (keyed checksums verified first), or a fresh boot |
 //! | `recover.rs` | finishing or undoing an operation a dead daemon left |
 //! | `remote.rs` | images in the object store: upload at pause, fetch at resume, delete |
+//! | `layer.rs` | a paused sandbox's writable layer and record in the object store (a cluster): export at pause, import on another node |
 //! | `teardown.rs` | kill, and cleaning up a failed create |
 //! | `snapshot.rs` | snapshots: capture, create from, delete, collect |
 //! | `template.rs`, `warm.rs` | what a template is made of; warming one that starts a service |
@@ -48,6 +49,7 @@ mod id_ranges;
 pub mod idmap;
 mod init;
 mod init_watch;
+mod layer;
 mod layout;
 pub mod network;
 mod oci_image;
@@ -100,6 +102,9 @@ pub struct ContainerConfig {
     /// Where checkpoint and snapshot images are kept beyond this host (`remote.rs`);
     /// `None`: on this host only.
     pub object_store: Option<crate::objstore::ObjectStoreConfig>,
+    /// A paused sandbox's writable layer and record go to the object store too, so any
+    /// node can resume it (`layer.rs`; a cluster: `stasis serve --node-id`).
+    pub share_layers: bool,
     /// The egress proxy sandboxes with `network.rules` send their HTTPS through
     /// (`egress.rs`); `None`: such sandboxes are refused.
     pub egress: Option<egress::EgressConfig>,
@@ -163,6 +168,8 @@ struct Inner {
     verified: checksum::Verified,
     /// The object store images are kept in, if any (`remote.rs`).
     remote: Option<Arc<crate::objstore::Remote>>,
+    /// Paused sandboxes' layers go to the object store too (`layer.rs`).
+    share_layers: bool,
     /// Who holds which id range on this host (`id_ranges.rs`).
     id_ranges: id_ranges::IdRanges,
     /// Where intercepted HTTPS goes, and the CA sandboxes trust for it (`egress.rs`).
@@ -228,6 +235,7 @@ impl ContainerRuntime {
                 warming: Mutex::default(),
                 verified: checksum::Verified::default(),
                 remote,
+                share_layers: config.share_layers,
                 id_ranges,
             }),
         })
@@ -344,6 +352,11 @@ impl Runtime for ContainerRuntime {
                     .into(),
             })
         })
+    }
+
+    async fn import_paused(&self, id: &str) -> Result<()> {
+        let id2 = id.to_string();
+        self.locked(id, move |rt| rt.import_paused(&id2)).await
     }
 
     async fn kill(&self, id: &str) -> Result<()> {

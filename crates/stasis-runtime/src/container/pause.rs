@@ -85,9 +85,24 @@ impl Inner {
             return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
         }
         let sync_ms = t1.elapsed().as_millis() as u64;
-        // Durable where it must be: in the object store too, before the commit point.
+        // Durable where it must be: in the object store too, before the commit point; in a
+        // cluster with its writable layer and record, so any node can resume it (`layer.rs`).
         let t2 = Instant::now();
-        if let Err(e) = self.upload_images(&images, &checkpoint_rel(id, generation)) {
+        let mut paused = rec.clone();
+        paused.state = SandboxState::Paused;
+        paused.init_pid = None;
+        paused.init_start = None;
+        paused.checkpoint = Some(generation);
+        let uploaded = std::thread::scope(|s| {
+            let layer = self
+                .shares_layers()
+                .then(|| s.spawn(|| self.export_layer(&dir, &paused).and_then(|set| self.upload_layer(id, &set))));
+            let images_up = self.upload_images(&images, &checkpoint_rel(id, generation));
+            let layer_up = layer.map_or(Ok(()), |h| h.join().expect("layer upload thread panicked"));
+            images_up.and(layer_up)
+        });
+        if let Err(e) = uploaded {
+            let _ = std::fs::remove_dir_all(dir.path().join("layer"));
             return Err(self.undo_pause(&mut rec, &dir, &images, e));
         }
         let upload_ms = t2.elapsed().as_millis() as u64;
@@ -109,6 +124,8 @@ impl Inner {
         }
         remove_other_generations(&dir, Some(generation));
         self.forget_other_remote_generations(id, generation);
+        // The set is in the bucket; the local copy of it is not needed.
+        let _ = std::fs::remove_dir_all(dir.path().join("layer"));
         Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms, upload_ms })
     }
 
@@ -123,6 +140,19 @@ impl Inner {
         let dump_ms = t0.elapsed().as_millis() as u64;
         let t1 = Instant::now();
         syncfs(dir.path())?;
+        let mut paused = rec.clone();
+        paused.state = SandboxState::Paused;
+        paused.init_pid = None;
+        paused.init_start = None;
+        paused.checkpoint = None;
+        let t2 = Instant::now();
+        if self.shares_layers() {
+            // Its processes are gone already: a failed upload leaves it to recovery (paused
+            // on this node only), and the pause fails saying so.
+            self.export_layer(dir, &paused).and_then(|set| self.upload_layer(&id, &set))?;
+            let _ = std::fs::remove_dir_all(dir.path().join("layer"));
+        }
+        let upload_ms = t2.elapsed().as_millis() as u64;
         rec.state = SandboxState::Paused;
         rec.init_pid = None;
         rec.checkpoint = None;
@@ -130,7 +160,7 @@ impl Inner {
         self.cgroups.remove(&id)?;
         remove_other_generations(dir, None);
         self.forget_remote(&checkpoints_rel(&id));
-        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64, upload_ms: 0 })
+        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64, upload_ms })
     }
 
     /// A memory pause whose images could not be uploaded is not durable: it is undone,

@@ -44,6 +44,7 @@ impl Inner {
                 } else {
                     remove_other_generations(&dir, None);
                     self.forget_remote_later(checkpoints_rel(id));
+                    self.forget_remote_later(super::layer::layer_rel(id));
                 }
                 return result;
             }
@@ -65,8 +66,9 @@ impl Inner {
         // deleted in the background once no lazy-pages daemon reads them (a leftover is
         // removed at kill).
         discard_generations_later(&dir, daemon);
-        // Running again: its checkpoint is stale.
+        // Running again: its checkpoint and layer set are stale.
         self.forget_remote_later(checkpoints_rel(id));
+        self.forget_remote_later(super::layer::layer_rel(id));
         Ok(())
     }
 

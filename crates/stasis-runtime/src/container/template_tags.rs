@@ -324,6 +324,7 @@ mod store_tests {
             agent_binary: dir.join("no-agent"),
             disk_reserve: 0,
             object_store: None,
+            share_layers: false,
             egress: None,
         };
         match ContainerRuntime::new(config) {

@@ -195,6 +195,10 @@ pub struct ListedSandbox {
     /// until it runs again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<String>,
+    /// Stasis extension: the node that runs it, or holds it paused (`local` on one
+    /// machine; E2B's `nodeID` in its listings names its own nodes the same way).
+    #[serde(rename = "nodeID")]
+    pub node_id: String,
 }
 
 impl ListedSandbox {
@@ -213,6 +217,7 @@ impl ListedSandbox {
             state: r.state.listed_as().unwrap_or("running"),
             envd_version: ENVD_VERSION,
             paused_at: r.paused_at.filter(|_| r.state.listed_as() == Some("paused")).map(rfc3339_millis),
+            node_id: r.node_id.clone(),
         }
     }
 }

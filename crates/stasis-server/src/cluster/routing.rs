@@ -56,6 +56,13 @@ pub enum Destination {
     Nowhere,
 }
 
+/// Whether the node at `url` accepts a TCP connection within a second.
+async fn reachable(url: &str) -> bool {
+    let Ok(addr) = super::forward::authority(url) else { return false };
+    let connect = tokio::net::TcpStream::connect(addr);
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(1), connect).await, Ok(Ok(_)))
+}
+
 impl Cluster {
     /// Which node should answer `subject`. Errors reading the store answer here (the
     /// local answer then says what is wrong).
@@ -73,11 +80,19 @@ impl Cluster {
             },
             Subject::Create => {
                 let Ok(nodes) = lc.nodes().await else { return Destination::Here };
-                match crate::lifecycle::nodes::place(&nodes, lc.now()) {
-                    Some(n) if n.id == lc.node_id() => Destination::Here,
-                    Some(n) => Destination::Node(n.clone()),
-                    None => Destination::Nowhere,
+                // A node killed a moment ago still holds its lease: the next one is taken
+                // when it does not accept a connection, so a create never waits for a
+                // dead node's lease to run out.
+                for n in crate::lifecycle::nodes::placement_order(&nodes, lc.now()) {
+                    if n.id == lc.node_id() {
+                        return Destination::Here;
+                    }
+                    if reachable(&n.url).await {
+                        return Destination::Node(n.clone());
+                    }
+                    tracing::warn!(node = %n.id, "placement skips a node that does not accept connections");
                 }
+                Destination::Nowhere
             }
         }
     }

@@ -157,7 +157,12 @@ impl Lifecycle {
             }
             SandboxState::Paused => {
                 let timeout = row.timeout_secs.max(self.inner.config.defaults.min_auto_resume_secs);
-                match self.resume_locked(row, timeout, true, "a proxied request (auto-resume)").await {
+                let why = "a proxied request (auto-resume)";
+                let resumed = match self.movable(&row).await {
+                    Ok(true) if row.node_id != self.node_id() => self.take_over_locked(row, timeout, true, why).await,
+                    _ => self.resume_locked(row, timeout, true, why).await,
+                };
+                match resumed {
                     Ok(_) => {
                         self.inner.metrics.action(crate::metrics::Action::AutoResume);
                         Ok(())

@@ -37,6 +37,8 @@ pub enum Op {
     Kill,
     Recover,
     Connect,
+    /// `import_paused`: a paused sandbox of another node made this runtime's.
+    Import,
 }
 
 /// A call the runtime received.
@@ -223,6 +225,12 @@ impl Runtime for FakeRuntime {
         self.tracked(Op::Pause, id, "pausing").await?;
         self.set(id, SandboxState::Paused);
         Ok(CheckpointStats::default())
+    }
+
+    async fn import_paused(&self, id: &str) -> Result<()> {
+        self.enter(Op::Import, id).await?;
+        self.set(id, SandboxState::Paused);
+        Ok(())
     }
 
     async fn resume(&self, id: &str, _mode: PauseMode) -> Result<()> {

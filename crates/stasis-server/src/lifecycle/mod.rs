@@ -32,6 +32,7 @@ mod sampler;
 mod scheduler;
 mod secrets;
 pub mod snapshots;
+mod takeover;
 #[cfg(test)]
 pub(crate) mod tests;
 mod timeouts;
@@ -98,6 +99,10 @@ pub struct LifecycleConfig {
     /// This node's id (`stasis serve --node-id`); empty: the single machine's
     /// (`stasis_store::LOCAL_NODE`). The lifecycle acts only on the sandboxes of its node.
     pub node_id: String,
+    /// Paused sandboxes' layers are in the object store (a cluster with one): a paused
+    /// sandbox of a dead or draining node is taken over by the node a connect reaches
+    /// (`takeover.rs`).
+    pub share_layers: bool,
 }
 
 /// What a sandbox gets for what its create request does not say, and the bounds it is

@@ -70,13 +70,23 @@ impl Lifecycle {
     }
 
     /// Where the sandbox `id` lives, when that is another node that answers (its lease
-    /// holds): requests for it go there. `None`: this node answers (its own, unknown, or
+    /// holds): requests for it go there. A paused one whose node is dead or draining goes
+    /// to the node placement picks (`takeover.rs`), when layers are shared. `None`: this node answers (its own, unknown, or
     /// its node is dead, for which the lifecycle has its own answers).
     pub async fn remote_owner(&self, id: &str) -> Result<Option<NodeRow>> {
         if self.inner.routes.lookup_cached(id) {
             return Ok(None); // cached routes are of this node's sandboxes only
         }
         let Some(row) = self.inner.store.get_sandbox(id).await? else { return Ok(None) };
+        if self.movable(&row).await? {
+            // Paused on a dead or draining node (this one too), and any node can take it:
+            // the one a create would go to (the most free memory) resumes it.
+            let nodes = self.nodes().await?;
+            return Ok(match place(&nodes, self.now()) {
+                Some(n) if n.id != self.node_id() => Some(n.clone()),
+                _ => None,
+            });
+        }
         if row.node_id == self.node_id() {
             return Ok(None);
         }
@@ -117,9 +127,17 @@ impl Lifecycle {
 /// with the most free memory, then the most free CPUs, then the lowest id (so every node
 /// decides alike from the same rows). `None`: no node can take it.
 pub fn place(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Option<&NodeRow> {
-    nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now).max_by(|a, b| {
-        (a.free.memory_mb, a.free.cpu_count).cmp(&(b.free.memory_mb, b.free.cpu_count)).then_with(|| b.id.cmp(&a.id))
-    })
+    placement_order(nodes, now).into_iter().next()
+}
+
+/// Every node that can take a new sandbox, best first (as [`place`] ranks them): the
+/// next one is tried when the best does not answer (killed, its lease not over yet).
+pub fn placement_order(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Vec<&NodeRow> {
+    let mut v: Vec<&NodeRow> = nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now).collect();
+    v.sort_by(|a, b| {
+        (b.free.memory_mb, b.free.cpu_count).cmp(&(a.free.memory_mb, a.free.cpu_count)).then_with(|| a.id.cmp(&b.id))
+    });
+    v
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ impl Lifecycle {
                 r.end_at = end;
                 Ok((self.inner.store.update_sandbox(&r).await?, false))
             }
+            SandboxState::Paused if row.node_id != self.node_id() && self.movable(&row).await? => {
+                let t = timeout_secs.unwrap_or(row.timeout_secs);
+                Ok((self.take_over_locked(row, t, memory, "connect (API)").await?, true))
+            }
             SandboxState::Paused if row.node_id != self.node_id() => Err(LifecycleError::Conflict(format!(
                 "sandbox {} is paused on node {}, which does not answer; its files are there: it resumes \
                  once that node is back",
@@ -71,6 +75,19 @@ impl Lifecycle {
             let _ = self.flip(&id, &[SandboxState::Resuming], SandboxState::Paused, |_| {}).await;
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
+        self.resumed(&id, started, timeout_secs, memory, why).await
+    }
+
+    /// After a resume the runtime completed: recorded running, said in an event.
+    pub(super) async fn resumed(
+        &self,
+        id: &str,
+        started: std::time::Instant,
+        timeout_secs: u64,
+        memory: bool,
+        why: &str,
+    ) -> Result<SandboxRow> {
+        let id = id.to_string();
         if memory {
             self.inner.metrics.checkpoint_read(self.checkpoint_bytes(&id).await);
         }

@@ -169,6 +169,26 @@ impl Store for PostgresStore {
         Ok(row)
     }
 
+    async fn move_sandbox(
+        &self,
+        id: &str,
+        from: (SandboxState, &str),
+        to: (SandboxState, &str),
+    ) -> Result<SandboxRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut row = read_sandbox_for_update(&tx, id).await?.ok_or(StoreError::NotFound)?;
+        if row.state != from.0 || row.node_id != from.1 {
+            return Err(StoreError::Conflict { current: row.state });
+        }
+        row.state = to.0;
+        row.node_id = to.1.to_owned();
+        row.updated_at = now_ms();
+        write_sandbox(&tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
     async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.client().await?.execute("DELETE FROM sandboxes WHERE id = $1", &[&id]).await? > 0)
     }

@@ -179,6 +179,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn move_sandbox(
+        &self,
+        id: &str,
+        from: (SandboxState, &str),
+        to: (SandboxState, &str),
+    ) -> Result<SandboxRow, StoreError> {
+        let (id, from_node, to_node) = (id.to_owned(), from.1.to_owned(), to.1.to_owned());
+        let (from_state, to_state) = (from.0, to.0);
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut row = read_sandbox(&tx, &id)?.ok_or(StoreError::NotFound)?;
+            if row.state != from_state || row.node_id != from_node {
+                return Err(StoreError::Conflict { current: row.state });
+            }
+            row.state = to_state;
+            row.node_id = to_node;
+            row.updated_at = now_ms();
+            write_sandbox(&tx, &row)?;
+            tx.commit()?;
+            Ok(row)
+        })
+        .await
+    }
+
     async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| Ok(conn.execute("DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0)).await

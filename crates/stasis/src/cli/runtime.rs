@@ -117,6 +117,7 @@ pub async fn run(args: Args) -> u8 {
         agent_binary: ContainerConfig::default_agent_binary(),
         disk_reserve: ContainerConfig::default_disk_reserve(),
         object_store,
+        share_layers: false,
         egress: None,
     }) {
         Ok(rt) => rt,

@@ -236,11 +236,17 @@ impl Server {
 
     /// [`Server::start_with_agent`] on a given port (a cluster node advertises its URL).
     pub fn start_at(host: Host, port: u16, extra: &[&str], agent: &Path) -> Self {
+        Self::start_at_env(host, port, extra, agent, &[])
+    }
+
+    /// [`Server::start_at`] with more environment (an object store's URL and credentials).
+    pub fn start_at_env(host: Host, port: u16, extra: &[&str], agent: &Path, env: &[(String, String)]) -> Self {
         let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(host.data_dir.join("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stasis"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", API_KEY])
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("STASIS_DATA_DIR", &host.data_dir)
             .env("STASIS_AGENT", agent)
             .stdout(log.try_clone().unwrap())

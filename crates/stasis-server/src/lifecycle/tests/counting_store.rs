@@ -37,6 +37,9 @@ impl Store for CountingStore {
     ) -> R<SandboxRow> {
         self.inner.transition_with(id, from, to, update).await
     }
+    async fn move_sandbox(&self, id: &str, from: (SandboxState, &str), to: (SandboxState, &str)) -> R<SandboxRow> {
+        self.inner.move_sandbox(id, from, to).await
+    }
     async fn delete_sandbox(&self, id: &str) -> R<bool> {
         self.inner.delete_sandbox(id).await
     }

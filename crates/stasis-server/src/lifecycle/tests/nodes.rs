@@ -18,10 +18,16 @@ struct Node {
 
 /// Nodes `a` and `b` on one database in `dir`.
 async fn two_nodes(dir: &tempfile::TempDir) -> (Node, Node, SqliteStore) {
+    nodes_sharing(dir, false).await
+}
+
+/// [`two_nodes`], with paused sandboxes' layers shared (a cluster with an object store)
+/// when `share_layers`.
+async fn nodes_sharing(dir: &tempfile::TempDir, share_layers: bool) -> (Node, Node, SqliteStore) {
     let store = SqliteStore::open(dir.path().join("stasis.db")).await.unwrap();
     let node = |id: &str| {
         let rt = FakeRuntime::new();
-        let config = LifecycleConfig { node_id: id.into(), ..Default::default() };
+        let config = LifecycleConfig { node_id: id.into(), share_layers, ..Default::default() };
         let lc = Lifecycle::with_clock(Arc::new(store.clone()), rt.clone(), config, Clock::tokio());
         Node { lc, rt }
     };
@@ -151,4 +157,39 @@ async fn a_draining_node_resumes_nothing_until_activated() {
     assert!(b.lc.drain_node("zz").await.is_err());
     b.lc.activate_node("a").await.unwrap();
     assert!(a.lc.connect(&id, None, true).await.unwrap().1, "resumed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_sandbox_of_a_draining_node_is_taken_over_once_and_handed_back_on_failure() {
+    use super::super::fake_runtime::Op;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = nodes_sharing(&dir, true).await;
+    beat(&a, true).await;
+    beat(&b, true).await;
+    let id = create(&a).await;
+    a.lc.pause(&id, true).await.unwrap();
+    // Its node active: b does not take it (requests go to a).
+    match b.lc.connect(&id, Some(60), true).await {
+        Err(LifecycleError::Conflict(m)) => assert!(m.contains("paused on node a"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    a.lc.drain_node("a").await.unwrap();
+    assert_eq!(b.lc.remote_owner(&id).await.unwrap(), None, "b answers: it is where a create would go");
+    assert_eq!(a.lc.remote_owner(&id).await.unwrap().map(|n| n.id), Some("b".into()), "a sends it to b");
+    // A failed import hands the row back to a, still paused.
+    b.rt.fail(Op::Import, 1);
+    assert!(b.lc.connect(&id, Some(60), true).await.is_err());
+    let row = store.get_sandbox(&id).await.unwrap().unwrap();
+    assert_eq!((row.node_id.as_str(), row.state), ("a", SandboxState::Paused));
+    // Then it is taken over: b imports and resumes it, the row is b's.
+    let (row, resumed) = b.lc.connect(&id, Some(60), true).await.unwrap();
+    assert!(resumed);
+    assert_eq!((row.node_id.as_str(), row.state), ("b", SandboxState::Running));
+    assert_eq!(b.rt.state_of(&id), Some(stasis_runtime::SandboxState::Running));
+    assert_eq!(b.rt.count(Op::Import), 2);
+    // a never resumes its copy.
+    assert_eq!(a.rt.state_of(&id), Some(stasis_runtime::SandboxState::Paused));
+    assert_eq!(a.rt.count(Op::Resume), 0);
+    let events = store.events(&EventQuery { sandbox_id: id.to_string(), ..Default::default() }).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "taken_over"), "{events:?}");
 }

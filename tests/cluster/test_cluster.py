@@ -1,0 +1,143 @@
+"""Issue 17: three Stasis nodes on one PostgreSQL and one S3 bucket, through the PyPI e2b
+SDK and the `stasis node` CLI (harness.py starts them). The tests run in order (-x) on
+one cluster:
+
+1. the nodes register and each lists all three;
+2. a sandbox created through node a (the most free memory) is paused, its node drained,
+   and a connect through node b resumes it on node c (b's placement: c has more free
+   memory than b): files, a process and its memory are intact;
+3. a drain pauses what its node runs, a create through it goes elsewhere, and every
+   sandbox it paused resumes elsewhere;
+4. kill -9 of a node: the others keep serving at once; after its lease its running
+   sandbox is reported lost, and its paused sandbox resumes on another node.
+"""
+import time
+
+import pytest
+from e2b import Sandbox
+
+from harness import Cluster, wait
+
+LEASE = 6  # seconds (--node-lease); heartbeats every second
+GIB = 1024
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    c = Cluster()
+    try:
+        # Placement goes by free memory: a offers the most, then c, then b.
+        for name, mem in (("a", 24), ("b", 8), ("c", 16)):
+            c.add_node(name, ["--node-memory", f"{mem}GiB", "--heartbeat-interval", "1s", "--node-lease", f"{LEASE}s"])
+        yield c
+    finally:
+        failed = request.session.testsfailed > 0
+        if failed:
+            print(c.logs())
+        left = c.close(keep=failed)
+        print(f"cluster work dir: {c.work} ({'kept' if failed or left else 'removed'})")
+
+
+def node_of(c, sandbox_id, via="a"):
+    """The node the registry says runs or holds the sandbox."""
+    status, info = c.nodes[via].rest("GET", f"/sandboxes/{sandbox_id}")
+    assert status == 200, info
+    return info["nodeID"]
+
+
+def counter(sbx):
+    """A process that counts in memory and writes the count to a file every 0.1 s."""
+    sbx.commands.run("nohup python3 -c 'import time\nn=0\nwhile True:\n n+=1\n open(\"/tmp/n\",\"w\").write(str(n))\n time.sleep(0.1)' "
+                     ">/dev/null 2>&1 &")
+    wait("the counter", lambda: sbx.commands.run("cat /tmp/n 2>/dev/null || echo 0").stdout.strip() not in ("", "0"))
+
+
+def count(sbx):
+    return int(sbx.commands.run("cat /tmp/n").stdout)
+
+
+def pid_of_counter(sbx):
+    return sbx.commands.run("pgrep -f 'n+=1' | head -1").stdout.strip()
+
+
+def test_nodes_register_and_each_lists_all(cluster):
+    for name, node in cluster.nodes.items():
+        nodes = {n["nodeID"]: n for n in node.cli("node", "ls")}
+        assert set(nodes) == {"a", "b", "c"}, nodes
+        assert all(n["state"] == "active" for n in nodes.values()), nodes
+        assert nodes[name]["self"] is True
+        assert nodes[name]["url"] == node.url
+
+
+def test_created_on_a_paused_resumed_through_b_onto_c(cluster):
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    sbx = Sandbox.create(timeout=600, metadata={"test": "cluster"}, **b.api)
+    assert node_of(cluster, sbx.sandbox_id) == "a", "placement: a has the most free memory"
+    sbx.files.write("/home/user/kept.txt", "made on a")
+    counter(sbx)
+    pid, n0 = pid_of_counter(sbx), count(sbx)
+    assert sbx.pause() is True
+    a.cli("node", "drain", "a")  # nothing new goes to a; the sandbox is paused already
+    back = Sandbox.connect(sbx.sandbox_id, **b.api)
+    assert node_of(cluster, sbx.sandbox_id, via="b") == "c", "b placed the resume on c (more free memory than b)"
+    assert back.files.read("/home/user/kept.txt") == "made on a"
+    assert pid_of_counter(back) == pid, "the same process goes on"
+    n1 = count(back)
+    assert n1 >= n0
+    wait("the counter to go on after the resume", lambda: count(back) > n1, limit=10)
+    a.cli("node", "activate", "a")
+    Sandbox.kill(sbx.sandbox_id, **a.api)
+
+
+def test_a_drain_pauses_its_node_and_its_sandboxes_resume_elsewhere(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    made = [Sandbox.create(timeout=600, **c.api) for _ in range(2)]
+    assert {node_of(cluster, s.sandbox_id) for s in made} == {"a"}
+    for s in made:
+        s.files.write("/home/user/who", s.sandbox_id)
+    assert c.cli("node", "drain", "a")["state"] == "draining"
+
+    def all_paused():
+        return all(Sandbox.get_info(s.sandbox_id, **b.api).state.value == "paused" for s in made)
+    wait("node a to pause what it runs", all_paused, limit=120, every=0.5)
+    other = Sandbox.create(timeout=300, **a.api)
+    assert node_of(cluster, other.sandbox_id) != "a", "no placement on a draining node"
+    for s in made:
+        back = Sandbox.connect(s.sandbox_id, **a.api)
+        assert node_of(cluster, s.sandbox_id) in ("b", "c")
+        assert back.files.read("/home/user/who") == s.sandbox_id
+        Sandbox.kill(s.sandbox_id, **b.api)
+    Sandbox.kill(other.sandbox_id, **b.api)
+    b.cli("node", "activate", "a")
+
+
+def test_a_killed_node_loses_its_running_sandboxes_and_its_paused_ones_resume_elsewhere(cluster):
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    running = Sandbox.create(timeout=600, **b.api)
+    paused = Sandbox.create(timeout=600, **b.api)
+    assert {node_of(cluster, s.sandbox_id) for s in (running, paused)} == {"a"}
+    paused.files.write("/home/user/state", "kept in the object store")
+    counter(paused)
+    pid = pid_of_counter(paused)
+    assert paused.pause() is True
+    a.kill9()
+    # The others keep serving at once, for everything that is not on a.
+    t0 = time.monotonic()
+    fresh = Sandbox.create(timeout=300, **b.api)
+    assert fresh.commands.run("echo alive").stdout == "alive\n"
+    assert node_of(cluster, fresh.sandbox_id, via="c") in ("b", "c")
+    assert time.monotonic() - t0 < LEASE, "a create must not wait for the dead node's lease"
+
+    def lost():
+        # A lost sandbox is not listed; its info answers 404 saying it was lost with its node.
+        status, info = c.rest("GET", f"/sandboxes/{running.sandbox_id}")
+        return status == 404 and "lost" in (info or {}).get("message", "")
+    wait("the running sandbox of the dead node reported lost", lost, limit=LEASE * 4, every=0.5)
+    nodes = {n["nodeID"]: n for n in b.cli("node", "ls")}
+    assert nodes["a"]["state"] == "dead", nodes
+    back = Sandbox.connect(paused.sandbox_id, **c.api)
+    assert node_of(cluster, paused.sandbox_id, via="c") in ("b", "c")
+    assert back.files.read("/home/user/state") == "kept in the object store"
+    assert pid_of_counter(back) == pid
+    for s in (paused, fresh):
+        Sandbox.kill(s.sandbox_id, **b.api)

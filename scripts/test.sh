@@ -57,6 +57,9 @@ cargo test --workspace --no-fail-fast "$@" || status=1
 echo "== SDK end-to-end tests (npm e2b, novita-sandbox, PyPI e2b) against the installed stasis"
 STASIS_BIN=/usr/local/bin/stasis bash "$REPO/tests/e2e/run.sh" || status=1
 
+echo "== the cluster: three nodes on one PostgreSQL and one S3 server, through the SDK (tests/cluster/run.sh)"
+STASIS_BIN=/usr/local/bin/stasis bash "$REPO/tests/cluster/run.sh" || status=1
+
 echo "== the JS SDK suites again in host-routing mode (E2B_DOMAIN, the TLS listener, no sandbox headers)"
 E2E_ROUTING=host E2E_SUITES=js STASIS_BIN=/usr/local/bin/stasis bash "$REPO/tests/e2e/run.sh" || status=1
 

@@ -5,7 +5,7 @@ one cluster:
 1. the nodes register and each lists all three;
 2. a sandbox created through node a (the most free memory) is paused, its node drained,
    and a connect through node b resumes it on node c (b's placement: c has more free
-   memory than b): files, a process and its memory are intact;
+   memory than b): files, a process and its memory are intact; a removes its stale copy;
 3. a drain pauses what its node runs, a create through it goes elsewhere, and every
    sandbox it paused resumes elsewhere;
 4. kill -9 of a node: the others keep serving at once; after its lease its running
@@ -85,6 +85,9 @@ def test_created_on_a_paused_resumed_through_b_onto_c(cluster):
     n1 = count(back)
     assert n1 >= n0
     wait("the counter to go on after the resume", lambda: count(back) > n1, limit=10)
+    # a, draining, removes its stale copy (files only: c's processes and objects stay).
+    wait("node a to remove its stale copy", lambda: sbx.sandbox_id not in a.sandbox_dirs(), limit=10)
+    assert back.commands.run("echo still").stdout == "still\n"
     a.cli("node", "activate", "a")
     Sandbox.kill(sbx.sandbox_id, **a.api)
 

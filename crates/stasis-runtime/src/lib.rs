@@ -217,7 +217,6 @@ pub trait Runtime: Send + Sync {
     async fn unmount_volume(&self, id: &str, _path: &str, _force: bool) -> Result<()> {
         Err(RuntimeError::NotFound(id.to_string()))
     }
-    /// Stops the sandbox if it runs and deletes everything it owns.
     /// Makes a sandbox paused on another node of a cluster this runtime's, from the object
     /// store (its layer set; the memory images come down at resume).
     async fn import_paused(&self, id: &str) -> Result<()> {
@@ -225,7 +224,13 @@ pub trait Runtime: Send + Sync {
             "sandbox {id} is paused on another node: this runtime cannot take it over"
         )))
     }
-
+    /// Removes this host's copy of a paused sandbox that another node of the cluster took
+    /// over, leaving the object store alone (its state there is the new node's now).
+    /// Refused (`NotPaused`) for one that runs here.
+    async fn drop_local(&self, id: &str) -> Result<()> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
+    /// Stops the sandbox if it runs and deletes everything it owns.
     async fn kill(&self, id: &str) -> Result<()>;
     async fn state(&self, id: &str) -> Result<SandboxState>;
     /// After a daemon restart: finishes or undoes whatever operation was cut short and

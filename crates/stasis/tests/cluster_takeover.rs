@@ -3,8 +3,9 @@
 //! checkpoint key). Sandboxes with a file and a running process are paused on node-a;
 //! node-a is drained, then killed with SIGKILL: a connect through node-b takes each over
 //! (the row moves by a compare-and-set), fetches its layer and images and resumes it with
-//! its file and the same process, memory included. node-a never resumes its stale copy,
-//! and a kill removes the objects.
+//! its file and the same process, memory included. node-a never resumes its stale copies:
+//! it removes them (while draining, and when it starts again), and a kill removes the
+//! objects.
 
 mod common;
 
@@ -163,14 +164,17 @@ async fn a_paused_sandbox_resumes_on_another_node() {
     check_moved(&api_b, &db, &s1, &pid1, at_pause[0], &b).await;
     let (_, events) = api_b.call(reqwest::Method::GET, &format!("/stasis/sandboxes/{id1}/events"), None).await;
     assert!(events.to_string().contains("taken_over"), "{events}");
-    // node-a does not resume its stale copy: through node-a the request goes to node-b,
-    // and node-a's copy stays paused, nothing of it running.
+    // node-a never resumes its stale copy: it removes it at a heartbeat while draining
+    // (and leaves the objects: node-b's now); s2, still its own, stays.
+    let sandboxes_a = a.host.data_dir.join("sandboxes");
+    until("node-a removes its stale copy", Duration::from_secs(10), async || !sandboxes_a.join(&id1).exists()).await;
+    assert!(sandboxes_a.join(&id2).join("record.json").exists(), "node-a's own paused sandbox stays");
+    assert!(a.log().contains("removed the stale copy of a sandbox taken over"), "said in node-a's log");
+    // Through node-a the request goes to node-b.
     assert_eq!(a.command(&["node", "activate", "node-a"]).code, 0);
     let (st, v) = api_a.connect(&id1, json!({"timeout": 600})).await;
     assert_eq!(st, 200, "already running (on node-b): {v}");
     assert_eq!(owner(&db, &id1).await, ("node-b".into(), "running".into()));
-    let stale = std::fs::read_to_string(a.host.data_dir.join("sandboxes").join(&id1).join("record.json")).unwrap();
-    assert!(stale.contains("\"paused\""), "node-a's copy stays paused: {stale}");
     // The stale checkpoint and layer in the bucket went once it ran again elsewhere.
     until("the resumed sandbox's objects deleted", Duration::from_secs(20), async || {
         bucket.list(&format!("{prefix}/sandboxes/{id1}")).await.unwrap().is_empty()
@@ -189,12 +193,14 @@ async fn a_paused_sandbox_resumes_on_another_node() {
     assert_eq!(st, 201, "{again2}");
     check_moved(&api_b, &db, &s2, &pid2, at_pause[1], &b).await;
 
-    // node-a back: it takes up nothing of what moved.
+    // node-a back: it takes up nothing of what moved, and removes its stale copy of s2
+    // at start-up.
     let a = cluster.node(host_a, "node-a", pa, "8GiB");
     let api_a = Api::new(&a);
     for sid in [&id1, &id2] {
         assert_eq!(owner(&db, sid).await, ("node-b".into(), "running".into()));
     }
+    assert!(!a.host.data_dir.join("sandboxes").join(&id2).exists(), "node-a's stale copy of {id2} is removed");
     // A pause on node-b and a kill through node-a: the objects go.
     assert_eq!(api_a.pause(&id2).await, 204);
     assert!(!bucket.list(&format!("{prefix}/sandboxes/{id2}")).await.unwrap().is_empty());

@@ -259,6 +259,13 @@ impl ContainerRuntime {
     }
 
     /// Runs blocking work for one sandbox under its lock.
+    /// After a sandbox's files went: its snapshot layers may now be free.
+    async fn collect_snapshots(&self) {
+        let inner = self.inner.clone();
+        let _g = self.inner.snapshot_lock.write().await;
+        tokio::task::spawn_blocking(move || inner.collect_snapshots()).await.expect("gc task");
+    }
+
     async fn locked<T: Send + 'static>(
         &self,
         id: &str,
@@ -359,13 +366,17 @@ impl Runtime for ContainerRuntime {
         self.locked(id, move |rt| rt.import_paused(&id2)).await
     }
 
+    async fn drop_local(&self, id: &str) -> Result<()> {
+        let id2 = id.to_string();
+        self.locked(id, move |rt| rt.drop_local(&id2)).await?;
+        self.collect_snapshots().await;
+        Ok(())
+    }
+
     async fn kill(&self, id: &str) -> Result<()> {
         let id2 = id.to_string();
         self.locked(id, move |rt| rt.kill(&id2)).await?;
-        // Its snapshot layers may now be free.
-        let inner = self.inner.clone();
-        let _g = self.inner.snapshot_lock.write().await;
-        tokio::task::spawn_blocking(move || inner.collect_snapshots()).await.expect("gc task");
+        self.collect_snapshots().await;
         Ok(())
     }
 

@@ -39,6 +39,8 @@ pub enum Op {
     Connect,
     /// `import_paused`: a paused sandbox of another node made this runtime's.
     Import,
+    /// `drop_local`: the stale copy of a sandbox another node took over removed.
+    DropLocal,
 }
 
 /// A call the runtime received.
@@ -230,6 +232,13 @@ impl Runtime for FakeRuntime {
     async fn import_paused(&self, id: &str) -> Result<()> {
         self.enter(Op::Import, id).await?;
         self.set(id, SandboxState::Paused);
+        Ok(())
+    }
+
+    async fn drop_local(&self, id: &str) -> Result<()> {
+        self.expect(id, SandboxState::Paused)?;
+        self.enter(Op::DropLocal, id).await?;
+        self.state.lock().unwrap().sandboxes.remove(id);
         Ok(())
     }
 

@@ -31,9 +31,16 @@ impl Lifecycle {
     pub async fn heartbeat(&self, hb: Heartbeat, first: bool) -> Result<NodeRow> {
         let at = hb.at;
         let row = self.inner.store.heartbeat(&hb).await?;
-        if row.joined_at == at && !first {
+        let rejoined = row.joined_at == at && !first;
+        if rejoined {
             tracing::warn!("this node's lease had expired and it was declared dead; taking up what it still holds");
             self.readopt_lost().await?;
+        }
+        if rejoined || row.state == NodeState::Draining {
+            // Other nodes may have taken over its paused sandboxes meanwhile.
+            if let Err(e) = self.drop_moved().await {
+                tracing::warn!("cannot check for sandboxes taken over by other nodes: {e}");
+            }
         }
         Ok(row)
     }

@@ -79,12 +79,14 @@ impl Lifecycle {
                 .await?;
             }
         }
-        // Sandboxes the runtime holds but the store does not know (only if the database
-        // was replaced or lost): reported, never deleted; `stasis runtime kill ID` removes
-        // one.
+        // Paused sandboxes other nodes took over while this one was away: stale copies.
+        self.drop_moved().await?;
+        // Sandboxes the runtime holds but the store does not know as this node's (only if
+        // the database was replaced or lost, or a takeover is under way): reported, never
+        // deleted; `stasis runtime kill ID` removes one.
         for id in rt.list().await? {
             if !known.contains(&id) {
-                tracing::warn!(sandbox = %id, "the runtime holds this sandbox but the database does not know it; left untouched");
+                tracing::warn!(sandbox = %id, "the runtime holds this sandbox but the database does not list it as this node's; left untouched");
             }
         }
         Ok(())

@@ -8,6 +8,7 @@
 //! Must not: take over a sandbox whose node is alive and active (requests for it are
 //! forwarded there: its files and cache are there), or act without winning the claim.
 
+use stasis_runtime::RuntimeError;
 use stasis_store::{Level, NodeState, Operation, SandboxRow, SandboxState, StoreError};
 
 use super::{conflict, mode, Lifecycle, LifecycleError, Result};
@@ -78,5 +79,38 @@ impl Lifecycle {
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
         self.resumed(&id, started, timeout_secs, memory, &format!("{why}, taken over from node {old}")).await
+    }
+}
+
+impl Lifecycle {
+    /// This host's copies of paused sandboxes another node took over while this one was
+    /// dead or draining: their rows name that node and the object store holds their
+    /// state, so the copy here is stale. Removed (files, id range); the objects are left
+    /// alone, they are the new node's. One whose takeover is under way (resuming there)
+    /// waits for a later pass: a failed takeover hands the row back. Runs at start-up and
+    /// at every heartbeat while this node is draining or after it was declared dead.
+    /// Returns the ids removed.
+    pub async fn drop_moved(&self) -> Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        if !self.shares_layers() {
+            return Ok(dropped);
+        }
+        for id in self.inner.runtime.list().await? {
+            let Some(row) = self.inner.store.get_sandbox(&id).await? else { continue };
+            if row.node_id == self.node_id() || row.state == SandboxState::Resuming {
+                continue;
+            }
+            let lock = self.lock(&id);
+            let _g = lock.lock().await;
+            match self.inner.runtime.drop_local(&id).await {
+                Ok(()) => {
+                    tracing::info!(sandbox = %id, node = %row.node_id, "removed the stale copy of a sandbox taken over by another node");
+                    dropped.push(id);
+                }
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(sandbox = %id, "cannot remove the stale copy of a sandbox taken over: {e}"),
+            }
+        }
+        Ok(dropped)
     }
 }

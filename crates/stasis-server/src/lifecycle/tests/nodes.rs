@@ -168,6 +168,8 @@ async fn a_paused_sandbox_of_a_draining_node_is_taken_over_once_and_handed_back_
     beat(&b, true).await;
     let id = create(&a).await;
     a.lc.pause(&id, true).await.unwrap();
+    let own = create(&a).await;
+    a.lc.pause(&own, true).await.unwrap();
     // Its node active: b does not take it (requests go to a).
     match b.lc.connect(&id, Some(60), true).await {
         Err(LifecycleError::Conflict(m)) => assert!(m.contains("paused on node a"), "{m}"),
@@ -187,9 +189,16 @@ async fn a_paused_sandbox_of_a_draining_node_is_taken_over_once_and_handed_back_
     assert_eq!((row.node_id.as_str(), row.state), ("b", SandboxState::Running));
     assert_eq!(b.rt.state_of(&id), Some(stasis_runtime::SandboxState::Running));
     assert_eq!(b.rt.count(Op::Import), 2);
-    // a never resumes its copy.
+    // a never resumes its copy: it removes it, and only it, at its next heartbeat while
+    // draining (its own paused sandbox stays).
     assert_eq!(a.rt.state_of(&id), Some(stasis_runtime::SandboxState::Paused));
     assert_eq!(a.rt.count(Op::Resume), 0);
+    beat(&a, false).await;
+    assert_eq!(a.rt.state_of(&id), None, "the stale copy is removed");
+    assert_eq!(a.rt.count(Op::DropLocal), 1);
+    assert_eq!(a.rt.count(Op::Kill), 0, "a kill would delete the objects, now b's");
+    assert_eq!(a.rt.state_of(&own), Some(stasis_runtime::SandboxState::Paused));
+    assert_eq!(a.lc.drop_moved().await.unwrap(), Vec::<String>::new());
     let events = store.events(&EventQuery { sandbox_id: id.to_string(), ..Default::default() }).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "taken_over"), "{events:?}");
 }

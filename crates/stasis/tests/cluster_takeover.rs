@@ -3,7 +3,9 @@
 //! checkpoint key). Sandboxes with a file and a running process are paused on node-a;
 //! node-a is drained, then killed with SIGKILL: a connect through node-b takes each over
 //! (the row moves by a compare-and-set), fetches its layer and images and resumes it with
-//! its file and the same process, memory included. node-a never resumes its stale copies:
+//! its file and the same process, memory included (s2 from a layer set that node-a's
+//! recovery uploaded again, as after a daemon killed during a pause's upload). node-a
+//! never resumes its stale copies:
 //! it removes them (while draining, and when it starts again), and a kill removes the
 //! objects.
 
@@ -154,6 +156,22 @@ async fn a_paused_sandbox_resumes_on_another_node() {
         let key = objects.iter().find(|(k, _)| k.ends_with("layer/disk-data.img")).unwrap().0.clone();
         std::fs::write(out, bucket.get(&key).await).unwrap();
     }
+
+    // A daemon killed during a pause's upload may leave the layer set out of the bucket:
+    // node-a's recovery at start-up sees it missing and uploads it again.
+    let layer_of = |sid: &str| format!("{prefix}/sandboxes/{sid}/layer");
+    for (key, _) in bucket.list(&layer_of(&id2)).await.unwrap() {
+        bucket.delete(&key).await;
+    }
+    let host_a = a.crash();
+    let a = cluster.node(host_a, "node-a", pa, "8GiB");
+    let api_a = Api::new(&a);
+    until("node-a's recovery to upload s2's layer set again", Duration::from_secs(30), async || {
+        let objs = bucket.list(&layer_of(&id2)).await.unwrap();
+        objs.iter().any(|(k, _)| k.ends_with("layer/checksums.json"))
+    })
+    .await;
+    assert!(a.log().contains("layer set uploaded after an interrupted pause"), "said in node-a's log");
 
     // Drained: a connect through node-b takes s1 over and resumes it there.
     assert_eq!(b.command(&["node", "drain", "node-a"]).code, 0);

@@ -206,6 +206,32 @@ impl Inner {
         Ok(out)
     }
 
+    /// After a daemon died during a pause's upload (recovery, the sandbox recorded
+    /// paused): its layer set is exported and uploaded again unless the bucket holds it
+    /// whole (its manifest, uploaded last, there, and no set left half-made here).
+    /// Failures are logged: the sandbox stays resumable on this node.
+    pub(super) fn finish_layer_upload(&self, id: &str) {
+        let (Some(remote), true) = (&self.remote, self.shares_layers()) else { return };
+        let dir = self.dir(id);
+        let set = dir.path().join("layer");
+        let whole = |objs: Vec<(String, u64)>| objs.iter().any(|(name, _)| name == checksum::MANIFEST);
+        if !set.exists() && remote.list(&layer_rel(id)).is_ok_and(whole) {
+            return;
+        }
+        let uploaded = self.load(id).and_then(|mut paused| {
+            paused.init_pid = None;
+            paused.init_start = None;
+            self.export_layer(&dir, &paused).and_then(|s| self.upload_layer(id, &s))
+        });
+        let _ = std::fs::remove_dir_all(&set);
+        match uploaded {
+            Ok(()) => tracing::info!(sandbox = %id, "layer set uploaded after an interrupted pause"),
+            Err(e) => {
+                tracing::warn!(sandbox = %id, "paused on this host only: its layer is not in the object store yet ({e})")
+            }
+        }
+    }
+
     /// Uploads the layer set in `set` (from [`Inner::export_layer`]).
     pub(super) fn upload_layer(&self, id: &str, set: &Path) -> Result<()> {
         self.upload_images(set, &layer_rel(id))

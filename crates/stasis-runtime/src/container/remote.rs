@@ -115,12 +115,17 @@ impl Inner {
     pub(super) fn finish_upload(&self, id: &str, generation: u64) {
         let images = self.dir(id).checkpoint(generation);
         let rel = checkpoint_rel(id, generation);
-        if self.remote.is_none() || !images.join(checksum::MANIFEST).exists() || self.uploaded(&images, &rel) {
+        if self.remote.is_none() || !images.join(checksum::MANIFEST).exists() {
             return;
         }
-        if let Err(e) = self.upload_images(&images, &rel) {
-            tracing::warn!(sandbox = %id, "paused on this host only: its checkpoint is not in the object store yet ({e})");
+        if !self.uploaded(&images, &rel) {
+            if let Err(e) = self.upload_images(&images, &rel) {
+                tracing::warn!(sandbox = %id, "paused on this host only: its checkpoint is not in the object store yet ({e})");
+                return;
+            }
         }
+        // In a cluster the layer set went up beside the images: it may be cut short too.
+        self.finish_layer_upload(id);
     }
 
     /// Deletes every object under `rel`, in the background; failures are logged.

@@ -132,4 +132,8 @@ impl Bucket {
     pub async fn put(&self, key: &str, data: Vec<u8>) {
         self.0.put(&Key::from(key), PutPayload::from(data)).await.unwrap();
     }
+
+    pub async fn delete(&self, key: &str) {
+        self.0.delete(&Key::from(key)).await.unwrap();
+    }
 }

@@ -131,7 +131,7 @@ async fn a_paused_sandbox_resumes_on_another_node() {
     let host_b = Host::new("tko-b");
     std::fs::copy(a.host.data_dir.join("checkpoint.key"), host_b.data_dir.join("checkpoint.key")).unwrap();
     let b = cluster.node(host_b, "node-b", pb, "2GiB");
-    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let api_b = Api::new(&b);
 
     // Two sandboxes on node-a, paused there (asked through node-b).
     let (s1, pid1) = prepared(&api_b, &db).await;

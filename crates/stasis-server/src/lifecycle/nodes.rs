@@ -130,9 +130,10 @@ impl Lifecycle {
     }
 }
 
-/// The node a new sandbox goes to: among the active nodes whose lease holds, the one
-/// with the most free memory, then the most free CPUs, then the lowest id (so every node
-/// decides alike from the same rows). `None`: no node can take it.
+/// The node a new sandbox goes to: among the active nodes whose lease holds and that have
+/// disk left above their reserve (one without would refuse the create, 507), the one with
+/// the most free memory, then the most free CPUs, then the most free disk, then the lowest
+/// id (so every node decides alike from the same rows). `None`: no node can take it.
 pub fn place(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Option<&NodeRow> {
     placement_order(nodes, now).into_iter().next()
 }
@@ -140,10 +141,12 @@ pub fn place(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Option<&NodeRo
 /// Every node that can take a new sandbox, best first (as [`place`] ranks them): the
 /// next one is tried when the best does not answer (killed, its lease not over yet).
 pub fn placement_order(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Vec<&NodeRow> {
-    let mut v: Vec<&NodeRow> = nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now).collect();
-    v.sort_by(|a, b| {
-        (b.free.memory_mb, b.free.cpu_count).cmp(&(a.free.memory_mb, a.free.cpu_count)).then_with(|| a.id.cmp(&b.id))
-    });
+    let mut v: Vec<&NodeRow> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Active && n.lease_until >= now && n.free.disk_mb > 0)
+        .collect();
+    let rank = |n: &NodeRow| (n.free.memory_mb, n.free.cpu_count, n.free.disk_mb);
+    v.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.id.cmp(&b.id)));
     v
 }
 
@@ -180,5 +183,16 @@ mod tests {
         let more_cpus = [node("a", NodeState::Active, 4096, 2, 100), node("b", NodeState::Active, 4096, 3, 100)];
         assert_eq!(place(&more_cpus, 50).unwrap().id, "b");
         assert!(place(&nodes[2..], 50).is_none());
+    }
+
+    #[test]
+    fn placement_skips_a_node_without_disk_above_its_reserve_and_ranks_disk_after_cpus() {
+        let mut full = node("a", NodeState::Active, 9000, 8, 100);
+        full.free.disk_mb = 0;
+        let mut roomy = node("c", NodeState::Active, 4096, 2, 100);
+        roomy.free.disk_mb = 50_000;
+        let nodes = [full, node("b", NodeState::Active, 4096, 2, 100), roomy];
+        assert_eq!(place(&nodes, 50).unwrap().id, "c", "a has no disk left; c more disk than b");
+        assert_eq!(placement_order(&nodes, 50).len(), 2);
     }
 }

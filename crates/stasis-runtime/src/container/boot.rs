@@ -82,7 +82,22 @@ fn drive(sock: &UnixStream, stage1_pid: u32, ids: u32, after_unshare: impl FnOnc
     idmap::write_maps(stage1_pid, ids).ctx(|| format!("write id maps of {stage1_pid}"))?;
     after_unshare(stage1_pid)?;
     (&*sock).write_all(format!("{}\n", SyncMessage::Mapped.to_line()).as_bytes()).ctx(|| "boot sync".into())?;
-    pid_and_ready(&mut reader)
+    let pid = pid_and_ready(&mut reader)?;
+    until_closed(&mut reader)?;
+    Ok(pid)
+}
+
+/// Waits until no sandbox process holds the socket any more: stage 1 has exited and PID 1
+/// closed its end right after "ready". The socket belongs to the host's network namespace,
+/// so a checkpoint taken while PID 1 still held it (a snapshot or fork right after the
+/// create, PID 1 not scheduled yet) failed: CRIU "Unix socket N not found".
+fn until_closed(reader: &mut impl BufRead) -> Result<()> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(RuntimeError::Boot(format!("unexpected {:?} from agent after \"ready\"", line.trim()))),
+        Err(e) => Err(RuntimeError::Boot(format!("the agent kept the boot socket open after \"ready\": {e}"))),
+    }
 }
 
 /// The agent's next line; its error report, or its end, as a boot error.

@@ -131,7 +131,7 @@ impl Srv {
         let mut child = cmd.spawn().expect("start stasis serve");
         let start = Instant::now();
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if common::listening(("127.0.0.1", port)) {
                 return Ok(Srv { host: Some(host), url, child });
             }
             if let Ok(Some(st)) = child.try_wait() {

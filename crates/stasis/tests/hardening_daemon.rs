@@ -154,7 +154,7 @@ fn idle_slow_and_too_many_clients_do_not_stop_the_daemon() {
             "64",
         ],
     );
-    common::wait_for("TLS listener", || TcpStream::connect(&tls_addr).is_ok());
+    common::wait_for("TLS listener", || common::listening(&tls_addr));
     let addr = s.url.trim_start_matches("http://").to_string();
 
     // Every connection slot taken: idle TCP, TLS without a hello, and slowloris clients
@@ -248,7 +248,7 @@ fn running_out_of_file_descriptors_is_no_busy_loop() {
         }
     }
     let child = Stop(child);
-    common::wait_for("serve", || TcpStream::connect(&addr).is_ok() && TcpStream::connect(&tls_addr).is_ok());
+    common::wait_for("serve", || common::listening(&addr) && common::listening(&tls_addr));
     let flood: Vec<TcpStream> =
         (0..200).filter_map(|i| TcpStream::connect(if i % 2 == 0 { &addr } else { &tls_addr }).ok()).collect();
     std::thread::sleep(Duration::from_millis(500));
@@ -367,7 +367,7 @@ fn a_generated_api_key_is_never_written_to_the_service_log() {
         }
     }
     let _child = Stop(child);
-    common::wait_for("serve", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    common::wait_for("serve", || common::listening(("127.0.0.1", port)));
     let key_file = host.data_dir.join("api-key");
     let key = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
     assert!(key.len() > 20);

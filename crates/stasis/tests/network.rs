@@ -318,7 +318,7 @@ async fn https_with_the_local_ca_and_raw_tcp_through_connect() {
     let api = Api::new(&s);
     let sbx = api.create(json!({"timeout": 300})).await;
     start_app(&api, &sbx).await;
-    common::wait_for("TLS listener", || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok());
+    common::wait_for("TLS listener", || common::listening(("127.0.0.1", tls_port)));
 
     // https://{port}-{id}.{domain} verified against the CA `stasis tls init` made.
     let name = format!("8000-{}.localhost", id(&sbx));

@@ -173,6 +173,14 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
 }
 
 /// Cgroup directories a sandbox may own, on v1 and v2.
+/// Whether something listens at `addr`. A connect to a loopback port nobody listens on
+/// can connect the socket to itself when the kernel picks that same port as the source
+/// (TCP simultaneous open): that is not a listener (a server start once "succeeded" so
+/// under load, and its first request was refused).
+pub fn listening(addr: impl std::net::ToSocketAddrs) -> bool {
+    std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}
+
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
     for c in ["memory", "pids", "cpu", "cpuacct", "freezer", "unified", ""] {
@@ -256,9 +264,7 @@ impl Server {
         let s = Server { host, url, child };
         // A start recovers what the last daemon left (it may wait for a CRIU it left
         // running) before it listens: on a loaded 2-core host that can pass 20 s.
-        let up = wait_within(std::time::Duration::from_secs(90), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let up = wait_within(std::time::Duration::from_secs(90), || listening(("127.0.0.1", port)));
         assert!(up, "stasis serve did not listen within 90 s; its log:\n{}", s.log());
         s
     }

@@ -247,8 +247,8 @@ pub fn verify(dir: &Path, key: &Key) -> Result<()> {
     let bad = |message: String| RuntimeError::CorruptCheckpoint(format!("{}: {message}", dir.display()));
     let want = manifest(dir, key)?;
     let names: Vec<String> = want.files.keys().cloned().collect();
-    let got =
-        hash_files(dir, &names, want.algorithm, want.chunk).map_err(|e| bad(format!("cannot read the images ({e})")))?;
+    let got = hash_files(dir, &names, want.algorithm, want.chunk)
+        .map_err(|e| bad(format!("cannot read the images ({e})")))?;
     for (name, w) in &want.files {
         let g = &got[name];
         if let Some(i) = g.hashes.iter().zip(&w.hashes).position(|(a, b)| a != b).or((g != w).then_some(0)) {
@@ -367,7 +367,8 @@ mod tests {
         // A downgrade of the label alone must not switch to a check the MAC does not cover.
         let (d, key) = sealed();
         let text = std::fs::read_to_string(d.path().join(MANIFEST)).unwrap();
-        std::fs::write(d.path().join(MANIFEST), text.replacen("\"formatVersion\":3", "\"formatVersion\":2", 1)).unwrap();
+        std::fs::write(d.path().join(MANIFEST), text.replacen("\"formatVersion\":3", "\"formatVersion\":2", 1))
+            .unwrap();
         assert!(verify(d.path(), &key).is_err());
     }
 

@@ -151,7 +151,8 @@ mod tests {
         // A manifest rewritten after the seal is caught by its MAC even when remembered.
         v.seal(d.path(), &key).unwrap();
         let text = std::fs::read_to_string(d.path().join(super::super::MANIFEST)).unwrap();
-        std::fs::write(d.path().join(super::super::MANIFEST), text.replace("\"size\":1048576", "\"size\":1048577")).unwrap();
+        std::fs::write(d.path().join(super::super::MANIFEST), text.replace("\"size\":1048576", "\"size\":1048577"))
+            .unwrap();
         assert!(v.verify(d.path(), &key, false).is_err());
     }
 

@@ -855,6 +855,7 @@ def main():
     ap.add_argument("--no-breakdown", action="store_true", help="skip the dump/sync breakdown via `stasis runtime`")
     ap.add_argument("--density", type=int, default=0, metavar="N", help="run the density benchmark with N sandboxes instead")
     ap.add_argument("--parallel", type=int, default=1, help="requests in flight in the density benchmark")
+    ap.add_argument("--keep-log", metavar="PATH", help="copy the server's log (per-phase timings of every pause and resume) to PATH at exit")
     ap.add_argument("--work", default="/var/lib/stasis-bench", help="parent of the data dirs (removed at exit)")
     a = ap.parse_args()
     if os.geteuid() != 0:
@@ -938,6 +939,8 @@ def main():
     finally:
         try:
             st.stop()
+            if a.keep_log:
+                shutil.copy(os.path.join(st.dir, "serve.log"), a.keep_log)
         finally:
             rc.cleanup()
             shutil.rmtree(work, ignore_errors=True)

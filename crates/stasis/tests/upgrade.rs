@@ -82,6 +82,19 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
         );
     }
 
+    // The format of its checkpoint's checksums (2: SHA-256 + HMAC, before issue 19).
+    let checksums_versions = || -> Vec<u64> {
+        let dirs = std::fs::read_dir(h.sandbox_dir(&id).join("checkpoints")).unwrap();
+        dirs.flatten()
+            .filter_map(|d| std::fs::read_to_string(d.path().join("checksums.json")).ok())
+            .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap()["formatVersion"].as_u64().unwrap_or(1))
+            .collect()
+    };
+    let old_checksums = checksums_versions();
+    if old_checksums != [2] {
+        eprintln!("note: the previous release sealed its checkpoint in checksum format {old_checksums:?}, not 2");
+    }
+
     // This release resumes it: same process, same memory, same files.
     h.rt(&["resume", &id]);
     assert_eq!(h.info(&id)["state"], "running");
@@ -96,6 +109,7 @@ fn a_sandbox_paused_and_a_snapshot_taken_by_the_previous_release_work_on_this_on
 
     // And pauses and resumes it in its own format.
     h.rt(&["pause", &id]);
+    assert_eq!(checksums_versions(), [3], "this release seals in checksum format 3 (keyed BLAKE3)");
     h.rt(&["resume", &id]);
     assert_eq!(h.python_value_now(&id), value);
 

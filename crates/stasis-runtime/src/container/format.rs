@@ -30,8 +30,9 @@ pub const RECORD_VERSION: u32 = 2;
 /// `snapshot.json`, what a snapshot was made from (2: `idBase`, the range its layer and
 /// memory images belong to).
 pub const SNAPSHOT_VERSION: u32 = 2;
-/// `checksums.json`, the checksums of a checkpoint's images (2: keyed, SHA-256 + HMAC).
-pub const CHECKSUMS_VERSION: u32 = 2;
+/// `checksums.json`, the checksums of a checkpoint's images (2: keyed, SHA-256 + HMAC;
+/// 3: keyed BLAKE3 chunks and MAC, 16 MiB chunks; version 2 is still read and verified).
+pub const CHECKSUMS_VERSION: u32 = 3;
 
 /// The version of files written before versions existed.
 pub const UNVERSIONED: u32 = 1;

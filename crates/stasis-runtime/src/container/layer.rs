@@ -201,7 +201,7 @@ impl Inner {
         let copied = write_set(&image, &out, paused, self.layout.root());
         drop(frozen);
         let copied = copied.ctx(|| format!("copy the layer of {}", paused.id))?;
-        super::pause::seal(&out, &self.key)?;
+        super::pause::seal(&out, &self.key, None)?;
         tracing::info!(sandbox = %paused.id, bytes = copied, ms = t0.elapsed().as_millis() as u64, "layer exported");
         Ok(out)
     }

@@ -80,7 +80,7 @@ impl Inner {
         // follows makes them durable; if it fails, the init's watcher (or the next
         // operation, or recovery at start) finishes it from the images (`recover.rs`).
         let t1 = Instant::now();
-        let sealed = seal(&images, &self.key).and_then(|()| syncfs(&dir.upper()));
+        let sealed = seal(&images, &self.key, Some(&self.verified)).and_then(|()| syncfs(&dir.upper()));
         if let Err(e) = sealed {
             return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
         }
@@ -195,10 +195,15 @@ impl Inner {
 
 /// Makes a completed dump's images durable, then writes their checksums: a checksum is
 /// only ever written over images that reached the disk, so a manifest vouches for them.
-pub(super) fn seal(images: &Path, key: &checksum::Key) -> Result<()> {
+/// With `verified`, this process remembers the images as hashed (`checksum/verified.rs`):
+/// a resume by it finds them unchanged and does not hash them again.
+pub(super) fn seal(images: &Path, key: &checksum::Key, verified: Option<&checksum::Verified>) -> Result<()> {
     super::perms::checkpoint_images(images).ctx(|| format!("chmod {}", images.display()))?;
     flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))?;
-    checksum::write(images, key)?;
+    match verified {
+        Some(v) => v.seal(images, key)?,
+        None => checksum::write(images, key)?,
+    }
     flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))
 }
 

@@ -8,13 +8,14 @@
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::fs::{dir_size, mount_fs, unmount_fs};
 use super::generations::{discard_generations_later, remove_other_generations};
 use super::layout::SandboxDir;
 use super::record::{self, Record};
 use super::remote::{checkpoint_rel, checkpoints_rel};
-use super::{checksum, Inner};
+use super::Inner;
 use crate::error::{Result, RuntimeError};
 use crate::{PauseMode, SandboxState};
 
@@ -108,16 +109,27 @@ impl Inner {
         }
         // Every image is verified against the keyed manifest before CRIU (host root, a
         // parser of these files) starts: a changed byte anywhere and nothing runs. A
-        // snapshot's images (immutable) are hashed once per process (`verified.rs`).
-        if images.starts_with(self.layout.snapshots()) {
-            self.verified.verify(images, &self.key)?;
-        } else {
-            checksum::verify(images, &self.key)?;
-        }
+        // snapshot's images (immutable) are hashed once per process, a checkpoint's not
+        // again by the process that sealed them, if unchanged since (`verified.rs`).
+        let t_verify = Instant::now();
+        self.verified.verify(images, &self.key, images.starts_with(self.layout.snapshots()))?;
+        let verify_ms = t_verify.elapsed().as_millis() as u64;
         let mut net_up = false;
+        // Phase timings for the log line (issue 19: where a resume's time goes).
+        let mut ms = [0u64; 4];
+        let mut lap = {
+            let mut t = Instant::now();
+            move || {
+                let e = t.elapsed().as_millis() as u64;
+                t = Instant::now();
+                e
+            }
+        };
         let restored =
             self.cgroups.create(&id, &rec.spec).and_then(|_| mount_fs(rec, dir, &self.layout)).and_then(|_| {
+                ms[0] = lap();
                 let net = self.network_up(rec)?;
+                ms[1] = lap();
                 net_up = net.is_some();
                 let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
                 let (external, staged) = super::volumes::restore_externals_for(
@@ -126,6 +138,7 @@ impl Inner {
                     rec.ids(),
                     &dir.path().join("volumes"),
                 )?;
+                ms[2] = lap();
                 let r = self.criu.restore(
                     images,
                     &dir.rootfs(),
@@ -138,6 +151,7 @@ impl Inner {
                 );
                 // The restored namespace has its own binds of them by now.
                 super::volumes::unbind(&staged);
+                ms[3] = lap();
                 r
             });
         read.store(dir_size(images), std::sync::atomic::Ordering::Relaxed);
@@ -172,6 +186,17 @@ impl Inner {
         self.let_run(&id);
         // Watched from now on (an init that died already is found by the next operation).
         let _ = self.init_of(rec);
+        tracing::info!(
+            sandbox = %id,
+            verify_ms,
+            mounts_ms = ms[0],
+            network_ms = ms[1],
+            volumes_ms = ms[2],
+            criu_ms = ms[3],
+            record_ms = lap(),
+            lazy = daemon.is_some(),
+            "restored"
+        );
         Ok(daemon)
     }
 

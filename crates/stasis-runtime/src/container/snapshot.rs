@@ -124,7 +124,7 @@ impl Inner {
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
                 let external = super::volumes::dump_externals(&rec.spec.volumes);
                 self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true, &external)?;
-                super::pause::seal(&images, &self.key)?;
+                super::pause::seal(&images, &self.key, None)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
         })();

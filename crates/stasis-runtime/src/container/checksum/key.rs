@@ -9,9 +9,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 use crate::error::{IoContext, Result, RuntimeError};
 
 pub const FILE: &str = "checkpoint.key";
@@ -66,18 +63,27 @@ impl Key {
         Key([b; LEN])
     }
 
-    /// HMAC-SHA256 of `data` under this key.
-    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        m.update(data);
-        m.finalize().into_bytes().into()
+    /// The raw key (version 2 manifests' HMAC, `v2.rs`).
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.0
     }
 
-    /// Constant-time check of `tag` against the HMAC of `data`.
-    pub fn check(&self, data: &[u8], tag: &[u8]) -> bool {
-        let mut m = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        m.update(data);
-        m.verify_slice(tag).is_ok()
+    /// A key for one purpose, derived from this one (BLAKE3's KDF mode): the chunk
+    /// hashes and the manifest MAC never share a key.
+    pub(super) fn derive(&self, context: &str) -> [u8; LEN] {
+        blake3::derive_key(context, &self.0)
+    }
+
+    /// Keyed BLAKE3 of `data` under the key derived for `context`.
+    pub fn mac(&self, context: &str, data: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.derive(context), data).as_bytes()
+    }
+
+    /// Constant-time check of `tag` against [`Key::mac`] (`blake3::Hash` compares in
+    /// constant time).
+    pub fn check(&self, context: &str, data: &[u8], tag: &[u8]) -> bool {
+        let Ok(tag) = <[u8; 32]>::try_from(tag) else { return false };
+        blake3::keyed_hash(&self.derive(context), data) == blake3::Hash::from_bytes(tag)
     }
 }
 
@@ -98,7 +104,9 @@ mod tests {
         assert_eq!(a.0, b.0);
         let mode = std::fs::metadata(d.path().join(FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "a loosened key file is closed again");
-        assert!(a.check(b"x", &a.mac(b"x")) && !a.check(b"y", &a.mac(b"x")));
+        let c = "stasis test";
+        assert!(a.check(c, b"x", &a.mac(c, b"x")) && !a.check(c, b"y", &a.mac(c, b"x")));
+        assert!(!a.check("stasis other", b"x", &a.mac(c, b"x")), "a tag holds for its own context only");
         std::fs::write(d.path().join(FILE), b"short").unwrap();
         assert!(Key::load_or_create(d.path()).is_err());
     }

@@ -80,9 +80,7 @@ impl Lifecycle {
         }
         self.resumed(&id, started, timeout_secs, memory, &format!("{why}, taken over from node {old}")).await
     }
-}
 
-impl Lifecycle {
     /// This host's copies of paused sandboxes another node took over while this one was
     /// dead or draining: their rows name that node and the object store holds their
     /// state, so the copy here is stale. Removed (files, id range); the objects are left
@@ -95,16 +93,25 @@ impl Lifecycle {
         if !self.shares_layers() {
             return Ok(dropped);
         }
+        // One read of the rows that name another node (but those being taken over now),
+        // not one per sandbox this host holds: it runs at every beat while draining.
+        use SandboxState::*;
+        let others: std::collections::HashMap<String, String> = self
+            .inner
+            .store
+            .sandboxes_in_states(&[Creating, Running, Pausing, Paused, Killing, Killed, Lost])
+            .await?
+            .into_iter()
+            .filter(|r| r.node_id != self.node_id())
+            .map(|r| (r.id, r.node_id))
+            .collect();
         for id in self.inner.runtime.list().await? {
-            let Some(row) = self.inner.store.get_sandbox(&id).await? else { continue };
-            if row.node_id == self.node_id() || row.state == SandboxState::Resuming {
-                continue;
-            }
+            let Some(node) = others.get(&id) else { continue };
             let lock = self.lock(&id);
             let _g = lock.lock().await;
             match self.inner.runtime.drop_local(&id).await {
                 Ok(()) => {
-                    tracing::info!(sandbox = %id, node = %row.node_id, "removed the stale copy of a sandbox taken over by another node");
+                    tracing::info!(sandbox = %id, node = %node, "removed the stale copy of a sandbox taken over by another node");
                     dropped.push(id);
                 }
                 Err(RuntimeError::NotFound(_)) => {}

@@ -102,21 +102,32 @@ impl Verified {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_changed_image_is_hashed_again_and_refused() {
+    /// A directory with one 1 MiB image.
+    fn one_image() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let img = d.path().join("pages-1.img");
         std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
+        (d, img)
+    }
+
+    /// One byte of `img` changed in place, same size (its ctime moves).
+    fn change_in_place(img: &Path) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut bytes = std::fs::read(img).unwrap();
+        bytes[4096] ^= 1;
+        std::fs::write(img, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_changed_image_is_hashed_again_and_refused() {
+        let (d, img) = one_image();
         let key = Key::for_tests(3);
         super::super::write(d.path(), &key).unwrap();
         let v = Verified::default();
         v.verify(d.path(), &key, true).unwrap();
         v.verify(d.path(), &key, true).unwrap();
         // One byte changed in place, same size: the ctime moves, the cache does not hold.
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut bytes = std::fs::read(&img).unwrap();
-        bytes[4096] ^= 1;
-        std::fs::write(&img, bytes).unwrap();
+        change_in_place(&img);
         let e = v.verify(d.path(), &key, true).unwrap_err();
         assert!(e.to_string().contains("corrupted or was changed"), "{e}");
     }
@@ -128,9 +139,7 @@ mod tests {
 
     #[test]
     fn a_sealed_checkpoint_is_not_hashed_again_unless_changed_and_only_once() {
-        let d = tempfile::tempdir().unwrap();
-        let img = d.path().join("pages-1.img");
-        std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
+        let (d, img) = one_image();
         let key = Key::for_tests(3);
         let v = Verified::default();
         v.seal(d.path(), &key).unwrap();
@@ -140,10 +149,7 @@ mod tests {
 
         // Sealed, then changed in place: the fingerprint moves, the images are hashed.
         v.seal(d.path(), &key).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut bytes = std::fs::read(&img).unwrap();
-        bytes[4096] ^= 1;
-        std::fs::write(&img, bytes).unwrap();
+        change_in_place(&img);
         assert!(!remembered(&v, d.path()));
         let e = v.verify(d.path(), &key, false).unwrap_err();
         assert!(e.to_string().contains("corrupted or was changed"), "{e}");

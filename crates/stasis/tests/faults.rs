@@ -101,10 +101,6 @@ struct Srv {
     child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Srv {
     fn start(host: Host, env: &[(&str, &str)]) -> Result<Srv, (Host, String)> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stasis"));
@@ -114,14 +110,14 @@ impl Srv {
 
     /// `wrap`: the program (with its args) that execs `stasis serve ...` appended to it.
     fn spawn(host: Host, env: &[(&str, &str)], mut cmd: Command) -> Result<Srv, (Host, String)> {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        // Port 0: the kernel picks, the log says which (see common::Server::start_with_agent).
         let logp = host.data_dir.join("serve.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&logp).unwrap();
+        let before = log.metadata().unwrap().len() as usize;
         if cmd.get_program() != env!("CARGO_BIN_EXE_stasis") {
             cmd.arg(env!("CARGO_BIN_EXE_stasis"));
         }
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", API_KEY])
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--api-key", API_KEY])
             .env("STASIS_DATA_DIR", &host.data_dir)
             .env("STASIS_AGENT", agent_binary())
             .envs(env.iter().copied())
@@ -131,8 +127,10 @@ impl Srv {
         let mut child = cmd.spawn().expect("start stasis serve");
         let start = Instant::now();
         loop {
-            if common::listening(("127.0.0.1", port)) {
-                return Ok(Srv { host: Some(host), url, child });
+            let log = std::fs::read(&logp).unwrap_or_default();
+            let port = common::serving_port(&String::from_utf8_lossy(log.get(before..).unwrap_or_default()));
+            if let Some(port) = port.filter(|p| common::listening(("127.0.0.1", *p))) {
+                return Ok(Srv { host: Some(host), url: format!("http://127.0.0.1:{port}"), child });
             }
             if let Ok(Some(st)) = child.try_wait() {
                 let log = std::fs::read_to_string(&logp).unwrap_or_default();

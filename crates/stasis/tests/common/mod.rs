@@ -223,6 +223,13 @@ pub struct Server {
     child: std::process::Child,
 }
 
+/// The port of serve's last "serving on http://127.0.0.1:PORT" log line (colours or not).
+pub fn serving_port(log: &str) -> Option<u16> {
+    let rest = log.rsplit("serving on http://").next().filter(|_| log.contains("serving on http://"))?;
+    let addr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    addr.rsplit(':').next()?.parse().ok().filter(|p| *p != 0)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -238,8 +245,12 @@ impl Server {
     }
 
     /// [`Server::start_on`] with another agent binary (an older release's).
+    /// Port 0: the server binds a port the kernel picks and the test reads it from the
+    /// server's log. Picking a free port first and passing it races with every other
+    /// test picking ports at the same time: a port freed by one probe can be taken by
+    /// another server before this one binds it (seen in CI: a first request reset).
     pub fn start_with_agent(host: Host, extra: &[&str], agent: &Path) -> Self {
-        Self::start_at(host, free_port(), extra, agent)
+        Self::start_at(host, 0, extra, agent)
     }
 
     /// [`Server::start_with_agent`] on a given port (a cluster node advertises its URL).
@@ -248,8 +259,8 @@ impl Server {
     }
 
     /// [`Server::start_at`] with more environment (an object store's URL and credentials).
+    /// `port` 0: whatever port the server binds (see [`Server::start_with_agent`]).
     pub fn start_at_env(host: Host, port: u16, extra: &[&str], agent: &Path, env: &[(String, String)]) -> Self {
-        let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(host.data_dir.join("serve.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stasis"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--api-key", API_KEY])
@@ -261,11 +272,18 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("start stasis serve");
-        let s = Server { host, url, child };
+        let mut s = Server { host, url: String::new(), child };
         // A start recovers what the last daemon left (it may wait for a CRIU it left
         // running) before it listens: on a loaded 2-core host that can pass 20 s.
-        let up = wait_within(std::time::Duration::from_secs(90), || listening(("127.0.0.1", port)));
+        let mut bound = (port != 0).then_some(port);
+        let up = wait_within(std::time::Duration::from_secs(90), || {
+            if bound.is_none() {
+                bound = serving_port(&s.log());
+            }
+            bound.is_some_and(|p| listening(("127.0.0.1", p)))
+        });
         assert!(up, "stasis serve did not listen within 90 s; its log:\n{}", s.log());
+        s.url = format!("http://127.0.0.1:{}", bound.unwrap());
         s
     }
 

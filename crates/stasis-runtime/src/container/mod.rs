@@ -123,6 +123,11 @@ impl ContainerConfig {
         std::env::var("STASIS_DISK_RESERVE").ok().and_then(|v| space::parse_size(&v).ok()).unwrap_or(1 << 30)
     }
 
+    /// The disk pool unless `$STASIS_DISK_POOL` is `0` (to measure or rule it out).
+    pub fn default_disk_pool() -> bool {
+        std::env::var("STASIS_DISK_POOL").map_or(true, |v| v.trim() != "0")
+    }
+
     pub fn default_agent_binary() -> PathBuf {
         std::env::var_os("STASIS_AGENT")
             .map(PathBuf::from)

@@ -11,7 +11,7 @@
 //!   on a condition variable (no timer, no polling; an idle host pays nothing). Its
 //!   target for a size is the number of creates of that size in the last
 //!   [`WINDOW`] (at least 1, at most [`MAX_PER_SIZE`]); a size nobody created lately is
-//!   not refilled. It runs at nice 10, one mkfs at a time, and never cuts into the
+//!   not refilled. It runs at nice 10 in the idle I/O class, one mkfs at a time, and never cuts into the
 //!   host's disk reserve (`space.rs`).
 //! - A restarted daemon keeps the entries that are whole (this format's name, the length
 //!   of its size, an ext4 superblock) and deletes the rest: a `.tmp` a dead daemon was
@@ -191,8 +191,17 @@ fn adopt(dir: &Path) -> HashMap<u64, Vec<PathBuf>> {
 /// The refill thread: sleeps until a create leaves a size short, formats one entry,
 /// looks again.
 fn refill(shared: &Shared) {
-    // SAFETY: setpriority on this thread; mkfs inherits it.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    // Behind every create, for the CPU and the disk: nice 10 and the idle I/O class, on
+    // this thread (mkfs inherits both): a refill's writes and flush must not hold up the
+    // next create's mounts.
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    // SAFETY: setpriority and ioprio_set on this thread only.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid as libc::c_long, IOPRIO_CLASS_IDLE << 13);
+    }
     loop {
         let size = {
             let mut st = shared.state.lock().unwrap();

@@ -254,7 +254,14 @@ mod tests {
     #[test]
     fn entry_names_carry_format_and_size() {
         assert_eq!(size_of_name("v1-256m-0a1b.img"), Some(256));
-        for bad in ["v1-256m-0a1b.img.tmp", "v0-256m-0a1b.img", "v1-0m-ab.img", "v1-256m-.img", "v1-x-ab.img", "v1-256m-zz.img"] {
+        for bad in [
+            "v1-256m-0a1b.img.tmp",
+            "v0-256m-0a1b.img",
+            "v1-0m-ab.img",
+            "v1-256m-.img",
+            "v1-x-ab.img",
+            "v1-256m-zz.img",
+        ] {
             assert_eq!(size_of_name(bad), None, "{bad}");
         }
     }

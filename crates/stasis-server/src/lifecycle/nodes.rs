@@ -141,10 +141,8 @@ pub fn place(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Option<&NodeRo
 /// Every node that can take a new sandbox, best first (as [`place`] ranks them): the
 /// next one is tried when the best does not answer (killed, its lease not over yet).
 pub fn placement_order(nodes: &[NodeRow], now: stasis_store::UnixMillis) -> Vec<&NodeRow> {
-    let mut v: Vec<&NodeRow> = nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Active && n.lease_until >= now && n.free.disk_mb > 0)
-        .collect();
+    let mut v: Vec<&NodeRow> =
+        nodes.iter().filter(|n| n.state == NodeState::Active && n.lease_until >= now && n.free.disk_mb > 0).collect();
     let rank = |n: &NodeRow| (n.free.memory_mb, n.free.cpu_count, n.free.disk_mb);
     v.sort_by(|a, b| rank(b).cmp(&rank(a)).then_with(|| a.id.cmp(&b.id)));
     v

@@ -180,6 +180,40 @@ def server_pause_phases(log_path, sid):
     return out
 
 
+def server_boot_phases(log_path, sids):
+    """{phase: [ms, ...]} of the boots of `sids` the server logged ("sandbox booted:"
+    lines: the runtime's per-phase timings of a create, issue 19)."""
+    out = {}
+    try:
+        with open(log_path, errors="replace") as f:
+            for line in f:
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                if "sandbox booted:" not in line or not any(s in line for s in sids):
+                    continue
+                for k, v in re.findall(r" ([a-z_]+)=([0-9.]+)\b", line.split("sandbox booted:", 1)[1]):
+                    if k != "sandbox":
+                        out.setdefault(k, []).append(float(v))
+                if "pooled_disk=true" in line:
+                    out.setdefault("pooled_disk", []).append(1.0)
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def boot_phase_lines(phases):
+    """Markdown rows: the median, min and max of each create phase (ms)."""
+    if not phases:
+        return ["(no \"sandbox booted:\" lines in the server's log: a build from before issue 19's timings)"]
+    n = len(phases.get("total", []))
+    rows = [f"Where a create's time goes (runtime's log, {n} creates, ms; "
+            f"disk from the pool: {len(phases.get('pooled_disk', []))}):", "",
+            "| phase | median | min | max |", "|---|---|---|---|"]
+    for k, xs in phases.items():
+        if k != "pooled_disk":
+            rows.append(f"| {k} | {statistics.median(xs):.1f} | {min(xs):.1f} | {max(xs):.1f} |")
+    return rows
+
+
 def wait_rss(pids_cg, size, within=180):
     """Waits until the processes of the cgroup hold >= size MiB resident."""
     t0 = time.time()
@@ -703,6 +737,7 @@ def density(st, n, parallel):
             sbxs.append((dt, sbx))
             st.created.add(sbx["sandboxID"])
     create_total = t_now() - t0
+    boot_phases = server_boot_phases(os.path.join(st.dir, "serve.log"), [s["sandboxID"] for _, s in sbxs])
     # Everyone answers.
     with ThreadPoolExecutor(parallel) as ex:
         outs = list(ex.map(lambda s: client().run(s[1], "echo hi").strip(), sbxs))
@@ -752,6 +787,8 @@ def density(st, n, parallel):
         f"- host MemAvailable: {avail0:.0f} MiB before, {avail1:.0f} MiB with {n} running "
         f"({(avail1 - avail0) / n:+.1f} MiB per sandbox; host-wide), {avail2:.0f} MiB with all paused",
         f"- after pausing all: sandboxes with a cgroup or process left: {sum(1 for m in left if m)}",
+        "",
+        *boot_phase_lines(boot_phases),
     ]
     return "\n".join(lines)
 

@@ -192,6 +192,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle, cluste
             sink: egress_tx,
             ca_pem: egress_ca.pem().to_string(),
         }),
+        disk_pool: ContainerConfig::default_disk_pool(),
     })
     .context("start the container runtime")?;
     if let Some(o) = &cfg.object_store {

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 
 use stasis_proto::agent::BootConfig;
 
-use super::fs::mount_fs;
+use super::fs::{mount_disk, mount_root};
 use super::layout::SandboxDir;
+use super::phases::Phases;
 use super::record::{self, Record};
 use super::snapshot::Limits;
 use super::template::Template;
-use super::{agent_layer, boot, network, random_hex, volumes, Inner};
+use super::{agent_layer, boot, disk, network, random_hex, volumes, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{SandboxSpec, SandboxState};
 
@@ -86,6 +87,7 @@ impl Inner {
         template: &Template,
         ids: Ids,
     ) -> Result<()> {
+        let mut phases = Phases::new();
         super::space::check(&self.layout.sandboxes(), self.disk_reserve, "create", super::space::CREATE_BYTES)?;
         let agent_layer = self.agent_layer()?;
         std::fs::create_dir_all(dir.path()).ctx(|| format!("create {}", dir.path().display()))?;
@@ -110,18 +112,38 @@ impl Inner {
             start: template.start.clone(),
             id_base,
         };
-        self.boot(&mut rec, dir)
+        phases.mark("prepare");
+        self.boot_timed(&mut rec, dir, phases)
     }
 
     /// Boots the sandbox of `rec` on its writable layer (a new boot: new boot id, no
     /// processes) and records it as running.
     pub(super) fn boot(&self, rec: &mut Record, dir: &SandboxDir) -> Result<()> {
+        self.boot_timed(rec, dir, Phases::new())
+    }
+
+    /// [`Inner::boot`], its phases timed for the log line that says it booted.
+    fn boot_timed(&self, rec: &mut Record, dir: &SandboxDir, mut phases: Phases) -> Result<()> {
         let id = rec.id.clone();
         let id = id.as_str();
         self.cgroups.create(id, &rec.spec)?;
-        mount_fs(rec, dir, &self.layout)?;
+        phases.mark("cgroups");
+        let image = dir.disk_image();
+        let mut pooled = false;
+        if rec.spec.disk_mb > 0 && !image.exists() {
+            pooled = self.disk_pool.take(rec.spec.disk_mb, &image);
+            if !pooled {
+                disk::make(&image, rec.spec.disk_mb)?;
+            }
+        }
+        phases.mark("disk_image");
+        mount_disk(rec, dir)?;
+        phases.mark("disk_mount");
+        mount_root(rec, dir, &self.layout)?;
+        phases.mark("overlay");
         rec.boot_id = random_hex(16);
         let net = self.network_up(rec)?;
+        phases.mark("network");
         let cfg = BootConfig {
             sandbox_id: id.to_string(),
             rootfs: dir.rootfs().display().to_string(),
@@ -143,10 +165,18 @@ impl Inner {
                 return Err(e);
             }
         };
+        let mut moved = std::time::Duration::ZERO;
         let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), rec.ids(), |pid| match &net {
-            Some(n) => network::move_into(n, pid),
+            Some(n) => {
+                let t = std::time::Instant::now();
+                let r = network::move_into(n, pid);
+                moved = t.elapsed();
+                r
+            }
             None => Ok(()),
         });
+        phases.mark("boot");
+        phases.split_last("net_move", moved);
         // The sandbox's namespace has its own copies of the volume mounts by now.
         volumes::unbind(&bound);
         let pid = match booted {
@@ -165,6 +195,8 @@ impl Inner {
         rec.store(&dir.record())?;
         // Held and watched from now on.
         self.init_of(rec)?;
+        phases.mark("record");
+        tracing::info!(sandbox = %id, pooled_disk = pooled, "sandbox booted: {}", phases.summary());
         Ok(())
     }
 }

@@ -133,29 +133,50 @@ pub fn mount(image: &Path, mount_point: &Path, size_mb: u64) -> Result<()> {
     wait_released(image, MOUNT_WAIT)?;
     std::fs::create_dir_all(mount_point)
         .map_err(|e| RuntimeError::Io { context: format!("create {}", mount_point.display()), source: e })?;
-    if !image.exists() {
-        let tmp = image.with_extension("img.tmp");
-        // Root only: it is the sandbox's whole filesystem.
-        let f = std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true),
-            0o600,
-        )
-        .open(&tmp)
-        .map_err(|e| RuntimeError::Io { context: format!("create {}", tmp.display()), source: e })?;
-        f.set_len(size_mb << 20).map_err(|e| RuntimeError::Io { context: "size the disk image".into(), source: e })?;
-        drop(f);
-        // Lazy inode/journal init keeps mkfs at ~15 ms; no reserved blocks (the sandbox's
-        // root owns the whole disk).
-        run(
-            "mkfs.ext4 sandbox disk",
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
-                .arg(&tmp),
-        )?;
-        std::fs::rename(&tmp, image)
-            .map_err(|e| RuntimeError::Io { context: "commit the disk image".into(), source: e })?;
-    }
+    make(image, size_mb)?;
     run("mount sandbox disk", Command::new("mount").args(["-o", "loop,noatime"]).arg(image).arg(mount_point))
+}
+
+/// Makes the image of `size_mb` MiB at `image` unless it exists (written beside it and
+/// renamed, so an image that exists is whole).
+pub fn make(image: &Path, size_mb: u64) -> Result<()> {
+    if image.exists() {
+        return Ok(());
+    }
+    let tmp = image.with_extension("img.tmp");
+    format(&tmp, size_mb)?;
+    std::fs::rename(&tmp, image).map_err(|e| RuntimeError::Io { context: "commit the disk image".into(), source: e })
+}
+
+/// Writes an empty ext4 filesystem of `size_mb` MiB as the sparse file `path` (replaced
+/// if it exists). The one recipe of a sandbox disk: a fresh one and a pool's
+/// (`disk_pool.rs`) are the same bytes but for the filesystem's UUID and times.
+pub fn format(path: &Path, size_mb: u64) -> Result<()> {
+    // Root only: it is the sandbox's whole filesystem.
+    let f = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true),
+        0o600,
+    )
+    .open(path)
+    .map_err(|e| RuntimeError::Io { context: format!("create {}", path.display()), source: e })?;
+    f.set_len(size_mb << 20).map_err(|e| RuntimeError::Io { context: "size the disk image".into(), source: e })?;
+    drop(f);
+    // Lazy inode/journal init keeps mkfs at ~15 ms; no reserved blocks (the sandbox's
+    // root owns the whole disk).
+    run(
+        "mkfs.ext4 sandbox disk",
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
+            .arg(path),
+    )
+}
+
+/// True if `path` holds an ext4 superblock (its magic at byte 1024 + 56): a whole
+/// `format`, not a file cut short.
+pub fn has_ext4_superblock(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path).and_then(|f| f.read_exact_at(&mut magic, 1024 + 56)).is_ok() && magic == [0x53, 0xef]
 }
 
 /// Unmounts the disk and waits until its filesystem is really gone.

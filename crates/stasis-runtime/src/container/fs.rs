@@ -11,9 +11,21 @@ use crate::error::{IoContext, Result};
 /// Mounts the sandbox's disk (when it has a size) and its root overlay on it, over the
 /// lower layers its record names, found where they are now (`Layout::lower_now`).
 pub(super) fn mount_fs(rec: &Record, dir: &SandboxDir, layout: &Layout) -> Result<()> {
+    mount_disk(rec, dir)?;
+    mount_root(rec, dir, layout)
+}
+
+/// Mounts the sandbox's disk, if it has a size (its image made first if missing).
+pub(super) fn mount_disk(rec: &Record, dir: &SandboxDir) -> Result<()> {
     if rec.spec.disk_mb > 0 {
         disk::mount(&dir.disk_image(), &dir.disk(), rec.spec.disk_mb)?;
     }
+    Ok(())
+}
+
+/// Mounts the root overlay on the sandbox's disk (or its directory): its writable layer
+/// made on first use, its lowers idmapped into the sandbox's id range.
+pub(super) fn mount_root(rec: &Record, dir: &SandboxDir, layout: &Layout) -> Result<()> {
     if !dir.upper().exists() {
         std::fs::create_dir_all(dir.upper()).ctx(|| format!("create {}", dir.upper().display()))?;
         idmap::chown_to_sandbox_root(&dir.upper(), rec.ids()).ctx(|| "chown upper".into())?;

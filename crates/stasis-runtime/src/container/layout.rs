@@ -14,6 +14,7 @@
 //! DATA/snapshots/SID/images         its memory images (memory snapshots only)
 //! DATA/snapshots/SID/snapshot.json  what it was made from
 //! DATA/volumes/VID                  a volume's files (bind-mounted into sandboxes)
+//! DATA/disk-pool/v1-SIZEm-RAND.img  ready sandbox disks, formatted ahead (`disk_pool.rs`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,12 @@ impl Layout {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Ready sandbox disks (`disk_pool.rs`): on the sandboxes' filesystem, so handing one
+    /// out is a rename.
+    pub fn disk_pool(&self) -> PathBuf {
+        self.root.join("disk-pool")
     }
 
     pub fn templates(&self) -> PathBuf {

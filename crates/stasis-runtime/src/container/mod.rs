@@ -21,7 +21,8 @@
 //! | `template_tags.rs` | tags: which build (version) each `NAME:TAG` names; retiring untagged versions |
 //! | `handover.rs` | a restored agent's new token and environment (`/init`) |
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
-//! | `fs.rs`, `sandbox_net.rs`, `progress.rs` | the glue those share: mounts, network, progress |
+//! | `fs.rs`, `sandbox_net.rs`, `progress.rs`, `phases.rs` | the glue those share: mounts, network, progress, a create's timings |
+//! | `disk_pool.rs` | ready sandbox disks, formatted ahead of creates |
 //! | `egress.rs`, `trust.rs` | the egress proxy's listener in each gateway namespace; its CA in the sandbox's trust store |
 //! | `volumes.rs` | volumes: their directories, mounts at boot, CRIU's external mounts |
 //! | `hot_mounts.rs` | volumes mounted into and unmounted from a running sandbox |
@@ -38,6 +39,7 @@ mod checksum;
 mod create;
 pub(crate) mod criu;
 mod disk;
+mod disk_pool;
 pub mod egress;
 mod flush;
 mod format;
@@ -56,6 +58,7 @@ mod oci_image;
 pub mod overlay;
 mod pause;
 mod perms;
+mod phases;
 mod progress;
 mod record;
 mod recover;
@@ -108,6 +111,9 @@ pub struct ContainerConfig {
     /// The egress proxy sandboxes with `network.rules` send their HTTPS through
     /// (`egress.rs`); `None`: such sandboxes are refused.
     pub egress: Option<egress::EgressConfig>,
+    /// Keep a pool of ready sandbox disks, formatted in the background (`disk_pool.rs`):
+    /// for a daemon; a one-shot `stasis runtime` process would only leave half-made ones.
+    pub disk_pool: bool,
 }
 
 impl ContainerConfig {
@@ -115,6 +121,11 @@ impl ContainerConfig {
     /// `$STASIS_DISK_RESERVE` (a size: 10GiB, 512M...), else 1 GiB.
     pub fn default_disk_reserve() -> u64 {
         std::env::var("STASIS_DISK_RESERVE").ok().and_then(|v| space::parse_size(&v).ok()).unwrap_or(1 << 30)
+    }
+
+    /// The disk pool unless `$STASIS_DISK_POOL` is `0` (to measure or rule it out).
+    pub fn default_disk_pool() -> bool {
+        std::env::var("STASIS_DISK_POOL").map_or(true, |v| v.trim() != "0")
     }
 
     pub fn default_agent_binary() -> PathBuf {
@@ -176,6 +187,8 @@ struct Inner {
     egress: Option<egress::EgressConfig>,
     /// The open egress listeners, by sandbox.
     egress_listeners: Mutex<HashMap<String, egress::Listener>>,
+    /// Ready sandbox disks (`disk_pool.rs`).
+    disk_pool: disk_pool::DiskPool,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -210,6 +223,11 @@ impl ContainerRuntime {
         let remote = config.object_store.as_ref().map(crate::objstore::Remote::connect).transpose()?.map(Arc::new);
         let id_ranges = id_ranges::IdRanges::host();
         reclaim_id_ranges(&layout, &id_ranges);
+        let disk_pool = if config.disk_pool {
+            disk_pool::DiskPool::open(layout.disk_pool(), config.disk_reserve)
+        } else {
+            disk_pool::DiskPool::disabled()
+        };
         Ok(Self {
             inner: Arc::new_cyclic(|me| Inner {
                 layout,
@@ -237,6 +255,7 @@ impl ContainerRuntime {
                 remote,
                 share_layers: config.share_layers,
                 id_ranges,
+                disk_pool,
             }),
         })
     }

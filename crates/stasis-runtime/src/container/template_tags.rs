@@ -326,6 +326,7 @@ mod store_tests {
             object_store: None,
             share_layers: false,
             egress: None,
+            disk_pool: false,
         };
         match ContainerRuntime::new(config) {
             Ok(rt) => Some(rt),

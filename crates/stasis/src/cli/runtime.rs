@@ -119,6 +119,8 @@ pub async fn run(args: Args) -> u8 {
         object_store,
         share_layers: false,
         egress: None,
+        // One operation per process: a background refill would die with it.
+        disk_pool: false,
     }) {
         Ok(rt) => rt,
         Err(e) => {

@@ -98,20 +98,33 @@ def test_a_drain_pauses_its_node_and_its_sandboxes_resume_elsewhere(cluster):
     assert {node_of(cluster, s.sandbox_id) for s in made} == {"a"}
     for s in made:
         s.files.write("/home/user/who", s.sandbox_id)
+    # A fork's lower layer is its snapshot's, on a: it is paused by the drain but cannot move.
+    fork = made[0].fork(count=1, timeout=600)[0]
+    assert node_of(cluster, fork.sandbox_id) == "a"
     assert c.cli("node", "drain", "a")["state"] == "draining"
 
     def all_paused():
-        return all(Sandbox.get_info(s.sandbox_id, **b.api).state.value == "paused" for s in made)
+        return all(Sandbox.get_info(s.sandbox_id, **b.api).state.value == "paused" for s in made + [fork])
     wait("node a to pause what it runs", all_paused, limit=120, every=0.5)
     other = Sandbox.create(timeout=300, **a.api)
     assert node_of(cluster, other.sandbox_id) != "a", "no placement on a draining node"
-    for s in made:
-        back = Sandbox.connect(s.sandbox_id, **a.api)
+    # Through the draining node itself too: it places the resume elsewhere.
+    for s, via in zip(made, (a, b)):
+        back = Sandbox.connect(s.sandbox_id, **via.api)
         assert node_of(cluster, s.sandbox_id) in ("b", "c")
         assert back.files.read("/home/user/who") == s.sandbox_id
         Sandbox.kill(s.sandbox_id, **b.api)
+    with pytest.raises(Exception) as refused:
+        Sandbox.connect(fork.sandbox_id, **b.api)
+    assert "resumes only there" in str(refused.value), refused.value
+    assert node_of(cluster, fork.sandbox_id) == "a"
     Sandbox.kill(other.sandbox_id, **b.api)
     b.cli("node", "activate", "a")
+    # Once a is active again the fork resumes there, with its source's files.
+    back = Sandbox.connect(fork.sandbox_id, **c.api)
+    assert node_of(cluster, fork.sandbox_id) == "a"
+    assert back.files.read("/home/user/who") == made[0].sandbox_id
+    Sandbox.kill(fork.sandbox_id, **b.api)
 
 
 def test_a_killed_node_loses_its_running_sandboxes_and_its_paused_ones_resume_elsewhere(cluster):

@@ -61,6 +61,10 @@ pub enum RuntimeError {
     /// what was being done and what became of the sandbox.
     #[error("object store: {0}")]
     ObjectStore(String),
+    /// A paused sandbox that cannot move to this node (a takeover); the message says why
+    /// and where it can resume.
+    #[error("{0}")]
+    Immovable(String),
     #[error("data dir {} is in use by {holder}: stop it first, or use another --data-dir", dir.display())]
     DataDirInUse { dir: std::path::PathBuf, holder: String },
     #[error("{context}: {source}")]

@@ -283,6 +283,18 @@ impl Inner {
         if map.record.id != id || map.record.state != SandboxState::Paused {
             return Err(bad(format!("the set is of {} in state {:?}", map.record.id, map.record.state)));
         }
+        // A snapshot's layer (a sandbox made from a snapshot, a fork, a copy of a warm
+        // template) is on the node that took it: a same-named one here is another capture
+        // (a warm template's is made by each node), with other files under the same
+        // processes. Such a sandbox resumes only where it was paused (docs/architecture.md).
+        let snapshots = Path::new(&map.data_dir).join("snapshots");
+        if let Some(l) = map.record.lower_dirs.iter().find(|l| Path::new(l).starts_with(&snapshots)) {
+            let snap = Path::new(l).strip_prefix(&snapshots).ok().and_then(|r| r.iter().next());
+            return Err(RuntimeError::Immovable(format!(
+                "sandbox {id} was made from snapshot {} (a fork, a snapshot or a warm template), whose layer is on the node that paused it: it resumes only there (activate that node, or wait for it to come back)",
+                snap.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            )));
+        }
         // The disk: sparse, its data written back at its offsets.
         let image = staging.join("disk.img");
         let data = File::open(set.join(DATA)).ctx(|| "open the layer data".into())?;

@@ -44,6 +44,7 @@ impl From<RuntimeError> for LifecycleError {
                 LifecycleError::BadRequest(e.to_string())
             }
             RuntimeError::Volume(m) => LifecycleError::BadRequest(m),
+            RuntimeError::Immovable(m) => LifecycleError::Conflict(m),
             other => LifecycleError::Runtime(other),
         }
     }

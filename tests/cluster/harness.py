@@ -201,11 +201,20 @@ class Cluster:
         self.object_store = f"s3://{BUCKET}/cluster?endpoint={self.s3['endpoint']}&region=us-east-1"
 
     # -------------------------------------------------------------- nodes
-    def add_node(self, name, extra=()):
+    def add_node(self, name, extra=(), templates=(), volumes=None):
+        """`templates`: more of the host's templates (names in the base template's dir) the
+        node has, as every node of a real cluster has what setup built. `volumes`: a dir
+        every node shares as DATA/volumes (a cluster's volumes live on a shared
+        filesystem: docs/architecture.md)."""
         data = os.path.join(self.work, name)
         os.makedirs(os.path.join(data, "templates"))
         os.chmod(data, 0o711)
         os.symlink(TEMPLATE_BASE, os.path.join(data, "templates", "base"))
+        for t in templates:
+            os.symlink(os.path.join(os.path.dirname(TEMPLATE_BASE), t), os.path.join(data, "templates", t))
+        if volumes is not None:
+            os.makedirs(volumes, exist_ok=True)
+            os.symlink(volumes, os.path.join(data, "volumes"))
         # The nodes of a cluster share the checkpoint key (it signs the images' and layers'
         # manifests): the first node makes it, the others get a copy before they start.
         first = next(iter(self.nodes.values()), None)

@@ -14,7 +14,6 @@ import os
 import pytest
 
 from model.drive import config_from_env, report, run_ops
-from model.ops import generate
 from model.server import preflight
 
 if os.environ.get("MODEL_SEED"):
@@ -39,7 +38,7 @@ def test_model(seed):
     def say(line=""):
         print(line, flush=True)
 
-    ops = generate(seed, cfg.ops, cfg.weights, cfg.as_choices)
+    ops = cfg.generate(seed)
     res = run_ops(ops, cfg)
     f = res.failure
     if f is None and not res.leaks:

@@ -76,6 +76,10 @@ impl Lifecycle {
             if let Err(b) = back {
                 tracing::error!(sandbox = %id, "a failed takeover could not hand the row back: {b}");
             }
+            // Not a failure of the sandbox: it resumes where it was paused (a 409 saying so).
+            if let RuntimeError::Immovable(_) = e {
+                return Err(e.into());
+            }
             return Err(self.record_failure(&id, Operation::Resume, e.into()).await);
         }
         self.resumed(&id, started, timeout_secs, memory, &format!("{why}, taken over from node {old}")).await

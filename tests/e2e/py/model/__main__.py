@@ -6,7 +6,7 @@
   python -m model --soak 30m              # fresh seeds until the time is up, then a summary
   python -m model --plan --seed 7 --ops 40   # only print the sequence a seed generates
 
-Env: MODEL_SEED, MODEL_OPS, MODEL_SHRINK_SECS (300), MODEL_WEIGHTS ("kind=w,..."; 0
+Env: MODEL_SEED, MODEL_OPS, MODEL_CLUSTER (N: on N nodes of a local cluster, model/cluster.py), MODEL_SHRINK_SECS (300), MODEL_WEIGHTS ("kind=w,..."; 0
 disables a kind), MODEL_USERS ("default,user,root"), MODEL_VERBOSE=1 (print each op as it
 runs), MODEL_OUT (where shrunk sequences are written, /tmp/stasis-model), STASIS_BIN,
 STASIS_AGENT. Exit status: 0 all passed, 1 a failure, 2 cannot run here.
@@ -16,7 +16,7 @@ import os
 import sys
 
 from .drive import config_from_env, load_ops, parse_duration, replay, run_seed, soak
-from .ops import describe, generate
+from .ops import describe
 from .server import preflight
 
 
@@ -36,7 +36,7 @@ def main(argv=None):
 
     if a.plan:
         s = seed if seed is not None else 1
-        for i, op in enumerate(generate(s, cfg.ops, cfg.weights, cfg.as_choices)):
+        for i, op in enumerate(cfg.generate(s)):
             print(f"{i:>4}. {describe(op)}")
         return 0
     why = preflight()

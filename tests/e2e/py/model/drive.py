@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .ops import AS_CHOICES, DEFAULT_WEIGHTS, EGRESS_KINDS, KINDS, describe, generate, parse_weights
+from .ops import AS_CHOICES, DEFAULT_WEIGHTS, EGRESS_KINDS, KINDS, NODE_KINDS, describe, generate, parse_weights
 from .runner import Result, Runner
 from .shrink import render, shrink
 
@@ -23,6 +23,10 @@ class Config:
     weights: Optional[Dict[str, int]] = None
     as_choices: tuple = AS_CHOICES
     verbose: bool = False
+    cluster: int = 0  # MODEL_CLUSTER: that many nodes (model/cluster.py), 0: one server
+
+    def generate(self, seed):
+        return generate(seed, self.ops, self.weights, self.as_choices, self.cluster)
 
 
 @dataclass
@@ -39,6 +43,11 @@ class Report:
         return self.result.failure is None and not self.result.leaks
 
 
+# The weights a cluster run changes (MODEL_WEIGHTS still overrides each).
+CLUSTER_WEIGHTS = {"restart": 0, "tpl_build": 0, "tpl_delete": 0, "tpl_tag": 0, "tpl_untag": 0,
+                   "node_drain": 2, "node_kill": 2}
+
+
 def config_from_env(**over) -> Config:
     c = Config()
     if os.environ.get("MODEL_OPS"):
@@ -50,6 +59,17 @@ def config_from_env(**over) -> Config:
     if os.environ.get("MODEL_USERS"):
         c.as_choices = tuple(u.strip() for u in os.environ["MODEL_USERS"].split(",") if u.strip())
     c.verbose = os.environ.get("MODEL_VERBOSE", "") == "1"
+    c.cluster = int(os.environ.get("MODEL_CLUSTER") or 0)
+    c.weights = dict(c.weights or DEFAULT_WEIGHTS)
+    if c.cluster:
+        # Restarts are per node there (node_kill); custom templates are built on the node
+        # that receives the build and live there only (docs/architecture.md "Cluster").
+        for kind, w in CLUSTER_WEIGHTS.items():
+            if not os.environ.get("MODEL_WEIGHTS") or f"{kind}=" not in os.environ["MODEL_WEIGHTS"]:
+                c.weights[kind] = w
+    else:
+        for kind in NODE_KINDS:
+            c.weights[kind] = 0
     if not os.environ.get("E2E_EGRESS_ADDR"):
         # The egress ops need run.sh's HTTPS echo (tests/e2e/egress): without it they are off.
         c.weights = dict(c.weights or DEFAULT_WEIGHTS)
@@ -67,12 +87,15 @@ def _tag():
 
 def run_ops(ops, cfg: Config, label="model", keep=True, deadline=None) -> Result:
     """Runs `ops` on a fresh server; its data dir and log are kept on a failure when `keep`."""
-    return Runner(_tag(), label=label, verbose=cfg.verbose).run(ops, keep_server_on_failure=keep, deadline=deadline)
+    return Runner(_tag(), label=label, verbose=cfg.verbose, nodes=cfg.cluster).run(ops, keep_server_on_failure=keep,
+                                                                                    deadline=deadline)
 
 
 def _replay_lines(seed, n_ops, shrunk_file, cfg: Config):
     lines = []
     binenv = "".join(f" {v}={os.environ[v]}" for v in ("STASIS_BIN", "STASIS_AGENT") if os.environ.get(v))
+    if cfg.cluster:
+        binenv += f" MODEL_CLUSTER={cfg.cluster}"
     if shrunk_file:
         lines.append(f"  replay the shrunk sequence: cd tests/e2e/py && sudo{binenv} ../.venv/bin/python -m model --replay {shrunk_file}")
     if seed is not None:
@@ -135,7 +158,7 @@ def report(seed, ops, cfg: Config, res: Result, do_shrink=True, say=print) -> Re
 
 
 def run_seed(seed: int, cfg: Config, do_shrink=True, say=print) -> Report:
-    ops = generate(seed, cfg.ops, cfg.weights, cfg.as_choices)
+    ops = cfg.generate(seed)
     res = run_ops(ops, cfg)
     rep = report(seed, ops, cfg, res, do_shrink, say)
     if rep.ok:
@@ -185,7 +208,7 @@ def soak(seconds: float, cfg: Config, say=print) -> int:
     executed = 0
     while time.monotonic() < end:
         seed = int.from_bytes(os.urandom(4), "big")
-        ops = generate(seed, cfg.ops, cfg.weights, cfg.as_choices)
+        ops = cfg.generate(seed)
         left = end - time.monotonic()
         say(f"== soak: seed {seed} ({cfg.ops} ops; {left:.0f}s left)")
         # A seed still running when the time is up stops between two ops.

@@ -269,7 +269,7 @@ class World:
             return True
         if k in ("commit", "reset", "net_update"):
             return op["s"] in self.sbs and (k != "commit" or (op["snap"] not in self.snaps and len(self.snaps) < MAX_SNAPS))
-        if k == "restart":
+        if k in ("restart", "node_drain", "node_kill"):
             return True
         if k == "sdk_list":
             return True
@@ -499,7 +499,10 @@ class World:
                     self.sbs[s].locked = set()
             self.pos = op["pos"]
         # read, exists, list, run_*, secret_query, pause_again, sdk_list, vol_check, mem_up: no
-        # effect on the model (mem_up's sizes are the runner's: it learns the default at create)
+        # effect on the model (mem_up's sizes are the runner's: it learns the default at create).
+        # node_drain, node_kill: which sandboxes they touch depends on placement, which only
+        # the run knows: the runner applies their effects to its own World (ops that are
+        # then not applicable are skipped, as in a replay).
 
     def vol_users(self, v):
         """Who keeps volume v from being deleted: the sandboxes (running or paused) that mount
@@ -530,7 +533,12 @@ def _size(n):
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} B"
 
 
-def describe(op) -> str:  # noqa: C901
+def describe(op) -> str:
+    """One op as a line of SDK-like code; in cluster mode, the node it goes through."""
+    return _describe(op) + (f"  @n{op['via']}" if "via" in op else "")
+
+
+def _describe(op) -> str:  # noqa: C901
     k, s = op["op"], f"s{op['s']}" if "s" in op else ""
     if k == "create":
         cls = "CodeInterpreter" if op.get("ci") else "Sandbox"
@@ -632,6 +640,11 @@ def describe(op) -> str:  # noqa: C901
     if k == "restart":
         nxt = " (next server: --pause-on-shutdown)" if op["pos"] else ""
         return f"daemon SIG{op['sig']} + restart{nxt}"
+    if k == "node_drain":
+        return f"node n{op['n']}: drain, connect its sandboxes through n{op['to']} (taken over), activate"
+    if k == "node_kill":
+        lease = ", its lease runs out (dead), its paused ones connected through n{}".format(op["to"]) if op["lease"] else ""
+        return f"node n{op['n']}: kill -9{lease}, restart"
     return repr(op)
 
 
@@ -658,9 +671,12 @@ DEFAULT_WEIGHTS = {
     "egress_set": 2, "egress_check": 2, "secret_update": 1,
     "mem_up": 1, "net_update": 2, "commit": 1, "reset": 1,
     "events": 1, "metrics": 1,
+    # Cluster mode only (MODEL_CLUSTER=N: drive.py turns them on and `restart` off).
+    "node_drain": 0, "node_kill": 0,
 }
 KINDS = tuple(DEFAULT_WEIGHTS)
 EGRESS_KINDS = ("egress_set", "egress_check", "secret_update")
+NODE_KINDS = ("node_drain", "node_kill")
 
 
 def parse_weights(spec: str) -> Dict[str, int]:
@@ -675,8 +691,9 @@ def parse_weights(spec: str) -> Dict[str, int]:
 
 
 class Generator:
-    def __init__(self, seed: int, weights=None, as_choices=AS_CHOICES):
+    def __init__(self, seed: int, weights=None, as_choices=AS_CHOICES, nodes=0):
         self.rng = random.Random(seed)
+        self.nodes = nodes  # MODEL_CLUSTER: each op names the node it goes through (`via`)
         self.w = World()
         self.weights = weights or dict(DEFAULT_WEIGHTS)
         self.as_choices = tuple(as_choices)
@@ -1086,6 +1103,21 @@ class Generator:
         return {"op": "fork", "s": sb.slot, "new": list(range(self.next_slot, self.next_slot + count)),
                 "timeout": self._timeout()}
 
+    def _other_node(self, n):
+        return (n + 1 + self.rng.randrange(self.nodes - 1)) % self.nodes
+
+    def b_node_drain(self):
+        if self.nodes < 2 or not self.w.running():
+            return None
+        n = self.rng.randrange(self.nodes)
+        return {"op": "node_drain", "n": n, "to": self._other_node(n)}
+
+    def b_node_kill(self):
+        if self.nodes < 2 or not self.w.sbs:
+            return None
+        n = self.rng.randrange(self.nodes)
+        return {"op": "node_kill", "n": n, "to": self._other_node(n), "lease": self.rng.random() < 0.5}
+
     def b_restart(self):
         if not self.w.sbs:
             return None
@@ -1097,6 +1129,8 @@ class Generator:
             k = self.rng.choices(kinds, weights=[self.weights[k] for k in kinds])[0]
             op = getattr(self, f"b_{k}")()
             if op:
+                if self.nodes:
+                    op["via"] = self.rng.randrange(self.nodes)
                 assert self.w.applicable(op), op
                 self.w.apply(op)
                 if op["op"] in ("create", "from_snapshot"):
@@ -1114,11 +1148,13 @@ class Generator:
         op = self.b_create()
         if op is None:
             raise RuntimeError("the generator is stuck: check MODEL_WEIGHTS")
+        if self.nodes:
+            op["via"] = self.rng.randrange(self.nodes)
         self.w.apply(op)
         self.next_slot += 1
         return op
 
 
-def generate(seed: int, n: int, weights=None, as_choices=AS_CHOICES) -> List[dict]:
-    g = Generator(seed, weights, as_choices)
+def generate(seed: int, n: int, weights=None, as_choices=AS_CHOICES, nodes=0) -> List[dict]:
+    g = Generator(seed, weights, as_choices, nodes)
     return [g.next() for _ in range(n)]

@@ -112,6 +112,11 @@ class Rt:
     bg_pid: Dict[int, int] = field(default_factory=dict)
     watch: object = None
     mem: int = 0  # the memory limit (MiB) getInfo must show: the default learnt at create + hotplugs
+    # A cluster run: its lower layer may be a snapshot's (a copy of a snapshot, a fork, a
+    # code interpreter started from its template's warm capture), so a takeover may be
+    # refused with a 409 saying it resumes only on its node; others must move.
+    pinned: bool = False
+    lost: int = 0  # "lost" events (error level) it must have: its node was declared dead
     # Events the sandbox's event log must hold exactly this many of (kinds only one op
     # makes; pauses and resumes also come from restarts and commits, so are not counted).
     ev: Dict[str, int] = field(default_factory=lambda: {"created": 1, "snapshot": 0, "network": 0, "memory": 0, "reset": 0, "volume": 0})
@@ -150,8 +155,9 @@ def _drain(pag):
 
 
 class Runner:
-    def __init__(self, tag: str, label="model", verbose=False):
+    def __init__(self, tag: str, label="model", verbose=False, nodes=0):
         self.tag = tag
+        self.nodes = nodes
         self.label = label
         self.verbose = verbose
         self.w = World()
@@ -168,7 +174,11 @@ class Runner:
     def run(self, ops, keep_server_on_failure=True, deadline=None) -> Result:
         """Runs `ops` on a fresh server (stopping early, between ops, at monotonic `deadline`)."""
         t0 = time.monotonic()
-        self.server = Server(self.label)
+        if self.nodes:
+            from .cluster import ClusterServer
+            self.server = ClusterServer(self.label, self.nodes)
+        else:
+            self.server = Server(self.label)
         failure = None
         executed = skipped = 0
         log_tail = ""
@@ -184,6 +194,8 @@ class Runner:
                     self.note(f"#{i:<4} skip (not applicable now): {describe(op)}")
                     continue
                 t = time.monotonic()
+                if self.nodes:
+                    self.server.via = op.get("via", 0) % self.nodes
                 try:
                     self.keepalive(i)
                     getattr(self, "op_" + op["op"])(op)
@@ -445,6 +457,7 @@ class Runner:
             kw["volume_mounts"] = {VOL_PATH: self.vols[op["vol"]].name}
         sbx = cls.create(timeout=op["timeout"], metadata=meta, **kw, **self.server.api)
         rt = self._new_rt(op["s"], sbx, op["timeout"])
+        rt.pinned = bool(op.get("ci"))
         self._make_areas(sbx)
         self.w.apply(op)
         rt.mem = Sandbox.get_info(sbx.sandbox_id, **self.server.api).memory_mb
@@ -689,6 +702,7 @@ class Runner:
         sbx = cls.create(template=snap_id, timeout=op["timeout"], metadata=self._meta(op["meta"]), **self.server.api)
         rt = self._new_rt(op["s"], sbx, op["timeout"])
         rt.inherit(src)
+        rt.pinned = True
         self.w.apply(op)
         self._info_check(op["s"], "running")
         self.full_check(op["s"], f"create from n{op['snap']}")
@@ -714,6 +728,7 @@ class Runner:
         for slot, f in zip(op["new"], results):
             new = self._new_rt(slot, f, op["timeout"])
             new.inherit(rt)
+            new.pinned = True
             forks.append(slot)
         self.w.apply(op)
         if not rt.sbx.is_running():
@@ -895,15 +910,21 @@ class Runner:
         got = {k: sum(1 for e in events if e["kind"] == k) for k in rt.ev}
         if got != rt.ev:
             raise Mismatch("events.count", f"s{op['s']}: {got}, model {rt.ev} (kinds: {[e['kind'] for e in events]})")
-        errors = [e for e in events if e["level"] == "error"]
+        lost = sum(1 for e in events if e["kind"] == "lost")
+        if lost != rt.lost:
+            raise Mismatch("events.lost", f"s{op['s']}: {lost} 'lost' events, model {rt.lost} (its node declared dead)")
+        errors = [e for e in events if e["level"] == "error" and e["kind"] != "lost"]
         if errors:
             raise Mismatch("events.error", f"s{op['s']}: {errors[:3]}")
 
     def op_metrics(self, op):
         """`/metrics` (Prometheus text): `stasis_sandboxes` by state is the model's census."""
-        req = urllib.request.Request(self.server.url + "/metrics", headers={"X-API-KEY": self.server.key})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            text = r.read().decode()
+        # A cluster: each node counts its own sandboxes; the census is their sum.
+        text = ""
+        for url in getattr(self.server, "urls", [self.server.url]):
+            req = urllib.request.Request(url + "/metrics", headers={"X-API-KEY": self.server.key})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                text += r.read().decode()
         got = {}
         for line in text.splitlines():
             if line.startswith("stasis_sandboxes{"):
@@ -1059,3 +1080,103 @@ class Runner:
         pairs = {(got[tag], want[tag]) for tag in want}
         if len({b for b, _ in pairs}) != len(pairs) or len({c for _, c in pairs}) != len(pairs):
             raise Mismatch("tpl_tags.builds", f"t{t}: build ids {got}, model content seeds {want}")
+
+    # ------------------------------------------------------------------ cluster nodes
+    def _node_of(self, slot, node=None):
+        """The node the registry says runs or holds sandbox `slot` (asked through `node`)."""
+        sid = self.rt[slot].sbx.sandbox_id
+        node = node or self.server.node(self.server.via)
+        status, info = node.rest("GET", f"/sandboxes/{sid}")
+        if status != 200:
+            raise Mismatch("node_of", f"s{slot} ({sid}): HTTP {status} {info}")
+        return info["nodeID"]
+
+    def _node_state(self, name, through):
+        return {n["nodeID"]: n["state"] for n in through.rest("GET", "/stasis/nodes")[1]}.get(name)
+
+    def _wait(self, what, cond, limit, every=0.25):
+        deadline = time.monotonic() + limit
+        while not cond():
+            if time.monotonic() > deadline:
+                raise Mismatch("wait", f"{what}: not within {limit:.0f} s")
+            time.sleep(every)
+
+    def _resume_through(self, slot, node, why, moved_from=None):
+        """Connects paused sandbox `slot` through `node` and checks it whole. `moved_from`:
+        the node it must leave (a takeover), unless it is pinned and refused (False then)."""
+        sb, rt = self._sb({"s": slot})
+        cls = CodeInterpreter if sb.ci else Sandbox
+        try:
+            sbx = cls.connect(rt.sbx.sandbox_id, timeout=sb.timeout, **node.api)
+        except Exception as e:  # noqa: BLE001 - a pinned sandbox's refusal is allowed
+            if moved_from and rt.pinned and "resumes only there" in str(e):
+                self.details.append(f"      s{slot} stays on {moved_from} (made from a snapshot): {str(e)[:160]}")
+                self._info_check(slot, "paused")
+                return False
+            raise Mismatch("takeover" if moved_from else "resume", f"s{slot} through {node.name} ({why}): {e}")
+        rt.sbx = sbx
+        self.w.apply({"op": "connect", "s": slot, "timeout": sb.timeout})
+        rt.deadline = time.monotonic() + sb.timeout
+        where = self._node_of(slot, node)
+        if moved_from and where == moved_from:
+            raise Mismatch("takeover.node", f"s{slot} resumed on {where}, the node it was to leave ({why})")
+        self._info_check(slot, "running")
+        self.full_check(slot, f"{why}, now on {where}")
+        return True
+
+    def op_node_drain(self, op):
+        """`stasis node drain`: the node pauses what it runs; each of those is connected
+        through another node and resumes elsewhere (taken over from the object store) with
+        everything it held, but a pinned one, refused with a 409, which resumes on its node
+        once that is active again."""
+        n, to = self.server.node(op["n"]), self.server.node(op["to"])
+        self.server.via = op["to"]  # every other call of the op goes through `to` too
+        on = [s for s in self.w.running() if self._node_of(s, to) == n.name]
+        self.details.append(f"      on {n.name}: {', '.join(f's{s}' for s in on) or 'nothing running'}")
+        status, body = to.rest("POST", f"/stasis/nodes/{n.name}/drain")
+        if status != 200 or body.get("state") != "draining":
+            raise Mismatch("node_drain", f"{n.name}: HTTP {status} {body}")
+        paused = lambda: all(Sandbox.get_info(self.rt[s].sbx.sandbox_id, **to.api).state == SandboxState.PAUSED  # noqa: E731
+                             for s in on)
+        self._wait(f"{n.name} to pause {len(on)} sandboxes", paused, limit=180)
+        for s in on:
+            self.w.apply({"op": "pause", "s": s})
+        stayed = [s for s in on if not self._resume_through(s, to, f"takeover from drained {n.name}", moved_from=n.name)]
+        status, body = to.rest("POST", f"/stasis/nodes/{n.name}/activate")
+        if status != 200 or body.get("state") != "active":
+            raise Mismatch("node_activate", f"{n.name}: HTTP {status} {body}")
+        for s in stayed:
+            self._resume_through(s, self.server.node(self.server.via), f"resume on {n.name} after activate")
+            if self._node_of(s) != n.name:
+                raise Mismatch("pinned.node", f"s{s} left {n.name} though made from one of its snapshots")
+
+    def op_node_kill(self, op):
+        """kill -9 of a node, then its restart. Its sandboxes keep running meanwhile. With
+        `lease`, its lease runs out first: it is declared dead, its running sandboxes are
+        reported lost (404), its paused ones resume through another node (taken over); the
+        restarted node finds the lost ones running and takes them up again."""
+        n, to = self.server.node(op["n"]), self.server.node(op["to"])
+        self.server.via = op["to"]  # never the killed node
+        mine = {s: self.w.sbs[s].state for s in sorted(self.w.sbs) if self._node_of(s, to) == n.name}
+        self.details.append(f"      on {n.name}: {', '.join(f's{s} ({st})' for s, st in mine.items()) or 'nothing'}")
+        n.kill9()
+        if op["lease"]:
+            from .cluster import LEASE
+            self._wait(f"{n.name} declared dead", lambda: self._node_state(n.name, to) == "dead", limit=LEASE * 5)
+            for s, st in mine.items():
+                if st != "running":
+                    continue
+                status, info = to.rest("GET", f"/sandboxes/{self.rt[s].sbx.sandbox_id}")
+                if status != 404 or "lost" not in (info or {}).get("message", ""):
+                    raise Mismatch("node_kill.lost", f"s{s} of dead {n.name}: HTTP {status} {info}")
+                self.rt[s].lost += 1
+            for s, st in mine.items():
+                if st == "paused":
+                    self._resume_through(s, to, f"takeover from dead {n.name}", moved_from=n.name)
+        n.start()
+        self._wait(f"{n.name} active again", lambda: self._node_state(n.name, to) == "active", limit=60)
+        for s, st in mine.items():
+            if st == "running":
+                self._info_check(s, "running")
+                self.full_check(s, f"kill -9 of {n.name}{' (declared dead)' if op['lease'] else ''} + restart")
+        self._list_check(None)

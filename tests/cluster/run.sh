@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cluster test: three `stasis serve` nodes on this machine sharing a real PostgreSQL
 # (Debian's, a throwaway cluster) and a real S3 server (moto's), checked through the PyPI
-# e2b SDK and the `stasis node` CLI (test_cluster.py; the set-up is harness.py).
+# e2b SDK and the `stasis node` CLI (test_cluster.py; the set-up is harness.py), then the
+# model test's random sequences on a cluster (test_cluster_model.py).
 #
 #   sudo bash tests/cluster/run.sh          # installs what it needs (idempotent), runs, cleans up
 #
@@ -28,7 +29,9 @@ eval "$("$REPO/scripts/s3-test-server-env.sh" | tail -1 | sed 's/^/export /')"
 
 T0=$SECONDS
 cd "$HERE"
-if "$REPO/tests/e2e/.venv/bin/python" -m pytest -p no:cacheprovider -rA -q -x test_cluster.py; then
+# test_cluster.py: the scripted checks; test_cluster_model.py: the randomized model test on
+# a cluster of its own (CLUSTER_MODEL_SEEDS, CLUSTER_MODEL_OPS).
+if "$REPO/tests/e2e/.venv/bin/python" -m pytest -p no:cacheprovider -rA -q -x test_cluster.py test_cluster_model.py; then
     log "cluster test passed in $((SECONDS - T0)) s"
 else
     die "cluster test failed after $((SECONDS - T0)) s (above: the nodes' logs; the work dir is kept)"

@@ -11,10 +11,11 @@ one cluster:
 4. kill -9 of a node: the others keep serving at once; after its lease its running
    sandbox is reported lost, and its paused sandbox resumes on another node.
 """
+import os
 import time
 
 import pytest
-from e2b import Sandbox
+from e2b import Sandbox, Volume
 
 from harness import Cluster, wait
 
@@ -27,8 +28,11 @@ def cluster(request):
     c = Cluster()
     try:
         # Placement goes by free memory: a offers the most, then c, then b.
+        # Volumes live on a filesystem every node shares (docs/architecture.md "Cluster").
+        shared = os.path.join(c.work, "volumes")
         for name, mem in (("a", 24), ("b", 8), ("c", 16)):
-            c.add_node(name, ["--node-memory", f"{mem}GiB", "--heartbeat-interval", "1s", "--node-lease", f"{LEASE}s"])
+            c.add_node(name, ["--node-memory", f"{mem}GiB", "--heartbeat-interval", "1s", "--node-lease", f"{LEASE}s"],
+                       volumes=shared)
         yield c
     finally:
         failed = request.session.testsfailed > 0
@@ -125,6 +129,31 @@ def test_a_drain_pauses_its_node_and_its_sandboxes_resume_elsewhere(cluster):
     assert node_of(cluster, fork.sandbox_id) == "a"
     assert back.files.read("/home/user/who") == made[0].sandbox_id
     Sandbox.kill(fork.sandbox_id, **b.api)
+
+
+def test_a_sandbox_with_a_volume_resumes_where_it_paused_and_after_a_takeover(cluster):
+    """Its volume is staged in its own dir at restore, opened there by its range's root: the
+    pause's layer upload (and the takeover's fetch) once left that dir closed (0700) and
+    every such resume failed with CRIU's 'open_tree ... Permission denied'."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    vol = Volume.create("shared-data", **b.api)
+    s = Sandbox.create(timeout=600, volume_mounts={"/home/user/vol": vol.name}, **c.api)
+    home = node_of(cluster, s.sandbox_id)
+    s.commands.run("echo kept > /home/user/vol/f")
+    assert s.pause() is True
+    s = Sandbox.connect(s.sandbox_id, **b.api)
+    assert node_of(cluster, s.sandbox_id) == home
+    assert s.commands.run("cat /home/user/vol/f").stdout == "kept\n"
+    assert s.pause() is True
+    b.cli("node", "drain", home)
+    try:
+        s = Sandbox.connect(s.sandbox_id, **b.api)
+        assert node_of(cluster, s.sandbox_id) != home
+        assert s.commands.run("cat /home/user/vol/f").stdout == "kept\n"
+    finally:
+        b.cli("node", "activate", home)
+    Sandbox.kill(s.sandbox_id, **b.api)
+    Volume.destroy(vol.volume_id, **b.api)
 
 
 def test_a_killed_node_loses_its_running_sandboxes_and_its_paused_ones_resume_elsewhere(cluster):

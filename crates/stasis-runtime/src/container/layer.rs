@@ -202,6 +202,10 @@ impl Inner {
         drop(frozen);
         let copied = copied.ctx(|| format!("copy the layer of {}", paused.id))?;
         super::pause::seal(&out, &self.key, None)?;
+        // Sealing closes the images' parent (for `checkpoints/`): here that is the sandbox's
+        // own dir, which its range's root must keep traversing (CRIU opens its volumes'
+        // staged mounts in it at restore).
+        super::perms::sandbox_dir(dir.path())?;
         tracing::info!(sandbox = %paused.id, bytes = copied, ms = t0.elapsed().as_millis() as u64, "layer exported");
         Ok(out)
     }
@@ -276,6 +280,7 @@ impl Inner {
         super::perms::sandbox_dir(staging)?;
         let set = staging.join("layer");
         self.fetch_images(&set, &layer_rel(id))?;
+        super::perms::sandbox_dir(staging)?; // the fetch closed it as an images' parent
         checksum::verify(&set, &self.key)?;
         let bad = |m: String| RuntimeError::CorruptCheckpoint(format!("layer of {id}: {m}"));
         let map: DiskMap = serde_json::from_slice(&std::fs::read(set.join(MAP)).ctx(|| "read the disk map".into())?)

@@ -4,7 +4,7 @@ lease running out) happen between the ops, so files, commands, watches, secret p
 volumes, snapshots, forks, code-interpreter kernels and both users are checked across
 takeovers (model/cluster.py; run.sh runs it after test_cluster.py).
 
-  CLUSTER_MODEL_SEEDS=1,2   the seeds (default 7); CLUSTER_MODEL_OPS (default 120)
+  CLUSTER_MODEL_SEEDS=1,2   the seeds (default 7,8); CLUSTER_MODEL_OPS (default 120)
 """
 import os
 import sys
@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from model.drive import config_from_env, report, run_ops  # noqa: E402
 from model.server import preflight  # noqa: E402
 
-SEEDS = [int(s) for s in os.environ.get("CLUSTER_MODEL_SEEDS", "7").split(",") if s.strip()]
+SEEDS = [int(s) for s in os.environ.get("CLUSTER_MODEL_SEEDS", "7,8").split(",") if s.strip()]
 
 
 @pytest.mark.parametrize("seed", SEEDS)

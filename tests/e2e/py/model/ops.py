@@ -641,10 +641,10 @@ def _describe(op) -> str:  # noqa: C901
         nxt = " (next server: --pause-on-shutdown)" if op["pos"] else ""
         return f"daemon SIG{op['sig']} + restart{nxt}"
     if k == "node_drain":
-        return f"node n{op['n']}: drain, connect its sandboxes through n{op['to']} (taken over), activate"
+        return f"node of {s}: drain, connect what it ran through another (taken over), activate"
     if k == "node_kill":
-        lease = ", its lease runs out (dead), its paused ones connected through n{}".format(op["to"]) if op["lease"] else ""
-        return f"node n{op['n']}: kill -9{lease}, restart"
+        lease = ", its lease runs out (dead), its paused ones connected through another" if op["lease"] else ""
+        return f"node of {s}: kill -9{lease}, restart"
     return repr(op)
 
 
@@ -1103,20 +1103,20 @@ class Generator:
         return {"op": "fork", "s": sb.slot, "new": list(range(self.next_slot, self.next_slot + count)),
                 "timeout": self._timeout()}
 
-    def _other_node(self, n):
-        return (n + 1 + self.rng.randrange(self.nodes - 1)) % self.nodes
-
+    # A node op names a sandbox: it acts on the node that sandbox is on (only the run knows
+    # which), so it always touches one; `n` is the node when that sandbox is gone (a
+    # replay), `k` picks the node the op goes through among the others.
     def b_node_drain(self):
         if self.nodes < 2 or not self.w.running():
             return None
-        n = self.rng.randrange(self.nodes)
-        return {"op": "node_drain", "n": n, "to": self._other_node(n)}
+        return {"op": "node_drain", "s": self.rng.choice(self.w.running()), "n": self.rng.randrange(self.nodes),
+                "k": self.rng.randrange(self.nodes - 1)}
 
     def b_node_kill(self):
         if self.nodes < 2 or not self.w.sbs:
             return None
-        n = self.rng.randrange(self.nodes)
-        return {"op": "node_kill", "n": n, "to": self._other_node(n), "lease": self.rng.random() < 0.5}
+        return {"op": "node_kill", "s": self.rng.choice(sorted(self.w.sbs)), "n": self.rng.randrange(self.nodes),
+                "k": self.rng.randrange(self.nodes - 1), "lease": self.rng.random() < 0.5}
 
     def b_restart(self):
         if not self.w.sbs:

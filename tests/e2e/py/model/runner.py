@@ -1124,13 +1124,22 @@ class Runner:
         self.full_check(slot, f"{why}, now on {where}")
         return True
 
+    def _nodes_for(self, op):
+        """(the node of sandbox op["s"], or node op["n"] when it is gone; another node the
+        op goes through, and with it every other call of the op)."""
+        count = self.server.node_count
+        n = op["n"] % count
+        if op.get("s") in self.rt:
+            n = self.server.names.index(self._node_of(op["s"]))
+        self.server.via = (n + 1 + op["k"] % (count - 1)) % count
+        return self.server.node(n), self.server.node(self.server.via)
+
     def op_node_drain(self, op):
         """`stasis node drain`: the node pauses what it runs; each of those is connected
         through another node and resumes elsewhere (taken over from the object store) with
         everything it held, but a pinned one, refused with a 409, which resumes on its node
         once that is active again."""
-        n, to = self.server.node(op["n"]), self.server.node(op["to"])
-        self.server.via = op["to"]  # every other call of the op goes through `to` too
+        n, to = self._nodes_for(op)
         on = [s for s in self.w.running() if self._node_of(s, to) == n.name]
         self.details.append(f"      on {n.name}: {', '.join(f's{s}' for s in on) or 'nothing running'}")
         status, body = to.rest("POST", f"/stasis/nodes/{n.name}/drain")
@@ -1155,8 +1164,7 @@ class Runner:
         `lease`, its lease runs out first: it is declared dead, its running sandboxes are
         reported lost (404), its paused ones resume through another node (taken over); the
         restarted node finds the lost ones running and takes them up again."""
-        n, to = self.server.node(op["n"]), self.server.node(op["to"])
-        self.server.via = op["to"]  # never the killed node
+        n, to = self._nodes_for(op)
         mine = {s: self.w.sbs[s].state for s in sorted(self.w.sbs) if self._node_of(s, to) == n.name}
         self.details.append(f"      on {n.name}: {', '.join(f's{s} ({st})' for s, st in mine.items()) or 'nothing'}")
         n.kill9()

@@ -58,7 +58,11 @@ impl Routes {
     /// Whether `id` has a cached route (only this node's sandboxes are ever filled).
     /// A paused one does not count: in a cluster it may be about to move (its node draining).
     pub fn lookup_cached(&self, id: &str) -> bool {
-        self.slots.lock().unwrap().get(id).is_some_and(|s| s.route.as_ref().is_some_and(|r| r.state != SandboxState::Paused))
+        self.slots
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|s| s.route.as_ref().is_some_and(|r| r.state != SandboxState::Paused))
     }
 
     /// The route read from `row` at `generation`; cached unless `id` changed since.

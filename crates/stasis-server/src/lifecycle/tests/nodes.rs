@@ -175,6 +175,10 @@ async fn a_paused_sandbox_of_a_draining_node_is_taken_over_once_and_handed_back_
         Err(LifecycleError::Conflict(m)) => assert!(m.contains("paused on node a"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // A proxied request on a caches a's route of it (paused, refused: no auto-resume); that
+    // cache must not make a answer for it once it is draining.
+    let sid = SandboxId::parse(&id).unwrap();
+    assert!(a.lc.connect_port(&sid, 8080, Default::default()).await.is_err());
     a.lc.drain_node("a").await.unwrap();
     assert_eq!(b.lc.remote_owner(&id).await.unwrap(), None, "b answers: it is where a create would go");
     assert_eq!(a.lc.remote_owner(&id).await.unwrap().map(|n| n.id), Some("b".into()), "a sends it to b");

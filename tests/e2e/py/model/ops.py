@@ -38,6 +38,7 @@ MAX_ESECRETS = 2               # secrets (E2B Secret) the egress rules name
 TAGS = ("v1", "v2", "rc")      # template tags the tag ops assign
 NETS = ("10.11.0.0/16", "10.12.0.0/16", "192.0.2.0/24", "198.51.100.7")  # never sent to
 MAX_BGS = 2        # background sleeps per sandbox
+MAX_PTYS = 1       # interactive shells (sandbox.pty) per sandbox
 SECRET_PORT0 = 20000
 MIB = 1024 * 1024
 
@@ -105,6 +106,7 @@ class SbM:
     dirs: Dict[str, str] = field(default_factory=dict)   # path -> owner
     secrets: Dict[int, SecretM] = field(default_factory=dict)
     bgs: Dict[int, str] = field(default_factory=dict)     # key -> as_
+    ptys: Dict[int, str] = field(default_factory=dict)    # key -> as_: a bash on a PTY
     watch: Optional[str] = None                            # the watched dir
     ci: bool = False                                       # a code-interpreter-v1 sandbox
     vars: Dict[str, int] = field(default_factory=dict)     # its Python kernel's variables
@@ -174,6 +176,7 @@ class SbM:
         self.dirs = dict(other.dirs)
         self.secrets = copy.deepcopy(other.secrets)
         self.bgs = dict(other.bgs)
+        self.ptys = dict(other.ptys)
         self.ci = other.ci
         self.vars = dict(other.vars)
         self.mounts = dict(other.mounts)
@@ -184,7 +187,7 @@ class SbM:
 
     def reset_content(self):
         """What Novita's reset leaves: the template's files, no processes, a fresh kernel."""
-        self.files, self.secrets, self.bgs, self.vars = {}, {}, {}, {}
+        self.files, self.secrets, self.bgs, self.vars, self.ptys = {}, {}, {}, {}, {}
         self.git = None
         self.watch = None
         self.fresh_dirs()
@@ -348,6 +351,10 @@ class World:
             return op["key"] not in sb.secrets and len(sb.secrets) < MAX_SECRETS
         if k == "secret_query":
             return op["key"] in sb.secrets
+        if k == "pty_start":
+            return op["key"] not in sb.ptys and len(sb.ptys) < MAX_PTYS
+        if k in ("pty_check", "pty_kill"):
+            return op["key"] in sb.ptys
         if k in ("pause", "set_timeout"):
             return True
         if k == "snapshot":
@@ -461,6 +468,10 @@ class World:
             sb.bgs[op["key"]] = op["as"]
         elif k == "bg_kill":
             del sb.bgs[op["key"]]
+        elif k == "pty_start":
+            sb.ptys[op["key"]] = op["as"]
+        elif k == "pty_kill":
+            del sb.ptys[op["key"]]
         elif k == "secret_start":
             sb.secrets[op["key"]] = SecretM(op["secret"], op["port"], op["as"])
         elif k == "pause":
@@ -615,6 +626,12 @@ def _describe(op) -> str:  # noqa: C901
         return f"{s}.commands.run('sleep 86400', background=True) [bg{op['key']}]{_who(op)}"
     if k == "bg_kill":
         return f"{s}.commands.kill(<bg{op['key']}>)"
+    if k == "pty_start":
+        return f"{s}.pty.create() [pty{op['key']}]{_who(op)}"
+    if k == "pty_check":
+        return f"{s}.pty: connect to pty{op['key']}, type 'echo {op['token']}-$(id -un)', read it back"
+    if k == "pty_kill":
+        return f"{s}.pty.kill(<pty{op['key']}>)"
     if k == "secret_start":
         return f"{s} start secret process k{op['key']} (port {op['port']}, secret {op['secret']}){_who(op)}"
     if k == "secret_query":
@@ -671,6 +688,8 @@ DEFAULT_WEIGHTS = {
     "egress_set": 2, "egress_check": 2, "secret_update": 1,
     "mem_up": 1, "net_update": 2, "commit": 1, "reset": 1,
     "events": 1, "metrics": 1,
+    # Interactive shells (sandbox.pty): started, typed into across pauses, forks, takeovers.
+    "pty_start": 2, "pty_check": 3, "pty_kill": 1,
     # Cluster mode only (MODEL_CLUSTER=N: drive.py turns them on and `restart` off).
     "node_drain": 0, "node_kill": 0,
 }
@@ -1036,6 +1055,28 @@ class Generator:
             return None
         sb = self.w.sbs[self.rng.choice(cands)]
         return {"op": "bg_kill", "s": sb.slot, "key": self.rng.choice(sorted(sb.bgs))}
+
+    def b_pty_start(self):
+        sb = self._running_sb()
+        if not sb or len(sb.ptys) >= MAX_PTYS:
+            return None
+        self.next_key += 1
+        return {"op": "pty_start", "s": sb.slot, "as": self._as(), "key": self.next_key}
+
+    def b_pty_check(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].ptys]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        return {"op": "pty_check", "s": sb.slot, "key": self.rng.choice(sorted(sb.ptys)),
+                "token": f"p{self.rng.randrange(1 << 32):08x}"}
+
+    def b_pty_kill(self):
+        cands = [s for s in self.w.running() if self.w.sbs[s].ptys]
+        if not cands:
+            return None
+        sb = self.w.sbs[self.rng.choice(cands)]
+        return {"op": "pty_kill", "s": sb.slot, "key": self.rng.choice(sorted(sb.ptys))}
 
     def b_secret_start(self):
         sb = self._running_sb()

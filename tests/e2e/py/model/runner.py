@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from e2b import FileType, Sandbox, SandboxQuery, SandboxState, Secret, Template, Volume
+from e2b import FileType, PtySize, Sandbox, SandboxQuery, SandboxState, Secret, Template, Volume
 from e2b.exceptions import NotFoundException, VolumeException
 from e2b_code_interpreter import Sandbox as CodeInterpreter
 
@@ -110,6 +110,7 @@ class Rt:
     secret_pid: Dict[int, int] = field(default_factory=dict)
     secret_n: Dict[int, int] = field(default_factory=dict)
     bg_pid: Dict[int, int] = field(default_factory=dict)
+    pty_pid: Dict[int, int] = field(default_factory=dict)
     watch: object = None
     mem: int = 0  # the memory limit (MiB) getInfo must show: the default learnt at create + hotplugs
     # A cluster run: its lower layer may be a snapshot's (a copy of a snapshot, a fork, a
@@ -125,6 +126,7 @@ class Rt:
         self.secret_pid = dict(other.secret_pid)
         self.secret_n = dict(other.secret_n)
         self.bg_pid = dict(other.bg_pid)
+        self.pty_pid = dict(other.pty_pid)
         self.mem = other.mem
 
 
@@ -337,6 +339,9 @@ class Runner:
         # Secrets: same pid, same secret, counter continues.
         for key in sorted(sb.secrets):
             self._query(slot, key, sb.secrets[key].as_, why)
+        # Shells: the same bash answers on its PTY, as the user it started as.
+        for key in sorted(sb.ptys):
+            self._pty_echo(slot, key, f"fc{slot}k{key}n{len(self.lines)}", why)
         if sb.ci:
             self._vars_check(slot, why)
         for path in sorted(sb.mounts):
@@ -349,7 +354,7 @@ class Runner:
         if sb.egress is not None:
             self._egress_check(slot, why)
         self.details.append(f"      full check of s{slot} after {why}: {len(sb.files)} files, {len(sb.dirs)} dirs, "
-                  f"{len(sb.secrets)} secrets, {len(sb.bgs)} bg ok [{time.monotonic() - t:.2f}s]")
+                  f"{len(sb.secrets)} secrets, {len(sb.bgs)} bg, {len(sb.ptys)} pty ok [{time.monotonic() - t:.2f}s]")
 
     def _vol_in_sandbox_check(self, slot, path, why):
         """The volume mounted at `path` as the sandbox sees it: exactly the model's files, with their bytes."""
@@ -380,7 +385,7 @@ class Runner:
 
     def _procs_check(self, slot, why):
         rt = self.rt[slot]
-        want = set(rt.secret_pid.values()) | set(rt.bg_pid.values())
+        want = set(rt.secret_pid.values()) | set(rt.bg_pid.values()) | set(rt.pty_pid.values())
         # The template's start command (the code interpreter) is the sandbox's, not the model's.
         got = {p.pid for p in rt.sbx.commands.list() if p.tag != "stasis-start"}
         if got != want:
@@ -622,6 +627,52 @@ class Runner:
         if ex.error is not None:
             raise Mismatch("ci_run.error", f"s{op['s']}: {ex.error.name}: {ex.error.value}")
         self.w.apply(op)
+
+    def _pty_echo(self, slot, key, token, why):
+        """Connects to the sandbox's shell on its PTY, types a command and reads its output
+        back: only the shell running it (as its user) prints `TOKEN-USER`."""
+        sb, rt = self.w.sbs[slot], self.rt[slot]
+        pid = rt.pty_pid[key]
+        want = f"{token}-{eff(sb.ptys[key])}"
+        h = rt.sbx.pty.connect(pid, timeout=30)
+        seen = b""
+        try:
+            rt.sbx.pty.send_stdin(pid, f"echo {token}-$(id -un)\n".encode())
+            for _, _, out in h:
+                if out:
+                    seen += out
+                    if want.encode() in seen:
+                        return
+        except Exception as e:  # noqa: BLE001 - the stream's end or timeout is the finding
+            raise Mismatch("pty", f"s{slot} pty{key} (pid {pid}) after {why}: {type(e).__name__}: {e}; "
+                           f"output {seen[-200:]!r}, want {want!r}")
+        finally:
+            h.disconnect()
+        raise Mismatch("pty.ended", f"s{slot} pty{key} (pid {pid}) after {why}: the shell ended; output {seen[-200:]!r}")
+
+    def op_pty_start(self, op):
+        _, rt = self._sb(op)
+        h = rt.sbx.pty.create(PtySize(rows=24, cols=80), user=sdk_user(op["as"]), timeout=0)
+        h.disconnect()
+        rt.pty_pid[op["key"]] = h.pid
+        self.w.apply(op)
+        self._pty_echo(op["s"], op["key"], f"ps{op['key']}", "pty_start")
+        self._procs_check(op["s"], "pty_start")
+
+    def op_pty_check(self, op):
+        self._pty_echo(op["s"], op["key"], op["token"], "pty_check")
+
+    def op_pty_kill(self, op):
+        _, rt = self._sb(op)
+        pid = rt.pty_pid.pop(op["key"])
+        if rt.sbx.pty.kill(pid) is not True:
+            raise Mismatch("pty_kill", f"s{op['s']} kill of pty pid {pid} returned False")
+        self.w.apply(op)
+        deadline = time.monotonic() + 10
+        while pid in {p.pid for p in rt.sbx.commands.list()}:
+            if time.monotonic() > deadline:
+                raise Mismatch("pty_kill.listed", f"s{op['s']} pty pid {pid} still listed 10 s after kill")
+            time.sleep(0.1)
 
     def op_secret_query(self, op):
         self._query(op["s"], op["key"], op["as"], "query")
@@ -893,7 +944,7 @@ class Runner:
             rt.inherit(self.snaps[sb.origin][1])
             rt.mem = mem
         else:
-            rt.secret_pid, rt.secret_n, rt.bg_pid = {}, {}, {}
+            rt.secret_pid, rt.secret_n, rt.bg_pid, rt.pty_pid = {}, {}, {}, {}
             self._make_areas(rt.sbx)
         self._info_check(op["s"], "running")
         self.full_check(op["s"], "reset")

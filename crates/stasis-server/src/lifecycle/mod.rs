@@ -10,6 +10,7 @@
 //! It knows nothing of HTTP: the API and the proxy map its results and errors to the wire.
 
 mod activity;
+pub mod affinity;
 mod admission;
 mod census;
 mod clock;

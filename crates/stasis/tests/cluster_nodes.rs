@@ -273,13 +273,15 @@ async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
     assert!(doomed_dir.exists());
     let (st, v) = api_b.call(reqwest::Method::DELETE, &delete_path(&doomed_id), None).await;
     assert_eq!(st, 204, "{v}");
-    assert!(!doomed_dir.exists(), "node-a's files of the deleted snapshot are gone");
     let (st, _) = api_b.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "doomed"}))).await;
     assert_eq!(st, 404, "a deleted snapshot seeds nothing");
+    // Its layer is the source's lower layer too: the files go with their last user.
+    assert_eq!(api_b.kill(&src_id).await, 204);
+    until("node-a removes the deleted snapshot's files", Duration::from_secs(10), async || !doomed_dir.exists()).await;
+    assert!(a.host.data_dir.join("snapshots").join(&warm_raw).exists(), "the other snapshot stays");
 
     // node-a killed -9: its snapshot cannot be used or deleted elsewhere, and the answer
     // says why (at once, while its lease still holds, and once it is declared dead).
-    assert_eq!(api_a.kill(&src_id).await, 204);
     let _host_a = a.crash();
     for phase in ["lease still held", "declared dead"] {
         if phase == "declared dead" {

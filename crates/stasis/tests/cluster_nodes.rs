@@ -184,7 +184,8 @@ async fn two_nodes_share_the_sandboxes() {
 }
 
 async fn snapshot(api: &Api, id: &str, name: &str) -> (String, String) {
-    let (st, v) = api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/snapshots"), Some(json!({"name": name}))).await;
+    let (st, v) =
+        api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/snapshots"), Some(json!({"name": name}))).await;
     assert_eq!(st, 201, "snapshot: {v}");
     (v["snapshotID"].as_str().unwrap().to_string(), v["names"][0].as_str().unwrap().to_string())
 }
@@ -243,7 +244,8 @@ async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
         (&api_b, "/v2/sandboxes", warm_name.as_str()),
         (&api_a, "/v2/sandboxes", "warm"),
     ] {
-        let (st, v) = api.call(reqwest::Method::POST, path, Some(json!({"templateID": template, "timeout": 300}))).await;
+        let (st, v) =
+            api.call(reqwest::Method::POST, path, Some(json!({"templateID": template, "timeout": 300}))).await;
         assert_eq!(st, 201, "create from {template} through {path}: {v}");
         let cid = id(&v);
         assert_eq!(owner(&db, &cid).await, ("node-a".into(), "running".into()), "{template}");
@@ -280,6 +282,13 @@ async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
     until("node-a removes the deleted snapshot's files", Duration::from_secs(10), async || !doomed_dir.exists()).await;
     assert!(a.host.data_dir.join("snapshots").join(&warm_raw).exists(), "the other snapshot stays");
 
+    // A draining node-a makes nothing new, from its snapshots neither.
+    assert_eq!(b.command(&["node", "drain", "node-a"]).code, 0);
+    let (st, v) = api_b.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "warm"}))).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("held by node node-a, which is draining"), "{v}");
+    assert_eq!(b.command(&["node", "activate", "node-a"]).code, 0);
+
     // node-a killed -9: its snapshot cannot be used or deleted elsewhere, and the answer
     // says why (at once, while its lease still holds, and once it is declared dead).
     let _host_a = a.crash();
@@ -288,8 +297,9 @@ async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
             until("node-a declared dead", Duration::from_secs(30), async || node_state(&b, "node-a").await == "dead")
                 .await;
         }
-        let (st, v) =
-            api_b.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "warm", "timeout": 60}))).await;
+        let (st, v) = api_b
+            .call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "warm", "timeout": 60})))
+            .await;
         assert_eq!(st, 503, "{phase}: {v}");
         let want = format!("snapshot {warm_raw} is held by node node-a, which does not answer");
         assert!(v["message"].as_str().unwrap().contains(&want), "{phase}: {v}");
@@ -298,7 +308,11 @@ async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
         assert!(v["message"].as_str().unwrap().contains(&want), "{phase}: {v}");
     }
     // Nothing was made on node-b meanwhile; plain creates still go there.
-    let n: i64 = db.query_one("SELECT COUNT(*) FROM sandboxes WHERE node_id = 'node-b' AND state <> 'killed'", &[]).await.unwrap().get(0);
+    let n: i64 = db
+        .query_one("SELECT COUNT(*) FROM sandboxes WHERE node_id = 'node-b' AND state <> 'killed'", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
     let plain = api_b.create(json!({"templateID": "base", "timeout": 60})).await;
     assert_eq!(api_b.kill(&id(&plain)).await, 204);

@@ -14,7 +14,7 @@ use stasis_store::NodeRow;
 use super::Cluster;
 use crate::api::{ApiError, MAX_BODY_BYTES};
 use crate::ids::SandboxId;
-use crate::lifecycle::affinity::{gone_message, Affinity};
+use crate::lifecycle::affinity::{draining_message, gone_message, Affinity};
 use crate::proxy::target;
 
 /// What a request is about, as far as where it is answered goes.
@@ -128,27 +128,34 @@ impl Cluster {
                     Destination::Here
                 }
             },
-            Subject::Create(Some(template)) => match self.held(template).await {
+            Subject::Create(Some(template)) => match self.held(template, true).await {
                 Some(d) => d,
                 None => self.placed().await,
             },
             Subject::Create(None) => self.placed().await,
-            Subject::Held(reference) => self.held(reference).await.unwrap_or(Destination::Here),
+            Subject::Held(reference) => self.held(reference, false).await.unwrap_or(Destination::Here),
         }
     }
 
     /// Where a request about what `reference` names is answered when a node holds it (a
-    /// snapshot): that node while it answers, else the error. `None`: nothing holds it.
-    async fn held(&self, reference: &str) -> Option<Destination> {
+    /// snapshot): that node while it answers, else the error (`create`: a new sandbox,
+    /// which a draining node does not make). `None`: nothing holds it.
+    async fn held(&self, reference: &str, create: bool) -> Option<Destination> {
+        let here = self.lifecycle().node_id();
         Some(match self.lifecycle().affinity(reference).await {
             Ok(Affinity::Free) => return None,
+            Ok(Affinity::Draining { node, snapshot }) if create => {
+                Destination::Refused(StatusCode::CONFLICT, draining_message(&snapshot, &node.id))
+            }
             Ok(Affinity::Here) => Destination::Here,
-            Ok(Affinity::Node { node, .. }) if reachable(&node.url).await => Destination::Node(node),
+            Ok(Affinity::Draining { node, .. }) if node.id == here => Destination::Here,
+            Ok(Affinity::Node { node, .. } | Affinity::Draining { node, .. }) if reachable(&node.url).await => {
+                Destination::Node(node)
+            }
             // A node killed a moment ago still holds its lease: it is not waited for.
-            Ok(Affinity::Node { node, snapshot }) => {
+            Ok(Affinity::Node { node, snapshot } | Affinity::Draining { node, snapshot }) => {
                 Destination::Refused(StatusCode::SERVICE_UNAVAILABLE, gone_message(&snapshot, &node.id))
             }
-            Ok(Affinity::Draining(m)) => Destination::Refused(StatusCode::CONFLICT, m),
             Ok(Affinity::Gone(m)) => Destination::Refused(StatusCode::SERVICE_UNAVAILABLE, m),
             Err(e) => {
                 tracing::warn!(reference, "cannot read which node holds it, answering here: {e}");
@@ -242,7 +249,13 @@ mod tests {
         let (s, back) = read(post(body.to_vec())).await;
         assert_eq!(s, Subject::Create(Some("stasis/warm:default".into())));
         assert_eq!(back, body, "forwarded or handled here byte for byte");
-        for (body, why) in [("", "empty: the default template"), ("{}", "no templateID"), (r#"{"templateID": " "}"#, "blank"), ("not json", "bad JSON: the answering node says so"), (r#"{"templateID": 5}"#, "not a string")] {
+        for (body, why) in [
+            ("", "empty: the default template"),
+            ("{}", "no templateID"),
+            (r#"{"templateID": " "}"#, "blank"),
+            ("not json", "bad JSON: the answering node says so"),
+            (r#"{"templateID": 5}"#, "not a string"),
+        ] {
             let (s, back) = read(post(body)).await;
             assert_eq!(s, Subject::Create(None), "{why}");
             assert_eq!(back, body.as_bytes(), "{why}");

@@ -21,9 +21,10 @@ pub enum Affinity {
     Here,
     /// That node holds snapshot `snapshot` (its id) and its lease holds.
     Node { node: NodeRow, snapshot: String },
-    /// The node that holds it is draining: it takes no new sandbox, from its snapshots
-    /// neither (it would pause them at its next beat).
-    Draining(String),
+    /// The node that holds it (this one or another) is draining: it takes no new sandbox,
+    /// from its snapshots neither (it would pause them at its next beat); a delete still
+    /// goes there.
+    Draining { node: NodeRow, snapshot: String },
     /// The node that holds it is dead, its lease ended, or it is unknown: the message.
     Gone(String),
 }
@@ -48,11 +49,17 @@ pub fn draining_message(snapshot: &str, node: &str) -> String {
 /// the node it names, if any).
 pub fn of_snapshot(snap: &SnapshotRow, here: &str, holder: Option<&NodeRow>, now: UnixMillis) -> Affinity {
     if snap.node_id == here {
-        return Affinity::Here;
+        // This node answers, alive by definition; draining, it makes nothing new.
+        return match holder {
+            Some(n) if n.state == NodeState::Draining => {
+                Affinity::Draining { node: n.clone(), snapshot: snap.id.clone() }
+            }
+            _ => Affinity::Here,
+        };
     }
     match holder {
         Some(n) if n.state == NodeState::Dead || n.lease_until < now => Affinity::Gone(gone_message(&snap.id, &n.id)),
-        Some(n) if n.state == NodeState::Draining => Affinity::Draining(draining_message(&snap.id, &n.id)),
+        Some(n) if n.state == NodeState::Draining => Affinity::Draining { node: n.clone(), snapshot: snap.id.clone() },
         Some(n) => Affinity::Node { node: n.clone(), snapshot: snap.id.clone() },
         None => Affinity::Gone(gone_message(&snap.id, &snap.node_id)),
     }
@@ -63,9 +70,6 @@ impl Lifecycle {
     /// a `DELETE /templates/{id}`) is answered: resolved as `create` resolves it.
     pub async fn affinity(&self, reference: &str) -> Result<Affinity> {
         let Some(snap) = self.resolve_snapshot(reference).await? else { return Ok(Affinity::Free) };
-        if snap.node_id == self.node_id() {
-            return Ok(Affinity::Here);
-        }
         let holder = self.inner.store.get_node(&snap.node_id).await?;
         Ok(of_snapshot(&snap, self.node_id(), holder.as_ref(), self.now()))
     }
@@ -131,7 +135,15 @@ mod tests {
         let Affinity::Gone(m) = of_snapshot(&snap("gone"), "b", None, 50) else { panic!("unknown node") };
         assert!(m.contains("node gone"), "{m}");
         let draining = node("a", NodeState::Draining, 100);
-        let Affinity::Draining(m) = of_snapshot(&snap("a"), "b", Some(&draining), 50) else { panic!("draining") };
+        let held_draining = Affinity::Draining { node: draining.clone(), snapshot: "s1".into() };
+        assert_eq!(of_snapshot(&snap("a"), "b", Some(&draining), 50), held_draining);
+        assert_eq!(of_snapshot(&snap("a"), "a", Some(&draining), 50), held_draining, "here, draining");
+        let m = draining_message("s1", "a");
         assert!(m.contains("draining") && m.contains("stasis node activate a"), "{m}");
+        assert_eq!(
+            of_snapshot(&snap("a"), "a", Some(&dead), 50),
+            Affinity::Here,
+            "this node answers whatever its row says"
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! It knows nothing of HTTP: the API and the proxy map its results and errors to the wire.
 
 mod activity;
-pub mod affinity;
 mod admission;
+pub mod affinity;
 mod census;
 mod clock;
 mod create;

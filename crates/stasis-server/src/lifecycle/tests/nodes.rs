@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use stasis_store::{EventQuery, Heartbeat, NodeState, Resources, SandboxState, SqliteStore, Store};
 
-use super::super::fake_runtime::{FakeRuntime, Op};
 use super::super::affinity::Affinity;
+use super::super::fake_runtime::{FakeRuntime, Op};
 use super::super::{Clock, CreateParams, Lifecycle, LifecycleConfig, LifecycleError};
 use super::{after, params};
 use crate::ids::SandboxId;

@@ -112,7 +112,7 @@ mod tests {
             id: id.into(),
             url: format!("http://{id}:1"),
             state,
-            capacity: r.clone(),
+            capacity: r,
             free: r,
             heartbeat_at: 0,
             lease_until,

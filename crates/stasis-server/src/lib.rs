@@ -92,10 +92,21 @@ async fn route(State(state): State<AppState>, mut req: Request, next: Next) -> R
             // Answered here, whatever this node thinks of the owner: never bounced.
             Origin::Node(_) => strip(req.headers_mut()),
             Origin::Client if cluster.forwards() => {
-                let subject = cluster::routing::subject(&req, &state.domain);
+                use cluster::routing::{with_create_body, Subject};
+                let mut subject = cluster::routing::subject(&req, &state.domain);
+                if subject == Subject::Create(None) {
+                    // Its template may be a snapshot another node holds: the body says.
+                    (req, subject) = match with_create_body(req).await {
+                        Ok(read) => read,
+                        Err(answer) => return answer,
+                    };
+                }
                 match cluster.destination(&subject).await {
                     cluster::routing::Destination::Here => {}
                     cluster::routing::Destination::Node(node) => return cluster.forward(&node, req).await,
+                    cluster::routing::Destination::Refused(status, message) => {
+                        return api::ApiError::new(status, message).into_response()
+                    }
                     cluster::routing::Destination::Nowhere => {
                         return api::ApiError::new(
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -210,6 +210,10 @@ pub struct SnapshotRow {
     pub memory: bool,
     pub size_bytes: u64,
     pub created_at: UnixMillis,
+    /// The node whose runtime took it and holds its files (`snapshot.json`, its layer and
+    /// images): creates from it and its delete go there. `crate::nodes::LOCAL_NODE` on a
+    /// single machine and for rows from before nodes recorded it.
+    pub node_id: String,
 }
 
 /// An API key's record. The key itself is never stored, only its SHA-256.

@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync + 'static {
 #[macro_export]
 macro_rules! store_suite {
     ($backend:expr) => {
-        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, a_paused_sandbox_is_taken_over_by_one_node, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages, nodes_register_renew_and_change_state, an_expired_node_loses_its_running_sandboxes_once);
+        $crate::store_suite!(@each $backend; sandbox_round_trip_and_duplicate_insert, a_failed_action_round_trips_and_survives_reopening, update_never_overwrites_a_concurrent_transition, transition_is_compare_and_set, concurrent_transitions_have_exactly_one_winner, a_paused_sandbox_is_taken_over_by_one_node, default_listing_is_running_and_paused_newest_first, limit_one_pages_through_each_row_exactly_once, pagination_is_stable_under_concurrent_inserts_and_deletes, bad_token_and_limit_are_query_errors, metadata_filters_round_trip_through_both_sdk_encodings, template_and_started_after_filters, snapshots_by_id_and_unique_name, a_snapshot_records_the_node_that_holds_it, snapshot_listing_pages_newest_first, api_keys_are_hashed_and_verified, events_are_kept_in_order_filtered_and_pruned, volumes_have_unique_names_and_are_kept_while_mounted, secrets_have_unique_names_versions_and_pages, nodes_register_renew_and_change_state, an_expired_node_loses_its_running_sandboxes_once);
     };
     (@each $backend:expr; $($name:ident),*) => {
         $(
@@ -422,6 +422,7 @@ pub fn snapshot(id: &str, names: &[&str], created_at: i64) -> SnapshotRow {
         memory: true,
         size_bytes: 1 << 33,
         created_at,
+        node_id: crate::LOCAL_NODE.into(),
     }
 }
 
@@ -452,6 +453,22 @@ pub async fn snapshots_by_id_and_unique_name<B: Backend>(b: B) {
     assert_eq!(store.find_snapshot_by_name("latest").await.unwrap(), None);
     store.insert_snapshot(&s2).await.unwrap();
     assert_eq!(store.find_snapshot_by_name("latest").await.unwrap().unwrap().id, "s2");
+}
+
+/// Creates from a snapshot and its delete go to the node that holds its files: every read
+/// says which one.
+pub async fn a_snapshot_records_the_node_that_holds_it<B: Backend>(b: B) {
+    let store = b.open().await;
+    let mut s = snapshot("on-b", &["held-by-b"], 10);
+    s.node_id = "node-b".into();
+    store.insert_snapshot(&s).await.unwrap();
+    store.insert_snapshot(&snapshot("here", &[], 20)).await.unwrap();
+    assert_eq!(store.get_snapshot("on-b").await.unwrap().unwrap().node_id, "node-b");
+    assert_eq!(store.find_snapshot_by_name("held-by-b").await.unwrap().unwrap().node_id, "node-b");
+    assert_eq!(store.resolve_snapshot("held-by-b").await.unwrap().unwrap().node_id, "node-b");
+    let (rows, _) = store.list_snapshots(&SnapshotQuery::default()).await.unwrap();
+    let nodes: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.node_id.as_str())).collect();
+    assert_eq!(nodes, [("here", crate::LOCAL_NODE), ("on-b", "node-b")]);
 }
 
 pub async fn snapshot_listing_pages_newest_first<B: Backend>(b: B) {

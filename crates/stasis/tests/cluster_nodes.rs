@@ -182,3 +182,138 @@ async fn two_nodes_share_the_sandboxes() {
         assert_eq!(api.kill(id).await, 204, "kill {id}");
     }
 }
+
+async fn snapshot(api: &Api, id: &str, name: &str) -> (String, String) {
+    let (st, v) =
+        api.call(reqwest::Method::POST, &format!("/sandboxes/{id}/snapshots"), Some(json!({"name": name}))).await;
+    assert_eq!(st, 201, "snapshot: {v}");
+    (v["snapshotID"].as_str().unwrap().to_string(), v["names"][0].as_str().unwrap().to_string())
+}
+
+/// The snapshot's raw id (its files' directory) and the node its row names.
+async fn held_by(db: &tokio_postgres::Client, name: &str) -> (String, String) {
+    let r = db
+        .query_one(
+            "SELECT s.id, s.node_id FROM snapshots s JOIN snapshot_names n ON n.snapshot_id = s.id WHERE n.name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+fn delete_path(reference: &str) -> String {
+    format!("/templates/{}", reference.replace('/', "%2F").replace(':', "%3A"))
+}
+
+/// A snapshot's files are on the node that took it: a create from it through any node runs
+/// there (placement would pick the other node), as does its delete; a fork through the
+/// other node runs on the source's node; when the holder is gone, the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
+    let url = stasis_store::testing::fresh_database().await;
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), SECRET).unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    // node-a alone: the source sandbox and its snapshots are there.
+    let a = node(Host::new("aff-a"), "node-a", pa, &url, "2GiB", secret.path());
+    let api_a = Api::new(&a);
+    let src = api_a.create(json!({"templateID": "base", "timeout": 300})).await;
+    let src_id = id(&src);
+    api_a.sh(&src, "echo from-the-snapshot > /home/user/mark").await;
+    let (warm_id, warm_name) = snapshot(&api_a, &src_id, "warm").await;
+    let (warm_raw, holder) = held_by(&db, "warm").await;
+    assert_eq!(holder, "node-a", "the row names the node whose runtime took it");
+    assert!(a.host.data_dir.join("snapshots").join(&warm_raw).exists());
+
+    // node-b joins with more free memory: placement picks it from now on.
+    let b = node(Host::new("aff-b"), "node-b", pb, &url, "8GiB", secret.path());
+    let api_b = Api::new(&b);
+    let plain = api_a.create(json!({"templateID": "base", "timeout": 300})).await;
+    assert_eq!(owner(&db, &id(&plain)).await.0, "node-b", "placement picks node-b");
+    assert_eq!(api_a.kill(&id(&plain)).await, 204);
+
+    // From the snapshot through node-b, by id and by name (v1 and v2), and through
+    // node-a: every copy runs on node-a, with the snapshot's files.
+    let mut copies = Vec::new();
+    for (api, path, template) in [
+        (&api_b, "/v2/sandboxes", warm_id.as_str()),
+        (&api_b, "/sandboxes", "warm"),
+        (&api_b, "/v2/sandboxes", warm_name.as_str()),
+        (&api_a, "/v2/sandboxes", "warm"),
+    ] {
+        let (st, v) =
+            api.call(reqwest::Method::POST, path, Some(json!({"templateID": template, "timeout": 300}))).await;
+        assert_eq!(st, 201, "create from {template} through {path}: {v}");
+        let cid = id(&v);
+        assert_eq!(owner(&db, &cid).await, ("node-a".into(), "running".into()), "{template}");
+        assert_eq!(api.sh(&v, "cat /home/user/mark").await, "from-the-snapshot\n");
+        copies.push(v);
+    }
+    // Killed through node-b.
+    for c in &copies {
+        assert_eq!(api_b.kill(&id(c)).await, 204);
+        assert!(!a.host.data_dir.join("sandboxes").join(id(c)).exists());
+    }
+
+    // A fork through node-b runs on node-a, the source's node.
+    let (st, forks) =
+        api_b.call(reqwest::Method::POST, &format!("/sandboxes/{src_id}/fork"), Some(json!({"count": 1}))).await;
+    assert_eq!(st, 201, "{forks}");
+    let fork = &forks[0]["sandbox"];
+    assert_eq!(owner(&db, &id(fork)).await.0, "node-a", "{forks}");
+    assert_eq!(api_b.sh(fork, "cat /home/user/mark").await, "from-the-snapshot\n");
+    assert_eq!(api_b.kill(&id(fork)).await, 204);
+
+    // Deleted through node-b: node-a removes its files.
+    let (doomed_id, _) = snapshot(&api_b, &src_id, "doomed").await;
+    let (doomed_raw, holder) = held_by(&db, "doomed").await;
+    assert_eq!(holder, "node-a", "taken through node-b, by node-a's runtime");
+    let doomed_dir = a.host.data_dir.join("snapshots").join(&doomed_raw);
+    assert!(doomed_dir.exists());
+    let (st, v) = api_b.call(reqwest::Method::DELETE, &delete_path(&doomed_id), None).await;
+    assert_eq!(st, 204, "{v}");
+    let (st, _) = api_b.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "doomed"}))).await;
+    assert_eq!(st, 404, "a deleted snapshot seeds nothing");
+    // Its layer is the source's lower layer too: the files go with their last user.
+    assert_eq!(api_b.kill(&src_id).await, 204);
+    until("node-a removes the deleted snapshot's files", Duration::from_secs(10), async || !doomed_dir.exists()).await;
+    assert!(a.host.data_dir.join("snapshots").join(&warm_raw).exists(), "the other snapshot stays");
+
+    // A draining node-a makes nothing new, from its snapshots neither.
+    assert_eq!(b.command(&["node", "drain", "node-a"]).code, 0);
+    let (st, v) = api_b.call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "warm"}))).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("held by node node-a, which is draining"), "{v}");
+    assert_eq!(b.command(&["node", "activate", "node-a"]).code, 0);
+
+    // node-a killed -9: its snapshot cannot be used or deleted elsewhere, and the answer
+    // says why (at once, while its lease still holds, and once it is declared dead).
+    let _host_a = a.crash();
+    for phase in ["lease still held", "declared dead"] {
+        if phase == "declared dead" {
+            until("node-a declared dead", Duration::from_secs(30), async || node_state(&b, "node-a").await == "dead")
+                .await;
+        }
+        let (st, v) = api_b
+            .call(reqwest::Method::POST, "/v2/sandboxes", Some(json!({"templateID": "warm", "timeout": 60})))
+            .await;
+        assert_eq!(st, 503, "{phase}: {v}");
+        let want = format!("snapshot {warm_raw} is held by node node-a, which does not answer");
+        assert!(v["message"].as_str().unwrap().contains(&want), "{phase}: {v}");
+        let (st, v) = api_b.call(reqwest::Method::DELETE, &delete_path(&warm_id), None).await;
+        assert_eq!(st, 503, "{phase}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(&want), "{phase}: {v}");
+    }
+    // Nothing was made on node-b meanwhile; plain creates still go there.
+    let n: i64 = db
+        .query_one("SELECT COUNT(*) FROM sandboxes WHERE node_id = 'node-b' AND state <> 'killed'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let plain = api_b.create(json!({"templateID": "base", "timeout": 60})).await;
+    assert_eq!(api_b.kill(&id(&plain)).await, 204);
+}

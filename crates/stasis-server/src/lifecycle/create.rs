@@ -12,6 +12,8 @@ impl Lifecycle {
     pub async fn create(&self, p: CreateParams) -> Result<SandboxRow> {
         match self.resolve_snapshot(&p.template).await? {
             Some(snap) => {
+                // Its files are on the node that took it (routing sends the create there).
+                self.check_held_here(&snap)?;
                 let mut p = p;
                 p.template = snapshots::public_id(&snap);
                 self.create_with(p, Some(snap.id)).await

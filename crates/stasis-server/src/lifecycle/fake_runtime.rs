@@ -155,6 +155,11 @@ impl FakeRuntime {
     }
 
     /// The runtime's state of `id`, if it holds it.
+    /// Whether it holds snapshot `id` (taken, not deleted).
+    pub fn has_snapshot(&self, id: &str) -> bool {
+        self.state.lock().unwrap().snapshots.contains(id)
+    }
+
     pub fn state_of(&self, id: &str) -> Option<SandboxState> {
         self.state.lock().unwrap().sandboxes.get(id).copied()
     }

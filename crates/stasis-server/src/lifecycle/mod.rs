@@ -11,6 +11,7 @@
 
 mod activity;
 mod admission;
+pub mod affinity;
 mod census;
 mod clock;
 mod create;

@@ -93,6 +93,19 @@ impl Lifecycle {
             None => None,
         };
         if let Some(old) = &previous {
+            if old.node_id != self.node_id() {
+                // Its files are on that node: deleting only the row here would leave them
+                // there for good. The new capture is dropped; the name stays where it is.
+                let _ = self.inner.runtime.delete_snapshot(&snap_id).await;
+                return Err(LifecycleError::Conflict(format!(
+                    "snapshot name {:?} is taken by snapshot {} held by node {}: delete it first \
+                     (DELETE /templates/{}) or use another name",
+                    name.as_deref().unwrap_or_default(),
+                    old.id,
+                    old.node_id,
+                    old.id
+                )));
+            }
             self.delete_snapshot_row(old).await?;
         }
         let snap = SnapshotRow {
@@ -103,6 +116,8 @@ impl Lifecycle {
             memory: stats.memory,
             size_bytes: stats.size_bytes,
             created_at: self.now(),
+            // This node's runtime took it: its files are here only.
+            node_id: self.node_id().to_string(),
         };
         // Sandboxes made from it mount what the source mounts.
         let mounts = self.inner.store.volume_mounts(id).await?;
@@ -123,6 +138,7 @@ impl Lifecycle {
     }
 
     async fn delete_snapshot_row(&self, snap: &SnapshotRow) -> Result<()> {
+        self.check_held_here(snap)?;
         match self.inner.runtime.delete_snapshot(&snap.id).await {
             Ok(()) | Err(stasis_runtime::RuntimeError::SnapshotNotFound(_)) => {}
             Err(e) => return Err(e.into()),

@@ -139,6 +139,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         joined_at        BIGINT NOT NULL
     );
     "#,
+    // 6: the node that holds each snapshot's files (as SQLite's migration 8).
+    r#"
+    ALTER TABLE snapshots ADD COLUMN node_id TEXT COLLATE "C" NOT NULL DEFAULT 'local';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -232,9 +232,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
-            "INSERT INTO snapshots (id, source_sandbox_id, template_id, memory, size_bytes, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&row.id, &row.source_sandbox_id, &row.template_id, &row.memory, &size, &row.created_at],
+            "INSERT INTO snapshots (id, source_sandbox_id, template_id, memory, size_bytes, created_at, node_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&row.id, &row.source_sandbox_id, &row.template_id, &row.memory, &size, &row.created_at, &row.node_id],
         )
         .await
         .map_err(|e| match e {

@@ -16,7 +16,8 @@ pub(super) const SANDBOX_COLUMNS: &str = "id, template_id, alias, client_id, sta
     last_error, node_id";
 
 pub(super) const SNAPSHOT_COLUMNS: &str = "s.id, s.source_sandbox_id, s.template_id, s.memory, s.size_bytes, \
-    s.created_at, ARRAY(SELECT n.name FROM snapshot_names n WHERE n.snapshot_id = s.id ORDER BY n.position)";
+    s.created_at, ARRAY(SELECT n.name FROM snapshot_names n WHERE n.snapshot_id = s.id ORDER BY n.position), \
+    s.node_id";
 
 pub(super) fn sandbox_column_count() -> usize {
     SANDBOX_COLUMNS.split(',').count()
@@ -125,6 +126,7 @@ pub(super) fn snapshot_from_row(r: &Row) -> Result<SnapshotRow, StoreError> {
         size_bytes: unsigned(r.try_get(4)?, "size_bytes")?,
         created_at: r.try_get(5)?,
         names: r.try_get(6)?,
+        node_id: r.try_get(7)?,
     })
 }
 

@@ -172,6 +172,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         joined_at        INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 8: the node that holds each snapshot's files (rows from before: the single
+    // machine's `local`, as sandboxes' in migration 7).
+    r#"
+    ALTER TABLE snapshots ADD COLUMN node_id TEXT NOT NULL DEFAULT 'local';
+    "#,
 ];
 
 /// The schema version this build writes.

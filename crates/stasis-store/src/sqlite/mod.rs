@@ -272,8 +272,8 @@ impl Store for SqliteStore {
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO snapshots (id, source_sandbox_id, template_id, memory, size_bytes, \
-                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.id, row.source_sandbox_id, row.template_id, row.memory, size, row.created_at],
+                 created_at, node_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![row.id, row.source_sandbox_id, row.template_id, row.memory, size, row.created_at, row.node_id],
             )
             .map_err(|e| match e {
                 e if is_unique_violation(&e) => StoreError::AlreadyExists(format!("snapshot {}", row.id)),

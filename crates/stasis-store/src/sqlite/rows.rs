@@ -163,11 +163,12 @@ pub(super) fn snapshot_from_row(conn: &Connection, r: &Row) -> rusqlite::Result<
         memory: r.get(3)?,
         size_bytes: get_u64(r, 4)?,
         created_at: r.get(5)?,
+        node_id: r.get(6)?,
     })
 }
 
 pub(super) const SNAPSHOT_COLUMNS: &str = "s.id, s.source_sandbox_id, s.template_id, s.memory, \
-    s.size_bytes, s.created_at";
+    s.size_bytes, s.created_at, s.node_id";
 
 pub(super) fn read_snapshot(
     conn: &Connection,

@@ -63,6 +63,14 @@ async fn opening_an_old_database_migrates_it_and_keeps_its_rows() {
             params_from_iter(values),
         )
         .unwrap();
+        // A snapshot from before snapshots recorded their node (version 7).
+        migrate_to(&mut conn, 7).unwrap();
+        conn.execute(
+            "INSERT INTO snapshots (id, source_sandbox_id, template_id, memory, size_bytes, created_at) \
+             VALUES ('old-snap', 'old1', 'base', 1, 10, 5)",
+            [],
+        )
+        .unwrap();
     }
     let store = SqliteStore::open(&path).await.unwrap();
     let v: i64 = store.conn.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
@@ -71,6 +79,8 @@ async fn opening_an_old_database_migrates_it_and_keeps_its_rows() {
     assert_eq!(row.state, SandboxState::Paused);
     assert_eq!(row.last_error, None, "an old row has no failed action");
     assert_eq!(row.node_id, crate::LOCAL_NODE, "an old row is the single machine's");
+    let snap = store.get_snapshot("old-snap").await.unwrap().unwrap();
+    assert_eq!(snap.node_id, crate::LOCAL_NODE, "an old snapshot is the single machine's");
     // The rebuilt table (migration 7) takes the new state.
     store.transition("old1", &[SandboxState::Paused], SandboxState::Lost).await.unwrap();
     // The tables of later migrations are usable.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use stasis_store::{EventQuery, Heartbeat, NodeState, Resources, SandboxState, SqliteStore, Store};
 
-use super::super::fake_runtime::FakeRuntime;
-use super::super::{Clock, Lifecycle, LifecycleConfig, LifecycleError};
+use super::super::affinity::Affinity;
+use super::super::fake_runtime::{FakeRuntime, Op};
+use super::super::{Clock, CreateParams, Lifecycle, LifecycleConfig, LifecycleError};
 use super::{after, params};
 use crate::ids::SandboxId;
 
@@ -205,4 +206,46 @@ async fn a_paused_sandbox_of_a_draining_node_is_taken_over_once_and_handed_back_
     assert_eq!(a.lc.drop_moved().await.unwrap(), Vec::<String>::new());
     let events = store.events(&EventQuery { sandbox_id: id.to_string(), ..Default::default() }).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "taken_over"), "{events:?}");
+}
+
+/// A snapshot's files are on the node that took it: the row says which, the other node
+/// sends requests there (`affinity`) and refuses to act on it itself (a create from it,
+/// its delete, a capture that would take its name), so no files are left behind.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_is_used_and_deleted_only_on_the_node_that_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = two_nodes(&dir).await;
+    beat(&a, true).await;
+    beat(&b, true).await;
+    let src = create(&a).await;
+    let snap = a.lc.snapshot(&src, Some("warm".into()), true).await.unwrap();
+    assert_eq!(snap.node_id, "a");
+    assert_eq!(store.get_snapshot(&snap.id).await.unwrap().unwrap().node_id, "a");
+    assert_eq!(a.lc.affinity("stasis/warm:default").await.unwrap(), Affinity::Here);
+    let Affinity::Node { node, snapshot } = b.lc.affinity("stasis/warm:default").await.unwrap() else {
+        panic!("b sends it to a")
+    };
+    assert_eq!((node.id.as_str(), snapshot.as_str()), ("a", snap.id.as_str()));
+    assert_eq!(b.lc.affinity(&snap.id).await.unwrap(), Affinity::Node { node, snapshot }, "by id too");
+    assert_eq!(b.lc.affinity("base").await.unwrap(), Affinity::Free, "a template: placed freely");
+
+    let from_warm = CreateParams { template: "warm".into(), ..params() };
+    let held = |r: Result<_, LifecycleError>| match r {
+        Err(LifecycleError::Conflict(m)) => assert!(m.contains("held by node a"), "{m}"),
+        other => panic!("{other:?}"),
+    };
+    held(b.lc.create(from_warm.clone()).await.map(|_| ()));
+    held(b.lc.delete_snapshot("warm").await);
+    let other = create(&b).await;
+    held(b.lc.snapshot(&other, Some("warm".into()), true).await.map(|_| ()));
+    assert_eq!(store.find_snapshot_by_name("warm").await.unwrap().unwrap().id, snap.id, "the name stays on a's");
+    assert!(a.rt.has_snapshot(&snap.id), "a's files are untouched");
+    assert_eq!(b.rt.count(Op::Snapshot), b.rt.count(Op::DeleteSnapshot), "b's refused capture is dropped");
+
+    // On a: made and deleted.
+    let copy = a.lc.create(from_warm).await.unwrap();
+    assert_eq!(copy.node_id, "a");
+    a.lc.delete_snapshot("warm").await.unwrap();
+    assert!(!a.rt.has_snapshot(&snap.id));
+    assert_eq!(store.get_snapshot(&snap.id).await.unwrap(), None);
 }

@@ -43,10 +43,10 @@ class Report:
         return self.result.failure is None and not self.result.leaks
 
 
-# The weights a cluster run changes (MODEL_WEIGHTS still overrides each). Creates from a
-# snapshot are placed without regard to where its layer is (not yet routed to that node).
+# The weights a cluster run changes (MODEL_WEIGHTS still overrides each). Templates built
+# through the API live on the node that built them, and nothing routes to it yet.
 CLUSTER_WEIGHTS = {"restart": 0, "tpl_build": 0, "tpl_delete": 0, "tpl_tag": 0, "tpl_untag": 0,
-                   "from_snapshot": 0, "node_drain": 4, "node_kill": 4}
+                   "node_drain": 4, "node_kill": 4}
 
 
 def config_from_env(**over) -> Config:

@@ -15,6 +15,7 @@ Only loopback: every address is 127.0.0.1.
 """
 import os
 import re
+import shutil
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,7 +23,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "cluster"))
 
 from harness import Cluster  # noqa: E402
 
-from .server import ANSI, TEMPLATE_INTERPRETER, record_seen  # noqa: E402
+from .server import ANSI, TEMPLATE_INTERPRETER, cgroup_leaks, mounts_under, record_seen  # noqa: E402
 
 LEASE = 6  # seconds (--node-lease); --heartbeat-interval 1s
 
@@ -116,9 +117,7 @@ class ClusterServer:
 
     # ------------------------------------------------------------------ teardown
     def mounts(self):
-        with open("/proc/self/mountinfo") as f:
-            mps = [ln.split()[4] for ln in f]
-        return [m for m in mps if self.data and (m == self.data or m.startswith(self.data + "/"))]
+        return mounts_under(self.data)
 
     def teardown(self, keep=False):
         """Kills every sandbox (through a live node; then each node's runtime for what is
@@ -129,14 +128,10 @@ class ClusterServer:
         left = self.c.close(keep=True)
         if left:
             leaks.append(f"sandbox dirs left on nodes {left}")
-        for sid in sorted(self.ids):
-            for d in (f"/sys/fs/cgroup/stasis/{sid}",):
-                if os.path.exists(d):
-                    leaks.append(f"cgroup left: {d}")
+        leaks += cgroup_leaks(self.ids)
         m = self.mounts()
         if m:
             leaks.append(f"mounts left: {m}")
         if not keep and not leaks:
-            import shutil
             shutil.rmtree(self.c.work, ignore_errors=True)
         return leaks

@@ -603,10 +603,15 @@ class Runner:
         if rt.sbx.commands.kill(pid) is not True:
             raise Mismatch("bg_kill", f"s{op['s']} kill of bg pid {pid} returned False")
         self.w.apply(op)
+        self._await_unlisted(rt, pid, "bg_kill.listed", f"s{op['s']} pid {pid}")
+
+    @staticmethod
+    def _await_unlisted(rt, pid, check, what):
+        """A killed process leaves envd's list within 10 s."""
         deadline = time.monotonic() + 10
         while pid in {p.pid for p in rt.sbx.commands.list()}:
             if time.monotonic() > deadline:
-                raise Mismatch("bg_kill.listed", f"s{op['s']} pid {pid} still listed 10 s after kill")
+                raise Mismatch(check, f"{what} still listed 10 s after kill")
             time.sleep(0.1)
 
     def op_secret_start(self, op):
@@ -668,11 +673,7 @@ class Runner:
         if rt.sbx.pty.kill(pid) is not True:
             raise Mismatch("pty_kill", f"s{op['s']} kill of pty pid {pid} returned False")
         self.w.apply(op)
-        deadline = time.monotonic() + 10
-        while pid in {p.pid for p in rt.sbx.commands.list()}:
-            if time.monotonic() > deadline:
-                raise Mismatch("pty_kill.listed", f"s{op['s']} pty pid {pid} still listed 10 s after kill")
-            time.sleep(0.1)
+        self._await_unlisted(rt, pid, "pty_kill.listed", f"s{op['s']} pty pid {pid}")
 
     def op_secret_query(self, op):
         self._query(op["s"], op["key"], op["as"], "query")

@@ -45,6 +45,19 @@ def free_port():
     return port
 
 
+def mounts_under(path):
+    """Mount points at or below `path` on the host."""
+    with open("/proc/self/mountinfo") as f:
+        mps = [ln.split()[4] for ln in f]
+    return [m for m in mps if path and (m == path or m.startswith(path + "/"))]
+
+
+def cgroup_leaks(ids):
+    """What is left of the sandboxes `ids` in the cgroup tree."""
+    return [f"cgroup left: /sys/fs/cgroup/stasis/{sid}" for sid in sorted(ids)
+            if os.path.exists(f"/sys/fs/cgroup/stasis/{sid}")]
+
+
 def record_seen(sandbox_id):
     """For run.sh's leak check (it looks for cgroups named after every id it was told)."""
     path = os.environ.get("E2E_SEEN_IDS")
@@ -170,9 +183,7 @@ class Server:
                 print(f"model teardown: kill {sid}: {e}")
 
     def mounts(self):
-        with open("/proc/self/mountinfo") as f:
-            mps = [ln.split()[4] for ln in f]
-        return [m for m in mps if m == self.data or m.startswith(self.data + "/")]
+        return mounts_under(self.data)
 
     def leaks(self):
         out = []
@@ -180,10 +191,7 @@ class Server:
         left = sorted(os.listdir(sdir)) if os.path.isdir(sdir) else []
         if left:
             out.append(f"sandbox dirs left: {left}")
-        for sid in sorted(self.ids | set(left)):
-            for d in (f"/sys/fs/cgroup/stasis/{sid}",):
-                if os.path.exists(d):
-                    out.append(f"cgroup left: {d}")
+        out += cgroup_leaks(self.ids | set(left))
         m = self.mounts()
         if m:
             out.append(f"mounts left: {m}")

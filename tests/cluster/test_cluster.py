@@ -7,10 +7,13 @@ one cluster:
    and a connect through node b resumes it on node c (b's placement: c has more free
    memory than b): files, a process and its memory are intact; a removes its stale copy;
 3. a drain pauses what its node runs, a create through it goes elsewhere, and every
-   sandbox it paused resumes elsewhere;
+   sandbox it paused resumes elsewhere, a fork too (its snapshot's layer is in the
+   bucket), and a snapshot of the draining node makes sandboxes on the others;
 4. kill -9 of a node: the others keep serving at once; after its lease its running
-   sandbox is reported lost, and its paused sandbox resumes on another node.
+   sandbox is reported lost, its paused sandbox resumes on another node, and its
+   snapshot makes sandboxes there and is deleted through them.
 """
+import json
 import os
 import time
 
@@ -78,6 +81,9 @@ def test_created_on_a_paused_resumed_through_b_onto_c(cluster):
     sbx = Sandbox.create(timeout=600, metadata={"test": "cluster"}, **b.api)
     assert node_of(cluster, sbx.sandbox_id) == "a", "placement: a has the most free memory"
     sbx.files.write("/home/user/kept.txt", "made on a")
+    # /etc copied up into its own layer: after the move the template's files under it show
+    # too (the fork below checks the same for a snapshot's layer, which here differs by node).
+    sbx.commands.run("echo 1 > /etc/stasis-cluster-test", user="root")
     counter(sbx)
     pid, n0 = pid_of_counter(sbx), count(sbx)
     assert sbx.pause() is True
@@ -85,6 +91,7 @@ def test_created_on_a_paused_resumed_through_b_onto_c(cluster):
     back = Sandbox.connect(sbx.sandbox_id, **b.api)
     assert node_of(cluster, sbx.sandbox_id, via="b") == "c", "b placed the resume on c (more free memory than b)"
     assert back.files.read("/home/user/kept.txt") == "made on a"
+    assert back.commands.run("cat /etc/stasis-cluster-test; grep -c '^user:' /etc/passwd").stdout == "1\n1\n"
     assert pid_of_counter(back) == pid, "the same process goes on"
     n1 = count(back)
     assert n1 >= n0
@@ -102,9 +109,15 @@ def test_a_drain_pauses_its_node_and_its_sandboxes_resume_elsewhere(cluster):
     assert {node_of(cluster, s.sandbox_id) for s in made} == {"a"}
     for s in made:
         s.files.write("/home/user/who", s.sandbox_id)
-    # A fork's lower layer is its snapshot's, on a: it is paused by the drain but cannot move.
+    # A fork's lower layer is its snapshot's, taken on a: it went to the bucket with it, so
+    # the fork moves too (fetched by the node that takes it over).
     fork = made[0].fork(count=1, timeout=600)[0]
     assert node_of(cluster, fork.sandbox_id) == "a"
+    fork.files.write("/home/user/fork-only", "written after the fork")
+    counter(fork)
+    fork_pid = pid_of_counter(fork)
+    # A named snapshot of a: creates from it go elsewhere while a drains.
+    named = made[1].create_snapshot()
     assert c.cli("node", "drain", "a")["state"] == "draining"
 
     def all_paused():
@@ -118,17 +131,21 @@ def test_a_drain_pauses_its_node_and_its_sandboxes_resume_elsewhere(cluster):
         assert node_of(cluster, s.sandbox_id) in ("b", "c")
         assert back.files.read("/home/user/who") == s.sandbox_id
         Sandbox.kill(s.sandbox_id, **b.api)
-    with pytest.raises(Exception) as refused:
-        Sandbox.connect(fork.sandbox_id, **b.api)
-    assert "resumes only there" in str(refused.value), refused.value
-    assert node_of(cluster, fork.sandbox_id) == "a"
-    Sandbox.kill(other.sandbox_id, **b.api)
+    back = Sandbox.connect(fork.sandbox_id, **b.api)
+    assert node_of(cluster, fork.sandbox_id) in ("b", "c"), "the fork moved with its snapshot's layer"
+    assert back.files.read("/home/user/who") == made[0].sandbox_id, "its source's files (the snapshot's layer)"
+    assert back.files.read("/home/user/fork-only") == "written after the fork"
+    assert pid_of_counter(back) == fork_pid
+    n = count(back)
+    wait("the fork's counter to go on", lambda: count(back) > n, limit=10)
+    copy = Sandbox.create(template=named.snapshot_id, timeout=300, **a.api)
+    assert node_of(cluster, copy.sandbox_id) in ("b", "c"), "made from a's snapshot while a drains"
+    assert copy.files.read("/home/user/who") == made[1].sandbox_id
+    for s in (other, copy):
+        Sandbox.kill(s.sandbox_id, **b.api)
     b.cli("node", "activate", "a")
-    # Once a is active again the fork resumes there, with its source's files.
-    back = Sandbox.connect(fork.sandbox_id, **c.api)
-    assert node_of(cluster, fork.sandbox_id) == "a"
-    assert back.files.read("/home/user/who") == made[0].sandbox_id
     Sandbox.kill(fork.sandbox_id, **b.api)
+    assert Sandbox.delete_snapshot(named.snapshot_id, **c.api) is True
 
 
 def test_a_sandbox_with_a_volume_resumes_where_it_paused_and_after_a_takeover(cluster):
@@ -164,6 +181,7 @@ def test_a_killed_node_loses_its_running_sandboxes_and_its_paused_ones_resume_el
     paused.files.write("/home/user/state", "kept in the object store")
     counter(paused)
     pid = pid_of_counter(paused)
+    snap = paused.create_snapshot()
     assert paused.pause() is True
     a.kill9()
     # The others keep serving at once, for everything that is not on a.
@@ -184,5 +202,14 @@ def test_a_killed_node_loses_its_running_sandboxes_and_its_paused_ones_resume_el
     assert node_of(cluster, paused.sandbox_id, via="c") in ("b", "c")
     assert back.files.read("/home/user/state") == "kept in the object store"
     assert pid_of_counter(back) == pid
-    for s in (paused, fresh):
+    # Its snapshot is in the bucket: sandboxes are made from it on the live nodes, with
+    # its files and its processes, and it is deleted through them.
+    copy = Sandbox.create(template=snap.snapshot_id, timeout=300, **b.api)
+    assert node_of(cluster, copy.sandbox_id, via="c") in ("b", "c")
+    assert copy.files.read("/home/user/state") == "kept in the object store"
+    assert pid_of_counter(copy) == pid
+    assert Sandbox.delete_snapshot(snap.snapshot_id, **c.api) is True
+    status, listed = c.rest("GET", "/snapshots")
+    assert status == 200 and snap.snapshot_id.split(":")[0] not in json.dumps(listed), listed
+    for s in (paused, fresh, copy):
         Sandbox.kill(s.sandbox_id, **b.api)

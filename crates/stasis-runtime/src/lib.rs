@@ -191,6 +191,11 @@ pub trait Runtime: Send + Sync {
     async fn create_from_snapshot(&self, id: &str, snapshot_id: &str, spec: &SandboxSpec) -> Result<()>;
     /// Deletes a snapshot; sandboxes made from it keep working.
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()>;
+    /// The snapshots on this node that are also in the object store and not deleted here
+    /// (fetched, or taken here a while ago): the lifecycle deletes those whose row is gone.
+    async fn shared_snapshots(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The limits (CPU, memory, disk) a sandbox made from snapshot `snapshot_id` gets:
     /// its source's when captured, whatever the create asks. `None`: the runtime applies
     /// the create's own.

@@ -131,25 +131,21 @@ fn write_set(image: &Path, out: &Path, rec: &Record, data_dir: &Path) -> std::io
     Ok(copied)
 }
 
-/// The overlay's upper layer names its lower layers by file handle (`index=on`: the
-/// upper root's `trusted.overlay.origin`, the index under `work/`); on another node the
-/// lowers are other directories, whose handles differ, and the mount would fail with
-/// ESTALE. The disk is mounted once to drop both (the overlay makes them anew at its next
-/// mount; copied-up files' own origins are then only hints, ignored when stale).
+/// The overlay's upper layer names its lower layers by file handle (`index=on`: every
+/// copied-up directory's `trusted.overlay.origin`, the index under `work/`); on another
+/// node the lowers are other directories, whose handles differ. With `nfs_export=on` the
+/// overlay verifies a directory's origin and, when it is stale, merges nothing below it:
+/// a directory the sandbox had written in (`/home/user`) would show only its own files,
+/// none of its template's or its snapshot's. The root's stale origin fails the mount
+/// (ESTALE). The disk is mounted once to drop them all (the overlay records them anew
+/// as it looks directories up; copied-up files' own origins are only hints, ignored when
+/// stale).
 fn forget_lower_handles(image: &Path, mount: &Path, disk_mb: u64) -> Result<()> {
     super::disk::mount(image, mount, disk_mb)?;
     let upper = mount.join("upper");
     let work = mount.join("work");
     let fixed = (|| -> std::io::Result<()> {
-        let path = std::ffi::CString::new(upper.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-        let name = c"trusted.overlay.origin";
-        // SAFETY: two valid NUL-terminated strings.
-        if unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ENODATA) {
-                return Err(e);
-            }
-        }
+        forget_dir_origins(&upper)?;
         if work.exists() {
             for e in std::fs::read_dir(&work)?.flatten() {
                 match e.file_type()?.is_dir() {
@@ -165,8 +161,28 @@ fn forget_lower_handles(image: &Path, mount: &Path, disk_mb: u64) -> Result<()> 
     unmounted
 }
 
+/// Removes `trusted.overlay.origin` from `dir` and every directory under it (symlinks
+/// are not followed).
+fn forget_dir_origins(dir: &Path) -> std::io::Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    let name = c"trusted.overlay.origin";
+    // SAFETY: two valid NUL-terminated strings.
+    if unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENODATA) {
+            return Err(e);
+        }
+    }
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type()?.is_dir() {
+            forget_dir_origins(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Rewrites `path` (a path under `from`, the source's data dir) under `to`.
-fn rebase(path: &str, from: &str, to: &Path) -> String {
+pub(super) fn rebase(path: &str, from: &str, to: &Path) -> String {
     match Path::new(path).strip_prefix(from) {
         Ok(rel) => to.join(rel).display().to_string(),
         Err(_) => path.to_string(),
@@ -289,16 +305,14 @@ impl Inner {
             return Err(bad(format!("the set is of {} in state {:?}", map.record.id, map.record.state)));
         }
         // A snapshot's layer (a sandbox made from a snapshot, a fork, a copy of a warm
-        // template) is on the node that took it: a same-named one here is another capture
-        // (a warm template's is made by each node), with other files under the same
-        // processes. Such a sandbox resumes only where it was paused (docs/architecture.md).
-        let snapshots = Path::new(&map.data_dir).join("snapshots");
-        if let Some(l) = map.record.lower_dirs.iter().find(|l| Path::new(l).starts_with(&snapshots)) {
-            let snap = Path::new(l).strip_prefix(&snapshots).ok().and_then(|r| r.iter().next());
-            return Err(RuntimeError::Immovable(format!(
-                "sandbox {id} was made from snapshot {} (a fork, a snapshot or a warm template), whose layer is on the node that paused it: it resumes only there (activate that node, or wait for it to come back)",
-                snap.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-            )));
+        // template) moves only through the bucket: fetched here if it is there, else the
+        // sandbox resumes only where it was paused (a same-named dir here that did not
+        // come from the bucket is another capture: a warm template's is made by each node).
+        for l in &map.record.lower_dirs {
+            self.snapshot_lower(l, &map.data_dir).map_err(|e| match e {
+                RuntimeError::Immovable(m) => RuntimeError::Immovable(format!("sandbox {id}: {m}")),
+                other => other,
+            })?;
         }
         // The disk: sparse, its data written back at its offsets.
         let image = staging.join("disk.img");

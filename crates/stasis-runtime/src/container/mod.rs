@@ -66,6 +66,7 @@ mod remote;
 mod resume;
 mod sandbox_net;
 mod snapshot;
+mod snapshot_share;
 pub mod space;
 mod teardown;
 mod template;
@@ -412,7 +413,10 @@ impl Runtime for ContainerRuntime {
 
     async fn snapshot_limits(&self, snapshot_id: &str) -> Result<Option<crate::Limits>> {
         let (inner, snap) = (self.inner.clone(), snapshot_id.to_string());
-        let meta = tokio::task::spawn_blocking(move || inner.snapshot_meta(&snap)).await.expect("snapshot task")?;
+        let meta =
+            tokio::task::spawn_blocking(move || inner.ensure_snapshot(&snap).and_then(|()| inner.snapshot_meta(&snap)))
+                .await
+                .expect("snapshot task")?;
         let s = &meta.spec;
         Ok(Some(crate::Limits { cpu_count: s.cpu_count, memory_mb: s.memory_mb, disk_mb: s.disk_mb }))
     }
@@ -439,6 +443,11 @@ impl Runtime for ContainerRuntime {
     fn volume_dir(&self, id: &str) -> Option<PathBuf> {
         validate_id(id).ok()?;
         Some(self.inner.layout.volume(id)).filter(|d| d.is_dir())
+    }
+
+    async fn shared_snapshots(&self) -> Vec<String> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.shared_snapshots()).await.unwrap_or_default()
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {

@@ -156,6 +156,14 @@ impl Inner {
             id_base: rec.id_base,
         };
         super::perms::write_private(&tmp.join(META), &meta.to_json()).ctx(|| "write snapshot.json".into())?;
+        // In a cluster its layer goes up too: any node can then start sandboxes from it.
+        if keep_remote {
+            if let Err(e) = self.share_snapshot(snap, &tmp, &meta) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                self.forget_remote(&snapshot_rel(snap));
+                return Err(e);
+            }
+        }
         // Its copies restore into its range (`create_from_snapshot_with`): held while it lives.
         if let (Some(base), true) = (meta.id_base, meta.memory) {
             self.id_ranges.register(base, &final_dir.join(META))?;
@@ -179,6 +187,8 @@ impl Inner {
         spec: &SandboxSpec,
         limits: Limits,
     ) -> Result<()> {
+        // Taken on another node of a cluster: fetched from the object store.
+        self.ensure_snapshot(snap)?;
         let meta = self.snapshot_meta(snap)?;
         // A copy mounts the volumes its source mounted, where it mounted them: its
         // processes may hold files open on them.
@@ -271,13 +281,25 @@ impl Inner {
     /// Marks a snapshot deleted (new sandboxes can no longer start from it) and frees
     /// whatever no sandbox uses any more.
     pub(super) fn delete_snapshot(&self, snap: &str) -> Result<()> {
-        self.snapshot_meta(snap)?;
+        if let Err(e) = self.snapshot_meta(snap) {
+            // Not on this node (its node is gone): its images in the bucket serve nothing
+            // more. Its layer stays there for the sandboxes made from it, which may move;
+            // the node that made it removes it with its own copy.
+            if matches!(e, RuntimeError::SnapshotNotFound(_)) && validate_id(snap).is_ok() {
+                self.forget_remote(&snapshot_images_rel(snap));
+            }
+            return Err(e);
+        }
         let dir = self.layout.snapshot(snap);
         std::fs::File::create(dir.join(DELETED)).and_then(|f| f.sync_all()).ctx(|| "mark snapshot deleted".into())?;
         // Memory images only serve sandboxes being created, and lazy restores still
         // filling memory in: they go now unless such a restore still reads them.
         drop_images_if_deleted(&dir);
-        self.forget_remote(&snapshot_rel(snap));
+        match super::snapshot_share::shared_as(&dir) {
+            // Its layer in the bucket goes with the layer here (`collect_snapshots`).
+            Some(_) => self.forget_remote(&snapshot_images_rel(snap)),
+            None => self.forget_remote(&snapshot_rel(snap)),
+        }
         self.collect_snapshots();
         Ok(())
     }
@@ -328,6 +350,12 @@ impl Inner {
                 let used_by_other =
                     metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
                 if !in_use.contains(&layer) && !used_by_other {
+                    // The node that put it in the bucket takes it out with its last user here.
+                    if super::snapshot_share::shared_as(p).as_deref() == Some(super::snapshot_share::MADE) {
+                        if let Some(snap) = p.file_name().and_then(|n| n.to_str()) {
+                            self.forget_remote(&snapshot_rel(snap));
+                        }
+                    }
                     let _ = std::fs::remove_dir_all(p);
                     removed.push(p.clone());
                     changed = true;

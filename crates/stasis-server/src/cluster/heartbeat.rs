@@ -16,6 +16,10 @@ use stasis_store::{Heartbeat, NodeRow, NodeState};
 
 use super::{capacity, Cluster};
 
+/// Every how many beats a node drops its copies of snapshots deleted through other nodes
+/// (one store read per such copy: not at every beat).
+const SNAPSHOT_SWEEP_BEATS: u64 = 10;
+
 impl Cluster {
     /// One beat: renew, then sweep; `first`: the beat at start, before serving.
     pub async fn beat(&self, first: bool) -> anyhow::Result<NodeRow> {
@@ -47,8 +51,18 @@ impl Cluster {
             let mut tick = tokio::time::interval(this.config().heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await; // the first beat was made at start
+            let mut beats: u64 = 0;
             loop {
                 tick.tick().await;
+                beats += 1;
+                if beats.is_multiple_of(SNAPSHOT_SWEEP_BEATS) {
+                    let lc = this.lifecycle().clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = lc.drop_deleted_snapshots().await {
+                            tracing::warn!("cannot check for snapshots deleted through other nodes: {e}");
+                        }
+                    });
+                }
                 match this.beat(false).await {
                     Ok(row) if row.state == NodeState::Draining => {
                         // Not on the beat's task (pauses take seconds, the lease must not

@@ -144,6 +144,9 @@ impl Cluster {
         let here = self.lifecycle().node_id();
         Some(match self.lifecycle().affinity(reference).await {
             Ok(Affinity::Free) => return None,
+            // A draining node makes no new sandbox: with shared layers another one fetches
+            // the snapshot, else nobody can.
+            Ok(Affinity::Draining { .. }) if create && self.lifecycle().shares_layers() => self.placed().await,
             Ok(Affinity::Draining { node, snapshot }) if create => {
                 Destination::Refused(StatusCode::CONFLICT, draining_message(&snapshot, &node.id))
             }
@@ -151,6 +154,16 @@ impl Cluster {
             Ok(Affinity::Draining { node, .. }) if node.id == here => Destination::Here,
             Ok(Affinity::Node { node, .. } | Affinity::Draining { node, .. }) if reachable(&node.url).await => {
                 Destination::Node(node)
+            }
+            // Shared through the object store: when its node does not answer, any node
+            // makes sandboxes from it or deletes it.
+            Ok(Affinity::Node { .. } | Affinity::Draining { .. } | Affinity::Gone(_))
+                if self.lifecycle().shares_layers() =>
+            {
+                match create {
+                    true => self.placed().await,
+                    false => Destination::Here,
+                }
             }
             // A node killed a moment ago still holds its lease: it is not waited for.
             Ok(Affinity::Node { node, snapshot } | Affinity::Draining { node, snapshot }) => {

@@ -2,7 +2,9 @@
 //! snapshot's layer, images and `snapshot.json` are in the data dir of the node whose
 //! runtime took it (its row's `node_id`): a create from it and its delete must run there,
 //! and nowhere else (another node would fail, or create nothing, or leave its files behind).
-//! A create from a plain template is placed freely (`nodes::place`).
+//! A create from a plain template is placed freely (`nodes::place`). With shared layers (a
+//! cluster with an object store) a snapshot is in the bucket too: its node is still
+//! preferred while it answers (its files are there), any other node fetches it otherwise.
 //!
 //! It decides where, not how: routing (`cluster/routing.rs`) forwards or answers the
 //! error; the operations themselves refuse what this node does not hold
@@ -45,6 +47,15 @@ pub fn draining_message(snapshot: &str, node: &str) -> String {
     )
 }
 
+/// The answer to a create from snapshot `snapshot` of node `node` on a node that could not
+/// fetch it (taken before snapshots went to the object store, or its upload was lost).
+pub fn not_shared_message(snapshot: &str, node: &str) -> String {
+    format!(
+        "snapshot {snapshot} is held by node {node} and is not in the object store (taken before snapshots were \
+         shared between nodes): sandboxes from it are made on that node only"
+    )
+}
+
 /// Where snapshot `snap` is answered, seen from node `here` at `now` (`holder`: the row of
 /// the node it names, if any).
 pub fn of_snapshot(snap: &SnapshotRow, here: &str, holder: Option<&NodeRow>, now: UnixMillis) -> Affinity {
@@ -76,8 +87,10 @@ impl Lifecycle {
 
     /// Refuses an operation on the files of a snapshot another node holds (routing sends
     /// it there; this is the answer when it could not, or when two nodes disagree).
+    /// With shared layers any node may: the runtime fetches a snapshot from the object
+    /// store (and says so when it is not there: [`not_shared_message`]).
     pub(super) fn check_held_here(&self, snap: &SnapshotRow) -> Result<()> {
-        if snap.node_id == self.node_id() {
+        if snap.node_id == self.node_id() || self.shares_layers() {
             return Ok(());
         }
         Err(super::LifecycleError::Conflict(format!(

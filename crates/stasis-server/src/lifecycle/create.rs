@@ -12,11 +12,18 @@ impl Lifecycle {
     pub async fn create(&self, p: CreateParams) -> Result<SandboxRow> {
         match self.resolve_snapshot(&p.template).await? {
             Some(snap) => {
-                // Its files are on the node that took it (routing sends the create there).
+                // Its files are on the node that took it (routing sends the create there
+                // while it answers), and in the object store when layers are shared.
                 self.check_held_here(&snap)?;
                 let mut p = p;
                 p.template = snapshots::public_id(&snap);
-                self.create_with(p, Some(snap.id)).await
+                let elsewhere = snap.node_id != self.node_id();
+                match self.create_with(p, Some(snap.id.clone())).await {
+                    Err(super::LifecycleError::TemplateNotFound(_)) if elsewhere => Err(
+                        super::LifecycleError::Conflict(super::affinity::not_shared_message(&snap.id, &snap.node_id)),
+                    ),
+                    other => other,
+                }
             }
             None => self.create_with(p, None).await,
         }

@@ -155,6 +155,11 @@ impl FakeRuntime {
     }
 
     /// The runtime's state of `id`, if it holds it.
+    /// Holds snapshot `id` as if fetched from the object store.
+    pub fn add_snapshot(&self, id: &str) {
+        self.state.lock().unwrap().snapshots.insert(id.to_string());
+    }
+
     /// Whether it holds snapshot `id` (taken, not deleted).
     pub fn has_snapshot(&self, id: &str) -> bool {
         self.state.lock().unwrap().snapshots.contains(id)
@@ -268,6 +273,10 @@ impl Runtime for FakeRuntime {
         self.enter(Op::CreateFromSnapshot, id).await?;
         self.set(id, SandboxState::Running);
         Ok(())
+    }
+
+    async fn shared_snapshots(&self) -> Vec<String> {
+        self.state.lock().unwrap().snapshots.iter().cloned().collect()
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {

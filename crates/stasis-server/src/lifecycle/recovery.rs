@@ -81,6 +81,8 @@ impl Lifecycle {
         }
         // Paused sandboxes other nodes took over while this one was away: stale copies.
         self.drop_moved().await?;
+        // Shared snapshots deleted through another node while this one was away.
+        self.drop_deleted_snapshots().await?;
         // Sandboxes the runtime holds but the store does not know as this node's (only if
         // the database was replaced or lost, or a takeover is under way): reported, never
         // deleted; `stasis runtime kill ID` removes one.

@@ -93,7 +93,7 @@ impl Lifecycle {
             None => None,
         };
         if let Some(old) = &previous {
-            if old.node_id != self.node_id() {
+            if old.node_id != self.node_id() && !self.shares_layers() {
                 // Its files are on that node: deleting only the row here would leave them
                 // there for good. The new capture is dropped; the name stays where it is.
                 let _ = self.inner.runtime.delete_snapshot(&snap_id).await;
@@ -146,6 +146,31 @@ impl Lifecycle {
         self.inner.store.delete_snapshot(&snap.id).await?;
         let _ = self.inner.store.set_volume_mounts(&snap.id, &[]).await;
         Ok(())
+    }
+
+    /// Deletes this node's copies of shared snapshots whose row is gone (deleted through a
+    /// node that did not hold them, or while this one was away): fetched copies, and
+    /// snapshots this node took a while ago. Their layers stay while sandboxes here use
+    /// them. Runs at start-up and every few heartbeats; returns the ids deleted.
+    pub async fn drop_deleted_snapshots(&self) -> Result<Vec<String>> {
+        let mut dropped = Vec::new();
+        if !self.shares_layers() {
+            return Ok(dropped);
+        }
+        for snap in self.inner.runtime.shared_snapshots().await {
+            // Ids of the lifecycle's snapshots only (a template's layers have none).
+            if SandboxId::parse(&snap).is_err() || self.inner.store.get_snapshot(&snap).await?.is_some() {
+                continue;
+            }
+            match self.inner.runtime.delete_snapshot(&snap).await {
+                Ok(()) => {
+                    tracing::info!(snapshot = %snap, "deleted this node's copy of a snapshot deleted elsewhere");
+                    dropped.push(snap);
+                }
+                Err(e) => tracing::warn!(snapshot = %snap, "cannot delete the copy of a deleted snapshot: {e}"),
+            }
+        }
+        Ok(dropped)
     }
 
     /// Deletes a snapshot by id or name; sandboxes started from it keep working.

@@ -211,6 +211,45 @@ async fn a_paused_sandbox_of_a_draining_node_is_taken_over_once_and_handed_back_
 /// A snapshot's files are on the node that took it: the row says which, the other node
 /// sends requests there (`affinity`) and refuses to act on it itself (a create from it,
 /// its delete, a capture that would take its name), so no files are left behind.
+/// With shared layers (a cluster with an object store) a snapshot is in the bucket: any
+/// node makes sandboxes from it (its runtime fetches it; one that cannot says so), any
+/// node deletes it, and the node that held it drops its copy once the row is gone.
+#[tokio::test(start_paused = true)]
+async fn a_shared_snapshot_is_used_and_deleted_anywhere_and_stale_copies_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, store) = nodes_sharing(&dir, true).await;
+    beat(&a, true).await;
+    beat(&b, true).await;
+    let src = create(&a).await;
+    let snap = a.lc.snapshot(&src, Some("shared".into()), true).await.unwrap();
+    let from = CreateParams { template: "shared".into(), ..params() };
+    // b's runtime cannot fetch it (not in the bucket): a clear refusal, nothing made.
+    match b.lc.create(from.clone()).await {
+        Err(LifecycleError::Conflict(m)) => assert!(m.contains("not in the object store"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    b.rt.add_snapshot(&snap.id);
+    let copy = b.lc.create(from).await.unwrap();
+    assert_eq!(copy.node_id, "b", "made on b from a's snapshot");
+    // A name of a's snapshot moves to a capture on b.
+    let other = create(&b).await;
+    let moved = b.lc.snapshot(&other, Some("shared".into()), true).await.unwrap();
+    assert_eq!(store.find_snapshot_by_name("shared").await.unwrap().unwrap().id, moved.id);
+    assert_eq!(store.get_snapshot(&snap.id).await.unwrap(), None, "the old capture's row is gone");
+    assert!(a.rt.has_snapshot(&snap.id), "b could not delete a's files");
+    assert!(!b.rt.has_snapshot(&snap.id), "b's fetched copy went with the row");
+    assert_eq!(a.lc.drop_deleted_snapshots().await.unwrap(), vec![snap.id.clone()], "a's own copy");
+    assert!(!a.rt.has_snapshot(&snap.id));
+    assert_eq!(b.lc.drop_deleted_snapshots().await.unwrap(), Vec::<String>::new(), "live rows are kept");
+    assert!(b.rt.has_snapshot(&moved.id));
+    // Deleted through a, which does not hold it.
+    a.lc.delete_snapshot("shared").await.unwrap();
+    assert_eq!(store.get_snapshot(&moved.id).await.unwrap(), None);
+    assert!(b.rt.has_snapshot(&moved.id), "a could not delete b's files");
+    assert_eq!(b.lc.drop_deleted_snapshots().await.unwrap(), vec![moved.id.clone()]);
+    assert!(!b.rt.has_snapshot(&moved.id), "b's own copy, deleted through a");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_snapshot_is_used_and_deleted_only_on_the_node_that_holds_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ import os
 import time
 
 import pytest
-from e2b import Sandbox, Volume
+from e2b import Sandbox, Template, Volume
 
 from harness import Cluster, wait
 
@@ -171,6 +171,53 @@ def test_a_sandbox_with_a_volume_resumes_where_it_paused_and_after_a_takeover(cl
         b.cli("node", "activate", home)
     Sandbox.kill(s.sandbox_id, **b.api)
     Volume.destroy(vol.volume_id, **b.api)
+
+
+def test_a_template_built_through_one_node_is_used_tagged_and_deleted_through_every_node(cluster):
+    """A build's layers and its registry go to the bucket: every node makes sandboxes from
+    it, lists it, sees its tags and its deletion, wherever each was made."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    key = cluster.key
+
+    def build(content, via):
+        t = Template().from_template("base").run_cmd(f"echo {content} > /opt/cluster-tpl").set_envs({"CLUSTER_TPL": content})
+        Template.build(t, "cluster-tpl", api_key=key, api_url=via.url)
+
+    def content_of(ref, via):
+        s = Sandbox.create(template=ref, timeout=120, **via.api)
+        try:
+            out = s.commands.run("cat /opt/cluster-tpl; echo $CLUSTER_TPL").stdout
+            return out, node_of(cluster, s.sandbox_id, via="c")
+        finally:
+            Sandbox.kill(s.sandbox_id, **b.api)
+
+    build("one", b)
+    where = set()
+    for via in (a, b, c):
+        out, node = content_of("cluster-tpl", via)
+        assert out == "one\none\n", (via.name, out)
+        where.add(node)
+    # Placement (by memory) puts creates on a: a node that did not build it.
+    assert where - {"b"}, where
+    for via in (a, c):
+        status, listed = via.rest("GET", "/templates")
+        assert status == 200 and "cluster-tpl" in json.dumps(listed), (via.name, listed)
+    # Tagged through c, rebuilt through a: every node follows.
+    Template.assign_tags("cluster-tpl", ["v1"], api_key=key, api_url=c.url)
+    build("two", a)
+    assert content_of("cluster-tpl", b)[0] == "two\ntwo\n"
+    assert content_of("cluster-tpl:v1", c)[0] == "one\none\n"
+    tags = {t.tag for t in Template.get_tags("cluster-tpl", api_key=key, api_url=b.url)}
+    assert tags == {"default", "v1"}, tags
+    Template.remove_tags("cluster-tpl", ["v1"], api_key=key, api_url=a.url)
+    status, _ = b.rest("POST", "/sandboxes", {"templateID": "cluster-tpl:v1"})
+    assert status in (400, 404), status
+    # Deleted through c: gone on every node.
+    status, _ = c.rest("DELETE", "/templates/cluster-tpl")
+    assert status == 204, status
+    for via in (a, b):
+        status, _ = via.rest("POST", "/sandboxes", {"templateID": "cluster-tpl"})
+        assert status in (400, 404), (via.name, status)
 
 
 def test_a_killed_node_loses_its_running_sandboxes_and_its_paused_ones_resume_elsewhere(cluster):

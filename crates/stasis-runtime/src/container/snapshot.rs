@@ -350,9 +350,11 @@ impl Inner {
                 let used_by_other =
                     metas.iter().any(|(q, _, lowers)| q != p && !removed.contains(q) && lowers.contains(&layer));
                 if !in_use.contains(&layer) && !used_by_other {
-                    // The node that put it in the bucket takes it out with its last user here.
+                    // The node that put it in the bucket takes it out with its last user here;
+                    // a build's layer stays (other nodes' templates may name it: a cache
+                    // keyed by what made it).
                     if super::snapshot_share::shared_as(p).as_deref() == Some(super::snapshot_share::MADE) {
-                        if let Some(snap) = p.file_name().and_then(|n| n.to_str()) {
+                        if let Some(snap) = p.file_name().and_then(|n| n.to_str()).filter(|n| !n.starts_with("lyr")) {
                             self.forget_remote(&snapshot_rel(snap));
                         }
                     }

@@ -178,6 +178,11 @@ impl Inner {
         }
         unpack(&set.join(TAR), &tmp.join("layer"))?;
         let mut meta = shared.meta;
+        // Its own lowers may be snapshots' layers too (a snapshot of a fork): those come
+        // down the same way; a warm template's capture cannot (`Immovable`).
+        for l in &meta.lower_dirs {
+            self.snapshot_lower(l, &shared.data_dir)?;
+        }
         meta.lower_dirs =
             meta.lower_dirs.iter().map(|l| super::layer::rebase(l, &shared.data_dir, self.layout.root())).collect();
         let _ = self.agent_layer();
@@ -210,7 +215,7 @@ impl Inner {
         let immovable = || {
             RuntimeError::Immovable(format!(
                 "it was made from snapshot {snap} (a fork, a snapshot or a warm template), whose layer is not in the \
-                 object store: it resumes only on the node that paused it (activate that node, or wait for it to come back)"
+                 object store: it resumes only there, on the node that paused it (activate that node, or wait for it to come back)"
             ))
         };
         if dir.exists() && shared_as(&dir).is_none() {

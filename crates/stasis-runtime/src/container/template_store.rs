@@ -76,7 +76,7 @@ pub struct TemplateInfo {
 }
 
 /// `template.json` of a built version: the runtime's fields and the build's.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct BuiltFile {
     pub name: String,
@@ -98,7 +98,10 @@ impl Inner {
     /// The layers of `base`, top first, without the agent layer.
     pub(super) fn lowers_of(&self, base: &BuildBase) -> Result<Vec<String>> {
         match base {
-            BuildBase::Template(name) => Ok(self.template(name)?.lowers),
+            BuildBase::Template(name) => {
+                self.sync_template_ref(name);
+                Ok(self.template(name)?.lowers)
+            }
             BuildBase::Layer(layer) => {
                 let meta = self.snapshot_meta(layer)?;
                 let mut lowers = vec![self.layout.snapshot(layer).join("layer").display().to_string()];
@@ -163,7 +166,8 @@ impl Inner {
 
     /// Whether layer (snapshot) `layer` exists.
     pub(super) fn has_layer(&self, layer: &str) -> bool {
-        self.snapshot_meta(layer).is_ok()
+        // Made by another node's build: fetched (a cluster with an object store).
+        self.snapshot_meta(layer).is_ok() || (self.ensure_snapshot(layer).is_ok() && self.snapshot_meta(layer).is_ok())
     }
 
     /// Publishes a built template: its version dir, its warm snapshot when it starts a
@@ -188,6 +192,8 @@ impl Inner {
             )));
         }
         let base = p.base.as_ref().ok_or_else(|| RuntimeError::Boot("a template needs files".into()))?;
+        // Another node's builds of this name first (their tags stay unless this one moves them).
+        self.sync_template(&p.name)?;
         let tf = TemplateFile {
             start: p.start.clone(),
             ready: p.ready.clone(),
@@ -206,7 +212,7 @@ impl Inner {
         self.point_tags(&p.name, &version, &tags)?;
         // Sandboxes made from a version name its layers, not the version dir.
         self.retire_versions(&p.name);
-        Ok(())
+        self.publish_registry(&p.name)
     }
 
     /// Writes version `.NAME-BUILD` of a build (warmed when it starts a service).
@@ -247,6 +253,7 @@ impl Inner {
     }
 
     pub(super) fn templates(&self) -> Result<Vec<TemplateInfo>> {
+        self.sync_all_templates();
         let dir = self.layout.templates();
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
@@ -302,6 +309,8 @@ impl Inner {
         if self.is_setup_template(name) {
             return Err(RuntimeError::AlreadyExists(format!("template {name} (made by setup: not removed)")));
         }
+        // Built on another node: here first, so that its removal goes everywhere.
+        self.sync_template(name)?;
         let _g = self.template_links.lock().unwrap_or_else(|e| e.into_inner());
         let tags = self.tags_of(name);
         if tags.is_empty() {
@@ -314,7 +323,8 @@ impl Inner {
         self.retire_versions(name);
         // A warm snapshot recorded under the name (before versions had their own).
         self.drop_ready_snapshot(name);
-        self.collect_unused_layers()
+        self.collect_unused_layers()?;
+        self.publish_registry(name)
     }
 
     /// Marks deleted every layer no template version names; each goes once no sandbox or

@@ -132,6 +132,17 @@ impl Inner {
         out
     }
 
+    /// Names of every built template that has a tag here.
+    pub(super) fn tag_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.layout.templates()) else { return Vec::new() };
+        let names: BTreeSet<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_symlink())
+            .filter_map(|e| e.file_name().to_str().and_then(parse_link_name).map(|(n, _)| n))
+            .collect();
+        names.into_iter().collect()
+    }
+
     /// Names of built templates that have a tag without `default` (listed beside the
     /// names in the templates dir).
     pub(super) fn names_with_tags_only(&self) -> BTreeSet<String> {
@@ -191,12 +202,14 @@ impl Inner {
                 "template {name} is made by setup, not built: it has no builds to tag"
             )));
         }
+        self.sync_template(&name)?;
         let _g = self.template_links.lock().unwrap_or_else(|e| e.into_inner());
         let version = self.tags_of(&name).remove(&tag).ok_or_else(|| RuntimeError::TemplateNotFound(target.into()))?;
         let build = super::template_store::built(&self.layout.templates().join(&version))
             .ok_or_else(|| RuntimeError::TemplateNotFound(target.into()))?;
         self.point_tags(&name, &version, &tags)?;
         self.retire_versions(&name);
+        self.publish_registry(&name)?;
         Ok((build.build_id, tags))
     }
 
@@ -225,6 +238,7 @@ impl Inner {
                 RuntimeError::TemplateNotFound(name.to_string())
             });
         }
+        self.sync_template(name)?;
         let _g = self.template_links.lock().unwrap_or_else(|e| e.into_inner());
         let have = self.tags_of(name);
         if have.is_empty() {
@@ -237,7 +251,7 @@ impl Inner {
         if self.retire_versions(name) > 0 {
             self.collect_unused_layers()?;
         }
-        Ok(())
+        self.publish_registry(name)
     }
 
     /// `GET /templates/{id}/tags`: the tags of `name`, by name (none for a template made
@@ -245,6 +259,7 @@ impl Inner {
     pub(super) fn template_tags(&self, name: &str) -> Result<Vec<TemplateTag>> {
         let (name, _) = split_template_ref(name).map_err(RuntimeError::InvalidTemplate)?;
         let name = name.as_str();
+        self.sync_template_ref(name);
         if self.is_setup_template(name) {
             return Ok(Vec::new());
         }

@@ -131,6 +131,27 @@ impl Remote {
         Ok(Transferred { bytes, files: files.len(), ms: t0.elapsed().as_millis() as u64 })
     }
 
+    /// Writes the one small object `rel` (a template's registry), replacing it.
+    pub fn put_bytes(&self, rel: &str, data: Vec<u8>) -> Result<()> {
+        let key = self.key(rel);
+        self.block_on(async {
+            self.store.put(&key, PutPayload::from(data)).await.map_err(|e| err(format!("put {key}"), e))
+        })?;
+        Ok(())
+    }
+
+    /// The one small object `rel`; `None` when it is not in the bucket.
+    pub fn get_bytes(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.key(rel);
+        self.block_on(async {
+            match self.store.get(&key).await {
+                Ok(got) => Ok(Some(got.bytes().await.map_err(|e| err(format!("get {key}"), e))?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(err(format!("get {key}"), e)),
+            }
+        })
+    }
+
     /// Downloads the one object `rel` to `path` (small files: a manifest).
     pub fn get_file(&self, rel: &str, path: &Path) -> Result<()> {
         let key = self.key(rel);

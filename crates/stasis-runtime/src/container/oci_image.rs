@@ -82,7 +82,7 @@ pub struct ImageConfig {
 }
 
 /// Next to the layer: the image's config as the builder takes it.
-const IMAGE_JSON: &str = "image.json";
+pub(super) const IMAGE_JSON: &str = "image.json";
 /// The sandboxes' default user (E2B's): created when the image has none.
 const SANDBOX_USER: &str = "user";
 
@@ -154,6 +154,10 @@ impl Inner {
     /// is the same image: it is taken back. The caller holds off collection.
     fn existing_image_layer(&self, layer: &str) -> Option<ImageConfig> {
         let dir = self.layout.snapshot(layer);
+        // Imported by another node of a cluster: fetched.
+        if !dir.exists() {
+            self.ensure_snapshot(layer).ok()?;
+        }
         let config = read_json::<ImageConfig>(&dir.join(IMAGE_JSON)).ok()?;
         if self.snapshot_meta(layer).is_err() {
             std::fs::remove_file(dir.join(super::snapshot::DELETED)).ok()?;
@@ -192,6 +196,8 @@ impl Inner {
             };
             super::perms::write_private(&tmp.join("snapshot.json"), &meta.to_json())
                 .ctx(|| "write snapshot.json".into())?;
+            // In a cluster: other nodes make the templates on it from the object store.
+            self.share_snapshot(layer, &tmp, &meta)?;
             super::fs::syncfs(&tmp)?;
             std::fs::rename(&tmp, &final_dir).ctx(|| format!("commit {}", final_dir.display()))?;
             std::fs::File::open(&snapshots).and_then(|d| d.sync_all()).ctx(|| "sync snapshots dir".into())

@@ -29,6 +29,8 @@ use crate::error::{IoContext, Result, RuntimeError};
 
 const TAR: &str = "layer-tar.img";
 const META: &str = "meta.img";
+/// An image layer's `image.json` (its OCI config), when the snapshot is one.
+const IMAGE: &str = "image-json.img";
 /// The marker of a snapshot that is in the bucket, and who put it there.
 pub(super) const SHARED: &str = "shared";
 pub(super) const MADE: &str = "made";
@@ -119,6 +121,10 @@ impl Inner {
             let shared = SharedMeta { meta: meta.clone(), data_dir: self.layout.root().display().to_string() };
             let json = serde_json::to_vec(&shared).map_err(std::io::Error::other).ctx(|| "encode meta".into())?;
             super::perms::write_private(&set.join(META), &json).ctx(|| "write meta.img".into())?;
+            if tmp.join(super::oci_image::IMAGE_JSON).exists() {
+                std::fs::copy(tmp.join(super::oci_image::IMAGE_JSON), set.join(IMAGE))
+                    .ctx(|| "copy image.json".into())?;
+            }
             super::pause::seal(&set, &self.key, None)?;
             self.upload_images(&set, &snapshot_layer_rel(snap))?;
             super::perms::write_private(&tmp.join(SHARED), MADE.as_bytes()).ctx(|| "mark shared".into())
@@ -190,6 +196,10 @@ impl Inner {
             return Err(RuntimeError::Boot(format!(
                 "lower layer {l} of snapshot {snap} is not on this node: nodes must have the same template versions (and agent)"
             )));
+        }
+        if set.join(IMAGE).exists() {
+            std::fs::rename(set.join(IMAGE), tmp.join(super::oci_image::IMAGE_JSON))
+                .ctx(|| "move image.json".into())?;
         }
         let _ = std::fs::remove_dir_all(&set);
         super::perms::write_private(&tmp.join("snapshot.json"), &meta.to_json())

@@ -152,8 +152,8 @@ impl Inner {
                 Ok(_) => {}
                 Err(RuntimeError::Immovable(_)) => {
                     return Err(RuntimeError::TemplateNotFound(format!(
-                        "{name} (its layer {here} is not in the object store: a template from an OCI image, or \
-                         built before templates were shared, is used on the node that built it)"
+                        "{name} (its layer {here} is not in the object store: a template built before templates \
+                         were shared is used on the node that built it)"
                     )))
                 }
                 Err(e) => return Err(e),

@@ -60,14 +60,20 @@ async fn until(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_nodes_share_the_sandboxes() {
+/// What two nodes share: a fresh PostgreSQL database (its URL and a client of it), the
+/// cluster secret's file; and a port for each.
+async fn cluster_base() -> (String, tokio_postgres::Client, tempfile::NamedTempFile, (u16, u16)) {
     let url = stasis_store::testing::fresh_database().await;
     let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let secret = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(secret.path(), SECRET).unwrap();
-    let (pa, pb) = (free_port(), free_port());
+    (url, db, secret, (free_port(), free_port()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_the_sandboxes() {
+    let (url, db, secret, (pa, pb)) = cluster_base().await;
     let a = node(Host::new("node-a"), "node-a", pa, &url, "8GiB", secret.path());
     let b = node(Host::new("node-b"), "node-b", pb, &url, "2GiB", secret.path());
     let (api_a, api_b) = (Api::new(&a), Api::new(&b));
@@ -211,12 +217,7 @@ fn delete_path(reference: &str) -> String {
 /// other node runs on the source's node; when the holder is gone, the answer says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn creates_from_a_snapshot_go_to_the_node_that_holds_it() {
-    let url = stasis_store::testing::fresh_database().await;
-    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let secret = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(secret.path(), SECRET).unwrap();
-    let (pa, pb) = (free_port(), free_port());
+    let (url, db, secret, (pa, pb)) = cluster_base().await;
     // node-a alone: the source sandbox and its snapshots are there.
     let a = node(Host::new("aff-a"), "node-a", pa, &url, "2GiB", secret.path());
     let api_a = Api::new(&a);

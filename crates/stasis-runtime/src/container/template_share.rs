@@ -203,15 +203,16 @@ impl Inner {
     /// Every template the bucket holds, brought in line here (a list on any node shows them).
     pub(super) fn sync_all_templates(&self) {
         let Some(remote) = self.remote.as_ref().filter(|_| self.shares_layers()) else { return };
-        let names: std::collections::BTreeSet<String> = match remote.list("templates") {
+        let mut names: std::collections::BTreeSet<String> = match remote.list("templates") {
             Ok(objs) => objs.into_iter().filter_map(|(n, _)| n.split('/').next().map(str::to_string)).collect(),
             Err(e) => {
                 tracing::warn!("cannot list the templates in the object store: {e}");
                 return;
             }
         };
-        let local: Vec<String> = self.tag_names();
-        for name in names.iter().chain(local.iter()) {
+        // And the ones here: deleted through another node, they go.
+        names.extend(self.tag_names());
+        for name in &names {
             self.sync_template_ref(name);
         }
     }

@@ -88,8 +88,9 @@ def test_dashboard_login_pause_terminal_events(browser, sandboxes):
     b.wait("!document.getElementById('term-in').disabled", what="the terminal to start")
     b.js("document.getElementById('term-in').value = 'echo dash-$((6*7)) && whoami';"
          " document.getElementById('term-form').requestSubmit()")
-    out = b.wait("document.getElementById('term-out').textContent.includes('dash-42') &&"
-                 " document.getElementById('term-out').textContent", what="the command's output")
+    # The two commands' lines arrive in separate PTY chunks: wait for whoami's too.
+    out = b.wait("(t => /dash-42\\s+user/.test(t) && t)(document.getElementById('term-out').textContent)",
+                 what="the command's output")
     assert "user" in out.split("dash-42", 1)[1], out
     events = b.wait("document.getElementById('event-rows').innerText.includes('paused (asked by the API)') &&"
                     " document.getElementById('event-rows').innerText", what="the pause in the events")

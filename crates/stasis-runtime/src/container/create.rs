@@ -33,8 +33,6 @@ impl Inner {
         if self.dir(id).path().exists() {
             return Err(RuntimeError::AlreadyExists(id.to_string()));
         }
-        // In a cluster: as the object store has it (built, retagged or deleted elsewhere).
-        self.sync_template_ref(&spec.template);
         let template = self.template(&spec.template)?;
         let spec = &template.spec_for(spec);
         // A warm capture has no volume mounts, and a restore cannot add one: a sandbox

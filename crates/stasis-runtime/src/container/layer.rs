@@ -308,12 +308,11 @@ impl Inner {
         // template) moves only through the bucket: fetched here if it is there, else the
         // sandbox resumes only where it was paused (a same-named dir here that did not
         // come from the bucket is another capture: a warm template's is made by each node).
-        for l in &map.record.lower_dirs {
-            self.snapshot_lower(l, &map.data_dir).map_err(|e| match e {
+        let lowers =
+            self.lowers_here(&map.record.lower_dirs, &map.data_dir, &format!("sandbox {id}")).map_err(|e| match e {
                 RuntimeError::Immovable(m) => RuntimeError::Immovable(format!("sandbox {id}: {m}")),
                 other => other,
             })?;
-        }
         // The disk: sparse, its data written back at its offsets.
         let image = staging.join("disk.img");
         let data = File::open(set.join(DATA)).ctx(|| "open the layer data".into())?;
@@ -345,16 +344,7 @@ impl Inner {
         rec.net_index = None;
         rec.init_pid = None;
         rec.init_start = None;
-        rec.lower_dirs = rec.lower_dirs.iter().map(|l| rebase(l, &map.data_dir, self.layout.root())).collect();
-        // The agent layer is this node's (same agent binary: same layer).
-        let _ = self.agent_layer();
-        for l in &rec.lower_dirs {
-            if !self.layout.lower_now(l).is_dir() {
-                return Err(RuntimeError::Boot(format!(
-                    "lower layer {l} of sandbox {id} is not on this node: nodes must have the same template versions (and agent)"
-                )));
-            }
-        }
+        rec.lower_dirs = lowers;
         rec.store(&staging.join("record.json"))?;
         // The images come down at resume, into the generation the record names.
         let _ = std::fs::remove_dir_all(&set);

@@ -424,12 +424,7 @@ impl Runtime for ContainerRuntime {
 
     async fn has_template(&self, name: &str) -> bool {
         let (inner, name) = (self.inner.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || {
-            inner.sync_template_ref(&name);
-            inner.template(&name).is_ok()
-        })
-        .await
-        .unwrap_or(false)
+        tokio::task::spawn_blocking(move || inner.template(&name).is_ok()).await.unwrap_or(false)
     }
 
     async fn create_volume(&self, id: &str) -> Result<()> {

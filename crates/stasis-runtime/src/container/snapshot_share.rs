@@ -17,7 +17,7 @@
 //! manifest's MAC is checked, or take a same-named dir that is not marked (a template's
 //! warm capture: every node makes its own, with other files under the same name).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -167,11 +167,9 @@ impl Inner {
         std::fs::create_dir_all(tmp).ctx(|| format!("create {}", tmp.display()))?;
         let set = tmp.join("share");
         let rel = snapshot_layer_rel(snap);
-        let in_bucket = self
-            .remote
-            .as_ref()
-            .map(|r| r.list(&rel).is_ok_and(|objs| objs.iter().any(|(n, _)| n == checksum::MANIFEST)));
-        if in_bucket != Some(true) {
+        // Its manifest goes up last: there, the set is whole.
+        let in_bucket = self.remote.as_ref().map(|r| r.exists(&format!("{rel}/{}", checksum::MANIFEST)));
+        if !matches!(in_bucket, Some(Ok(true))) {
             return Err(RuntimeError::SnapshotNotFound(snap.to_string()));
         }
         self.fetch_images(&set, &rel)?;
@@ -184,19 +182,8 @@ impl Inner {
         }
         unpack(&set.join(TAR), &tmp.join("layer"))?;
         let mut meta = shared.meta;
-        // Its own lowers may be snapshots' layers too (a snapshot of a fork): those come
-        // down the same way; a warm template's capture cannot (`Immovable`).
-        for l in &meta.lower_dirs {
-            self.snapshot_lower(l, &shared.data_dir)?;
-        }
-        meta.lower_dirs =
-            meta.lower_dirs.iter().map(|l| super::layer::rebase(l, &shared.data_dir, self.layout.root())).collect();
-        let _ = self.agent_layer();
-        if let Some(l) = meta.lower_dirs.iter().find(|l| !self.layout.lower_now(l).is_dir()) {
-            return Err(RuntimeError::Boot(format!(
-                "lower layer {l} of snapshot {snap} is not on this node: nodes must have the same template versions (and agent)"
-            )));
-        }
+        // Its own lowers may be snapshots' layers too (a snapshot of a fork).
+        meta.lower_dirs = self.lowers_here(&meta.lower_dirs, &shared.data_dir, &format!("snapshot {snap}"))?;
         if set.join(IMAGE).exists() {
             std::fs::rename(set.join(IMAGE), tmp.join(super::oci_image::IMAGE_JSON))
                 .ctx(|| "move image.json".into())?;
@@ -211,14 +198,33 @@ impl Inner {
         super::fs::syncfs(tmp)
     }
 
-    /// Whether the lower layer `lower` (of a record from `data_dir`) is a snapshot's layer
-    /// this node can have: `Ok(None)` not a snapshot's; `Ok(Some(path))` here, fetched if
-    /// need be; `Err` a snapshot's that is not in the bucket (a warm capture, a snapshot
-    /// from before snapshots were shared, or one removed since).
-    pub(super) fn snapshot_lower(&self, lower: &str, data_dir: &str) -> Result<Option<PathBuf>> {
+    /// `lowers` (a record's, a snapshot's or a template's, made in `data_dir`) on this node:
+    /// the snapshots' layers among them fetched (`Immovable` for one that cannot be, as a
+    /// warm template's capture), every path rebased onto this data dir and there, else a
+    /// `Boot` error naming the missing one and `what` it is a layer of.
+    pub(super) fn lowers_here(&self, lowers: &[String], data_dir: &str, what: &str) -> Result<Vec<String>> {
+        for l in lowers {
+            self.snapshot_lower(l, data_dir)?;
+        }
+        // The agent layer is this node's (same agent binary: same layer).
+        let _ = self.agent_layer();
+        let here: Vec<String> = lowers.iter().map(|l| super::layer::rebase(l, data_dir, self.layout.root())).collect();
+        if let Some(l) = here.iter().find(|l| !self.layout.lower_now(l).is_dir()) {
+            return Err(RuntimeError::Boot(format!(
+                "lower layer {l} of {what} is not on this node: nodes must have the same template versions (and agent)"
+            )));
+        }
+        Ok(here)
+    }
+
+    /// Makes the lower layer `lower` (of a record from `data_dir`) present here when it is
+    /// a snapshot's layer (fetched if need be); `Immovable` for a snapshot's that is not in
+    /// the bucket (a warm capture, a snapshot from before snapshots were shared, or one
+    /// removed since). Any other lower: nothing to do.
+    fn snapshot_lower(&self, lower: &str, data_dir: &str) -> Result<()> {
         let snapshots = Path::new(data_dir).join("snapshots");
         let Some(snap) = Path::new(lower).strip_prefix(&snapshots).ok().and_then(|r| r.iter().next()) else {
-            return Ok(None);
+            return Ok(());
         };
         let snap = snap.to_string_lossy().into_owned();
         let dir = self.layout.snapshot(&snap);
@@ -232,7 +238,7 @@ impl Inner {
             return Err(immovable());
         }
         match self.ensure_snapshot(&snap) {
-            Ok(()) => Ok(Some(dir.join("layer"))),
+            Ok(()) => Ok(()),
             Err(RuntimeError::SnapshotNotFound(_)) => Err(immovable()),
             Err(e) => Err(e),
         }

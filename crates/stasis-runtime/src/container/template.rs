@@ -139,6 +139,10 @@ impl Inner {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(not_found());
         }
+        // In a cluster: as the object store has it (built, retagged or deleted elsewhere).
+        if let Err(e) = self.sync_template(name) {
+            tracing::warn!(template = %name, "cannot bring the template in line with the object store: {e}");
+        }
         let dir = self.tag_dir(name, &tag);
         if !dir.exists() {
             return Err(not_found());

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::template::Template;
 use super::template_store::{built, valid_template_name, BuiltFile};
 use super::Inner;
 use crate::error::{IoContext, Result, RuntimeError};
@@ -145,48 +144,27 @@ impl Inner {
         if !version.starts_with(&format!(".{name}-")) || version.contains('/') {
             return Err(bad());
         }
-        let mut lowers = Vec::new();
-        for l in &file.file.lowers {
-            let here = super::layer::rebase(l, data_dir, self.layout.root());
-            match self.snapshot_lower(l, data_dir) {
-                Ok(_) => {}
-                Err(RuntimeError::Immovable(_)) => {
-                    return Err(RuntimeError::TemplateNotFound(format!(
-                        "{name} (its layer {here} is not in the object store: a template built before templates \
-                         were shared is used on the node that built it)"
-                    )))
-                }
-                Err(e) => return Err(e),
-            }
-            if !self.layout.lower_now(&here).is_dir() {
-                return Err(RuntimeError::TemplateNotFound(format!("{name} (its layer {here} is not on this node)")));
-            }
-            lowers.push(here);
-        }
+        let lowers =
+            self.lowers_here(&file.file.lowers, data_dir, &format!("template {name}")).map_err(|e| match e {
+                RuntimeError::Immovable(_) => RuntimeError::TemplateNotFound(format!(
+                    "{name} (a layer of it is not in the object store: a template built before templates were shared \
+                 is used on the node that built it)"
+                )),
+                RuntimeError::Boot(m) => RuntimeError::TemplateNotFound(format!("{name} ({m})")),
+                other => other,
+            })?;
         let copy = BuiltFile {
             name: file.name.clone(),
             build_id: file.build_id.clone(),
             created_at: file.created_at.clone(),
             file: super::template::TemplateFile { lowers, ..file.file.clone() },
         };
+        self.write_version_dir(name, version, &copy)?;
         let dir = self.layout.templates().join(version);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let written = (|| -> Result<()> {
-            std::fs::write(dir.join("template.json"), serde_json::to_vec_pretty(&copy).expect("json"))
-                .ctx(|| format!("write {}/template.json", dir.display()))?;
-            std::fs::write(dir.join(SHARED), b"").ctx(|| "mark the version shared".into())?;
-            let mut t = Template::load(name, &dir)?;
-            t.version = Some(version.to_string());
-            if t.warms() {
-                self.ready_snapshot(&t)?;
-            }
-            Ok(())
-        })();
-        if written.is_err() {
+        if let Err(e) = std::fs::write(dir.join(SHARED), b"") {
             let _ = std::fs::remove_dir_all(&dir);
+            return Err(e).ctx(|| "mark the version shared".into());
         }
-        written?;
         tracing::info!(template = %name, version, "template version fetched from the object store");
         Ok(())
     }

@@ -98,10 +98,7 @@ impl Inner {
     /// The layers of `base`, top first, without the agent layer.
     pub(super) fn lowers_of(&self, base: &BuildBase) -> Result<Vec<String>> {
         match base {
-            BuildBase::Template(name) => {
-                self.sync_template_ref(name);
-                Ok(self.template(name)?.lowers)
-            }
+            BuildBase::Template(name) => Ok(self.template(name)?.lowers),
             BuildBase::Layer(layer) => {
                 let meta = self.snapshot_meta(layer)?;
                 let mut lowers = vec![self.layout.snapshot(layer).join("layer").display().to_string()];
@@ -218,27 +215,33 @@ impl Inner {
     /// Writes version `.NAME-BUILD` of a build (warmed when it starts a service).
     fn write_version(&self, p: &TemplatePublish, tf: TemplateFile) -> Result<String> {
         let version = format!(".{}-{}", p.name, p.build_id);
-        let dir = self.layout.templates().join(&version);
         let file =
             BuiltFile { name: p.name.clone(), build_id: p.build_id.clone(), created_at: now_rfc3339(), file: tf };
+        self.write_version_dir(&p.name, &version, &file)?;
+        Ok(version)
+    }
+
+    /// Writes version dir `version` of template `name` holding `file` (warmed when it
+    /// starts a service); nothing of it is left on failure.
+    pub(super) fn write_version_dir(&self, name: &str, version: &str, file: &BuiltFile) -> Result<()> {
+        let dir = self.layout.templates().join(version);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let written = std::fs::write(dir.join("template.json"), serde_json::to_vec_pretty(&file).expect("json"))
+        let written = std::fs::write(dir.join("template.json"), serde_json::to_vec_pretty(file).expect("json"))
             .ctx(|| format!("write {}/template.json", dir.display()))
             .and_then(|()| {
-                let mut t = Template::load(&p.name, &dir)?;
-                t.version = Some(version.clone());
+                let mut t = Template::load(name, &dir)?;
+                t.version = Some(version.to_string());
                 if t.warms() {
                     self.ready_snapshot(&t)?;
                 }
                 Ok(())
             });
-        if let Err(e) = written {
+        if written.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
-            self.drop_ready_snapshot(&version);
-            return Err(e);
+            self.drop_ready_snapshot(version);
         }
-        Ok(version)
+        written
     }
 
     /// The version dirs (`.NAME-BUILD`) builds made of template `name`.

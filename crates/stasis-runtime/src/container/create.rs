@@ -169,7 +169,7 @@ impl Inner {
         let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), rec.ids(), |pid| match &net {
             Some(n) => {
                 let t = std::time::Instant::now();
-                let r = network::move_into(n, pid);
+                let r = network::plug_into(n, pid);
                 moved = t.elapsed();
                 r
             }

@@ -4,6 +4,7 @@
 //! away from the daemon, and its log file is the error report.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -141,8 +142,10 @@ impl Criu {
     /// Restores `images` into a new set of namespaces rooted at `root`, with every
     /// restored process placed in the cgroups whose `cgroup.procs` files are given.
     /// Returns the host pid of the restored init.
-    /// `net_device`: a veth made in the host namespace that CRIU moves in as the
-    /// sandbox's eth0 (the checkpointed eth0's peer lived outside the sandbox).
+    /// `gateway_netns`: the named network namespace of the sandbox's gateway. CRIU runs
+    /// in it and makes the sandbox's eth0 as a veth whose peer, `network::GATEWAY_IF`,
+    /// stays there (the checkpointed eth0's peer lived outside the sandbox); made in
+    /// place, not moved across namespaces (`network::setup`).
     /// With `lazy`, memory is not copied before the tree runs: a `criu lazy-pages` daemon
     /// (returned) serves each page on first touch and pushes the rest in the background,
     /// reading the images, which must stay until it exits.
@@ -154,7 +157,7 @@ impl Criu {
         root: &Path,
         work: &Path,
         cgroup_procs: &[PathBuf],
-        net_device: Option<&str>,
+        gateway_netns: Option<&str>,
         external: &[(String, PathBuf)],
         lazy: bool,
         leave_stopped: bool,
@@ -166,6 +169,12 @@ impl Criu {
         let log = work.join("restore.log");
         let pidfile = work.join("init.pid");
         let _ = std::fs::remove_file(&pidfile);
+        let gateway = match gateway_netns {
+            Some(ns) => Some(std::fs::File::open(format!("/run/netns/{ns}")).map_err(|e| {
+                RuntimeError::Checkpoint { op: "restore", message: format!("open network namespace {ns}: {e}") }
+            })?),
+            None => None,
+        };
         let daemon = if lazy { Some(self.start_lazy_pages(images, work)?) } else { None };
         let mut cmd = Command::new(&self.binary);
         cmd.arg("restore").arg("-D").arg(images).arg("-W").arg(work).arg("-o").arg(&log);
@@ -178,8 +187,8 @@ impl Criu {
         }
         cmd.arg("--root").arg(root).arg("--restore-detached").arg("--pidfile").arg(&pidfile);
         cmd.args(COMMON);
-        if let Some(dev) = net_device {
-            cmd.arg("--external").arg(format!("netdev[eth0]:{dev}"));
+        if gateway.is_some() {
+            cmd.arg("--external").arg(format!("veth[eth0]:{}", super::network::GATEWAY_IF));
         }
         for (key, dir) in external {
             cmd.arg("--external").arg(format!("mnt[{key}]:{}", dir.display()));
@@ -188,9 +197,16 @@ impl Criu {
             cgroup_procs.iter().map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap()).collect();
         // CRIU is placed in the sandbox's cgroups before it starts, so every task it
         // forks is born there (it does not manage cgroups itself: --manage-cgroups=ignore).
-        // SAFETY: only open/write/close/getpid with preallocated buffers run after fork.
+        let gateway_fd = gateway.as_ref().map(|f| f.as_raw_fd());
+        // SAFETY: only setns/open/write/close/getpid with preallocated buffers run after
+        // fork; `gateway` outlives the spawn.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(fd) = gateway_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 let mut buf = [0u8; 16];
                 let n = fmt_u32(libc::getpid() as u32, &mut buf);
                 for p in &procs {

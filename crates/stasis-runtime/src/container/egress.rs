@@ -88,6 +88,25 @@ fn socket_in(netns: &str, prepare: impl FnOnce(&socket2::Socket) -> io::Result<(
     })
 }
 
+/// Lets `s` bind an address its namespace does not have yet.
+fn freebind(s: &socket2::Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with an int option value of the length given.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_IP,
+            libc::IP_FREEBIND,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The destination a redirected connection was sent to (netfilter's conntrack entry).
 fn original_dst(fd: &impl AsRawFd) -> io::Result<SocketAddrV4> {
     // SAFETY: getsockopt into a sockaddr_in of the length given.
@@ -132,6 +151,9 @@ impl Inner {
         let addr = SocketAddr::from((network::GATEWAY_IP, network::EGRESS_PORT));
         let fd = socket_in(netns, |s| {
             s.set_reuse_address(true)?;
+            // The gateway's end of the sandbox pair, which holds the address, is made
+            // after this (at boot, or by CRIU at restore).
+            freebind(s)?;
             s.bind(&addr.into())?;
             s.listen(1024)
         })

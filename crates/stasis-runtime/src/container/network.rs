@@ -203,8 +203,11 @@ pub fn init_host() -> Result<()> {
     run("nft host rules", Command::new("nft").arg("-f").arg("-"), Some(rules))
 }
 
-/// Makes the sandbox's gateway namespace and both veth pairs; the sandbox end stays in the
-/// host namespace until it is moved into the sandbox (at boot) or by CRIU (at restore).
+/// Makes the sandbox's gateway namespace and its uplink pair. The pair to the sandbox
+/// comes later, made with its sandbox end directly in the sandbox's own namespace: by
+/// [`plug_into`] at boot, by CRIU at restore (`criu.rs`). A veth moved across
+/// namespaces costs the kernel 18-37 ms here (a network-wide synchronisation), one made
+/// in place 3-5 ms (docs/benchmarks.md).
 pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     let n = names(id, index);
     teardown(id, index);
@@ -212,20 +215,16 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     let host = format!(
         "netns add {ns}\n\
          link add {hi} type veth peer name uplink netns {ns}\n\
-         link add {si} type veth peer name gw netns {ns}\n\
          addr add {host_ip}/30 dev {hi}\n\
          link set {hi} up\n",
         ns = n.netns,
         hi = n.host_if,
-        si = n.sandbox_if,
     );
     run("ip setup", Command::new("ip").arg("-batch").arg("-"), Some(&host))?;
     let inside = format!(
         "link set dev lo up\n\
          addr add {gw_ip}/30 dev uplink\n\
          link set dev uplink up\n\
-         addr add {GATEWAY_IP}/30 dev gw\n\
-         link set dev gw up\n\
          route add default via {host_ip}\n"
     );
     run("ip setup (gateway)", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&inside))?;
@@ -295,7 +294,7 @@ fn gateway_rules(policy: &NetworkPolicy, gw_ip: Ipv4Addr) -> String {
     );
     if policy.intercept_https {
         rules.push_str(&format!(
-            "  chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n    iifname \"gw\" tcp dport 443 redirect to :{EGRESS_PORT}\n  }}\n"
+            "  chain prerouting {{ type nat hook prerouting priority -100; policy accept;\n    iifname \"{GATEWAY_IF}\" tcp dport 443 redirect to :{EGRESS_PORT}\n  }}\n"
         ));
     }
     rules.push_str(&format!(
@@ -340,13 +339,37 @@ pub fn teardown(id: &str, index: u32) {
     let _ = run("ip netns del", Command::new("ip").args(["netns", "del", &n.netns]), None);
 }
 
-/// Moves the sandbox end into the namespace of process `pid` (a booting sandbox).
-pub fn move_into(n: &Names, pid: u32) -> Result<()> {
-    run(
-        "move veth into sandbox",
-        Command::new("ip").args(["link", "set", &n.sandbox_if, "netns", &pid.to_string()]),
-        None,
-    )
+/// Name of the gateway's end of the pair to the sandbox, in the gateway namespace.
+pub const GATEWAY_IF: &str = "gw";
+
+/// The interface index of the sandbox's eth0. CRIU restores it by asking, from the
+/// gateway namespace, for a new link with the dumped index; the kernel looks that index
+/// up in the asking namespace first, and a device found there (the gateway's own `lo` is
+/// 1 and `uplink` 2) turns the request into a change of that device, refused. So eth0
+/// never takes an index the gateway's devices have.
+const SANDBOX_IF_INDEX: u32 = 10;
+
+/// Plugs a booting sandbox (process `pid`, in its own network namespace) into its
+/// gateway: the pair is made with one end, [`Names::sandbox_if`], directly in the
+/// sandbox's namespace (its agent renames it eth0) and the other, [`GATEWAY_IF`], in the
+/// gateway's, given its address and brought up; one `ip` run in the gateway namespace.
+pub fn plug_into(n: &Names, pid: u32) -> Result<()> {
+    let batch = format!(
+        "link add {} index {SANDBOX_IF_INDEX} netns {pid} type veth peer name {GATEWAY_IF}\n{}",
+        n.sandbox_if,
+        gateway_link_up_batch()
+    );
+    run("veth into sandbox", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&batch))
+}
+
+/// Gives the gateway's end of the pair to the sandbox, made by CRIU at restore (in the
+/// gateway namespace, where it runs: `criu.rs`), its address and brings it up.
+pub fn gateway_link_up(n: &Names) -> Result<()> {
+    run("gateway link up", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&gateway_link_up_batch()))
+}
+
+fn gateway_link_up_batch() -> String {
+    format!("addr add {GATEWAY_IP}/30 dev {GATEWAY_IF}\nlink set dev {GATEWAY_IF} up\n")
 }
 
 #[cfg(test)]

@@ -131,7 +131,7 @@ impl Inner {
                 let net = self.network_up(rec)?;
                 ms[1] = lap();
                 net_up = net.is_some();
-                let dev = net.as_ref().map(|n| n.sandbox_if.as_str());
+                let gateway = net.as_ref().map(|n| n.netns.as_str());
                 let (external, staged) = super::volumes::restore_externals_for(
                     &self.layout,
                     &rec.spec.volumes,
@@ -144,13 +144,21 @@ impl Inner {
                     &dir.rootfs(),
                     &dir.path().join("restore"),
                     &self.cgroups.procs_files(&id),
-                    dev,
+                    gateway,
                     &external,
                     self.lazy,
                     true,
                 );
                 // The restored namespace has its own binds of them by now.
                 super::volumes::unbind(&staged);
+                // The tree is still stopped: its link to the gateway works before it runs.
+                let r = r.and_then(|(pid, daemon)| match net.as_ref().map(super::network::gateway_link_up) {
+                    Some(Err(e)) => {
+                        stop_daemon(daemon);
+                        Err(e)
+                    }
+                    _ => Ok((pid, daemon)),
+                });
                 ms[3] = lap();
                 r
             });

@@ -329,6 +329,10 @@ pub trait Runtime: Send + Sync {
     /// At shutdown: removes the sandboxes of warms under way (they would be left running,
     /// and the warm is retried at the next start anyway).
     async fn abandon_warms(&self) {}
+    /// At shutdown, last: removes what the runtime made ahead of creates and holds for
+    /// them (ready gateway namespaces), which nothing else would remove before the next
+    /// start.
+    async fn release_pools(&self) {}
 }
 
 /// An init that exited while its sandbox was meant to be running, and what recovery made

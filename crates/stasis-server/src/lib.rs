@@ -204,6 +204,7 @@ pub async fn build(cfg: &ServeConfig) -> Result<(axum::Router, Lifecycle, cluste
             ca_pem: egress_ca.pem().to_string(),
         }),
         disk_pool: ContainerConfig::default_disk_pool(),
+        gateway_pool: ContainerConfig::default_gateway_pool(),
     })
     .context("start the container runtime")?;
     if let Some(o) = &cfg.object_store {
@@ -319,6 +320,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<()> {
         let paused = lifecycle.pause_all("daemon shutdown (--pause-on-shutdown)").await;
         tracing::info!("paused {}; they resume at the next start", paused.len());
     }
+    lifecycle.release_pools().await;
     Ok(())
 }
 

@@ -384,3 +384,84 @@ nohup python3 /tmp/echo.py >/dev/null 2>&1 &"#,
     assert_eq!(reply, b"echo:raw bytes\x00\x01");
     api.kill(&id(&sbx)).await;
 }
+
+/// The tag of the gateway pool of the daemon `pid`: the lock file it holds open.
+fn pool_tag(pid: u32) -> String {
+    let mut found = None;
+    common::wait_for("the daemon's gateway pool lock", || {
+        found = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().find_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let name = target.file_name()?.to_str()?.to_string();
+            Some(name.strip_prefix("gateway-pool-")?.strip_suffix(".lock")?.to_string())
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// Transit indexes of the ready gateways of pool `tag` (`stasisp-TAG-INDEX`).
+fn pool_entries(tag: &str) -> Vec<u32> {
+    let prefix = format!("stasisp-{tag}-");
+    let mut v: Vec<u32> = std::fs::read_dir("/run/netns")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn net_index(s: &Server, sbx: &Value) -> u32 {
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(s.host.data_dir.join("sandboxes").join(id(sbx)).join("record.json")).unwrap(),
+    )
+    .unwrap();
+    rec["netIndex"].as_u64().expect("a sandbox with a network has a transit index") as u32
+}
+
+/// Issue 19: a create takes a ready gateway from the pool (renamed to the sandbox, with
+/// the sandbox's own policy, not the default one the gateway was built with), and no
+/// ready gateway outlives its daemon: a crashed daemon's are removed by the next start,
+/// a stopped one removes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_gateways_serve_creates_with_their_own_policy_and_never_outlive_their_daemon() {
+    let s = Server::start("gwpool");
+    let api = Api::new(&s);
+    let srv = TestServerNs::start();
+    let url = format!("http://{}:8080/", srv.ip);
+    let tag = pool_tag(s.pid());
+    assert!(pool_entries(&tag).is_empty(), "nothing is built before a create asks");
+
+    let open = api.create(json!({"timeout": 300})).await;
+    common::wait_for("a ready gateway after the first create", || !pool_entries(&tag).is_empty());
+    let before = pool_entries(&tag);
+    let closed = api.create(json!({"timeout": 300, "allow_internet_access": false})).await;
+    let taken = net_index(&s, &closed);
+    assert!(before.contains(&taken), "the create took a ready gateway: index {taken}, ready {before:?}");
+    assert!(!pool_entries(&tag).contains(&taken), "a taken gateway leaves the pool");
+    assert!(std::path::Path::new(&format!("/run/netns/stasis-{}", id(&closed))).exists(), "renamed to its sandbox");
+    assert!(reach(&api, &open, &url).await, "the default policy reaches the test server");
+    assert!(!reach(&api, &closed, &url).await, "a pooled gateway follows the sandbox's policy, not the default");
+    assert_eq!(api.pause(&id(&closed)).await, 204);
+    assert_eq!(api.connect(&id(&closed), json!({})).await.0, 201);
+    assert!(!reach(&api, &closed, &url).await, "and keeps it across pause and resume");
+
+    // A crash leaves the ready gateways; the next start removes them.
+    common::wait_for("a ready gateway again", || !pool_entries(&tag).is_empty());
+    let host = s.crash();
+    assert!(!pool_entries(&tag).is_empty());
+    let s = Server::start_on(host, &[]);
+    let api = Api::new(&s);
+    assert!(pool_entries(&tag).is_empty(), "a dead daemon's ready gateways are removed at the next start");
+    assert!(!std::path::Path::new(&format!("/run/stasis/gateway-pool-{tag}.lock")).exists());
+    assert!(reach(&api, &open, &url).await, "a sandbox that took one is untouched");
+
+    // A daemon that stops removes its own.
+    let tag = pool_tag(s.pid());
+    let third = api.create(json!({"timeout": 300})).await;
+    common::wait_for("a ready gateway of the new daemon", || !pool_entries(&tag).is_empty());
+    for sbx in [&open, &closed, &third] {
+        api.kill(&id(sbx)).await;
+    }
+    let _host = s.terminate();
+    assert!(pool_entries(&tag).is_empty(), "a stopped daemon leaves no ready gateway");
+    assert!(!std::path::Path::new(&format!("/run/stasis/gateway-pool-{tag}.lock")).exists());
+}

@@ -23,6 +23,7 @@
 //! | `generations.rs` | numbering, listing and discarding checkpoint generations |
 //! | `fs.rs`, `sandbox_net.rs`, `progress.rs`, `phases.rs` | the glue those share: mounts, network, progress, a create's timings |
 //! | `disk_pool.rs` | ready sandbox disks, formatted ahead of creates |
+//! | `gateway_pool.rs` | ready gateway namespaces, built ahead of creates |
 //! | `egress.rs`, `trust.rs` | the egress proxy's listener in each gateway namespace; its CA in the sandbox's trust store |
 //! | `volumes.rs` | volumes: their directories, mounts at boot, CRIU's external mounts |
 //! | `hot_mounts.rs` | volumes mounted into and unmounted from a running sandbox |
@@ -44,6 +45,7 @@ pub mod egress;
 mod flush;
 mod format;
 mod fs;
+mod gateway_pool;
 mod generations;
 mod handover;
 mod hot_mounts;
@@ -116,6 +118,9 @@ pub struct ContainerConfig {
     /// Keep a pool of ready sandbox disks, formatted in the background (`disk_pool.rs`):
     /// for a daemon; a one-shot `stasis runtime` process would only leave half-made ones.
     pub disk_pool: bool,
+    /// Keep a pool of ready gateway namespaces, built in the background
+    /// (`gateway_pool.rs`): for a daemon, like the disk pool.
+    pub gateway_pool: bool,
 }
 
 impl ContainerConfig {
@@ -128,6 +133,11 @@ impl ContainerConfig {
     /// The disk pool unless `$STASIS_DISK_POOL` is `0` (to measure or rule it out).
     pub fn default_disk_pool() -> bool {
         std::env::var("STASIS_DISK_POOL").map_or(true, |v| v.trim() != "0")
+    }
+
+    /// The gateway pool unless `$STASIS_GATEWAY_POOL` is `0`.
+    pub fn default_gateway_pool() -> bool {
+        std::env::var("STASIS_GATEWAY_POOL").map_or(true, |v| v.trim() != "0")
     }
 
     pub fn default_agent_binary() -> PathBuf {
@@ -191,6 +201,8 @@ struct Inner {
     egress_listeners: Mutex<HashMap<String, egress::Listener>>,
     /// Ready sandbox disks (`disk_pool.rs`).
     disk_pool: disk_pool::DiskPool,
+    /// Ready gateway namespaces (`gateway_pool.rs`).
+    gateway_pool: gateway_pool::GatewayPool,
 }
 
 pub fn validate_id(id: &str) -> Result<()> {
@@ -230,6 +242,8 @@ impl ContainerRuntime {
         } else {
             disk_pool::DiskPool::disabled()
         };
+        let gateway_pool =
+            if config.gateway_pool { gateway_pool::GatewayPool::open() } else { gateway_pool::GatewayPool::disabled() };
         Ok(Self {
             inner: Arc::new_cyclic(|me| Inner {
                 layout,
@@ -258,6 +272,7 @@ impl ContainerRuntime {
                 share_layers: config.share_layers,
                 id_ranges,
                 disk_pool,
+                gateway_pool,
             }),
         })
     }
@@ -519,6 +534,11 @@ impl Runtime for ContainerRuntime {
     async fn abandon_warms(&self) {
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.abandon_warms()).await;
+    }
+
+    async fn release_pools(&self) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.gateway_pool.release()).await;
     }
 
     async fn create_build_sandbox(&self, id: &str, base: &BuildBase, spec: &SandboxSpec) -> Result<()> {

@@ -21,6 +21,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
@@ -159,7 +160,22 @@ pub struct Names {
 }
 
 pub fn names(id: &str, index: u32) -> Names {
-    Names { netns: format!("stasis-{id}"), host_if: format!("stx{index}"), sandbox_if: format!("sts{index}") }
+    names_in(&format!("stasis-{id}"), index)
+}
+
+/// The names of the objects at transit `index` with the gateway namespace `netns`.
+pub fn names_in(netns: &str, index: u32) -> Names {
+    Names { netns: netns.to_string(), host_if: format!("stx{index}"), sandbox_if: format!("sts{index}") }
+}
+
+/// A transit index nobody on the host uses: `preferred` if it is free, else the lowest.
+/// The caller holds the [`HostLock`] until its devices exist.
+pub fn free_index(preferred: Option<u32>) -> Result<u32> {
+    let used = used_indexes()?;
+    preferred
+        .filter(|i| !used.contains(i))
+        .or_else(|| (0..=MAX_INDEX).find(|i| !used.contains(i)))
+        .ok_or_else(|| RuntimeError::Network("no free transit subnet (16384 sandboxes with a network)".into()))
 }
 
 fn run(what: &str, cmd: &mut Command, input: Option<&str>) -> Result<()> {
@@ -210,7 +226,13 @@ pub fn init_host() -> Result<()> {
 /// in place 3-5 ms (docs/benchmarks.md).
 pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     let n = names(id, index);
-    teardown(id, index);
+    build(&n, index, policy)?;
+    Ok(n)
+}
+
+/// [`setup`] under any names (a ready gateway of the pool: `gateway_pool.rs`).
+pub fn build(n: &Names, index: u32, policy: &NetworkPolicy) -> Result<()> {
+    delete_netns(&n.netns);
     let (host_ip, gw_ip) = transit(index);
     let host = format!(
         "netns add {ns}\n\
@@ -230,8 +252,34 @@ pub fn setup(id: &str, index: u32, policy: &NetworkPolicy) -> Result<Names> {
     run("ip setup (gateway)", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&inside))?;
     enable_forwarding(&n.netns)?;
     let rules = gateway_rules(policy, gw_ip);
-    run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))?;
-    Ok(n)
+    run("nft gateway rules", Command::new("ip").args(["netns", "exec", &n.netns, "nft", "-f", "-"]), Some(&rules))
+}
+
+/// The gateway's nftables rules for `policy` at transit `index`: what [`build`] loads.
+/// A ready gateway made for one policy serves another after [`apply_policy`].
+pub fn rules_for(policy: &NetworkPolicy, index: u32) -> String {
+    gateway_rules(policy, transit(index).1)
+}
+
+/// Gives a gateway namespace another name: its bind mount is made under the new name,
+/// then the old one is detached and removed, without touching the namespace or anything
+/// in it.
+pub fn rename_netns(from: &str, to: &str) -> Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let (old, new) = (format!("/run/netns/{from}"), format!("/run/netns/{to}"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&new)
+        .map_err(|e| RuntimeError::Network(format!("rename netns {from} to {to}: {e}")))?;
+    if let Err(e) = mount(Some(old.as_str()), new.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        let _ = std::fs::remove_file(&new);
+        return Err(RuntimeError::Network(format!("rename netns {from} to {to}: {e}")));
+    }
+    let _ = umount2(old.as_str(), MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_file(&old);
+    Ok(())
 }
 
 /// Replaces the outbound policy of a running sandbox's gateway in one nft transaction
@@ -335,8 +383,15 @@ fn enable_forwarding(netns: &str) -> Result<()> {
 /// end in there). Devices are never deleted by name: once torn down, the index may
 /// already belong to another sandbox. Idempotent.
 pub fn teardown(id: &str, index: u32) {
-    let n = names(id, index);
-    let _ = run("ip netns del", Command::new("ip").args(["netns", "del", &n.netns]), None);
+    delete_netns(&names(id, index).netns);
+}
+
+/// Removes a named network namespace (and so every veth with an end in it). Idempotent.
+pub fn delete_netns(netns: &str) {
+    if std::fs::symlink_metadata(format!("/run/netns/{netns}")).is_err() {
+        return;
+    }
+    let _ = run("ip netns del", Command::new("ip").args(["netns", "del", netns]), None);
 }
 
 /// Name of the gateway's end of the pair to the sandbox, in the gateway namespace.

@@ -22,19 +22,21 @@ impl Inner {
         if let Err(e) = self.net_init.get_or_init(|| network::init_host().map_err(|e| e.to_string())) {
             return Err(RuntimeError::Network(e.clone()));
         }
-        let _g = self.net_alloc.lock().unwrap();
-        // Transit subnets and device names are host-wide: every Stasis runtime on the host
-        // (other data dirs too) allocates under the same lock, from the devices that exist.
-        let _host_lock = network::HostLock::acquire()?;
-        let used = network::used_indexes()?;
-        let index = rec
-            .net_index
-            .filter(|i| !used.contains(i))
-            .or_else(|| (0..=network::MAX_INDEX).find(|i| !used.contains(i)))
-            .ok_or_else(|| RuntimeError::Network("no free transit subnet (16384 sandboxes with a network)".into()))?;
-        rec.net_index = Some(index);
-        rec.store(&self.dir(&rec.id).record())?;
-        let names = network::setup(&rec.id, index, &policy)?;
+        let names = match self.pooled_gateway(rec, &policy)? {
+            Some(names) => names,
+            None => {
+                let _g = self.net_alloc.lock().unwrap();
+                // Transit subnets and device names are host-wide: every Stasis runtime on
+                // the host (other data dirs too) allocates under the same lock, from the
+                // devices that exist.
+                let _host_lock = network::HostLock::acquire()?;
+                let index = network::free_index(rec.net_index)?;
+                rec.net_index = Some(index);
+                rec.store(&self.dir(&rec.id).record())?;
+                network::setup(&rec.id, index, &policy)?
+            }
+        };
+        let index = rec.net_index.expect("set above");
         if policy.intercept_https {
             if let Err(e) = self.egress_open(&rec.id, &names.netns) {
                 network::teardown(&rec.id, index);
@@ -42,6 +44,42 @@ impl Inner {
             }
         }
         Ok(Some(names))
+    }
+
+    /// A ready gateway from the pool renamed to `rec`'s sandbox, with `policy`'s rules,
+    /// its index kept in `rec`: for a fresh sandbox (no index yet; a resume keeps its
+    /// own, `gateway_pool.rs`). `None`: the pool had none, or the entry could not be used
+    /// (deleted; the caller builds one).
+    fn pooled_gateway(&self, rec: &mut Record, policy: &network::NetworkPolicy) -> Result<Option<network::Names>> {
+        if rec.net_index.is_some() {
+            return Ok(None);
+        }
+        let Some(entry) = self.gateway_pool.take() else { return Ok(None) };
+        let names = network::names(&rec.id, entry.index);
+        rec.net_index = Some(entry.index);
+        // Kept before the rename: a crash after it leaves a namespace the record names.
+        if let Err(e) = rec.store(&self.dir(&rec.id).record()) {
+            network::delete_netns(&entry.netns);
+            rec.net_index = None;
+            return Err(e);
+        }
+        let adopted = network::rename_netns(&entry.netns, &names.netns).and_then(|()| {
+            if network::rules_for(policy, entry.index) == entry.rules {
+                Ok(())
+            } else {
+                network::apply_policy(&rec.id, entry.index, policy)
+            }
+        });
+        match adopted {
+            Ok(()) => Ok(Some(names)),
+            Err(e) => {
+                tracing::warn!(sandbox = %rec.id, "gateway pool: a ready gateway could not be used: {e}");
+                network::delete_netns(&entry.netns);
+                network::delete_netns(&names.netns);
+                rec.net_index = None;
+                Ok(None)
+            }
+        }
     }
 
     /// Removes the sandbox's network; its egress listener (and every connection through

@@ -342,6 +342,7 @@ mod store_tests {
             share_layers: false,
             egress: None,
             disk_pool: false,
+            gateway_pool: false,
         };
         match ContainerRuntime::new(config) {
             Ok(rt) => Some(rt),

@@ -243,6 +243,11 @@ impl Lifecycle {
         self.inner.runtime.progress(id)
     }
 
+    /// At shutdown, last: the runtime's ready pools go (`Runtime::release_pools`).
+    pub async fn release_pools(&self) {
+        self.inner.runtime.release_pools().await;
+    }
+
     /// Ids of the running sandboxes.
     pub async fn running_ids(&self) -> Result<Vec<String>> {
         let rows = self.own_in_states(&[SandboxState::Running]).await?;

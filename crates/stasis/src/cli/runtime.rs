@@ -121,6 +121,7 @@ pub async fn run(args: Args) -> u8 {
         egress: None,
         // One operation per process: a background refill would die with it.
         disk_pool: false,
+        gateway_pool: false,
     }) {
         Ok(rt) => rt,
         Err(e) => {

@@ -132,6 +132,10 @@ impl Criu {
             cmd.arg("--external").arg(format!("mnt[{path}]:{key}"));
         }
         cmd.arg("--freeze-cgroup").arg(freezer).arg("--ghost-limit").arg("64M");
+        // The caller holds the sandbox's outside traffic itself (`Inner::hold_traffic`).
+        // A restore uses the method its images were dumped with (their inventory), so
+        // this skips the lock at restore too.
+        cmd.arg("--network-lock").arg("skip");
         cmd.args(COMMON);
         if leave_running {
             cmd.arg("--leave-running");

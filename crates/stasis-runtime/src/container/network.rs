@@ -30,6 +30,8 @@ use crate::error::{Result, RuntimeError};
 
 pub const SANDBOX_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 21);
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 22);
+/// The /30 of [`SANDBOX_IP`] and [`GATEWAY_IP`].
+const SANDBOX_NET: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 20);
 /// Transit addresses: 10.200.0.0/16, one /30 per sandbox.
 const TRANSIT_PREFIX: [u8; 2] = [10, 200];
 pub const MAX_INDEX: u32 = 16_383;
@@ -418,13 +420,31 @@ pub fn plug_into(n: &Names, pid: u32) -> Result<()> {
 }
 
 /// Gives the gateway's end of the pair to the sandbox, made by CRIU at restore (in the
-/// gateway namespace, where it runs: `criu.rs`), its address and brings it up.
+/// gateway namespace, where it runs: `criu.rs`), its address and brings it up; or brings
+/// the route to the sandbox back after [`gateway_hold`]. Idempotent.
 pub fn gateway_link_up(n: &Names) -> Result<()> {
     run("gateway link up", Command::new("ip").args(["-n", &n.netns, "-batch", "-"]), Some(&gateway_link_up_batch()))
 }
 
+/// Holds what comes for the sandbox in its gateway: the route to it becomes a blackhole
+/// (nothing from outside or from the egress proxy reaches it) until
+/// [`gateway_link_up`]. The link itself stays up: a sandbox whose eth0 lost its carrier
+/// would have its routes dumped as "linkdown", which CRIU cannot restore.
+pub fn gateway_hold(n: &Names) -> Result<()> {
+    run(
+        "gateway hold",
+        Command::new("ip").args(["-n", &n.netns, "route", "replace", "blackhole", &format!("{SANDBOX_NET}/30")]),
+        None,
+    )
+}
+
 fn gateway_link_up_batch() -> String {
-    format!("addr add {GATEWAY_IP}/30 dev {GATEWAY_IF}\nlink set dev {GATEWAY_IF} up\n")
+    // `replace`: the same again if it is there (recovery may not know).
+    format!(
+        "addr replace {GATEWAY_IP}/30 dev {GATEWAY_IF}\n\
+         link set dev {GATEWAY_IF} up\n\
+         route replace {SANDBOX_NET}/30 dev {GATEWAY_IF} src {GATEWAY_IP}\n"
+    )
 }
 
 #[cfg(test)]

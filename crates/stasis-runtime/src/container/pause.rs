@@ -62,6 +62,11 @@ impl Inner {
             let _ = std::fs::remove_dir_all(&images);
             return Err(e);
         }
+        if let Err(e) = self.hold_traffic(&rec, true) {
+            let _ = self.cgroups.set_frozen(id, false);
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(e);
+        }
         let written = self.track(id, "pausing", self.cgroups.usage(id).memory_bytes);
         let flusher = flush::Flusher::start(&images, written);
         let external = super::volumes::dump_externals(&rec.spec.volumes);
@@ -69,8 +74,9 @@ impl Inner {
         flusher.stop();
         self.untrack(id);
         if let Err(e) = dumped {
-            // CRIU leaves the tree running when a dump fails; make sure it is thawed and
-            // keep nothing of the attempt.
+            // CRIU leaves the tree running when a dump fails; make sure it is thawed,
+            // reachable, and keep nothing of the attempt.
+            let _ = self.hold_traffic(&rec, false);
             let _ = self.cgroups.set_frozen(id, false);
             let _ = std::fs::remove_dir_all(&images);
             return Err(e);

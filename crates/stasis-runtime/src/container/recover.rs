@@ -38,7 +38,7 @@ impl Inner {
                 let _ = self.cgroups.set_frozen(id, false);
                 // Held and watched from now on.
                 self.init_of(&rec)?;
-                self.egress_reopen(&rec);
+                self.network_readopt(&rec);
                 Ok(Recovered::Running)
             }
             SandboxState::Running => {
@@ -94,7 +94,7 @@ impl Inner {
                     rec.store(&dir.record())?;
                     self.let_run(id);
                     self.init_of(&rec)?;
-                    self.egress_reopen(&rec);
+                    self.network_readopt(&rec);
                     // Its lazy-pages daemon (if any) still reads the images.
                     let d = dir.clone();
                     std::thread::spawn(move || {

@@ -91,9 +91,35 @@ impl Inner {
         }
     }
 
+    /// Holds (`held`) or lets through again the traffic from outside to a running
+    /// sandbox: its gateway's route to it becomes a blackhole, or a route again
+    /// (`network::gateway_hold`). A dump runs held, so no segment reaches a socket
+    /// between CRIU's read of its queues and the end of the dump (acknowledged by the
+    /// kernel, then lost); a restore runs held too (the gateway's end of the pair, made
+    /// down by CRIU, comes up after it, `resume.rs`). This replaces CRIU's own network lock (iptables rules inside the
+    /// sandbox: two `iptables-restore` runs at each dump and each restore, ~90 ms of a
+    /// resume), skipped (`criu.rs`). No network: nothing to hold.
+    pub(super) fn hold_traffic(&self, rec: &Record, held: bool) -> Result<()> {
+        match (&rec.spec.network, rec.net_index) {
+            (Some(_), Some(index)) if held => network::gateway_hold(&network::names(&rec.id, index)),
+            (Some(_), Some(index)) => network::gateway_link_up(&network::names(&rec.id, index)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A running sandbox whose namespace outlived the daemon that had it (recovery): its
+    /// traffic let through (a dump or restore under way when that daemon died held it)
+    /// and its egress listener opened again.
+    pub(super) fn network_readopt(&self, rec: &Record) {
+        if let Err(e) = self.hold_traffic(rec, false) {
+            tracing::warn!(sandbox = %rec.id, "gateway link not brought up: {e}");
+        }
+        self.egress_reopen(rec);
+    }
+
     /// Opens the egress listener of a running sandbox whose namespace outlived the
     /// daemon that had it open (recovery).
-    pub(super) fn egress_reopen(&self, rec: &Record) {
+    fn egress_reopen(&self, rec: &Record) {
         let intercepts = rec.spec.network.as_ref().is_some_and(|p| p.intercept_https);
         if let (true, Some(index)) = (intercepts, rec.net_index) {
             if let Err(e) = self.egress_open(&rec.id, &network::names(&rec.id, index).netns) {

@@ -123,7 +123,10 @@ impl Inner {
                 let images = tmp.join("images");
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
                 let external = super::volumes::dump_externals(&rec.spec.volumes);
-                self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true, &external)?;
+                self.hold_traffic(&rec, true)?;
+                let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true, &external);
+                let released = self.hold_traffic(&rec, false);
+                dumped.and(released)?;
                 super::pause::seal(&images, &self.key, None)?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))

@@ -30,7 +30,7 @@
 //! | `format.rs` | versions of the on-disk files (`record.json`, `snapshot.json`, `checksums.json`) |
 //!
 //! The host mechanisms they drive sit beside them: `cgroups`, `criu`, `checksum`,
-//! `flush`, `disk`, `overlay`, `network`, `idmap`, `id_ranges`, `agent_layer`, `boot`, `layout`,
+//! `criu_kdat`, `flush`, `disk`, `overlay`, `network`, `idmap`, `id_ranges`, `agent_layer`, `boot`, `layout`,
 //! `record`.
 
 mod agent_layer;
@@ -39,6 +39,7 @@ mod cgroups;
 mod checksum;
 mod create;
 pub(crate) mod criu;
+mod criu_kdat;
 mod disk;
 mod disk_pool;
 pub mod egress;
@@ -233,6 +234,7 @@ impl ContainerRuntime {
             }
         }
         let criu = criu::Criu::locate()?;
+        criu_kdat::ensure(&criu.binary);
         let cgroups = Cgroups::detect()?;
         let remote = config.object_store.as_ref().map(crate::objstore::Remote::connect).transpose()?.map(Arc::new);
         let id_ranges = id_ranges::IdRanges::host();

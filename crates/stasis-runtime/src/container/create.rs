@@ -165,18 +165,18 @@ impl Inner {
                 return Err(e);
             }
         };
-        let mut moved = std::time::Duration::ZERO;
+        let mut plugged = std::time::Duration::ZERO;
         let booted = boot::boot(&self.agent_binary, &cfg, &dir.log("boot"), rec.ids(), |pid| match &net {
             Some(n) => {
                 let t = std::time::Instant::now();
                 let r = network::plug_into(n, pid);
-                moved = t.elapsed();
+                plugged = t.elapsed();
                 r
             }
             None => Ok(()),
         });
         phases.mark("boot");
-        phases.split_last("net_move", moved);
+        phases.split_last("net_plug", plugged);
         // The sandbox's namespace has its own copies of the volume mounts by now.
         volumes::unbind(&bound);
         let pid = match booted {

@@ -96,9 +96,10 @@ impl Inner {
     /// (`network::gateway_hold`). A dump runs held, so no segment reaches a socket
     /// between CRIU's read of its queues and the end of the dump (acknowledged by the
     /// kernel, then lost); a restore runs held too (the gateway's end of the pair, made
-    /// down by CRIU, comes up after it, `resume.rs`). This replaces CRIU's own network lock (iptables rules inside the
-    /// sandbox: two `iptables-restore` runs at each dump and each restore, ~90 ms of a
-    /// resume), skipped (`criu.rs`). No network: nothing to hold.
+    /// down by CRIU, comes up after it, `resume.rs`). This replaces CRIU's own network
+    /// lock (iptables rules inside the sandbox: an `iptables-restore` pair at each lock
+    /// and each unlock, ~60 ms of a resume), skipped (`criu.rs`). No network: nothing to
+    /// hold.
     pub(super) fn hold_traffic(&self, rec: &Record, held: bool) -> Result<()> {
         match (&rec.spec.network, rec.net_index) {
             (Some(_), Some(index)) if held => network::gateway_hold(&network::names(&rec.id, index)),

@@ -26,7 +26,7 @@ const CACHE: &str = "/run/criu.kdat";
 /// Makes `/run/criu.kdat` for `criu` if CRIU cannot keep it and it is missing or from
 /// an earlier boot. Failures are logged: CRIU then works as before, only slower.
 pub fn ensure(criu: &Path) {
-    if run_is_tmpfs() || fresh(Path::new(CACHE)) {
+    if run_is_tmpfs() || fresh(Path::new(CACHE), criu) {
         return;
     }
     match make(criu).and_then(|cache| install(&cache)) {
@@ -39,18 +39,22 @@ fn run_is_tmpfs() -> bool {
     nix::sys::statfs::statfs("/run").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 
-/// Written since this boot.
-fn fresh(path: &Path) -> bool {
+/// Written since this boot and since `criu` was installed (another CRIU may lay the
+/// cache out differently; CRIU refuses one of another size, and learns again each run).
+fn fresh(path: &Path, criu: &Path) -> bool {
     let boot = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
-    let written = std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.len() > 0)
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs());
-    matches!((boot, written), (Some(b), Some(w)) if w >= b)
+    let mtime = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    let since = boot.zip(mtime(criu)).map(|(b, c)| b.max(c));
+    matches!((since, mtime(path)), (Some(s), Some(w)) if w >= s)
 }
 
 /// The cache `criu check` writes when `/run` is a tmpfs (its own, in a mount namespace
@@ -96,6 +100,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cache_older_than_the_boot_or_the_criu_binary_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, criu) = (dir.path().join("criu.kdat"), dir.path().join("criu"));
+        let at = |p: &Path, secs: u64| {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(p).unwrap();
+            f.set_len(8).unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        at(&criu, now - 60);
+        at(&cache, now - 30);
+        assert!(fresh(&cache, &criu), "made after this boot and after criu");
+        at(&criu, now - 10);
+        assert!(!fresh(&cache, &criu), "criu installed after the cache was made");
+        at(&criu, 1);
+        at(&cache, 2);
+        assert!(!fresh(&cache, &criu), "made before this boot");
+        std::fs::File::create(&cache).unwrap();
+        assert!(!fresh(&cache, &criu), "an empty cache is no cache");
+    }
+
+    #[test]
     fn criu_uses_the_cache_made_for_it() {
         let Ok(criu) = super::super::criu::Criu::locate() else {
             eprintln!("skipped: no criu");
@@ -111,7 +137,7 @@ mod tests {
             return;
         }
         install(&cache).unwrap();
-        assert!(fresh(Path::new(CACHE)));
+        assert!(fresh(Path::new(CACHE), &criu.binary));
         let log = tempfile::NamedTempFile::new().unwrap();
         Command::new(&criu.binary).args(["check", "-v4", "-o"]).arg(log.path()).output().unwrap();
         let text = std::fs::read_to_string(log.path()).unwrap();

@@ -116,6 +116,9 @@ pub struct CheckpointStats {
     /// Time spent uploading the images to the object store (0 without one).
     #[serde(default)]
     pub upload_ms: u64,
+    /// Bytes of memory images hashed while the dump wrote them (not in `sync_ms`).
+    #[serde(default)]
+    pub hashed_early_bytes: u64,
 }
 
 /// What a snapshot captured.

@@ -315,3 +315,53 @@ fn a_created_sandbox_holds_no_host_socket_and_snapshots_at_once() {
         h.rt(&["kill", &id]);
     }
 }
+
+/// Issue 19: a pause and a snapshot hash the memory images while CRIU writes them
+/// (`checksum/early.rs`). Their manifest must hold for the bytes on disk: a resume or a
+/// create from the snapshot by another process (this CLI: no memory of the seal)
+/// hashes every image in full and refuses images whose hashes do not match, so this
+/// fails if a chunk hashed during the dump is not what the dump left.
+#[test]
+fn a_pause_sealed_while_dumping_verifies_in_a_new_process() {
+    let h = Host::new("eh");
+    let id = common::unique_id("eh");
+    h.rt(&["create", &id]);
+    // 96 MiB of random bytes held by a process; their hash on demand.
+    h.sh(
+        &id,
+        r#"nohup python3 -c '
+import hashlib, os, signal, time
+blob = os.urandom(96 << 20)
+def dump(*_):
+    open("/home/user/blob-now.tmp", "w").write(hashlib.sha256(blob).hexdigest())
+    os.rename("/home/user/blob-now.tmp", "/home/user/blob-now")
+signal.signal(signal.SIGUSR1, dump)
+dump()
+while True:
+    time.sleep(1)
+' >/dev/null 2>&1 &"#,
+    );
+    wait_for("the blob's hash", || h.sh(&id, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64);
+    let before = h.sh(&id, "cat /home/user/blob-now");
+    for cycle in 0..2 {
+        let stats: serde_json::Value = serde_json::from_str(h.rt(&["pause", &id]).trim()).unwrap();
+        let early = stats["hashedEarlyBytes"].as_u64().unwrap();
+        assert!(early >= 32 << 20, "cycle {cycle}: only {early} bytes hashed during the dump: {stats}");
+        h.rt(&["resume", &id]);
+        h.sh(&id, "rm -f /home/user/blob-now; pkill -USR1 -f 'os.urandom'");
+        wait_for("the blob's hash after resume", || {
+            h.sh(&id, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64
+        });
+        assert_eq!(h.sh(&id, "cat /home/user/blob-now"), before, "cycle {cycle}: memory changed");
+    }
+    let snap = common::unique_id("ehs");
+    let copy = common::unique_id("ehc");
+    h.rt(&["snapshot", &id, &snap]);
+    h.rt(&["create", &copy, "--from", &snap]);
+    h.sh(&copy, "rm -f /home/user/blob-now; pkill -USR1 -f 'os.urandom'");
+    wait_for("the copy's blob hash", || h.sh(&copy, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64);
+    assert_eq!(h.sh(&copy, "cat /home/user/blob-now"), before, "the copy's memory differs");
+    h.rt(&["kill", &copy]);
+    h.rt(&["kill", &id]);
+    h.rt(&["snapshot-rm", &snap]);
+}

@@ -217,7 +217,7 @@ impl Inner {
         let copied = write_set(&image, &out, paused, self.layout.root());
         drop(frozen);
         let copied = copied.ctx(|| format!("copy the layer of {}", paused.id))?;
-        super::pause::seal(&out, &self.key, None)?;
+        super::pause::seal(&out, &self.key, None, None)?;
         // Sealing closes the images' parent (for `checkpoints/`): here that is the sandbox's
         // own dir, which its range's root must keep traversing (CRIU opens its volumes'
         // staged mounts in it at restore).

@@ -69,9 +69,11 @@ impl Inner {
         }
         let written = self.track(id, "pausing", self.cgroups.usage(id).memory_bytes);
         let flusher = flush::Flusher::start(&images, written);
+        let hasher = checksum::EarlyHasher::start(&images, &self.key);
         let external = super::volumes::dump_externals(&rec.spec.volumes);
         let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), false, &external);
         flusher.stop();
+        let early = hasher.finish();
         self.untrack(id);
         if let Err(e) = dumped {
             // CRIU leaves the tree running when a dump fails; make sure it is thawed,
@@ -86,7 +88,7 @@ impl Inner {
         // follows makes them durable; if it fails, the init's watcher (or the next
         // operation, or recovery at start) finishes it from the images (`recover.rs`).
         let t1 = Instant::now();
-        let sealed = seal(&images, &self.key, Some(&self.verified)).and_then(|()| syncfs(&dir.upper()));
+        let sealed = seal(&images, &self.key, Some(&self.verified), Some(&early)).and_then(|()| syncfs(&dir.upper()));
         if let Err(e) = sealed {
             return Err(RuntimeError::PauseIncomplete { id: id.to_string(), message: e.to_string() });
         }
@@ -132,7 +134,8 @@ impl Inner {
         self.forget_other_remote_generations(id, generation);
         // The set is in the bucket; the local copy of it is not needed.
         let _ = std::fs::remove_dir_all(dir.path().join("layer"));
-        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms, upload_ms })
+        let hashed_early_bytes = early.bytes();
+        Ok(CheckpointStats { image_bytes: dir_size(&images), dump_ms, sync_ms, upload_ms, hashed_early_bytes })
     }
 
     /// Stops every process, keeps the files: the next resume is a fresh boot.
@@ -166,7 +169,13 @@ impl Inner {
         self.cgroups.remove(&id)?;
         remove_other_generations(dir, None);
         self.forget_remote(&checkpoints_rel(&id));
-        Ok(CheckpointStats { image_bytes: 0, dump_ms, sync_ms: t1.elapsed().as_millis() as u64, upload_ms })
+        Ok(CheckpointStats {
+            image_bytes: 0,
+            dump_ms,
+            sync_ms: t1.elapsed().as_millis() as u64,
+            upload_ms,
+            ..Default::default()
+        })
     }
 
     /// A memory pause whose images could not be uploaded is not durable: it is undone,
@@ -202,13 +211,19 @@ impl Inner {
 /// Makes a completed dump's images durable, then writes their checksums: a checksum is
 /// only ever written over images that reached the disk, so a manifest vouches for them.
 /// With `verified`, this process remembers the images as hashed (`checksum/verified.rs`):
-/// a resume by it finds them unchanged and does not hash them again.
-pub(super) fn seal(images: &Path, key: &checksum::Key, verified: Option<&checksum::Verified>) -> Result<()> {
+/// a resume by it finds them unchanged and does not hash them again. The chunks in
+/// `early` (hashed while the dump wrote them, `checksum/early.rs`) are not hashed twice.
+pub(super) fn seal(
+    images: &Path,
+    key: &checksum::Key,
+    verified: Option<&checksum::Verified>,
+    early: Option<&checksum::Early>,
+) -> Result<()> {
     super::perms::checkpoint_images(images).ctx(|| format!("chmod {}", images.display()))?;
     flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))?;
     match verified {
-        Some(v) => v.seal(images, key)?,
-        None => checksum::write(images, key)?,
+        Some(v) => v.seal(images, key, early)?,
+        None => checksum::write_with(images, key, early)?,
     }
     flush::fsync_dir(images).ctx(|| format!("fsync {}", images.display()))
 }

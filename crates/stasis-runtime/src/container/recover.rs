@@ -60,7 +60,7 @@ impl Inner {
                 let _ = self.cgroups.remove(id);
                 if let Some(g) = done {
                     // Its images may not be durable nor summed yet: seal them now.
-                    seal(&dir.checkpoint(g), &self.key, None)?;
+                    seal(&dir.checkpoint(g), &self.key, None, None)?;
                     rec.state = SandboxState::Paused;
                     rec.init_pid = None;
                     rec.checkpoint = Some(g);

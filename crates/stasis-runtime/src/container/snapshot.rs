@@ -20,10 +20,10 @@ use stasis_proto::agent::{InitRequest, StartCommand};
 
 use super::format::{self, SNAPSHOT_VERSION};
 use super::fs::{disk_usage, syncfs};
-use super::handover;
 use super::pause::wait_for_lazy_pages;
 use super::record::Record;
 use super::remote::{snapshot_images_rel, snapshot_rel};
+use super::{checksum, handover};
 use super::{random_hex, validate_id, Inner};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::{PauseMode, SandboxSpec, SandboxState, SnapshotStats};
@@ -124,10 +124,14 @@ impl Inner {
                 std::fs::create_dir_all(&images).ctx(|| format!("create {}", images.display()))?;
                 let external = super::volumes::dump_externals(&rec.spec.volumes);
                 self.hold_traffic(&rec, true)?;
+                let hasher = checksum::EarlyHasher::start(&images, &self.key);
                 let dumped = self.criu.dump(init.pid(), &images, &self.cgroups.freezer(id), true, &external);
+                let early = hasher.finish();
                 let released = self.hold_traffic(&rec, false);
                 dumped.and(released)?;
-                super::pause::seal(&images, &self.key, None)?;
+                // The source stays frozen until sealed: what was hashed during the dump
+                // is not hashed again.
+                super::pause::seal(&images, &self.key, None, Some(&early))?;
             }
             copy_tree(&dir.upper(), &tmp.join("layer"))
         })();

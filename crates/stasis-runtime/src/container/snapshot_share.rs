@@ -125,7 +125,7 @@ impl Inner {
                 std::fs::copy(tmp.join(super::oci_image::IMAGE_JSON), set.join(IMAGE))
                     .ctx(|| "copy image.json".into())?;
             }
-            super::pause::seal(&set, &self.key, None)?;
+            super::pause::seal(&set, &self.key, None, None)?;
             self.upload_images(&set, &snapshot_layer_rel(snap))?;
             super::perms::write_private(&tmp.join(SHARED), MADE.as_bytes()).ctx(|| "mark shared".into())
         })();

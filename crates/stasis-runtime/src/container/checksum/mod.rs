@@ -19,6 +19,7 @@
 //! (`legacy.rs`). One from a newer Stasis is refused as such
 //! ([`RuntimeError::UnsupportedFormat`]).
 
+mod early;
 mod key;
 pub mod legacy;
 mod v2;
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub use early::{Early, EarlyHasher};
 pub use key::Key;
 pub use verified::Verified;
 
@@ -108,34 +110,42 @@ fn image_files(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(v)
 }
 
-/// The hash of every `chunk`-byte chunk of every file, on two threads.
+/// The hash of every `chunk`-byte chunk of every file, on two threads; a whole chunk
+/// `early` holds (hashed while the file was written) is taken from it.
 fn hash_files(
     dir: &Path,
     names: &[String],
     algorithm: Algorithm,
     chunk: usize,
+    early: Option<&Early>,
 ) -> std::io::Result<BTreeMap<String, FileSum>> {
+    use std::os::unix::fs::MetadataExt;
     let mut maps = Vec::new();
     for name in names {
         let f = std::fs::File::open(dir.join(name))?;
-        let size = f.metadata()?.len();
+        let meta = f.metadata()?;
         // SAFETY: checkpoints are immutable once written; a concurrent truncation would
         // at worst fault the read (the data dir is root-only).
-        let map = if size == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&f)? }) };
-        maps.push((name, size, map));
+        let map = if meta.len() == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&f)? }) };
+        maps.push((name, meta.len(), meta.ino(), map));
     }
-    let jobs: Vec<(usize, &[u8])> = maps
+    let jobs: Vec<(usize, &[u8], Option<&str>)> = maps
         .iter()
         .enumerate()
-        .flat_map(|(i, (_, _, m))| m.iter().flat_map(|m| m.chunks(chunk)).map(move |c| (i, c)))
+        .flat_map(|(i, (name, _, ino, m))| {
+            m.iter().flat_map(|m| m.chunks(chunk)).enumerate().map(move |(k, c)| {
+                let ahead = early.filter(|_| c.len() == chunk).and_then(|e| e.chunk(name, *ino, k));
+                (i, c, ahead)
+            })
+        })
         .collect();
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
         loop {
             let j = next.fetch_add(1, Ordering::Relaxed);
-            let Some((_, data)) = jobs.get(j) else { return done };
-            done.push((j, algorithm.chunk_hash(data)));
+            let Some((_, data, ahead)) = jobs.get(j) else { return done };
+            done.push((j, ahead.map_or_else(|| algorithm.chunk_hash(data), str::to_string)));
         }
     };
     let mut hashes = std::thread::scope(|s| {
@@ -146,7 +156,7 @@ fn hash_files(
     });
     hashes.sort();
     let mut out: BTreeMap<String, FileSum> =
-        maps.iter().map(|(n, size, _)| ((*n).clone(), FileSum { size: *size, hashes: vec![] })).collect();
+        maps.iter().map(|(n, size, ..)| ((*n).clone(), FileSum { size: *size, hashes: vec![] })).collect();
     for (j, h) in hashes {
         out.get_mut(maps[jobs[j].0].0).expect("every job's file is listed").hashes.push(h);
     }
@@ -155,9 +165,14 @@ fn hash_files(
 
 /// Writes the keyed manifest of every image in `dir` (fsynced), in the current format.
 pub fn write(dir: &Path, key: &Key) -> Result<()> {
+    write_with(dir, key, None)
+}
+
+/// [`write`], with the chunks hashed while the images were written (`early.rs`).
+pub fn write_with(dir: &Path, key: &Key, early: Option<&Early>) -> Result<()> {
     let run = || -> std::io::Result<()> {
         let algorithm = Algorithm::Blake3(key.derive(CHUNK_CONTEXT));
-        let files = hash_files(dir, &image_files(dir)?, algorithm, CHUNK)?;
+        let files = hash_files(dir, &image_files(dir)?, algorithm, CHUNK, early)?;
         let body = Body { algorithm: ALGORITHM.into(), chunk: CHUNK, files };
         let m = Manifest { mac: hex::encode(key.mac(MANIFEST_CONTEXT, &signed(&body))), body };
         write_manifest(dir, &format::to_json(CHECKSUMS_VERSION, &m, false))
@@ -247,7 +262,7 @@ pub fn verify(dir: &Path, key: &Key) -> Result<()> {
     let bad = |message: String| RuntimeError::CorruptCheckpoint(format!("{}: {message}", dir.display()));
     let want = manifest(dir, key)?;
     let names: Vec<String> = want.files.keys().cloned().collect();
-    let got = hash_files(dir, &names, want.algorithm, want.chunk)
+    let got = hash_files(dir, &names, want.algorithm, want.chunk, None)
         .map_err(|e| bad(format!("cannot read the images ({e})")))?;
     for (name, w) in &want.files {
         let g = &got[name];
@@ -333,7 +348,7 @@ mod tests {
 
     /// Seals `dir` as a Stasis before issue 19 did (format version 2).
     fn write_v2(dir: &Path, key: &Key) {
-        let files = hash_files(dir, &image_files(dir).unwrap(), Algorithm::Sha256, v2::TEST_CHUNK).unwrap();
+        let files = hash_files(dir, &image_files(dir).unwrap(), Algorithm::Sha256, v2::TEST_CHUNK, None).unwrap();
         write_manifest(dir, &v2::manifest(files, key)).unwrap();
     }
 

@@ -84,11 +84,11 @@ impl Verified {
         Ok(())
     }
 
-    /// [`super::write`], remembering `dir` as verified if no image changed while it was
-    /// hashed: the manifest vouches for exactly the bytes this process read.
-    pub fn seal(&self, dir: &Path, key: &Key) -> Result<()> {
+    /// [`super::write_with`], remembering `dir` as verified if no image changed while it
+    /// was hashed: the manifest vouches for exactly the bytes this process read.
+    pub fn seal(&self, dir: &Path, key: &Key, early: Option<&super::Early>) -> Result<()> {
         let before = fingerprint(dir).ok().map(|f| without_manifest(&f));
-        super::write(dir, key)?;
+        super::write_with(dir, key, early)?;
         if let (Some(b), Ok(after)) = (before, fingerprint(dir)) {
             if without_manifest(&after) == b {
                 self.remember(dir, after);
@@ -142,20 +142,20 @@ mod tests {
         let (d, img) = one_image();
         let key = Key::for_tests(3);
         let v = Verified::default();
-        v.seal(d.path(), &key).unwrap();
+        v.seal(d.path(), &key, None).unwrap();
         assert!(remembered(&v, d.path()));
         v.verify(d.path(), &key, false).unwrap();
         assert!(!remembered(&v, d.path()), "a checkpoint's entry serves one resume");
 
         // Sealed, then changed in place: the fingerprint moves, the images are hashed.
-        v.seal(d.path(), &key).unwrap();
+        v.seal(d.path(), &key, None).unwrap();
         change_in_place(&img);
         assert!(!remembered(&v, d.path()));
         let e = v.verify(d.path(), &key, false).unwrap_err();
         assert!(e.to_string().contains("corrupted or was changed"), "{e}");
 
         // A manifest rewritten after the seal is caught by its MAC even when remembered.
-        v.seal(d.path(), &key).unwrap();
+        v.seal(d.path(), &key, None).unwrap();
         let text = std::fs::read_to_string(d.path().join(super::super::MANIFEST)).unwrap();
         std::fs::write(d.path().join(super::super::MANIFEST), text.replace("\"size\":1048576", "\"size\":1048577"))
             .unwrap();

@@ -960,12 +960,12 @@ def main():
         print(res.table(f"Idle sandbox processes: {', '.join(comms)}."))
         if breakdown:
             print("\n## Pause phases (`stasis runtime pause`, same runtime code, no API)\n")
-            print("| size | dumpMs (CRIU dump, writeback overlapped) | syncMs (CRC-32 + fsync images + syncfs layer) | pause wall ms (CLI) | resume wall ms (CLI) | image MiB |")
-            print("|---|---|---|---|---|---|")
+            print("| size | dumpMs (CRIU dump, writeback and hashing overlapped) | syncMs (keyed hashes of the rest + fsync images + syncfs layer) | MiB hashed during the dump | pause wall ms (CLI) | resume wall ms (CLI) | image MiB |")
+            print("|---|---|---|---|---|---|---|")
             for size, rows in breakdown.items():
                 for r in rows:
                     print(f"| {size} MiB | {r.get('dump_ms', r.get('dumpMs'))} | {r.get('sync_ms', r.get('syncMs'))} | "
-                          f"{r['wallMs']} | {r['resumeWallMs']} | {r.get('image_bytes', r.get('imageBytes', 0)) / MiB:.0f} |")
+                          f"{r.get('hashedEarlyBytes', 0) / MiB:.0f} | {r['wallMs']} | {r['resumeWallMs']} | {r.get('image_bytes', r.get('imageBytes', 0)) / MiB:.0f} |")
         print("\n## Machine\n")
         for n in machine_notes():
             print("- " + n)

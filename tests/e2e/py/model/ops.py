@@ -40,6 +40,7 @@ NETS = ("10.11.0.0/16", "10.12.0.0/16", "192.0.2.0/24", "198.51.100.7")  # never
 MAX_BGS = 2        # background sleeps per sandbox
 MAX_PTYS = 1       # interactive shells (sandbox.pty) per sandbox
 SECRET_PORT0 = 20000
+BALLAST_MIB = 40   # memory a secret process may hold: memory images of several 16 MiB chunks
 MIB = 1024 * 1024
 
 # Who an op runs as: "default" passes no user (the SDK's default user, `user`),
@@ -94,6 +95,7 @@ class SecretM:
     secret: str
     port: int
     as_: str
+    mib: int = 0   # ballast it holds (runner.SECRET_PY)
 
 
 @dataclass
@@ -473,7 +475,7 @@ class World:
         elif k == "pty_kill":
             del sb.ptys[op["key"]]
         elif k == "secret_start":
-            sb.secrets[op["key"]] = SecretM(op["secret"], op["port"], op["as"])
+            sb.secrets[op["key"]] = SecretM(op["secret"], op["port"], op["as"], op.get("mib", 0))
         elif k == "pause":
             sb.state = "paused"
         elif k == "connect":
@@ -633,7 +635,8 @@ def _describe(op) -> str:  # noqa: C901
     if k == "pty_kill":
         return f"{s}.pty.kill(<pty{op['key']}>)"
     if k == "secret_start":
-        return f"{s} start secret process k{op['key']} (port {op['port']}, secret {op['secret']}){_who(op)}"
+        ballast = f", holding {op['mib']} MiB" if op.get("mib") else ""
+        return f"{s} start secret process k{op['key']} (port {op['port']}, secret {op['secret']}{ballast}){_who(op)}"
     if k == "secret_query":
         return f"{s} query secret process k{op['key']}{_who(op)}"
     if k == "pause":
@@ -1084,7 +1087,8 @@ class Generator:
             return None
         self.next_key += 1
         return {"op": "secret_start", "s": sb.slot, "as": self._as(), "key": self.next_key,
-                "port": SECRET_PORT0 + self.next_key, "secret": f"{self.rng.randrange(1 << 64):016x}"}
+                "port": SECRET_PORT0 + self.next_key, "secret": f"{self.rng.randrange(1 << 64):016x}",
+                "mib": self.rng.choice((0, 0, BALLAST_MIB))}
 
     def b_secret_query(self):
         cands = [s for s in self.w.running() if self.w.sbs[s].secrets]

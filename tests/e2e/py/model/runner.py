@@ -10,9 +10,11 @@ every secret process (same pid, same secret, its request counter one more than l
 and in a code-interpreter sandbox every variable its Python kernel holds.
 """
 import ast
+import functools
 import hashlib
 import json
 import os
+import random
 import shlex
 import time
 import traceback
@@ -31,11 +33,17 @@ from .ops import (AREAS, EGRESS, EGRESS_HOST, GIT_PATH, VOL_PATH, World, content
 from .server import Server
 
 # The process that holds a secret only in memory: it reads it from stdin, then serves
-# "<pid> <secret> <n>" on 127.0.0.1:<port> inside the sandbox, n counting the requests.
+# "<pid> <secret> <n> <digest>" on 127.0.0.1:<port> inside the sandbox, n counting the
+# requests. With a ballast (argv[3] MiB, seeded by the secret) it holds that much memory
+# too and answers its hash, made at each request (a pause then writes memory images of
+# several 16 MiB chunks, hashed while CRIU writes them: the digest shows every byte came
+# back); without, the digest is "-".
 SECRET_PY = r"""
-import os, socket, sys
+import hashlib, os, random, socket, sys
 secret = sys.stdin.readline().strip()
 port, pidfile = int(sys.argv[1]), sys.argv[2]
+mib = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+ballast = bytearray(random.Random(secret).randbytes(mib << 20))
 n = 0
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -47,11 +55,21 @@ srv.listen(16)
 while True:
     c, _ = srv.accept()
     n += 1
+    digest = hashlib.sha256(ballast).hexdigest()[:16] if mib else "-"
     try:
-        c.sendall(f"{os.getpid()} {secret} {n}\n".encode())
+        c.sendall(f"{os.getpid()} {secret} {n} {digest}\n".encode())
     finally:
         c.close()
 """
+
+
+@functools.lru_cache(maxsize=16)
+def ballast_digest(secret: str, mib: int) -> str:
+    """What a secret process holding `mib` MiB of ballast answers (SECRET_PY)."""
+    if not mib:
+        return "-"
+    return hashlib.sha256(random.Random(secret).randbytes(mib << 20)).hexdigest()[:16]
+
 
 # Asks it once (retrying only the connect, so each answer counts exactly one request);
 # prints the answer, then the pid file's content.
@@ -399,14 +417,15 @@ class Runner:
         lines = r.stdout.split("\n")
         try:
             filepid = int(lines[1])
-            pid, secret, n = lines[0].split()
+            pid, secret, n, digest = lines[0].split()
             pid, n = int(pid), int(n)
         except (ValueError, IndexError):
             raise Mismatch("secret.answer", f"s{slot} k{key} after {why}: {r.stdout!r} {r.stderr!r}")
-        want = (rt.secret_pid[key], m.secret, rt.secret_n[key] + 1)
-        if (pid, secret, n) != want or filepid != pid:
+        want = (rt.secret_pid[key], m.secret, rt.secret_n[key] + 1, ballast_digest(m.secret, m.mib))
+        if (pid, secret, n, digest) != want or filepid != pid:
             raise Mismatch("secret", f"s{slot} k{key} after {why}: answered pid {pid} secret {secret} count {n} "
-                           f"(pid file {filepid}), model pid {want[0]} secret {want[1]} count {want[2]}")
+                           f"ballast {digest} (pid file {filepid}), model pid {want[0]} secret {want[1]} "
+                           f"count {want[2]} ballast {want[3]} ({m.mib} MiB)")
         rt.secret_n[key] = n
 
     def _list_check(self, state=None):
@@ -617,7 +636,7 @@ class Runner:
     def op_secret_start(self, op):
         _, rt = self._sb(op)
         pidfile = f"/tmp/mdl-secret-{op['key']}.pid"
-        h = rt.sbx.commands.run(f"exec python3 -u -c {shlex.quote(SECRET_PY)} {op['port']} {pidfile}",
+        h = rt.sbx.commands.run(f"exec python3 -u -c {shlex.quote(SECRET_PY)} {op['port']} {pidfile} {op.get('mib', 0)}",
                                 background=True, stdin=True, timeout=0, user=sdk_user(op["as"]))
         rt.sbx.commands.send_stdin(h.pid, op["secret"] + "\n")
         h.disconnect()

@@ -270,7 +270,9 @@ impl Criu {
                 message: format!("cannot run {}: {e}", self.binary.display()),
             })?;
         let start = std::time::Instant::now();
-        while !sock.exists() {
+        // Listening, not only bound: the daemon binds (the file appears) before it listens,
+        // and a restore that connects in between is refused.
+        while !(sock.exists() && listens_on_unix(child.id())) {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(RuntimeError::Checkpoint {
                     op: "lazy-pages",
@@ -341,6 +343,34 @@ fn log_errors(log: &Path, stderr: &[u8]) -> String {
     format!("{msg} (full log: {})", log.display())
 }
 
+/// Whether process `pid` holds a listening unix socket (`/proc/net/unix` of this
+/// network namespace: flag `__SO_ACCEPTCON` 0x10000 is the listening state; the inode
+/// ties it to the process's descriptors, since CRIU binds by a relative name).
+fn listens_on_unix(pid: u32) -> bool {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    any_listening(&inodes)
+}
+
+/// Whether one of the unix sockets `inodes` is listening.
+fn any_listening(inodes: &std::collections::HashSet<String>) -> bool {
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(table) = std::fs::read_to_string("/proc/self/net/unix") else { return false };
+    table.lines().skip(1).any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() >= 7
+            && inodes.contains(cols[6])
+            && u32::from_str_radix(cols[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -350,5 +380,24 @@ mod tests {
         assert_eq!(&buf[..n], b"40213");
         let n = super::fmt_u32(0, &mut buf);
         assert_eq!(&buf[..n], b"0");
+    }
+
+    #[test]
+    fn a_socket_bound_but_not_listening_is_not_ready() {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: a socket we own, closed when `fd` drops.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)) };
+        let ino = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        let ino = ino.to_str().unwrap().trim_start_matches("socket:[").trim_end_matches(']').to_string();
+        assert_eq!(ino, std::fs::File::from(fd.try_clone().unwrap()).metadata().unwrap().ino().to_string());
+        let mine = std::collections::HashSet::from([ino]);
+        let addr = nix::sys::socket::UnixAddr::new(&dir.path().join("lazy-pages.socket")).unwrap();
+        nix::sys::socket::bind(fd.as_raw_fd(), &addr).unwrap();
+        assert!(!super::any_listening(&mine), "bound, not listening: a connect would be refused");
+        assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 1) }, 0);
+        assert!(super::any_listening(&mine), "listening");
+        assert!(super::listens_on_unix(std::process::id()), "found among this process's descriptors");
     }
 }

@@ -365,3 +365,27 @@ while True:
     h.rt(&["kill", &id]);
     h.rt(&["snapshot-rm", &snap]);
 }
+
+/// A shell runs its commands by vfork (dash does): between the vfork and the child's
+/// exec the parent waits, and a freeze that lands there leaves CRIU a parent it cannot
+/// seize while the child is stopped (the dump times out after 10 s, "Unseizable
+/// non-zombie ... state D"). A tight loop of commands makes that window most of the
+/// shell's time: every snapshot and pause of it must still work.
+#[test]
+fn a_shell_running_commands_back_to_back_snapshots_and_pauses() {
+    let h = Host::new("vf");
+    let id = common::unique_id("vf");
+    h.rt(&["create", &id]);
+    h.sh(&id, "nohup sh -c 'while true; do /bin/true; done' >/dev/null 2>&1 &");
+    for i in 0..12 {
+        let snap = common::unique_id("vfs");
+        h.rt(&["snapshot", &id, &snap]);
+        h.rt(&["snapshot-rm", &snap]);
+        if i % 2 == 1 {
+            h.rt(&["pause", &id]);
+            h.rt(&["resume", &id]);
+        }
+    }
+    assert!(h.sh(&id, "pgrep -c -f 'while true; do /bin/true'").trim().parse::<u32>().unwrap() >= 1);
+    h.rt(&["kill", &id]);
+}

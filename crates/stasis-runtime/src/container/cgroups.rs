@@ -173,18 +173,23 @@ impl Cgroups {
     }
 
     pub fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
+        self.set_frozen_within(id, frozen, Duration::from_secs(5))
+    }
+
+    /// [`Self::set_frozen`], waiting at most `limit` for the state to be reached.
+    pub fn set_frozen_within(&self, id: &str, frozen: bool, limit: Duration) -> Result<()> {
         match self {
             Cgroups::V1(_) => {
                 let state = self.freezer(id).join("freezer.state");
                 write(&state, if frozen { "FROZEN" } else { "THAWED" })?;
                 let want = if frozen { "FROZEN" } else { "THAWED" };
-                wait_until(Duration::from_secs(5), || std::fs::read_to_string(&state).is_ok_and(|s| s.trim() == want))
+                wait_until(limit, || std::fs::read_to_string(&state).is_ok_and(|s| s.trim() == want))
             }
             Cgroups::V2(_) => {
                 let d = self.dir(id, "");
                 write(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
                 let want = if frozen { 1 } else { 0 };
-                wait_until(Duration::from_secs(5), || read_key(&d.join("cgroup.events"), "frozen") == want)
+                wait_until(limit, || read_key(&d.join("cgroup.events"), "frozen") == want)
             }
         }
     }

@@ -85,21 +85,28 @@ impl Inner {
         }
     }
 
-    /// Freezes the sandbox for a CRIU dump, at an instant when its init can be dumped.
+    /// Freezes the sandbox for a CRIU dump, at an instant when its init can be dumped
+    /// and no task waits on a vfork.
     ///
     /// CRIU checks the init's namespaces from inside the sandbox's user namespace, which
     /// works only while the init is dumpable or was exec'd inside (docs/architecture.md,
     /// "Pause and resume that never fail"). The agent keeps itself dumpable, but between
-    /// one of its fsuid switches and the next instruction it is not, for a moment; a
-    /// freeze landing there is undone and tried again. Frozen on success.
+    /// one of its fsuid switches and the next instruction it is not, for a moment.
+    ///
+    /// A shell (dash) and the agent (posix_spawn) start commands by vfork: the parent
+    /// waits until its child execs. A freeze landing between the two freezes the child
+    /// and leaves the parent waiting on it: the cgroup never reaches frozen (cgroup v1
+    /// stays FREEZING), or, where it does, CRIU cannot seize the parent and the dump
+    /// times out after 10 s. A freeze landing on any of these moments is undone and
+    /// tried again (the child execs in microseconds). Frozen on success.
     pub(super) fn freeze_for_dump(&self, id: &str, init: &InitHandle) -> Result<()> {
         for _ in 0..100 {
-            self.cgroups.set_frozen(id, true)?;
+            let frozen = self.cgroups.set_frozen_within(id, true, FREEZE_TRY).is_ok();
             if !init.alive() {
                 let _ = self.cgroups.set_frozen(id, false);
                 return Err(RuntimeError::InitGone { id: id.to_string(), pid: init.pid() });
             }
-            if dumpable_from_inside(init.pid()) {
+            if frozen && dumpable_from_inside(init.pid()) && !self.cgroups.pids(id).into_iter().any(waits_on_vfork) {
                 return Ok(());
             }
             self.cgroups.set_frozen(id, false)?;
@@ -108,6 +115,19 @@ impl Inner {
         // Still not: let CRIU try and say why it cannot.
         self.cgroups.set_frozen(id, true)
     }
+}
+
+/// How long one freeze attempt may take before it is undone and tried again: a freezer
+/// that has not frozen by then waits on a task that will not freeze (a vfork parent).
+const FREEZE_TRY: Duration = Duration::from_millis(100);
+
+/// Whether a thread of `pid` waits in vfork for its child to exec or exit (the kernel
+/// function it sleeps in: `wait_for_vfork_done`, or `kernel_clone` where it is inlined).
+fn waits_on_vfork(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("wchan"))
+            .is_ok_and(|w| matches!(w.trim(), "wait_for_vfork_done" | "kernel_clone"))
+    })
 }
 
 /// Whether a process in the sandbox's user namespace can open the init's /proc files.

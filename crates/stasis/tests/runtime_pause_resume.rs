@@ -343,24 +343,24 @@ while True:
     );
     wait_for("the blob's hash", || h.sh(&id, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64);
     let before = h.sh(&id, "cat /home/user/blob-now");
+    // The hash of the blob in memory now (the process writes it on SIGUSR1).
+    let blob_now = |sb: &str| {
+        h.sh(sb, "rm -f /home/user/blob-now; pkill -USR1 -f 'os.urandom'");
+        wait_for("the blob's hash", || h.sh(sb, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64);
+        h.sh(sb, "cat /home/user/blob-now")
+    };
     for cycle in 0..2 {
         let stats: serde_json::Value = serde_json::from_str(h.rt(&["pause", &id]).trim()).unwrap();
         let early = stats["hashedEarlyBytes"].as_u64().unwrap();
         assert!(early >= 32 << 20, "cycle {cycle}: only {early} bytes hashed during the dump: {stats}");
         h.rt(&["resume", &id]);
-        h.sh(&id, "rm -f /home/user/blob-now; pkill -USR1 -f 'os.urandom'");
-        wait_for("the blob's hash after resume", || {
-            h.sh(&id, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64
-        });
-        assert_eq!(h.sh(&id, "cat /home/user/blob-now"), before, "cycle {cycle}: memory changed");
+        assert_eq!(blob_now(&id), before, "cycle {cycle}: memory changed");
     }
     let snap = common::unique_id("ehs");
     let copy = common::unique_id("ehc");
     h.rt(&["snapshot", &id, &snap]);
     h.rt(&["create", &copy, "--from", &snap]);
-    h.sh(&copy, "rm -f /home/user/blob-now; pkill -USR1 -f 'os.urandom'");
-    wait_for("the copy's blob hash", || h.sh(&copy, "cat /home/user/blob-now 2>/dev/null || true").trim().len() == 64);
-    assert_eq!(h.sh(&copy, "cat /home/user/blob-now"), before, "the copy's memory differs");
+    assert_eq!(blob_now(&copy), before, "the copy's memory differs");
     h.rt(&["kill", &copy]);
     h.rt(&["kill", &id]);
     h.rt(&["snapshot-rm", &snap]);

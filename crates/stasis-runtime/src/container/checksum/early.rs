@@ -14,8 +14,9 @@
 //! (crates/stasis/tests/runtime_pause_resume.rs) verifies such images in full.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use super::{Key, CHUNK, CHUNK_CONTEXT};
 const IDLE: Duration = Duration::from_millis(5);
 
 /// The chunk hashes of one image, from its first chunk on, read from inode `ino`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Hashed {
     pub ino: u64,
     pub hashes: Vec<String>,
@@ -77,51 +78,52 @@ impl Drop for EarlyHasher {
     }
 }
 
-fn memory_images(dir: &Path) -> Vec<(String, PathBuf)> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().into_string().ok().map(|n| (n, e.path())))
-                .filter(|(n, _)| n.starts_with("pages-") && n.ends_with(".img"))
-                .collect()
-        })
-        .unwrap_or_default()
+/// Opens the memory images of `dir` not followed yet (a dump starts one per process).
+fn open_new_images(dir: &Path, files: &mut HashMap<String, (File, Hashed)>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(name) = e.file_name().into_string() else { continue };
+        if name.starts_with("pages-") && name.ends_with(".img") && !files.contains_key(&name) {
+            if let Ok(opened) = open_image(&e.path()) {
+                files.insert(name, opened);
+            }
+        }
+    }
+}
+
+/// An image, opened once for the whole dump, and what was hashed of it (by its inode).
+fn open_image(path: &Path) -> std::io::Result<(File, Hashed)> {
+    let f = File::open(path)?;
+    let ino = f.metadata()?.ino();
+    Ok((f, Hashed { ino, hashes: Vec::new() }))
 }
 
 fn follow(dir: &Path, key: &[u8; 32], stop: &AtomicBool) -> Early {
-    let mut early = Early::default();
+    let mut files = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         let mut hashed_any = false;
-        for (name, path) in memory_images(dir) {
+        for (f, hashed) in files.values_mut() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            hashed_any |= hash_complete_chunks(&path, key, early.0.entry(name).or_default()).unwrap_or(false);
+            hashed_any |= hash_next_chunk(f, key, hashed).unwrap_or(false);
         }
         if !hashed_any {
+            open_new_images(dir, &mut files);
             std::thread::sleep(IDLE);
         }
     }
-    early
+    Early(files.into_iter().map(|(name, (_, hashed))| (name, hashed)).collect())
 }
 
-/// Hashes the next chunk of `path` if the file holds all of it; whether it did.
-fn hash_complete_chunks(path: &Path, key: &[u8; 32], into: &mut Hashed) -> std::io::Result<bool> {
-    let f = std::fs::File::open(path)?;
-    let meta = f.metadata()?;
-    if into.hashes.is_empty() {
-        into.ino = meta.ino();
-    } else if into.ino != meta.ino() {
-        // Another file under the name: what was hashed is not its.
-        *into = Hashed { ino: meta.ino(), hashes: Vec::new() };
-    }
+/// Hashes the next chunk of `f` if the file holds all of it; whether it did.
+fn hash_next_chunk(f: &File, key: &[u8; 32], into: &mut Hashed) -> std::io::Result<bool> {
     let offset = (into.hashes.len() * CHUNK) as u64;
-    if meta.len() < offset + CHUNK as u64 {
+    if f.metadata()?.len() < offset + CHUNK as u64 {
         return Ok(false);
     }
     // SAFETY: a read-only map of bytes already written; the data dir is root-only and
     // images are never truncated while a dump writes them.
-    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(CHUNK).map(&f)? };
+    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(CHUNK).map(f)? };
     into.hashes.push(blake3::keyed_hash(key, &map).to_hex().to_string());
     Ok(true)
 }
@@ -167,8 +169,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("pages-1.img");
         std::fs::write(&path, vec![1u8; CHUNK]).unwrap();
-        let mut h = Hashed::default();
-        assert!(hash_complete_chunks(&path, &key.derive(CHUNK_CONTEXT), &mut h).unwrap());
+        let (f, mut h) = open_image(&path).unwrap();
+        assert!(hash_next_chunk(&f, &key.derive(CHUNK_CONTEXT), &mut h).unwrap());
         let early = Early(HashMap::from([("pages-1.img".to_string(), h)]));
         // Replaced by a new file (made while the old one exists: another inode) with
         // other bytes.
